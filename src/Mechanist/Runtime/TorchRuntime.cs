@@ -1,0 +1,37 @@
+using TorchSharp;
+
+namespace Mechanist.Runtime;
+
+/// <summary>
+/// Loads libtorch once and turns a failure into one clear message instead of TorchSharp's
+/// multi-page trace.
+/// </summary>
+public static class TorchRuntime
+{
+    static readonly Lazy<string?> LoadError = new(TryLoad, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>Ensures libtorch is loaded; throws <see cref="MechanistException"/> saying why it cannot be.</summary>
+    public static void EnsureLoaded()
+    {
+        if (LoadError.Value is { } error) throw new MechanistException(error);
+    }
+
+    static string? TryLoad()
+    {
+        try
+        {
+            _ = torch.__version__;
+            using var probe = torch.zeros(1);
+            return null;
+        }
+        catch (Exception e)
+        {
+            string detail = e.InnerException?.Message ?? e.Message;
+            string firstLine = detail.Split('\n', 2)[0].Trim();
+            return "libtorch could not be loaded (TorchSharp-cpu 0.107 / libtorch 2.10). " +
+                   "If the system libstdc++ lacks GLIBCXX_3.4.32, rebuild with 'dotnet build' so the " +
+                   "build marks that version need weak in libLibTorchSharp.so; also check that the " +
+                   $"runtimes/*/native folder sits beside TorchSharp.dll. Cause: {firstLine}";
+        }
+    }
+}
