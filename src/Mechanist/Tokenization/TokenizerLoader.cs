@@ -1,0 +1,212 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Mechanist.Tokenization;
+
+/// <summary>
+/// Builds a <see cref="TextTokenizer"/> from the files a model ships: tokenizer.json, vocab.json +
+/// merges.txt, tokenizer.model (SentencePiece), or a llama2.c tokenizer.bin.
+/// </summary>
+public static class TokenizerLoader
+{
+    /// <summary>
+    /// Loads the tokenizer of a model folder, trying tokenizer.json, then vocab.json + merges.txt,
+    /// then tokenizer.model. Returns null when the folder has none of them.
+    /// </summary>
+    public static TextTokenizer? FromModelFolder(string dir)
+    {
+        string json = Path.Combine(dir, "tokenizer.json");
+        TextTokenizer? tok = null;
+        if (File.Exists(json)) tok = FromTokenizerJson(json);
+        else if (File.Exists(Path.Combine(dir, "vocab.json")) && File.Exists(Path.Combine(dir, "merges.txt")))
+            tok = FromVocabAndMerges(Path.Combine(dir, "vocab.json"), Path.Combine(dir, "merges.txt"));
+        else if (File.Exists(Path.Combine(dir, "tokenizer.model")))
+            tok = SentencePieceModelTokenizer.Load(Path.Combine(dir, "tokenizer.model"));
+        if (tok == null) return null;
+        ApplyFolderSpecialTokens(tok, dir);
+        return tok;
+    }
+
+    /// <summary>Loads any supported tokenizer file by its name and content.</summary>
+    public static TextTokenizer FromFile(string path)
+    {
+        if (Directory.Exists(path))
+            return FromModelFolder(path) ?? throw new MechanistException($"{path}: no tokenizer.json, vocab.json + merges.txt or tokenizer.model in this folder");
+        if (!File.Exists(path)) throw new MechanistException($"{path}: file not found");
+        string name = Path.GetFileName(path);
+        if (name.EndsWith(".json", StringComparison.OrdinalIgnoreCase)) return FromTokenizerJson(path);
+        if (name.EndsWith(".model", StringComparison.OrdinalIgnoreCase)) return SentencePieceModelTokenizer.Load(path);
+        if (name.EndsWith(".bin", StringComparison.OrdinalIgnoreCase)) return Llama2cTokenizer.Load(path);
+        throw new MechanistException($"{path}: unknown tokenizer file (expected tokenizer.json, tokenizer.model or a llama2.c .bin)");
+    }
+
+    /// <summary>Loads a Hugging Face tokenizer.json (BPE, byte-level or SentencePiece-style, and WordLevel).</summary>
+    public static TextTokenizer FromTokenizerJson(string path)
+    {
+        JsonNode root;
+        try { root = JsonNode.Parse(File.ReadAllText(path)) ?? throw new JsonException("empty document"); }
+        catch (JsonException e) { throw new InvalidCheckpointException(path, $"invalid JSON: {e.Message}"); }
+        var model = root["model"] as JsonObject ?? throw new InvalidCheckpointException(path, "no \"model\" object");
+        string type = model["type"]?.GetValue<string>() ?? (model["merges"] != null ? "BPE" : model["vocab"] is JsonArray ? "Unigram" : "WordLevel");
+        var vocab = ReadVocab(path, model["vocab"]);
+        TextTokenizer tok = type switch
+        {
+            "BPE" when IsByteLevel(root) => new ByteLevelBpeTokenizer(vocab, ReadMerges(path, model["merges"]).Select(m => m.Item1 + " " + m.Item2),
+                ByteLevelPattern(root), ByteLevelAddPrefixSpace(root)),
+            "BPE" => new SentencePieceBpeTokenizer(vocab, ReadMerges(path, model["merges"]),
+                model["byte_fallback"]?.GetValue<bool>() ?? false,
+                model["unk_token"]?.GetValue<string>() is { } unk && vocab.TryGetValue(unk, out int u) ? u : null,
+                MetaspacePrepend(root)),
+            "WordLevel" => new WordLevelTokenizer(vocab, model["unk_token"]?.GetValue<string>(), WordLevelPattern(root)),
+            _ => throw new MechanistException($"{path}: tokenizer model type '{type}' is not supported (supported: BPE, WordLevel)"),
+        };
+        if (root["added_tokens"] is JsonArray added)
+            foreach (var a in added.OfType<JsonObject>())
+                tok.AddSpecialToken(a["content"]!.GetValue<string>(), a["id"]!.GetValue<int>(), a["special"]?.GetValue<bool>() ?? true);
+        ApplyPostProcessorBos(tok, root);
+        return tok;
+    }
+
+    /// <summary>Loads a GPT-2 style vocab.json + merges.txt pair (byte-level BPE).</summary>
+    public static TextTokenizer FromVocabAndMerges(string vocabPath, string mergesPath)
+    {
+        Dictionary<string, int> vocab;
+        try { vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllText(vocabPath)) ?? new(); }
+        catch (JsonException e) { throw new InvalidCheckpointException(vocabPath, $"invalid JSON: {e.Message}"); }
+        var merges = File.ReadLines(mergesPath).Where(l => l.Length > 0 && !l.StartsWith("#version")).ToList();
+        if (merges.Any(m => m.Split(' ').Length != 2))
+            throw new InvalidCheckpointException(mergesPath, "each merge line must be two tokens separated by one space");
+        var tok = new ByteLevelBpeTokenizer(vocab, merges);
+        if (vocab.TryGetValue("<|endoftext|>", out int eot))
+        {
+            tok.AddSpecialToken("<|endoftext|>", eot);
+            tok.BosId = eot; tok.EosId = eot;
+        }
+        return tok;
+    }
+
+    static Dictionary<string, int> ReadVocab(string path, JsonNode? node)
+    {
+        if (node is not JsonObject obj) throw new InvalidCheckpointException(path, "model.vocab must be an object of token -> id");
+        var vocab = new Dictionary<string, int>(obj.Count);
+        foreach (var (k, v) in obj) vocab[k] = v!.GetValue<int>();
+        if (vocab.Count == 0) throw new InvalidCheckpointException(path, "model.vocab is empty");
+        return vocab;
+    }
+
+    static IEnumerable<(string, string)> ReadMerges(string path, JsonNode? node)
+    {
+        if (node is not JsonArray arr) throw new InvalidCheckpointException(path, "model.merges must be an array");
+        foreach (var m in arr)
+        {
+            if (m is JsonArray pair && pair.Count == 2) yield return (pair[0]!.GetValue<string>(), pair[1]!.GetValue<string>());
+            else if (m is JsonValue v && v.GetValue<string>() is { } s && s.IndexOf(' ', 1) is int sp && sp > 0)
+                yield return (s[..sp], s[(sp + 1)..]);
+            else throw new InvalidCheckpointException(path, $"malformed merge {m?.ToJsonString()}");
+        }
+    }
+
+    static IEnumerable<JsonObject> Flatten(JsonNode? node)
+    {
+        if (node is not JsonObject obj) yield break;
+        if (obj["type"]?.GetValue<string>() == "Sequence")
+        {
+            var items = obj["pretokenizers"] ?? obj["normalizers"] ?? obj["decoders"] ?? obj["processors"];
+            if (items is JsonArray arr) foreach (var child in arr) foreach (var x in Flatten(child)) yield return x;
+        }
+        else yield return obj;
+    }
+
+    static bool IsByteLevel(JsonNode root) =>
+        Flatten(root["pre_tokenizer"]).Any(p => p["type"]?.GetValue<string>() == "ByteLevel")
+        || Flatten(root["decoder"]).Any(p => p["type"]?.GetValue<string>() == "ByteLevel");
+
+    static string ByteLevelPattern(JsonNode root)
+    {
+        var split = Flatten(root["pre_tokenizer"]).FirstOrDefault(p => p["type"]?.GetValue<string>() == "Split");
+        return split?["pattern"]?["Regex"]?.GetValue<string>() ?? ByteLevelBpeTokenizer.Gpt2Pattern;
+    }
+
+    static bool ByteLevelAddPrefixSpace(JsonNode root) =>
+        Flatten(root["pre_tokenizer"]).FirstOrDefault(p => p["type"]?.GetValue<string>() == "ByteLevel")?["add_prefix_space"]?.GetValue<bool>() ?? false;
+
+    static SentencePieceBpeTokenizer.PrependScheme MetaspacePrepend(JsonNode root)
+    {
+        var meta = Flatten(root["pre_tokenizer"]).FirstOrDefault(p => p["type"]?.GetValue<string>() == "Metaspace");
+        if (meta != null)
+        {
+            string scheme = meta["prepend_scheme"]?.GetValue<string>()
+                ?? (meta["add_prefix_space"]?.GetValue<bool>() == false ? "never" : "always");
+            return scheme switch { "first" => SentencePieceBpeTokenizer.PrependScheme.First, "never" => SentencePieceBpeTokenizer.PrependScheme.Never, _ => SentencePieceBpeTokenizer.PrependScheme.Always };
+        }
+        bool prepends = Flatten(root["normalizer"]).Any(n => n["type"]?.GetValue<string>() == "Prepend");
+        return prepends ? SentencePieceBpeTokenizer.PrependScheme.Always : SentencePieceBpeTokenizer.PrependScheme.Never;
+    }
+
+    static string WordLevelPattern(JsonNode root)
+    {
+        var pre = Flatten(root["pre_tokenizer"]).FirstOrDefault();
+        return pre?["type"]?.GetValue<string>() switch
+        {
+            "WhitespaceSplit" => @"\S+",
+            "Split" when pre["pattern"]?["Regex"]?.GetValue<string>() is { } rx => rx,
+            _ => WordLevelTokenizer.WhitespacePattern,
+        };
+    }
+
+    static void ApplyPostProcessorBos(TextTokenizer tok, JsonNode root)
+    {
+        foreach (var p in Flatten(root["post_processor"]))
+        {
+            if (p["type"]?.GetValue<string>() != "TemplateProcessing") continue;
+            var first = (p["single"] as JsonArray)?.FirstOrDefault();
+            if (first?["SpecialToken"]?["id"]?.GetValue<string>() is { } name && tok.TokenToId(name) is { } id)
+            {
+                tok.BosId = id;
+                tok.PrependBosByDefault = true;
+            }
+        }
+    }
+
+    /// <summary>Reads BOS/EOS/PAD from tokenizer_config.json, special_tokens_map.json or config.json, in that order.</summary>
+    static void ApplyFolderSpecialTokens(TextTokenizer tok, string dir)
+    {
+        int? Resolve(JsonNode? node) => node switch
+        {
+            JsonValue v when v.TryGetValue(out string? s) => tok.TokenToId(s),
+            JsonObject o when o["content"]?.GetValue<string>() is { } s => tok.TokenToId(s),
+            _ => null,
+        };
+        foreach (var file in new[] { "tokenizer_config.json", "special_tokens_map.json" })
+        {
+            var node = ReadJsonOrNull(Path.Combine(dir, file));
+            if (node == null) continue;
+            tok.BosId ??= Resolve(node["bos_token"]);
+            tok.EosId ??= Resolve(node["eos_token"]);
+            tok.PadId ??= Resolve(node["pad_token"]);
+        }
+        var config = ReadJsonOrNull(Path.Combine(dir, "config.json"));
+        if (config != null)
+        {
+            tok.BosId ??= IntOrNull(config["bos_token_id"]);
+            tok.EosId ??= IntOrNull(config["eos_token_id"]);
+            tok.PadId ??= IntOrNull(config["pad_token_id"]);
+        }
+        // Without configuration, fall back on the conventional BOS names (GPT-2 ships only tokenizer.json).
+        foreach (var name in new[] { "<|begin_of_text|>", "<s>", "<bos>", "<|endoftext|>" })
+            tok.BosId ??= tok.AddedTokens.Values.Contains(name) ? tok.TokenToId(name) : null;
+        if (tok.EosId == null && tok.AddedTokens.Values.Contains("<|endoftext|>")) tok.EosId = tok.TokenToId("<|endoftext|>");
+        // Like TransformerLens, prepend BOS by default whenever the model has one (the attention sink
+        // position matters for interpretability); callers turn it off with prependBos: false / --no-bos.
+        if (tok.BosId != null) tok.PrependBosByDefault = true;
+    }
+
+    static int? IntOrNull(JsonNode? n) => n is JsonValue v && v.TryGetValue(out int i) ? i : null;
+
+    static JsonNode? ReadJsonOrNull(string path)
+    {
+        if (!File.Exists(path)) return null;
+        try { return JsonNode.Parse(File.ReadAllText(path)); }
+        catch (JsonException e) { throw new InvalidCheckpointException(path, $"invalid JSON: {e.Message}"); }
+    }
+}
