@@ -23,7 +23,9 @@ public sealed class Llama2cTokenizer : TextTokenizer
         for (int i = 0; i < _pieces.Length; i++) _lookup.TryAdd(_pieces[i], i);
         BosId = 1; EosId = 2;
         PrependBosByDefault = true;
-        for (int id = 0; id < Math.Min(3, _pieces.Length); id++) AddSpecialToken(_pieces[id], id);
+        // llama2.c stores these as "<unk>", "\n<s>\n", "\n</s>\n"; they are shown and matched by their usual names.
+        string[] special = { "<unk>", "<s>", "</s>" };
+        for (int id = 0; id < Math.Min(3, _pieces.Length); id++) AddSpecialToken(special[id], id);
     }
 
     /// <summary>The pieces, by id (llama2.c stores spaces as plain spaces).</summary>
@@ -135,5 +137,7 @@ public sealed class Llama2cTokenizer : TextTokenizer
     protected override string IdToModelToken(int id) => _pieces[id];
 
     /// <inheritdoc/>
-    public override int? TokenToId(string token) => _lookup.TryGetValue(token, out int id) ? id : null;
+    public override int? TokenToId(string token) =>
+        AddedTokens.Where(kv => kv.Value == token).Select(kv => (int?)kv.Key).FirstOrDefault()
+        ?? (_lookup.TryGetValue(token, out int id) ? id : null);
 }

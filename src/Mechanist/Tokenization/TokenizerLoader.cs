@@ -34,6 +34,8 @@ public static class TokenizerLoader
             return FromModelFolder(path) ?? throw new MechanistException($"{path}: no tokenizer.json, vocab.json + merges.txt or tokenizer.model in this folder");
         if (!File.Exists(path)) throw new MechanistException($"{path}: file not found");
         string name = Path.GetFileName(path);
+        if (name.Equals("tokenizer.json", StringComparison.OrdinalIgnoreCase))
+            return FromModelFolder(Path.GetDirectoryName(Path.GetFullPath(path))!)!;
         if (name.EndsWith(".json", StringComparison.OrdinalIgnoreCase)) return FromTokenizerJson(path);
         if (name.EndsWith(".model", StringComparison.OrdinalIgnoreCase)) return SentencePieceModelTokenizer.Load(path);
         if (name.EndsWith(".bin", StringComparison.OrdinalIgnoreCase)) return Llama2cTokenizer.Load(path);
