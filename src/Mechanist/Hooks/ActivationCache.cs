@@ -1,0 +1,163 @@
+using Mechanist.IO;
+using Mechanist.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Mechanist.Hooks;
+
+/// <summary>
+/// Activations recorded at hook points during one run (and their gradients, named "NAME_grad", when
+/// recorded with backward). Owns its tensors: dispose it when done. Mirrors TransformerLens's
+/// ActivationCache: lookup by name or (kind, layer), accumulated and decomposed residual streams,
+/// per-head results, norm scaling of stacks and logit attributions.
+/// </summary>
+public sealed class ActivationCache : IDisposable
+{
+    readonly Dictionary<string, Tensor> _tensors = new();
+
+    /// <summary>Creates an empty cache for <paramref name="model"/>.</summary>
+    public ActivationCache(HookedTransformer model) => Model = model;
+
+    /// <summary>The model the activations come from.</summary>
+    public HookedTransformer Model { get; }
+
+    /// <summary>Cached names, in recording order.</summary>
+    public IReadOnlyCollection<string> Names => _tensors.Keys;
+
+    /// <summary>Whether a name is cached.</summary>
+    public bool Contains(string name) => _tensors.ContainsKey(name);
+
+    /// <summary>The activation at a hook point.</summary>
+    public Tensor this[string name] => _tensors.TryGetValue(name, out var t) ? t
+        : throw new MechanistException($"'{name}' is not in the cache" + (Model.HookPointNames().Contains(name.Replace("_grad", "")) ? " (it was not selected when running)" : "; 'mechanist hooks' lists hook point names"));
+
+    /// <summary>The activation of a kind at a layer ("resid_pre", "pattern", "q", "post", ...).</summary>
+    public Tensor this[string kind, int layer] => this[HookNames.Act(kind, layer)];
+
+    internal void Store(string name, Tensor t)
+    {
+        if (_tensors.Remove(name, out var old)) old.Dispose();
+        _tensors[name] = t.DetachFromDisposeScope();
+    }
+
+    internal void CollectGradients(Dictionary<string, Tensor> sources)
+    {
+        foreach (var (name, t) in sources)
+            if (t.grad is { } g) Store(name + "_grad", g.detach().clone());
+    }
+
+    /// <summary>
+    /// The residual stream entering each layer up to <paramref name="layer"/> (default: all, plus the final
+    /// residual) as [components, batch, pos, d_model] with labels "0_pre", "0_mid", ..., "final_post".
+    /// </summary>
+    public (Tensor Stack, string[] Labels) AccumulatedResid(int? layer = null, bool includeMid = false, bool applyLn = false)
+    {
+        int n = Model.Config.NLayers, upTo = layer ?? n;
+        var parts = new List<Tensor>(); var labels = new List<string>();
+        for (int l = 0; l < Math.Min(upTo, n); l++)
+        {
+            parts.Add(this["resid_pre", l]); labels.Add($"{l}_pre");
+            if (includeMid && !Model.Config.ParallelResidual) { parts.Add(this["resid_mid", l]); labels.Add($"{l}_mid"); }
+        }
+        if (upTo >= n) { parts.Add(this["resid_post", n - 1]); labels.Add("final_post"); }
+        var stack = stack_(parts);
+        return (applyLn ? ApplyLnToStack(stack, layer) : stack, labels.ToArray());
+    }
+
+    /// <summary>
+    /// The residual stream entering <paramref name="layer"/> (default: the unembedding) split into the
+    /// outputs that wrote it: embed, pos_embed, each attention and MLP output. The parts sum to it.
+    /// </summary>
+    public (Tensor Stack, string[] Labels) DecomposeResid(int? layer = null, bool mlpInput = false, bool applyLn = false, bool includeEmbeds = true)
+    {
+        int n = Model.Config.NLayers, upTo = layer ?? n;
+        var parts = new List<Tensor>(); var labels = new List<string>();
+        if (includeEmbeds)
+        {
+            parts.Add(EmbedWithScale()); labels.Add("embed");
+            if (Contains(HookNames.PosEmbed)) { parts.Add(this[HookNames.PosEmbed]); labels.Add("pos_embed"); }
+        }
+        for (int l = 0; l < upTo; l++)
+        {
+            parts.Add(this["attn_out", l]); labels.Add($"{l}_attn_out");
+            parts.Add(this["mlp_out", l]); labels.Add($"{l}_mlp_out");
+        }
+        if (mlpInput && upTo < n) { parts.Add(this["attn_out", upTo]); labels.Add($"{upTo}_attn_out"); }
+        var stack = stack_(parts);
+        return (applyLn ? ApplyLnToStack(stack, layer, mlpInput) : stack, labels.ToArray());
+    }
+
+    Tensor EmbedWithScale() => this[HookNames.Embed];
+
+    /// <summary>
+    /// Each head's output written to the residual stream, for layers below <paramref name="layer"/>:
+    /// [layers·heads, batch, pos, d_model], labels "L{l}H{h}". Uses attn.hook_result when cached, else
+    /// computes it from attn.hook_z and W_O (biases excluded, as in TransformerLens).
+    /// </summary>
+    public (Tensor Stack, string[] Labels) StackHeadResults(int? layer = null, bool applyLn = false)
+    {
+        var cfg = Model.Config;
+        int upTo = layer ?? cfg.NLayers;
+        var parts = new List<Tensor>(); var labels = new List<string>();
+        for (int l = 0; l < upTo; l++)
+        {
+            Tensor result;
+            if (Contains(HookNames.Act("result", l))) result = this["result", l];
+            else
+            {
+                var wo = Model.Weights.Blocks[l].Wo.view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);
+                result = einsum("bphd,hdm->bphm", this["z", l], wo);
+            }
+            for (int h = 0; h < cfg.NHeads; h++) { parts.Add(result.select(2, h)); labels.Add($"L{l}H{h}"); }
+        }
+        var stack = stack_(parts);
+        return (applyLn ? ApplyLnToStack(stack, layer) : stack, labels.ToArray());
+    }
+
+    /// <summary>
+    /// Applies the norm that reads the residual at <paramref name="layer"/> (default: the final norm) to a
+    /// stack of residual components, using the cached scale: centred (LayerNorm) and divided by the scale.
+    /// Weights are not applied (fold them into the direction, as <see cref="LogitAttrs"/> does).
+    /// </summary>
+    public Tensor ApplyLnToStack(Tensor stack, int? layer = null, bool mlpInput = false)
+    {
+        int n = Model.Config.NLayers;
+        string scaleName = layer is null || layer >= n ? HookNames.LnFinalScale
+            : mlpInput ? $"blocks.{layer}.ln2.hook_scale" : $"blocks.{layer}.ln1.hook_scale";
+        var scale = this[scaleName];
+        var centred = Model.Config.Norm is NormKind.LayerNorm or NormKind.LayerNormNoAffine ? stack - stack.mean(new long[] { -1 }, keepdim: true) : stack;
+        return centred / scale;
+    }
+
+    /// <summary>
+    /// Direct logit attribution: each component's contribution to the logit of <paramref name="tokens"/>
+    /// (minus that of <paramref name="incorrectTokens"/> when given). <paramref name="stack"/> is
+    /// [components, batch, d_model] already divided by the final norm scale (see <see cref="ApplyLnToStack"/>);
+    /// the final norm's weight is folded into the unembedding direction here.
+    /// </summary>
+    public Tensor LogitAttrs(Tensor stack, long[] tokens, long[]? incorrectTokens = null)
+    {
+        var direction = Model.UnembedDirections(tokens);
+        if (incorrectTokens != null) direction = direction - Model.UnembedDirections(incorrectTokens);
+        return (stack * direction.to(stack.dtype)).sum(-1);
+    }
+
+    /// <summary>Writes every cached tensor (fp32) to a safetensors file, atomically.</summary>
+    public void Save(string path, IReadOnlyDictionary<string, Tensor>? extra = null)
+    {
+        using var scope = NewDisposeScope();
+        var all = _tensors.Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.to(ScalarType.Float32).cpu()))
+            .Concat((extra ?? new Dictionary<string, Tensor>()).Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.to(ScalarType.Float32).cpu())));
+        SafetensorsWriter.Write(path, all, new Dictionary<string, string> { ["model"] = Model.Name, ["producer"] = "mechanist" });
+    }
+
+    static Tensor stack_(List<Tensor> parts) =>
+        parts.Count > 0 ? stack(parts) : throw new MechanistException("nothing to stack: choose a later layer");
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (var t in _tensors.Values) t.Dispose();
+        _tensors.Clear();
+    }
+}

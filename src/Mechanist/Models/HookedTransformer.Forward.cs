@@ -1,0 +1,251 @@
+using Mechanist.Hooks;
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Mechanist.Models;
+
+public sealed partial class HookedTransformer
+{
+    /// <summary>What one forward pass carries besides tensors: hooks and cache.</summary>
+    sealed class ForwardState(List<ForwardHookSpec> forward, IReadOnlyList<BackwardHookSpec> backward, ActivationCache? cache, bool keepGraph)
+    {
+        public readonly List<ForwardHookSpec> Forward = forward;
+        public readonly IReadOnlyList<BackwardHookSpec> Backward = backward;
+        public readonly ActivationCache? Cache = cache;
+        public readonly bool KeepGraph = keepGraph;
+        public Func<string, bool>? CacheFilter;
+        public readonly Dictionary<string, Tensor> GradSources = new();
+    }
+
+    Tensor Execute(Tensor input, RunOptions o, ForwardState s)
+    {
+        using var grad = o.EnableGrad || s.KeepGraph ? enable_grad() : no_grad();
+        using var scope = NewDisposeScope();
+        var output = Forward(input, o, s);
+        return output.MoveToOuterDisposeScope();
+    }
+
+    Tensor Hook(ForwardState s, string name, int? layer, Tensor x)
+    {
+        var ctx = new HookContext(name, layer);
+        foreach (var spec in s.Forward)
+        {
+            if (!spec.Filter.Matches(name)) continue;
+            var replaced = spec.Hook(x, ctx);
+            if (replaced is null) continue;
+            if (!replaced.shape.SequenceEqual(x.shape))
+                throw new MechanistException($"hook at '{name}' returned shape [{string.Join(", ", replaced.shape)}] for an activation of shape [{string.Join(", ", x.shape)}]");
+            x = replaced.device == x.device && replaced.dtype == x.dtype ? replaced : replaced.to(x.dtype, x.device);
+        }
+        foreach (var spec in s.Backward)
+            if (spec.Filter.Matches(name) && x.requires_grad) x = GradientHook.Apply(x, spec.Hook, ctx);
+        if (s.Cache != null && s.CacheFilter!(name))
+        {
+            s.Cache.Store(name, x.detach());
+            if (s.KeepGraph && x.requires_grad)
+            {
+                x.retain_grad();
+                s.GradSources[name] = x;
+            }
+        }
+        return x;
+    }
+
+    Tensor Forward(Tensor input, RunOptions o, ForwardState s)
+    {
+        var cfg = Config;
+        int start = o.StartAtLayer, stop = o.StopAtLayer ?? cfg.NLayers;
+        if (start < 0 || start > cfg.NLayers || stop < start || stop > cfg.NLayers)
+            throw new MechanistException($"layers {start}..{stop} are outside the model's 0..{cfg.NLayers}");
+        long batch = input.shape[0], pos = input.shape[1];
+        int past = o.KvCache?.Length ?? 0;
+        if (past + pos > cfg.NCtx) throw new MechanistException($"{past + pos} positions exceed the model's context of {cfg.NCtx}");
+
+        var mask = o.AttentionMask?.to(Device);
+        if (mask is not null && (mask.dim() != 2 || mask.shape[0] != batch || mask.shape[1] != past + pos))
+            throw new MechanistException($"attention mask has shape [{string.Join(", ", mask.shape)}]; expected [{batch}, {past + pos}]");
+        var positions = o.PositionIds?.to(Device) ?? DefaultPositions(batch, pos, past, mask);
+
+        Tensor x;
+        if (start == 0)
+        {
+            if (input.dtype != ScalarType.Int64 || input.dim() != 2) throw new MechanistException("tokens must be an int64 tensor [batch, pos]");
+            if (pos == 0) throw new MechanistException("no tokens to run");
+            long min = input.min().item<long>(), max = input.max().item<long>();
+            if (min < 0 || max >= cfg.VocabSize) throw new MechanistException($"token id {(min < 0 ? min : max)} is outside the vocabulary (0..{cfg.VocabSize - 1})");
+            var embed = Weights.WE.index_select(0, input.to(Device).flatten()).view(batch, pos, cfg.DModel);
+            if (cfg.EmbeddingScale != 1.0) embed = embed * tensor(cfg.EmbeddingScale, DType, Device);
+            embed = Hook(s, HookNames.Embed, null, embed);
+            if (cfg.Positional == PositionKind.Learned)
+            {
+                var posEmbed = Hook(s, HookNames.PosEmbed, null, Weights.WPos!.index_select(0, positions.flatten()).view(batch, pos, cfg.DModel));
+                x = embed + posEmbed;
+            }
+            else x = embed;
+        }
+        else
+        {
+            if (input.dim() != 3 || input.shape[2] != cfg.DModel) throw new MechanistException($"a start layer needs a residual stream [batch, pos, {cfg.DModel}]");
+            x = input.to(DType, Device);
+        }
+
+        var attnMask = BuildMask(batch, pos, past, mask, sliding: false);
+        var slidingMask = cfg.SlidingWindow != null ? BuildMask(batch, pos, past, mask, sliding: true) : null;
+        (Tensor Cos, Tensor Sin)? rope = _rotary?.For(positions, DType);
+        for (int l = start; l < stop; l++)
+            x = Block(s, o, l, x, cfg.UsesSlidingWindow(l) ? slidingMask! : attnMask, rope);
+        o.KvCache?.Advance((int)pos);
+        if (stop < cfg.NLayers) return x;
+
+        x = Norm(s, o, x, cfg.Norm, Weights.LnFinalW, Weights.LnFinalB, HookNames.LnFinalScale, HookNames.LnFinalNormalized, null);
+        x = Hook(s, HookNames.UnembedIn, null, x);
+        var logits = F.linear(x, Weights.WU, Weights.BU);
+        if (cfg.FinalSoftcap is { } cap) logits = (logits / cap).tanh() * cap;
+        return Hook(s, HookNames.UnembedOut, null, logits);
+    }
+
+    Tensor DefaultPositions(long batch, long pos, int past, Tensor? mask)
+    {
+        if (mask is null) return arange(past, past + pos, dtype: ScalarType.Int64, device: Device).unsqueeze(0).expand(batch, pos);
+        // Left padding: real tokens count from 0; pad slots get 0 (they are masked anyway).
+        var cumulative = mask.to(ScalarType.Int64).cumsum(1) - 1;
+        return cumulative.clamp_min(0)[.., past..];
+    }
+
+    /// <summary>True where attention is forbidden: future keys, padding keys, keys outside the sliding window.</summary>
+    Tensor BuildMask(long batch, long pos, int past, Tensor? padding, bool sliding)
+    {
+        long keys = past + pos;
+        var q = arange(past, keys, dtype: ScalarType.Int64, device: Device).unsqueeze(1);
+        var k = arange(0, keys, dtype: ScalarType.Int64, device: Device).unsqueeze(0);
+        var masked = k > q;
+        if (sliding) masked = masked.logical_or(q - k >= Config.SlidingWindow!.Value);
+        masked = masked.view(1, 1, pos, keys);
+        if (padding is not null) masked = masked.logical_or(padding.eq(0).view(batch, 1, 1, keys));
+        return masked;
+    }
+
+    Tensor Block(ForwardState s, RunOptions o, int l, Tensor resid, Tensor mask, (Tensor Cos, Tensor Sin)? rope)
+    {
+        var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
+        resid = Hook(s, n.ResidPre, l, resid);
+        var attnIn = Norm(s, o, resid, cfg.Norm, w.Ln1W, w.Ln1B, n.Ln1Scale, n.Ln1Normalized, l);
+        var attnOut = Attention(s, o, l, attnIn, mask, rope);
+        if (cfg.PostNorms) attnOut = Norm(s, o, attnOut, cfg.Norm, w.PostAttnNormW, null, n.Ln1PostScale, n.Ln1PostNormalized, l);
+        attnOut = Hook(s, n.AttnOut, l, attnOut);
+
+        Tensor mid = resid;
+        if (!cfg.ParallelResidual) mid = Hook(s, n.ResidMid, l, resid + attnOut);
+        var mlpIn = Norm(s, o, cfg.ParallelResidual ? resid : mid, cfg.Norm, w.Ln2W, w.Ln2B, n.Ln2Scale, n.Ln2Normalized, l);
+        var mlpOut = o.MlpReplacements != null && o.MlpReplacements.TryGetValue(l, out var replacement) ? replacement(mlpIn) : Mlp(s, l, mlpIn);
+        if (cfg.PostNorms) mlpOut = Norm(s, o, mlpOut, cfg.Norm, w.PostMlpNormW, null, n.Ln2PostScale, n.Ln2PostNormalized, l);
+        mlpOut = Hook(s, n.MlpOut, l, mlpOut);
+
+        var post = cfg.ParallelResidual ? mlpOut + attnOut + resid : mid + mlpOut;
+        return Hook(s, n.ResidPost, l, post);
+    }
+
+    Tensor Attention(ForwardState s, RunOptions o, int l, Tensor x, Tensor mask, (Tensor Cos, Tensor Sin)? rope)
+    {
+        var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
+        long b = x.shape[0], p = x.shape[1];
+        var q = F.linear(x, w.Wq, w.Bq).view(b, p, cfg.NHeads, cfg.DHead);
+        var k = F.linear(x, w.Wk, w.Bk).view(b, p, cfg.NKvHeads, cfg.DHead);
+        var v = F.linear(x, w.Wv, w.Bv).view(b, p, cfg.NKvHeads, cfg.DHead);
+        if (cfg.QkNorm)
+        {
+            q = RmsNormHead(q, w.QNormW!);
+            k = RmsNormHead(k, w.KNormW!);
+        }
+        q = Hook(s, n.Q, l, q);
+        k = Hook(s, n.K, l, k);
+        v = Hook(s, n.V, l, v);
+        if (rope is { } r)
+        {
+            q = Hook(s, n.RotQ, l, _rotary!.Apply(q, r.Cos, r.Sin));
+            k = Hook(s, n.RotK, l, _rotary!.Apply(k, r.Cos, r.Sin));
+        }
+        if (o.KvCache is { } cache) (k, v) = cache.Append(l, k, v);
+
+        var qh = q.permute(0, 2, 1, 3);
+        var kh = k.permute(0, 2, 3, 1);
+        var vh = v.permute(0, 2, 1, 3);
+        if (cfg.HeadsPerKvHead > 1)
+        {
+            kh = kh.repeat_interleave(cfg.HeadsPerKvHead, dim: 1);
+            vh = vh.repeat_interleave(cfg.HeadsPerKvHead, dim: 1);
+        }
+        var scores = matmul(qh, kh) * cfg.AttnScale;
+        if (cfg.AttnSoftcap is { } cap) scores = (scores / cap).tanh() * cap;
+        scores = scores.masked_fill(mask, MinValue(scores.dtype));
+        scores = Hook(s, n.AttnScores, l, scores);
+        var pattern = F.softmax(scores, -1, ScalarType.Float32).to(scores.dtype);
+        if (o.FreezeAttention) pattern = pattern.detach();
+        pattern = Hook(s, n.Pattern, l, pattern);
+        var z = Hook(s, n.Z, l, matmul(pattern, vh).permute(0, 2, 1, 3));
+
+        if (!UseAttnResult) return F.linear(z.reshape(b, p, cfg.NHeads * cfg.DHead), w.Wo, w.Bo);
+        var perHead = w.Wo.view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);
+        var result = Hook(s, n.Result, l, einsum("bphd,hdm->bphm", z, perHead));
+        var summed = result.sum(2);
+        return w.Bo is null ? summed : summed + w.Bo;
+    }
+
+    static double MinValue(ScalarType t) => t switch
+    {
+        ScalarType.Float16 => -65504.0,
+        ScalarType.BFloat16 => -3.3895313892515355e38,
+        ScalarType.Float64 => double.MinValue,
+        _ => float.MinValue,
+    };
+
+    Tensor RmsNormHead(Tensor x, Tensor weight)
+    {
+        var xf = x.to(ScalarType.Float32);
+        var normed = xf * (xf.pow(2).mean(new long[] { -1 }, keepdim: true) + Config.NormEps).rsqrt();
+        return weight * normed.to(x.dtype);
+    }
+
+    Tensor Norm(ForwardState s, RunOptions o, Tensor x, NormKind kind, Tensor? weight, Tensor? bias, string scaleName, string normalizedName, int? layer)
+    {
+        var xf = x.dtype == ScalarType.Float32 ? x : x.to(ScalarType.Float32);
+        bool centre = kind is NormKind.LayerNorm or NormKind.LayerNormNoAffine;
+        var centred = centre ? xf - xf.mean(new long[] { -1 }, keepdim: true) : xf;
+        var scale = (centred.pow(2).mean(new long[] { -1 }, keepdim: true) + Config.NormEps).sqrt();
+        if (o.FreezeNormScales) scale = scale.detach();
+        scale = Hook(s, scaleName, layer, scale);
+        var normalized = Hook(s, normalizedName, layer, centred / scale);
+        return kind switch
+        {
+            NormKind.RmsNorm => weight! * normalized.to(x.dtype),
+            NormKind.RmsNormPlusOne => (normalized * (1.0f + weight!.to(ScalarType.Float32))).to(x.dtype),
+            NormKind.LayerNorm => (bias is null ? normalized * weight! : torch.addcmul(bias.to(ScalarType.Float32), normalized, weight!.to(ScalarType.Float32), 1)).to(x.dtype),
+            _ => normalized.to(x.dtype),
+        };
+    }
+
+    Tensor Mlp(ForwardState s, int l, Tensor x)
+    {
+        var n = _blockNames[l]; var w = Weights.Blocks[l];
+        var pre = Hook(s, n.MlpPre, l, F.linear(x, w.WIn, w.BIn));
+        Tensor post;
+        if (Config.GatedMlp)
+        {
+            var preLinear = Hook(s, n.MlpPreLinear, l, F.linear(x, w.WUp!, w.BUp));
+            post = Hook(s, n.MlpPost, l, Activation(pre) * preLinear);
+        }
+        else post = Hook(s, n.MlpPost, l, Activation(pre));
+        return F.linear(post, w.WOut, w.BOut);
+    }
+
+    Tensor Activation(Tensor x) => Config.Activation switch
+    {
+        "gelu_new" or "gelu_pytorch_tanh" or "gelu_fast" or "gelu_python_tanh" => F.gelu(x, TorchSharp.Modules.GELU.Approximate.tanh),
+        "gelu" or "gelu_python" => F.gelu(x),
+        "silu" or "swish" => F.silu(x),
+        "relu" => F.relu(x),
+        "quick_gelu" => x * (1.702 * x).sigmoid(),
+        var other => throw new MechanistException($"activation '{other}' is not supported"),
+    };
+}

@@ -1,0 +1,69 @@
+using static TorchSharp.torch;
+
+namespace Mechanist.Models;
+
+/// <summary>
+/// Rotary position embeddings, Hugging Face's "rotate half" convention: the first <c>rotary_dim</c>
+/// dimensions of each head are split in two halves rotated together; cos/sin are computed in fp32.
+/// </summary>
+public sealed class Rotary : IDisposable
+{
+    readonly Tensor _cos, _sin;
+
+    /// <summary>Precomputes cos/sin for every position up to the context length.</summary>
+    public Rotary(TransformerConfig cfg, Device device)
+    {
+        RotaryDim = cfg.RotaryDim;
+        using var scope = NewDisposeScope();
+        var invFreq = InverseFrequencies(cfg);
+        var positions = arange(0, cfg.NCtx, dtype: ScalarType.Float32);
+        var freqs = positions.unsqueeze(1) * invFreq.unsqueeze(0);
+        var emb = cat(new[] { freqs, freqs }, -1);
+        _cos = emb.cos().to(device).DetachFromDisposeScope();
+        _sin = emb.sin().to(device).DetachFromDisposeScope();
+    }
+
+    /// <summary>Rotated dimensions per head.</summary>
+    public int RotaryDim { get; }
+
+    /// <summary>HF's inverse frequencies, with Llama-3 or linear scaling applied.</summary>
+    public static Tensor InverseFrequencies(TransformerConfig cfg)
+    {
+        int d = cfg.RotaryDim;
+        var exponents = arange(0, d, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / d;
+        var inv = 1.0f / pow(cfg.RopeTheta, exponents);
+        if (cfg.RopeScaling is not { } s) return inv;
+        if (s.Type == "linear") return inv / s.Factor;
+        // Llama 3.1: keep high frequencies, divide low ones by the factor, interpolate between.
+        double lowWavelen = s.OriginalMaxPositions / s.LowFreqFactor, highWavelen = s.OriginalMaxPositions / s.HighFreqFactor;
+        var wavelen = 2 * Math.PI / inv;
+        var scaled = where(wavelen > lowWavelen, inv / s.Factor, inv);
+        var smooth = (s.OriginalMaxPositions / wavelen - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
+        var smoothed = (1 - smooth) * scaled / s.Factor + smooth * scaled;
+        var isMedium = (wavelen >= highWavelen).logical_and(wavelen <= lowWavelen);
+        return where(isMedium, smoothed, scaled);
+    }
+
+    /// <summary>cos and sin for positions [batch, pos], shaped [batch, pos, 1, rotary_dim].</summary>
+    public (Tensor Cos, Tensor Sin) For(Tensor positions, ScalarType dtype)
+    {
+        var cos = _cos.index_select(0, positions.flatten()).view(positions.shape[0], positions.shape[1], 1, RotaryDim);
+        var sin = _sin.index_select(0, positions.flatten()).view(positions.shape[0], positions.shape[1], 1, RotaryDim);
+        return (cos.to(dtype), sin.to(dtype));
+    }
+
+    /// <summary>Rotates x [batch, pos, heads, d_head] (only its first rotary_dim dimensions).</summary>
+    public Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    {
+        long dh = x.shape[3];
+        var rot = RotaryDim == dh ? x : x[.., .., .., ..RotaryDim];
+        long half = RotaryDim / 2;
+        var x1 = rot[.., .., .., ..(int)half];
+        var x2 = rot[.., .., .., (int)half..];
+        var rotated = rot * cos + cat(new[] { -x2, x1 }, -1) * sin;
+        return RotaryDim == dh ? rotated : cat(new[] { rotated, x[.., .., .., RotaryDim..] }, -1);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() { _cos.Dispose(); _sin.Dispose(); }
+}

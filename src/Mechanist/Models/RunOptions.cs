@@ -1,0 +1,47 @@
+using Mechanist.Hooks;
+using static TorchSharp.torch;
+
+namespace Mechanist.Models;
+
+/// <summary>Options of one forward pass.</summary>
+public sealed record RunOptions
+{
+    /// <summary>[batch, pos] (or [batch, past + pos] with a KV cache) of 1 for real tokens and 0 for padding.</summary>
+    public Tensor? AttentionMask { get; init; }
+
+    /// <summary>[batch, pos] positions; by default derived from the attention mask (left padding) or 0..pos-1.</summary>
+    public Tensor? PositionIds { get; init; }
+
+    /// <summary>Hooks for this run only (never seen by concurrent runs).</summary>
+    public IReadOnlyList<ForwardHookSpec> Hooks { get; init; } = Array.Empty<ForwardHookSpec>();
+
+    /// <summary>Backward hooks for this run (they fire when the caller runs backward on the output).</summary>
+    public IReadOnlyList<BackwardHookSpec> BackwardHooks { get; init; } = Array.Empty<BackwardHookSpec>();
+
+    /// <summary>
+    /// Begin at this block: the input is then the residual stream [batch, pos, d_model] entering it
+    /// (TransformerLens's start_at_layer).
+    /// </summary>
+    public int StartAtLayer { get; init; }
+
+    /// <summary>Stop before this block and return the residual stream entering it (TransformerLens's stop_at_layer).</summary>
+    public int? StopAtLayer { get; init; }
+
+    /// <summary>A KV cache to read and extend (generation).</summary>
+    public KvCache? KvCache { get; init; }
+
+    /// <summary>Record gradients (autograd on); off by default for speed and memory.</summary>
+    public bool EnableGrad { get; init; }
+
+    /// <summary>Attention patterns are detached: no gradient flows through them (attribution with frozen attention).</summary>
+    public bool FreezeAttention { get; init; }
+
+    /// <summary>Norm scales are detached: no gradient flows through them (TransformerLens / circuit-tracer style linearisation).</summary>
+    public bool FreezeNormScales { get; init; }
+
+    /// <summary>
+    /// Replaces a block's MLP: the function maps the MLP input [batch, pos, d_model] to its output
+    /// (e.g. a transcoder plus an error term). Keys are layer indices.
+    /// </summary>
+    public IReadOnlyDictionary<int, Func<Tensor, Tensor>>? MlpReplacements { get; init; }
+}

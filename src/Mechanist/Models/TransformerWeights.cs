@@ -1,0 +1,82 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Mechanist.Models;
+
+/// <summary>
+/// The weights of one block, in nn.Linear orientation ([out, in]). Optional tensors are null when the
+/// architecture lacks them.
+/// </summary>
+public sealed class BlockWeights
+{
+    /// <summary>Attention-input norm weight / bias.</summary>
+    public Tensor? Ln1W, Ln1B;
+    /// <summary>MLP-input norm weight / bias.</summary>
+    public Tensor? Ln2W, Ln2B;
+    /// <summary>Gemma-2 norms after attention and after the MLP.</summary>
+    public Tensor? PostAttnNormW, PostMlpNormW;
+    /// <summary>Qwen3 per-head query / key RMSNorm weights [d_head].</summary>
+    public Tensor? QNormW, KNormW;
+    /// <summary>Query [n_heads·d_head, d_model], key and value [n_kv·d_head, d_model], output [d_model, n_heads·d_head].</summary>
+    public Tensor Wq = null!, Wk = null!, Wv = null!, Wo = null!;
+    /// <summary>Attention biases.</summary>
+    public Tensor? Bq, Bk, Bv, Bo;
+    /// <summary>MLP input (gate when gated) [d_mlp, d_model], up [d_mlp, d_model] when gated, output [d_model, d_mlp].</summary>
+    public Tensor WIn = null!, WOut = null!;
+    /// <summary>Gated MLP's linear ("up") projection.</summary>
+    public Tensor? WUp;
+    /// <summary>MLP biases.</summary>
+    public Tensor? BIn, BUp, BOut;
+
+    /// <summary>Every tensor with a TransformerLens-like name.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> Named()
+    {
+        var all = new (string, Tensor?)[]
+        {
+            ("ln1.w", Ln1W), ("ln1.b", Ln1B), ("ln2.w", Ln2W), ("ln2.b", Ln2B), ("ln1_post.w", PostAttnNormW), ("ln2_post.w", PostMlpNormW),
+            ("attn.q_norm.w", QNormW), ("attn.k_norm.w", KNormW), ("attn.W_Q", Wq), ("attn.W_K", Wk), ("attn.W_V", Wv), ("attn.W_O", Wo),
+            ("attn.b_Q", Bq), ("attn.b_K", Bk), ("attn.b_V", Bv), ("attn.b_O", Bo), ("mlp.W_in", WIn), ("mlp.W_gate_up", WUp),
+            ("mlp.W_out", WOut), ("mlp.b_in", BIn), ("mlp.b_up", BUp), ("mlp.b_out", BOut),
+        };
+        foreach (var (n, t) in all) if (t is not null) yield return (n, t);
+    }
+}
+
+/// <summary>All weights of a <see cref="HookedTransformer"/>.</summary>
+public sealed class TransformerWeights : IDisposable
+{
+    /// <summary>Token embedding [vocab, d_model].</summary>
+    public Tensor WE = null!;
+    /// <summary>Learned position embedding [n_ctx, d_model], when the model has one.</summary>
+    public Tensor? WPos;
+    /// <summary>Per-block weights.</summary>
+    public BlockWeights[] Blocks = Array.Empty<BlockWeights>();
+    /// <summary>Final norm weight / bias.</summary>
+    public Tensor? LnFinalW, LnFinalB;
+    /// <summary>Unembedding [vocab, d_model] (the same tensor as <see cref="WE"/> when tied).</summary>
+    public Tensor WU = null!;
+    /// <summary>Unembedding bias.</summary>
+    public Tensor? BU;
+
+    /// <summary>Every tensor with a TransformerLens-like name (tied tensors once).</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> Named()
+    {
+        yield return ("embed.W_E", WE);
+        if (WPos is not null) yield return ("pos_embed.W_pos", WPos);
+        for (int i = 0; i < Blocks.Length; i++)
+            foreach (var (n, t) in Blocks[i].Named()) yield return ($"blocks.{i}.{n}", t);
+        if (LnFinalW is not null) yield return ("ln_final.w", LnFinalW);
+        if (LnFinalB is not null) yield return ("ln_final.b", LnFinalB);
+        if (!ReferenceEquals(WU, WE)) yield return ("unembed.W_U", WU);
+        if (BU is not null) yield return ("unembed.b_U", BU);
+    }
+
+    /// <summary>Number of parameters (tied tensors counted once).</summary>
+    public long ParameterCount => Named().Sum(t => t.Tensor.numel());
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (var (_, t) in Named().ToList()) t.Dispose();
+    }
+}
