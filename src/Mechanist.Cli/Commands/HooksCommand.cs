@@ -1,0 +1,37 @@
+using System.CommandLine;
+using System.Text.Json;
+using Spectre.Console;
+
+namespace Mechanist.Cli.Commands;
+
+/// <summary><c>mechanist hooks --model M</c>: every hook point with its shape.</summary>
+public sealed class HooksCommand : ICliCommand
+{
+    /// <inheritdoc/>
+    public Command Build(CliContext ctx)
+    {
+        var input = new ModelInput();
+        var json = CommonOptions.Json();
+        var result = new Option<bool>("--attn-result") { Description = "Include attn.hook_result (per-head outputs)." };
+        var cmd = new Command("hooks", "List the model's hook points and their shapes.") { input.Model, input.Offline, json, result };
+        cmd.SetAction(parse =>
+        {
+            using var model = input.LoadModel(parse, ctx);
+            model.UseAttnResult = parse.GetValue(result);
+            var hooks = model.HookPointShapes();
+            if (parse.GetValue(json))
+            {
+                ctx.Out.WriteLine(JsonSerializer.Serialize(hooks.Select(h => new { name = h.Name, shape = h.Shape }), JsonOutput.Options));
+                return 0;
+            }
+            var c = model.Config;
+            ctx.Out.WriteLine($"{model.Name}: {c.Architecture}, {c.NLayers} layers, d_model {c.DModel}, {c.NHeads} heads ({c.NKvHeads} kv) x {c.DHead}, d_mlp {c.DMlp}, vocab {c.VocabSize}, {model.Weights.ParameterCount:N0} parameters");
+            var table = new Table().AddColumns("hook point", "shape");
+            foreach (var (name, shape) in hooks) table.AddRow(Markup.Escape(name), Markup.Escape(shape));
+            AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(ctx.Out) }).Write(table);
+            ctx.Out.WriteLine($"{hooks.Count} hook points");
+            return 0;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,103 @@
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Mechanist.Models;
+using Spectre.Console;
+using static TorchSharp.torch;
+
+namespace Mechanist.Cli.Commands;
+
+/// <summary><c>mechanist run</c>: top next tokens, optionally dumping the activation cache.</summary>
+public sealed class RunCommand : ICliCommand
+{
+    /// <summary>One predicted token.</summary>
+    public sealed record Prediction(long Id, string Token, double Logit, double Prob);
+
+    /// <summary>The next-token predictions of one batch row.</summary>
+    public sealed record RowPrediction(long[] Ids, string[]? Tokens, Prediction[] Top);
+
+    /// <inheritdoc/>
+    public Command Build(CliContext ctx)
+    {
+        var input = new ModelInput();
+        var topK = new Option<int>("--top-k") { Description = "How many next tokens to show.", DefaultValueFactory = _ => 10 };
+        var dump = new Option<string>("--dump-cache") { Description = "Write logits and every cached activation (fp32) to this safetensors file." };
+        var names = new Option<string>("--names") { Description = "Regex selecting the hook points to dump (default: all)." };
+        var json = CommonOptions.Json();
+        var cmd = new Command("run", "Run the model on a prompt and print the most likely next tokens.");
+        input.AddTo(cmd);
+        cmd.Options.Add(topK); cmd.Options.Add(dump); cmd.Options.Add(names); cmd.Options.Add(json);
+        cmd.SetAction(parse =>
+        {
+            int k = parse.GetValue(topK);
+            if (k <= 0) throw new MechanistException("--top-k must be positive");
+            Regex? filter = null;
+            if (parse.GetValue(names) is { } rx)
+            {
+                try { filter = new Regex(rx, RegexOptions.None, TimeSpan.FromSeconds(1)); }
+                catch (ArgumentException e) { throw new MechanistException($"--names: invalid regex: {e.Message}"); }
+            }
+            using var model = input.LoadModel(parse, ctx);
+            using var scope = NewDisposeScope();
+            var (tokens, mask) = input.ReadInput(parse, model);
+            var options = new RunOptions { AttentionMask = mask };
+            Tensor logits;
+            if (parse.GetValue(dump) is { } path)
+            {
+                var (l, cache) = model.RunWithCache(tokens, filter == null ? null : n => filter.IsMatch(n), options);
+                using (cache)
+                {
+                    cache.Save(path, new Dictionary<string, Tensor> { ["logits"] = l });
+                    ctx.Err.WriteLine($"wrote {path}: logits and {cache.Names.Count} activations");
+                }
+                logits = l;
+            }
+            else logits = model.Run(tokens, options);
+
+            var rows = Predict(model, tokens, mask, logits, k);
+            if (parse.GetValue(json))
+            {
+                ctx.Out.WriteLine(JsonSerializer.Serialize(rows.Length == 1 ? rows[0] : (object)rows, JsonOutput.Options));
+                return 0;
+            }
+            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(ctx.Out) });
+            for (int r = 0; r < rows.Length; r++)
+            {
+                if (rows[r].Tokens is { } strs) console.MarkupLine($"[grey]prompt:[/] {Markup.Escape(string.Join("|", strs))}");
+                var table = new Table().AddColumns("rank", "id", "token", "logit", "prob");
+                for (int i = 0; i < rows[r].Top.Length; i++)
+                {
+                    var p = rows[r].Top[i];
+                    table.AddRow((i + 1).ToString(), p.Id.ToString(), Markup.Escape(JsonSerializer.Serialize(p.Token, JsonOutput.Options)), p.Logit.ToString("F3"), p.Prob.ToString("P2"));
+                }
+                console.Write(table);
+            }
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>Top-k next tokens at the last real position of each row.</summary>
+    public static RowPrediction[] Predict(HookedTransformer model, Tensor tokens, Tensor? mask, Tensor logits, int k)
+    {
+        var rows = new RowPrediction[tokens.shape[0]];
+        for (int b = 0; b < rows.Length; b++)
+        {
+            long last = tokens.shape[1] - 1;
+            var ids = tokens[b].data<long>().ToArray();
+            if (mask is not null) ids = ids.Where((_, i) => mask[b, i].item<long>() != 0).ToArray();
+            var row = logits[b, last].to(ScalarType.Float32);
+            var probs = row.softmax(-1);
+            var (values, indices) = row.topk(Math.Min(k, (int)row.shape[0]));
+            var top = new Prediction[values.shape[0]];
+            for (int i = 0; i < top.Length; i++)
+            {
+                long id = indices[i].item<long>();
+                top[i] = new Prediction(id, model.Tokenizer?.ToStrTokens(new[] { (int)id })[0] ?? id.ToString(),
+                    values[i].item<float>(), probs[id].item<float>());
+            }
+            rows[b] = new RowPrediction(ids, model.Tokenizer?.ToStrTokens(ids.Select(i => (int)i)), top);
+        }
+        return rows;
+    }
+}
