@@ -29,6 +29,13 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>The size of a file, following symbolic links (hub cache snapshots are links to blobs).</summary>
+    public static long LengthOf(string path)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        return stream.Length;
+    }
+
     /// <summary>Writes text atomically (UTF-8, no BOM).</summary>
     public static void WriteText(string path, string text) =>
         Write(path, s => { var bytes = new System.Text.UTF8Encoding(false).GetBytes(text); s.Write(bytes); });

@@ -54,7 +54,7 @@ public sealed unsafe class SafetensorsFile : ITensorSource
     public static SafetensorsFile Open(string path)
     {
         if (!File.Exists(path)) throw new MechanistException($"{path}: file not found");
-        long length = new FileInfo(path).Length;
+        long length = AtomicFile.LengthOf(path);
         if (length < 8)
             throw new InvalidCheckpointException(path, $"truncated: {length} bytes, a safetensors file starts with an 8-byte header length");
 

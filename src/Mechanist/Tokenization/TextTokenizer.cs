@@ -43,6 +43,9 @@ public abstract class TextTokenizer
         }
     }
 
+    /// <summary>Whether an id is a special added token (skipped by Decode when asked).</summary>
+    public bool IsSpecial(int id) => _specialIds.Contains(id);
+
     /// <summary>The added tokens, by id.</summary>
     public IReadOnlyDictionary<int, string> AddedTokens => _addedById;
 
@@ -86,7 +89,7 @@ public abstract class TextTokenizer
     protected abstract IEnumerable<int> EncodeOrdinary(string text, bool atTextStart);
 
     /// <summary>Decodes ids back to text.</summary>
-    public string Decode(IEnumerable<int> ids, bool skipSpecial = false)
+    public virtual string Decode(IEnumerable<int> ids, bool skipSpecial = false)
     {
         var sb = new StringBuilder();
         var run = new List<int>();

@@ -50,19 +50,23 @@ public sealed class WordLevelTokenizer : TextTokenizer
         }
     }
 
-    /// <inheritdoc/>
-    protected override string DecodeOrdinary(IReadOnlyList<int> ids, bool atTextStart)
+    /// <summary>Joins words with spaces; punctuation attaches to the word before it.</summary>
+    public override string Decode(IEnumerable<int> ids, bool skipSpecial = false)
     {
         var sb = new System.Text.StringBuilder();
         foreach (int id in ids)
         {
-            string tok = IdToModelToken(id);
-            bool punctuation = tok.Length > 0 && !char.IsLetterOrDigit(tok[0]) && tok[0] != '"' && tok[0] != '(';
-            if (sb.Length > 0 || !atTextStart) if (!punctuation) sb.Append(' ');
+            if (skipSpecial && IsSpecial(id)) continue;
+            string tok = IdToToken(id);
+            bool punctuation = tok.Length > 0 && !char.IsLetterOrDigit(tok[0]) && tok[0] != '"' && tok[0] != '(' && tok[0] != '<';
+            if (sb.Length > 0 && !punctuation) sb.Append(' ');
             sb.Append(tok);
         }
         return sb.ToString();
     }
+
+    /// <inheritdoc/>
+    protected override string DecodeOrdinary(IReadOnlyList<int> ids, bool atTextStart) => Decode(ids);
 
     /// <inheritdoc/>
     protected override string TokenText(int id) { CheckId(id); return IdToModelToken(id); }

@@ -49,7 +49,7 @@ public sealed class Llama2cCheckpoint : ITensorSource
     public static Llama2cCheckpoint Open(string path)
     {
         if (!File.Exists(path)) throw new MechanistException($"{path}: file not found");
-        long length = new FileInfo(path).Length;
+        long length = AtomicFile.LengthOf(path);
         if (length < HeaderBytes) throw new InvalidCheckpointException(path, $"truncated: {length} bytes, a llama2.c checkpoint starts with a {HeaderBytes}-byte header");
         var h = new int[7];
         using (var fs = File.OpenRead(path))
