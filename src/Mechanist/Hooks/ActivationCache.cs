@@ -44,6 +44,9 @@ public sealed class ActivationCache : IDisposable
     {
         foreach (var (name, t) in sources)
             if (t.grad is { } g) Store(name + "_grad", g.detach().clone());
+        // One tensor can sit at two hook points (resid_post of a block is resid_pre of the next).
+        foreach (var t in new HashSet<Tensor>(sources.Values, ReferenceEqualityComparer.Instance)) t.Dispose();
+        sources.Clear();
     }
 
     /// <summary>

@@ -46,7 +46,8 @@ public sealed partial class HookedTransformer
             if (s.KeepGraph && x.requires_grad)
             {
                 x.retain_grad();
-                s.GradSources[name] = x;
+                // Kept past the forward's dispose scope until the gradient is read.
+                s.GradSources[name] = x.DetachFromDisposeScope();
             }
         }
         return x;
@@ -76,10 +77,15 @@ public sealed partial class HookedTransformer
             if (min < 0 || max >= cfg.VocabSize) throw new MechanistException($"token id {(min < 0 ? min : max)} is outside the vocabulary (0..{cfg.VocabSize - 1})");
             var embed = Weights.WE.index_select(0, input.to(Device).flatten()).view(batch, pos, cfg.DModel);
             if (cfg.EmbeddingScale != 1.0) embed = embed * tensor(cfg.EmbeddingScale, DType, Device);
+            // Weights need not require grad: with gradients on, the graph starts at the embeddings so that
+            // every activation downstream has a gradient.
+            if (is_grad_enabled() && !embed.requires_grad) embed = embed.detach().requires_grad_(true);
             embed = Hook(s, HookNames.Embed, null, embed);
             if (cfg.Positional == PositionKind.Learned)
             {
-                var posEmbed = Hook(s, HookNames.PosEmbed, null, Weights.WPos!.index_select(0, positions.flatten()).view(batch, pos, cfg.DModel));
+                var posEmbed = Weights.WPos!.index_select(0, positions.flatten()).view(batch, pos, cfg.DModel);
+                if (is_grad_enabled() && !posEmbed.requires_grad) posEmbed = posEmbed.detach().requires_grad_(true);
+                posEmbed = Hook(s, HookNames.PosEmbed, null, posEmbed);
                 x = embed + posEmbed;
             }
             else x = embed;
@@ -88,6 +94,7 @@ public sealed partial class HookedTransformer
         {
             if (input.dim() != 3 || input.shape[2] != cfg.DModel) throw new MechanistException($"a start layer needs a residual stream [batch, pos, {cfg.DModel}]");
             x = input.to(DType, Device);
+            if (is_grad_enabled() && !x.requires_grad) x = x.detach().requires_grad_(true);
         }
 
         var attnMask = BuildMask(batch, pos, past, mask, sliding: false);
