@@ -223,11 +223,12 @@ public sealed partial class HookedTransformer
         if (o.FreezeNormScales) scale = scale.detach();
         scale = Hook(s, scaleName, layer, scale);
         var normalized = Hook(s, normalizedName, layer, centred / scale);
+        if (weight is null && bias is null) return normalized.to(x.dtype); // folded into the readers
         return kind switch
         {
             NormKind.RmsNorm => weight! * normalized.to(x.dtype),
             NormKind.RmsNormPlusOne => (normalized * (1.0f + weight!.to(ScalarType.Float32))).to(x.dtype),
-            NormKind.LayerNorm => (bias is null ? normalized * weight! : torch.addcmul(bias.to(ScalarType.Float32), normalized, weight!.to(ScalarType.Float32), 1)).to(x.dtype),
+            NormKind.LayerNorm => (bias is null ? normalized * weight! : weight is null ? normalized + bias.to(ScalarType.Float32) : torch.addcmul(bias.to(ScalarType.Float32), normalized, weight!.to(ScalarType.Float32), 1)).to(x.dtype),
             _ => normalized.to(x.dtype),
         };
     }
