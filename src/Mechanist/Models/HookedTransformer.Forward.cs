@@ -101,7 +101,11 @@ public sealed partial class HookedTransformer
         var slidingMask = cfg.SlidingWindow != null ? BuildMask(batch, pos, past, mask, sliding: true) : null;
         (Tensor Cos, Tensor Sin)? rope = _rotary?.For(positions, DType);
         for (int l = start; l < stop; l++)
-            x = Block(s, o, l, x, cfg.UsesSlidingWindow(l) ? slidingMask! : attnMask, rope);
+        {
+            // Each block's intermediates are freed as soon as it is done (cached ones are owned by the cache).
+            using var blockScope = NewDisposeScope();
+            x = Block(s, o, l, x, cfg.UsesSlidingWindow(l) ? slidingMask! : attnMask, rope).MoveToOuterDisposeScope();
+        }
         o.KvCache?.Advance((int)pos);
         if (stop < cfg.NLayers) return x;
 

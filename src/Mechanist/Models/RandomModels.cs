@@ -1,0 +1,43 @@
+using static TorchSharp.torch;
+
+namespace Mechanist.Models;
+
+/// <summary>Randomly initialised models of real sizes, for benchmarks (no checkpoint needed).</summary>
+public static class RandomModels
+{
+    /// <summary>GPT-2 small's configuration: 12 layers, d_model 768, 12 heads, vocab 50,257, context 1,024 (124M parameters).</summary>
+    public static TransformerConfig Gpt2SmallConfig() => new()
+    {
+        Architecture = "gpt2", DModel = 768, NLayers = 12, NHeads = 12, NKvHeads = 12, DHead = 64, DMlp = 3072,
+        VocabSize = 50257, NCtx = 1024, Norm = NormKind.LayerNorm, NormEps = 1e-5, Activation = "gelu_new",
+        Positional = PositionKind.Learned, AttnScale = 1.0 / 8, TiedEmbeddings = true, QkvBias = true, OutBias = true, MlpBias = true,
+    };
+
+    /// <summary>A model with weights ~ N(0, 0.02²), norms at 1 and biases at 0.</summary>
+    public static HookedTransformer Create(TransformerConfig cfg, long seed = 0, ScalarType dtype = ScalarType.Float32)
+    {
+        manual_seed(seed);
+        using var scope = NewDisposeScope();
+        Tensor R(params long[] shape) => (randn(shape) * 0.02f).to(dtype).DetachFromDisposeScope();
+        Tensor Z(params long[] shape) => zeros(shape, dtype).DetachFromDisposeScope();
+        Tensor O(params long[] shape) => ones(shape, dtype).DetachFromDisposeScope();
+        long d = cfg.DModel, q = cfg.NHeads * cfg.DHead, kv = cfg.NKvHeads * cfg.DHead, m = cfg.DMlp;
+        bool ln = cfg.Norm == NormKind.LayerNorm;
+        var w = new TransformerWeights
+        {
+            WE = R(cfg.VocabSize, d),
+            WPos = cfg.Positional == PositionKind.Learned ? R(cfg.NCtx, d) : null,
+            LnFinalW = O(d), LnFinalB = ln ? Z(d) : null,
+            Blocks = Enumerable.Range(0, cfg.NLayers).Select(_ => new BlockWeights
+            {
+                Ln1W = O(d), Ln1B = ln ? Z(d) : null, Ln2W = O(d), Ln2B = ln ? Z(d) : null,
+                Wq = R(q, d), Wk = R(kv, d), Wv = R(kv, d), Wo = R(d, q),
+                Bq = cfg.QkvBias ? Z(q) : null, Bk = cfg.QkvBias ? Z(kv) : null, Bv = cfg.QkvBias ? Z(kv) : null, Bo = cfg.OutBias ? Z(d) : null,
+                WIn = R(m, d), WUp = cfg.GatedMlp ? R(m, d) : null, WOut = R(d, m),
+                BIn = cfg.MlpBias ? Z(m) : null, BUp = cfg.MlpBias && cfg.GatedMlp ? Z(m) : null, BOut = cfg.MlpBias ? Z(d) : null,
+            }).ToArray(),
+        };
+        w.WU = cfg.TiedEmbeddings ? w.WE : R(cfg.VocabSize, d);
+        return new HookedTransformer(cfg, w, null, $"random-{cfg.Architecture}");
+    }
+}
