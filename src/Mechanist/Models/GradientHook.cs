@@ -26,6 +26,7 @@ internal sealed class GradientHook : autograd.SingleTensorFunction<GradientHook>
         var hook = (BackwardHook)ctx.get_data("hook");
         var hookCtx = (HookContext)ctx.get_data("ctx");
         var replaced = hook(gradOutput, hookCtx);
-        return new List<Tensor> { replaced ?? gradOutput };
+        // One gradient per forward argument; the hook and its context get none.
+        return new List<Tensor> { replaced ?? gradOutput, null!, null! };
     }
 }
