@@ -120,14 +120,16 @@ public sealed class ActivationCache : IDisposable
     /// <summary>
     /// Applies the norm that reads the residual at <paramref name="layer"/> (default: the final norm) to a
     /// stack of residual components, using the cached scale: centred (LayerNorm) and divided by the scale.
-    /// Weights are not applied (fold them into the direction, as <see cref="LogitAttrs"/> does).
+    /// Weights are not applied (fold them into the direction, as <see cref="LogitAttrs"/> does). When the stack
+    /// holds a single position, pass it as <paramref name="position"/> so the matching scale is used.
     /// </summary>
-    public Tensor ApplyLnToStack(Tensor stack, int? layer = null, bool mlpInput = false)
+    public Tensor ApplyLnToStack(Tensor stack, int? layer = null, bool mlpInput = false, int? position = null)
     {
         int n = Model.Config.NLayers;
         string scaleName = layer is null || layer >= n ? HookNames.LnFinalScale
             : mlpInput ? $"blocks.{layer}.ln2.hook_scale" : $"blocks.{layer}.ln1.hook_scale";
         var scale = this[scaleName];
+        if (position is { } p) scale = scale[.., p..(p + 1)];
         var centred = Model.Config.Norm is NormKind.LayerNorm or NormKind.LayerNormNoAffine ? stack - stack.mean(new long[] { -1 }, keepdim: true) : stack;
         return centred / scale;
     }

@@ -261,3 +261,21 @@ public sealed partial class HookedTransformer
         var other => throw new MechanistException($"activation '{other}' is not supported"),
     };
 }
+
+public sealed partial class HookedTransformer
+{
+    /// <summary>
+    /// Logits from any residual stream [..., d_model]: the final norm (with its own fresh scale) and the
+    /// unembedding, no hooks. This is the logit lens.
+    /// </summary>
+    public Tensor UnembedResidual(Tensor residual)
+    {
+        using var scope = NewDisposeScope();
+        var s = new ForwardState(new List<ForwardHookSpec>(), Array.Empty<BackwardHookSpec>(), null, false);
+        var normed = Norm(s, new RunOptions(), residual.to(DType, Device), Config.Norm, Weights.LnFinalW, Weights.LnFinalB,
+            HookNames.LnFinalScale, HookNames.LnFinalNormalized, null);
+        var logits = nn.functional.linear(normed, Weights.WU, Weights.BU);
+        if (Config.FinalSoftcap is { } cap) logits = (logits / cap).tanh() * cap;
+        return logits.MoveToOuterDisposeScope();
+    }
+}

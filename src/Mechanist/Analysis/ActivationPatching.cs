@@ -1,0 +1,197 @@
+using Mechanist.Hooks;
+using Mechanist.Models;
+using static TorchSharp.torch;
+
+namespace Mechanist.Analysis;
+
+/// <summary>What a patching grid varies over.</summary>
+public enum PatchTarget
+{
+    /// <summary>The residual stream entering each layer, per position (layer × position).</summary>
+    Resid,
+    /// <summary>Each attention output, per position.</summary>
+    AttnOut,
+    /// <summary>Each MLP output, per position.</summary>
+    MlpOut,
+    /// <summary>Each head's output (hook_z) at every position (layer × head).</summary>
+    Heads,
+    /// <summary>Each head's output per position (layer·head × position).</summary>
+    HeadsPerPosition,
+    /// <summary>Each head's query, key, value and pattern (layer·{q,k,v,pattern} × head).</summary>
+    HeadQkv,
+}
+
+/// <summary>How the grid is computed.</summary>
+public enum PatchMethod
+{
+    /// <summary>One forward pass per cell.</summary>
+    Exact,
+    /// <summary>First-order (gradient) approximation from two forwards and one backward.</summary>
+    Attribution,
+}
+
+/// <summary>A normalised patching grid: 1 = the clean behaviour restored, 0 = as corrupted.</summary>
+/// <param name="Target">What was patched.</param>
+/// <param name="Method">Exact or attribution.</param>
+/// <param name="Metric">The metric's description.</param>
+/// <param name="RowLabels">Row labels (layers, or layer·head).</param>
+/// <param name="ColumnLabels">Column labels (positions or heads).</param>
+/// <param name="Scores">[row][column] normalised scores.</param>
+/// <param name="CleanMetric">Metric on the clean prompt.</param>
+/// <param name="CorruptedMetric">Metric on the corrupted prompt.</param>
+public sealed record PatchGrid(PatchTarget Target, PatchMethod Method, string Metric, string[] RowLabels, string[] ColumnLabels,
+    double[][] Scores, double CleanMetric, double CorruptedMetric)
+{
+    /// <summary>The cell with the largest score.</summary>
+    public (string Row, string Column, double Score) Max()
+    {
+        var best = (Row: RowLabels[0], Column: ColumnLabels[0], Score: double.NegativeInfinity);
+        for (int r = 0; r < Scores.Length; r++)
+            for (int c = 0; c < Scores[r].Length; c++)
+                if (Scores[r][c] > best.Score) best = (RowLabels[r], ColumnLabels[c], Scores[r][c]);
+        return best;
+    }
+
+    /// <summary>Pearson correlation with another grid of the same shape (e.g. attribution vs exact).</summary>
+    public double CorrelationWith(PatchGrid other)
+    {
+        var a = Scores.SelectMany(r => r).ToArray(); var b = other.Scores.SelectMany(r => r).ToArray();
+        if (a.Length != b.Length) throw new MechanistException("grids differ in shape");
+        double ma = a.Average(), mb = b.Average();
+        double cov = a.Zip(b).Sum(p => (p.First - ma) * (p.Second - mb));
+        double va = Math.Sqrt(a.Sum(x => (x - ma) * (x - ma))), vb = Math.Sqrt(b.Sum(x => (x - mb) * (x - mb)));
+        return va == 0 || vb == 0 ? double.NaN : cov / (va * vb);
+    }
+}
+
+/// <summary>
+/// Activation patching between a clean and a corrupted prompt of the same length: run the corrupted
+/// prompt with one activation taken from the clean run, and see how much of the clean behaviour
+/// returns. Attribution patching approximates the same grid with gradients.
+/// </summary>
+public static class ActivationPatching
+{
+    /// <summary>Computes a patching grid.</summary>
+    public static PatchGrid Run(HookedTransformer model, Tensor clean, Tensor corrupted, PatchMetric metric, PatchTarget target, PatchMethod method = PatchMethod.Exact)
+    {
+        if (clean.shape[0] != 1 || corrupted.shape[0] != 1) throw new MechanistException("patching takes one clean and one corrupted prompt");
+        if (clean.shape[1] != corrupted.shape[1])
+            throw new MechanistException($"the clean prompt has {clean.shape[1]} tokens and the corrupted one {corrupted.shape[1]}; patching needs equal lengths (pick words that are one token each)");
+        var cells = Cells(model, target, (int)clean.shape[1]);
+        using var scope = NewDisposeScope();
+        var names = cells.Select(c => c.Hook).ToHashSet();
+        var (cleanLogits, cleanCache) = model.RunWithCache(clean, names.Contains);
+        using var _cc = cleanCache;
+        double cleanMetric = metric.Compute(cleanLogits).item<float>();
+        double corruptedMetric = metric.Compute(model.Run(corrupted)).item<float>();
+        double denominator = cleanMetric - corruptedMetric;
+        if (Math.Abs(denominator) < 1e-9) throw new MechanistException("the clean and corrupted prompts give the same metric: nothing to patch");
+
+        var (rows, cols) = Labels(model, target, clean);
+        var scores = rows.Select(_ => new double[cols.Length]).ToArray();
+        if (method == PatchMethod.Exact)
+        {
+            foreach (var cell in cells)
+            {
+                using var cellScope = NewDisposeScope();
+                var source = cleanCache[cell.Hook];
+                var hook = new ForwardHookSpec(cell.Hook, (x, _) => cell.Patch(x, source));
+                double m = metric.Compute(model.RunWithHooks(corrupted, new[] { hook })).item<float>();
+                scores[cell.Row][cell.Column] = (m - corruptedMetric) / denominator;
+            }
+        }
+        else
+        {
+            var (_, corruptCache) = model.RunWithCacheAndGrad(corrupted, metric.Compute, names.Contains);
+            using var _kc = corruptCache;
+            foreach (var cell in cells)
+            {
+                using var cellScope = NewDisposeScope();
+                var delta = cleanCache[cell.Hook] - corruptCache[cell.Hook];
+                var grad = corruptCache[cell.Hook + "_grad"];
+                var mask = cell.Patch(zeros_like(delta), ones_like(delta));
+                double estimate = (delta * grad * mask).sum().item<float>();
+                scores[cell.Row][cell.Column] = estimate / denominator;
+            }
+        }
+        return new PatchGrid(target, method, metric.Describe, rows, cols, scores, cleanMetric, corruptedMetric);
+    }
+
+    /// <summary>One cell: which hook, where in the grid, and how to splice the clean value into the activation.</summary>
+    sealed record Cell(string Hook, int Row, int Column, Func<Tensor, Tensor, Tensor> Patch);
+
+    static Tensor SpliceAt(Tensor x, Tensor source, int dim, int index)
+    {
+        var result = x.clone();
+        result.index_copy_(dim, tensor(new long[] { index }, device: x.device), source.index_select(dim, tensor(new long[] { index }, device: x.device)));
+        return result;
+    }
+
+    static Tensor SpliceAt2(Tensor x, Tensor source, int dim1, int index1, int dim2, int index2)
+    {
+        var mask = zeros_like(x, dtype: ScalarType.Bool);
+        var shape = Enumerable.Repeat(1L, (int)x.dim()).ToArray();
+        var sel1 = zeros(x.shape[dim1], dtype: ScalarType.Bool, device: x.device); sel1[index1] = true;
+        var sel2 = zeros(x.shape[dim2], dtype: ScalarType.Bool, device: x.device); sel2[index2] = true;
+        var s1 = (long[])shape.Clone(); s1[dim1] = x.shape[dim1];
+        var s2 = (long[])shape.Clone(); s2[dim2] = x.shape[dim2];
+        mask = sel1.view(s1).logical_and(sel2.view(s2)).expand(x.shape);
+        return where(mask, source, x);
+    }
+
+    static List<Cell> Cells(HookedTransformer model, PatchTarget target, int positions)
+    {
+        var cfg = model.Config;
+        var cells = new List<Cell>();
+        for (int l = 0; l < cfg.NLayers; l++)
+        {
+            int layer = l;
+            switch (target)
+            {
+                case PatchTarget.Resid or PatchTarget.AttnOut or PatchTarget.MlpOut:
+                    string kind = target switch { PatchTarget.Resid => "resid_pre", PatchTarget.AttnOut => "attn_out", _ => "mlp_out" };
+                    for (int p = 0; p < positions; p++) { int pos = p; cells.Add(new Cell(HookNames.Act(kind, l), l, p, (x, s) => SpliceAt(x, s, 1, pos))); }
+                    break;
+                case PatchTarget.Heads:
+                    for (int h = 0; h < cfg.NHeads; h++) { int head = h; cells.Add(new Cell(HookNames.Act("z", l), l, h, (x, s) => SpliceAt(x, s, 2, head))); }
+                    break;
+                case PatchTarget.HeadsPerPosition:
+                    for (int h = 0; h < cfg.NHeads; h++)
+                        for (int p = 0; p < positions; p++)
+                        {
+                            int head = h, pos = p;
+                            cells.Add(new Cell(HookNames.Act("z", l), l * cfg.NHeads + h, p, (x, s) => SpliceAt2(x, s, 1, pos, 2, head)));
+                        }
+                    break;
+                case PatchTarget.HeadQkv:
+                    string[] kinds = { "q", "k", "v", "pattern" };
+                    for (int k = 0; k < kinds.Length; k++)
+                        for (int h = 0; h < cfg.NHeads; h++)
+                        {
+                            int head = h;
+                            // q/pattern index query heads; k/v index kv heads (GQA): patch the kv head this query head reads.
+                            int dim = kinds[k] == "pattern" ? 1 : 2;
+                            int index = kinds[k] is "k" or "v" ? h / cfg.HeadsPerKvHead : h;
+                            cells.Add(new Cell(HookNames.Act(kinds[k], l), l * 4 + k, h, (x, s) => SpliceAt(x, s, dim, index)));
+                        }
+                    break;
+            }
+        }
+        return cells;
+    }
+
+    static (string[] Rows, string[] Columns) Labels(HookedTransformer model, PatchTarget target, Tensor tokens)
+    {
+        var cfg = model.Config;
+        var positions = TokenText.Of(model, tokens[0].data<long>().ToArray()).Select((t, i) => $"{i}:{t}").ToArray();
+        var heads = Enumerable.Range(0, cfg.NHeads).Select(h => $"H{h}").ToArray();
+        var layers = Enumerable.Range(0, cfg.NLayers).Select(l => $"L{l}").ToArray();
+        return target switch
+        {
+            PatchTarget.Heads => (layers, heads),
+            PatchTarget.HeadsPerPosition => (Enumerable.Range(0, cfg.NLayers).SelectMany(l => heads.Select(h => $"L{l}{h}")).ToArray(), positions),
+            PatchTarget.HeadQkv => (Enumerable.Range(0, cfg.NLayers).SelectMany(l => new[] { "q", "k", "v", "pattern" }.Select(k => $"L{l} {k}")).ToArray(), heads),
+            _ => (layers, positions),
+        };
+    }
+}

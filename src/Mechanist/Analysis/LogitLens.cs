@@ -1,0 +1,82 @@
+using Mechanist.Models;
+using static TorchSharp.torch;
+
+namespace Mechanist.Analysis;
+
+/// <summary>One predicted token and its probability.</summary>
+/// <param name="Id">Token id.</param>
+/// <param name="Token">Display string.</param>
+/// <param name="Prob">Probability.</param>
+public sealed record TokenProb(long Id, string Token, double Prob);
+
+/// <summary>The lens at one (layer, position).</summary>
+/// <param name="Top">Most likely tokens.</param>
+/// <param name="TargetRank">Rank of the target token (0 = top), when a target is given.</param>
+/// <param name="TargetProb">Probability of the target.</param>
+/// <param name="TargetLogit">Logit of the target.</param>
+public sealed record LensCell(TokenProb[] Top, int? TargetRank, double? TargetProb, double? TargetLogit);
+
+/// <summary>The lens at one point of the residual stream.</summary>
+/// <param name="Label">"3_pre", "3_mid" or "final_post".</param>
+/// <param name="Positions">One cell per position.</param>
+/// <param name="Loss">Mean cross-entropy against the true next tokens (positions 0..n-2).</param>
+/// <param name="TopTokenLoss">LLM-Microscope's variant: mean −log p of the layer's own top-1 token.</param>
+public sealed record LensLayer(string Label, LensCell[] Positions, double Loss, double TopTokenLoss);
+
+/// <summary>The logit lens over a prompt.</summary>
+/// <param name="Tokens">Prompt tokens.</param>
+/// <param name="Ids">Prompt ids.</param>
+/// <param name="Target">The target token, if any.</param>
+/// <param name="TargetId">Its id.</param>
+/// <param name="Layers">Resid_pre of every layer (and resid_mid when asked), then the final residual.</param>
+public sealed record LogitLensResult(string[] Tokens, long[] Ids, string? Target, long? TargetId, LensLayer[] Layers);
+
+/// <summary>
+/// The logit lens: decode the residual stream after each layer with the final norm and the
+/// unembedding, to see where the prediction forms.
+/// </summary>
+public static class LogitLens
+{
+    /// <summary>Runs the lens on one prompt [1, pos].</summary>
+    public static LogitLensResult Run(HookedTransformer model, Tensor tokens, long? target = null, int topK = 5, bool includeMid = false)
+    {
+        if (tokens.shape[0] != 1) throw new MechanistException("the logit lens takes one prompt");
+        using var scope = NewDisposeScope();
+        var (_, cache) = model.RunWithCache(tokens, n => n.EndsWith("hook_resid_pre") || n.EndsWith("hook_resid_mid") || n.EndsWith("hook_resid_post"));
+        using var _c = cache;
+        var (stack, labels) = cache.AccumulatedResid(includeMid: includeMid);
+        var lensLogits = model.UnembedResidual(stack[.., 0]).to(ScalarType.Float32); // [layers, pos, vocab]
+        var logProbs = lensLogits.log_softmax(-1);
+        var ids = tokens[0].data<long>().ToArray();
+        var strs = TokenText.Of(model, ids);
+        int pos = ids.Length;
+        var layers = new LensLayer[labels.Length];
+        var next = tensor(ids.Skip(1).ToArray(), ScalarType.Int64);
+        for (int l = 0; l < labels.Length; l++)
+        {
+            var lp = logProbs[l];
+            var (topLp, topIds) = lp.topk(topK);
+            var probs = topLp.exp();
+            var cells = new LensCell[pos];
+            for (int p = 0; p < pos; p++)
+            {
+                var top = Enumerable.Range(0, topK).Select(k => new TokenProb(topIds[p, k].item<long>(), "", probs[p, k].item<float>())).ToArray();
+                var named = TokenText.Of(model, top.Select(t => t.Id));
+                top = top.Select((t, k) => t with { Token = named[k] }).ToArray();
+                int? rank = null; double? tprob = null, tlogit = null;
+                if (target is { } t)
+                {
+                    double tl = lp[p, t].item<float>();
+                    rank = (int)(lp[p] > tl).sum().item<long>();
+                    tprob = Math.Exp(tl);
+                    tlogit = lensLogits[l, p, t].item<float>();
+                }
+                cells[p] = new LensCell(top, rank, tprob, tlogit);
+            }
+            double loss = pos > 1 ? -lp[..(pos - 1)].gather(1, next.unsqueeze(1)).mean().item<float>() : double.NaN;
+            double topLoss = -topLp[.., 0].mean().item<float>();
+            layers[l] = new LensLayer(labels[l], cells, loss, topLoss);
+        }
+        return new LogitLensResult(strs, ids, target is { } tt ? TokenText.Of(model, tt) : null, target, layers);
+    }
+}
