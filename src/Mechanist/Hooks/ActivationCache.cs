@@ -60,7 +60,7 @@ public sealed class ActivationCache : IDisposable
         for (int l = 0; l < Math.Min(upTo, n); l++)
         {
             parts.Add(this["resid_pre", l]); labels.Add($"{l}_pre");
-            if (includeMid && !Model.Config.ParallelResidual) { parts.Add(this["resid_mid", l]); labels.Add($"{l}_mid"); }
+            if (includeMid && !Model.Config.ParallelResidual && !Model.Config.AttnOnly) { parts.Add(this["resid_mid", l]); labels.Add($"{l}_mid"); }
         }
         if (upTo >= n) { parts.Add(this["resid_post", n - 1]); labels.Add("final_post"); }
         var stack = stack_(parts);
@@ -83,6 +83,7 @@ public sealed class ActivationCache : IDisposable
         for (int l = 0; l < upTo; l++)
         {
             parts.Add(this["attn_out", l]); labels.Add($"{l}_attn_out");
+            if (Model.Config.AttnOnly) continue;
             parts.Add(this["mlp_out", l]); labels.Add($"{l}_mlp_out");
         }
         if (mlpInput && upTo < n) { parts.Add(this["attn_out", upTo]); labels.Add($"{upTo}_attn_out"); }

@@ -145,6 +145,7 @@ public sealed partial class HookedTransformer
         var attnOut = Attention(s, o, l, attnIn, mask, rope);
         if (cfg.PostNorms) attnOut = Norm(s, o, attnOut, cfg.Norm, w.PostAttnNormW, null, n.Ln1PostScale, n.Ln1PostNormalized, l);
         attnOut = Hook(s, n.AttnOut, l, attnOut);
+        if (cfg.AttnOnly) return Hook(s, n.ResidPost, l, resid + attnOut);
 
         Tensor mid = resid;
         if (!cfg.ParallelResidual) mid = Hook(s, n.ResidMid, l, resid + attnOut);

@@ -128,6 +128,7 @@ public sealed partial class HookedTransformer : IDisposable
             if (UseAttnResult) names.Add(n.Result);
             if (Config.PostNorms) names.AddRange(new[] { n.Ln1PostScale, n.Ln1PostNormalized });
             names.Add(n.AttnOut);
+            if (Config.AttnOnly) { names.Add(n.ResidPost); continue; }
             if (!Config.ParallelResidual) names.Add(n.ResidMid);
             names.AddRange(new[] { n.Ln2Scale, n.Ln2Normalized, n.MlpPre });
             if (Config.GatedMlp) names.Add(n.MlpPreLinear);

@@ -30,11 +30,12 @@ public static class RandomModels
             LnFinalW = O(d), LnFinalB = ln ? Z(d) : null,
             Blocks = Enumerable.Range(0, cfg.NLayers).Select(_ => new BlockWeights
             {
-                Ln1W = O(d), Ln1B = ln ? Z(d) : null, Ln2W = O(d), Ln2B = ln ? Z(d) : null,
+                Ln1W = O(d), Ln1B = ln ? Z(d) : null, Ln2W = cfg.AttnOnly ? null : O(d), Ln2B = ln && !cfg.AttnOnly ? Z(d) : null,
                 Wq = R(q, d), Wk = R(kv, d), Wv = R(kv, d), Wo = R(d, q),
                 Bq = cfg.QkvBias ? Z(q) : null, Bk = cfg.QkvBias ? Z(kv) : null, Bv = cfg.QkvBias ? Z(kv) : null, Bo = cfg.OutBias ? Z(d) : null,
-                WIn = R(m, d), WUp = cfg.GatedMlp ? R(m, d) : null, WOut = R(d, m),
-                BIn = cfg.MlpBias ? Z(m) : null, BUp = cfg.MlpBias && cfg.GatedMlp ? Z(m) : null, BOut = cfg.MlpBias ? Z(d) : null,
+                WIn = cfg.AttnOnly ? null! : R(m, d), WUp = cfg.GatedMlp && !cfg.AttnOnly ? R(m, d) : null, WOut = cfg.AttnOnly ? null! : R(d, m),
+                BIn = cfg.MlpBias && !cfg.AttnOnly ? Z(m) : null, BUp = cfg.MlpBias && cfg.GatedMlp && !cfg.AttnOnly ? Z(m) : null,
+                BOut = cfg.MlpBias && !cfg.AttnOnly ? Z(d) : null,
             }).ToArray(),
         };
         w.WU = cfg.TiedEmbeddings ? w.WE : R(cfg.VocabSize, d);

@@ -60,6 +60,8 @@ public sealed record TransformerConfig
     public required double NormEps { get; init; }
     /// <summary>MLP activation (gelu_new, gelu, gelu_pytorch_tanh, silu, relu, ...).</summary>
     public required string Activation { get; init; }
+    /// <summary>Attention-only blocks: no MLP and no second norm (TransformerLens's attn-only toy models).</summary>
+    public bool AttnOnly { get; init; }
     /// <summary>Whether the MLP is gated (SwiGLU/GeGLU: act(gate) * up).</summary>
     public bool GatedMlp { get; init; }
     /// <summary>Positional scheme.</summary>

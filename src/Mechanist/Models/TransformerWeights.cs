@@ -22,7 +22,7 @@ public sealed class BlockWeights
     /// <summary>Attention biases.</summary>
     public Tensor? Bq, Bk, Bv, Bo;
     /// <summary>MLP input (gate when gated) [d_mlp, d_model], up [d_mlp, d_model] when gated, output [d_model, d_mlp].</summary>
-    public Tensor WIn = null!, WOut = null!;
+    public Tensor WIn = null!, WOut = null!; // null in attention-only blocks
     /// <summary>Gated MLP's linear ("up") projection.</summary>
     public Tensor? WUp;
     /// <summary>MLP biases.</summary>
@@ -35,10 +35,10 @@ public sealed class BlockWeights
         {
             ("ln1.w", Ln1W), ("ln1.b", Ln1B), ("ln2.w", Ln2W), ("ln2.b", Ln2B), ("ln1_post.w", PostAttnNormW), ("ln2_post.w", PostMlpNormW),
             ("attn.q_norm.w", QNormW), ("attn.k_norm.w", KNormW), ("attn.W_Q", Wq), ("attn.W_K", Wk), ("attn.W_V", Wv), ("attn.W_O", Wo),
-            ("attn.b_Q", Bq), ("attn.b_K", Bk), ("attn.b_V", Bv), ("attn.b_O", Bo), ("mlp.W_in", WIn), ("mlp.W_gate_up", WUp),
-            ("mlp.W_out", WOut), ("mlp.b_in", BIn), ("mlp.b_up", BUp), ("mlp.b_out", BOut),
+            ("attn.b_Q", Bq), ("attn.b_K", Bk), ("attn.b_V", Bv), ("attn.b_O", Bo), ("mlp.W_in", WIn!), ("mlp.W_gate_up", WUp),
+            ("mlp.W_out", WOut!), ("mlp.b_in", BIn), ("mlp.b_up", BUp), ("mlp.b_out", BOut),
         };
-        foreach (var (n, t) in all) if (t is not null) yield return (n, t);
+        foreach (var (n, t) in all) if (t is not null) yield return (n, t!);
     }
 }
 

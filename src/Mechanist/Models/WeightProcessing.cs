@@ -34,6 +34,7 @@ public static class WeightProcessing
                 (b.Wk, b.Bk) = Fold(b.Wk, b.Bk, w1, b1);
                 (b.Wv, b.Bv) = Fold(b.Wv, b.Bv, w1, b1);
                 Release(ref b.Ln1W); Release(ref b.Ln1B);
+                if (cfg.AttnOnly) continue;
                 var (w2, b2) = Gain(cfg, b.Ln2W, b.Ln2B);
                 (b.WIn, b.BIn) = Fold(b.WIn, b.BIn, w2, b2);
                 if (b.WUp is not null) (b.WUp, b.BUp) = Fold(b.WUp, b.BUp, w2, b2);
@@ -51,6 +52,7 @@ public static class WeightProcessing
             {
                 b.Wo = Replace(b.Wo, CentreColumns(b.Wo));
                 if (b.Bo is not null) b.Bo = Replace(b.Bo, b.Bo - b.Bo.mean());
+                if (cfg.AttnOnly) continue;
                 b.WOut = Replace(b.WOut, CentreColumns(b.WOut));
                 if (b.BOut is not null) b.BOut = Replace(b.BOut, b.BOut - b.BOut.mean());
             }

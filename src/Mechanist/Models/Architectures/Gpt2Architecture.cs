@@ -22,6 +22,8 @@ public sealed class Gpt2Architecture : IArchitecture
             AttnScale = c.Bool("scale_attn_weights", true) ? 1.0 / Math.Sqrt(d / heads) : 1.0,
             TiedEmbeddings = c.Bool("tie_word_embeddings", true), QkvBias = true, OutBias = true, MlpBias = true,
             BosTokenId = c.IntOrNull("bos_token_id"), EosTokenIds = ConfigConventions.EosIds(c),
+            // Mechanist's extension for attention-only toy models (Hugging Face has no such GPT-2).
+            AttnOnly = c.Bool("attn_only", false),
         };
     }
 
@@ -47,18 +49,22 @@ public sealed class Gpt2Architecture : IArchitecture
             var qkv = cAttn.t().chunk(3, 0);
             var qkvB = cAttnB.chunk(3, 0);
             using var cProj = r.Take(b + "attn.c_proj.weight", d, d);
-            using var fc = r.Take(b + "mlp.c_fc.weight", d, m);
-            using var proj = r.Take(b + "mlp.c_proj.weight", m, d);
-            w.Blocks[i] = new BlockWeights
+            var block = new BlockWeights
             {
                 Ln1W = r.Take(b + "ln_1.weight", d), Ln1B = r.Take(b + "ln_1.bias", d),
-                Ln2W = r.Take(b + "ln_2.weight", d), Ln2B = r.Take(b + "ln_2.bias", d),
                 Wq = qkv[0].contiguous(), Wk = qkv[1].contiguous(), Wv = qkv[2].contiguous(),
                 Bq = qkvB[0].contiguous(), Bk = qkvB[1].contiguous(), Bv = qkvB[2].contiguous(),
                 Wo = cProj.t().contiguous(), Bo = r.Take(b + "attn.c_proj.bias", d),
-                WIn = fc.t().contiguous(), BIn = r.Take(b + "mlp.c_fc.bias", m),
-                WOut = proj.t().contiguous(), BOut = r.Take(b + "mlp.c_proj.bias", d),
             };
+            if (!cfg.AttnOnly)
+            {
+                using var fc = r.Take(b + "mlp.c_fc.weight", d, m);
+                using var proj = r.Take(b + "mlp.c_proj.weight", m, d);
+                block.Ln2W = r.Take(b + "ln_2.weight", d); block.Ln2B = r.Take(b + "ln_2.bias", d);
+                block.WIn = fc.t().contiguous(); block.BIn = r.Take(b + "mlp.c_fc.bias", m);
+                block.WOut = proj.t().contiguous(); block.BOut = r.Take(b + "mlp.c_proj.bias", d);
+            }
+            w.Blocks[i] = block;
             foreach (var t in qkv.Concat(qkvB)) t.Dispose();
         }
         w.WU = cfg.TiedEmbeddings ? r.TakeOrNull("lm_head.weight", cfg.VocabSize, d) ?? w.WE : r.Take("lm_head.weight", cfg.VocabSize, d);

@@ -1,0 +1,26 @@
+using Mechanist.Toy;
+
+namespace Mechanist.Cli;
+
+/// <summary>Where the shipped toy models are: models/NAME beside the repository's solution (or beside the CLI when installed).</summary>
+public static class BuiltInModels
+{
+    /// <summary>The folder of a built-in model, or null when it cannot be found.</summary>
+    public static string? Find(string name)
+    {
+        var env = Environment.GetEnvironmentVariable("MECHANIST_MODELS");
+        var roots = new List<string>();
+        if (!string.IsNullOrEmpty(env)) roots.Add(env);
+        roots.Add(Path.Combine(AppContext.BaseDirectory, "models"));
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+            roots.Add(Path.Combine(dir.FullName, "models"));
+        return roots.Select(r => Path.Combine(r, name)).FirstOrDefault(d => File.Exists(Path.Combine(d, "config.json")));
+    }
+
+    /// <summary>The default model's folder; a clear error when it is missing.</summary>
+    public static string DefaultPath() => Find(ToyPresets.DefaultName)
+        ?? throw new MechanistException($"the built-in model '{ToyPresets.DefaultName}' was not found (looked for models/{ToyPresets.DefaultName}); pass --model");
+
+    /// <summary>A --model value: a built-in model's name resolves to its folder.</summary>
+    public static string Resolve(string? spec) => spec == null ? DefaultPath() : Find(spec) ?? spec;
+}
