@@ -29,7 +29,7 @@ public static class CommonOptions
     /// <summary>--model: a folder, a llama2.c .bin file or a hub id.</summary>
     public static Option<string> Model(bool required = true) => new("--model", "-m")
     {
-        Description = "Model: a Hugging Face model folder, a llama2.c .bin checkpoint, or a hub id (org/name) from the hub cache.",
+        Description = "Model: a built-in toy model (toy-4l, the default, or attn-only-2l), a Hugging Face model folder, a llama2.c .bin checkpoint, or a hub id (org/name).",
         Required = required,
     };
 

@@ -9,7 +9,7 @@ namespace Mechanist.Cli;
 public sealed class ModelInput
 {
     /// <summary>--model.</summary>
-    public Option<string> Model { get; } = CommonOptions.Model();
+    public Option<string> Model { get; } = CommonOptions.Model(required: false);
     /// <summary>--prompt.</summary>
     public Option<string> Prompt { get; } = new("--prompt", "-p") { Description = "Prompt text." };
     /// <summary>--tokens.</summary>
@@ -31,7 +31,7 @@ public sealed class ModelInput
 
     /// <summary>Loads the model with the global --device/--dtype.</summary>
     public HookedTransformer LoadModel(ParseResult parse, CliContext ctx) =>
-        HookedTransformer.Load(parse.GetValue(Model)!, new LoadOptions
+        HookedTransformer.Load(BuiltInModels.Resolve(parse.GetValue(Model)), new LoadOptions
         {
             DType = HookedTransformer.DTypeFor(parse.GetValue(CommonOptions.DType)!),
             Device = parse.GetValue(CommonOptions.Device)!,

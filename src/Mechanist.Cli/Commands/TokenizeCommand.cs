@@ -21,12 +21,12 @@ public sealed class TokenizeCommand : ICliCommand
         cmd.SetAction(parse =>
         {
             string? m = parse.GetValue(model), t = parse.GetValue(tokenizer);
-            if ((m == null) == (t == null)) throw new MechanistException("give exactly one of --model or --tokenizer");
+            if (m != null && t != null) throw new MechanistException("give either --model or --tokenizer, not both");
             TextTokenizer tok;
             if (t != null) tok = TokenizerLoader.FromFile(t);
             else
             {
-                using var source = CommonOptions.OpenModel(m!, parse.GetValue(offline), ctx);
+                using var source = CommonOptions.OpenModel(BuiltInModels.Resolve(m), parse.GetValue(offline), ctx);
                 tok = source.Tokenizer ?? throw new MechanistException($"{m}: the model has no tokenizer files");
             }
             var ids = tok.Encode(parse.GetValue(text)!, parse.GetValue(noBos) ? false : null);

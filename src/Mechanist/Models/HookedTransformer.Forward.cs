@@ -71,12 +71,21 @@ public sealed partial class HookedTransformer
         Tensor x;
         if (start == 0)
         {
-            if (input.dtype != ScalarType.Int64 || input.dim() != 2) throw new MechanistException("tokens must be an int64 tensor [batch, pos]");
-            if (pos == 0) throw new MechanistException("no tokens to run");
-            long min = input.min().item<long>(), max = input.max().item<long>();
-            if (min < 0 || max >= cfg.VocabSize) throw new MechanistException($"token id {(min < 0 ? min : max)} is outside the vocabulary (0..{cfg.VocabSize - 1})");
-            var embed = Weights.WE.index_select(0, input.to(Device).flatten()).view(batch, pos, cfg.DModel);
-            if (cfg.EmbeddingScale != 1.0) embed = embed * tensor(cfg.EmbeddingScale, DType, Device);
+            Tensor embed;
+            if (o.InputIsEmbeddings)
+            {
+                if (input.dim() != 3 || input.shape[2] != cfg.DModel) throw new MechanistException($"input embeddings must be [batch, pos, {cfg.DModel}]");
+                embed = input.to(DType, Device);
+            }
+            else
+            {
+                if (input.dtype != ScalarType.Int64 || input.dim() != 2) throw new MechanistException("tokens must be an int64 tensor [batch, pos]");
+                if (pos == 0) throw new MechanistException("no tokens to run");
+                long min = input.min().item<long>(), max = input.max().item<long>();
+                if (min < 0 || max >= cfg.VocabSize) throw new MechanistException($"token id {(min < 0 ? min : max)} is outside the vocabulary (0..{cfg.VocabSize - 1})");
+                embed = Weights.WE.index_select(0, input.to(Device).flatten()).view(batch, pos, cfg.DModel);
+                if (cfg.EmbeddingScale != 1.0) embed = embed * tensor(cfg.EmbeddingScale, DType, Device);
+            }
             // Weights need not require grad: with gradients on, the graph starts at the embeddings so that
             // every activation downstream has a gradient.
             if (is_grad_enabled() && !embed.requires_grad) embed = embed.detach().requires_grad_(true);

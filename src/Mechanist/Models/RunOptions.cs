@@ -19,6 +19,12 @@ public sealed record RunOptions
     public IReadOnlyList<BackwardHookSpec> BackwardHooks { get; init; } = Array.Empty<BackwardHookSpec>();
 
     /// <summary>
+    /// The input is token embeddings [batch, pos, d_model] instead of token ids (HF's inputs_embeds): they
+    /// pass through hook_embed, and positional embeddings are added as usual.
+    /// </summary>
+    public bool InputIsEmbeddings { get; init; }
+
+    /// <summary>
     /// Begin at this block: the input is then the residual stream [batch, pos, d_model] entering it
     /// (TransformerLens's start_at_layer).
     /// </summary>

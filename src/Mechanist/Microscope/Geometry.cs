@@ -1,0 +1,104 @@
+using static TorchSharp.torch;
+
+namespace Mechanist.Microscope;
+
+/// <summary>Linearity, intrinsic dimension and anisotropy of point clouds (rows = tokens), in float64.</summary>
+public static class Geometry
+{
+    /// <summary>A fitted layer-to-layer linear map with the normalisation it was fitted under.</summary>
+    public sealed class LinearFit : IDisposable
+    {
+        internal LinearFit(Tensor meanX, Tensor meanY, double normX, double normY, Tensor a, double score)
+        { MeanX = meanX; MeanY = meanY; NormX = normX; NormY = normY; A = a; Score = score; }
+
+        /// <summary>Column means subtracted from X / Y.</summary>
+        public Tensor MeanX { get; }
+        /// <summary>Column means subtracted from Y.</summary>
+        public Tensor MeanY { get; }
+        /// <summary>Frobenius norms X / Y were divided by.</summary>
+        public double NormX { get; }
+        /// <summary>Frobenius norm of the centred Y.</summary>
+        public double NormY { get; }
+        /// <summary>The least-squares map [d, d].</summary>
+        public Tensor A { get; }
+        /// <summary>1 − ‖XA − Y‖²_F on the normalised data.</summary>
+        public double Score { get; }
+
+        /// <summary>
+        /// Per-row residual norms ‖x̃ᵢA − ỹᵢ‖ for new rows, scaled by √N of the fit so that their mean
+        /// square over the fitted rows is 1 − score.
+        /// </summary>
+        public double[] RowErrors(Tensor x, Tensor y, long fittedRows)
+        {
+            using var scope = NewDisposeScope();
+            var xt = (x.to(ScalarType.Float64) - MeanX) / NormX;
+            var yt = (y.to(ScalarType.Float64) - MeanY) / NormY;
+            return ((matmul(xt, A) - yt).norm(1, false) * Math.Sqrt(fittedRows)).data<double>().ToArray();
+        }
+
+        /// <inheritdoc/>
+        public void Dispose() { MeanX.Dispose(); MeanY.Dispose(); A.Dispose(); }
+    }
+
+    /// <summary>
+    /// LLM-Microscope's linearity score: centre X and Y, divide each by its Frobenius norm, solve
+    /// min ‖XA − Y‖ by least squares (QR-based, float64), score = 1 − ‖XA − Y‖²_F.
+    /// </summary>
+    public static LinearFit FitLinear(Tensor x, Tensor y)
+    {
+        if (x.shape[0] != y.shape[0]) throw new ArgumentException("X and Y need the same rows");
+        using var scope = NewDisposeScope();
+        var xd = x.to(ScalarType.Float64); var yd = y.to(ScalarType.Float64);
+        var mx = xd.mean(new long[] { 0 }, keepdim: true); var my = yd.mean(new long[] { 0 }, keepdim: true);
+        var xc = xd - mx; var yc = yd - my;
+        double nx = xc.norm().item<double>(), ny = yc.norm().item<double>();
+        if (nx == 0 || ny == 0) throw new MechanistException("linearity needs varying hidden states (all rows are equal)");
+        var xn = xc / nx; var yn = yc / ny;
+        var a = linalg.lstsq(xn, yn).Solution;
+        double residual = (matmul(xn, a) - yn).pow(2).sum().item<double>();
+        return new LinearFit(mx.DetachFromDisposeScope(), my.DetachFromDisposeScope(), nx, ny, a.DetachFromDisposeScope(), 1 - residual);
+    }
+
+    /// <summary>
+    /// TwoNN intrinsic dimension (Facco et al. 2017): μ = r₂/r₁ from each point's two nearest neighbours,
+    /// a line through the origin fitted to (log μ, −log(1 − F(μ))) over the 90% smallest μ.
+    /// </summary>
+    public static double TwoNN(Tensor points, double discardFraction = 0.1)
+    {
+        using var scope = NewDisposeScope();
+        // Repeated tokens give identical points (zero distances): estimate on the distinct points.
+        var x = points.to(ScalarType.Float64).unique(true, false, false, 0).Item1;
+        var d = cdist(x, x);
+        d = d.masked_fill(eye(d.shape[0], dtype: ScalarType.Bool), double.PositiveInfinity);
+        var (near, _) = d.topk(2, dim: 1, largest: false);
+        var r1 = near[.., 0]; var r2 = near[.., 1];
+        var valid = r1 > 0;
+        var mu = (r2[valid] / r1[valid]).sort().Values.data<double>().ToArray();
+        int n = mu.Length;
+        if (n < 3) throw new MechanistException("TwoNN needs at least three distinct points");
+        int keep = (int)Math.Floor(n * (1 - discardFraction));
+        double sxy = 0, sxx = 0;
+        for (int i = 0; i < keep; i++)
+        {
+            double xi = Math.Log(mu[i]), yi = -Math.Log(1 - (i + 1.0) / n);
+            sxy += xi * yi; sxx += xi * xi;
+        }
+        return sxx == 0 ? double.NaN : sxy / sxx;
+    }
+
+    /// <summary>Largest eigenvalue / trace of the covariance: exactly (symmetric eigendecomposition) and by power iteration.</summary>
+    public static (double Exact, double PowerIteration) Anisotropy(Tensor points, int iterations = 200, long seed = 0)
+    {
+        using var scope = NewDisposeScope();
+        var x = points.to(ScalarType.Float64);
+        var xc = x - x.mean(new long[] { 0 }, keepdim: true);
+        var cov = matmul(xc.t(), xc) / Math.Max(1, x.shape[0] - 1);
+        double trace = cov.trace().item<double>();
+        if (trace == 0) return (double.NaN, double.NaN);
+        double exact = linalg.eigvalsh(cov).max().item<double>() / trace;
+        var v = randn(new long[] { cov.shape[0] }, ScalarType.Float64, generator: new Generator((ulong)seed));
+        for (int i = 0; i < iterations; i++) { v = matmul(cov, v); v = v / v.norm(); }
+        double power = (v * matmul(cov, v)).sum().item<double>() / trace;
+        return (exact, power);
+    }
+}

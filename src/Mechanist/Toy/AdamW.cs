@@ -1,0 +1,70 @@
+using static TorchSharp.torch;
+
+namespace Mechanist.Toy;
+
+/// <summary>
+/// AdamW over plain tensors (the model's weights are not nn.Parameters): decoupled weight decay on
+/// matrices, bias-corrected moments, optional global-norm gradient clipping.
+/// </summary>
+public sealed class AdamW : IDisposable
+{
+    readonly List<Tensor> _parameters;
+    readonly List<Tensor> _m, _v;
+
+    /// <summary>Creates the optimizer; the parameters are marked as requiring grad.</summary>
+    public AdamW(IEnumerable<Tensor> parameters, double beta1 = 0.9, double beta2 = 0.95, double eps = 1e-8)
+    {
+        _parameters = parameters.ToList();
+        foreach (var p in _parameters) p.requires_grad_(true);
+        _m = _parameters.Select(p => zeros_like(p).DetachFromDisposeScope()).ToList();
+        _v = _parameters.Select(p => zeros_like(p).DetachFromDisposeScope()).ToList();
+        Beta1 = beta1; Beta2 = beta2; Eps = eps;
+    }
+
+    /// <summary>First-moment decay.</summary>
+    public double Beta1 { get; }
+    /// <summary>Second-moment decay.</summary>
+    public double Beta2 { get; }
+    /// <summary>Denominator epsilon.</summary>
+    public double Eps { get; }
+    /// <summary>Steps taken.</summary>
+    public int StepCount { get; set; }
+    /// <summary>The optimised tensors.</summary>
+    public IReadOnlyList<Tensor> Parameters => _parameters;
+    /// <summary>First moments.</summary>
+    public IReadOnlyList<Tensor> FirstMoments => _m;
+    /// <summary>Second moments.</summary>
+    public IReadOnlyList<Tensor> SecondMoments => _v;
+
+    /// <summary>Clears the gradients.</summary>
+    public void ZeroGrad() { foreach (var p in _parameters) p.grad?.zero_(); }
+
+    /// <summary>One update; returns the gradient norm before clipping.</summary>
+    public double Step(double lr, double weightDecay = 0, double clip = double.PositiveInfinity)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var grads = _parameters.Select(p => p.grad).ToList();
+        double norm = Math.Sqrt(grads.Where(g => g is not null).Sum(g => g!.pow(2).sum().item<float>()));
+        double scale = norm > clip ? clip / (norm + 1e-6) : 1.0;
+        StepCount++;
+        double bias1 = 1 - Math.Pow(Beta1, StepCount), bias2 = 1 - Math.Pow(Beta2, StepCount);
+        for (int i = 0; i < _parameters.Count; i++)
+        {
+            if (grads[i] is not { } grad) continue;
+            var p = _parameters[i]; var g = grad * scale;
+            _m[i].mul_(Beta1).add_(g, 1 - Beta1);
+            _v[i].mul_(Beta2).addcmul_(g, g, 1 - Beta2);
+            if (p.dim() >= 2 && weightDecay > 0) p.mul_(1 - lr * weightDecay);
+            p.sub_((_m[i] / bias1) / ((_v[i] / bias2).sqrt() + Eps) * lr);
+        }
+        return norm;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (var p in _parameters) { p.requires_grad_(false); p.grad?.Dispose(); }
+        foreach (var t in _m.Concat(_v)) t.Dispose();
+    }
+}

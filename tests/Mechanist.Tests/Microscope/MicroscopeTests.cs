@@ -1,0 +1,178 @@
+using Mechanist.Microscope;
+using Mechanist.Models;
+using Mechanist.Tests.Cli;
+using static TorchSharp.torch;
+
+namespace Mechanist.Tests.Microscope;
+
+public class MicroscopeTests
+{
+    static readonly string[] Sentences =
+    {
+        "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.",
+        "One day, she saw a big, red ball. She wanted to play with it, but it was too high.",
+        "Tom and his mom went to the store. They bought some apples and a cake.",
+        "The dog ran to the tree. It was happy and wagged its tail.",
+        "Lily said, \"I want to play with your ball.\" Her friend smiled and gave it to her.",
+        "The sun was bright and the sky was blue. The birds sang in the trees.",
+        "Ben had a toy car. He liked to push it on the floor and make it go fast.",
+        "Mom said, \"It is time for bed.\" Lily was sad, but she went to sleep.",
+    };
+
+    /// <summary>Least squares by the normal equations in plain doubles (Gauss-Jordan), independent of torch.</summary>
+    static double IndependentLinearity(double[,] x, double[,] y)
+    {
+        int n = x.GetLength(0), d = x.GetLength(1), e = y.GetLength(1);
+        double[,] Centre(double[,] m, int cols)
+        {
+            var r = new double[n, cols]; double norm = 0;
+            for (int j = 0; j < cols; j++)
+            {
+                double mean = 0; for (int i = 0; i < n; i++) mean += m[i, j]; mean /= n;
+                for (int i = 0; i < n; i++) { r[i, j] = m[i, j] - mean; norm += r[i, j] * r[i, j]; }
+            }
+            norm = Math.Sqrt(norm);
+            for (int i = 0; i < n; i++) for (int j = 0; j < cols; j++) r[i, j] /= norm;
+            return r;
+        }
+        var xn = Centre(x, d); var yn = Centre(y, e);
+        var aug = new double[d, d + e];
+        for (int a = 0; a < d; a++)
+        {
+            for (int b = 0; b < d; b++) { double s = 0; for (int i = 0; i < n; i++) s += xn[i, a] * xn[i, b]; aug[a, b] = s; }
+            for (int b = 0; b < e; b++) { double s = 0; for (int i = 0; i < n; i++) s += xn[i, a] * yn[i, b]; aug[a, d + b] = s; }
+        }
+        for (int c = 0; c < d; c++)
+        {
+            int pivot = c; for (int r = c + 1; r < d; r++) if (Math.Abs(aug[r, c]) > Math.Abs(aug[pivot, c])) pivot = r;
+            for (int k = 0; k < d + e; k++) (aug[c, k], aug[pivot, k]) = (aug[pivot, k], aug[c, k]);
+            double p = aug[c, c];
+            for (int k = 0; k < d + e; k++) aug[c, k] /= p;
+            for (int r = 0; r < d; r++)
+            {
+                if (r == c) continue;
+                double f = aug[r, c];
+                for (int k = 0; k < d + e; k++) aug[r, k] -= f * aug[c, k];
+            }
+        }
+        double residual = 0;
+        for (int i = 0; i < n; i++)
+            for (int b = 0; b < e; b++)
+            {
+                double pred = 0; for (int a = 0; a < d; a++) pred += xn[i, a] * aug[a, d + b];
+                residual += (pred - yn[i, b]) * (pred - yn[i, b]);
+            }
+        return 1 - residual;
+    }
+
+    static double[,] ToArray(Tensor t)
+    {
+        var data = t.to(ScalarType.Float64).contiguous().data<double>().ToArray();
+        int rows = (int)t.shape[0], cols = (int)t.shape[1];
+        var a = new double[rows, cols];
+        for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) a[i, j] = data[i * cols + j];
+        return a;
+    }
+
+    [Fact]
+    public void LinearityOnStories260KMatchesAnIndependentSolver()
+    {
+        using var model = HookedTransformer.Load(SharedData.PathOf("models", "stories260K", "stories260K.bin"));
+        using var states = CorpusStates.Collect(model, Sentences);
+        Assert.True(states.RowCount > 2 * model.Config.DModel, "enough tokens for an overdetermined fit");
+        for (int l = 0; l + 1 < states.Layers.Length; l++)
+        {
+            using var fit = Geometry.FitLinear(states.Layers[l], states.Layers[l + 1]);
+            double expected = IndependentLinearity(ToArray(states.Layers[l]), ToArray(states.Layers[l + 1]));
+            Assert.Equal(expected, fit.Score, 4);
+            // Per-token errors: their mean square over the fitted rows is 1 − score.
+            var errors = fit.RowErrors(states.Layers[l], states.Layers[l + 1], states.RowCount);
+            Assert.Equal(1 - fit.Score, errors.Select(e => e * e).Average(), 6);
+            using var update = states.Layers[l + 1] - states.Layers[l];
+            using var centred = Geometry.FitLinear(states.Layers[l], update);
+            Assert.Equal(IndependentLinearity(ToArray(states.Layers[l]), ToArray(update)), centred.Score, 4);
+        }
+    }
+
+    [Fact]
+    public void ExactlyLinearMapsScoreOneAndNonlinearOnesFarLess()
+    {
+        manual_seed(1);
+        using var x = randn(500, 16, ScalarType.Float64);
+        using var a = randn(16, 16, ScalarType.Float64);
+        using var linear = Geometry.FitLinear(x, matmul(x, a) + 3.0);
+        Assert.Equal(1.0, linear.Score, 9);
+        using var nonlinear = Geometry.FitLinear(x, (x * 3).sin() * x.pow(2));
+        Assert.True(nonlinear.Score < 0.3, $"nonlinear map scored {nonlinear.Score}");
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(5)]
+    [InlineData(10)]
+    public void TwoNNRecoversTheDimensionOfASubspace(int d)
+    {
+        manual_seed(d);
+        using var basis = linalg.qr(randn(64, d, ScalarType.Float64)).Q; // orthonormal [64, d]
+        using var points = matmul(rand(2000, d, ScalarType.Float64), basis.t());
+        double estimate = Geometry.TwoNN(points);
+        Assert.InRange(estimate, 0.85 * d, 1.15 * d);
+    }
+
+    [Fact]
+    public void AnisotropyOfAnIsotropicGaussianIsOneOverD()
+    {
+        manual_seed(7);
+        int d = 32;
+        using var points = randn(20000, d, ScalarType.Float64);
+        var (exact, power) = Geometry.Anisotropy(points);
+        // The top eigenvalue of a sample covariance exceeds 1 by about 2·sqrt(d/N).
+        Assert.InRange(exact, 1.0 / d, (1 + 2.5 * Math.Sqrt((double)d / 20000)) / d);
+        Assert.Equal(exact, power, 3);
+        using var stretched = points * tensor(Enumerable.Range(0, d).Select(i => i == 0 ? 10.0 : 1.0).ToArray());
+        Assert.True(Geometry.Anisotropy(stretched).Exact > 0.7);
+    }
+
+    [Fact]
+    public void ReportRunsEndToEndWithContextualityAndRemoval()
+    {
+        using var model = HookedTransformer.Load(SharedData.PathOf("models", "stories260K", "stories260K.bin"));
+        var report = MicroscopeRunner.Run(model, Sentences, new MicroscopeOptions(
+            new ContextualityOptions(ContextDecoder.Small, PrefixLength: 4, Steps: 20, BatchSize: 16, TestFraction: 0.25), new[] { 8, 16 }));
+        Assert.Equal(model.Config.NLayers, report.Linearity.Length);
+        Assert.Equal(model.Config.NLayers + 1, report.IntrinsicDimension.Length);
+        Assert.All(report.Linearity, v => Assert.InRange(v, 0, 1));
+        Assert.NotNull(report.Contextuality);
+        Assert.Equal(2, report.Contextuality!.PerText.Count);
+        Assert.Equal(1.0, report.Contextuality.LayerWeights.Sum(), 5);
+        Assert.Contains(report.Removal!, c => c.Removed == WordClasses.Punctuation && c.Points.Length == 2);
+        // The last depth's logit-lens loss is the model's own loss (the final norm is applied either way).
+        Assert.True(report.LensLoss[^1] < report.LensLoss[0]);
+    }
+
+    [Fact]
+    public void MicroscopeCommandWritesJsonHtmlAndPngs()
+    {
+        using var dir = new TempDir();
+        File.WriteAllLines(dir.File("texts.txt"), Sentences);
+        var (code, _, err) = CliRunner.Run("microscope", "-m", SharedData.PathOf("models", "stories260K", "stories260K.bin"),
+            "--text-file", dir.File("texts.txt"), "--contextuality", "small", "--ctx-steps", "10", "--removal-lengths", "8",
+            "--json", dir.File("report.json"), "--html", dir.File("report.html"), "--png", dir.File("png"));
+        Assert.True(code == 0, err);
+        var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(dir.File("report.json")));
+        Assert.Equal(5, json.RootElement.GetProperty("linearity").GetProperty("stories260K").GetArrayLength());
+        Assert.True(new FileInfo(dir.File("png/linearity.png")).Length > 1000);
+        Assert.Contains("<img src=\"data:image/png;base64,", File.ReadAllText(dir.File("report.html")));
+    }
+
+    [Fact]
+    public void WordClassesOfTokens()
+    {
+        Assert.Equal(WordClasses.Punctuation, WordClasses.Of(","));
+        Assert.Equal(WordClasses.Punctuation, WordClasses.Of(" ."));
+        Assert.Equal(WordClasses.Determiner, WordClasses.Of(" the"));
+        Assert.Equal(WordClasses.Determiner, WordClasses.Of("\u2581A"));
+        Assert.Equal(WordClasses.StopWord, WordClasses.Of(" was"));
+        Assert.Equal(WordClasses.Other, WordClasses.Of(" ball"));
+    }
+}
