@@ -88,7 +88,8 @@ public static class MicroscopeRunner
         return new TextView(t, text.Tokens, text.Classes, nonlinearity, lens, ctx?.PerText.GetValueOrDefault(t));
     }
 
-    static (double[] Loss, double[] TopLoss, double[][][] PerText) Lens(HookedTransformer model, CorpusStates states)
+    /// <summary>Logit-lens loss per depth (mean), its top-1 variant, and per text the [depth][token] losses.</summary>
+    public static (double[] Loss, double[] TopLoss, double[][][] PerText) Lens(HookedTransformer model, CorpusStates states)
     {
         int depths = states.Layers.Length;
         var loss = new double[depths]; var top = new double[depths];

@@ -1,0 +1,18 @@
+namespace Mechanist.Web;
+
+/// <summary>How the workbench is served.</summary>
+public sealed record WorkbenchOptions
+{
+    /// <summary>Address to bind (loopback unless the user says otherwise).</summary>
+    public string Host { get; init; } = "127.0.0.1";
+    /// <summary>Port (0: any free port).</summary>
+    public int Port { get; init; } = 5005;
+    /// <summary>Largest request body accepted, in bytes.</summary>
+    public long MaxRequestBytes { get; init; } = 64 * 1024;
+    /// <summary>Longest prompt accepted, in characters.</summary>
+    public int MaxPromptChars { get; init; } = 4000;
+    /// <summary>Analyses running at once; further ones wait up to <see cref="QueueTimeout"/>.</summary>
+    public int MaxConcurrentAnalyses { get; init; } = 2;
+    /// <summary>How long a heavy request waits for a slot before a 503.</summary>
+    public TimeSpan QueueTimeout { get; init; } = TimeSpan.FromSeconds(20);
+}

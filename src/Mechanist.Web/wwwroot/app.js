@@ -1,0 +1,63 @@
+// The workbench shell: URL state, the shared prompt form, and view dispatch.
+import { api, esc } from './util.js';
+import * as models from './views/models.js';
+import * as run from './views/run.js';
+import * as attention from './views/attention.js';
+import * as lens from './views/lens.js';
+import * as microscope from './views/microscope.js';
+import * as heads from './views/heads.js';
+import * as patch from './views/patch.js';
+
+const views = { models, run, attention, lens, microscope, heads, patch };
+const defaults = { view: 'run', prompt: 'When Mary and John went to the store, John gave a drink to', target: ' Mary' };
+
+export function state() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  return Object.fromEntries(['view', 'model', 'prompt', 'target', 'clean', 'corrupt', 'answer', 'wrong', 'what', 'layer', 'head']
+    .map(k => [k, p.get(k) ?? defaults[k] ?? '']));
+}
+
+export function setState(changes, rerender = true) {
+  const next = { ...state(), ...changes };
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(next)) if (v !== '' && v != null) p.set(k, v);
+  const hash = '#' + p.toString();
+  if (location.hash === hash) { if (rerender) render(); return; }
+  if (rerender) location.hash = hash; else history.replaceState(null, '', hash);
+}
+
+let modelList = [];
+export const getModels = () => modelList;
+
+async function render() {
+  const s = state();
+  document.querySelectorAll('#nav a').forEach(a => a.classList.toggle('active', a.dataset.view === s.view));
+  document.getElementById('prompt').value = s.prompt;
+  document.getElementById('target').value = s.target;
+  document.getElementById('model').value = s.model || modelList[0]?.name || '';
+  document.getElementById('target-label').style.display = s.view === 'lens' ? '' : 'none';
+  const view = views[s.view] ?? views.run;
+  const root = document.getElementById('view');
+  root.innerHTML = '<p class="muted">Computing…</p>';
+  try {
+    await view.render(root, { ...s, model: s.model || modelList[0]?.name });
+  } catch (e) {
+    root.innerHTML = `<p class="error">${esc(e.message)}</p>`;
+  }
+}
+
+async function start() {
+  modelList = await api('/api/models');
+  const select = document.getElementById('model');
+  select.innerHTML = modelList.map(m => `<option>${esc(m.name)}</option>`).join('');
+  document.querySelectorAll('#nav a').forEach(a => a.addEventListener('click', () => setState({ view: a.dataset.view })));
+  document.getElementById('prompt-form').addEventListener('submit', e => {
+    e.preventDefault();
+    setState({ prompt: document.getElementById('prompt').value, target: document.getElementById('target').value, model: select.value });
+  });
+  select.addEventListener('change', () => setState({ model: select.value }));
+  window.addEventListener('hashchange', render);
+  await render();
+}
+
+start().catch(e => { document.getElementById('view').innerHTML = `<p class="error">${esc(e.message)}</p>`; });
