@@ -9,7 +9,7 @@ import * as heads from './views/heads.js';
 import * as patch from './views/patch.js';
 
 const views = { models, run, attention, lens, microscope, heads, patch };
-const defaults = { view: 'run', prompt: 'When Mary and John went to the store, John gave a drink to', target: ' Mary' };
+const defaults = { view: 'run', prompt: 'When Mary and John went to the store, John gave a drink to', target: '' };
 
 export function state() {
   const p = new URLSearchParams(location.hash.slice(1));
