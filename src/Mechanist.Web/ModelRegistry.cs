@@ -48,7 +48,7 @@ public sealed class ModelRegistry : IDisposable
 
     /// <summary>Head detection, computed once per model.</summary>
     public HeadDetectionResult Heads(string name, HookedTransformer model) =>
-        _heads.GetOrAdd(name, _ => new Lazy<HeadDetectionResult>(() => HeadDetector.Run(model, Math.Min(20, (model.Config.NCtx - 1) / 2), 8, lowToken: 3))).Value;
+        _heads.GetOrAdd(name, _ => new Lazy<HeadDetectionResult>(() => HeadDetector.Run(model, Math.Min(20, (model.Config.NCtx - 1) / 2), 8, lowToken: 3, tokenPool: Toy.ToyEvaluation.ContentWordPool(model)))).Value;
 
     /// <summary>Linear fits of the model's own corpus, computed once per model, for per-token nonlinearity of any prompt.</summary>
     public MicroscopeBaseline Baseline(string name, HookedTransformer model) =>

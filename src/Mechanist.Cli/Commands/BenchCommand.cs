@@ -1,54 +1,169 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Text;
 using System.Text.Json;
+using Mechanist.Analysis;
 using Mechanist.IO;
+using Mechanist.Microscope;
 using Mechanist.Models;
 using static TorchSharp.torch;
 
 namespace Mechanist.Cli.Commands;
 
 /// <summary>
-/// <c>mechanist bench</c>: forward time with and without a full activation cache on a random
-/// GPT-2-small-sized model, peak memory, and the time to open (memory-map) a large safetensors file.
+/// <c>mechanist bench</c>: forward speed, cache and hook overhead, generation, load time and memory on a
+/// random GPT-2-small model, the machine's GEMM throughput, and the analyses; optionally the PyTorch
+/// peer on the very same weights, with ratios, written to BENCHMARKS.md.
 /// </summary>
 public sealed class BenchCommand : ICliCommand
 {
     /// <summary>One measured row.</summary>
-    public sealed record Row(string Name, double MedianMs, double MinMs, int Repeats, double RssMb);
+    public sealed record Row(string Name, double MedianMs, double MinMs, double? PeerMedianMs = null, string? Note = null)
+    {
+        /// <summary>Mechanist / peer (lower is better for Mechanist).</summary>
+        public double? Ratio => PeerMedianMs is { } p && p > 0 ? MedianMs / p : null;
+    }
 
     /// <inheritdoc/>
     public Command Build(CliContext ctx)
     {
         var repeats = new Option<int>("--repeats") { Description = "Timed repetitions per row.", DefaultValueFactory = _ => 5 };
-        var lengths = new Option<string>("--lengths") { Description = "Sequence lengths.", DefaultValueFactory = _ => "128,1024" };
-        var fileMb = new Option<int>("--file-mb") { Description = "Size of the safetensors file for the open test (0: skip).", DefaultValueFactory = _ => 500 };
-        var threads = new Option<int>("--threads") { Description = "Torch threads (0: default)." };
+        var threads = new Option<int>("--threads") { Description = "Torch threads for both sides (0: all cores).", DefaultValueFactory = _ => 0 };
+        var peer = new Option<string>("--peer") { Description = "The PyTorch peer script (bench/peer/gpt2_forward.py), run with /usr/bin/python3 on the same weights." };
+        var markdown = new Option<string>("--markdown") { Description = "Write the table to this Markdown file (BENCHMARKS.md)." };
+        var fileMb = new Option<int>("--file-mb") { Description = "Size of the safetensors file for the mmap-open row (0: skip).", DefaultValueFactory = _ => 500 };
         var json = CommonOptions.Json();
-        var cmd = new Command("bench", "Measure forward speed, cache overhead, memory and checkpoint open time.") { repeats, lengths, fileMb, threads, json };
+        var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json };
         cmd.SetAction(parse =>
         {
-            if (parse.GetValue(threads) is > 0 and var t) set_num_threads(t);
+            int t = parse.GetValue(threads) is > 0 and var tt ? tt : Environment.ProcessorCount;
+            set_num_threads(t);
             int n = Math.Max(1, parse.GetValue(repeats));
-            var rows = new List<Row>();
-            using var model = RandomModels.Create(RandomModels.Gpt2SmallConfig(), dtype: HookedTransformer.DTypeFor(parse.GetValue(CommonOptions.DType)!));
-            ctx.Err.WriteLine($"random GPT-2 small: {model.Weights.ParameterCount:N0} parameters, {get_num_threads()} threads");
-            foreach (var len in parse.GetValue(lengths)!.Split(',').Select(int.Parse))
+            string dir = Path.Combine(Path.GetTempPath(), "mechanist-bench-" + Guid.NewGuid().ToString("N"));
+            try
             {
-                using var tokens = randint(0, model.Config.VocabSize, new long[] { 1, len });
-                rows.Add(Time($"forward 1x{len}", n, () => model.Run(tokens).Dispose()));
-                rows.Add(Time($"forward 1x{len} + full cache", n, () => { var (l, c) = model.RunWithCache(tokens); l.Dispose(); c.Dispose(); }));
+                var rows = Measure(dir, n, parse.GetValue(fileMb), ctx, out var summary);
+                if (parse.GetValue(peer) is { } script) AddPeer(rows, script, dir, t, n, ctx);
+                if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(new { rows, summary }, JsonOutput.Options));
+                else
+                {
+                    ctx.Out.WriteLine($"{"row",-40} {"median ms",10} {"peer ms",10} {"ratio",7}  note");
+                    foreach (var r in rows) ctx.Out.WriteLine($"{r.Name,-40} {r.MedianMs,10:F1} {r.PeerMedianMs?.ToString("F1") ?? "",10} {r.Ratio?.ToString("F2") ?? "",7}  {r.Note}");
+                    foreach (var (k, v) in summary) ctx.Out.WriteLine($"{k}: {v}");
+                }
+                if (parse.GetValue(markdown) is { } md) { AtomicFile.WriteText(md, Markdown(rows, summary, t)); ctx.Err.WriteLine($"wrote {md}"); }
             }
-            if (parse.GetValue(fileMb) is > 0 and var mb) rows.Add(OpenLargeFile(mb));
-            if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(rows, JsonOutput.Options));
-            else
-            {
-                ctx.Out.WriteLine($"{"row",-34} {"median ms",10} {"min ms",10} {"RSS MB",8}");
-                foreach (var r in rows) ctx.Out.WriteLine($"{r.Name,-34} {r.MedianMs,10:F1} {r.MinMs,10:F1} {r.RssMb,8:F0}");
-                ctx.Out.WriteLine($"peak RSS {PeakRssMb():F0} MB");
-            }
+            finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
             return 0;
         });
         return cmd;
+    }
+
+    static List<Row> Measure(string dir, int repeats, int fileMb, CliContext ctx, out Dictionary<string, string> summary)
+    {
+        var rows = new List<Row>();
+        summary = new Dictionary<string, string>();
+        var cfg = RandomModels.Gpt2SmallConfig();
+        using (var random = RandomModels.Create(cfg, seed: 0)) HfCheckpointWriter.Write(random, dir);
+        var sw = Stopwatch.StartNew();
+        var model = HookedTransformer.Load(dir);
+        rows.Add(new Row("load", sw.Elapsed.TotalMilliseconds, sw.Elapsed.TotalMilliseconds, Note: "safetensors mmap + fp32 weights"));
+        using var _m = model;
+        ctx.Err.WriteLine($"random GPT-2 small: {model.Weights.ParameterCount:N0} parameters, {get_num_threads()} threads");
+
+        var gen = new Generator(0);
+        foreach (var (b, t) in new[] { (1, 128), (8, 128), (1, 1024) })
+        {
+            using var tokens = randint(0, cfg.VocabSize, new long[] { b, t }, generator: gen);
+            var row = Time($"forward {b}x{t}", repeats, () => model.Run(tokens).Dispose());
+            rows.Add(row with { Note = $"{b * t / (row.MedianMs / 1000):N0} tokens/s" });
+            if (b == 1)
+            {
+                var cached = Time($"forward {b}x{t} + full cache", repeats, () => { var (l, c) = model.RunWithCache(tokens); l.Dispose(); c.Dispose(); });
+                rows.Add(cached with { Note = $"{cached.MedianMs / row.MedianMs:F2}x plain forward, {model.HookPointNames().Count} hook points" });
+            }
+            if (b == 1 && t == 128)
+            {
+                var hooks = Enumerable.Range(0, 100).Select(_ => new Hooks.ForwardHookSpec("blocks.5.hook_resid_post", (x, _) => null)).ToList();
+                var hooked = Time("forward 1x128 + 100 no-op hooks", repeats, () => model.RunWithHooks(tokens, hooks).Dispose());
+                rows.Add(hooked with { Note = $"{(hooked.MedianMs - row.MedianMs) * 1000 / 100:F1} µs per active hook" });
+            }
+            if (b == 1 && t == 1024)
+            {
+                // Forward FLOPs per token: the linear layers and the dense attention scores and mixing.
+                double d = cfg.DModel, l = cfg.NLayers, perToken = 2 * l * (4 * d * d + 2 * d * cfg.DMlp) + 2 * d * cfg.VocabSize + 4 * l * t * d;
+                double achieved = perToken * t / (row.MedianMs / 1000);
+                double peak = GemmPeak(repeats);
+                summary["GEMM peak (libtorch fp32, 1024x768 @ 768x3072)"] = $"{peak / 1e9:F1} GFLOP/s";
+                summary["forward 1x1024 achieved"] = $"{achieved / 1e9:F1} GFLOP/s = {achieved / peak:P0} of GEMM peak";
+            }
+        }
+        var prompt = new long[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
+        var genRow = Time("generate 64 tokens (KV cache)", Math.Max(1, repeats / 2),
+            () => model.Generate(prompt, new GenerateOptions { MaxNewTokens = 64, StopTokens = Array.Empty<int>() }));
+        rows.Add(genRow with { Note = $"{64 / (genRow.MedianMs / 1000):F1} tokens/s" });
+
+        if (BuiltInModels.Find("toy-4l") is { } toyDir)
+        {
+            using var toy = HookedTransformer.Load(toyDir);
+            using var clean = toy.ToTokens("When Mary and John went to the store, John gave a drink to");
+            using var corrupt = toy.ToTokens("When Mary and John went to the store, Mary gave a drink to");
+            var metric = new PatchMetric.LogitDiff(TokenText.AnswerId(toy, " Mary"), TokenText.AnswerId(toy, " John"));
+            rows.Add(Time("toy-4l: logit lens", repeats, () => LogitLens.Run(toy, clean)) with { Note = "15 tokens, top-5 per cell" });
+            rows.Add(Time("toy-4l: patching grid (resid, exact)", repeats, () => ActivationPatching.Run(toy, clean, corrupt, metric, PatchTarget.Resid)) with { Note = "4 layers x 15 positions = 60 runs" });
+            rows.Add(Time("toy-4l: attribution patching (resid)", repeats, () => ActivationPatching.Run(toy, clean, corrupt, metric, PatchTarget.Resid, PatchMethod.Attribution)));
+            var texts = new Toy.ToyCorpus(7).Lines(100).ToList();
+            rows.Add(Time("toy-4l: microscope, 100 texts (no contextuality)", 1, () => MicroscopeRunner.Run(toy, texts, new MicroscopeOptions(PerTextViews: 0))));
+        }
+        if (fileMb > 0) rows.Add(OpenLargeFile(fileMb));
+        summary["peak RSS"] = $"{PeakRssMb():F0} MB";
+        return rows;
+    }
+
+    static double GemmPeak(int repeats)
+    {
+        using var a = randn(1024, 768); using var b = randn(768, 3072);
+        var row = Time("gemm", Math.Max(5, repeats), () => matmul(a, b).Dispose());
+        return 2.0 * 1024 * 768 * 3072 / (row.MinMs / 1000);
+    }
+
+    static void AddPeer(List<Row> rows, string script, string dir, int threads, int repeats, CliContext ctx)
+    {
+        if (!File.Exists(script)) throw new MechanistException($"{script}: peer script not found");
+        var psi = new ProcessStartInfo("/usr/bin/python3", new[] { script, dir, threads.ToString(), repeats.ToString() })
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.Environment["OMP_NUM_THREADS"] = threads.ToString();
+        using var p = Process.Start(psi) ?? throw new MechanistException("could not start /usr/bin/python3");
+        string output = p.StandardOutput.ReadToEnd(); string err = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new MechanistException($"the PyTorch peer failed: {err.Trim().Split('\n').LastOrDefault()}");
+        using var doc = JsonDocument.Parse(output);
+        ctx.Err.WriteLine($"peer: PyTorch {doc.RootElement.GetProperty("torch").GetString()}, {doc.RootElement.GetProperty("threads").GetInt32()} threads");
+        foreach (var peerRow in doc.RootElement.GetProperty("rows").EnumerateObject())
+        {
+            int i = rows.FindIndex(r => r.Name == peerRow.Name);
+            if (i >= 0) rows[i] = rows[i] with { PeerMedianMs = peerRow.Value.GetProperty("median_ms").GetDouble() };
+        }
+    }
+
+    static string Markdown(List<Row> rows, Dictionary<string, string> summary, int threads)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("# Benchmarks");
+        sb.AppendLine();
+        sb.AppendLine($"Measured {DateTime.UtcNow:yyyy-MM-dd} on {Environment.ProcessorCount} cores ({System.Runtime.InteropServices.RuntimeInformation.OSDescription}), {threads} threads on both sides, fp32, CPU.");
+        sb.AppendLine("Model: GPT-2 small with random weights (124M parameters), written as a Hugging Face folder and read by both sides.");
+        sb.AppendLine("Peer: the same forward written directly in PyTorch (Debian's python3-torch with OpenBLAS), `bench/peer/gpt2_forward.py`.");
+        sb.AppendLine();
+        sb.AppendLine("Regenerate: `bench/run.sh` (builds Release, then `mechanist bench --peer bench/peer/gpt2_forward.py --markdown BENCHMARKS.md`).");
+        sb.AppendLine();
+        sb.AppendLine("| row | Mechanist median (ms) | PyTorch median (ms) | Mechanist / PyTorch | note |");
+        sb.AppendLine("|---|---:|---:|---:|---|");
+        foreach (var r in rows)
+            sb.AppendLine($"| {r.Name} | {r.MedianMs:F1} | {r.PeerMedianMs?.ToString("F1") ?? "–"} | {r.Ratio?.ToString("F2") ?? "–"} | {r.Note} |");
+        sb.AppendLine();
+        foreach (var (k, v) in summary) sb.AppendLine($"- {k}: {v}");
+        return sb.ToString();
     }
 
     static Row Time(string name, int repeats, Action action)
@@ -62,24 +177,20 @@ public sealed class BenchCommand : ICliCommand
             times.Add(sw.Elapsed.TotalMilliseconds);
         }
         times.Sort();
-        return new Row(name, times[times.Count / 2], times[0], repeats, Process.GetCurrentProcess().WorkingSet64 / 1e6);
+        return new Row(name, times[times.Count / 2], times[0]);
     }
 
     static Row OpenLargeFile(int mb)
     {
-        string dir = Path.Combine(Path.GetTempPath(), "mechanist-bench-" + Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(Path.GetTempPath(), "mechanist-bench-file-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         try
         {
             string path = Path.Combine(dir, "large.safetensors");
             using (var scope = NewDisposeScope())
-            {
-                long perTensor = 4L * 1024 * 1024; // 16 MB of fp32 each
-                var tensors = Enumerable.Range(0, Math.Max(1, mb / 16)).Select(i => KeyValuePair.Create($"layer.{i}.weight", zeros(perTensor)));
-                SafetensorsWriter.Write(path, tensors);
-            }
+                SafetensorsWriter.Write(path, Enumerable.Range(0, Math.Max(1, mb / 16)).Select(i => KeyValuePair.Create($"layer.{i}.weight", zeros(4L * 1024 * 1024))));
             var row = Time($"open {new FileInfo(path).Length / 1e6:F0} MB safetensors", 5, () => SafetensorsFile.Open(path).Dispose());
-            return row;
+            return row with { Note = "memory-mapped; header parsed and validated" };
         }
         finally { Directory.Delete(dir, true); }
     }

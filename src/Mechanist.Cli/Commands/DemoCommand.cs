@@ -41,17 +41,17 @@ public sealed class DemoCommand : ICliCommand
             console.MarkupLine($"{Markup.Escape(Ioi)} → " + string.Join(", ", test.Top.Select(t => $"{Render.Token(t.Token)} {t.Prob:P1}")));
 
             Section(console, "3. Induction heads (repeated random tokens)");
-            var heads = HeadDetector.Run(m, sequenceLength: Math.Min(20, (c.NCtx - 1) / 2), batch: 8, lowToken: 3);
-            var bestInduction = heads.Heads.OrderByDescending(h => h.Induction).Take(3);
+            var heads = HeadDetector.Run(m, sequenceLength: Math.Min(20, (c.NCtx - 1) / 2), batch: 8, lowToken: 3, tokenPool: ToyEvaluation.ContentWordPool(m));
+            var bestInduction = heads.Heads.OrderByDescending(h => h.InductionStripe).Take(3);
             var bestPrev = heads.Heads.OrderByDescending(h => h.PreviousToken).First();
-            console.MarkupLine("induction: " + string.Join(", ", bestInduction.Select(h => $"L{h.Layer}H{h.Head} [bold]{h.Induction:F2}[/]")) +
+            console.MarkupLine("induction score: " + string.Join(", ", bestInduction.Select(h => $"L{h.Layer}H{h.Head} [bold]{h.InductionStripe:F2}[/]")) +
                 $"; previous-token: L{bestPrev.Layer}H{bestPrev.Head} {bestPrev.PreviousToken:F2}");
             console.MarkupLine($"loss on the random half {heads.FirstHalfLoss:F2} → on the repeated half {heads.SecondHalfLoss:F2} nats/token: the model copies what it has seen");
             if (BuiltInModels.Find("attn-only-2l") is { } attnOnlyDir && !m.Name.Contains("attn-only"))
             {
                 using var attnOnly = HookedTransformer.Load(attnOnlyDir);
-                var h2 = HeadDetector.Run(attnOnly, sequenceLength: 20, batch: 8, lowToken: 3).Heads.OrderByDescending(h => h.Induction).First();
-                console.MarkupLine($"attn-only-2l: strongest induction head L{h2.Layer}H{h2.Head} [bold]{h2.Induction:F2}[/]");
+                var h2 = HeadDetector.Run(attnOnly, sequenceLength: 20, batch: 8, lowToken: 3, tokenPool: ToyEvaluation.ContentWordPool(attnOnly)).Heads.OrderByDescending(h => h.InductionStripe).First();
+                console.MarkupLine($"attn-only-2l: strongest induction head L{h2.Layer}H{h2.Head} [bold]{h2.InductionStripe:F2}[/]");
             }
 
             Section(console, "4. Logit lens on a two-hop question");

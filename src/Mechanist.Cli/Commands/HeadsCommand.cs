@@ -22,18 +22,19 @@ public sealed class HeadsCommand : ICliCommand
         cmd.SetAction(parse =>
         {
             using var model = input.LoadModel(parse, ctx);
-            var result = HeadDetector.Run(model, parse.GetValue(length), parse.GetValue(batch), parse.GetValue(seed));
+            var result = HeadDetector.Run(model, parse.GetValue(length), parse.GetValue(batch), parse.GetValue(seed), tokenPool: Toy.ToyEvaluation.ContentWordPool(model));
             if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonOutput.Options)); return 0; }
             var console = Render.Console(ctx);
-            var table = new Table().AddColumns("head", "previous-token", "duplicate-token", "induction");
+            var table = new Table().AddColumns("head", "previous-token", "duplicate-token", "induction (detector)", "induction score (stripe)");
             foreach (var h in result.Heads)
-                table.AddRow($"L{h.Layer}H{h.Head}", Render.Score(h.PreviousToken), Render.Score(h.DuplicateToken), Render.Score(h.Induction));
+                table.AddRow($"L{h.Layer}H{h.Head}", Render.Score(h.PreviousToken), Render.Score(h.DuplicateToken), Render.Score(h.Induction), Render.Score(h.InductionStripe));
             console.Write(table);
             int n = parse.GetValue(top);
             string Best(Func<HeadScores, double> f) => string.Join(", ", result.Heads.OrderByDescending(f).Take(n).Select(h => $"L{h.Layer}H{h.Head} {f(h):F2}"));
             ctx.Out.WriteLine($"previous-token: {Best(h => h.PreviousToken)}");
             ctx.Out.WriteLine($"duplicate-token: {Best(h => h.DuplicateToken)}");
-            ctx.Out.WriteLine($"induction: {Best(h => h.Induction)}");
+            ctx.Out.WriteLine($"induction (detector): {Best(h => h.Induction)}");
+            ctx.Out.WriteLine($"induction score (attention to the token after the earlier copy, repeated half): {Best(h => h.InductionStripe)}");
             ctx.Out.WriteLine($"loss on repeated random tokens: first half {result.FirstHalfLoss:F2}, repeated half {result.SecondHalfLoss:F2} nats/token");
             return 0;
         });

@@ -45,7 +45,7 @@ public sealed class ToyCommand : ICliCommand
             var losses = Trainer.Train(model, stream, p.Train, Path.Combine(dir, "checkpoint"), new TrainProgressPrinter(ctx.Err));
             ctx.Err.WriteLine();
 
-            HfCheckpointWriter.WriteGpt2(model, dir, new Dictionary<string, string> { ["preset"] = p.Name });
+            HfCheckpointWriter.Write(model, dir, new Dictionary<string, string> { ["preset"] = p.Name });
             AtomicFile.WriteText(Path.Combine(dir, "generation_config.json"), "{\n  \"bos_token_id\": 1,\n  \"eos_token_id\": 1\n}\n");
             AtomicFile.WriteText(Path.Combine(dir, "losses.json"), JsonSerializer.Serialize(losses.Select(l => Math.Round(l, 5))));
             Plots.LossCurve(losses, Path.Combine(dir, "loss.png"), $"{p.Name} training loss");
@@ -71,7 +71,7 @@ public sealed class ToyCommand : ICliCommand
         sb.AppendLine();
         sb.AppendLine("| | |");
         sb.AppendLine("|---|---|");
-        sb.AppendLine($"| architecture | GPT-2 style, {p.Layers} layers, d_model {p.DModel}, {p.Heads} heads{(p.AttnOnly ? ", attention only (config key `attn_only`)" : $", d_mlp {4 * p.DModel}")}, context {p.Context}, tied embeddings |");
+        sb.AppendLine($"| architecture | GPT-NeoX layout with full rotary positions, sequential residual, {p.Layers} layers, d_model {p.DModel}, {p.Heads} heads{(p.AttnOnly ? ", attention only (config key `attn_only`)" : $", d_mlp {4 * p.DModel}")}, context {p.Context}, tied embeddings |");
         sb.AppendLine($"| parameters | {parameters:N0} |");
         sb.AppendLine($"| data | toy corpus (seed {p.CorpusSeed}): {lines:N0} lines, {tokens:N0} tokens, word-level vocabulary of {vocab}; grammar in `src/Mechanist/Toy/ToyCorpus.cs` |");
         sb.AppendLine($"| training | {p.Train.Steps} steps x {p.Train.BatchSize} x {p.Train.SeqLen} tokens, AdamW (lr {p.Train.LearningRate}, wd {p.Train.WeightDecay}), warm-up {p.Train.WarmupSteps} + cosine, clip {p.Train.GradClip}, seed {p.Train.Seed} |");
@@ -83,7 +83,7 @@ public sealed class ToyCommand : ICliCommand
         sb.AppendLine("|---|---|---|---|");
         foreach (var g in groups) sb.AppendLine($"| {g.Group} | {g.Correct}/{g.Total} | {g.Accuracy:P1} | {(g.MeanLogitDiff is { } d ? d.ToString("F2") : "")} |");
         sb.AppendLine();
-        sb.AppendLine($"Best induction head: {inductionHead}, induction score {induction:F3} (TransformerLens detector on repeated random tokens).");
+        sb.AppendLine($"Best induction head: {inductionHead}, induction score {induction:F3} (mean attention from the repeated half of BOS + r + r, r random tokens, to the token after the first copy, as in TransformerLens's induction demo).");
         sb.AppendLine();
         sb.AppendLine("![loss](loss.png)");
         return sb.ToString();

@@ -8,8 +8,9 @@ namespace Mechanist.Analysis;
 /// <param name="Head">Head.</param>
 /// <param name="PreviousToken">Attention mass on the previous token.</param>
 /// <param name="DuplicateToken">Attention mass on earlier copies of the current token.</param>
-/// <param name="Induction">Attention mass on the token after an earlier copy of the current token.</param>
-public sealed record HeadScores(int Layer, int Head, double PreviousToken, double DuplicateToken, double Induction);
+/// <param name="Induction">Attention mass on the token after an earlier copy of the current token (TransformerLens's detector, over all rows: at most about ½ on [BOS, r, r]).</param>
+/// <param name="InductionStripe">TransformerLens's demo induction score: mean attention from each position of the repeated half to the token after its first occurrence (1 for a perfect induction head).</param>
+public sealed record HeadScores(int Layer, int Head, double PreviousToken, double DuplicateToken, double Induction, double InductionStripe);
 
 /// <summary>Head detection on repeated random tokens.</summary>
 /// <param name="SequenceLength">Length of the random sequence (it is repeated once).</param>
@@ -28,7 +29,14 @@ public sealed record HeadDetectionResult(int SequenceLength, int Batch, HeadScor
 public static class HeadDetector
 {
     /// <summary>Runs on <paramref name="batch"/> sequences of BOS + r + r, r uniform random tokens.</summary>
-    public static HeadDetectionResult Run(HookedTransformer model, int sequenceLength = 20, int batch = 8, long seed = 0, int? lowToken = null)
+    /// <param name="model">The model.</param>
+    /// <param name="sequenceLength">Length of the random sequence.</param>
+    /// <param name="batch">Number of sequences.</param>
+    /// <param name="seed">Random seed.</param>
+    /// <param name="lowToken">Smallest id drawn (ids below are usually special tokens).</param>
+    /// <param name="tokenPool">Draw only these ids (e.g. a toy model's content words) instead of every id from <paramref name="lowToken"/> up.</param>
+    public static HeadDetectionResult Run(HookedTransformer model, int sequenceLength = 20, int batch = 8, long seed = 0, int? lowToken = null,
+        IReadOnlyList<long>? tokenPool = null)
     {
         var cfg = model.Config;
         if (2 * sequenceLength + 1 > cfg.NCtx) throw new MechanistException($"a repeated sequence of {sequenceLength} does not fit the context of {cfg.NCtx}");
@@ -36,7 +44,9 @@ public static class HeadDetector
         var generator = new Generator((ulong)seed);
         // Avoid special tokens at the start of the vocabulary (ids below 4 are BOS/EOS/PAD/UNK in most vocabularies).
         int low = lowToken ?? Math.Min(4, cfg.VocabSize - 1);
-        var random = randint(low, cfg.VocabSize, new long[] { batch, sequenceLength }, generator: generator);
+        var random = tokenPool is { Count: > 0 }
+            ? tensor(tokenPool.ToArray()).index_select(0, randint(0, tokenPool.Count, new long[] { batch * sequenceLength }, generator: generator)).view(batch, sequenceLength)
+            : randint(low, cfg.VocabSize, new long[] { batch, sequenceLength }, generator: generator);
         long bos = cfg.BosTokenId ?? model.Tokenizer?.BosId ?? 0;
         var tokens = cat(new[] { full(new long[] { batch, 1 }, bos, ScalarType.Int64), random, random }, 1);
         var (logits, cache) = model.RunWithCache(tokens, n => n.EndsWith("hook_pattern"));
@@ -57,8 +67,10 @@ public static class HeadDetector
         {
             var pattern = cache["pattern", l].to(ScalarType.Float32); // [batch, head, q, k]
             double Score(Tensor det, int h) => ((pattern[.., h] * det).sum(new long[] { 1, 2 }) / pattern[.., h].sum(new long[] { 1, 2 })).mean().item<float>();
+            // Query 1 + L + i (second copy of token i) attends to key 1 + i + 1 (the token after the first copy): offset 1 − L.
+            var stripe = pattern.diagonal(1 - sequenceLength, -2, -1)[.., .., 2..]; // queries L + 1 .. 2L, the repeated half
             for (int h = 0; h < cfg.NHeads; h++)
-                heads.Add(new HeadScores(l, h, Score(previous, h), Score(duplicate, h), Score(induction, h)));
+                heads.Add(new HeadScores(l, h, Score(previous, h), Score(duplicate, h), Score(induction, h), stripe[.., h].mean().item<float>()));
         }
 
         var logProbs = logits.to(ScalarType.Float32).log_softmax(-1);

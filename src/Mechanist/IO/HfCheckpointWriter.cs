@@ -46,16 +46,62 @@ public static class HfCheckpointWriter
         ["bos_token_id"] = bos, ["eos_token_id"] = eos, ["attn_only"] = cfg.AttnOnly, ["torch_dtype"] = "float32",
     };
 
-    /// <summary>Writes config.json and model.safetensors (each atomically).</summary>
-    public static void WriteGpt2(HookedTransformer model, string dir, IReadOnlyDictionary<string, string>? metadata = null)
+    /// <summary>The Hugging Face GPT-NeoX tensors of a model (fused query_key_value interleaved per head).</summary>
+    public static Dictionary<string, Tensor> GptNeoXTensors(HookedTransformer model)
     {
+        var cfg = model.Config;
+        if (cfg.Architecture != "gpt_neox") throw new MechanistException($"only gpt_neox-architecture models can be written in GPT-NeoX layout (this is {cfg.Architecture})");
+        var w = model.Weights;
+        long d = cfg.DModel, h = cfg.NHeads, dh = cfg.DHead;
+        var t = new Dictionary<string, Tensor>
+        {
+            ["gpt_neox.embed_in.weight"] = w.WE,
+            ["gpt_neox.final_layer_norm.weight"] = w.LnFinalW!, ["gpt_neox.final_layer_norm.bias"] = w.LnFinalB!,
+        };
+        for (int i = 0; i < cfg.NLayers; i++)
+        {
+            var b = w.Blocks[i]; string p = $"gpt_neox.layers.{i}.";
+            t[p + "input_layernorm.weight"] = b.Ln1W!; t[p + "input_layernorm.bias"] = b.Ln1B!;
+            t[p + "attention.query_key_value.weight"] = stack(new[] { b.Wq.view(h, dh, d), b.Wk.view(h, dh, d), b.Wv.view(h, dh, d) }, 1).reshape(3 * d, d);
+            t[p + "attention.query_key_value.bias"] = stack(new[] { b.Bq!.view(h, dh), b.Bk!.view(h, dh), b.Bv!.view(h, dh) }, 1).reshape(3 * d);
+            t[p + "attention.dense.weight"] = b.Wo; t[p + "attention.dense.bias"] = b.Bo!;
+            if (cfg.AttnOnly) continue;
+            t[p + "post_attention_layernorm.weight"] = b.Ln2W!; t[p + "post_attention_layernorm.bias"] = b.Ln2B!;
+            t[p + "mlp.dense_h_to_4h.weight"] = b.WIn; t[p + "mlp.dense_h_to_4h.bias"] = b.BIn!;
+            t[p + "mlp.dense_4h_to_h.weight"] = b.WOut; t[p + "mlp.dense_4h_to_h.bias"] = b.BOut!;
+        }
+        if (!ReferenceEquals(w.WU, w.WE)) t["embed_out.weight"] = w.WU;
+        return t.ToDictionary(kv => kv.Key, kv => kv.Value.detach().to(ScalarType.Float32).cpu().contiguous());
+    }
+
+    /// <summary>config.json for a GPT-NeoX-architecture model.</summary>
+    public static JsonObject GptNeoXConfig(TransformerConfig cfg, int? bos, int? eos) => new()
+    {
+        ["architectures"] = new JsonArray("GPTNeoXForCausalLM"), ["model_type"] = "gpt_neox",
+        ["hidden_size"] = cfg.DModel, ["num_hidden_layers"] = cfg.NLayers, ["num_attention_heads"] = cfg.NHeads,
+        ["intermediate_size"] = cfg.DMlp, ["vocab_size"] = cfg.VocabSize, ["max_position_embeddings"] = cfg.NCtx,
+        ["hidden_act"] = cfg.Activation, ["layer_norm_eps"] = cfg.NormEps, ["rotary_pct"] = (double)cfg.RotaryDim / cfg.DHead,
+        ["rotary_emb_base"] = cfg.RopeTheta, ["use_parallel_residual"] = cfg.ParallelResidual, ["attention_bias"] = cfg.QkvBias,
+        ["tie_word_embeddings"] = cfg.TiedEmbeddings, ["bos_token_id"] = bos, ["eos_token_id"] = eos, ["attn_only"] = cfg.AttnOnly,
+        ["torch_dtype"] = "float32",
+    };
+
+    /// <summary>Writes config.json and model.safetensors of a gpt2 or gpt_neox model (each atomically).</summary>
+    public static void Write(HookedTransformer model, string dir, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var cfg = model.Config;
+        int? bos = cfg.BosTokenId, eos = cfg.EosTokenIds.FirstOrDefault(cfg.BosTokenId ?? 0);
         Directory.CreateDirectory(dir);
         using var scope = NewDisposeScope();
+        var (tensors, config) = cfg.Architecture switch
+        {
+            "gpt2" => (Gpt2Tensors(model), Gpt2Config(cfg, bos, eos)),
+            "gpt_neox" => (GptNeoXTensors(model), GptNeoXConfig(cfg, bos, eos)),
+            var other => throw new MechanistException($"writing {other} checkpoints is not supported (gpt2, gpt_neox)"),
+        };
         var meta = new Dictionary<string, string> { ["format"] = "pt" };
         if (metadata != null) foreach (var (k, v) in metadata) meta[k] = v;
-        SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), Gpt2Tensors(model), meta);
-        AtomicFile.WriteText(Path.Combine(dir, "config.json"),
-            Gpt2Config(model.Config, model.Config.BosTokenId, model.Config.EosTokenIds.FirstOrDefault(model.Config.BosTokenId ?? 0))
-                .ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), tensors, meta);
+        AtomicFile.WriteText(Path.Combine(dir, "config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
     }
 }

@@ -201,7 +201,7 @@ public sealed partial class HookedTransformer
         if (cfg.AttnSoftcap is { } cap) scores = (scores / cap).tanh() * cap;
         scores = scores.masked_fill(mask, MinValue(scores.dtype));
         scores = Hook(s, n.AttnScores, l, scores);
-        var pattern = F.softmax(scores, -1, ScalarType.Float32).to(scores.dtype);
+        var pattern = F.softmax(scores, -1, scores.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32).to(scores.dtype);
         if (o.FreezeAttention) pattern = pattern.detach();
         pattern = Hook(s, n.Pattern, l, pattern);
         var z = Hook(s, n.Z, l, matmul(pattern, vh).permute(0, 2, 1, 3));
@@ -223,14 +223,15 @@ public sealed partial class HookedTransformer
 
     Tensor RmsNormHead(Tensor x, Tensor weight)
     {
-        var xf = x.to(ScalarType.Float32);
+        var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);
         var normed = xf * (xf.pow(2).mean(new long[] { -1 }, keepdim: true) + Config.NormEps).rsqrt();
         return weight * normed.to(x.dtype);
     }
 
     Tensor Norm(ForwardState s, RunOptions o, Tensor x, NormKind kind, Tensor? weight, Tensor? bias, string scaleName, string normalizedName, int? layer)
     {
-        var xf = x.dtype == ScalarType.Float32 ? x : x.to(ScalarType.Float32);
+        // Half-precision inputs are normalised in fp32 (as HF does); fp32 and fp64 keep their precision.
+        var xf = x.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? x.to(ScalarType.Float32) : x;
         bool centre = kind is NormKind.LayerNorm or NormKind.LayerNormNoAffine;
         var centred = centre ? xf - xf.mean(new long[] { -1 }, keepdim: true) : xf;
         var scale = (centred.pow(2).mean(new long[] { -1 }, keepdim: true) + Config.NormEps).sqrt();
@@ -241,8 +242,8 @@ public sealed partial class HookedTransformer
         return kind switch
         {
             NormKind.RmsNorm => weight! * normalized.to(x.dtype),
-            NormKind.RmsNormPlusOne => (normalized * (1.0f + weight!.to(ScalarType.Float32))).to(x.dtype),
-            NormKind.LayerNorm => (bias is null ? normalized * weight! : weight is null ? normalized + bias.to(ScalarType.Float32) : torch.addcmul(bias.to(ScalarType.Float32), normalized, weight!.to(ScalarType.Float32), 1)).to(x.dtype),
+            NormKind.RmsNormPlusOne => (normalized * (1.0f + weight!.to(xf.dtype))).to(x.dtype),
+            NormKind.LayerNorm => (bias is null ? normalized * weight! : weight is null ? normalized + bias.to(xf.dtype) : torch.addcmul(bias.to(xf.dtype), normalized, weight!.to(xf.dtype), 1)).to(x.dtype),
             _ => normalized.to(x.dtype),
         };
     }

@@ -30,29 +30,48 @@ public sealed record ToyPrompt(ToyLineKind Kind, string Prompt, string Answer, s
 /// <summary>
 /// The seeded toy corpus. Grammar (each line one sentence or short passage):
 /// <list type="bullet">
-/// <item>indirect object: "When A and B went to the PLACE, B gave a OBJECT to A." (4 templates); 10% of the
+/// <item>indirect object: "When A and B went to the PLACE, B gave a OBJECT to A." and "When B and A …" (4 templates, both
+///   name orders, so the answer is the name that is not repeated); 10% of the
 ///   (A, B) name pairs are held out of training for evaluation;</item>
 /// <item>one-hop facts: "CITY is in STATE." for every city, "The capital of STATE is CAPITAL.";</item>
 /// <item>two-hop: "The capital of the state containing CITY is CAPITAL." for all cities but
 ///   <see cref="ToyWorld.HeldOutTwoHopCities"/>;</item>
-/// <item>induction: 6–14 random words, then the same words again;</item>
+/// <item>induction: 8–20 random words (from every one-word name, place, object, state and city), then the same words again;</item>
 /// <item>stories: short scenes with dialogue in quotes, commas and full stops (6 templates).</item>
 /// </list>
 /// </summary>
 public sealed class ToyCorpus
 {
     readonly Random _rng;
+    readonly (ToyLineKind Kind, int Weight)[] _mix;
 
-    /// <summary>A generator with a seed (the same seed gives the same corpus).</summary>
-    public ToyCorpus(int seed) => _rng = new Random(seed);
+    /// <summary>A generator with a seed (the same seed gives the same corpus) and an optional mix of line kinds.</summary>
+    public ToyCorpus(int seed, (ToyLineKind Kind, int Weight)[]? mix = null)
+    {
+        _rng = new Random(seed);
+        _mix = mix ?? DefaultMix;
+    }
 
+    /// <summary>
+    /// Words for repeated random sequences: every one-word name, place, object, state and city, so
+    /// that copying is learned for any token rather than for a small set.
+    /// </summary>
+    public static readonly string[] InductionWords = ToyWorld.RandomWords.Concat(ToyWorld.Names).Concat(ToyWorld.Places).Concat(ToyWorld.Objects)
+        .Concat(ToyWorld.States.SelectMany(s => s.Cities.Append(s.Capital).Append(s.Name))).Where(w => !w.Contains(' ')).Distinct().ToArray();
+
+    // {N1} and {N2} introduce the two names in either order (ABB and BAB patterns); {S} gives to {IO}.
     static readonly string[] IoiTemplates =
     {
-        "When {A} and {B} went to the {P}, {B} gave a {O} to {A}.",
-        "After {A} and {B} went to the {P}, {B} gave the {O} to {A}.",
-        "Then, {A} and {B} had fun at the {P}. {B} gave a {O} to {A}.",
-        "{A} and {B} were at the {P}. {B} handed the {O} to {A}.",
+        "When {N1} and {N2} went to the {P}, {S} gave a {O} to {IO}.",
+        "After {N1} and {N2} went to the {P}, {S} gave the {O} to {IO}.",
+        "Then, {N1} and {N2} had fun at the {P}. {S} gave a {O} to {IO}.",
+        "{N1} and {N2} were at the {P}. {S} handed the {O} to {IO}.",
     };
+
+    /// <summary>An indirect-object sentence: the indirect object <paramref name="io"/> is mentioned first or second.</summary>
+    static string FillIoi(string template, string io, string s, bool ioFirst, string place, string obj) =>
+        template.Replace("{N1}", ioFirst ? io : s).Replace("{N2}", ioFirst ? s : io).Replace("{S}", s).Replace("{IO}", io)
+            .Replace("{P}", place).Replace("{O}", obj);
 
     static readonly string[] StoryTemplates =
     {
@@ -90,7 +109,7 @@ public sealed class ToyCorpus
             case ToyLineKind.IndirectObject:
             {
                 var (a, b) = NamePair(heldOut: false);
-                return Fill(Pick(IoiTemplates), a, b, Pick(ToyWorld.Places), Pick(ToyWorld.Objects));
+                return FillIoi(Pick(IoiTemplates), a, b, _rng.Next(2) == 0, Pick(ToyWorld.Places), Pick(ToyWorld.Objects));
             }
             case ToyLineKind.CityInState:
             {
@@ -114,7 +133,7 @@ public sealed class ToyCorpus
             }
             case ToyLineKind.Induction:
             {
-                var words = Enumerable.Range(0, _rng.Next(6, 15)).Select(_ => Pick(ToyWorld.RandomWords)).ToArray();
+                var words = Enumerable.Range(0, _rng.Next(8, 21)).Select(_ => Pick(InductionWords)).ToArray();
                 string seq = string.Join(" ", words);
                 return $"{seq} {seq}";
             }
@@ -126,8 +145,8 @@ public sealed class ToyCorpus
         }
     }
 
-    /// <summary>The mix of line kinds (weights).</summary>
-    public static readonly (ToyLineKind Kind, int Weight)[] Mix =
+    /// <summary>The default mix of line kinds (weights).</summary>
+    public static readonly (ToyLineKind Kind, int Weight)[] DefaultMix =
     {
         (ToyLineKind.IndirectObject, 30), (ToyLineKind.CityInState, 12), (ToyLineKind.CapitalOf, 8),
         (ToyLineKind.TwoHop, 15), (ToyLineKind.Induction, 15), (ToyLineKind.Story, 20),
@@ -136,11 +155,11 @@ public sealed class ToyCorpus
     /// <summary>Generates <paramref name="lines"/> lines in the mix's proportions.</summary>
     public IEnumerable<string> Lines(int lines)
     {
-        int total = Mix.Sum(m => m.Weight);
+        int total = _mix.Sum(m => m.Weight);
         for (int i = 0; i < lines; i++)
         {
             int r = _rng.Next(total);
-            foreach (var (kind, weight) in Mix)
+            foreach (var (kind, weight) in _mix)
             {
                 if (r < weight) { yield return Line(kind); break; }
                 r -= weight;
@@ -152,7 +171,7 @@ public sealed class ToyCorpus
     public static IEnumerable<string> AllText()
     {
         var sb = new StringBuilder();
-        foreach (var t in IoiTemplates.Concat(StoryTemplates)) sb.AppendLine(t);
+        foreach (var t in IoiTemplates.Concat(StoryTemplates)) sb.AppendLine(t.Replace("{N1}", "").Replace("{N2}", "").Replace("{S}", "").Replace("{IO}", ""));
         sb.AppendLine("The capital of the state containing is in .");
         foreach (var s in ToyWorld.States) sb.AppendLine($"{s.Name} {s.Capital} {string.Join(" ", s.Cities)}");
         sb.AppendLine(string.Join(" ", ToyWorld.Names.Concat(ToyWorld.Places).Concat(ToyWorld.Objects).Concat(ToyWorld.RandomWords)));
@@ -165,7 +184,7 @@ public sealed class ToyCorpus
         for (int i = 0; i < indirectObjectCount; i++)
         {
             var (a, b) = NamePair(heldOut: true);
-            string line = Fill(IoiTemplates[i % IoiTemplates.Length], a, b, Pick(ToyWorld.Places), Pick(ToyWorld.Objects));
+            string line = FillIoi(IoiTemplates[i % IoiTemplates.Length], a, b, i % 2 == 0, Pick(ToyWorld.Places), Pick(ToyWorld.Objects));
             int cut = line.LastIndexOf(" to ", StringComparison.Ordinal) + " to".Length;
             yield return new ToyPrompt(ToyLineKind.IndirectObject, line[..cut], a, b, HeldOut: true);
         }

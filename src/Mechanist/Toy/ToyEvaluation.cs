@@ -18,6 +18,17 @@ public sealed record ToyAccuracy(string Group, int Correct, int Total, double? M
 /// <summary>Evaluates a toy model on the corpus's held-out and fact prompts.</summary>
 public static class ToyEvaluation
 {
+    /// <summary>
+    /// Ids of the toy corpus's content words in a model's vocabulary (for head detection on toy models),
+    /// or null when the model is not a toy model (fewer than half of the words are single tokens).
+    /// </summary>
+    public static IReadOnlyList<long>? ContentWordPool(HookedTransformer model)
+    {
+        if (model.Tokenizer is not { } tok) return null;
+        var ids = ToyCorpus.InductionWords.Select(w => tok.TokenToId(w)).Where(id => id != null).Select(id => (long)id!.Value).Distinct().ToList();
+        return ids.Count * 2 >= ToyCorpus.InductionWords.Length ? ids : null;
+    }
+
     /// <summary>Accuracy per group, plus the best induction score of any head.</summary>
     public static (ToyAccuracy[] Groups, double BestInduction, string BestInductionHead) Run(HookedTransformer model, int seed = 99)
     {
@@ -50,9 +61,12 @@ public static class ToyEvaluation
             }
             groups[group] = (g.Correct + (correct ? 1 : 0), g.Total + 1, g.Diffs);
         }
-        var heads = HeadDetector.Run(model, sequenceLength: Math.Min(20, (model.Config.NCtx - 1) / 2), batch: 8, seed: seed, lowToken: 3);
-        var best = heads.Heads.OrderByDescending(h => h.Induction).First();
+        // Random sequences of the corpus's content words (names, places, objects, states, cities, common words):
+        // the toy vocabulary's remaining ids are punctuation and special tokens.
+        var pool = ContentWordPool(model);
+        var heads = HeadDetector.Run(model, sequenceLength: Math.Min(20, (model.Config.NCtx - 1) / 2), batch: 16, seed: seed, lowToken: 3, tokenPool: pool);
+        var best = heads.Heads.OrderByDescending(h => h.InductionStripe).First();
         return (groups.Select(kv => new ToyAccuracy(kv.Key, kv.Value.Correct, kv.Value.Total, kv.Value.Diffs.Count > 0 ? kv.Value.Diffs.Average() : null))
-            .OrderBy(a => a.Group).ToArray(), best.Induction, $"L{best.Layer}H{best.Head}");
+            .OrderBy(a => a.Group).ToArray(), best.InductionStripe, $"L{best.Layer}H{best.Head}");
     }
 }

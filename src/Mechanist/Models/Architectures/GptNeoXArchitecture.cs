@@ -23,6 +23,7 @@ public sealed class GptNeoXArchitecture : IArchitecture
             TiedEmbeddings = c.Bool("tie_word_embeddings", false), QkvBias = c.Bool("attention_bias", true),
             OutBias = c.Bool("attention_bias", true), MlpBias = true,
             BosTokenId = c.IntOrNull("bos_token_id"), EosTokenIds = ConfigConventions.EosIds(c),
+            AttnOnly = c.Bool("attn_only", false), // Mechanist's extension for attention-only toy models
         };
     }
 
@@ -49,15 +50,17 @@ public sealed class GptNeoXArchitecture : IArchitecture
             w.Blocks[i] = new BlockWeights
             {
                 Ln1W = r.Take(b + "input_layernorm.weight", d), Ln1B = r.Take(b + "input_layernorm.bias", d),
-                Ln2W = r.Take(b + "post_attention_layernorm.weight", d), Ln2B = r.Take(b + "post_attention_layernorm.bias", d),
                 Wq = perHead[.., 0].reshape(h * dh, d).contiguous(), Wk = perHead[.., 1].reshape(h * dh, d).contiguous(),
                 Wv = perHead[.., 2].reshape(h * dh, d).contiguous(),
                 Bq = perHeadB?[.., 0].reshape(h * dh).contiguous(), Bk = perHeadB?[.., 1].reshape(h * dh).contiguous(),
                 Bv = perHeadB?[.., 2].reshape(h * dh).contiguous(),
                 Wo = r.Take(b + "attention.dense.weight", d, d), Bo = cfg.OutBias ? r.Take(b + "attention.dense.bias", d) : null,
-                WIn = r.Take(b + "mlp.dense_h_to_4h.weight", m, d), BIn = r.Take(b + "mlp.dense_h_to_4h.bias", m),
-                WOut = r.Take(b + "mlp.dense_4h_to_h.weight", d, m), BOut = r.Take(b + "mlp.dense_4h_to_h.bias", d),
             };
+            if (cfg.AttnOnly) continue;
+            var block = w.Blocks[i];
+            block.Ln2W = r.Take(b + "post_attention_layernorm.weight", d); block.Ln2B = r.Take(b + "post_attention_layernorm.bias", d);
+            block.WIn = r.Take(b + "mlp.dense_h_to_4h.weight", m, d); block.BIn = r.Take(b + "mlp.dense_h_to_4h.bias", m);
+            block.WOut = r.Take(b + "mlp.dense_4h_to_h.weight", d, m); block.BOut = r.Take(b + "mlp.dense_4h_to_h.bias", d);
         }
         w.WU = cfg.TiedEmbeddings ? w.WE : r.Take("embed_out.weight", cfg.VocabSize, d);
         return w;
