@@ -8,6 +8,7 @@ using static TorchSharp.torch;
 namespace Mechanist.Tests.Models;
 
 /// <summary>Hooks change outputs exactly as hand computations say; caches hold the forward's values.</summary>
+[Collection("memory")]
 public class HookTests
 {
     static HookedTransformer Gpt2() => HookedTransformer.Load(SharedData.PathOf("golden", "models", "gpt2"));
@@ -185,3 +186,7 @@ public class HookTests
         Assert.True(grown < 16_000_000, $"working set grew by {grown / 1e6:F1} MB over 1,000 runs");
     }
 }
+
+/// <summary>Tests that measure process memory run alone, not beside other test classes.</summary>
+[CollectionDefinition("memory", DisableParallelization = true)]
+public class MemoryCollection;

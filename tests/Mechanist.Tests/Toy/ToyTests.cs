@@ -34,7 +34,10 @@ public class ToyTests
 
         // Interrupted after 6 steps (a checkpoint is written then), then resumed with a fresh model.
         var (b1, _) = Tiny(1);
-        using (b1) Trainer.Train(b1, stream, config with { Steps = 6 }, dirB.Path);
+        using var cancel = new CancellationTokenSource();
+        using (b1)
+            Assert.Throws<OperationCanceledException>(() => Trainer.Train(b1, stream, config, dirB.Path,
+                new SyncProgress(p => { if (p.Step == 6) cancel.Cancel(); }), cancel.Token));
         var (b2, _) = Tiny(1);
         using var _b = b2;
         var lossesB = Trainer.Train(b2, stream, config, dirB.Path);
@@ -44,6 +47,11 @@ public class ToyTests
         Assert.True(lossesA[^1] < lossesA[0], "the loss goes down");
         using var tokens = tensor(stream[..16], new long[] { 1, 16 });
         TensorAssert.Close(a.Run(tokens), b2.Run(tokens), 0, "weights after an uninterrupted and a resumed run");
+    }
+
+    sealed class SyncProgress(Action<TrainProgress> report) : IProgress<TrainProgress>
+    {
+        public void Report(TrainProgress value) => report(value);
     }
 
     [Fact]
