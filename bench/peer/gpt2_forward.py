@@ -105,7 +105,10 @@ def main():
                 nxt = logits[:, -1].argmax(-1, keepdim=True)
                 logits, past = model.forward(nxt, past)
         rows["generate 64 tokens (KV cache)"] = timed(generate, max(1, repeats // 2))
-    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}))
+        a, b = torch.randn(1024, 768), torch.randn(768, 3072)
+        gemm = timed(lambda: a @ b, max(5, repeats))
+    gflops = 2 * 1024 * 768 * 3072 / (gemm["min_ms"] / 1000) / 1e9
+    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "gemm_gflops": gflops, "rows": rows}))
 
 
 if __name__ == "__main__":

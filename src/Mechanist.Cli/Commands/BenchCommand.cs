@@ -43,7 +43,7 @@ public sealed class BenchCommand : ICliCommand
             try
             {
                 var rows = Measure(dir, n, parse.GetValue(fileMb), ctx, out var summary);
-                if (parse.GetValue(peer) is { } script) AddPeer(rows, script, dir, t, n, ctx);
+                if (parse.GetValue(peer) is { } script) AddPeer(rows, summary, script, dir, t, n, ctx);
                 if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(new { rows, summary }, JsonOutput.Options));
                 else
                 {
@@ -84,9 +84,9 @@ public sealed class BenchCommand : ICliCommand
             }
             if (b == 1 && t == 128)
             {
-                var hooks = Enumerable.Range(0, 100).Select(_ => new Hooks.ForwardHookSpec("blocks.5.hook_resid_post", (x, _) => null)).ToList();
-                var hooked = Time("forward 1x128 + 100 no-op hooks", repeats, () => model.RunWithHooks(tokens, hooks).Dispose());
-                rows.Add(hooked with { Note = $"{(hooked.MedianMs - row.MedianMs) * 1000 / 100:F1} µs per active hook" });
+                var hooks = Enumerable.Range(0, 1000).Select(_ => new Hooks.ForwardHookSpec("blocks.5.hook_resid_post", (x, _) => null)).ToList();
+                var hooked = Time("forward 1x128 + 1000 no-op hooks", repeats, () => model.RunWithHooks(tokens, hooks).Dispose());
+                rows.Add(hooked with { Note = $"{(hooked.MedianMs - row.MedianMs) * 1000 / 1000:F1} µs per active hook (each is matched at all {model.HookPointNames().Count} hook points)" });
             }
             if (b == 1 && t == 1024)
             {
@@ -127,7 +127,7 @@ public sealed class BenchCommand : ICliCommand
         return 2.0 * 1024 * 768 * 3072 / (row.MinMs / 1000);
     }
 
-    static void AddPeer(List<Row> rows, string script, string dir, int threads, int repeats, CliContext ctx)
+    static void AddPeer(List<Row> rows, Dictionary<string, string> summary, string script, string dir, int threads, int repeats, CliContext ctx)
     {
         if (!File.Exists(script)) throw new MechanistException($"{script}: peer script not found");
         var psi = new ProcessStartInfo("/usr/bin/python3", new[] { script, dir, threads.ToString(), repeats.ToString() })
@@ -139,6 +139,7 @@ public sealed class BenchCommand : ICliCommand
         if (p.ExitCode != 0) throw new MechanistException($"the PyTorch peer failed: {err.Trim().Split('\n').LastOrDefault()}");
         using var doc = JsonDocument.Parse(output);
         ctx.Err.WriteLine($"peer: PyTorch {doc.RootElement.GetProperty("torch").GetString()}, {doc.RootElement.GetProperty("threads").GetInt32()} threads");
+        summary["peer GEMM (PyTorch, same shapes)"] = $"{doc.RootElement.GetProperty("gemm_gflops").GetDouble():F1} GFLOP/s (PyTorch {doc.RootElement.GetProperty("torch").GetString()})";
         foreach (var peerRow in doc.RootElement.GetProperty("rows").EnumerateObject())
         {
             int i = rows.FindIndex(r => r.Name == peerRow.Name);
