@@ -20,7 +20,7 @@ export function heat(v, max = 1, diverging = false) {
   const t = Math.max(-1, Math.min(1, v / (max || 1)));
   if (diverging && t < 0) { const a = Math.round(255 * (1 + t)); return `rgb(255,${a},${a})`; }
   const a = Math.round(255 * (1 - Math.abs(t)));
-  return `rgb(${a},${Math.round(a * 0.9 + 25 * Math.abs(t))},255)`;
+  return `rgb(${a},${a},255)`;
 }
 
 export function textColor(v, max = 1) { return Math.abs(v / (max || 1)) > 0.6 ? '#fff' : '#1d2330'; }
