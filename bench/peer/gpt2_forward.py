@@ -4,7 +4,7 @@
 Written directly against torch (no transformers, which Debian does not package), following Hugging
 Face's GPT2 modelling code: learned positions, pre-LayerNorm blocks, Conv1D weights stored [in, out],
 gelu_new, tied unembedding. Prints one JSON object of timings in milliseconds.
-Usage: gpt2_forward.py MODEL_DIR THREADS REPEATS
+Usage: gpt2_forward.py MODEL_DIR THREADS REPEATS [LLAMA_DIR]
 """
 import json, math, struct, sys, time
 import numpy as np
@@ -73,6 +73,50 @@ class Gpt2:
         return x @ self.w["wte.weight"].t(), presents
 
 
+class Llama:
+    """Hugging Face Llama semantics: RMSNorm, rotate-half rotary, grouped-query attention, SwiGLU."""
+
+    def __init__(self, folder):
+        cfg = json.load(open(f"{folder}/config.json"))
+        self.d, self.h, self.kv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+        self.layers, self.eps, self.dh = cfg["num_hidden_layers"], cfg["rms_norm_eps"], cfg["hidden_size"] // cfg["num_attention_heads"]
+        self.w = load_safetensors(f"{folder}/model.safetensors")
+        inv = 1.0 / (cfg.get("rope_theta", 10000.0) ** (torch.arange(0, self.dh, 2, dtype=torch.int64).float() / self.dh))
+        freqs = torch.outer(torch.arange(cfg["max_position_embeddings"]).float(), inv)
+        emb = torch.cat([freqs, freqs], -1)
+        self.cos, self.sin = emb.cos(), emb.sin()
+
+    def norm(self, x, w):
+        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+    def rope(self, x, t):
+        cos, sin = self.cos[:t], self.sin[:t]
+        x1, x2 = x[..., : self.dh // 2], x[..., self.dh // 2:]
+        return x * cos + torch.cat([-x2, x1], -1) * sin
+
+    def forward(self, ids):
+        w, (b, t) = self.w, ids.shape
+        x = w["model.embed_tokens.weight"][ids]
+        mask = torch.ones(t, t, dtype=torch.bool).tril()
+        for i in range(self.layers):
+            p = f"model.layers.{i}."
+            a = self.norm(x, w[p + "input_layernorm.weight"])
+            q = (a @ w[p + "self_attn.q_proj.weight"].t()).view(b, t, self.h, self.dh).transpose(1, 2)
+            k = (a @ w[p + "self_attn.k_proj.weight"].t()).view(b, t, self.kv, self.dh).transpose(1, 2)
+            v = (a @ w[p + "self_attn.v_proj.weight"].t()).view(b, t, self.kv, self.dh).transpose(1, 2)
+            q, k = self.rope(q, t), self.rope(k, t)
+            k = k.repeat_interleave(self.h // self.kv, 1)
+            v = v.repeat_interleave(self.h // self.kv, 1)
+            s = (q @ k.transpose(-1, -2)) / math.sqrt(self.dh)
+            z = (s.masked_fill(~mask, torch.finfo(s.dtype).min).softmax(-1) @ v).transpose(1, 2).reshape(b, t, -1)
+            x = x + z @ w[p + "self_attn.o_proj.weight"].t()
+            m = self.norm(x, w[p + "post_attention_layernorm.weight"])
+            g = F.silu(m @ w[p + "mlp.gate_proj.weight"].t()) * (m @ w[p + "mlp.up_proj.weight"].t())
+            x = x + g @ w[p + "mlp.down_proj.weight"].t()
+        x = self.norm(x, w["model.norm.weight"])
+        return x @ w["lm_head.weight"].t()
+
+
 def timed(fn, repeats):
     fn()
     times = []
@@ -105,6 +149,11 @@ def main():
                 nxt = logits[:, -1].argmax(-1, keepdim=True)
                 logits, past = model.forward(nxt, past)
         rows["generate 64 tokens (KV cache)"] = timed(generate, max(1, repeats // 2))
+        if len(sys.argv) > 4:
+            llama = Llama(sys.argv[4])
+            for t in [128, 1024]:
+                ids = torch.randint(0, llama.w["model.embed_tokens.weight"].shape[0], (1, t), generator=g)
+                rows[f"llama forward 1x{t}"] = timed(lambda: llama.forward(ids), repeats)
         a, b = torch.randn(1024, 768), torch.randn(768, 3072)
         gemm = timed(lambda: a @ b, max(5, repeats))
     gflops = 2 * 1024 * 768 * 3072 / (gemm["min_ms"] / 1000) / 1e9

@@ -86,6 +86,34 @@ public static class HfCheckpointWriter
         ["torch_dtype"] = "float32",
     };
 
+    /// <summary>The Hugging Face Llama tensors of a model.</summary>
+    public static Dictionary<string, Tensor> LlamaTensors(HookedTransformer model)
+    {
+        var cfg = model.Config; var w = model.Weights;
+        var t = new Dictionary<string, Tensor> { ["model.embed_tokens.weight"] = w.WE, ["model.norm.weight"] = w.LnFinalW! };
+        for (int i = 0; i < cfg.NLayers; i++)
+        {
+            var b = w.Blocks[i]; string p = $"model.layers.{i}.";
+            t[p + "input_layernorm.weight"] = b.Ln1W!; t[p + "post_attention_layernorm.weight"] = b.Ln2W!;
+            t[p + "self_attn.q_proj.weight"] = b.Wq; t[p + "self_attn.k_proj.weight"] = b.Wk;
+            t[p + "self_attn.v_proj.weight"] = b.Wv; t[p + "self_attn.o_proj.weight"] = b.Wo;
+            t[p + "mlp.gate_proj.weight"] = b.WIn; t[p + "mlp.up_proj.weight"] = b.WUp!; t[p + "mlp.down_proj.weight"] = b.WOut;
+        }
+        if (!ReferenceEquals(w.WU, w.WE)) t["lm_head.weight"] = w.WU;
+        return t.ToDictionary(kv => kv.Key, kv => kv.Value.detach().to(ScalarType.Float32).cpu().contiguous());
+    }
+
+    /// <summary>config.json for a Llama-architecture model.</summary>
+    public static JsonObject LlamaConfig(TransformerConfig cfg, int? bos, int? eos) => new()
+    {
+        ["architectures"] = new JsonArray("LlamaForCausalLM"), ["model_type"] = "llama",
+        ["hidden_size"] = cfg.DModel, ["intermediate_size"] = cfg.DMlp, ["num_hidden_layers"] = cfg.NLayers,
+        ["num_attention_heads"] = cfg.NHeads, ["num_key_value_heads"] = cfg.NKvHeads, ["vocab_size"] = cfg.VocabSize,
+        ["max_position_embeddings"] = cfg.NCtx, ["rms_norm_eps"] = cfg.NormEps, ["rope_theta"] = cfg.RopeTheta,
+        ["hidden_act"] = cfg.Activation, ["tie_word_embeddings"] = cfg.TiedEmbeddings, ["bos_token_id"] = bos, ["eos_token_id"] = eos,
+        ["torch_dtype"] = "float32",
+    };
+
     /// <summary>Writes config.json and model.safetensors of a gpt2 or gpt_neox model (each atomically).</summary>
     public static void Write(HookedTransformer model, string dir, IReadOnlyDictionary<string, string>? metadata = null)
     {
@@ -97,7 +125,8 @@ public static class HfCheckpointWriter
         {
             "gpt2" => (Gpt2Tensors(model), Gpt2Config(cfg, bos, eos)),
             "gpt_neox" => (GptNeoXTensors(model), GptNeoXConfig(cfg, bos, eos)),
-            var other => throw new MechanistException($"writing {other} checkpoints is not supported (gpt2, gpt_neox)"),
+            "llama" when !cfg.QkvBias && !cfg.MlpBias && cfg.Norm == NormKind.RmsNorm && cfg.GatedMlp => (LlamaTensors(model), LlamaConfig(cfg, bos, eos)),
+            var other => throw new MechanistException($"writing {other} checkpoints is not supported (gpt2, gpt_neox, plain llama)"),
         };
         var meta = new Dictionary<string, string> { ["format"] = "pt" };
         if (metadata != null) foreach (var (k, v) in metadata) meta[k] = v;

@@ -13,6 +13,14 @@ public static class RandomModels
         Positional = PositionKind.Learned, AttnScale = 1.0 / 8, TiedEmbeddings = true, QkvBias = true, OutBias = true, MlpBias = true,
     };
 
+    /// <summary>A Llama-style model of GPT-2-small size: 12 layers, d_model 768, 12 query / 4 key-value heads, SwiGLU 2048, RMSNorm, rotary, vocab 32,000 (≈110M parameters).</summary>
+    public static TransformerConfig LlamaSmallConfig() => new()
+    {
+        Architecture = "llama", DModel = 768, NLayers = 12, NHeads = 12, NKvHeads = 4, DHead = 64, DMlp = 2048,
+        VocabSize = 32000, NCtx = 2048, Norm = NormKind.RmsNorm, NormEps = 1e-6, Activation = "silu", GatedMlp = true,
+        Positional = PositionKind.Rotary, RotaryDim = 64, RopeTheta = 10000, AttnScale = 1.0 / 8, TiedEmbeddings = false,
+    };
+
     /// <summary>A model with weights ~ N(0, 0.02²), norms at 1 and biases at 0.</summary>
     public static HookedTransformer Create(TransformerConfig cfg, long seed = 0, ScalarType dtype = ScalarType.Float32)
     {
