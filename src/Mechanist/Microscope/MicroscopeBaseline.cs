@@ -30,9 +30,8 @@ public sealed class MicroscopeBaseline : IDisposable
     public static MicroscopeBaseline Build(HookedTransformer model, IReadOnlyList<string>? texts = null)
     {
         texts ??= ModelCorpus.Generate(model, 40);
-        var report = MicroscopeRunner.Run(model, texts, new MicroscopeOptions(PerTextViews: 0));
         using var states = CorpusStates.Collect(model, texts);
-        var fits = Enumerable.Range(0, states.Layers.Length - 1).Select(l => Geometry.FitLinear(states.Layers[l], states.Layers[l + 1])).ToArray();
+        var (report, fits) = MicroscopeRunner.Run(model, states, new MicroscopeOptions(PerTextViews: 0));
         return new MicroscopeBaseline(fits, report, states.RowCount);
     }
 

@@ -25,6 +25,17 @@ public static class MicroscopeRunner
     public static MicroscopeReport Run(HookedTransformer model, IReadOnlyList<string> texts, MicroscopeOptions options, IProgress<Progress>? progress = null)
     {
         using var states = CorpusStates.Collect(model, texts, new Relay(progress, "hidden states"));
+        var (report, fits) = Run(model, states, options, progress);
+        foreach (var f in fits) f.Dispose();
+        return report;
+    }
+
+    /// <summary>
+    /// Computes the report on collected states and also returns the fitted layer-to-layer maps
+    /// (owned by the caller), so that new prompts can be read against them.
+    /// </summary>
+    public static (MicroscopeReport Report, Geometry.LinearFit[] Fits) Run(HookedTransformer model, CorpusStates states, MicroscopeOptions options, IProgress<Progress>? progress = null)
+    {
         int depths = states.Layers.Length;
         var linearity = new double[depths - 1]; var centred = new double[depths - 1];
         var fits = new Geometry.LinearFit[depths - 1];
@@ -65,9 +76,8 @@ public static class MicroscopeRunner
         var views = Enumerable.Range(0, Math.Min(options.PerTextViews, states.Texts.Count))
             .Concat(ctx?.PerText.Keys.Take(options.PerTextViews) ?? Enumerable.Empty<int>()).Distinct()
             .Select(t => View(states, fits, lensPerText[t], t, ctx)).ToArray();
-        foreach (var f in fits) f.Dispose();
-        return new MicroscopeReport(model.Name, states.Texts.Count, states.RowCount, states.Labels, linearity, centred, id, aniso, anisoPower,
-            lensLoss, lensTop, views, ctx, removal);
+        return (new MicroscopeReport(model.Name, states.Texts.Count, states.RowCount, states.Labels, linearity, centred, id, aniso, anisoPower,
+            lensLoss, lensTop, views, ctx, removal), fits);
     }
 
     static Tensor SampleRows(int rows, int max)
