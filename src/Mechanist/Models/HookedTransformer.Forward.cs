@@ -187,7 +187,21 @@ public sealed partial class HookedTransformer
             q = Hook(s, n.RotQ, l, _rotary!.Apply(q, r.Cos, r.Sin));
             k = Hook(s, n.RotK, l, _rotary!.Apply(k, r.Cos, r.Sin));
         }
+        int past = o.KvCache?.Length ?? 0;
         if (o.KvCache is { } cache) (k, v) = cache.Append(l, k, v);
+
+        if (CanFuseAttention(s, o, l, n, past))
+        {
+            // Nothing reads the scores or the pattern: libtorch's fused attention computes z in one pass.
+            var qf = q.permute(0, 2, 1, 3);
+            var kf = k.permute(0, 2, 1, 3);
+            var vf = v.permute(0, 2, 1, 3);
+            if (cfg.HeadsPerKvHead > 1) { kf = kf.repeat_interleave(cfg.HeadsPerKvHead, dim: 1); vf = vf.repeat_interleave(cfg.HeadsPerKvHead, dim: 1); }
+            double rescale = cfg.AttnScale * Math.Sqrt(cfg.DHead); // the fused kernel scales by 1/sqrt(d_head)
+            if (Math.Abs(rescale - 1) > 1e-12) qf = qf * rescale;
+            var zFused = Hook(s, n.Z, l, F.scaled_dot_product_attention(qf, kf, vf, null, 0.0, true).permute(0, 2, 1, 3));
+            return OutputProjection(s, l, zFused, b, p);
+        }
 
         var qh = q.permute(0, 2, 1, 3);
         var kh = k.permute(0, 2, 3, 1);
@@ -205,7 +219,24 @@ public sealed partial class HookedTransformer
         if (o.FreezeAttention) pattern = pattern.detach();
         pattern = Hook(s, n.Pattern, l, pattern);
         var z = Hook(s, n.Z, l, matmul(pattern, vh).permute(0, 2, 1, 3));
+        return OutputProjection(s, l, z, b, p);
+    }
 
+    /// <summary>
+    /// Whether attention can run fused: causal only (no padding mask, no past keys, no sliding window),
+    /// no soft-capping or frozen pattern, and nothing hooks, caches or differentiates the scores or pattern.
+    /// </summary>
+    bool CanFuseAttention(ForwardState s, RunOptions o, int l, BlockHookNames n, int past)
+    {
+        if (!FusedAttention || o.AttentionMask is not null || past > 0 || Config.UsesSlidingWindow(l) || Config.AttnSoftcap is not null || o.FreezeAttention) return false;
+        bool Touched(string name) =>
+            s.Forward.Any(h => h.Filter.Matches(name)) || s.Backward.Any(h => h.Filter.Matches(name)) || (s.Cache != null && s.CacheFilter!(name));
+        return !Touched(n.AttnScores) && !Touched(n.Pattern);
+    }
+
+    Tensor OutputProjection(ForwardState s, int l, Tensor z, long b, long p)
+    {
+        var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
         if (!UseAttnResult) return F.linear(z.reshape(b, p, cfg.NHeads * cfg.DHead), w.Wo, w.Bo);
         var perHead = w.Wo.view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);
         var result = Hook(s, n.Result, l, einsum("bphd,hdm->bphm", z, perHead));

@@ -83,6 +83,7 @@ public class AnalysisTests
         // Huge norm epsilons make every norm a constant scaling: the logits are then linear in the last MLP's output.
         var cfg = RandomModels.Gpt2SmallConfig() with { NLayers = 2, DModel = 32, NHeads = 2, NKvHeads = 2, DHead = 16, DMlp = 64, VocabSize = 50, NCtx = 16, NormEps = 1e10 };
         using var model = RandomModels.Create(cfg, seed: 3);
+        model.FusedAttention = false; // the huge norm scale amplifies the fused kernel's rounding differences
         foreach (var b in model.Weights.Blocks) { b.Ln1W!.fill_(1e5f); b.Ln2W!.fill_(1e5f); }
         model.Weights.LnFinalW!.fill_(1e5f);
         using var clean = tensor(new long[] { 1, 5, 7, 9, 11, 13 }, new long[] { 1, 6 });

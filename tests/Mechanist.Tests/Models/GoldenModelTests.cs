@@ -45,6 +45,17 @@ public class GoldenModelTests
 
     [Theory]
     [MemberData(nameof(Architectures))]
+    public void PlainRunWithFusedAttentionMatches(string arch)
+    {
+        // Without hooks or a cache on the scores and pattern, attention runs through libtorch's fused kernel.
+        var (model, reference) = Open(arch);
+        using var _m = model; using var _r = reference;
+        using var scope = NewDisposeScope();
+        TensorAssert.Close(reference.Read("logits"), model.Run(reference.Read("input_ids")), Tol, $"{arch} logits, fused attention");
+    }
+
+    [Theory]
+    [MemberData(nameof(Architectures))]
     public void LeftPaddedBatchMatchesOnRealTokens(string arch)
     {
         var (model, reference) = Open(arch);
