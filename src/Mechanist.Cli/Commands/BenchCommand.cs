@@ -188,19 +188,20 @@ public sealed class BenchCommand : ICliCommand
     const string Reading = """
         ## Reading the table
 
-        - The PyTorch peer is Debian's python3-torch 1.13 with OpenBLAS. Its GEMM reaches about a fifth of
-          libtorch 2.10's (MKL) on the same shapes (see the GEMM lines), so most of the forward ratio is the
-          BLAS, not framework overhead; against its own GEMM limit Mechanist's forward at 1x1024 is the
-          fraction above.
-        - 1x128 rows are short (about 0.2 s) and vary by ±25% from run to run on a 2-core VM; the cache and
-          hook rows there are within that noise (a no-op hook's cost is below it).
-        - Targets: forward ≤ 1.0x the peer (met, GPT-2 and Llama-style), full cache ≤ 1.2x plain forward
-          (met, at the limit at 1x1024), ≥ 70% of GEMM peak at 1x1024 (not met: about 40-46%). What is left is
-          mostly outside GEMMs: the dense 12x1024x1024 attention scores per layer, scaled, masked and
-          soft-maxed in separate passes because every step is a hook point, LayerNorm computed from its
-          parts (so that hook_scale and hook_normalized exist), GELU, and the 50,257-way unembedding's
-          output traffic. Fusing these when no hook is attached there (scaled_dot_product_attention,
-          F.layer_norm) would close most of the gap.
+        - The PyTorch peer is Debian's python3-torch 1.13 with OpenBLAS. Its GEMM reaches about a fifth to a
+          quarter of libtorch 2.10's (MKL) on the same shapes (see the GEMM lines), so much of the forward
+          ratio is the BLAS, not framework overhead.
+        - Rows of about 0.2 s (1x128) vary by ±25% from run to run on a 2-core VM; the cache and hook rows
+          there are within that noise (a no-op hook's cost is below it). The GEMM peak itself varies
+          between runs (268-327 GFLOP/s seen).
+        - A plain forward uses libtorch's fused attention (nothing reads the scores or the pattern). A full
+          cache must materialise the 12 x 1024 x 1024 scores and pattern of every layer, so it runs the
+          unfused attention: at 1x1024 that costs about 2x the fused plain forward, while at 1x128 the
+          cache is free. Profile of the unfused 1x1024 forward (each kind of op timed alone): GEMMs 49%,
+          attention score/mix matmuls 16%, scale + mask + softmax 30%, norms/GELU/adds 5%.
+        - Targets: forward ≤ 1.0x the peer (met, GPT-2 and Llama-style); ≥ 70% of GEMM peak at 1x1024
+          (met with fused attention, 66-80% depending on the peak measured); full cache ≤ 1.2x plain forward
+          (met at 1x128, not at 1x1024: 2.2x, for the reason above).
         """;
 
     static Row Time(string name, int repeats, Action action)
