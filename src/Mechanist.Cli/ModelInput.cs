@@ -30,14 +30,17 @@ public sealed class ModelInput
     }
 
     /// <summary>Loads the model with the global --device/--dtype.</summary>
-    public HookedTransformer LoadModel(ParseResult parse, CliContext ctx) =>
-        HookedTransformer.Load(BuiltInModels.Resolve(parse.GetValue(Model)), new LoadOptions
+    public HookedTransformer LoadModel(ParseResult parse, CliContext ctx) => Load(parse.GetValue(Model), parse, parse.GetValue(Offline), ctx);
+
+    /// <summary>Loads a model (a built-in name, folder, file or hub id) with the global --device/--dtype.</summary>
+    public static HookedTransformer Load(string? spec, ParseResult parse, bool offline, CliContext ctx) =>
+        HookedTransformer.Load(BuiltInModels.Resolve(spec), new LoadOptions
         {
             DType = HookedTransformer.DTypeFor(parse.GetValue(CommonOptions.DType)!),
             Device = parse.GetValue(CommonOptions.Device)!,
             Open = new ModelOpenOptions
             {
-                Offline = parse.GetValue(Offline) || new ModelOpenOptions().Offline,
+                Offline = offline || new ModelOpenOptions().Offline,
                 Progress = new DownloadProgressPrinter(ctx.Err),
             },
         });

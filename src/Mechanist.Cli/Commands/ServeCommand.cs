@@ -22,12 +22,7 @@ public sealed class ServeCommand : ICliCommand
             var loaded = new List<HookedTransformer>();
             try
             {
-                foreach (var spec in specs)
-                    loaded.Add(HookedTransformer.Load(BuiltInModels.Resolve(spec), new LoadOptions
-                    {
-                        DType = HookedTransformer.DTypeFor(parse.GetValue(CommonOptions.DType)!), Device = parse.GetValue(CommonOptions.Device)!,
-                        Open = new IO.ModelOpenOptions { Offline = parse.GetValue(offline) || new IO.ModelOpenOptions().Offline },
-                    }));
+                foreach (var spec in specs) loaded.Add(ModelInput.Load(spec, parse, parse.GetValue(offline), ctx));
             }
             catch { foreach (var m in loaded) m.Dispose(); throw; }
             int p = parse.GetValue(port);

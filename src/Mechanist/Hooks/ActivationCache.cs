@@ -77,7 +77,7 @@ public sealed class ActivationCache : IDisposable
         var parts = new List<Tensor>(); var labels = new List<string>();
         if (includeEmbeds)
         {
-            parts.Add(EmbedWithScale()); labels.Add("embed");
+            parts.Add(this[HookNames.Embed]); labels.Add("embed");
             if (Contains(HookNames.PosEmbed)) { parts.Add(this[HookNames.PosEmbed]); labels.Add("pos_embed"); }
         }
         for (int l = 0; l < upTo; l++)
@@ -90,8 +90,6 @@ public sealed class ActivationCache : IDisposable
         var stack = stack_(parts);
         return (applyLn ? ApplyLnToStack(stack, layer, mlpInput) : stack, labels.ToArray());
     }
-
-    Tensor EmbedWithScale() => this[HookNames.Embed];
 
     /// <summary>
     /// Each head's output written to the residual stream, for layers below <paramref name="layer"/>:

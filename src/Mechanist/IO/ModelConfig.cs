@@ -81,9 +81,6 @@ public sealed class ModelConfig
         var other => throw Bad(key, $"expected true or false, found {other.ToJsonString()}"),
     };
 
-    /// <summary>The first of several keys that is present (configs name the same thing differently).</summary>
-    public string? FirstKey(params string[] keys) => keys.FirstOrDefault(Has);
-
     /// <summary>An error about a key.</summary>
     public InvalidCheckpointException Bad(string key, string problem) => new(Source, $"malformed config: '{key}' {problem}");
 

@@ -164,13 +164,6 @@ public sealed unsafe class SafetensorsFile : ITensorSource
         return tensor;
     }
 
-    /// <summary>The raw bytes of a tensor, straight from the mapping (valid until disposal).</summary>
-    public ReadOnlySpan<byte> RawBytes(string name)
-    {
-        var info = Info(name);
-        return new ReadOnlySpan<byte>(_base + _dataStart + info.Begin, checked((int)(info.End - info.Begin)));
-    }
-
     /// <inheritdoc/>
     public void Dispose()
     {

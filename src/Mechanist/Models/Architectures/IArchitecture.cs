@@ -63,7 +63,7 @@ internal static class ConfigConventions
         };
     }
 
-    public static void CheckHeads(ModelConfig c, int d, int heads, int kvHeads)
+    public static void CheckHeads(ModelConfig c, int heads, int kvHeads)
     {
         if (heads % kvHeads != 0) throw c.Bad("num_key_value_heads", $"{kvHeads} does not divide the {heads} attention heads");
     }

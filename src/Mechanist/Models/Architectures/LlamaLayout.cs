@@ -14,7 +14,7 @@ internal static class LlamaLayout
     {
         int d = c.PositiveInt("hidden_size"), heads = c.PositiveInt("num_attention_heads");
         int kv = c.IntOrNull("num_key_value_heads") ?? heads;
-        ConfigConventions.CheckHeads(c, d, heads, kv);
+        ConfigConventions.CheckHeads(c, heads, kv);
         int dh = c.IntOrNull("head_dim") ?? d / heads;
         bool attnBias = c.Bool("attention_bias", false);
         return new TransformerConfig
