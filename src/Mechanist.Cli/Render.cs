@@ -1,3 +1,4 @@
+using Mechanist.Reporting;
 using System.Text.Json;
 using Spectre.Console;
 
@@ -16,7 +17,7 @@ public static class Render
     }
 
     /// <summary>A token as an escaped, quoted string (so spaces and newlines show).</summary>
-    public static string Token(string token) => Markup.Escape(JsonSerializer.Serialize(token, JsonOutput.Options));
+    public static string Token(string token) => Markup.Escape(JsonSerializer.Serialize(token, JsonFormat.Options));
 
     /// <summary>A score as a coloured cell (blue negative, red positive).</summary>
     public static string Score(double v)

@@ -46,9 +46,9 @@ public sealed class ModelRegistry : IDisposable
             : throw new MechanistException($"unknown model '{(name.Length > 80 ? name[..80] + "…" : name)}'; this server has: {string.Join(", ", _models.Keys)}");
     }
 
-    /// <summary>Head detection, computed once per model.</summary>
+    /// <summary>Head detection with the one default parameter set (as <c>mechanist heads</c>), computed once per model.</summary>
     public HeadDetectionResult Heads(string name, HookedTransformer model) =>
-        _heads.GetOrAdd(name, _ => new Lazy<HeadDetectionResult>(() => HeadDetector.Run(model, Math.Min(20, (model.Config.NCtx - 1) / 2), 8, lowToken: 3, tokenPool: Toy.ToyEvaluation.ContentWordPool(model)))).Value;
+        _heads.GetOrAdd(name, _ => new Lazy<HeadDetectionResult>(() => HeadDetector.Run(model))).Value;
 
     /// <summary>Linear fits of the model's own corpus, computed once per model, for per-token nonlinearity of any prompt.</summary>
     public MicroscopeBaseline Baseline(string name, HookedTransformer model) =>

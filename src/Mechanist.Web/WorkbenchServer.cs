@@ -2,6 +2,7 @@ using System.Reflection;
 using System.Text.Json;
 using Mechanist.Analysis;
 using Mechanist.Models;
+using Mechanist.Reporting;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
@@ -23,12 +24,8 @@ public sealed class WorkbenchServer : IAsyncDisposable
     readonly WorkbenchOptions _options;
     readonly SemaphoreSlim _slots;
 
-    /// <summary>JSON settings of every answer.</summary>
-    public static readonly JsonSerializerOptions Json = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
-    };
+    /// <summary>JSON settings of every answer: the library's one setting.</summary>
+    public static JsonSerializerOptions Json => JsonFormat.Options;
 
     WorkbenchServer(WebApplication app, ModelRegistry models, WorkbenchOptions options)
     {
@@ -52,11 +49,6 @@ public sealed class WorkbenchServer : IAsyncDisposable
             k.AddServerHeader = false;
         });
         builder.WebHost.UseUrls($"http://{(options.Host.Contains(':') ? $"[{options.Host}]" : options.Host)}:{options.Port}");
-        builder.Services.Configure<Microsoft.AspNetCore.Http.Json.JsonOptions>(o =>
-        {
-            o.SerializerOptions.PropertyNamingPolicy = Json.PropertyNamingPolicy;
-            o.SerializerOptions.NumberHandling = Json.NumberHandling;
-        });
         var app = builder.Build();
         var server = new WorkbenchServer(app, registry, options);
         server.Map();
@@ -87,52 +79,19 @@ public sealed class WorkbenchServer : IAsyncDisposable
             }
         });
 
-        _app.MapGet("/api/models", () => Results.Json(_models.Names.Select(n =>
-        {
-            var m = _models.Get(n); var c = m.Config;
-            return new
-            {
-                name = n, architecture = c.Architecture, layers = c.NLayers, dModel = c.DModel, heads = c.NHeads, kvHeads = c.NKvHeads,
-                dHead = c.DHead, dMlp = c.AttnOnly ? 0 : c.DMlp, vocab = c.VocabSize, context = c.NCtx, parameters = m.Weights.ParameterCount,
-                hooks = m.HookPointShapes().Select(h => new { name = h.Name, shape = h.Shape }),
-            };
-        }), Json));
+        _app.MapGet("/api/models", () => Results.Json(_models.Names.Select(n => ModelSummary.Of(_models.Get(n), n)), Json));
+        _app.MapGet("/api/patch-targets", () => Results.Json(PatchTargets.Names, Json));
 
         Post<PromptRequest>("/api/run", (r, m) =>
         {
-            using var scope = NewDisposeScope();
-            var tokens = Tokens(m, r.Prompt);
-            var logits = m.Run(tokens)[0, -1].to(ScalarType.Float32);
-            var probs = logits.softmax(-1);
-            int k = Math.Clamp(r.TopK ?? 10, 1, 50);
-            var (top, ids) = probs.topk(k);
-            var topIds = ids.data<long>().ToArray();
-            var names = TokenText.Of(m, topIds);
-            var promptIds = tokens[0].data<long>().ToArray();
-            return new
-            {
-                tokens = TokenText.Of(m, promptIds), ids = promptIds,
-                bos = m.Tokenizer?.BosId is { } b && promptIds.Length > 0 && promptIds[0] == b,
-                top = topIds.Select((id, i) => new { id, token = names[i], prob = top[i].item<float>(), logit = logits[id].item<float>() }).ToArray(),
-            };
+            using var tokens = Tokens(m, r.Prompt);
+            return NextTokens.Run(m, tokens, Math.Clamp(r.TopK ?? 10, 1, 50));
         });
 
-        Post<PromptRequest>("/api/attention", (r, m) =>
+        Post<AttentionRequest>("/api/attention", (r, m) =>
         {
-            using var scope = NewDisposeScope();
-            var tokens = Tokens(m, r.Prompt);
-            var (_, cache) = m.RunWithCache(tokens, n => n.EndsWith("hook_pattern"));
-            using (cache)
-            {
-                var layers = Enumerable.Range(0, m.Config.NLayers).Select(l =>
-                {
-                    var p = cache["pattern", l][0].to(ScalarType.Float32); // [head, q, k]
-                    int h = (int)p.shape[0], n = (int)p.shape[1];
-                    var data = p.data<float>().ToArray();
-                    return Enumerable.Range(0, h).Select(hh => Enumerable.Range(0, n).Select(q => data.AsSpan(hh * n * n + q * n, n).ToArray().Select(v => MathF.Round(v, 4)).ToArray()).ToArray()).ToArray();
-                }).ToArray();
-                return new { tokens = TokenText.Of(m, tokens[0].data<long>().ToArray()), layers };
-            }
+            using var tokens = Tokens(m, r.Prompt);
+            return AttentionPatterns.Compute(m, tokens, r.Layers is { Length: > 0 } l ? l : null, r.Heads is { Length: > 0 } h ? h : null);
         });
 
         Post<PromptRequest>("/api/lens", (r, m) =>
@@ -155,16 +114,12 @@ public sealed class WorkbenchServer : IAsyncDisposable
             using var clean = Tokens(m, r.Clean, "clean");
             using var corrupt = Tokens(m, r.Corrupt, "corrupt");
             if (string.IsNullOrEmpty(r.Answer)) throw new MechanistException("'answer' is required");
-            long a = TokenText.AnswerId(m, r.Answer);
-            PatchMetric metric = string.IsNullOrEmpty(r.Wrong) ? new PatchMetric.Probability(a) : new PatchMetric.LogitDiff(a, TokenText.AnswerId(m, r.Wrong));
-            var target = (r.What ?? "resid") switch
+            var method = (r.Method ?? "exact") switch
             {
-                "resid" => PatchTarget.Resid, "attn" => PatchTarget.AttnOut, "mlp" => PatchTarget.MlpOut, "heads" => PatchTarget.Heads,
-                "head-qkv" => PatchTarget.HeadQkv,
-                var other => throw new MechanistException($"'what' must be resid, attn, mlp, heads or head-qkv (got '{Trim(other)}')"),
+                "exact" => PatchMethods.Exact, "attribution" => PatchMethods.Attribution, "both" => PatchMethods.Both,
+                var other => throw new MechanistException($"'method' must be exact, attribution or both (got '{Trim(other)}')"),
             };
-            if (m.Config.AttnOnly && target == PatchTarget.MlpOut) throw new MechanistException("this model has no MLPs");
-            return ActivationPatching.Run(m, clean, corrupt, metric, target);
+            return PatchingExperiment.Run(m, clean, corrupt, r.Answer, r.Wrong, r.Metric, PatchTargets.Parse(r.What ?? "resid"), method);
         });
 
         _app.MapGet("/", () => Static("index.html"));
@@ -187,7 +142,7 @@ public sealed class WorkbenchServer : IAsyncDisposable
         return tokens;
     }
 
-    void Post<T>(string path, Func<T, HookedTransformer, object> handler) where T : class
+    void Post<T>(string path, Func<T, HookedTransformer, object> handler) where T : class, IModelRequest
     {
         _app.MapPost(path, async (HttpContext ctx) =>
         {
@@ -204,7 +159,7 @@ public sealed class WorkbenchServer : IAsyncDisposable
             if (!await _slots.WaitAsync(_options.QueueTimeout, ctx.RequestAborted)) return Fail(503, "the server is busy with other analyses; try again");
             try
             {
-                var model = _models.Get((string?)typeof(T).GetProperty("Model")!.GetValue(request));
+                var model = _models.Get(request.Model);
                 // Serialised here, inside the slot and the error handling, while the tensors behind lazy results live.
                 var bytes = await Task.Run(() => JsonSerializer.SerializeToUtf8Bytes(handler(request, model), Json), ctx.RequestAborted);
                 return Results.Bytes(bytes, "application/json; charset=utf-8");

@@ -1,3 +1,4 @@
+using Mechanist.Reporting;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text;
@@ -44,7 +45,7 @@ public sealed class BenchCommand : ICliCommand
             {
                 var rows = Measure(dir, n, parse.GetValue(fileMb), ctx, out var summary);
                 if (parse.GetValue(peer) is { } script) AddPeer(rows, summary, script, dir, t, n, ctx);
-                if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(new { rows, summary }, JsonOutput.Options));
+                if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(new { rows, summary }, JsonFormat.Options));
                 else
                 {
                     ctx.Out.WriteLine($"{"row",-40} {"median ms",10} {"peer ms",10} {"ratio",7}  note");
@@ -83,13 +84,13 @@ public sealed class BenchCommand : ICliCommand
             if (b == 1)
             {
                 var cached = Time($"forward {b}x{t} + full cache", repeats, () => { var (l, c) = model.RunWithCache(tokens); l.Dispose(); c.Dispose(); });
-                rows.Add(cached with { Note = $"{cached.MedianMs / row.MedianMs:F2}x plain forward, {model.HookPointNames().Count} hook points" });
+                rows.Add(cached with { Note = $"{cached.MedianMs / row.MedianMs:F2}x plain forward, {model.HookPoints.Firing(false).Count()} hook points" });
             }
             if (b == 1 && t == 128)
             {
-                var hooks = Enumerable.Range(0, 1000).Select(_ => new Hooks.ForwardHookSpec("blocks.5.hook_resid_post", (x, _) => null)).ToList();
+                var hooks = Enumerable.Range(0, 1000).Select(_ => new Hooks.ForwardHookSpec(model.HookPoints.Name(Hooks.HookKind.ResidPost, 5), (x, _) => null)).ToList();
                 var hooked = Time("forward 1x128 + 1000 no-op hooks", repeats, () => model.RunWithHooks(tokens, hooks).Dispose());
-                rows.Add(hooked with { Note = $"{(hooked.MedianMs - row.MedianMs) * 1000 / 1000:F1} µs per active hook (each is matched at all {model.HookPointNames().Count} hook points)" });
+                rows.Add(hooked with { Note = $"{(hooked.MedianMs - row.MedianMs) * 1000 / 1000:F1} µs per active hook (each is matched at all {model.HookPoints.Firing(false).Count()} hook points)" });
             }
             if (b == 1 && t == 1024)
             {

@@ -1,3 +1,4 @@
+using Mechanist.Reporting;
 using System.CommandLine;
 using System.Text.Json;
 using Mechanist.Analysis;
@@ -20,7 +21,7 @@ public sealed class CompareCommand : ICliCommand
         {
             using var model = input.LoadModel(parse, ctx);
             var result = PromptComparison.Compare(model, parse.GetValue(a)!, parse.GetValue(b)!);
-            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonOutput.Options)); return 0; }
+            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonFormat.Options)); return 0; }
             var console = Render.Console(ctx);
             foreach (var d in result.Distances)
             {

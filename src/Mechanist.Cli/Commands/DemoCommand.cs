@@ -30,18 +30,18 @@ public sealed class DemoCommand : ICliCommand
             using var m = HookedTransformer.Load(BuiltInModels.Resolve(parse.GetValue(model)));
             var c = m.Config;
             console.Write(new Rule($"[bold]Mechanist demo[/] on {Markup.Escape(Path.GetFileName(m.Name.TrimEnd('/')))}"));
-            console.MarkupLine($"{c.Architecture}, {c.NLayers} layers, d_model {c.DModel}, {c.NHeads} heads, d_mlp {c.DMlp}, vocabulary {c.VocabSize}, {m.Weights.ParameterCount:N0} parameters, {m.HookPointNames().Count} hook points");
+            console.MarkupLine($"{c.Architecture}, {c.NLayers} layers, d_model {c.DModel}, {c.NHeads} heads, d_mlp {c.DMlp}, vocabulary {c.VocabSize}, {m.Weights.ParameterCount:N0} parameters, {m.HookPoints.Firing(false).Count()} hook points");
 
             Section(console, "1. Tokens");
             var ids = m.Tokenizer!.Encode(Ioi);
             console.MarkupLine(string.Join(" ", m.Tokenizer.ToStrTokens(ids).Select((t, i) => $"[grey]{ids[i]}[/]{Markup.Escape(t)}")));
 
             Section(console, "2. Next-token predictions");
-            var test = PromptTests.Test(m, Ioi, " Mary", topK: 5);
+            var test = PromptChecks.Check(m, Ioi, " Mary", topK: 5);
             console.MarkupLine($"{Markup.Escape(Ioi)} → " + string.Join(", ", test.Top.Select(t => $"{Render.Token(t.Token)} {t.Prob:P1}")));
 
             Section(console, "3. Induction heads (repeated random tokens)");
-            var heads = HeadDetector.Run(m, sequenceLength: Math.Min(20, (c.NCtx - 1) / 2), batch: 8, lowToken: 3, tokenPool: ToyEvaluation.ContentWordPool(m));
+            var heads = HeadDetector.Run(m);
             var bestInduction = heads.Heads.OrderByDescending(h => h.InductionStripe).Take(3);
             var bestPrev = heads.Heads.OrderByDescending(h => h.PreviousToken).First();
             console.MarkupLine("induction score: " + string.Join(", ", bestInduction.Select(h => $"L{h.Layer}H{h.Head} [bold]{h.InductionStripe:F2}[/]")) +
@@ -50,7 +50,7 @@ public sealed class DemoCommand : ICliCommand
             if (BuiltInModels.Find("attn-only-2l") is { } attnOnlyDir && !m.Name.Contains("attn-only"))
             {
                 using var attnOnly = HookedTransformer.Load(attnOnlyDir);
-                var h2 = HeadDetector.Run(attnOnly, sequenceLength: 20, batch: 8, lowToken: 3, tokenPool: ToyEvaluation.ContentWordPool(attnOnly)).Heads.OrderByDescending(h => h.InductionStripe).First();
+                var h2 = HeadDetector.Run(attnOnly).Heads.OrderByDescending(h => h.InductionStripe).First();
                 console.MarkupLine($"attn-only-2l: strongest induction head L{h2.Layer}H{h2.Head} [bold]{h2.InductionStripe:F2}[/]");
             }
 

@@ -1,3 +1,4 @@
+using Mechanist.Reporting;
 using System.CommandLine;
 using System.Text.Json;
 using Mechanist.Analysis;
@@ -28,7 +29,7 @@ public sealed class DlaCommand : ICliCommand
             long a = TokenText.AnswerId(model, parse.GetValue(answer)!);
             long? w = parse.GetValue(wrong) is { } ws ? TokenText.AnswerId(model, ws) : null;
             var result = DirectLogitAttribution.Compute(model, tokens, a, w, -1, parse.GetValue(neurons));
-            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonOutput.Options)); return 0; }
+            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonFormat.Options)); return 0; }
             var console = Render.Console(ctx);
             var table = new Table().AddColumns("component", "contribution");
             foreach (var c in result.Components) table.AddRow(c.Label, c.Value.ToString("F3"));

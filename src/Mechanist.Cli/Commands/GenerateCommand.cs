@@ -1,3 +1,4 @@
+using Mechanist.Reporting;
 using System.CommandLine;
 using System.Text.Json;
 using Mechanist.Models;
@@ -31,7 +32,7 @@ public sealed class GenerateCommand : ICliCommand
                 TopP = parse.GetValue(topP), Seed = parse.GetValue(seed),
             });
             string text = model.Tokenizer?.Decode(result.Ids.Select(i => (int)i), skipSpecial: true) ?? string.Join(" ", result.Ids);
-            if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(new { ids = result.Ids, text }, JsonOutput.Options));
+            if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(new { ids = result.Ids, text }, JsonFormat.Options));
             else ctx.Out.WriteLine(text);
             return 0;
         });

@@ -1,3 +1,4 @@
+using Mechanist.Reporting;
 using System.CommandLine;
 using System.Text.Json;
 using Mechanist.Analysis;
@@ -12,9 +13,10 @@ public sealed class HeadsCommand : ICliCommand
     public Command Build(CliContext ctx)
     {
         var input = new ModelInput();
-        var length = new Option<int>("--seq-len") { Description = "Length of the random sequence (repeated once).", DefaultValueFactory = _ => 20 };
-        var batch = new Option<int>("--batch") { Description = "Number of random sequences.", DefaultValueFactory = _ => 8 };
-        var seed = new Option<long>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 0 };
+        var defaults = new HeadDetectionSettings();
+        var length = new Option<int?>("--seq-len") { Description = "Length of the random sequence (repeated once); default min(20, (context - 1) / 2)." };
+        var batch = new Option<int>("--batch") { Description = "Number of random sequences.", DefaultValueFactory = _ => defaults.Batch };
+        var seed = new Option<long>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => defaults.Seed };
         var top = new Option<int>("--top") { Description = "Heads shown per score.", DefaultValueFactory = _ => 5 };
         var json = CommonOptions.Json();
         var cmd = new Command("heads", "Detect previous-token, duplicate-token and induction heads on repeated random tokens.")
@@ -22,8 +24,8 @@ public sealed class HeadsCommand : ICliCommand
         cmd.SetAction(parse =>
         {
             using var model = input.LoadModel(parse, ctx);
-            var result = HeadDetector.Run(model, parse.GetValue(length), parse.GetValue(batch), parse.GetValue(seed), tokenPool: Toy.ToyEvaluation.ContentWordPool(model));
-            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonOutput.Options)); return 0; }
+            var result = HeadDetector.Run(model, defaults with { SequenceLength = parse.GetValue(length), Batch = parse.GetValue(batch), Seed = parse.GetValue(seed) });
+            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonFormat.Options)); return 0; }
             var console = Render.Console(ctx);
             var table = new Table().AddColumns("head", "previous-token", "duplicate-token", "induction (detector)", "induction score (stripe)");
             foreach (var h in result.Heads)

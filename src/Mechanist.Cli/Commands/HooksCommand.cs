@@ -1,5 +1,7 @@
+using Mechanist.Reporting;
 using System.CommandLine;
 using System.Text.Json;
+using Mechanist.Analysis;
 using Spectre.Console;
 
 namespace Mechanist.Cli.Commands;
@@ -17,19 +19,19 @@ public sealed class HooksCommand : ICliCommand
         cmd.SetAction(parse =>
         {
             using var model = input.LoadModel(parse, ctx);
-            model.UseAttnResult = parse.GetValue(result);
-            var hooks = model.HookPointShapes();
+            var summary = ModelSummary.Of(model, attnResult: parse.GetValue(result));
+            var hooks = summary.Hooks;
             if (parse.GetValue(json))
             {
-                ctx.Out.WriteLine(JsonSerializer.Serialize(hooks.Select(h => new { name = h.Name, shape = h.Shape }), JsonOutput.Options));
+                ctx.Out.WriteLine(JsonSerializer.Serialize(summary, JsonFormat.Options));
                 return 0;
             }
             var c = model.Config;
             ctx.Out.WriteLine($"{model.Name}: {c.Architecture}, {c.NLayers} layers, d_model {c.DModel}, {c.NHeads} heads ({c.NKvHeads} kv) x {c.DHead}, d_mlp {c.DMlp}, vocab {c.VocabSize}, {model.Weights.ParameterCount:N0} parameters");
             var table = new Table().AddColumns("hook point", "shape");
-            foreach (var (name, shape) in hooks) table.AddRow(Markup.Escape(name), Markup.Escape(shape));
+            foreach (var h in hooks) table.AddRow(Markup.Escape(h.Name), Markup.Escape(h.Shape));
             AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(ctx.Out) }).Write(table);
-            ctx.Out.WriteLine($"{hooks.Count} hook points");
+            ctx.Out.WriteLine($"{hooks.Length} hook points");
             return 0;
         });
         return cmd;

@@ -1,3 +1,4 @@
+using Mechanist.Reporting;
 using System.CommandLine;
 using System.Text.Json;
 using Mechanist.Analysis;
@@ -26,7 +27,7 @@ public sealed class LensCommand : ICliCommand
             using var _t = tokens;
             long? targetId = parse.GetValue(target) is { } t ? TokenText.AnswerId(model, t) : null;
             var result = LogitLens.Run(model, tokens, targetId, Math.Max(1, parse.GetValue(topK)), parse.GetValue(mid));
-            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonOutput.Options)); return 0; }
+            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonFormat.Options)); return 0; }
             var console = Render.Console(ctx);
             // Positions down, layers across: models have far fewer layers than a prompt has tokens.
             var table = new Table().AddColumns("pos", "token");
@@ -45,8 +46,8 @@ public sealed class LensCommand : ICliCommand
                 var last = result.Layers.Select(l => (l.Label, Cell: l.Positions[^1])).ToList();
                 var first = last.FirstOrDefault(x => x.Cell.TargetRank == 0);
                 ctx.Out.WriteLine(first.Cell != null
-                    ? $"target {JsonSerializer.Serialize(result.Target, JsonOutput.Options)} becomes the top prediction at the last position from {first.Label} (p = {first.Cell.TargetProb:P1})"
-                    : $"target {JsonSerializer.Serialize(result.Target, JsonOutput.Options)} never becomes the top prediction at the last position (final rank {last[^1].Cell.TargetRank})");
+                    ? $"target {JsonSerializer.Serialize(result.Target, JsonFormat.Options)} becomes the top prediction at the last position from {first.Label} (p = {first.Cell.TargetProb:P1})"
+                    : $"target {JsonSerializer.Serialize(result.Target, JsonFormat.Options)} never becomes the top prediction at the last position (final rank {last[^1].Cell.TargetRank})");
             }
             return 0;
         });

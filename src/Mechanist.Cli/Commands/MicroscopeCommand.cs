@@ -48,7 +48,7 @@ public sealed class MicroscopeCommand : ICliCommand
             string name = ModelLabel(model);
             if (parse.GetValue(json) is { } jsonPath)
             {
-                string content = JsonSerializer.Serialize(ToJson(report, name), new JsonSerializerOptions(JsonOutput.Options) { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals });
+                string content = JsonSerializer.Serialize(report, JsonFormat.Options);
                 if (jsonPath == "-") ctx.Out.WriteLine(content); else { AtomicFile.WriteText(jsonPath, content); ctx.Err.WriteLine($"wrote {jsonPath}"); }
             }
             var pngs = parse.GetValue(png) is { } dir ? WritePngs(report, dir) : new List<string>();
@@ -77,23 +77,6 @@ public sealed class MicroscopeCommand : ICliCommand
         }
         return ModelCorpus.Generate(model, generate);
     }
-
-    /// <summary>The report in the shape {metric: {model: [value per layer]}} plus per-token arrays.</summary>
-    public static Dictionary<string, object?> ToJson(MicroscopeReport r, string model) => new()
-    {
-        ["depths"] = r.Depths, ["texts"] = r.Texts, ["tokens"] = r.Tokens,
-        ["linearity"] = new Dictionary<string, double[]> { [model] = r.Linearity },
-        ["linearity_centred"] = new Dictionary<string, double[]> { [model] = r.LinearityCentred },
-        ["intrinsic_dimension"] = new Dictionary<string, double[]> { [model] = r.IntrinsicDimension },
-        ["anisotropy"] = new Dictionary<string, double[]> { [model] = r.Anisotropy },
-        ["anisotropy_power_iteration"] = new Dictionary<string, double[]> { [model] = r.AnisotropyPowerIteration },
-        ["logit_lens_loss"] = new Dictionary<string, double[]> { [model] = r.LensLoss },
-        ["logit_lens_top1_loss"] = new Dictionary<string, double[]> { [model] = r.LensTopTokenLoss },
-        ["contextuality_by_class"] = r.Contextuality is { } c ? new Dictionary<string, object> { [model] = c.ClassMeans } : null,
-        ["contextuality_layer_weights"] = r.Contextuality is { } c2 ? new Dictionary<string, double[]> { [model] = c2.LayerWeights } : null,
-        ["token_removal"] = r.Removal is { } rem ? new Dictionary<string, RemovalCurve[]> { [model] = rem } : null,
-        ["per_token"] = new Dictionary<string, TextView[]> { [model] = r.PerText },
-    };
 
     static void Summary(IAnsiConsole console, MicroscopeReport r)
     {

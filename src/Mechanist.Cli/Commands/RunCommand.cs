@@ -1,6 +1,8 @@
+using Mechanist.Reporting;
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Mechanist.Analysis;
 using Mechanist.Models;
 using Spectre.Console;
 using static TorchSharp.torch;
@@ -10,12 +12,6 @@ namespace Mechanist.Cli.Commands;
 /// <summary><c>mechanist run</c>: top next tokens, optionally dumping the activation cache.</summary>
 public sealed class RunCommand : ICliCommand
 {
-    /// <summary>One predicted token.</summary>
-    public sealed record Prediction(long Id, string Token, double Logit, double Prob);
-
-    /// <summary>The next-token predictions of one batch row.</summary>
-    public sealed record RowPrediction(long[] Ids, string[]? Tokens, Prediction[] Top);
-
     /// <inheritdoc/>
     public Command Build(CliContext ctx)
     {
@@ -54,10 +50,10 @@ public sealed class RunCommand : ICliCommand
             }
             else logits = model.Run(tokens, options);
 
-            var rows = Predict(model, tokens, mask, logits, k);
+            var rows = NextTokens.Predict(model, tokens, mask, logits, k);
             if (parse.GetValue(json))
             {
-                ctx.Out.WriteLine(JsonSerializer.Serialize(rows.Length == 1 ? rows[0] : (object)rows, JsonOutput.Options));
+                ctx.Out.WriteLine(JsonSerializer.Serialize(rows.Length == 1 ? rows[0] : (object)rows, JsonFormat.Options));
                 return 0;
             }
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(ctx.Out) });
@@ -68,36 +64,12 @@ public sealed class RunCommand : ICliCommand
                 for (int i = 0; i < rows[r].Top.Length; i++)
                 {
                     var p = rows[r].Top[i];
-                    table.AddRow((i + 1).ToString(), p.Id.ToString(), Markup.Escape(JsonSerializer.Serialize(p.Token, JsonOutput.Options)), p.Logit.ToString("F3"), p.Prob.ToString("P2"));
+                    table.AddRow((i + 1).ToString(), p.Id.ToString(), Markup.Escape(JsonSerializer.Serialize(p.Token, JsonFormat.Options)), p.Logit.ToString("F3"), p.Prob.ToString("P2"));
                 }
                 console.Write(table);
             }
             return 0;
         });
         return cmd;
-    }
-
-    /// <summary>Top-k next tokens at the last real position of each row.</summary>
-    public static RowPrediction[] Predict(HookedTransformer model, Tensor tokens, Tensor? mask, Tensor logits, int k)
-    {
-        var rows = new RowPrediction[tokens.shape[0]];
-        for (int b = 0; b < rows.Length; b++)
-        {
-            long last = tokens.shape[1] - 1;
-            var ids = tokens[b].data<long>().ToArray();
-            if (mask is not null) ids = ids.Where((_, i) => mask[b, i].item<long>() != 0).ToArray();
-            var row = logits[b, last].to(ScalarType.Float32);
-            var probs = row.softmax(-1);
-            var (values, indices) = row.topk(Math.Min(k, (int)row.shape[0]));
-            var top = new Prediction[values.shape[0]];
-            for (int i = 0; i < top.Length; i++)
-            {
-                long id = indices[i].item<long>();
-                top[i] = new Prediction(id, model.Tokenizer?.ToStrTokens(new[] { (int)id })[0] ?? id.ToString(),
-                    values[i].item<float>(), probs[id].item<float>());
-            }
-            rows[b] = new RowPrediction(ids, model.Tokenizer?.ToStrTokens(ids.Select(i => (int)i)), top);
-        }
-        return rows;
     }
 }

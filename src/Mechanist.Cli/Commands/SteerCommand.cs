@@ -1,3 +1,4 @@
+using Mechanist.Reporting;
 using System.CommandLine;
 using System.Text.Json;
 using Mechanist.Analysis;
@@ -34,7 +35,7 @@ public sealed class SteerCommand : ICliCommand
             using var vector = Steering.Vector(model, Lines(positive), Lines(negative), parse.GetValue(layer));
             var result = Steering.Compare(model, vector, parse.GetValue(layer), parse.GetValue(coef), parse.GetValue(prompts)!,
                 new GenerateOptions { MaxNewTokens = parse.GetValue(maxNew) });
-            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonOutput.Options)); return 0; }
+            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonFormat.Options)); return 0; }
             var table = new Table().AddColumns("prompt", "unsteered", $"steered (layer {result.Layer}, coef {result.Coefficient})");
             foreach (var s in result.Samples) table.AddRow(Markup.Escape(s.Prompt), Markup.Escape(s.Unsteered), Markup.Escape(s.Steered));
             Render.Console(ctx).Write(table);

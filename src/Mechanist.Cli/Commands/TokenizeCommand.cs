@@ -1,3 +1,4 @@
+using Mechanist.Reporting;
 using System.CommandLine;
 using System.Text.Json;
 using Mechanist.Tokenization;
@@ -33,12 +34,12 @@ public sealed class TokenizeCommand : ICliCommand
             var tokens = tok.ToStrTokens(ids);
             if (parse.GetValue(json))
             {
-                ctx.Out.WriteLine(JsonSerializer.Serialize(new { ids, tokens }, JsonOutput.Options));
+                ctx.Out.WriteLine(JsonSerializer.Serialize(new { ids, tokens }, JsonFormat.Options));
                 return 0;
             }
             var table = new Table().AddColumns("#", "id", "token");
             for (int i = 0; i < ids.Length; i++)
-                table.AddRow(i.ToString(), ids[i].ToString(), Markup.Escape(JsonSerializer.Serialize(tokens[i], JsonOutput.Options)));
+                table.AddRow(i.ToString(), ids[i].ToString(), Markup.Escape(JsonSerializer.Serialize(tokens[i], JsonFormat.Options)));
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(ctx.Out) });
             console.Write(table);
             ctx.Out.WriteLine($"{ids.Length} tokens ({tok.Kind}, vocabulary {tok.VocabSize})");

@@ -1,3 +1,4 @@
+using Mechanist.Training;
 using System.CommandLine;
 using System.Text;
 using System.Text.Json;
@@ -98,7 +99,7 @@ public sealed class ToyCommand : ICliCommand
         {
             using var m = HookedTransformer.Load(parse.GetValue(model) ?? BuiltInModels.DefaultPath());
             var (groups, induction, head) = ToyEvaluation.Run(m);
-            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(new { groups, induction, inductionHead = head }, JsonOutput.Options)); return 0; }
+            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(new { groups, induction, inductionHead = head }, JsonFormat.Options)); return 0; }
             foreach (var g in groups) ctx.Out.WriteLine($"{g.Group}: {g.Correct}/{g.Total} = {g.Accuracy:P1}" + (g.MeanLogitDiff is { } d ? $", mean logit diff {d:F2}" : ""));
             ctx.Out.WriteLine($"best induction head: {head} ({induction:F3})");
             return 0;

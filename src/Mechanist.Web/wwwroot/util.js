@@ -8,6 +8,10 @@ export async function api(path, body) {
   return data;
 }
 
+// Numbers as the API writes them: NaN and ±Infinity arrive as the strings "NaN", "Infinity", "-Infinity".
+export function num(v) { return typeof v === 'string' ? Number(v) : v; }
+export function fmt(v, digits = 2) { const n = num(v); return Number.isFinite(n) ? n.toFixed(digits) : String(n); }
+
 export function esc(s) {
   return String(s).replace(/[&<>"']/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 }

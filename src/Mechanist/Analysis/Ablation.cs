@@ -26,7 +26,7 @@ public static class Ablation
     /// <param name="reference">For mean: dataset tokens [n, pos]; for resample: the other input [1, pos].</param>
     public static ForwardHookSpec Head(HookedTransformer model, int layer, int? head, AblationKind kind, Tensor? reference = null)
     {
-        string name = HookNames.Act("z", layer);
+        string name = model.HookPoints.Name(HookKind.Z, layer);
         Tensor? replacement = null;
         if (kind != AblationKind.Zero)
         {
@@ -51,10 +51,12 @@ public static class Ablation
     static Tensor FitPositions(Tensor source, Tensor x) =>
         source.shape[1] == x.shape[1] ? source : source.mean(new long[] { 1 }, keepdim: true).expand(-1, x.shape[1], -1, -1);
 
-    /// <summary>The metric after ablating each head in turn: [layer, head].</summary>
-    public static double[][] HeadGrid(HookedTransformer model, Tensor tokens, PatchMetric metric, AblationKind kind, Tensor? reference = null)
+    /// <summary>The metric after ablating each head in turn, next to the unablated metric.</summary>
+    public static AblationGrid HeadGrid(HookedTransformer model, Tensor tokens, PatchMetric metric, AblationKind kind, Tensor? reference = null)
     {
         var cfg = model.Config;
+        double baseline;
+        using (NewDisposeScope()) baseline = metric.Compute(model.Run(tokens)).item<float>();
         var grid = new double[cfg.NLayers][];
         for (int l = 0; l < cfg.NLayers; l++)
         {
@@ -65,6 +67,13 @@ public static class Ablation
                 grid[l][h] = metric.Compute(model.RunWithHooks(tokens, new[] { Head(model, l, h, kind, reference) })).item<float>();
             }
         }
-        return grid;
+        return new AblationGrid(kind, metric.Describe, baseline, grid);
     }
 }
+
+/// <summary>A metric with each head ablated in turn.</summary>
+/// <param name="Kind">How heads were ablated.</param>
+/// <param name="Metric">The metric's description.</param>
+/// <param name="Baseline">The metric without ablation.</param>
+/// <param name="Values">[layer][head] the metric with that head ablated.</param>
+public sealed record AblationGrid(AblationKind Kind, string Metric, double Baseline, double[][] Values);

@@ -4,21 +4,36 @@ using static TorchSharp.torch;
 
 namespace Mechanist.Analysis;
 
-/// <summary>What a patching grid varies over.</summary>
+/// <summary>What a patching grid varies over. The kebab-case names (resid, attn, mlp, heads, heads-pos, head-qkv) are the vocabulary of the CLI, the web and JSON.</summary>
 public enum PatchTarget
 {
     /// <summary>The residual stream entering each layer, per position (layer × position).</summary>
     Resid,
     /// <summary>Each attention output, per position.</summary>
-    AttnOut,
+    Attn,
     /// <summary>Each MLP output, per position.</summary>
-    MlpOut,
+    Mlp,
     /// <summary>Each head's output (hook_z) at every position (layer × head).</summary>
     Heads,
     /// <summary>Each head's output per position (layer·head × position).</summary>
-    HeadsPerPosition,
+    HeadsPos,
     /// <summary>Each head's query, key, value and pattern (layer·{q,k,v,pattern} × head).</summary>
     HeadQkv,
+}
+
+/// <summary>The patching vocabulary as words.</summary>
+public static class PatchTargets
+{
+    /// <summary>Every target's name: resid, attn, mlp, heads, heads-pos, head-qkv.</summary>
+    public static readonly string[] Names = Enum.GetValues<PatchTarget>().Select(Name).ToArray();
+
+    /// <summary>The word of a target.</summary>
+    public static string Name(PatchTarget target) => System.Text.Json.JsonNamingPolicy.KebabCaseLower.ConvertName(target.ToString());
+
+    /// <summary>The target of a word; a clear error listing the words otherwise.</summary>
+    public static PatchTarget Parse(string? name) =>
+        Enum.GetValues<PatchTarget>().FirstOrDefault(t => Name(t) == name, (PatchTarget)(-1)) is var t && Enum.IsDefined(t) ? t
+            : throw new MechanistException($"unknown patching target '{(name is { Length: > 40 } ? name[..40] + "…" : name)}' (use {string.Join(", ", Names)})");
 }
 
 /// <summary>How the grid is computed.</summary>
@@ -148,31 +163,32 @@ public static class ActivationPatching
             int layer = l;
             switch (target)
             {
-                case PatchTarget.Resid or PatchTarget.AttnOut or PatchTarget.MlpOut:
-                    string kind = target switch { PatchTarget.Resid => "resid_pre", PatchTarget.AttnOut => "attn_out", _ => "mlp_out" };
-                    for (int p = 0; p < positions; p++) { int pos = p; cells.Add(new Cell(HookNames.Act(kind, l), l, p, (x, s) => SpliceAt(x, s, 1, pos))); }
+                case PatchTarget.Resid or PatchTarget.Attn or PatchTarget.Mlp:
+                    var kind = target switch { PatchTarget.Resid => HookKind.ResidPre, PatchTarget.Attn => HookKind.AttnOut, _ => HookKind.MlpOut };
+                    string name = model.HookPoints.Name(kind, l);
+                    for (int p = 0; p < positions; p++) { int pos = p; cells.Add(new Cell(name, l, p, (x, s) => SpliceAt(x, s, 1, pos))); }
                     break;
                 case PatchTarget.Heads:
-                    for (int h = 0; h < cfg.NHeads; h++) { int head = h; cells.Add(new Cell(HookNames.Act("z", l), l, h, (x, s) => SpliceAt(x, s, 2, head))); }
+                    for (int h = 0; h < cfg.NHeads; h++) { int head = h; cells.Add(new Cell(model.HookPoints.Name(HookKind.Z, l), l, h, (x, s) => SpliceAt(x, s, 2, head))); }
                     break;
-                case PatchTarget.HeadsPerPosition:
+                case PatchTarget.HeadsPos:
                     for (int h = 0; h < cfg.NHeads; h++)
                         for (int p = 0; p < positions; p++)
                         {
                             int head = h, pos = p;
-                            cells.Add(new Cell(HookNames.Act("z", l), l * cfg.NHeads + h, p, (x, s) => SpliceAt2(x, s, 1, pos, 2, head)));
+                            cells.Add(new Cell(model.HookPoints.Name(HookKind.Z, l), l * cfg.NHeads + h, p, (x, s) => SpliceAt2(x, s, 1, pos, 2, head)));
                         }
                     break;
                 case PatchTarget.HeadQkv:
-                    string[] kinds = { "q", "k", "v", "pattern" };
+                    HookKind[] kinds = { HookKind.Q, HookKind.K, HookKind.V, HookKind.Pattern };
                     for (int k = 0; k < kinds.Length; k++)
                         for (int h = 0; h < cfg.NHeads; h++)
                         {
                             int head = h;
                             // q/pattern index query heads; k/v index kv heads (GQA): patch the kv head this query head reads.
-                            int dim = kinds[k] == "pattern" ? 1 : 2;
-                            int index = kinds[k] is "k" or "v" ? h / cfg.HeadsPerKvHead : h;
-                            cells.Add(new Cell(HookNames.Act(kinds[k], l), l * 4 + k, h, (x, s) => SpliceAt(x, s, dim, index)));
+                            int dim = kinds[k] == HookKind.Pattern ? 1 : 2;
+                            int index = kinds[k] is HookKind.K or HookKind.V ? h / cfg.HeadsPerKvHead : h;
+                            cells.Add(new Cell(model.HookPoints.Name(kinds[k], l), l * 4 + k, h, (x, s) => SpliceAt(x, s, dim, index)));
                         }
                     break;
             }
@@ -183,15 +199,49 @@ public static class ActivationPatching
     static (string[] Rows, string[] Columns) Labels(HookedTransformer model, PatchTarget target, Tensor tokens)
     {
         var cfg = model.Config;
-        var positions = TokenText.Of(model, tokens[0].data<long>().ToArray()).Select((t, i) => $"{i}:{t}").ToArray();
+        var positions = TokenText.Of(model, tokens[0].cpu().data<long>().ToArray()).Select((t, i) => $"{i}:{t}").ToArray();
         var heads = Enumerable.Range(0, cfg.NHeads).Select(h => $"H{h}").ToArray();
         var layers = Enumerable.Range(0, cfg.NLayers).Select(l => $"L{l}").ToArray();
         return target switch
         {
             PatchTarget.Heads => (layers, heads),
-            PatchTarget.HeadsPerPosition => (Enumerable.Range(0, cfg.NLayers).SelectMany(l => heads.Select(h => $"L{l}{h}")).ToArray(), positions),
+            PatchTarget.HeadsPos => (Enumerable.Range(0, cfg.NLayers).SelectMany(l => heads.Select(h => $"L{l}{h}")).ToArray(), positions),
             PatchTarget.HeadQkv => (Enumerable.Range(0, cfg.NLayers).SelectMany(l => new[] { "q", "k", "v", "pattern" }.Select(k => $"L{l} {k}")).ToArray(), heads),
             _ => (layers, positions),
         };
+    }
+}
+
+/// <summary>One patching experiment: its grids (exact, attribution or both) and, for both, their correlation.</summary>
+/// <param name="Grids">The grids, exact first.</param>
+/// <param name="Correlation">Pearson correlation of attribution with exact patching, when both ran.</param>
+public sealed record PatchingReport(PatchGrid[] Grids, double? Correlation);
+
+/// <summary>Which grids a patching experiment computes.</summary>
+public enum PatchMethods
+{
+    /// <summary>Exact patching only.</summary>
+    Exact,
+    /// <summary>Attribution patching only.</summary>
+    Attribution,
+    /// <summary>Both, with their correlation.</summary>
+    Both,
+}
+
+/// <summary>A patching experiment from words: what the CLI's <c>patch</c> and the web's patch view both run.</summary>
+public static class PatchingExperiment
+{
+    /// <summary>Patches <paramref name="target"/> from the clean into the corrupted prompt [1, pos] and reports the grids.</summary>
+    public static PatchingReport Run(HookedTransformer model, Tensor clean, Tensor corrupted, string answer, string? wrong, string? metric,
+        PatchTarget target, PatchMethods methods = PatchMethods.Exact)
+    {
+        using var scope = NewDisposeScope();
+        long a = TokenText.AnswerId(model, answer);
+        long? w = string.IsNullOrEmpty(wrong) ? null : TokenText.AnswerId(model, wrong);
+        var m = PatchMetric.Create(metric, a, w, () => model.Run(clean));
+        var grids = new List<PatchGrid>();
+        if (methods != PatchMethods.Attribution) grids.Add(ActivationPatching.Run(model, clean, corrupted, m, target, PatchMethod.Exact));
+        if (methods != PatchMethods.Exact) grids.Add(ActivationPatching.Run(model, clean, corrupted, m, target, PatchMethod.Attribution));
+        return new PatchingReport(grids.ToArray(), grids.Count == 2 ? grids[0].CorrelationWith(grids[1]) : null);
     }
 }

@@ -56,7 +56,7 @@ public static class DirectLogitAttribution
             var all = new List<Contribution>();
             for (int l = 0; l < cfg.NLayers; l++)
             {
-                var post = cache["post", l][0, pos]; // [d_mlp]
+                var post = cache[HookKind.MlpPost, l][0, pos]; // [d_mlp]
                 var perNeuron = (post.unsqueeze(1) * model.Weights.Blocks[l].WOut.t().to(post.dtype)).unsqueeze(1).unsqueeze(1); // [d_mlp,1,1,d]
                 var expanded = perNeuron.expand(-1, 1, tokens.shape[1], -1);
                 var values = Attribute(cache, expanded, Enumerable.Range(0, cfg.DMlp).Select(n => $"L{l}N{n}").ToArray(), pos, answers, wrongs);

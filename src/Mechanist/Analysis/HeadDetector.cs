@@ -1,3 +1,4 @@
+using Mechanist.Hooks;
 using Mechanist.Models;
 using static TorchSharp.torch;
 
@@ -12,14 +13,27 @@ namespace Mechanist.Analysis;
 /// <param name="InductionStripe">TransformerLens's demo induction score: mean attention from each position of the repeated half to the token after its first occurrence (1 for a perfect induction head).</param>
 public sealed record HeadScores(int Layer, int Head, double PreviousToken, double DuplicateToken, double Induction, double InductionStripe);
 
+/// <summary>
+/// The one parameter set of head detection: the CLI, the web and the toy evaluation all run it through this
+/// record, so one model gets one set of scores.
+/// </summary>
+/// <param name="SequenceLength">Length of the random sequence (repeated once); default min(20, (context − 1) / 2).</param>
+/// <param name="Batch">Number of sequences.</param>
+/// <param name="Seed">Random seed.</param>
+/// <param name="LowToken">Smallest id drawn when no pool is used (ids below are usually special tokens).</param>
+/// <param name="TokenPool">Draw only these ids; default: <see cref="HeadDetector.DefaultTokenPool"/>.</param>
+public sealed record HeadDetectionSettings(int? SequenceLength = null, int Batch = 8, long Seed = 0, int LowToken = 3, IReadOnlyList<long>? TokenPool = null);
+
 /// <summary>Head detection on repeated random tokens.</summary>
 /// <param name="SequenceLength">Length of the random sequence (it is repeated once).</param>
 /// <param name="Batch">Number of sequences.</param>
+/// <param name="Seed">Random seed.</param>
+/// <param name="PoolSize">Number of ids drawn from (the vocabulary from LowToken up, or the pool).</param>
 /// <param name="Heads">Every head's scores.</param>
 /// <param name="InductionLossPerPosition">Mean loss per position over the batch (positions 1..2·len): high in the first half, low in the second for a model with induction heads.</param>
 /// <param name="FirstHalfLoss">Mean loss on the first (random) half.</param>
 /// <param name="SecondHalfLoss">Mean loss on the repeated half.</param>
-public sealed record HeadDetectionResult(int SequenceLength, int Batch, HeadScores[] Heads, double[] InductionLossPerPosition, double FirstHalfLoss, double SecondHalfLoss);
+public sealed record HeadDetectionResult(int SequenceLength, int Batch, long Seed, int PoolSize, HeadScores[] Heads, double[] InductionLossPerPosition, double FirstHalfLoss, double SecondHalfLoss);
 
 /// <summary>
 /// Previous-token, duplicate-token and induction scores for every head, computed as
@@ -28,44 +42,54 @@ public sealed record HeadDetectionResult(int SequenceLength, int Batch, HeadScor
 /// </summary>
 public static class HeadDetector
 {
-    /// <summary>Runs on <paramref name="batch"/> sequences of BOS + r + r, r uniform random tokens.</summary>
-    /// <param name="model">The model.</param>
-    /// <param name="sequenceLength">Length of the random sequence.</param>
-    /// <param name="batch">Number of sequences.</param>
-    /// <param name="seed">Random seed.</param>
-    /// <param name="lowToken">Smallest id drawn (ids below are usually special tokens).</param>
-    /// <param name="tokenPool">Draw only these ids (e.g. a toy model's content words) instead of every id from <paramref name="lowToken"/> up.</param>
-    public static HeadDetectionResult Run(HookedTransformer model, int sequenceLength = 20, int batch = 8, long seed = 0, int? lowToken = null,
-        IReadOnlyList<long>? tokenPool = null)
+    /// <summary>
+    /// The ids random sequences are drawn from by default: the toy corpus's content words when the model's
+    /// vocabulary has them as single tokens (a built-in toy model: its other ids are punctuation and special
+    /// tokens, which never repeat in training), else null (every id from LowToken up).
+    /// </summary>
+    public static IReadOnlyList<long>? DefaultTokenPool(HookedTransformer model)
     {
+        if (model.Tokenizer is not { } tok) return null;
+        var words = Toy.ToyCorpus.InductionWords;
+        var ids = words.Select(w => tok.TokenToId(w)).Where(id => id != null).Select(id => (long)id!.Value).Distinct().ToList();
+        return ids.Count * 2 >= words.Length ? ids : null;
+    }
+
+    /// <summary>Runs on <c>Batch</c> sequences of BOS + r + r, r random tokens.</summary>
+    public static HeadDetectionResult Run(HookedTransformer model, HeadDetectionSettings? settings = null)
+    {
+        settings ??= new HeadDetectionSettings();
         var cfg = model.Config;
+        int sequenceLength = settings.SequenceLength ?? Math.Min(20, (cfg.NCtx - 1) / 2);
+        int batch = settings.Batch;
+        if (sequenceLength < 1 || batch < 1) throw new MechanistException("head detection needs a sequence length and batch of at least 1");
         if (2 * sequenceLength + 1 > cfg.NCtx) throw new MechanistException($"a repeated sequence of {sequenceLength} does not fit the context of {cfg.NCtx}");
+        var pool = settings.TokenPool ?? DefaultTokenPool(model);
+        int low = Math.Clamp(settings.LowToken, 0, cfg.VocabSize - 1);
         using var scope = NewDisposeScope();
-        var generator = new Generator((ulong)seed);
-        // Avoid special tokens at the start of the vocabulary (ids below 4 are BOS/EOS/PAD/UNK in most vocabularies).
-        int low = lowToken ?? Math.Min(4, cfg.VocabSize - 1);
-        var random = tokenPool is { Count: > 0 }
-            ? tensor(tokenPool.ToArray()).index_select(0, randint(0, tokenPool.Count, new long[] { batch * sequenceLength }, generator: generator)).view(batch, sequenceLength)
-            : randint(low, cfg.VocabSize, new long[] { batch, sequenceLength }, generator: generator);
+        var generator = new Generator((ulong)settings.Seed);
+        var random = (pool is { Count: > 0 }
+            ? tensor(pool.ToArray()).index_select(0, randint(0, pool.Count, new long[] { batch * sequenceLength }, generator: generator)).view(batch, sequenceLength)
+            : randint(low, cfg.VocabSize, new long[] { batch, sequenceLength }, generator: generator)).to(model.Device);
         long bos = cfg.BosTokenId ?? model.Tokenizer?.BosId ?? 0;
-        var tokens = cat(new[] { full(new long[] { batch, 1 }, bos, ScalarType.Int64), random, random }, 1);
-        var (logits, cache) = model.RunWithCache(tokens, n => n.EndsWith("hook_pattern"));
+        var tokens = cat(new[] { full(new long[] { batch, 1 }, bos, ScalarType.Int64, model.Device), random, random }, 1);
+        var (logits, cache) = model.RunWithCache(tokens, model.HookPoints.Selector(HookKind.Pattern));
         using var _c = cache;
         var ids = tokens.to(ScalarType.Int64);
         int n = (int)tokens.shape[1];
 
         // Detection patterns [batch, query, key].
-        var q = arange(n).unsqueeze(1); var k = arange(n).unsqueeze(0);
+        var q = arange(n, device: model.Device).unsqueeze(1); var k = arange(n, device: model.Device).unsqueeze(0);
         var previous = (k == q - 1).to(ScalarType.Float32).expand(batch, n, n);
         var same = ids.unsqueeze(2) == ids.unsqueeze(1); // token[q] == token[k]
         var duplicate = same.logical_and((k < q).unsqueeze(0)).to(ScalarType.Float32);
-        var shifted = cat(new[] { full(new long[] { batch, 1 }, -1L, ScalarType.Int64), ids[.., ..^1] }, 1); // token[k-1]
+        var shifted = cat(new[] { full(new long[] { batch, 1 }, -1L, ScalarType.Int64, model.Device), ids[.., ..^1] }, 1); // token[k-1]
         var induction = (ids.unsqueeze(2) == shifted.unsqueeze(1)).logical_and((k <= q).unsqueeze(0)).logical_and((k >= 1).unsqueeze(0)).to(ScalarType.Float32);
 
         var heads = new List<HeadScores>();
         for (int l = 0; l < cfg.NLayers; l++)
         {
-            var pattern = cache["pattern", l].to(ScalarType.Float32); // [batch, head, q, k]
+            var pattern = cache[HookKind.Pattern, l].to(ScalarType.Float32); // [batch, head, q, k]
             double Score(Tensor det, int h) => ((pattern[.., h] * det).sum(new long[] { 1, 2 }) / pattern[.., h].sum(new long[] { 1, 2 })).mean().item<float>();
             // Query 1 + L + i (second copy of token i) attends to key 1 + i + 1 (the token after the first copy): offset 1 − L.
             var stripe = pattern.diagonal(1 - sequenceLength, -2, -1)[.., .., 2..]; // queries L + 1 .. 2L, the repeated half
@@ -77,26 +101,26 @@ public static class HeadDetector
         var loss = -logProbs[.., ..^1].gather(2, ids[.., 1..].unsqueeze(2)).squeeze(2); // [batch, n-1]
         var perPosition = loss.mean(new long[] { 0 }).data<float>().Select(x => (double)x).ToArray();
         double first = perPosition.Take(sequenceLength).Average(), second = perPosition.Skip(sequenceLength).Average();
-        return new HeadDetectionResult(sequenceLength, batch, heads.ToArray(), perPosition, first, second);
+        return new HeadDetectionResult(sequenceLength, batch, settings.Seed, pool is { Count: > 0 } ? pool.Count : cfg.VocabSize - low, heads.ToArray(), perPosition, first, second);
     }
 
     /// <summary>
-    /// TransformerLens's detector on a given prompt and a custom detection pattern [pos, pos]: the share of
-    /// each head's attention falling on the marked positions.
+    /// TransformerLens's detector on a given prompt [batch, pos] and a custom detection pattern [pos, pos]: for each
+    /// head, the share of its attention falling on the marked positions, averaged over rows and prompts; [layer][head].
     /// </summary>
-    public static double[,] Score(HookedTransformer model, Tensor tokens, Tensor detectionPattern)
+    public static double[][] Score(HookedTransformer model, Tensor tokens, Tensor detectionPattern)
     {
+        long n = tokens.shape[1];
+        if (!detectionPattern.shape.SequenceEqual(new[] { n, n })) throw new MechanistException($"the detection pattern must be [{n}, {n}] for a prompt of {n} tokens");
         using var scope = NewDisposeScope();
-        var (_, cache) = model.RunWithCache(tokens, n => n.EndsWith("hook_pattern"));
+        var (_, cache) = model.RunWithCache(tokens, model.HookPoints.Selector(HookKind.Pattern));
         using var _c = cache;
-        var scores = new double[model.Config.NLayers, model.Config.NHeads];
-        var det = detectionPattern.to(ScalarType.Float32);
-        for (int l = 0; l < model.Config.NLayers; l++)
+        var det = detectionPattern.to(ScalarType.Float32, model.Device);
+        return Enumerable.Range(0, model.Config.NLayers).Select(l =>
         {
-            var pattern = cache["pattern", l].to(ScalarType.Float32);
-            for (int h = 0; h < model.Config.NHeads; h++)
-                scores[l, h] = ((pattern[.., h] * det).sum(new long[] { 1, 2 }) / pattern[.., h].sum(new long[] { 1, 2 })).mean().item<float>();
-        }
-        return scores;
+            var pattern = cache[HookKind.Pattern, l].to(ScalarType.Float32); // [batch, head, q, k]
+            var share = ((pattern * det).sum(new long[] { 2, 3 }) / pattern.sum(new long[] { 2, 3 })).mean(new long[] { 0 }); // [head]
+            return share.cpu().data<float>().Select(x => (double)x).ToArray();
+        }).ToArray();
     }
 }

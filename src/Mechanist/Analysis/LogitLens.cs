@@ -1,25 +1,20 @@
+using Mechanist.Hooks;
 using Mechanist.Models;
 using static TorchSharp.torch;
 
 namespace Mechanist.Analysis;
-
-/// <summary>One predicted token and its probability.</summary>
-/// <param name="Id">Token id.</param>
-/// <param name="Token">Display string.</param>
-/// <param name="Prob">Probability.</param>
-public sealed record TokenProb(long Id, string Token, double Prob);
 
 /// <summary>The lens at one (layer, position).</summary>
 /// <param name="Top">Most likely tokens.</param>
 /// <param name="TargetRank">Rank of the target token (0 = top), when a target is given.</param>
 /// <param name="TargetProb">Probability of the target.</param>
 /// <param name="TargetLogit">Logit of the target.</param>
-public sealed record LensCell(TokenProb[] Top, int? TargetRank, double? TargetProb, double? TargetLogit);
+public sealed record LensCell(TokenPrediction[] Top, int? TargetRank, double? TargetProb, double? TargetLogit);
 
 /// <summary>The lens at one point of the residual stream.</summary>
 /// <param name="Label">"3_pre", "3_mid" or "final_post".</param>
 /// <param name="Positions">One cell per position.</param>
-/// <param name="Loss">Mean cross-entropy against the true next tokens (positions 0..n-2).</param>
+/// <param name="Loss">Mean cross-entropy against the true next tokens (positions 0..n-2; NaN for a one-token prompt).</param>
 /// <param name="TopTokenLoss">LLM-Microscope's variant: mean −log p of the layer's own top-1 token.</param>
 public sealed record LensLayer(string Label, LensCell[] Positions, double Loss, double TopTokenLoss);
 
@@ -42,7 +37,7 @@ public static class LogitLens
     {
         if (tokens.shape[0] != 1) throw new MechanistException("the logit lens takes one prompt");
         using var scope = NewDisposeScope();
-        var (_, cache) = model.RunWithCache(tokens, n => n.EndsWith("hook_resid_pre") || n.EndsWith("hook_resid_mid") || n.EndsWith("hook_resid_post"));
+        var (_, cache) = model.RunWithCache(tokens, model.HookPoints.Selector(HookKind.ResidPre, HookKind.ResidMid, HookKind.ResidPost));
         using var _c = cache;
         var (stack, labels) = cache.AccumulatedResid(includeMid: includeMid);
         var lensLogits = model.UnembedResidual(stack[.., 0]).to(ScalarType.Float32); // [layers, pos, vocab]
@@ -51,18 +46,15 @@ public static class LogitLens
         var strs = TokenText.Of(model, ids);
         int pos = ids.Length;
         var layers = new LensLayer[labels.Length];
-        var next = tensor(ids.Skip(1).ToArray(), ScalarType.Int64);
+        var next = tensor(ids.Skip(1).ToArray(), ScalarType.Int64, model.Device);
         for (int l = 0; l < labels.Length; l++)
         {
             var lp = logProbs[l];
-            var (topLp, topIds) = lp.topk(topK);
-            var probs = topLp.exp();
+            var topLp = lp.max(-1).values;
             var cells = new LensCell[pos];
             for (int p = 0; p < pos; p++)
             {
-                var top = Enumerable.Range(0, topK).Select(k => new TokenProb(topIds[p, k].item<long>(), "", probs[p, k].item<float>())).ToArray();
-                var named = TokenText.Of(model, top.Select(t => t.Id));
-                top = top.Select((t, k) => t with { Token = named[k] }).ToArray();
+                var top = NextTokens.Top(model, lensLogits[l, p], topK);
                 int? rank = null; double? tprob = null, tlogit = null;
                 if (target is { } t)
                 {
@@ -74,7 +66,7 @@ public static class LogitLens
                 cells[p] = new LensCell(top, rank, tprob, tlogit);
             }
             double loss = pos > 1 ? -lp[..(pos - 1)].gather(1, next.unsqueeze(1)).mean().item<float>() : double.NaN;
-            double topLoss = -topLp[.., 0].mean().item<float>();
+            double topLoss = -topLp.mean().item<float>();
             layers[l] = new LensLayer(labels[l], cells, loss, topLoss);
         }
         return new LogitLensResult(strs, ids, target is { } tt ? TokenText.Of(model, tt) : null, target, layers);

@@ -5,6 +5,22 @@ namespace Mechanist.Analysis;
 /// <summary>What a patching experiment measures on the logits [batch, pos, vocab].</summary>
 public abstract record PatchMetric
 {
+    /// <summary>The metric words of the CLI and the web: logit-diff, prob, loss, kl.</summary>
+    public static readonly string[] Names = { "logit-diff", "prob", "loss", "kl" };
+
+    /// <summary>
+    /// A metric by word (empty: logit-diff when a wrong answer is given, else prob). KL compares with the clean
+    /// run's last-position distribution, computed by <paramref name="cleanLogits"/> only when needed.
+    /// </summary>
+    public static PatchMetric Create(string? name, long answer, long? wrong, Func<Tensor> cleanLogits) => (string.IsNullOrEmpty(name) ? (wrong is null ? "prob" : "logit-diff") : name) switch
+    {
+        "logit-diff" => new LogitDiff(answer, wrong ?? throw new MechanistException("the logit-diff metric needs a wrong answer")),
+        "prob" => new Probability(answer),
+        "loss" => new Loss(answer),
+        "kl" => new KlDivergence(cleanLogits()[0, -1].to(ScalarType.Float32).log_softmax(-1).DetachFromDisposeScope()),
+        var other => throw new MechanistException($"unknown metric '{other}' (use {string.Join(", ", Names)})"),
+    };
+
     /// <summary>A short description for reports.</summary>
     public abstract string Describe { get; }
 

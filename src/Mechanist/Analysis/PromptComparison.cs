@@ -19,7 +19,7 @@ public sealed record PromptComparisonResult(string[] TokensA, string[] TokensB, 
 /// <summary>Runs two prompts of equal length and measures how far apart their internal states are.</summary>
 public static class PromptComparison
 {
-    static readonly string[] Kinds = { "resid_post", "attn_out", "mlp_out" };
+    static readonly HookKind[] Kinds = { HookKind.ResidPost, HookKind.AttnOut, HookKind.MlpOut };
 
     /// <summary>Compares prompt <paramref name="a"/> with prompt <paramref name="b"/>.</summary>
     public static PromptComparisonResult Compare(HookedTransformer model, string a, string b)
@@ -28,7 +28,7 @@ public static class PromptComparison
         var ta = model.ToTokens(a); var tb = model.ToTokens(b);
         if (ta.shape[1] != tb.shape[1])
             throw new MechanistException($"the prompts have {ta.shape[1]} and {tb.shape[1]} tokens; compare prompts that differ in single-token words");
-        bool Wanted(string n) => Kinds.Any(k => n.EndsWith("hook_" + k));
+        var Wanted = model.HookPoints.Selector(Kinds);
         var (_, ca) = model.RunWithCache(ta, Wanted);
         var (_, cb) = model.RunWithCache(tb, Wanted);
         using var _a = ca; using var _b = cb;
@@ -42,11 +42,12 @@ public static class PromptComparison
                 var norms = x.norm(1, true).squeeze(-1) * y.norm(1, true).squeeze(-1);
                 // Two zero vectors are identical (distance 0), not undefined.
                 var similarity = where(norms > 0, dot / norms.clamp_min(1e-300), ones_like(dot));
-                cos[l] = (1 - similarity).clamp_min(0).data<double>().ToArray();
-                l2[l] = (x - y).norm(1, false).data<double>().ToArray();
+                cos[l] = (1 - similarity).clamp_min(0).cpu().data<double>().ToArray();
+                l2[l] = (x - y).norm(1, false).cpu().data<double>().ToArray();
             }
-            return new ActivationDistance(kind, cos, l2);
+            return new ActivationDistance(HookRegistry.ShortName(kind), cos, l2);
         }).ToArray();
-        return new PromptComparisonResult(TokenText.Of(model, ta[0].data<long>().ToArray()), TokenText.Of(model, tb[0].data<long>().ToArray()), distances);
+        return new PromptComparisonResult(TokenText.Of(model, ta[0].cpu().data<long>().ToArray()), TokenText.Of(model, tb[0].cpu().data<long>().ToArray()), distances);
     }
+
 }

@@ -32,7 +32,7 @@ public static class Steering
         using var scope = NewDisposeScope();
         Tensor Mean(IReadOnlyList<string> prompts)
         {
-            string name = HookNames.Act("resid_pre", layer);
+            string name = model.HookPoints.Name(HookKind.ResidPre, layer);
             var sum = zeros(model.Config.DModel, ScalarType.Float32, model.Device);
             foreach (var p in prompts)
             {
@@ -46,7 +46,7 @@ public static class Steering
 
     /// <summary>A hook adding coefficient × vector to the residual entering <paramref name="layer"/> (at every position, or from <paramref name="fromPosition"/> on).</summary>
     public static ForwardHookSpec Hook(Tensor vector, int layer, double coefficient, int fromPosition = 0) =>
-        new(HookNames.Act("resid_pre", layer), (x, _) =>
+        new(HookRegistry.NameOf(HookKind.ResidPre, layer), (x, _) =>
         {
             var add = (vector * coefficient).to(x.dtype);
             if (fromPosition <= 0) return x + add;

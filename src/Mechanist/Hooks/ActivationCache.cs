@@ -29,10 +29,13 @@ public sealed class ActivationCache : IDisposable
 
     /// <summary>The activation at a hook point.</summary>
     public Tensor this[string name] => _tensors.TryGetValue(name, out var t) ? t
-        : throw new MechanistException($"'{name}' is not in the cache" + (Model.HookPointNames().Contains(name.Replace("_grad", "")) ? " (it was not selected when running)" : "; 'mechanist hooks' lists hook point names"));
+        : throw new MechanistException($"'{name}' is not in the cache" + (Model.HookPoints.Contains(name.EndsWith("_grad") ? name[..^5] : name) ? " (it was not selected when running)" : "; 'mechanist hooks' lists hook point names"));
 
     /// <summary>The activation of a kind at a layer ("resid_pre", "pattern", "q", "post", ...).</summary>
     public Tensor this[string kind, int layer] => this[HookNames.Act(kind, layer)];
+
+    /// <summary>The activation of a kind at a layer.</summary>
+    public Tensor this[HookKind kind, int layer] => this[Model.HookPoints.Name(kind, layer)];
 
     internal void Store(string name, Tensor t)
     {
@@ -59,10 +62,10 @@ public sealed class ActivationCache : IDisposable
         var parts = new List<Tensor>(); var labels = new List<string>();
         for (int l = 0; l < Math.Min(upTo, n); l++)
         {
-            parts.Add(this["resid_pre", l]); labels.Add($"{l}_pre");
-            if (includeMid && !Model.Config.ParallelResidual && !Model.Config.AttnOnly) { parts.Add(this["resid_mid", l]); labels.Add($"{l}_mid"); }
+            parts.Add(this[HookKind.ResidPre, l]); labels.Add($"{l}_pre");
+            if (includeMid && !Model.Config.ParallelResidual && !Model.Config.AttnOnly) { parts.Add(this[HookKind.ResidMid, l]); labels.Add($"{l}_mid"); }
         }
-        if (upTo >= n) { parts.Add(this["resid_post", n - 1]); labels.Add("final_post"); }
+        if (upTo >= n) { parts.Add(this[HookKind.ResidPost, n - 1]); labels.Add("final_post"); }
         var stack = stack_(parts);
         return (applyLn ? ApplyLnToStack(stack, layer) : stack, labels.ToArray());
     }
@@ -82,11 +85,11 @@ public sealed class ActivationCache : IDisposable
         }
         for (int l = 0; l < upTo; l++)
         {
-            parts.Add(this["attn_out", l]); labels.Add($"{l}_attn_out");
+            parts.Add(this[HookKind.AttnOut, l]); labels.Add($"{l}_attn_out");
             if (Model.Config.AttnOnly) continue;
-            parts.Add(this["mlp_out", l]); labels.Add($"{l}_mlp_out");
+            parts.Add(this[HookKind.MlpOut, l]); labels.Add($"{l}_mlp_out");
         }
-        if (mlpInput && upTo < n) { parts.Add(this["attn_out", upTo]); labels.Add($"{upTo}_attn_out"); }
+        if (mlpInput && upTo < n) { parts.Add(this[HookKind.AttnOut, upTo]); labels.Add($"{upTo}_attn_out"); }
         var stack = stack_(parts);
         return (applyLn ? ApplyLnToStack(stack, layer, mlpInput) : stack, labels.ToArray());
     }
@@ -104,11 +107,11 @@ public sealed class ActivationCache : IDisposable
         for (int l = 0; l < upTo; l++)
         {
             Tensor result;
-            if (Contains(HookNames.Act("result", l))) result = this["result", l];
+            if (Contains(HookNames.Act(HookKind.Result, l))) result = this[HookKind.Result, l];
             else
             {
                 var wo = Model.Weights.Blocks[l].Wo.view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);
-                result = einsum("bphd,hdm->bphm", this["z", l], wo);
+                result = einsum("bphd,hdm->bphm", this[HookKind.Z, l], wo);
             }
             for (int h = 0; h < cfg.NHeads; h++) { parts.Add(result.select(2, h)); labels.Add($"L{l}H{h}"); }
         }
@@ -126,7 +129,7 @@ public sealed class ActivationCache : IDisposable
     {
         int n = Model.Config.NLayers;
         string scaleName = layer is null || layer >= n ? HookNames.LnFinalScale
-            : mlpInput ? $"blocks.{layer}.ln2.hook_scale" : $"blocks.{layer}.ln1.hook_scale";
+            : HookNames.Act(mlpInput ? HookKind.Ln2Scale : HookKind.Ln1Scale, layer.Value);
         var scale = this[scaleName];
         if (position is { } p) scale = scale[.., p..(p + 1)];
         var centred = Model.Config.Norm is NormKind.LayerNorm or NormKind.LayerNormNoAffine ? stack - stack.mean(new long[] { -1 }, keepdim: true) : stack;

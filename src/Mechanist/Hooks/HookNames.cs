@@ -1,20 +1,20 @@
 namespace Mechanist.Hooks;
 
-/// <summary>The TransformerLens names of one block's hook points, built once per model.</summary>
+/// <summary>One block's hook-point names, taken from <see cref="HookRegistry"/> once per model (the forward reads them per call).</summary>
 public sealed class BlockHookNames
 {
     /// <summary>Builds the names of block <paramref name="layer"/>.</summary>
     public BlockHookNames(int layer)
     {
-        string b = $"blocks.{layer}.";
-        ResidPre = b + "hook_resid_pre"; Ln1Scale = b + "ln1.hook_scale"; Ln1Normalized = b + "ln1.hook_normalized";
-        Q = b + "attn.hook_q"; K = b + "attn.hook_k"; V = b + "attn.hook_v"; RotQ = b + "attn.hook_rot_q"; RotK = b + "attn.hook_rot_k";
-        AttnScores = b + "attn.hook_attn_scores"; Pattern = b + "attn.hook_pattern"; Z = b + "attn.hook_z"; Result = b + "attn.hook_result";
-        AttnOut = b + "hook_attn_out"; ResidMid = b + "hook_resid_mid"; Ln2Scale = b + "ln2.hook_scale"; Ln2Normalized = b + "ln2.hook_normalized";
-        MlpPre = b + "mlp.hook_pre"; MlpPreLinear = b + "mlp.hook_pre_linear"; MlpPost = b + "mlp.hook_post"; MlpOut = b + "hook_mlp_out";
-        ResidPost = b + "hook_resid_post";
-        Ln1PostScale = b + "ln1_post.hook_scale"; Ln1PostNormalized = b + "ln1_post.hook_normalized";
-        Ln2PostScale = b + "ln2_post.hook_scale"; Ln2PostNormalized = b + "ln2_post.hook_normalized";
+        string N(HookKind k) => HookRegistry.NameOf(k, layer);
+        ResidPre = N(HookKind.ResidPre); Ln1Scale = N(HookKind.Ln1Scale); Ln1Normalized = N(HookKind.Ln1Normalized);
+        Q = N(HookKind.Q); K = N(HookKind.K); V = N(HookKind.V); RotQ = N(HookKind.RotQ); RotK = N(HookKind.RotK);
+        AttnScores = N(HookKind.AttnScores); Pattern = N(HookKind.Pattern); Z = N(HookKind.Z); Result = N(HookKind.Result);
+        AttnOut = N(HookKind.AttnOut); ResidMid = N(HookKind.ResidMid); Ln2Scale = N(HookKind.Ln2Scale); Ln2Normalized = N(HookKind.Ln2Normalized);
+        MlpPre = N(HookKind.MlpPre); MlpPreLinear = N(HookKind.MlpPreLinear); MlpPost = N(HookKind.MlpPost); MlpOut = N(HookKind.MlpOut);
+        ResidPost = N(HookKind.ResidPost);
+        Ln1PostScale = N(HookKind.Ln1PostScale); Ln1PostNormalized = N(HookKind.Ln1PostNormalized);
+        Ln2PostScale = N(HookKind.Ln2PostScale); Ln2PostNormalized = N(HookKind.Ln2PostNormalized);
     }
 
 #pragma warning disable CS1591 // the names say what they are
@@ -46,31 +46,25 @@ public sealed class BlockHookNames
 #pragma warning restore CS1591
 }
 
-/// <summary>Model-level hook names.</summary>
+/// <summary>Model-level hook names and TransformerLens's short names, from <see cref="HookRegistry"/>.</summary>
 public static class HookNames
 {
     /// <summary>Token embedding output.</summary>
-    public const string Embed = "hook_embed";
+    public static readonly string Embed = HookRegistry.NameOf(HookKind.Embed);
     /// <summary>Learned position embedding output.</summary>
-    public const string PosEmbed = "hook_pos_embed";
+    public static readonly string PosEmbed = HookRegistry.NameOf(HookKind.PosEmbed);
     /// <summary>Final norm scale.</summary>
-    public const string LnFinalScale = "ln_final.hook_scale";
+    public static readonly string LnFinalScale = HookRegistry.NameOf(HookKind.LnFinalScale);
     /// <summary>Final norm normalized input (before its weight).</summary>
-    public const string LnFinalNormalized = "ln_final.hook_normalized";
+    public static readonly string LnFinalNormalized = HookRegistry.NameOf(HookKind.LnFinalNormalized);
     /// <summary>Input of the unembedding (after the final norm, weight included).</summary>
-    public const string UnembedIn = "unembed.hook_in";
+    public static readonly string UnembedIn = HookRegistry.NameOf(HookKind.UnembedIn);
     /// <summary>Logits (after soft-capping).</summary>
-    public const string UnembedOut = "unembed.hook_out";
+    public static readonly string UnembedOut = HookRegistry.NameOf(HookKind.UnembedOut);
 
-    /// <summary>The name of a per-layer activation in the short form of TransformerLens's utils.get_act_name.</summary>
-    public static string Act(string kind, int layer) => kind switch
-    {
-        "resid_pre" or "resid_mid" or "resid_post" or "attn_out" or "mlp_out" => $"blocks.{layer}.hook_{kind}",
-        "q" or "k" or "v" or "z" or "result" or "pattern" or "attn_scores" or "rot_q" or "rot_k" => $"blocks.{layer}.attn.hook_{kind}",
-        "attn" => $"blocks.{layer}.attn.hook_pattern",
-        "pre" or "post" or "pre_linear" => $"blocks.{layer}.mlp.hook_{kind}",
-        "scale" => $"blocks.{layer}.ln1.hook_scale",
-        "normalized" => $"blocks.{layer}.ln1.hook_normalized",
-        _ => throw new MechanistException($"unknown activation kind '{kind}'"),
-    };
+    /// <summary>The name of a per-layer activation in the short form of TransformerLens's utils.get_act_name ("resid_pre", "pattern", ...).</summary>
+    public static string Act(string kind, int layer) => HookRegistry.NameOf(HookRegistry.ParseShortName(kind), layer);
+
+    /// <summary>The name of a kind at a layer.</summary>
+    public static string Act(HookKind kind, int layer) => HookRegistry.NameOf(kind, layer);
 }

@@ -1,5 +1,5 @@
 using Mechanist.Models;
-using Mechanist.Toy;
+using Mechanist.Training;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -61,25 +61,22 @@ public static class Contextuality
         manual_seed(o.Seed);
         using var decoder = o.Decoder == ContextDecoder.ModelCopy ? CopyOf(model) : RandomModels.Create(SmallConfig(model, k), o.Seed);
         int dd = decoder.Config.DModel;
-        var poolLogits = zeros(depths, ScalarType.Float32).DetachFromDisposeScope();
-        var w1 = (randn(2 * d, d) / Math.Sqrt(d)).DetachFromDisposeScope(); var b1 = zeros(2 * d).DetachFromDisposeScope();
-        var w2 = (randn(dd, 2 * d) / Math.Sqrt(2 * d)).DetachFromDisposeScope(); var b2 = zeros(dd).DetachFromDisposeScope();
-        var stacked = stack(states.Layers.Select(l => l.to(ScalarType.Float32)).ToArray(), 1).DetachFromDisposeScope(); // [rows, depths, d]
+        var dev = model.Device;
+        var poolLogits = zeros(depths, ScalarType.Float32, dev).DetachFromDisposeScope();
+        var w1 = (randn(2 * d, d) / Math.Sqrt(d)).to(dev).DetachFromDisposeScope(); var b1 = zeros(2 * d, device: dev).DetachFromDisposeScope();
+        var w2 = (randn(dd, 2 * d) / Math.Sqrt(2 * d)).to(dev).DetachFromDisposeScope(); var b2 = zeros(dd, device: dev).DetachFromDisposeScope();
+        var stacked = stack(states.Layers.Select(l => l.to(ScalarType.Float32)).ToArray(), 1).to(dev).DetachFromDisposeScope(); // [rows, depths, d]
         var parameters = new List<Tensor> { poolLogits, w1, b1, w2, b2 }.Concat(decoder.Weights.Named().Select(p => p.Tensor)).ToList();
-        var losses = new List<double>();
+        List<double> losses;
         using (var adam = new AdamW(parameters, beta2: 0.999))
         {
-            for (int step = 0; step < o.Steps; step++)
+            Tensor Loss(int step)
             {
-                using var scope = NewDisposeScope();
                 var batch = Enumerable.Range(0, o.BatchSize).Select(_ => train[rng.Next(train.Count)]).ToList();
-                var loss = BatchLoss(decoder, stacked, poolLogits, w1, b1, w2, b2, batch, states, k, reduce: true).Loss;
-                adam.ZeroGrad();
-                loss.backward();
-                adam.Step(o.LearningRate, clip: 1.0);
-                losses.Add(loss.item<float>());
-                progress?.Report((step + 1, o.Steps, losses[^1]));
+                return BatchLoss(decoder, stacked, poolLogits, w1, b1, w2, b2, batch, states, k, reduce: true).Loss;
             }
+            losses = TrainingLoop.Run(adam, Loss, new TrainingLoopOptions(o.Steps, new LearningRateSchedule.Constant(o.LearningRate), GradClip: 1.0),
+                progress is null ? null : new SyncProgress<TrainProgress>(p => progress.Report((p.Step, p.Steps, p.Loss))));
         }
 
         var perText = new Dictionary<int, double?[]>();
@@ -105,7 +102,7 @@ public static class Contextuality
                 }
                 perText[t] = scores;
             }
-        var weights = poolLogits.softmax(0).data<float>().Select(x => (double)x).ToArray();
+        var weights = poolLogits.softmax(0).cpu().data<float>().Select(x => (double)x).ToArray();
         foreach (var t in new[] { poolLogits, w1, b1, w2, b2, stacked }) t.Dispose();
         return new ContextualityResult(o.Decoder.ToString(), k, weights, losses.Skip(Math.Max(0, losses.Count - 20)).Average(),
             WordClasses.All.Where(c => counts[c] > 0).ToDictionary(c => c, c => sums[c] / counts[c]), counts, perText);
@@ -130,7 +127,8 @@ public static class Contextuality
         List<Item> batch, CorpusStates states, int k, bool reduce)
     {
         int n = batch.Count;
-        var rows = tensor(batch.Select(b => (long)b.Row).ToArray());
+        var dev = stacked.device;
+        var rows = tensor(batch.Select(b => (long)b.Row).ToArray(), device: dev);
         var h = stacked.index_select(0, rows);                                   // [n, depths, d]
         var pooled = (h * poolLogits.softmax(0).view(1, -1, 1)).sum(1);            // [n, d]
         var soft = F.linear(F.gelu(F.linear(pooled, w1, b1)), w2, b2).unsqueeze(1); // [n, 1, dd]
@@ -147,15 +145,15 @@ public static class Contextuality
                 if (j + 1 < end) inputData[i * (k - 1) + (j - begin)] = ids[j];
             }
         }
-        var targets = tensor(targetData, new long[] { n, k });
-        var inputs = tensor(inputData, new long[] { n, k - 1 });
+        var targets = tensor(targetData, new long[] { n, k }, device: dev);
+        var inputs = tensor(inputData, new long[] { n, k - 1 }, device: dev);
         var embedded = decoder.Weights.WE.index_select(0, inputs.flatten()).view(n, k - 1, -1);
         var sequence = cat(new[] { soft, embedded }, 1);                           // [n, k, dd]
         var logits = decoder.Run(sequence, new RunOptions { InputIsEmbeddings = true, EnableGrad = reduce });
         var flat = F.cross_entropy(logits.reshape(n * k, -1), targets.flatten(), ignore_index: -100, reduction: nn.Reduction.None).view(n, k);
         var mask = (targets != -100).to(ScalarType.Float32);
         var perItem = (flat * mask).sum(1) / mask.sum(1);
-        return reduce ? (perItem.mean(), null) : (perItem.mean(), perItem.data<float>().Select(x => (double)x).ToArray());
+        return reduce ? (perItem.mean(), null) : (perItem.mean(), perItem.cpu().data<float>().Select(x => (double)x).ToArray());
     }
 
     static HookedTransformer CopyOf(HookedTransformer model)

@@ -40,7 +40,7 @@ public sealed class CorpusStates : IDisposable
         var list = texts.Where(t => !string.IsNullOrWhiteSpace(t)).ToList();
         if (list.Count == 0) throw new MechanistException("the microscope needs at least one non-empty text");
         int n = model.Config.NLayers;
-        var names = Enumerable.Range(0, n).Select(l => HookNames.Act("resid_pre", l)).Append(HookNames.Act("resid_post", n - 1)).ToArray();
+        var names = Enumerable.Range(0, n).Select(l => model.HookPoints.Name(HookKind.ResidPre, l)).Append(model.HookPoints.Name(HookKind.ResidPost, n - 1)).ToArray();
         var perLayer = names.Select(_ => new List<Tensor>()).ToArray();
         var corpus = new List<CorpusText>();
         var rows = new List<(int, int, int)>();
@@ -54,7 +54,7 @@ public sealed class CorpusStates : IDisposable
             corpus.Add(new CorpusText(ids, strs, classes));
             int offset = bos ? 1 : 0;
             using var scope = NewDisposeScope();
-            var (_, cache) = model.RunWithCache(tensor(ids, new long[] { 1, ids.Length }), names.Contains);
+            var (_, cache) = model.RunWithCache(tensor(ids, new long[] { 1, ids.Length }, device: model.Device), names.Contains);
             using (cache)
                 for (int l = 0; l < names.Length; l++)
                     perLayer[l].Add(cache[names[l]][0, offset..].to(ScalarType.Float64).cpu().DetachFromDisposeScope());

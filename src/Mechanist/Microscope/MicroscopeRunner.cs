@@ -119,8 +119,8 @@ public static class MicroscopeRunner
                 int predicted = Math.Min(count, ids.Length - offset - 1);
                 if (predicted > 0)
                 {
-                    var next = tensor(ids[(offset + 1)..(offset + 1 + predicted)]).unsqueeze(1);
-                    var values = (-logProbs[..predicted].gather(1, next).squeeze(1)).to(ScalarType.Float64).data<double>().ToArray();
+                    var next = tensor(ids[(offset + 1)..(offset + 1 + predicted)], device: model.Device).unsqueeze(1);
+                    var values = (-logProbs[..predicted].gather(1, next).squeeze(1)).to(ScalarType.Float64).cpu().data<double>().ToArray();
                     for (int j = 0; j < predicted; j++) { row[offset + j] = values[j]; sum += values[j]; }
                     n += predicted;
                 }

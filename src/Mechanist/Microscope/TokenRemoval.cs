@@ -72,8 +72,8 @@ public static class TokenRemoval
     /// <summary>Loss of predicting token i+1 at each position i.</summary>
     static double[] TokenLosses(HookedTransformer model, long[] ids)
     {
-        var logits = model.Run(tensor(ids, new long[] { 1, ids.Length }))[0, ..^1].to(ScalarType.Float32);
-        var next = tensor(ids[1..]).unsqueeze(1);
-        return (-logits.log_softmax(-1).gather(1, next).squeeze(1)).data<float>().Select(x => (double)x).ToArray();
+        var logits = model.Run(tensor(ids, new long[] { 1, ids.Length }, device: model.Device))[0, ..^1].to(ScalarType.Float32);
+        var next = tensor(ids[1..], device: model.Device).unsqueeze(1);
+        return (-logits.log_softmax(-1).gather(1, next).squeeze(1)).cpu().data<float>().Select(x => (double)x).ToArray();
     }
 }

@@ -14,7 +14,8 @@ public sealed partial class HookedTransformer
         public readonly IReadOnlyList<BackwardHookSpec> Backward = backward;
         public readonly ActivationCache? Cache = cache;
         public readonly bool KeepGraph = keepGraph;
-        public Func<string, bool>? CacheFilter;
+        public Func<string, bool> CacheFilter = _ => true;
+        public IReadOnlyList<ISpliceRun> Splices = Array.Empty<ISpliceRun>();
         public readonly Dictionary<string, Tensor> GradSources = new();
     }
 
@@ -22,8 +23,12 @@ public sealed partial class HookedTransformer
     {
         using var grad = o.EnableGrad || s.KeepGraph ? enable_grad() : no_grad();
         using var scope = NewDisposeScope();
-        var output = Forward(input, o, s);
-        return output.MoveToOuterDisposeScope();
+        try
+        {
+            var output = Forward(input, o, s);
+            return output.MoveToOuterDisposeScope();
+        }
+        finally { foreach (var splice in s.Splices) splice.Dispose(); }
     }
 
     Tensor Hook(ForwardState s, string name, int? layer, Tensor x)
@@ -38,9 +43,11 @@ public sealed partial class HookedTransformer
                 throw new MechanistException($"hook at '{name}' returned shape [{string.Join(", ", replaced.shape)}] for an activation of shape [{string.Join(", ", x.shape)}]");
             x = replaced.device == x.device && replaced.dtype == x.dtype ? replaced : replaced.to(x.dtype, x.device);
         }
+        foreach (var splice in s.Splices)
+            if (splice.AtHook(name, x, (n, v) => Hook(s, n, layer, v)) is { } spliced) x = spliced;
         foreach (var spec in s.Backward)
             if (spec.Filter.Matches(name) && x.requires_grad) x = GradientHook.Apply(x, spec.Hook, ctx);
-        if (s.Cache != null && s.CacheFilter!(name))
+        if (s.Cache != null && s.CacheFilter(name))
         {
             s.Cache.Store(name, x.detach());
             if (s.KeepGraph && x.requires_grad)
@@ -118,7 +125,7 @@ public sealed partial class HookedTransformer
         o.KvCache?.Advance((int)pos);
         if (stop < cfg.NLayers) return x;
 
-        x = Norm(s, o, x, cfg.Norm, Weights.LnFinalW, Weights.LnFinalB, HookNames.LnFinalScale, HookNames.LnFinalNormalized, null);
+        x = Norm(s, o, x, cfg.Norm, Weights.LnFinalW, Weights.LnFinalB, HookNames.LnFinalScale, HookNames.LnFinalNormalized, null, out _);
         x = Hook(s, HookNames.UnembedIn, null, x);
         var logits = F.linear(x, Weights.WU, Weights.BU);
         if (cfg.FinalSoftcap is { } cap) logits = (logits / cap).tanh() * cap;
@@ -150,18 +157,25 @@ public sealed partial class HookedTransformer
     {
         var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
         resid = Hook(s, n.ResidPre, l, resid);
-        var attnIn = Norm(s, o, resid, cfg.Norm, w.Ln1W, w.Ln1B, n.Ln1Scale, n.Ln1Normalized, l);
+        var attnIn = Norm(s, o, resid, cfg.Norm, w.Ln1W, w.Ln1B, n.Ln1Scale, n.Ln1Normalized, l, out _);
         var attnOut = Attention(s, o, l, attnIn, mask, rope);
-        if (cfg.PostNorms) attnOut = Norm(s, o, attnOut, cfg.Norm, w.PostAttnNormW, null, n.Ln1PostScale, n.Ln1PostNormalized, l);
+        if (cfg.PostNorms) attnOut = Norm(s, o, attnOut, cfg.Norm, w.PostAttnNormW, null, n.Ln1PostScale, n.Ln1PostNormalized, l, out _);
         attnOut = Hook(s, n.AttnOut, l, attnOut);
         if (cfg.AttnOnly) return Hook(s, n.ResidPost, l, resid + attnOut);
 
         Tensor mid = resid;
         if (!cfg.ParallelResidual) mid = Hook(s, n.ResidMid, l, resid + attnOut);
-        var mlpIn = Norm(s, o, cfg.ParallelResidual ? resid : mid, cfg.Norm, w.Ln2W, w.Ln2B, n.Ln2Scale, n.Ln2Normalized, l);
-        var mlpOut = o.MlpReplacements != null && o.MlpReplacements.TryGetValue(l, out var replacement) ? replacement(mlpIn) : Mlp(s, l, mlpIn);
-        if (cfg.PostNorms) mlpOut = Norm(s, o, mlpOut, cfg.Norm, w.PostMlpNormW, null, n.Ln2PostScale, n.Ln2PostNormalized, l);
-        mlpOut = Hook(s, n.MlpOut, l, mlpOut);
+        var mlpResid = cfg.ParallelResidual ? resid : mid;
+        var mlpIn = Norm(s, o, mlpResid, cfg.Norm, w.Ln2W, w.Ln2B, n.Ln2Scale, n.Ln2Normalized, l, out var normalized);
+        Tensor TrueMlp()
+        {
+            var y = Mlp(s, l, mlpIn);
+            return cfg.PostNorms ? Norm(s, o, y, cfg.Norm, w.PostMlpNormW, null, n.Ln2PostScale, n.Ln2PostNormalized, l, out _) : y;
+        }
+        Tensor? mlpOut = null;
+        foreach (var splice in s.Splices)
+            if ((mlpOut = splice.ReplaceMlp(new MlpSite(l, mlpResid, normalized, mlpIn), TrueMlp, (hn, v) => Hook(s, hn, l, v))) is not null) break;
+        mlpOut = Hook(s, n.MlpOut, l, mlpOut ?? TrueMlp());
 
         var post = cfg.ParallelResidual ? mlpOut + attnOut + resid : mid + mlpOut;
         return Hook(s, n.ResidPost, l, post);
@@ -200,7 +214,7 @@ public sealed partial class HookedTransformer
             double rescale = cfg.AttnScale * Math.Sqrt(cfg.DHead); // the fused kernel scales by 1/sqrt(d_head)
             if (Math.Abs(rescale - 1) > 1e-12) qf = qf * rescale;
             var zFused = Hook(s, n.Z, l, F.scaled_dot_product_attention(qf, kf, vf, null, 0.0, true).permute(0, 2, 1, 3));
-            return OutputProjection(s, l, zFused, b, p);
+            return OutputProjection(s, o, l, zFused, b, p);
         }
 
         var qh = q.permute(0, 2, 1, 3);
@@ -219,7 +233,7 @@ public sealed partial class HookedTransformer
         if (o.FreezeAttention) pattern = pattern.detach();
         pattern = Hook(s, n.Pattern, l, pattern);
         var z = Hook(s, n.Z, l, matmul(pattern, vh).permute(0, 2, 1, 3));
-        return OutputProjection(s, l, z, b, p);
+        return OutputProjection(s, o, l, z, b, p);
     }
 
     /// <summary>
@@ -228,16 +242,16 @@ public sealed partial class HookedTransformer
     /// </summary>
     bool CanFuseAttention(ForwardState s, RunOptions o, int l, BlockHookNames n, int past)
     {
-        if (!FusedAttention || o.AttentionMask is not null || past > 0 || Config.UsesSlidingWindow(l) || Config.AttnSoftcap is not null || o.FreezeAttention) return false;
+        if (!o.FusedAttention || o.AttentionMask is not null || past > 0 || Config.UsesSlidingWindow(l) || Config.AttnSoftcap is not null || o.FreezeAttention) return false;
         bool Touched(string name) =>
-            s.Forward.Any(h => h.Filter.Matches(name)) || s.Backward.Any(h => h.Filter.Matches(name)) || (s.Cache != null && s.CacheFilter!(name));
+            s.Forward.Any(h => h.Filter.Matches(name)) || s.Backward.Any(h => h.Filter.Matches(name)) || (s.Cache != null && s.CacheFilter(name));
         return !Touched(n.AttnScores) && !Touched(n.Pattern);
     }
 
-    Tensor OutputProjection(ForwardState s, int l, Tensor z, long b, long p)
+    Tensor OutputProjection(ForwardState s, RunOptions o, int l, Tensor z, long b, long p)
     {
         var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
-        if (!UseAttnResult) return F.linear(z.reshape(b, p, cfg.NHeads * cfg.DHead), w.Wo, w.Bo);
+        if (!o.UseAttnResult) return F.linear(z.reshape(b, p, cfg.NHeads * cfg.DHead), w.Wo, w.Bo);
         var perHead = w.Wo.view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);
         var result = Hook(s, n.Result, l, einsum("bphd,hdm->bphm", z, perHead));
         var summed = result.sum(2);
@@ -259,7 +273,8 @@ public sealed partial class HookedTransformer
         return weight * normed.to(x.dtype);
     }
 
-    Tensor Norm(ForwardState s, RunOptions o, Tensor x, NormKind kind, Tensor? weight, Tensor? bias, string scaleName, string normalizedName, int? layer)
+    Tensor Norm(ForwardState s, RunOptions o, Tensor x, NormKind kind, Tensor? weight, Tensor? bias, string scaleName, string normalizedName, int? layer,
+        out Tensor normalizedOut)
     {
         // Half-precision inputs are normalised in fp32 (as HF does); fp32 and fp64 keep their precision.
         var xf = x.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? x.to(ScalarType.Float32) : x;
@@ -269,6 +284,7 @@ public sealed partial class HookedTransformer
         if (o.FreezeNormScales) scale = scale.detach();
         scale = Hook(s, scaleName, layer, scale);
         var normalized = Hook(s, normalizedName, layer, centred / scale);
+        normalizedOut = normalized;
         if (weight is null && bias is null) return normalized.to(x.dtype); // folded into the readers
         return kind switch
         {
@@ -315,7 +331,7 @@ public sealed partial class HookedTransformer
         using var scope = NewDisposeScope();
         var s = new ForwardState(new List<ForwardHookSpec>(), Array.Empty<BackwardHookSpec>(), null, false);
         var normed = Norm(s, new RunOptions(), residual.to(DType, Device), Config.Norm, Weights.LnFinalW, Weights.LnFinalB,
-            HookNames.LnFinalScale, HookNames.LnFinalNormalized, null);
+            HookNames.LnFinalScale, HookNames.LnFinalNormalized, null, out _);
         var logits = nn.functional.linear(normed, Weights.WU, Weights.BU);
         if (Config.FinalSoftcap is { } cap) logits = (logits / cap).tanh() * cap;
         return logits.MoveToOuterDisposeScope();

@@ -29,6 +29,7 @@ public sealed record LoadOptions
 public sealed partial class HookedTransformer : IDisposable
 {
     readonly BlockHookNames[] _blockNames;
+    readonly HookRegistry _hookPoints;
     readonly Rotary? _rotary;
     readonly List<ForwardHookSpec> _permanentHooks = new();
     readonly AsyncLocal<ScopedHooks?> _scopedHooks = new();
@@ -40,6 +41,7 @@ public sealed partial class HookedTransformer : IDisposable
         Config = config; Weights = weights; Tokenizer = tokenizer; Name = name;
         Device = weights.WE.device;
         DType = weights.WE.dtype;
+        _hookPoints = new HookRegistry(config);
         _blockNames = Enumerable.Range(0, config.NLayers).Select(l => new BlockHookNames(l)).ToArray();
         if (config.Positional == PositionKind.Rotary) _rotary = new Rotary(config, Device);
     }
@@ -62,16 +64,8 @@ public sealed partial class HookedTransformer : IDisposable
     /// <summary>Weight dtype.</summary>
     public ScalarType DType { get; }
 
-    /// <summary>
-    /// Use libtorch's fused attention when nothing reads the scores or the pattern (on by default; about 40%
-    /// faster at 1,024 tokens). Its results differ from the unfused path by float rounding (~1e-6), so a run
-    /// that caches patterns and one that does not are equal to that precision, not bit for bit; turn it
-    /// off for bit-identical comparisons.
-    /// </summary>
-    public bool FusedAttention { get; set; } = true;
-
-    /// <summary>Compute per-head outputs at <c>attn.hook_result</c> (costs memory; TransformerLens's use_attn_result).</summary>
-    public bool UseAttnResult { get; set; }
+    /// <summary>Every hook point of the model: names, kinds, layers, shapes, forward order.</summary>
+    public HookRegistry HookPoints => _hookPoints;
 
     /// <summary>Loads a model folder, llama2.c file or cached hub model.</summary>
     public static HookedTransformer Load(string spec, LoadOptions? options = null)
@@ -123,84 +117,14 @@ public sealed partial class HookedTransformer : IDisposable
         _ => throw new MechanistException($"unknown dtype '{dtype}' (use float32, bfloat16 or float16)"),
     };
 
-    /// <summary>Every hook point name, in forward order.</summary>
-    public IReadOnlyList<string> HookPointNames()
-    {
-        var names = new List<string> { HookNames.Embed };
-        if (Config.Positional == PositionKind.Learned) names.Add(HookNames.PosEmbed);
-        foreach (var n in _blockNames)
-        {
-            names.AddRange(new[] { n.ResidPre, n.Ln1Scale, n.Ln1Normalized, n.Q, n.K, n.V });
-            if (Config.Positional == PositionKind.Rotary) names.AddRange(new[] { n.RotQ, n.RotK });
-            names.AddRange(new[] { n.AttnScores, n.Pattern, n.Z });
-            if (UseAttnResult) names.Add(n.Result);
-            if (Config.PostNorms) names.AddRange(new[] { n.Ln1PostScale, n.Ln1PostNormalized });
-            names.Add(n.AttnOut);
-            if (Config.AttnOnly) { names.Add(n.ResidPost); continue; }
-            if (!Config.ParallelResidual) names.Add(n.ResidMid);
-            names.AddRange(new[] { n.Ln2Scale, n.Ln2Normalized, n.MlpPre });
-            if (Config.GatedMlp) names.Add(n.MlpPreLinear);
-            names.Add(n.MlpPost);
-            if (Config.PostNorms) names.AddRange(new[] { n.Ln2PostScale, n.Ln2PostNormalized });
-            names.AddRange(new[] { n.MlpOut, n.ResidPost });
-        }
-        names.AddRange(new[] { HookNames.LnFinalScale, HookNames.LnFinalNormalized, HookNames.UnembedIn, HookNames.UnembedOut });
-        return names;
-    }
-
-    /// <summary>Hook names with their shapes for a [batch, pos] input ("batch"/"pos" symbolic).</summary>
-    public IReadOnlyList<(string Name, string Shape)> HookPointShapes()
-    {
-        string d = Config.DModel.ToString(), h = Config.NHeads.ToString(), kv = Config.NKvHeads.ToString(), dh = Config.DHead.ToString();
-        string Shape(string name)
-        {
-            string leaf = name[(name.LastIndexOf('.') + 1)..];
-            string parent = name.Contains('.') ? name[..name.LastIndexOf('.')] : "";
-            return leaf switch
-            {
-                "hook_scale" => "[batch, pos, 1]",
-                "hook_q" or "hook_rot_q" or "hook_z" => $"[batch, pos, {h}, {dh}]",
-                "hook_k" or "hook_v" or "hook_rot_k" => $"[batch, pos, {kv}, {dh}]",
-                "hook_attn_scores" or "hook_pattern" => $"[batch, {h}, pos, pos]",
-                "hook_result" => $"[batch, pos, {h}, {d}]",
-                "hook_pre" or "hook_pre_linear" or "hook_post" => $"[batch, pos, {Config.DMlp}]",
-                "hook_out" when parent == "unembed" => $"[batch, pos, {Config.VocabSize}]",
-                _ => $"[batch, pos, {d}]",
-            };
-        }
-        return HookPointNames().Select(n => (n, Shape(n))).ToList();
-    }
-
-    /// <summary>Throws an error that suggests the closest names when <paramref name="name"/> is not a hook point.</summary>
-    public void CheckHookName(string name)
-    {
-        var names = HookPointNames();
-        if (names.Contains(name)) return;
-        var closest = names.OrderBy(n => Levenshtein(n, name)).Take(3);
-        throw new MechanistException($"unknown hook point '{name}'; did you mean {string.Join(", ", closest.Select(c => $"'{c}'"))}? ('mechanist hooks' lists them all)");
-    }
-
-    static int Levenshtein(string a, string b)
-    {
-        var d = new int[b.Length + 1];
-        for (int j = 0; j <= b.Length; j++) d[j] = j;
-        for (int i = 1; i <= a.Length; i++)
-        {
-            int prev = d[0]; d[0] = i;
-            for (int j = 1; j <= b.Length; j++)
-            {
-                int tmp = d[j];
-                d[j] = Math.Min(Math.Min(d[j] + 1, d[j - 1] + 1), prev + (a[i - 1] == b[j - 1] ? 0 : 1));
-                prev = tmp;
-            }
-        }
-        return d[b.Length];
-    }
+    /// <summary>The hook points of a run with these options (the model's, plus what its splices add).</summary>
+    public HookRegistry HookPointsFor(RunOptions options) =>
+        options.Splices.Count == 0 ? _hookPoints : _hookPoints.With(options.Splices.SelectMany(sp => sp.AddedPoints(_hookPoints)));
 
     /// <summary>Adds a hook that stays until <see cref="ResetHooks"/> (TransformerLens's permanent hooks).</summary>
     public void AddPermanentHook(HookFilter filter, ForwardHook hook)
     {
-        if (filter.ExactName is { } n) CheckHookName(n);
+        if (filter.ExactName is { } n) _hookPoints.Check(n);
         lock (_permanentHooks) _permanentHooks.Add(new ForwardHookSpec(filter, hook));
     }
 
@@ -213,7 +137,7 @@ public sealed partial class HookedTransformer : IDisposable
     /// </summary>
     public IDisposable Hooks(params ForwardHookSpec[] hooks)
     {
-        foreach (var h in hooks) if (h.Filter.ExactName is { } n) CheckHookName(n);
+        foreach (var h in hooks) if (h.Filter.ExactName is { } n) _hookPoints.Check(n);
         var scoped = new ScopedHooks(hooks, _scopedHooks.Value, this);
         _scopedHooks.Value = scoped;
         return scoped;
@@ -226,16 +150,35 @@ public sealed partial class HookedTransformer : IDisposable
         public void Dispose() { if (owner._scopedHooks.Value == this) owner._scopedHooks.Value = Parent; }
     }
 
-    List<ForwardHookSpec> ActiveForwardHooks(RunOptions o)
+    /// <summary>The forward hooks of a run (permanent, scoped, then the run's own), every exact name checked.</summary>
+    List<ForwardHookSpec> ActiveForwardHooks(RunOptions o, HookRegistry points)
     {
         var all = new List<ForwardHookSpec>();
         lock (_permanentHooks) all.AddRange(_permanentHooks);
         var scopes = new Stack<ScopedHooks>();
         for (var s = _scopedHooks.Value; s != null; s = s.Parent) scopes.Push(s);
         foreach (var s in scopes) all.AddRange(s.Hooks);
-        foreach (var h in o.Hooks) if (h.Filter.ExactName is { } n) CheckHookName(n);
+        foreach (var h in o.Hooks) if (h.Filter.ExactName is { } n) CheckFires(points, n, o, "hook point");
+        foreach (var h in o.BackwardHooks) if (h.Filter.ExactName is { } n) CheckFires(points, n, o, "backward hook point");
         all.AddRange(o.Hooks);
         return all;
+    }
+
+    static void CheckFires(HookRegistry points, string name, RunOptions o, string what)
+    {
+        points.Check(name, what);
+        if (points.Find(name)!.NeedsAttnResult && !o.UseAttnResult)
+            throw new MechanistException($"'{name}' fires only in runs with per-head results (RunOptions.UseAttnResult, --attn-result)");
+    }
+
+    ForwardState NewState(RunOptions o, ActivationCache? cache, bool keepGraph, Func<string, bool>? cacheFilter = null)
+    {
+        var points = HookPointsFor(o);
+        return new ForwardState(ActiveForwardHooks(o, points), o.BackwardHooks, cache, keepGraph)
+        {
+            CacheFilter = cacheFilter ?? (_ => true),
+            Splices = o.Splices.Select(sp => sp.Start(this)).ToList(),
+        };
     }
 
     /// <summary>Tokenizes a prompt with the model's tokenizer into a [1, pos] tensor.</summary>
@@ -255,8 +198,7 @@ public sealed partial class HookedTransformer : IDisposable
     public Tensor Run(Tensor tokens, RunOptions? options = null)
     {
         options ??= new RunOptions();
-        var state = new ForwardState(ActiveForwardHooks(options), options.BackwardHooks, null, false);
-        return Execute(tokens, options, state);
+        return Execute(tokens, options, NewState(options, null, false));
     }
 
     /// <summary>Runs with extra forward (and backward) hooks for this run only.</summary>
@@ -280,8 +222,7 @@ public sealed partial class HookedTransformer : IDisposable
     {
         options ??= new RunOptions();
         var cache = new ActivationCache(this);
-        var state = new ForwardState(ActiveForwardHooks(options), options.BackwardHooks, cache, false) { CacheFilter = names ?? (_ => true) };
-        try { return (Execute(tokens, options, state), cache); }
+        try { return (Execute(tokens, options, NewState(options, cache, false, names)), cache); }
         catch { cache.Dispose(); throw; }
     }
 
@@ -295,9 +236,9 @@ public sealed partial class HookedTransformer : IDisposable
     {
         options = (options ?? new RunOptions()) with { EnableGrad = true };
         var cache = new ActivationCache(this);
-        var state = new ForwardState(ActiveForwardHooks(options), options.BackwardHooks, cache, true) { CacheFilter = names ?? (_ => true) };
         try
         {
+            var state = NewState(options, cache, true, names);
             using var scope = NewDisposeScope();
             using var grad = enable_grad();
             var logits = Execute(tokens, options, state);
@@ -329,12 +270,10 @@ public sealed partial class HookedTransformer
         using var scope = NewDisposeScope();
         var ids = tensor(tokens, ScalarType.Int64, Device);
         var rows = Weights.WU.index_select(0, ids).to(ScalarType.Float32);
-        var gain = Config.Norm switch
-        {
-            NormKind.RmsNormPlusOne => 1.0f + Weights.LnFinalW!.to(ScalarType.Float32),
-            NormKind.LayerNormNoAffine => null,
-            _ => Weights.LnFinalW?.to(ScalarType.Float32),
-        };
+        // After weight processing the final norm's weight is folded into W_U and is gone (null).
+        var gain = Weights.LnFinalW is not { } w || Config.Norm == NormKind.LayerNormNoAffine ? null
+            : Config.Norm == NormKind.RmsNormPlusOne ? 1.0f + w.to(ScalarType.Float32)
+            : w.to(ScalarType.Float32);
         return (gain is null ? rows : rows * gain).MoveToOuterDisposeScope();
     }
 }

@@ -18,17 +18,6 @@ public sealed record ToyAccuracy(string Group, int Correct, int Total, double? M
 /// <summary>Evaluates a toy model on the corpus's held-out and fact prompts.</summary>
 public static class ToyEvaluation
 {
-    /// <summary>
-    /// Ids of the toy corpus's content words in a model's vocabulary (for head detection on toy models),
-    /// or null when the model is not a toy model (fewer than half of the words are single tokens).
-    /// </summary>
-    public static IReadOnlyList<long>? ContentWordPool(HookedTransformer model)
-    {
-        if (model.Tokenizer is not { } tok) return null;
-        var ids = ToyCorpus.InductionWords.Select(w => tok.TokenToId(w)).Where(id => id != null).Select(id => (long)id!.Value).Distinct().ToList();
-        return ids.Count * 2 >= ToyCorpus.InductionWords.Length ? ids : null;
-    }
-
     /// <summary>Accuracy per group, plus the best induction score of any head.</summary>
     public static (ToyAccuracy[] Groups, double BestInduction, string BestInductionHead) Run(HookedTransformer model, int seed = 99)
     {
@@ -63,8 +52,7 @@ public static class ToyEvaluation
         }
         // Random sequences of the corpus's content words (names, places, objects, states, cities, common words):
         // the toy vocabulary's remaining ids are punctuation and special tokens.
-        var pool = ContentWordPool(model);
-        var heads = HeadDetector.Run(model, sequenceLength: Math.Min(20, (model.Config.NCtx - 1) / 2), batch: 16, seed: seed, lowToken: 3, tokenPool: pool);
+        var heads = HeadDetector.Run(model, new HeadDetectionSettings(Batch: 16, Seed: seed));
         var best = heads.Heads.OrderByDescending(h => h.InductionStripe).First();
         return (groups.Select(kv => new ToyAccuracy(kv.Key, kv.Value.Correct, kv.Value.Total, kv.Value.Diffs.Count > 0 ? kv.Value.Diffs.Average() : null))
             .OrderBy(a => a.Group).ToArray(), best.InductionStripe, $"L{best.Layer}H{best.Head}");

@@ -83,14 +83,15 @@ public class AnalysisTests
         // Huge norm epsilons make every norm a constant scaling: the logits are then linear in the last MLP's output.
         var cfg = RandomModels.Gpt2SmallConfig() with { NLayers = 2, DModel = 32, NHeads = 2, NKvHeads = 2, DHead = 16, DMlp = 64, VocabSize = 50, NCtx = 16, NormEps = 1e10 };
         using var model = RandomModels.Create(cfg, seed: 3);
-        model.FusedAttention = false; // the huge norm scale amplifies the fused kernel's rounding differences
+        // The huge norm scale amplifies the fused kernel's rounding differences: a no-op hook on every pattern keeps attention unfused.
+        using var unfused = model.Hooks(new ForwardHookSpec(HookFilter.Where(model.HookPoints.Selector(HookKind.Pattern)), (_, _) => null));
         foreach (var b in model.Weights.Blocks) { b.Ln1W!.fill_(1e5f); b.Ln2W!.fill_(1e5f); }
         model.Weights.LnFinalW!.fill_(1e5f);
         using var clean = tensor(new long[] { 1, 5, 7, 9, 11, 13 }, new long[] { 1, 6 });
         using var corrupt = tensor(new long[] { 1, 5, 8, 9, 11, 13 }, new long[] { 1, 6 });
         var metric = new PatchMetric.LogitDiff(3, 4);
-        var exact = ActivationPatching.Run(model, clean, corrupt, metric, PatchTarget.MlpOut);
-        var attribution = ActivationPatching.Run(model, clean, corrupt, metric, PatchTarget.MlpOut, PatchMethod.Attribution);
+        var exact = ActivationPatching.Run(model, clean, corrupt, metric, PatchTarget.Mlp);
+        var attribution = ActivationPatching.Run(model, clean, corrupt, metric, PatchTarget.Mlp, PatchMethod.Attribution);
         int last = cfg.NLayers - 1;
         for (int p = 0; p < 6; p++) Assert.Equal(exact.Scores[last][p], attribution.Scores[last][p], 3);
         Assert.True(exact.CorrelationWith(attribution) > 0.9);
@@ -110,7 +111,7 @@ public class AnalysisTests
             result[.., 1] = previous;
             return result;
         }));
-        var result = HeadDetector.Run(model, sequenceLength: 20, batch: 4);
+        var result = HeadDetector.Run(model, new HeadDetectionSettings(SequenceLength: 20, Batch: 4));
         var head = result.Heads.Single(h => h.Layer == 2 && h.Head == 1);
         Assert.Equal(40.0 / 41.0, head.PreviousToken, 4); // every row but the first
         Assert.True(head.Induction < 0.5);
@@ -152,14 +153,14 @@ public class AnalysisTests
         int dh = model.Config.DHead;
         var b = model.Weights.Blocks[0];
         using (no_grad()) b.Wo[.., ..dh].copy_(b.Wv[..dh].t());
-        Assert.Equal(1.0, Circuits.CopyingScores(model).Single(s => s.Layer == 0 && s.Head == 0).CopyingScore, 6);
+        Assert.Equal(1.0, HeadCircuits.CopyingScores(model).Single(s => s.Layer == 0 && s.Head == 0).CopyingScore, 6);
         using (no_grad()) b.Wo[.., ..dh].mul_(-1);
-        Assert.Equal(-1.0, Circuits.CopyingScores(model).Single(s => s.Layer == 0 && s.Head == 0).CopyingScore, 6);
+        Assert.Equal(-1.0, HeadCircuits.CopyingScores(model).Single(s => s.Layer == 0 && s.Head == 0).CopyingScore, 6);
 
-        using var qk = Circuits.QK(model, 1, 3);
+        using var qk = HeadCircuits.QK(model, 1, 3);
         using var full = qk.Full();
         Assert.Equal(full.norm().item<double>(), qk.FrobeniusNorm(), 6);
-        var comp = Circuits.CompositionScores(model);
+        var comp = HeadCircuits.CompositionScores(model);
         Assert.Equal(3 * 10 * model.Config.NHeads * model.Config.NHeads, comp.Length); // 10 layer pairs of 5 layers
         Assert.All(comp, c => Assert.InRange(c.Score, 0, 1));
     }
@@ -168,10 +169,10 @@ public class AnalysisTests
     public void TestPromptAndBosComparison()
     {
         using var model = Stories();
-        var t = PromptTests.Test(model, "Once upon a", " time");
+        var t = PromptChecks.Check(model, "Once upon a", " time");
         Assert.Equal(0, t.Rank);
         Assert.Equal(" time", t.Answer);
-        var bos = PromptTests.CompareBos(model, "Once upon a", " time", " day");
+        var bos = PromptChecks.CompareBos(model, "Once upon a", " time", " day");
         Assert.NotEqual(bos.WithBos, bos.WithoutBos);
     }
 

@@ -159,8 +159,14 @@ public class MicroscopeTests
             "--text-file", dir.File("texts.txt"), "--contextuality", "small", "--ctx-steps", "10", "--removal-lengths", "8",
             "--json", dir.File("report.json"), "--html", dir.File("report.html"), "--png", dir.File("png"));
         Assert.True(code == 0, err);
-        var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(dir.File("report.json")));
-        Assert.Equal(5, json.RootElement.GetProperty("linearity").GetProperty("stories260K").GetArrayLength());
+        // The JSON is the report record itself; the last token's lens loss (no next token) is NaN, written as "NaN" and read back.
+        string text = File.ReadAllText(dir.File("report.json"));
+        var json = System.Text.Json.JsonDocument.Parse(text);
+        Assert.Equal(5, json.RootElement.GetProperty("linearity").GetArrayLength());
+        Assert.Equal("NaN", json.RootElement.GetProperty("perText")[0].GetProperty("lensLoss")[0].EnumerateArray().Last().GetString());
+        var back = System.Text.Json.JsonSerializer.Deserialize<MicroscopeReport>(text, Mechanist.Reporting.JsonFormat.Options)!;
+        Assert.True(double.IsNaN(back.PerText[0].LensLoss[0][^1]));
+        Assert.Equal(json.RootElement.GetProperty("linearity")[0].GetDouble(), back.Linearity[0]);
         Assert.True(new FileInfo(dir.File("png/linearity.png")).Length > 1000);
         Assert.Contains("<img src=\"data:image/png;base64,", File.ReadAllText(dir.File("report.html")));
     }

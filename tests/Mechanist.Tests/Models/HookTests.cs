@@ -54,13 +54,12 @@ public class HookTests
     public void CacheHoldsTheForwardsValuesAndTheResidualAddsUp()
     {
         using var model = Gpt2();
-        model.FusedAttention = false; // bit-identical comparison of cached and uncached runs
-        model.UseAttnResult = true;
+        var options = new RunOptions { FusedAttention = false, UseAttnResult = true }; // bit-identical comparison of cached and uncached runs
         using var scope = NewDisposeScope();
         var tokens = Tokens(model);
         Tensor? seen = null;
-        var logits = model.RunWithHooks(tokens, new[] { new ForwardHookSpec("blocks.1.hook_resid_mid", (x, _) => { seen = x.clone().DetachFromDisposeScope(); return null; }) });
-        var (cachedLogits, cache) = model.RunWithCache(tokens);
+        var logits = model.RunWithHooks(tokens, new[] { new ForwardHookSpec("blocks.1.hook_resid_mid", (x, _) => { seen = x.clone().DetachFromDisposeScope(); return null; }) }, options: options);
+        var (cachedLogits, cache) = model.RunWithCache(tokens, options: options);
         using var _c = cache;
         TensorAssert.Close(logits, cachedLogits, 0, "logits with and without a cache");
         TensorAssert.Close(seen!, cache["resid_mid", 1], 0, "cached activation vs the one the hook saw");
@@ -79,15 +78,15 @@ public class HookTests
     public void StopAndStartAtALayerSplitTheForward()
     {
         using var model = Gpt2();
-        model.FusedAttention = false; // bit-identical comparison with the cached run
+        var unfused = new RunOptions { FusedAttention = false }; // bit-identical comparison with the cached run
         using var scope = NewDisposeScope();
         var tokens = Tokens(model);
-        var full = model.Run(tokens);
-        var resid = model.Run(tokens, new RunOptions { StopAtLayer = 2 });
+        var full = model.Run(tokens, unfused);
+        var resid = model.Run(tokens, unfused with { StopAtLayer = 2 });
         var (_, cache) = model.RunWithCache(tokens);
         using var _c = cache;
         TensorAssert.Close(cache["resid_pre", 2], resid, 0, "stop_at_layer returns the residual entering the layer");
-        TensorAssert.Close(full, model.Run(resid, new RunOptions { StartAtLayer = 2 }), 1e-6, "start_at_layer continues the forward");
+        TensorAssert.Close(full, model.Run(resid, unfused with { StartAtLayer = 2 }), 1e-6, "start_at_layer continues the forward");
     }
 
     [Fact]

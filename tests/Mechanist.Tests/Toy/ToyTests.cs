@@ -1,3 +1,4 @@
+using Mechanist.Training;
 using Mechanist.Models;
 using Mechanist.Tokenization;
 using Mechanist.Toy;
@@ -58,10 +59,10 @@ public class ToyTests
     public void LearningRateWarmsUpThenDecaysToATenth()
     {
         var c = new TrainConfig(Steps: 1000, BatchSize: 1, SeqLen: 1, LearningRate: 1.0, WarmupSteps: 100);
-        Assert.Equal(0.01, Trainer.LearningRateAt(c, 0), 9);
-        Assert.Equal(1.0, Trainer.LearningRateAt(c, 99), 9);
-        Assert.Equal(0.55, Trainer.LearningRateAt(c, 550), 9);
-        Assert.Equal(0.1, Trainer.LearningRateAt(c, 1000), 9);
+        Assert.Equal(0.01, Trainer.Schedule(c).At(0), 9);
+        Assert.Equal(1.0, Trainer.Schedule(c).At(99), 9);
+        Assert.Equal(0.55, Trainer.Schedule(c).At(550), 9);
+        Assert.Equal(0.1, Trainer.Schedule(c).At(1000), 9);
     }
 
     [Fact]

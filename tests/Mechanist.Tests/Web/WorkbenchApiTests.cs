@@ -35,9 +35,16 @@ public class WorkbenchApiTests(WorkbenchFixture fx) : IClassFixture<WorkbenchFix
 
         var attention = await Json(await Post("/api/attention", new { prompt = Prompt }));
         int n = attention.GetProperty("tokens").GetArrayLength();
-        var pattern = attention.GetProperty("layers")[2][3]; // layer 2, head 3: [query][key]
+        Assert.Equal(5 * 8, attention.GetProperty("heads").GetArrayLength());
+        var head = attention.GetProperty("heads").EnumerateArray().Single(h => h.GetProperty("layer").GetInt32() == 2 && h.GetProperty("head").GetInt32() == 3);
+        var pattern = head.GetProperty("pattern"); // [query][key]
         Assert.Equal(n, pattern.GetArrayLength());
         Assert.Equal(1.0, pattern[n - 1].EnumerateArray().Sum(v => v.GetDouble()), 2);
+        Assert.Equal(0.0, pattern[0][1].GetDouble()); // causal: the first query sees only itself
+        // One head on request: the same numbers, without the rest.
+        var one = await Json(await Post("/api/attention", new { prompt = Prompt, layers = new[] { 2 }, heads = new[] { 3 } }));
+        Assert.Equal(1, one.GetProperty("heads").GetArrayLength());
+        Assert.Equal(pattern.GetRawText(), one.GetProperty("heads")[0].GetProperty("pattern").GetRawText());
 
         var lens = await Json(await Post("/api/lens", new { prompt = Prompt, target = " Lily" }));
         Assert.Equal(6, lens.GetProperty("layers").GetArrayLength());
@@ -50,21 +57,43 @@ public class WorkbenchApiTests(WorkbenchFixture fx) : IClassFixture<WorkbenchFix
             clean = "Lily and Tim went to the park. Tim gave the ball to", corrupt = "Lily and Tim went to the park. Lily gave the ball to",
             answer = " Lily", wrong = " Tim", what = "heads",
         }));
-        Assert.Equal(5, patch.GetProperty("scores").GetArrayLength());
+        Assert.Equal(5, patch.GetProperty("grids")[0].GetProperty("scores").GetArrayLength());
+        Assert.Equal("heads", patch.GetProperty("grids")[0].GetProperty("target").GetString());
+        var targets = await Json(await fx.Client.GetAsync("/api/patch-targets"));
+        Assert.Equal(new[] { "resid", "attn", "mlp", "heads", "heads-pos", "head-qkv" }, targets.EnumerateArray().Select(t => t.GetString()));
+        var headsPos = await Json(await Post("/api/patch", new
+        {
+            clean = "Lily and Tim went to the park. Tim gave the ball to", corrupt = "Lily and Tim went to the park. Lily gave the ball to",
+            answer = " Lily", wrong = " Tim", what = "heads-pos",
+        }));
+        Assert.Equal(5 * 8, headsPos.GetProperty("grids")[0].GetProperty("scores").GetArrayLength());
     }
 
     [Fact]
-    public async Task PromptAnalysesAnswerWithinASecond()
+    public async Task CliAndWebGiveTheSameRecords()
     {
-        string prompt = string.Join(" ", Enumerable.Repeat("Lily saw a big dog.", 10)); // ~50 tokens
-        await Post("/api/microscope", new { prompt = "warm up" }); // the per-model corpus fit is built once
-        foreach (var path in new[] { "/api/run", "/api/attention", "/api/lens", "/api/microscope" })
-        {
-            var sw = System.Diagnostics.Stopwatch.StartNew();
-            var r = await Post(path, new { prompt });
-            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
-            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"{path} took {sw.Elapsed.TotalSeconds:F2} s"); // generous under test load; see the note for timings
-        }
+        string model = SharedData.PathOf("models", "stories260K", "stories260K.bin");
+        // Head detection: one parameter set, the same scores from the CLI and the web.
+        var web = await Json(await Post("/api/heads", new { model = "stories260K" }));
+        var (code, cliOut, _) = Mechanist.Tests.Cli.CliRunner.Run("heads", "-m", model, "--json");
+        Assert.Equal(0, code);
+        var cli = JsonDocument.Parse(cliOut).RootElement;
+        Assert.Equal(cli.GetProperty("heads").GetRawText(), web.GetProperty("heads").GetRawText());
+        Assert.Equal(cli.GetProperty("sequenceLength").GetInt32(), web.GetProperty("sequenceLength").GetInt32());
+
+        // Next tokens: the CLI's run --json, the web's run and the library's record agree field for field.
+        var webRun = await Json(await Post("/api/run", new { model = "stories260K", prompt = Prompt, topK = 5 }));
+        (code, cliOut, _) = Mechanist.Tests.Cli.CliRunner.Run("run", "-m", model, "--prompt", Prompt, "--top-k", "5", "--json");
+        Assert.Equal(0, code);
+        Assert.Equal(JsonDocument.Parse(cliOut).RootElement.GetRawText(), webRun.GetRawText());
+        using var m = Mechanist.Models.HookedTransformer.Load(model);
+        using var tokens = m.ToTokens(Prompt);
+        var record = Mechanist.Analysis.NextTokens.Run(m, tokens, 5);
+        Assert.Equal(Mechanist.Reporting.JsonFormat.Serialize(record), webRun.GetRawText());
+        // And the record is what the model says: the top token is the argmax of the last logits.
+        using var logits = m.Run(tokens);
+        Assert.Equal(logits[0, -1].argmax().item<long>(), record.Top[0].Id);
+        Assert.Equal(logits[0, -1].softmax(-1).max().item<float>(), record.Top[0].Prob, 5);
     }
 
     [Theory]

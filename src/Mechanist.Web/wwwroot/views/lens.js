@@ -1,4 +1,4 @@
-import { api, esc, show, heatTable } from '../util.js';
+import { api, fmt, esc, show, heatTable } from '../util.js';
 
 export async function render(root, s) {
   const r = await api('/api/lens', { model: s.model, prompt: s.prompt, target: s.target || null, topK: 3 });
@@ -15,5 +15,5 @@ export async function render(root, s) {
   });
   root.innerHTML = `<h2>Logit lens ${targetMode ? `· target ${esc(show(r.target))} (rank and probability)` : '· top token and probability'}</h2>
     <div id="lens-table" style="overflow-x:auto">${table}</div>
-    <p class="muted">Loss against the next token per layer: ${r.layers.map(l => `${l.label} ${l.loss.toFixed(2)}`).join(' · ')}</p>`;
+    <p class="muted">Loss against the next token per layer: ${r.layers.map(l => `${l.label} ${fmt(l.loss)}`).join(' · ')}</p>`;
 }

@@ -1,9 +1,11 @@
-import { api, esc, heatTable } from '../util.js';
+import { api, esc, fmt, heatTable } from '../util.js';
 import { setState } from '../app.js';
 
 const example = { clean: 'When Mary and John went to the store, John gave a drink to', corrupt: 'When Mary and John went to the store, Mary gave a drink to', answer: ' Mary', wrong: ' John' };
+let targets = null;
 
 export async function render(root, s) {
+  targets ??= await api('/api/patch-targets');
   const q = { clean: s.clean || example.clean, corrupt: s.corrupt || example.corrupt, answer: s.answer || example.answer, wrong: s.wrong || example.wrong, what: s.what || 'resid' };
   root.innerHTML = `<h2>Activation patching</h2>
     <form id="patch-form" class="row">
@@ -11,14 +13,14 @@ export async function render(root, s) {
       <label class="grow">Corrupted <input name="corrupt" value="${esc(q.corrupt)}" size="60"></label>
       <label>Answer <input name="answer" value="${esc(q.answer)}" size="8"></label>
       <label>Wrong <input name="wrong" value="${esc(q.wrong)}" size="8"></label>
-      <label>Patch <select name="what">${['resid', 'attn', 'mlp', 'heads', 'head-qkv'].map(w => `<option${w === q.what ? ' selected' : ''}>${w}</option>`).join('')}</select></label>
+      <label>Patch <select name="what">${targets.map(w => `<option${w === q.what ? ' selected' : ''}>${esc(w)}</option>`).join('')}</select></label>
       <button type="submit">Patch</button>
     </form><div id="grid"><p class="muted">Computing…</p></div>`;
   root.querySelector('#patch-form').addEventListener('submit', e => {
     e.preventDefault();
     setState(Object.fromEntries(new FormData(e.target)));
   });
-  const g = await api('/api/patch', { model: s.model, ...q });
-  root.querySelector('#grid').innerHTML = `<p>${esc(g.metric)}: clean ${g.cleanMetric.toFixed(3)}, corrupted ${g.corruptedMetric.toFixed(3)}; 1 = clean behaviour restored.</p>
-    <div style="overflow-x:auto">${heatTable(g.rowLabels, g.columnLabels, g.scores, { max: 1, diverging: true })}</div>`;
+  const report = await api('/api/patch', { model: s.model, ...q });
+  root.querySelector('#grid').innerHTML = report.grids.map(g => `<p>${esc(g.method)} patching, ${esc(g.metric)}: clean ${fmt(g.cleanMetric, 3)}, corrupted ${fmt(g.corruptedMetric, 3)}; 1 = clean behaviour restored.</p>
+    <div style="overflow-x:auto">${heatTable(g.rowLabels, g.columnLabels, g.scores.map(row => row.map(Number)), { max: 1, diverging: true })}</div>`).join('');
 }

@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace Mechanist.Toy;
+namespace Mechanist.Training;
 
 /// <summary>
 /// AdamW over plain tensors (the model's weights are not nn.Parameters): decoupled weight decay on

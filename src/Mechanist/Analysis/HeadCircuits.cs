@@ -77,7 +77,7 @@ public sealed record CompositionScore(string Kind, int EarlierLayer, int Earlier
 /// interaction depend on the distance, so QK-based scores are indicative there, while OV circuits are
 /// position-free and fully meaningful.
 /// </summary>
-public static class Circuits
+public static class HeadCircuits
 {
     static Tensor HeadSlice(Tensor w, int head, int dHead) => w[(head * dHead)..((head + 1) * dHead)];
 
