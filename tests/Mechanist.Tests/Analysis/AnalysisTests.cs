@@ -52,7 +52,29 @@ public class AnalysisTests
             double heads = dla.Heads.Where(h => h.Label.StartsWith($"L{l}H") || h.Label == $"L{l} b_O").Sum(h => h.Value);
             Assert.Equal(dla.Components.Single(c => c.Label == $"{l}_attn_out").Value, heads, 4);
         }
-        Assert.Equal(5, dla.Neurons!.Length);
+        // The largest neuron, by hand: post[n] · W_out[:, n] · (final-norm-scaled, weight-folded) answer − wrong direction.
+        var top = dla.Neurons![0];
+        int layer = int.Parse(top.Label[1..top.Label.IndexOf('N')]), neuron = int.Parse(top.Label[(top.Label.IndexOf('N') + 1)..]);
+        var (_, cache) = model.RunWithCache(tokens);
+        using var _c = cache;
+        var write = cache[HookKind.MlpPost, layer][0, -1, neuron] * model.Weights.Blocks[layer].WOut[.., neuron];
+        var direction = (model.Weights.WU[a] - model.Weights.WU[w]) * model.Weights.LnFinalW!;
+        double expected = ((write * direction).sum() / cache[HookNames.LnFinalScale][0, -1, 0]).item<float>();
+        Assert.Equal(expected, top.Value, 4);
+    }
+
+    [Fact]
+    public void DlaOnAFoldedGemmaSumsToTheLogitAndMatchesTheUnfoldedModel()
+    {
+        // Gemma's final norm multiplies by (1 + w); after folding, that weight lives in W_U and the norm has none.
+        using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", "gemma"));
+        using var tokens = tensor(new long[] { 5, 17, 300, 42, 7, 99 }, new long[] { 1, 6 });
+        var before = DirectLogitAttribution.Compute(model, tokens, 77, 12);
+        WeightProcessing.Apply(model, new WeightProcessingOptions(FoldLn: true, CenterWritingWeights: false, CenterUnembed: false, FoldValueBiases: false));
+        var after = DirectLogitAttribution.Compute(model, tokens, 77, 12);
+        Assert.Equal(after.Metric, after.Components.Sum(c => c.Value) + after.Constant, 4);
+        Assert.Equal(before.Metric, after.Metric, 4);
+        foreach (var (x, y) in before.Components.Zip(after.Components)) Assert.Equal(x.Value, y.Value, 4);
     }
 
     [Fact]
@@ -69,12 +91,21 @@ public class AnalysisTests
         for (int p = 0; p < clean.shape[1]; p++) if (p != differing) Assert.Equal(0.0, grid.Scores[0][p], 6);
         // Positions before the difference never matter (causal attention).
         Assert.All(grid.Scores, row => Assert.All(row.Take(differing), s => Assert.Equal(0.0, s, 6)));
-        // Heads: patching every head of the last layer's z... each score is finite and the grid has the model's shape.
-        var heads = ActivationPatching.Run(model, clean, corrupt, metric, PatchTarget.Heads);
-        Assert.Equal(model.Config.NLayers, heads.Scores.Length);
-        Assert.Equal(model.Config.NHeads, heads.Scores[0].Length);
+        // Per head and position: a head's output before the changed word is the same in both runs, so patching it does nothing.
+        var headsPos = ActivationPatching.Run(model, clean, corrupt, metric, PatchTarget.HeadsPos);
+        Assert.All(headsPos.Scores, row => Assert.All(row.Take(differing), v => Assert.Equal(0.0, v, 6)));
+        // One q/k/v cell by hand: the value of query head 3 at layer 1 is kv head 1 (two query heads per kv head); copy
+        // the clean one into the corrupted run and normalise.
         var qkv = ActivationPatching.Run(model, clean, corrupt, metric, PatchTarget.HeadQkv);
-        Assert.Equal(4 * model.Config.NLayers, qkv.RowLabels.Length);
+        var (_, cleanCache) = model.RunWithCache(clean);
+        using var _cc = cleanCache;
+        using var patched = model.RunWithHooks(corrupt, new[] { new ForwardHookSpec("blocks.1.attn.hook_v", (v, _) =>
+        {
+            var r = v.clone(); r[.., .., 1] = cleanCache["v", 1][.., .., 1]; return r;
+        }) });
+        double m = metric.Compute(patched).item<float>();
+        Assert.Equal((m - qkv.CorruptedMetric) / (qkv.CleanMetric - qkv.CorruptedMetric), qkv.Scores[1 * 4 + 2][3], 5);
+        Assert.Equal(new[] { "L0 q", "L0 k", "L0 v", "L0 pattern" }, qkv.RowLabels.Take(4));
     }
 
     [Fact]
@@ -129,7 +160,15 @@ public class AnalysisTests
         using var expected = (MeanEmbedding("happy") + MeanEmbedding("glad day")) / 2 - MeanEmbedding("sad");
         TensorAssert.Close(expected, vector, 1e-6, "steering vector");
         var result = Steering.Compare(model, vector, 0, 8.0, new[] { "Once upon a time" }, new GenerateOptions { MaxNewTokens = 8 });
-        Assert.NotEqual(result.Samples[0].Unsteered, result.Samples[0].Steered);
+        // The steered text is greedy decoding with 8 × the vector added to the embeddings, by hand.
+        var ids = model.Tokenizer!.Encode("Once upon a time").Select(i => (long)i).ToList();
+        for (int step = 0; step < 8; step++)
+        {
+            using var x = tensor(ids.ToArray(), new long[] { 1, ids.Count });
+            using var logits = model.RunWithHooks(x, new[] { new ForwardHookSpec("blocks.0.hook_resid_pre", (r, _) => r + 8.0 * vector) });
+            ids.Add(logits[0, -1].argmax().item<long>());
+        }
+        Assert.Equal(model.Tokenizer.Decode(ids.Skip(ids.Count - 8).Select(i => (int)i), skipSpecial: true), result.Samples[0].Steered);
     }
 
     [Fact]
@@ -173,22 +212,121 @@ public class AnalysisTests
         Assert.Equal(0, t.Rank);
         Assert.Equal(" time", t.Answer);
         var bos = PromptChecks.CompareBos(model, "Once upon a", " time", " day");
-        Assert.NotEqual(bos.WithBos, bos.WithoutBos);
+        // By hand from explicit ids: BOS is token 1 in llama2.c vocabularies.
+        long time = TokenText.AnswerId(model, " time"), day = TokenText.AnswerId(model, " day");
+        var ids = model.Tokenizer!.Encode("Once upon a", prependBos: false).Select(i => (long)i).ToArray();
+        double Diff(long[] x) { using var l = model.Run(tensor(x, new long[] { 1, x.Length })); return l[0, -1, time].item<float>() - l[0, -1, day].item<float>(); }
+        Assert.Equal(Diff(ids.Prepend(1L).ToArray()), bos.WithBos, 4);
+        Assert.Equal(Diff(ids), bos.WithoutBos, 4);
     }
 
     [Fact]
-    public void AnalysisCommandsRunFromTheCli()
+    public void AnalysisCommandsPrintWhatTheLibraryComputes()
     {
         string s = SharedData.PathOf("models", "stories260K", "stories260K.bin");
-        Assert.Equal(0, CliRunner.Run("lens", "-m", s, "--prompt", Clean, "--target", " Lily", "--json").Code);
-        var (code, output, _) = CliRunner.Run("patch", "-m", s, "--clean", Clean, "--corrupt", Corrupt, "--answer", " Lily", "--wrong", " Tim", "--what", "heads", "--method", "both");
+        using var model = Stories();
+        using var tokens = model.ToTokens(Clean);
+        long lily = TokenText.AnswerId(model, " Lily"), tim = TokenText.AnswerId(model, " Tim");
+
+        // lens --json: the last layer's top token at the last position is the model's own argmax.
+        var (code, output, err) = CliRunner.Run("lens", "-m", s, "--prompt", Clean, "--target", " Lily", "--json");
+        Assert.True(code == 0, err);
+        var lens = System.Text.Json.JsonDocument.Parse(output).RootElement;
+        using var logits = model.Run(tokens);
+        var finalLayer = lens.GetProperty("layers")[model.Config.NLayers];
+        Assert.Equal(logits[0, -1].argmax().item<long>(), finalLayer.GetProperty("positions")[(int)tokens.shape[1] - 1].GetProperty("top")[0].GetProperty("id").GetInt64());
+
+        // patch: the table's largest effect is the one the library finds.
+        (code, output, _) = CliRunner.Run("patch", "-m", s, "--clean", Clean, "--corrupt", Corrupt, "--answer", " Lily", "--wrong", " Tim", "--what", "heads", "--method", "both");
         Assert.Equal(0, code);
-        Assert.Contains("correlation of attribution with exact patching", output);
-        Assert.Equal(0, CliRunner.Run("heads", "-m", s, "--json").Code);
-        Assert.Equal(0, CliRunner.Run("dla", "-m", s, "--prompt", Clean, "--answer", " Lily", "--wrong", " Tim").Code);
-        Assert.Equal(0, CliRunner.Run("compare", "-m", s, "--a", Clean, "--b", Corrupt, "--json").Code);
+        using var corrupt = model.ToTokens(Corrupt);
+        var report = PatchingExperiment.Run(model, tokens, corrupt, " Lily", " Tim", null, PatchTarget.Heads, PatchMethods.Both);
+        var (row, col, score) = report.Grids[0].Max();
+        Assert.Contains($"largest effect: {row} at {col} ({score:F2})", output);
+        Assert.Contains($"correlation of attribution with exact patching: {report.Correlation:F3}", output);
+
+        // dla: the printed total is the logit difference.
+        (code, output, _) = CliRunner.Run("dla", "-m", s, "--prompt", Clean, "--answer", " Lily", "--wrong", " Tim", "--json");
+        Assert.Equal(0, code);
+        var dla = System.Text.Json.JsonDocument.Parse(output).RootElement;
+        Assert.Equal(logits[0, -1, lily].item<float>() - logits[0, -1, tim].item<float>(), dla.GetProperty("metric").GetDouble(), 4);
+
+        // compare --json: a prompt against itself is zero everywhere.
+        (code, output, _) = CliRunner.Run("compare", "-m", s, "--a", Clean, "--b", Clean, "--json");
+        Assert.Equal(0, code);
+        Assert.All(System.Text.Json.JsonDocument.Parse(output).RootElement.GetProperty("distances").EnumerateArray(),
+            d => Assert.All(d.GetProperty("l2Distance").EnumerateArray().SelectMany(r => r.EnumerateArray()), v => Assert.Equal(0.0, v.GetDouble())));
+
         var bad = CliRunner.Run("patch", "-m", s, "--clean", Clean, "--corrupt", "Lily", "--answer", " Lily", "--wrong", " Tim");
         Assert.Equal(2, bad.Code);
         Assert.Contains("patching needs equal lengths", bad.Err);
+    }
+
+    [Fact]
+    public void ALensOfOneTokenWritesItsUndefinedLossAsNaN()
+    {
+        // One token has no next token: the loss is NaN, which JSON writes as the string "NaN" (the CLI used to fail here).
+        var (code, output, err) = CliRunner.Run("lens", "-m", SharedData.PathOf("models", "stories260K", "stories260K.bin"), "--prompt", "Once", "--no-bos", "--json");
+        Assert.True(code == 0, err);
+        var layers = System.Text.Json.JsonDocument.Parse(output).RootElement.GetProperty("layers");
+        Assert.All(layers.EnumerateArray(), l => Assert.Equal("NaN", l.GetProperty("loss").GetString()));
+        var back = System.Text.Json.JsonSerializer.Deserialize<LogitLensResult>(output, Mechanist.Reporting.JsonFormat.Options)!;
+        Assert.True(double.IsNaN(back.Layers[0].Loss));
+    }
+
+    [Fact]
+    public void AblatingHeadsMatchesHandMadeInterventions()
+    {
+        using var model = Stories();
+        using var tokens = model.ToTokens(Clean);
+        var metric = new PatchMetric.LogitDiff(TokenText.AnswerId(model, " Lily"), TokenText.AnswerId(model, " Tim"));
+        // Zeroing head 2 of layer 3 removes exactly its per-head result from attn_out.
+        var (_, cache) = model.RunWithCache(tokens, options: new RunOptions { UseAttnResult = true });
+        using var _c = cache;
+        var (_, ablated) = model.RunWithCache(tokens, options: new RunOptions { Hooks = new[] { Ablation.Head(model, 3, 2, AblationKind.Zero) } });
+        using var _a = ablated;
+        TensorAssert.Close(cache["attn_out", 3] - cache["result", 3][.., .., 2], ablated["attn_out", 3], 1e-5, "attn_out without head 2");
+        // Mean over copies of the prompt itself, or resampling from the prompt itself, changes nothing.
+        using var twice = cat(new[] { tokens, tokens }, 0);
+        using var plain = model.Run(tokens);
+        using (var mean = model.RunWithHooks(tokens, new[] { Ablation.Head(model, 3, 2, AblationKind.Mean, twice) })) TensorAssert.Close(plain, mean, 1e-5, "mean of itself");
+        // Resampling from another prompt puts that prompt's z there.
+        using var other = model.ToTokens(Corrupt);
+        var (_, otherCache) = model.RunWithCache(other);
+        using var _o = otherCache;
+        var (_, resampled) = model.RunWithCache(tokens, options: new RunOptions { Hooks = new[] { Ablation.Head(model, 1, 0, AblationKind.Resample, other) } });
+        using var _r = resampled;
+        TensorAssert.Close(otherCache["z", 1][.., .., 0], resampled["z", 1][.., .., 0], 1e-5, "resampled head (its source ran with fused attention)");
+        TensorAssert.Close(cache["z", 1][.., .., 1], resampled["z", 1][.., .., 1], 1e-5, "other heads untouched (up to the per-head-result path's rounding)");
+        // The grid: every value is a run with that head zeroed; the baseline is the plain metric.
+        var grid = Ablation.HeadGrid(model, tokens, metric, AblationKind.Zero);
+        Assert.Equal(metric.Compute(plain).item<float>(), grid.Baseline, 5);
+        using (var l32 = model.RunWithHooks(tokens, new[] { new ForwardHookSpec("blocks.3.attn.hook_z", (z, _) => { var r = z.clone(); r[.., .., 2] = 0; return r; }) }))
+            Assert.Equal(metric.Compute(l32).item<float>(), grid.Values[3][2], 5);
+        // From the CLI.
+        var (code, output, err) = CliRunner.Run("ablate", "-m", SharedData.PathOf("models", "stories260K", "stories260K.bin"), "--prompt", Clean, "--answer", " Lily", "--wrong", " Tim", "--json");
+        Assert.True(code == 0, err);
+        Assert.Equal(grid.Values[3][2], System.Text.Json.JsonDocument.Parse(output).RootElement.GetProperty("values")[3][2].GetDouble(), 4);
+    }
+
+    [Fact]
+    public void DetectorScoreOfAHandMadePreviousTokenHead()
+    {
+        using var model = Stories();
+        using var _ = model.Hooks(new ForwardHookSpec("blocks.2.attn.hook_pattern", (p, _) =>
+        {
+            int n = (int)p.shape[2];
+            var previous = eye(n).roll(-1, 1).tril();
+            previous[0, 0] = 1;
+            var result = p.clone();
+            result[.., 1] = previous;
+            return result;
+        }));
+        using var tokens = model.ToTokens(Clean);
+        int n = (int)tokens.shape[1];
+        using var detection = eye(n).roll(-1, 1).tril(); // [q, k] = 1 at k = q − 1
+        var scores = HeadDetector.Score(model, tokens, detection);
+        Assert.Equal((n - 1.0) / n, scores[2][1], 5); // every row but the first, which attends to itself
+        Assert.Throws<MechanistException>(() => HeadDetector.Score(model, tokens, eye(3)));
     }
 }
