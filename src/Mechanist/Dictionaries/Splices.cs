@@ -45,7 +45,7 @@ public sealed class SaeSplice(string hookPoint, ISparseDictionary sae, ErrorTerm
         if (!p.Shape.EndsWith($", {sae.DIn}]")) throw new MechanistException($"the SAE reads width {sae.DIn}, but {hookPoint} is {p.Shape}");
         if (sae.DIn != sae.DOut) throw new MechanistException($"an SAE must write what it reads (d_in {sae.DIn}, d_out {sae.DOut})");
         string acts = $"[batch, pos, {sae.DDict}]";
-        return new[] { (hookPoint, "hook_sae_input", p.Shape), (hookPoint, "hook_sae_acts_post", acts), (hookPoint, "hook_sae_recons", p.Shape), (hookPoint, "hook_sae_error", p.Shape) };
+        return new[] { (hookPoint, SplicePoints.Input, p.Shape), (hookPoint, SplicePoints.Acts, acts), (hookPoint, SplicePoints.Recons, p.Shape), (hookPoint, SplicePoints.Error, p.Shape) };
     }
 
     /// <inheritdoc/>
@@ -57,14 +57,14 @@ public sealed class SaeSplice(string hookPoint, ISparseDictionary sae, ErrorTerm
         {
             if (name != owner.hookPoint) return null;
             string p = owner.hookPoint;
-            var x = fire(p + ".hook_sae_input", value);
+            var x = fire(SplicePoints.Under(p, SplicePoints.Input), value);
             var acts = owner.sae.Encode(x);
             var cleanRecon = owner.sae.Decode(acts);
             var err = x - cleanRecon;
-            acts = fire(p + ".hook_sae_acts_post", acts);
-            var recon = fire(p + ".hook_sae_recons", owner.sae.Decode(acts));
+            acts = fire(SplicePoints.Under(p, SplicePoints.Acts), acts);
+            var recon = fire(SplicePoints.Under(p, SplicePoints.Recons), owner.sae.Decode(acts));
             if (owner.error == ErrorTerm.None) return recon.to(value.dtype);
-            err = fire(p + ".hook_sae_error", owner.error == ErrorTerm.Detached ? err.detach() : err);
+            err = fire(SplicePoints.Under(p, SplicePoints.Error), owner.error == ErrorTerm.Detached ? err.detach() : err);
             return (recon + err).to(value.dtype);
         }
 
@@ -100,10 +100,10 @@ public sealed class TranscoderSplice(ICrossLayerDictionary dictionary, Transcode
         for (int l = 0; l < registry.Layers; l++)
         {
             string p = registry.Name(HookKind.MlpOut, l);
-            yield return (p, "hook_sae_input", resid);
-            yield return (p, "hook_sae_acts_post", acts);
-            yield return (p, "hook_sae_recons", resid);
-            yield return (p, "hook_sae_error", resid);
+            yield return (p, SplicePoints.Input, resid);
+            yield return (p, SplicePoints.Acts, acts);
+            yield return (p, SplicePoints.Recons, resid);
+            yield return (p, SplicePoints.Error, resid);
         }
     }
 
@@ -126,7 +126,7 @@ public sealed class TranscoderSplice(ICrossLayerDictionary dictionary, Transcode
         {
             var d = owner.Dictionary; int l = site.Layer;
             string p = model.HookPoints.Name(HookKind.MlpOut, l);
-            var x = fire(p + ".hook_sae_input", owner.input switch
+            var x = fire(SplicePoints.Under(p, SplicePoints.Input), owner.input switch
             {
                 TranscoderInput.Resid => site.Resid,
                 TranscoderInput.Normalized => site.Normalized,
@@ -143,11 +143,11 @@ public sealed class TranscoderSplice(ICrossLayerDictionary dictionary, Transcode
             _acts[l] = acts;
             var cleanRecon = Reconstruct(l, i => _acts[i]!);
             // Later layers read these activations: they outlive this block's dispose scope until the run ends.
-            _acts[l] = fire(p + ".hook_sae_acts_post", acts).DetachFromDisposeScope();
-            var recon = fire(p + ".hook_sae_recons", Reconstruct(l, i => _acts[i]!));
+            _acts[l] = fire(SplicePoints.Under(p, SplicePoints.Acts), acts).DetachFromDisposeScope();
+            var recon = fire(SplicePoints.Under(p, SplicePoints.Recons), Reconstruct(l, i => _acts[i]!));
             if (owner.error == ErrorTerm.None) return recon.to(site.Input.dtype);
             var err = mlp().to(recon.dtype) - cleanRecon;
-            err = fire(p + ".hook_sae_error", owner.error == ErrorTerm.Detached ? err.detach() : err);
+            err = fire(SplicePoints.Under(p, SplicePoints.Error), owner.error == ErrorTerm.Detached ? err.detach() : err);
             return (recon + err).to(site.Input.dtype);
         }
     }

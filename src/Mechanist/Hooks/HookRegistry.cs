@@ -177,7 +177,7 @@ public sealed class HookRegistry
         foreach (var (parent, suffix, shape) in added)
         {
             var p = Find(parent) ?? throw new MechanistException($"cannot splice at '{parent}': not a hook point");
-            string name = $"{parent}.{suffix}";
+            string name = SplicePoints.Under(parent, suffix);
             if (list.Any(x => x.Name == name)) continue;
             int at = list.FindLastIndex(x => x.Name == parent || x.Name.StartsWith(parent + ".", StringComparison.Ordinal)) + 1;
             list.Insert(at, new HookPoint(name, HookKind.Spliced, p.Layer, shape, 0));
@@ -237,4 +237,20 @@ public sealed class HookRegistry
         }
         return d[b.Length];
     }
+}
+
+/// <summary>The names of the points a spliced sparse dictionary adds beneath its anchor point (SAELens's names).</summary>
+public static class SplicePoints
+{
+    /// <summary>What the dictionary reads.</summary>
+    public const string Input = "hook_sae_input";
+    /// <summary>Feature activations (editing them is a feature intervention).</summary>
+    public const string Acts = "hook_sae_acts_post";
+    /// <summary>The reconstruction.</summary>
+    public const string Recons = "hook_sae_recons";
+    /// <summary>What the reconstruction misses (true value − reconstruction).</summary>
+    public const string Error = "hook_sae_error";
+
+    /// <summary>The full name of a spliced point beneath <paramref name="parent"/>.</summary>
+    public static string Under(string parent, string suffix) => $"{parent}.{suffix}";
 }
