@@ -59,6 +59,19 @@ public class SafetensorsTests
     }
 
     [Fact]
+    public void TensorsAtOffsetsThatAreNoMultipleOfTheirSizeRead()
+    {
+        // Python's safetensors writes such files (an I64 after 3 bytes of U8): the golden attribution references do.
+        using var reference = SafetensorsFile.Open(SharedData.PathOf("golden", "attribution", "gpt2_plt_relu", "reference.safetensors"));
+        Assert.NotEqual(0, reference.Info("logit_ids").Begin % 8);
+        using var ids = reference.Read("logit_ids");
+        using var logits = reference.Read("logits");
+        // logit_ids are the top logits of the last position, in descending order.
+        using var top = logits[-1].topk(10).indexes;
+        Assert.Equal(top.data<long>().ToArray(), ids.data<long>().ToArray());
+    }
+
+    [Fact]
     public void FailedWriteLeavesTheOldFileIntact()
     {
         using var dir = new TempDir();
