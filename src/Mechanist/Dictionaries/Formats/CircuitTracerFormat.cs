@@ -150,7 +150,7 @@ public static class CircuitTracerFormat
     }
 
     /// <summary>Writes a bundle in circuit-tracer's layout (atomically: the folder appears complete or not at all).</summary>
-    public static void Save(TranscoderBundle bundle, string dir, bool overwrite = false)
+    public static void Save(TranscoderBundle bundle, string dir, bool overwrite = false, Action<string>? alsoWrite = null)
     {
         string input = bundle.Input switch { TranscoderInput.Normalized => "ln2.hook_normalized", TranscoderInput.MlpInput => "mlp.hook_in", _ => "hook_resid_mid" };
         AtomicFolder.Write(dir, tmp =>
@@ -190,6 +190,7 @@ public static class CircuitTracerFormat
                 default: throw new MechanistException($"{bundle.Dictionary.GetType().Name} has no circuit-tracer format");
             }
             AtomicFile.WriteText(Path.Combine(tmp, ConfigFile), string.Join("\n", lines) + "\n");
+            alsoWrite?.Invoke(tmp);
         }, overwrite);
     }
 

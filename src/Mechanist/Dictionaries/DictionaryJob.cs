@@ -1,0 +1,141 @@
+using System.Text;
+using Mechanist.Dictionaries.Formats;
+using Mechanist.Dictionaries.Training;
+using Mechanist.Hooks;
+using Mechanist.IO;
+using Mechanist.Models;
+using Mechanist.Reporting;
+using static TorchSharp.torch;
+
+namespace Mechanist.Dictionaries;
+
+/// <summary>Where the dictionary reads and writes, and on which text.</summary>
+/// <param name="Config">Training hyper-parameters.</param>
+/// <param name="Input">For transcoders and CLTs: where features read the MLP input.</param>
+/// <param name="SaeHook">For an SAE: its hook point (default: the middle layer's resid_post).</param>
+/// <param name="TrainTokens">Tokens of activations to train on.</param>
+/// <param name="EvalTokens">Held-out tokens to evaluate on.</param>
+public sealed record DictionaryJobOptions(DictionaryTrainConfig Config, TranscoderInput Input = TranscoderInput.Resid, string? SaeHook = null,
+    long TrainTokens = 200_000, long EvalTokens = 20_000);
+
+/// <summary>A trained dictionary with its evaluation and training curve.</summary>
+/// <param name="Bundle">A <see cref="TranscoderBundle"/> (transcoders, CLT) or an <see cref="SaeBundle"/>.</param>
+/// <param name="Options">How it was trained.</param>
+/// <param name="Evaluation">Held-out evaluation.</param>
+/// <param name="Losses">Loss per step.</param>
+/// <param name="TrainTokens">Tokens trained on.</param>
+/// <param name="TrainSeconds">Optimisation time.</param>
+/// <param name="TokensPerSecond">Training throughput.</param>
+/// <param name="FlopsPerSecond">Training FLOP rate (3 × forward multiply-adds × 2 per token).</param>
+public sealed record TrainedDictionary(IDisposable Bundle, DictionaryJobOptions Options, DictionaryEvaluationResult Evaluation, double[] Losses,
+    long TrainTokens, double TrainSeconds, double TokensPerSecond, double FlopsPerSecond) : IDisposable
+{
+    /// <inheritdoc/>
+    public void Dispose() => Bundle.Dispose();
+}
+
+/// <summary>The whole job behind <c>mechanist dict train</c>: harvest, train, evaluate on held-out text, save with a card.</summary>
+public static class DictionaryJob
+{
+    /// <summary>The input and target hooks per layer for a kind.</summary>
+    public static (string[] Inputs, string[] Targets) Hooks(HookedTransformer model, DictionaryKind kind, TranscoderInput input, string? saeHook)
+    {
+        var reg = model.HookPoints;
+        if (kind == DictionaryKind.Sae)
+        {
+            string hook = saeHook ?? reg.Name(HookKind.ResidPost, model.Config.NLayers / 2);
+            reg.Check(hook);
+            return (new[] { hook }, new[] { hook });
+        }
+        if (model.Config.AttnOnly) throw new MechanistException($"{model.Name} has no MLPs for transcoders to replace");
+        if (model.Config.ParallelResidual && input == TranscoderInput.Resid) throw new MechanistException("with a parallel residual the MLP reads resid_pre: use --input normalized or mlp-in");
+        var inputs = Enumerable.Range(0, model.Config.NLayers).Select(l => input switch
+        {
+            TranscoderInput.Resid => reg.Name(HookKind.ResidMid, l),
+            TranscoderInput.Normalized => reg.Name(HookKind.Ln2Normalized, l),
+            _ => throw new MechanistException("--input mlp-in has no hook point of its own here; use resid or normalized"),
+        }).ToArray();
+        return (inputs, Enumerable.Range(0, model.Config.NLayers).Select(l => reg.Name(HookKind.MlpOut, l)).ToArray());
+    }
+
+    /// <summary>Harvests, trains and evaluates. <paramref name="evalTexts"/> must not overlap <paramref name="trainTexts"/>.</summary>
+    public static TrainedDictionary Run(HookedTransformer model, IEnumerable<string> trainTexts, IEnumerable<string> evalTexts, DictionaryJobOptions o,
+        string? checkpointDir = null, IProgress<string>? stage = null, IProgress<DictionaryTrainProgress>? progress = null, CancellationToken ct = default)
+    {
+        var c = o.Config;
+        var (inputs, targets) = Hooks(model, c.Kind, o.Input, o.SaeHook);
+        stage?.Report($"harvesting {o.TrainTokens:N0} tokens at {inputs.Length} layer(s)");
+        using var train = ActivationHarvest.Collect(model, trainTexts, inputs, targets, o.TrainTokens);
+        var result = DictionaryTrainer.Train(train, c, checkpointDir, progress, ct);
+        IDisposable bundle = c.Kind == DictionaryKind.Sae
+            ? new SaeBundle((Transcoder)result.Dictionary, inputs[0], model.Name)
+            : new TranscoderBundle(result.Dictionary as ICrossLayerDictionary ?? new TranscoderSet(new[] { (Transcoder)result.Dictionary }), o.Input, model.Name);
+        try
+        {
+            stage?.Report("evaluating on held-out text");
+            var evalList = CorpusReader.TakeTokens(model.Tokenizer!, evalTexts, o.EvalTokens);
+            using var held = ActivationHarvest.Collect(model, evalList, inputs, targets, o.EvalTokens);
+            var dict = bundle is SaeBundle s ? (object)s.Sae : ((TranscoderBundle)bundle).Dictionary;
+            var layers = DictionaryEvaluation.Layers(dict, held);
+            ISplice splice = bundle is SaeBundle sb ? sb.Splice(ErrorTerm.None) : ((TranscoderBundle)bundle).Splice(ErrorTerm.None);
+            var spliced = DictionaryEvaluation.Spliced(model, evalList, splice, targets, o.EvalTokens);
+            double tps = c.Steps * (double)c.BatchSize / Math.Max(1e-9, result.TrainSeconds);
+            return new TrainedDictionary(bundle, o, new DictionaryEvaluationResult(layers, spliced), result.Losses, train.Rows, result.TrainSeconds, tps,
+                result.FlopsPerStep * c.Steps / Math.Max(1e-9, result.TrainSeconds));
+        }
+        catch { bundle.Dispose(); throw; }
+    }
+
+    /// <summary>Writes the dictionary (circuit-tracer or SAELens format) with README.md (card), metrics.json and loss.png, atomically.</summary>
+    public static void Save(TrainedDictionary t, string dir, string command, bool overwrite = false)
+    {
+        void Extras(string folder)
+        {
+            AtomicFile.WriteText(Path.Combine(folder, "metrics.json"), JsonFormat.Serialize(new
+            {
+                kind = t.Options.Config.Kind, activation = t.Options.Config.Activation, t.Options.Config.Features, t.Options.Config.K,
+                t.Options.Config.Steps, t.Options.Config.BatchSize, t.Options.Config.Seed, t.TrainTokens, t.TrainSeconds, t.TokensPerSecond,
+                t.Evaluation.Layers, t.Evaluation.Splice, command,
+            }) + "\n");
+            Plots.LossCurve(t.Losses, Path.Combine(folder, "loss.png"), $"{t.Options.Config.Kind} training loss");
+            AtomicFile.WriteText(Path.Combine(folder, "README.md"), Card(t, command));
+        }
+        // The card and metrics go into the same temp folder, so the whole folder appears at once.
+        switch (t.Bundle)
+        {
+            case TranscoderBundle tb: CircuitTracerFormat.Save(tb, dir, overwrite, Extras); break;
+            case SaeBundle sb: SaeLensFormat.Save(sb, dir, overwrite, Extras); break;
+        }
+    }
+
+    /// <summary>A model card: what was trained, on what, how well, and how to reproduce it.</summary>
+    public static string Card(TrainedDictionary t, string command)
+    {
+        var c = t.Options.Config; var e = t.Evaluation;
+        var sb = new StringBuilder();
+        sb.AppendLine($"# {c.Kind} ({c.Activation}{(c.Activation is TrainActivation.TopK or TrainActivation.BatchTopK ? $", k = {c.K}" : "")}, {c.Features} features per layer)");
+        sb.AppendLine();
+        sb.AppendLine($"Trained by Mechanist on {t.TrainTokens:N0} tokens of activations, {c.Steps} steps of {c.BatchSize} tokens, seed {c.Seed} ({t.TrainSeconds:F0} s, {t.TokensPerSecond:N0} tokens/s).");
+        sb.AppendLine();
+        sb.AppendLine("Reproduce:");
+        sb.AppendLine();
+        sb.AppendLine("```");
+        sb.AppendLine(command);
+        sb.AppendLine("```");
+        sb.AppendLine();
+        sb.AppendLine("Held-out evaluation, per layer:");
+        sb.AppendLine();
+        sb.AppendLine("| layer | FVU | MSE | L0 | dead | dense |");
+        sb.AppendLine("|---|---|---|---|---|---|");
+        foreach (var l in e.Layers) sb.AppendLine($"| {l.Layer} | {l.Fvu:F4} | {l.Mse:G4} | {l.L0:F1} | {l.DeadFraction:P1} | {l.DenseFraction:P1} |");
+        if (e.Splice is { } s)
+        {
+            sb.AppendLine();
+            sb.AppendLine($"Spliced into the model (error terms dropped), {s.Tokens:N0} held-out tokens: next-token loss {s.CleanLoss:F3} clean, {s.SplicedLoss:F3} spliced, {s.ZeroAblatedLoss:F3} zero-ablated;");
+            sb.AppendLine($"**loss recovered {s.LossRecovered:P1}**, KL {s.Kl:F4}, **top-1 agreement {s.TopTokenAgreement:P1}**.");
+        }
+        sb.AppendLine();
+        sb.AppendLine("![training loss](loss.png)");
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,101 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Mechanist.IO;
+using static TorchSharp.torch;
+
+namespace Mechanist.Dictionaries.Formats;
+
+/// <summary>An SAE with the hook point it reads.</summary>
+/// <param name="Sae">The SAE.</param>
+/// <param name="HookName">Its hook point (TransformerLens name).</param>
+/// <param name="ModelName">The model it was trained for.</param>
+public sealed record SaeBundle(Transcoder Sae, string HookName, string ModelName) : IDisposable
+{
+    /// <summary>A splice of this SAE at its hook point.</summary>
+    public SaeSplice Splice(ErrorTerm error = ErrorTerm.Detached) => new(HookName, Sae, error);
+
+    /// <inheritdoc/>
+    public void Dispose() => Sae.Dispose();
+}
+
+/// <summary>
+/// SAELens's format: <c>cfg.json</c> (architecture standard / jumprelu / topk, d_in, d_sae, hook_name, model_name,
+/// apply_b_dec_to_input, activation_fn_kwargs.k) and <c>sae_weights.safetensors</c> with W_enc [d_in, d_sae],
+/// W_dec [d_sae, d_in], b_enc, b_dec and (JumpReLU) threshold. Optional <c>sparsity.safetensors</c> is ignored.
+/// </summary>
+public static class SaeLensFormat
+{
+    /// <summary>Whether <paramref name="dir"/> looks like an SAELens folder.</summary>
+    public static bool IsFolder(string dir) => File.Exists(Path.Combine(dir, "cfg.json")) && File.Exists(Path.Combine(dir, "sae_weights.safetensors"));
+
+    /// <summary>Loads a folder (float32 on <paramref name="device"/>). With apply_b_dec_to_input, b_dec is folded into b_enc.</summary>
+    public static SaeBundle Load(string dir, Device? device = null)
+    {
+        string cfgPath = Path.Combine(dir, "cfg.json"), weights = Path.Combine(dir, "sae_weights.safetensors");
+        if (!Directory.Exists(dir)) throw new MechanistException($"{dir}: SAE folder not found");
+        if (!File.Exists(cfgPath) || !File.Exists(weights)) throw new MechanistException($"{dir}: an SAELens folder has cfg.json and sae_weights.safetensors");
+        JsonObject cfg;
+        try { cfg = JsonNode.Parse(File.ReadAllText(cfgPath)) as JsonObject ?? throw new InvalidCheckpointException(cfgPath, "not a JSON object"); }
+        catch (JsonException e) { throw new InvalidCheckpointException(cfgPath, $"invalid JSON: {e.Message}"); }
+        string arch = cfg["architecture"]?.GetValue<string>() ?? "standard";
+        string hook = cfg["hook_name"]?.GetValue<string>() ?? throw new InvalidCheckpointException(cfgPath, "no hook_name");
+        int k = cfg["activation_fn_kwargs"]?["k"]?.GetValue<int>() ?? cfg["k"]?.GetValue<int>() ?? 0;
+        bool applyBDec = cfg["apply_b_dec_to_input"]?.GetValue<bool>() ?? false;
+        if (cfg["normalize_activations"]?.GetValue<string>() is { } norm && norm != "none")
+            throw new InvalidCheckpointException(cfgPath, $"normalize_activations '{norm}' is not supported (fold the normalisation into the weights first)");
+        device ??= CPU;
+        using var f = SafetensorsFile.Open(weights);
+        Tensor Take(string name)
+        {
+            if (!f.Contains(name)) throw new InvalidCheckpointException(weights, $"missing tensor '{name}'");
+            using var t = f.Read(name);
+            return t.to(ScalarType.Float32, device);
+        }
+        using var wEncIn = Take("W_enc");                 // [d_in, d_sae]
+        var wDec = Take("W_dec");                           // [d_sae, d_in]
+        var bEnc = Take("b_enc"); var bDec = Take("b_dec");
+        if (wEncIn.dim() != 2 || wDec.dim() != 2 || wEncIn.shape[1] != wDec.shape[0] || wEncIn.shape[0] != wDec.shape[1])
+            throw new InvalidCheckpointException(weights, $"W_enc [{string.Join(", ", wEncIn.shape)}] and W_dec [{string.Join(", ", wDec.shape)}] must be [d_in, d_sae] and [d_sae, d_in]");
+        if (applyBDec) { var folded = bEnc - matmul(bDec, wEncIn); bEnc.Dispose(); bEnc = folded; }
+        var (act, threshold) = arch switch
+        {
+            "standard" => (DictionaryActivation.ReLU, (Tensor?)null),
+            "jumprelu" => (DictionaryActivation.JumpReLU, Take("threshold")),
+            "topk" => (DictionaryActivation.TopK, null),
+            _ => throw new InvalidCheckpointException(cfgPath, $"architecture '{arch}' is not supported (standard, jumprelu, topk)"),
+        };
+        if (act == DictionaryActivation.TopK && k <= 0) throw new InvalidCheckpointException(cfgPath, "a topk SAE needs activation_fn_kwargs.k");
+        var sae = new Transcoder(wEncIn.t().contiguous(), bEnc, wDec, bDec, act, threshold, k);
+        return new SaeBundle(sae, hook, cfg["model_name"]?.GetValue<string>() ?? "");
+    }
+
+    /// <summary>Writes an SAE in SAELens's layout (atomically).</summary>
+    public static void Save(SaeBundle bundle, string dir, bool overwrite = false, Action<string>? alsoWrite = null)
+    {
+        var sae = bundle.Sae;
+        if (sae.DIn != sae.DOut || sae.WSkip is not null) throw new MechanistException("SAELens's format holds SAEs (d_in = d_out, no skip)");
+        AtomicFolder.Write(dir, tmp =>
+        {
+            using var scope = NewDisposeScope();
+            var tensors = new Dictionary<string, Tensor>
+            {
+                ["W_enc"] = sae.WEnc.t().contiguous().cpu(), ["W_dec"] = sae.WDec.contiguous().cpu(), ["b_enc"] = sae.BEnc.cpu(), ["b_dec"] = sae.BDec.cpu(),
+            };
+            if (sae.Threshold is { } th) tensors["threshold"] = th.cpu();
+            SafetensorsWriter.Write(Path.Combine(tmp, "sae_weights.safetensors"), tensors);
+            var cfg = new JsonObject
+            {
+                ["architecture"] = sae.Activation switch { DictionaryActivation.JumpReLU => "jumprelu", DictionaryActivation.TopK => "topk", _ => "standard" },
+                ["d_in"] = sae.DIn, ["d_sae"] = sae.DDict, ["hook_name"] = bundle.HookName, ["model_name"] = bundle.ModelName,
+                ["dtype"] = "float32", ["device"] = "cpu", ["apply_b_dec_to_input"] = false, ["normalize_activations"] = "none",
+                ["activation_fn_kwargs"] = sae.Activation == DictionaryActivation.TopK ? new JsonObject { ["k"] = sae.TopK } : new JsonObject(),
+            };
+            if (HookLayer(bundle.HookName) is { } layer) cfg["hook_layer"] = layer;
+            AtomicFile.WriteText(Path.Combine(tmp, "cfg.json"), cfg.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            alsoWrite?.Invoke(tmp);
+        }, overwrite);
+    }
+
+    static int? HookLayer(string hook) =>
+        hook.StartsWith("blocks.", StringComparison.Ordinal) && int.TryParse(hook.Split('.')[1], out int l) ? l : null;
+}

@@ -1,0 +1,159 @@
+using Mechanist.Training;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Mechanist.Dictionaries.Training;
+
+/// <summary>Hyper-parameters of dictionary training.</summary>
+/// <param name="Kind">Dictionary kind.</param>
+/// <param name="Activation">Activation and sparsity mechanism.</param>
+/// <param name="Features">Features per layer.</param>
+/// <param name="K">k of TopK / BatchTopK (active features per token and layer).</param>
+/// <param name="Sparsity">λ: L1 coefficient (ReLU) or tanh-penalty coefficient (JumpReLU), reached after the warm-up.</param>
+/// <param name="TanhScale">c of the tanh penalty λ·Σ tanh(c·‖W_dec,f‖·a_f).</param>
+/// <param name="PreActivation">Coefficient of the pre-activation loss Σ ReLU(θ − pre)·‖W_dec,f‖ (JumpReLU; revives dead features).</param>
+/// <param name="SparsityWarmup">Fraction of the steps over which λ rises linearly from 0.</param>
+/// <param name="AuxK">Coefficient of the auxiliary loss that lets dead features reconstruct the residual (TopK kinds).</param>
+/// <param name="DeadAfterTokens">A feature that has not fired in this many tokens is dead.</param>
+/// <param name="Steps">Optimizer steps.</param>
+/// <param name="BatchSize">Tokens per step.</param>
+/// <param name="LearningRate">Peak learning rate (warm-up, then cosine decay to 10%).</param>
+/// <param name="WarmupSteps">Learning-rate warm-up steps.</param>
+/// <param name="Seed">Seed of initialisation and batch order.</param>
+/// <param name="CheckpointEvery">Steps between checkpoints (0: only at the end).</param>
+public sealed record DictionaryTrainConfig(DictionaryKind Kind, TrainActivation Activation, int Features, int K = 16, double Sparsity = 1e-3,
+    double TanhScale = 4.0, double PreActivation = 1e-4, double SparsityWarmup = 0.2, double AuxK = 1.0 / 32, long DeadAfterTokens = 200_000,
+    int Steps = 3000, int BatchSize = 1024, double LearningRate = 1e-3, int WarmupSteps = 100, long Seed = 0, int CheckpointEvery = 500);
+
+/// <summary>Progress of dictionary training.</summary>
+/// <param name="Step">Steps done.</param>
+/// <param name="Steps">Steps in all.</param>
+/// <param name="Loss">Total loss of the step.</param>
+/// <param name="Fvu">Fraction of variance unexplained, mean over layers.</param>
+/// <param name="L0">Active features per token, mean over layers.</param>
+/// <param name="DeadFraction">Share of features that have not fired recently.</param>
+/// <param name="TokensPerSecond">Throughput.</param>
+public readonly record struct DictionaryTrainProgress(int Step, int Steps, double Loss, double Fvu, double L0, double DeadFraction, double TokensPerSecond);
+
+/// <summary>What training produced.</summary>
+/// <param name="Dictionary">The dictionary in raw units (a Transcoder, TranscoderSet or CrossLayerTranscoder).</param>
+/// <param name="Losses">Loss per step.</param>
+/// <param name="Fvus">Mean FVU per step.</param>
+/// <param name="TrainSeconds">Wall time of the optimisation.</param>
+/// <param name="FlopsPerStep">Multiply-adds × 2 of one forward and backward pass (≈ 3 × forward).</param>
+public sealed record DictionaryTrainResult(IDisposable Dictionary, double[] Losses, double[] Fvus, double TrainSeconds, double FlopsPerStep);
+
+/// <summary>Trains a dictionary on collected activations (see <see cref="ActivationHarvest"/>), with the shared <see cref="TrainingLoop"/>.</summary>
+public static class DictionaryTrainer
+{
+    /// <summary>Trains on <paramref name="data"/>; <paramref name="checkpointDir"/> makes the run resumable.</summary>
+    public static DictionaryTrainResult Train(ActivationSet data, DictionaryTrainConfig c, string? checkpointDir = null,
+        IProgress<DictionaryTrainProgress>? progress = null, CancellationToken ct = default)
+    {
+        int layers = (int)data.Inputs.shape[1], dIn = (int)data.Inputs.shape[2], dOut = (int)data.Targets.shape[2];
+        if (c.Features < 1 || c.Steps < 1 || c.BatchSize < 1) throw new MechanistException("features, steps and batch size must be positive");
+        if (c.Activation is TrainActivation.TopK or TrainActivation.BatchTopK && (c.K < 1 || c.K > c.Features)) throw new MechanistException($"k must be within 1..{c.Features}");
+        if (c.Kind == DictionaryKind.Sae && dIn != dOut) throw new MechanistException("an SAE reconstructs what it reads: input and target widths differ");
+        long n = data.Rows;
+        if (n < c.BatchSize) throw new MechanistException($"{n} tokens of activations are fewer than one batch of {c.BatchSize}");
+
+        // Normalise every layer's inputs and targets to mean norm √d (the scales are folded back on export).
+        double[] inScale = Scales(data.Inputs, dIn), outScale = ReferenceEquals(data.Inputs, data.Targets) ? inScale : Scales(data.Targets, dOut);
+        using var inS = tensor(inScale, ScalarType.Float32).view(1, -1, 1);
+        using var outS = tensor(outScale, ScalarType.Float32).view(1, -1, 1);
+        using var targetMean = (data.Targets.mean(new long[] { 0 }) * outS[0]).to(ScalarType.Float32);
+        // Per-layer variance of the normalised targets: the MSE divided by it is the FVU.
+        using var targetVar = ((data.Targets * outS) - targetMean).pow(2).sum(-1).mean(new long[] { 0 }); // [L]
+        using var dict = new TrainableDictionary(c.Kind, c.Activation, layers, dIn, dOut, c.Features, c.K, targetMean, c.Seed);
+        using var optimizer = new AdamW(dict.Parameters, beta1: 0.9, beta2: 0.999);
+        using var sinceFired = zeros(layers, c.Features, dtype: ScalarType.Int64);
+        var fvus = new List<double>();
+        double lastFvu = 0, lastL0 = 0;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+
+        (int Epoch, Tensor? Order) shuffled = (-1, null);
+        Tensor Loss(int step)
+        {
+            // Batches in a seeded random order per pass over the data, so a resumed run sees the same batches.
+            long perEpoch = n / c.BatchSize;
+            int epoch = (int)(step / perEpoch); long offset = step % perEpoch * c.BatchSize;
+            if (shuffled.Epoch != epoch)
+            {
+                shuffled.Order?.Dispose();
+                shuffled = (epoch, randperm(n, generator: new Generator((ulong)(c.Seed * 1_000_003 + epoch))).DetachFromDisposeScope());
+            }
+            var rows = shuffled.Order!.narrow(0, offset, c.BatchSize);
+            var x = data.Inputs.index_select(0, rows) * inS;
+            var y = ReferenceEquals(data.Inputs, data.Targets) ? x : data.Targets.index_select(0, rows) * outS;
+            var pre = dict.PreActivations(x);
+            var acts = dict.Activate(pre, training: true);
+            var recon = dict.Decode(acts, x);
+            var mse = (recon - y).pow(2).sum(-1).mean(new long[] { 0 });          // [L]
+            var fvu = mse / targetVar;
+            var loss = fvu.sum();
+            double warm = Math.Min(1.0, (step + 1) / Math.Max(1.0, c.SparsityWarmup * c.Steps));
+            var norms = dict.DecoderNorms().unsqueeze(0);                          // [1, L, f]
+            switch (c.Activation)
+            {
+                case TrainActivation.ReLU:
+                    loss = loss + c.Sparsity * warm * (acts * norms).sum(new long[] { 1, 2 }).mean();
+                    break;
+                case TrainActivation.JumpReLU:
+                    loss = loss + c.Sparsity * warm * (c.TanhScale * acts * norms).tanh().sum(new long[] { 1, 2 }).mean();
+                    loss = loss + c.PreActivation * (F.relu(dict.LogThreshold!.exp().unsqueeze(0) - pre) * norms).sum(new long[] { 1, 2 }).mean();
+                    break;
+                default:
+                    loss = loss + c.AuxK * AuxLoss(dict, pre, y - recon.detach(), sinceFired, c);
+                    break;
+            }
+            using (no_grad())
+            {
+                var fired = (acts > 0).any(0);                                     // [L, f]
+                sinceFired.add_(c.BatchSize).masked_fill_(fired, 0);
+                lastFvu = fvu.mean().item<float>();
+                lastL0 = (acts > 0).to(ScalarType.Float32).sum(-1).mean().item<float>();
+                fvus.Add(lastFvu);
+            }
+            return loss;
+        }
+
+        var relay = progress is null ? null : new SyncProgress<TrainProgress>(p =>
+        {
+            double dead; using (var d = (sinceFired > c.DeadAfterTokens).to(ScalarType.Float32).mean()) dead = d.item<float>();
+            progress.Report(new DictionaryTrainProgress(p.Step, p.Steps, p.Loss, lastFvu, lastL0, dead, p.TokensPerSecond));
+        });
+        var schedule = new LearningRateSchedule.WarmupCosine(c.LearningRate, Math.Min(c.WarmupSteps, c.Steps), c.Steps);
+        var losses = TrainingLoop.Run(optimizer, Loss, new TrainingLoopOptions(c.Steps, schedule, GradClip: 1.0, TokensPerStep: c.BatchSize,
+            CheckpointDir: checkpointDir, CheckpointEvery: c.CheckpointEvery), relay, ct);
+        double seconds = sw.Elapsed.TotalSeconds;
+        shuffled.Order?.Dispose();
+        double decoderMacs = c.Kind == DictionaryKind.Clt ? (double)c.Features * dOut * layers * (layers + 1) / 2 : (double)c.Features * dOut * layers;
+        double forwardMacs = (double)c.Features * dIn * layers + decoderMacs + (c.Kind == DictionaryKind.SkipTranscoder ? (double)dIn * dOut * layers : 0);
+        return new DictionaryTrainResult(dict.Export(inScale, outScale), losses.ToArray(), fvus.ToArray(), seconds, 3 * 2 * forwardMacs * c.BatchSize);
+    }
+
+    static double[] Scales(Tensor rows, int d)
+    {
+        using var scope = NewDisposeScope();
+        var meanNorm = rows.norm(-1).mean(new long[] { 0 }); // [L]
+        return meanNorm.to(ScalarType.Float64).data<double>().Select(m => m > 0 ? Math.Sqrt(d) / m : 1.0).ToArray();
+    }
+
+    /// <summary>
+    /// AuxK (Gao et al., 2024): the top-k_aux pre-activations of dead features reconstruct the residual error through
+    /// their own-layer decoders; the loss is the residual's unexplained share, so dead features get gradient.
+    /// </summary>
+    static Tensor AuxLoss(TrainableDictionary dict, Tensor pre, Tensor residual, Tensor sinceFired, DictionaryTrainConfig c)
+    {
+        var dead = (sinceFired > c.DeadAfterTokens).unsqueeze(0);                     // [1, L, f]
+        long deadCount = dead.sum().item<long>();
+        if (deadCount == 0) return zeros(1).sum();
+        int kAux = (int)Math.Min(Math.Min(2 * c.K, dict.Features), Math.Max(1, deadCount / dict.Layers));
+        var masked = F.relu(pre).masked_fill(dead.logical_not(), 0);
+        var acts = DictionaryActivations.Apply(DictionaryActivation.TopK, masked, k: kAux);
+        var own = dict.Kind == DictionaryKind.Clt ? stack(dict.WDecCross!.Select(w => w.select(1, 0)).ToArray(), 0) : dict.WDec!; // [L, f, d]
+        var auxRecon = einsum("blf,lfd->bld", acts, own);
+        var err = (auxRecon - residual).pow(2).sum(-1).mean();
+        return err / residual.pow(2).sum(-1).mean().clamp_min(1e-12);
+    }
+}

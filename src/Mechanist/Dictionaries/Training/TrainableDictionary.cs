@@ -1,0 +1,172 @@
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Mechanist.Dictionaries.Training;
+
+/// <summary>What kind of dictionary to train.</summary>
+public enum DictionaryKind
+{
+    /// <summary>A sparse autoencoder: reads and reconstructs one hook point.</summary>
+    Sae,
+    /// <summary>Per-layer transcoders: each reads its layer's MLP input and predicts the MLP output.</summary>
+    Transcoder,
+    /// <summary>Per-layer transcoders with a linear skip path W_skip.</summary>
+    SkipTranscoder,
+    /// <summary>A cross-layer transcoder: layer-i features write to every layer j ≥ i.</summary>
+    Clt,
+}
+
+/// <summary>The activation function and its sparsity mechanism while training.</summary>
+public enum TrainActivation
+{
+    /// <summary>ReLU with an L1 penalty weighted by decoder norms.</summary>
+    ReLU,
+    /// <summary>The k largest per row (no penalty; an auxiliary loss revives dead features).</summary>
+    TopK,
+    /// <summary>The k·batch largest over the batch; exported as a JumpReLU with the learned global threshold.</summary>
+    BatchTopK,
+    /// <summary>JumpReLU with learned thresholds (straight-through estimator), Anthropic's tanh sparsity penalty and pre-activation loss.</summary>
+    JumpReLU,
+}
+
+/// <summary>
+/// The trainable parameters of every dictionary kind, as one module over L layers: encoders W_enc [L, f, d_in],
+/// b_enc [L, f]; per-layer decoders W_dec [L, f, d_out] or cross-layer decoders W_dec_i [f, L − i, d_out];
+/// b_dec [L, d_out]; optional skips [L, d_out, d_in]; JumpReLU log-thresholds [L, f]. Works in normalised
+/// units (inputs scaled to mean norm √d_in, targets to √d_out); <see cref="Export"/> folds the scales back.
+/// </summary>
+public sealed class TrainableDictionary : IDisposable
+{
+    readonly List<Tensor> _parameters = new();
+
+    /// <summary>Creates the parameters (seeded) with b_dec at the targets' mean.</summary>
+    public TrainableDictionary(DictionaryKind kind, TrainActivation activation, int layers, int dIn, int dOut, int features, int k, Tensor targetMean, long seed)
+    {
+        Kind = kind; Activation = activation; Layers = layers; DIn = dIn; DOut = dOut; Features = features; K = k;
+        using var scope = NewDisposeScope();
+        var g = new Generator((ulong)seed);
+        Tensor P(Tensor t) { var p = t.detach().requires_grad_(true).DetachFromDisposeScope(); _parameters.Add(p); return p; }
+        WEnc = P(randn(new long[] { layers, features, dIn }, generator: g) / Math.Sqrt(dIn));
+        BEnc = P(zeros(layers, features));
+        double decScale = 1.0 / Math.Sqrt(features) ;
+        if (kind == DictionaryKind.Clt)
+            WDecCross = Enumerable.Range(0, layers).Select(i => P(randn(new long[] { features, layers - i, dOut }, generator: g) * (decScale / Math.Sqrt(layers - i)))).ToArray();
+        else WDec = P(randn(new long[] { layers, features, dOut }, generator: g) * decScale);
+        BDec = P(targetMean.to(ScalarType.Float32).clone());
+        if (kind == DictionaryKind.SkipTranscoder) WSkip = P(zeros(layers, dOut, dIn));
+        if (activation == TrainActivation.JumpReLU) LogThreshold = P(full(layers, features, Math.Log(0.5)));
+        if (activation == TrainActivation.BatchTopK) BatchThreshold = zeros(layers).DetachFromDisposeScope();
+    }
+
+#pragma warning disable CS1591 // parameter names follow the papers
+    public DictionaryKind Kind { get; }
+    public TrainActivation Activation { get; }
+    public int Layers { get; }
+    public int DIn { get; }
+    public int DOut { get; }
+    public int Features { get; }
+    public int K { get; }
+    public Tensor WEnc { get; }
+    public Tensor BEnc { get; }
+    public Tensor? WDec { get; }
+    public Tensor[]? WDecCross { get; }
+    public Tensor BDec { get; }
+    public Tensor? WSkip { get; }
+    public Tensor? LogThreshold { get; }
+#pragma warning restore CS1591
+
+    /// <summary>For BatchTopK: a running estimate per layer of the smallest activation kept (the inference threshold).</summary>
+    public Tensor? BatchThreshold { get; }
+
+    /// <summary>Every trained tensor, in a fixed order (for the optimizer and checkpoints).</summary>
+    public IReadOnlyList<Tensor> Parameters => _parameters;
+
+    /// <summary>JumpReLU straight-through bandwidth (normalised units).</summary>
+    public double Bandwidth { get; init; } = 0.1;
+
+    /// <summary>Norm of each feature's decoder, concatenated over the layers it writes: [L, f].</summary>
+    public Tensor DecoderNorms() => Kind == DictionaryKind.Clt
+        ? stack(WDecCross!.Select(w => w.pow(2).sum(new long[] { 1, 2 }).sqrt()).ToArray(), 0)
+        : WDec!.pow(2).sum(-1).sqrt();
+
+    /// <summary>Pre-activations [B, L, f] of inputs [B, L, d_in].</summary>
+    public Tensor PreActivations(Tensor x) => einsum("bld,lfd->blf", x, WEnc) + BEnc;
+
+    /// <summary>Activations from pre-activations, with the training-time sparsity mechanism.</summary>
+    public Tensor Activate(Tensor pre, bool training)
+    {
+        switch (Activation)
+        {
+            case TrainActivation.ReLU: return F.relu(pre);
+            case TrainActivation.JumpReLU: return JumpReluFunction.Apply(pre, LogThreshold!.exp(), Bandwidth);
+            case TrainActivation.TopK: return DictionaryActivations.Apply(DictionaryActivation.TopK, pre, k: K);
+            default:
+                if (!training) return pre * (pre > BatchThreshold!.view(1, -1, 1)).to(pre.dtype);
+                // BatchTopK: per layer, keep the K·B largest positive pre-activations of the whole batch.
+                long b = pre.shape[0];
+                var perLayer = F.relu(pre).permute(1, 0, 2).reshape(Layers, -1);             // [L, B·f]
+                var (values, indices) = perLayer.topk((int)Math.Min(K * b, perLayer.shape[1]), dim: -1);
+                var kept = zeros_like(perLayer).scatter(-1, indices, values);
+                using (no_grad())
+                {
+                    var smallest = where(values > 0, values, full_like(values, double.PositiveInfinity)).min(-1).values;
+                    var valid = isfinite(smallest);
+                    BatchThreshold!.copy_(where(valid, BatchThreshold * 0.99 + smallest.nan_to_num(0, 0, 0) * 0.01, BatchThreshold));
+                }
+                return kept.reshape(Layers, b, Features).permute(1, 0, 2);
+        }
+    }
+
+    /// <summary>Reconstructions [B, L, d_out] from activations [B, L, f] and inputs (for the skip path).</summary>
+    public Tensor Decode(Tensor acts, Tensor x)
+    {
+        Tensor recon;
+        if (Kind == DictionaryKind.Clt)
+        {
+            var parts = new Tensor[Layers];
+            for (int j = 0; j < Layers; j++) parts[j] = BDec[j].expand(acts.shape[0], -1);
+            for (int i = 0; i < Layers; i++)
+            {
+                var contrib = einsum("bf,fkd->bkd", acts.select(1, i), WDecCross![i]); // [B, L − i, d]
+                for (int j = i; j < Layers; j++) parts[j] = parts[j] + contrib.select(1, j - i);
+            }
+            recon = stack(parts, 1);
+        }
+        else recon = einsum("blf,lfd->bld", acts, WDec!) + BDec;
+        if (WSkip is not null) recon = recon + einsum("bli,loi->blo", x, WSkip);
+        return recon;
+    }
+
+    /// <summary>
+    /// The trained dictionary in raw units: inputs were multiplied by <paramref name="inScale"/>[l] and targets by
+    /// <paramref name="outScale"/>[l] while training, so W_enc·s_in, W_dec / s_out, b_dec / s_out, W_skip·s_in / s_out.
+    /// Returns a <see cref="Transcoder"/> for one layer, else a <see cref="TranscoderSet"/> or <see cref="CrossLayerTranscoder"/>.
+    /// </summary>
+    public IDisposable Export(double[] inScale, double[] outScale)
+    {
+        using var noGrad = no_grad();
+        var (act, thresholds, k) = Activation switch
+        {
+            TrainActivation.ReLU => (DictionaryActivation.ReLU, (Tensor?[]?)null, 0),
+            TrainActivation.TopK => (DictionaryActivation.TopK, null, K),
+            TrainActivation.JumpReLU => (DictionaryActivation.JumpReLU, Enumerable.Range(0, Layers).Select(l => (Tensor?)LogThreshold![l].exp().clone()).ToArray(), 0),
+            _ => (DictionaryActivation.JumpReLU, Enumerable.Range(0, Layers).Select(l => (Tensor?)full(Features, BatchThreshold![l].item<float>())).ToArray(), 0),
+        };
+        Tensor Enc(int l) => (WEnc[l] * inScale[l]).contiguous();
+        Tensor Bdec(int l) => (BDec[l] / outScale[l]).contiguous();
+        if (Kind == DictionaryKind.Clt)
+            return new CrossLayerTranscoder(Enumerable.Range(0, Layers).Select(Enc).ToArray(), Enumerable.Range(0, Layers).Select(l => BEnc[l].clone()).ToArray(),
+                Enumerable.Range(0, Layers).Select(i => (WDecCross![i] / tensor(outScale[i..]).view(1, -1, 1)).to(ScalarType.Float32).contiguous()).ToArray(),
+                Enumerable.Range(0, Layers).Select(Bdec).ToArray(), act, thresholds, k);
+        var layers = Enumerable.Range(0, Layers).Select(l => new Transcoder(Enc(l), BEnc[l].clone(), (WDec![l] / outScale[l]).contiguous(), Bdec(l), act,
+            thresholds?[l], k, WSkip is null ? null : (WSkip[l] * (inScale[l] / outScale[l])).contiguous())).ToList();
+        return Layers == 1 ? layers[0] : new TranscoderSet(layers);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (var p in _parameters) p.Dispose();
+        BatchThreshold?.Dispose();
+    }
+}
