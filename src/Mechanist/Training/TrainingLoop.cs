@@ -13,8 +13,9 @@ namespace Mechanist.Training;
 /// <param name="TokensPerStep">For the tokens/s figure of the progress reports.</param>
 /// <param name="CheckpointDir">Folder for checkpoints (parameters, optimizer moments, step, losses); an existing checkpoint there is resumed. Null: none.</param>
 /// <param name="CheckpointEvery">Steps between checkpoints (0: only at the end).</param>
+/// <param name="ExtraState">Tensors besides the parameters that a resumed run needs (counters, running estimates); checkpointed and restored in place.</param>
 public sealed record TrainingLoopOptions(int Steps, LearningRateSchedule Schedule, double WeightDecay = 0, double GradClip = double.PositiveInfinity,
-    long TokensPerStep = 0, string? CheckpointDir = null, int CheckpointEvery = 0);
+    long TokensPerStep = 0, string? CheckpointDir = null, int CheckpointEvery = 0, IReadOnlyList<Tensor>? ExtraState = null);
 
 /// <summary>Progress of a training loop.</summary>
 /// <param name="Step">Steps done.</param>
@@ -37,7 +38,8 @@ public static class TrainingLoop
         IProgress<TrainProgress>? progress = null, CancellationToken ct = default)
     {
         var losses = new List<double>();
-        int start = o.CheckpointDir is { } dir ? Resume(dir, optimizer, losses) : 0;
+        var extra = o.ExtraState ?? Array.Empty<Tensor>();
+        int start = o.CheckpointDir is { } dir ? Resume(dir, optimizer, losses, extra) : 0;
         var sw = Stopwatch.StartNew();
         long tokens = 0;
         for (int step = start; step < o.Steps; step++)
@@ -54,16 +56,16 @@ public static class TrainingLoop
             tokens += o.TokensPerStep;
             progress?.Report(new TrainProgress(step + 1, o.Steps, value, lr, tokens / Math.Max(1e-9, sw.Elapsed.TotalSeconds)));
             if (o.CheckpointDir is { } d && o.CheckpointEvery > 0 && (step + 1) % o.CheckpointEvery == 0 && step + 1 < o.Steps)
-                Save(d, step + 1, optimizer, losses);
+                Save(d, step + 1, optimizer, losses, extra);
         }
-        if (o.CheckpointDir is { } final) Save(final, o.Steps, optimizer, losses);
+        if (o.CheckpointDir is { } final) Save(final, o.Steps, optimizer, losses, extra);
         return losses;
     }
 
     const string StateFile = "trainer_state.json", TensorFile = "optimizer.safetensors";
 
     /// <summary>Writes parameters, moments, step and losses to <paramref name="dir"/> (each file atomically; the tensors first).</summary>
-    public static void Save(string dir, int step, AdamW optimizer, IReadOnlyList<double> losses)
+    public static void Save(string dir, int step, AdamW optimizer, IReadOnlyList<double> losses, IReadOnlyList<Tensor>? extraState = null)
     {
         Directory.CreateDirectory(dir);
         using var scope = NewDisposeScope();
@@ -73,11 +75,12 @@ public static class TrainingLoop
             state[$"param.{i}"] = optimizer.Parameters[i].detach().cpu();
             state[$"m.{i}"] = optimizer.FirstMoments[i].cpu(); state[$"v.{i}"] = optimizer.SecondMoments[i].cpu();
         }
+        for (int i = 0; i < (extraState?.Count ?? 0); i++) state[$"state.{i}"] = extraState![i].detach().cpu();
         SafetensorsWriter.Write(Path.Combine(dir, TensorFile), state);
         AtomicFile.WriteText(Path.Combine(dir, StateFile), JsonSerializer.Serialize(new { step, losses }));
     }
 
-    static int Resume(string dir, AdamW optimizer, List<double> losses)
+    static int Resume(string dir, AdamW optimizer, List<double> losses, IReadOnlyList<Tensor> extra)
     {
         string statePath = Path.Combine(dir, StateFile), tensorPath = Path.Combine(dir, TensorFile);
         if (!File.Exists(statePath) || !File.Exists(tensorPath)) return 0;
@@ -101,6 +104,14 @@ public static class TrainingLoop
                     throw new InvalidCheckpointException(tensorPath, $"parameter {i} does not match what is being trained; start from an empty folder");
                 using var pi = st.Read($"param.{i}"); using var mi = st.Read($"m.{i}"); using var vi = st.Read($"v.{i}");
                 p.copy_(pi); optimizer.FirstMoments[i].copy_(mi); optimizer.SecondMoments[i].copy_(vi);
+            }
+        using (no_grad())
+            for (int i = 0; i < extra.Count; i++)
+            {
+                if (!st.Contains($"state.{i}") || !st.ShapeOf($"state.{i}").SequenceEqual(extra[i].shape))
+                    throw new InvalidCheckpointException(tensorPath, $"training state {i} does not match what is being trained; start from an empty folder");
+                using var si = st.Read($"state.{i}");
+                extra[i].copy_(si);
             }
         optimizer.StepCount = step;
         return step;

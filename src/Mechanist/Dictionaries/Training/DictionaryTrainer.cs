@@ -124,7 +124,8 @@ public static class DictionaryTrainer
         });
         var schedule = new LearningRateSchedule.WarmupCosine(c.LearningRate, Math.Min(c.WarmupSteps, c.Steps), c.Steps);
         var losses = TrainingLoop.Run(optimizer, Loss, new TrainingLoopOptions(c.Steps, schedule, GradClip: 1.0, TokensPerStep: c.BatchSize,
-            CheckpointDir: checkpointDir, CheckpointEvery: c.CheckpointEvery), relay, ct);
+            CheckpointDir: checkpointDir, CheckpointEvery: c.CheckpointEvery,
+            ExtraState: dict.BatchThreshold is { } bt ? new[] { sinceFired, bt } : new[] { sinceFired }), relay, ct);
         double seconds = sw.Elapsed.TotalSeconds;
         shuffled.Order?.Dispose();
         double decoderMacs = c.Kind == DictionaryKind.Clt ? (double)c.Features * dOut * layers * (layers + 1) / 2 : (double)c.Features * dOut * layers;

@@ -46,12 +46,15 @@ public sealed class TrainableDictionary : IDisposable
         using var scope = NewDisposeScope();
         var g = new Generator((ulong)seed);
         Tensor P(Tensor t) { var p = t.detach().requires_grad_(true).DetachFromDisposeScope(); _parameters.Add(p); return p; }
-        WEnc = P(randn(new long[] { layers, features, dIn }, generator: g) / Math.Sqrt(dIn));
-        BEnc = P(zeros(layers, features));
-        double decScale = 1.0 / Math.Sqrt(features) ;
+        var enc = randn(new long[] { layers, features, dIn }, generator: g);
+        enc = enc / enc.norm(-1, true);
+        double decScale = 1.0 / Math.Sqrt(features);
         if (kind == DictionaryKind.Clt)
             WDecCross = Enumerable.Range(0, layers).Select(i => P(randn(new long[] { features, layers - i, dOut }, generator: g) * (decScale / Math.Sqrt(layers - i)))).ToArray();
-        else WDec = P(randn(new long[] { layers, features, dOut }, generator: g) * decScale);
+        // An SAE starts tied: each feature reads along the unit direction it writes (Gao et al. 2024).
+        else WDec = P(kind == DictionaryKind.Sae ? enc.clone() : randn(new long[] { layers, features, dOut }, generator: g) * decScale);
+        WEnc = P(enc);
+        BEnc = P(zeros(layers, features));
         BDec = P(targetMean.to(ScalarType.Float32).clone());
         if (kind == DictionaryKind.SkipTranscoder) WSkip = P(zeros(layers, dOut, dIn));
         if (activation == TrainActivation.JumpReLU) LogThreshold = P(full(layers, features, Math.Log(0.5)));
