@@ -61,11 +61,12 @@ public sealed class DictCommand : ICliCommand
         var output = new Option<string>("--out") { Description = "Output folder (circuit-tracer format for transcoders and CLTs, SAELens for SAEs).", Required = true };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing output folder." };
         var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder: a killed run resumes from it." };
+        var activations = new Option<string>("--activations") { Description = "Train on a merged harvest folder (mechanist harvest ... && mechanist harvest merge) instead of harvesting in memory." };
         kind.AcceptOnlyFromAmong("sae", "transcoder", "skip-transcoder", "clt");
         activation.AcceptOnlyFromAmong("topk", "batchtopk", "jumprelu", "relu");
         input.AcceptOnlyFromAmong("resid", "normalized");
         var cmd = new Command("train", "Train a dictionary on a model's activations and save it with a card (defaults: a top-k CLT on the built-in model).")
-        { model, offline, kind, activation, features, k, sparsity, steps, batch, lr, tokens, evalTokens, corpus, hook, input, seed, output, overwrite, checkpoint };
+        { model, offline, kind, activation, features, k, sparsity, steps, batch, lr, tokens, evalTokens, corpus, hook, input, seed, output, overwrite, checkpoint, activations };
         cmd.SetAction(parse =>
         {
             string outDir = parse.GetValue(output)!;
@@ -83,7 +84,7 @@ public sealed class DictCommand : ICliCommand
             ctx.Err.WriteLine($"{m.Name}: {config.Kind}, {config.Activation}, {config.Features} features per layer; text: {description}");
             var printer = new TrainLinePrinter(ctx.Err);
             using var trained = DictionaryJob.Run(m, train, eval, options, parse.GetValue(checkpoint),
-                new Mechanist.Training.SyncProgress<string>(s => ctx.Err.WriteLine(s)), printer);
+                new Mechanist.Training.SyncProgress<string>(s => ctx.Err.WriteLine(s)), printer, harvestDir: parse.GetValue(activations));
             ctx.Err.WriteLine();
             string command = "mechanist dict train " + string.Join(" ", Environment.GetCommandLineArgs().SkipWhile(a => a != "train").Skip(1).Select(a => a.Contains(' ') ? $"\"{a}\"" : a));
             DictionaryJob.Save(trained, outDir, command, parse.GetValue(overwrite));

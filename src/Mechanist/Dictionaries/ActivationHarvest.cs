@@ -86,12 +86,24 @@ public static class ActivationHarvest
     public static ActivationSet Collect(HookedTransformer model, IEnumerable<string> texts, IReadOnlyList<string> inputHooks, IReadOnlyList<string> targetHooks,
         long maxTokens, int batchTexts = 32, IProgress<(long Tokens, long Max)>? progress = null)
     {
+        var set = Collect(model, texts, inputHooks, targetHooks, maxTokens, batchTexts, progress, out var ids);
+        ids.Dispose();
+        return set;
+    }
+
+    /// <summary>As <see cref="Collect(HookedTransformer, IEnumerable{string}, IReadOnlyList{string}, IReadOnlyList{string}, long, int, IProgress{ValueTuple{long, long}}?)"/> for one set of hooks, also returning each row's token id.</summary>
+    public static ActivationSet CollectWithIds(HookedTransformer model, IEnumerable<string> texts, IReadOnlyList<string> hooks, long maxTokens, out Tensor tokenIds) =>
+        Collect(model, texts, hooks, hooks, maxTokens, 32, null, out tokenIds);
+
+    static ActivationSet Collect(HookedTransformer model, IEnumerable<string> texts, IReadOnlyList<string> inputHooks, IReadOnlyList<string> targetHooks,
+        long maxTokens, int batchTexts, IProgress<(long Tokens, long Max)>? progress, out Tensor tokenIds)
+    {
         var tok = model.Tokenizer ?? throw new MechanistException($"{model.Name} has no tokenizer: harvesting needs text");
         if (inputHooks.Count == 0 || inputHooks.Count != targetHooks.Count) throw new MechanistException("give one input and one target hook per layer");
         foreach (var n in inputHooks.Concat(targetHooks)) model.HookPoints.Check(n);
         bool same = inputHooks.SequenceEqual(targetHooks);
         var wanted = inputHooks.Concat(targetHooks).ToHashSet();
-        var inRows = new List<Tensor>(); var outRows = new List<Tensor>();
+        var inRows = new List<Tensor>(); var outRows = new List<Tensor>(); var idRows = new List<Tensor>();
         long tokens = 0; int textCount = 0;
         long? bos = tok.BosId;
         try
@@ -118,6 +130,7 @@ public static class ActivationHarvest
                     var x = Rows(inputHooks);
                     long take = Math.Min(x.shape[0], maxTokens - tokens);
                     inRows.Add(x[..(int)take].DetachFromDisposeScope());
+                    idRows.Add(idsT.reshape(-1)[keep].cpu()[..(int)take].DetachFromDisposeScope());
                     if (!same) outRows.Add(Rows(targetHooks)[..(int)take].DetachFromDisposeScope());
                     tokens += take;
                 }
@@ -125,11 +138,12 @@ public static class ActivationHarvest
             }
             if (tokens == 0) throw new MechanistException("the corpus has no usable text (no tokens besides BOS)");
             var inputs = cat(inRows, 0);
+            tokenIds = cat(idRows, 0);
             return new ActivationSet(inputs, same ? inputs : cat(outRows, 0), textCount);
         }
         finally
         {
-            foreach (var t in inRows.Concat(outRows)) t.Dispose();
+            foreach (var t in inRows.Concat(outRows).Concat(idRows)) t.Dispose();
         }
     }
 }

@@ -58,14 +58,19 @@ public static class DictionaryJob
         return (inputs, Enumerable.Range(0, model.Config.NLayers).Select(l => reg.Name(HookKind.MlpOut, l)).ToArray());
     }
 
-    /// <summary>Harvests, trains and evaluates. <paramref name="evalTexts"/> must not overlap <paramref name="trainTexts"/>.</summary>
+    /// <summary>
+    /// Harvests (or reads <paramref name="harvestDir"/>, a merged harvest), trains and evaluates. <paramref name="evalTexts"/> must not
+    /// overlap the training text.
+    /// </summary>
     public static TrainedDictionary Run(HookedTransformer model, IEnumerable<string> trainTexts, IEnumerable<string> evalTexts, DictionaryJobOptions o,
-        string? checkpointDir = null, IProgress<string>? stage = null, IProgress<DictionaryTrainProgress>? progress = null, CancellationToken ct = default)
+        string? checkpointDir = null, IProgress<string>? stage = null, IProgress<DictionaryTrainProgress>? progress = null, CancellationToken ct = default,
+        string? harvestDir = null)
     {
         var c = o.Config;
         var (inputs, targets) = Hooks(model, c.Kind, o.Input, o.SaeHook);
-        stage?.Report($"harvesting {o.TrainTokens:N0} tokens at {inputs.Length} layer(s)");
-        using var train = ActivationHarvest.Collect(model, trainTexts, inputs, targets, o.TrainTokens);
+        stage?.Report(harvestDir is null ? $"harvesting {o.TrainTokens:N0} tokens at {inputs.Length} layer(s)" : $"reading activations from {harvestDir}");
+        using var train = harvestDir is null ? ActivationHarvest.Collect(model, trainTexts, inputs, targets, o.TrainTokens)
+            : HarvestJob.Load(harvestDir, inputs, targets, o.TrainTokens);
         var result = DictionaryTrainer.Train(train, c, checkpointDir, progress, ct);
         IDisposable bundle = c.Kind == DictionaryKind.Sae
             ? new SaeBundle((Transcoder)result.Dictionary, inputs[0], model.Name)

@@ -1,0 +1,208 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Mechanist.IO;
+using Mechanist.Models;
+using Mechanist.Reporting;
+using static TorchSharp.torch;
+
+namespace Mechanist.Dictionaries;
+
+/// <summary>One written chunk of activations.</summary>
+/// <param name="File">File name inside the shard folder.</param>
+/// <param name="Rows">Tokens (rows) in it.</param>
+/// <param name="TextsEnd">Index (in the shard's own text sequence) just past the last text it holds.</param>
+public sealed record HarvestChunk(string File, long Rows, long TextsEnd);
+
+/// <summary>What a shard of a harvest holds; merged manifests list every shard's chunks.</summary>
+/// <param name="Model">Model name.</param>
+/// <param name="Hooks">Hook points harvested (one tensor each per chunk, [rows, d]), plus "token_ids" [rows].</param>
+/// <param name="DType">Stored dtype (float32 or bfloat16).</param>
+/// <param name="CorpusHash">SHA-256 of the corpus texts (all shards of one harvest share it).</param>
+/// <param name="ShardIndex">This shard's index (−1 in a merged manifest).</param>
+/// <param name="ShardCount">Shards in the plan.</param>
+/// <param name="MaxTokens">Token budget of this shard.</param>
+/// <param name="Tokens">Tokens written.</param>
+/// <param name="Complete">Whether the shard finished (budget reached or texts exhausted).</param>
+/// <param name="Chunks">Chunks, in order (paths relative to the harvest folder).</param>
+public sealed record HarvestManifest(string Model, string[] Hooks, string DType, string CorpusHash, int ShardIndex, int ShardCount, long MaxTokens,
+    long Tokens, bool Complete, HarvestChunk[] Chunks);
+
+/// <summary>Settings of a harvest.</summary>
+/// <param name="Hooks">Hook points to collect.</param>
+/// <param name="MaxTokens">Token budget per shard.</param>
+/// <param name="ShardIndex">This process's shard (texts i, i + N, i + 2N, ...).</param>
+/// <param name="ShardCount">Shards in the plan.</param>
+/// <param name="ChunkTokens">Tokens per chunk file (also the shuffle buffer).</param>
+/// <param name="BFloat16">Store bf16 instead of fp32.</param>
+/// <param name="Seed">Seed of the in-chunk shuffle.</param>
+public sealed record HarvestOptions(string[] Hooks, long MaxTokens, int ShardIndex = 0, int ShardCount = 1, long ChunkTokens = 50_000, bool BFloat16 = false, int Seed = 0);
+
+/// <summary>
+/// Corpus-scale harvesting: streams a shard of the corpus through the model and writes activations in chunk files
+/// (safetensors, rows shuffled within a chunk) with a manifest. Every chunk and the manifest are written atomically,
+/// so a killed run resumes after its last complete chunk without duplicates or loss; shards merge with
+/// <see cref="Merge"/>, which checks that they belong together.
+/// </summary>
+public static class HarvestJob
+{
+    /// <summary>The manifest file of shard i of N.</summary>
+    public static string ManifestName(int index, int count) => $"manifest-{index}-of-{count}.json";
+
+    /// <summary>SHA-256 over the texts (length-prefixed), the identity of a corpus.</summary>
+    public static string CorpusHash(IEnumerable<string> texts)
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var t in texts)
+        {
+            var bytes = Encoding.UTF8.GetBytes(t);
+            sha.AppendData(BitConverter.GetBytes(bytes.Length));
+            sha.AppendData(bytes);
+        }
+        return Convert.ToHexString(sha.GetHashAndReset()).ToLowerInvariant();
+    }
+
+    /// <summary>Runs (or resumes) one shard; returns its manifest.</summary>
+    public static HarvestManifest Run(HookedTransformer model, IReadOnlyList<string> texts, HarvestOptions o, string dir,
+        IProgress<(long Tokens, long Max)>? progress = null, CancellationToken ct = default)
+    {
+        if (o.ShardCount < 1 || o.ShardIndex < 0 || o.ShardIndex >= o.ShardCount) throw new MechanistException($"--shard {o.ShardIndex}/{o.ShardCount}: the index must be within 0..{o.ShardCount - 1}");
+        if (o.Hooks.Length == 0) throw new MechanistException("name at least one hook point to harvest");
+        foreach (var h in o.Hooks) model.HookPoints.Check(h);
+        if (texts.Count == 0) throw new MechanistException("the corpus has no usable text");
+        Directory.CreateDirectory(dir);
+        string hash = CorpusHash(texts);
+        string manifestPath = Path.Combine(dir, ManifestName(o.ShardIndex, o.ShardCount));
+        var shardTexts = texts.Where((_, i) => i % o.ShardCount == o.ShardIndex).ToList();
+        var manifest = new HarvestManifest(model.Name, o.Hooks, o.BFloat16 ? "bfloat16" : "float32", hash, o.ShardIndex, o.ShardCount, o.MaxTokens, 0, false, Array.Empty<HarvestChunk>());
+        if (File.Exists(manifestPath))
+        {
+            var existing = ReadManifest(manifestPath);
+            if (existing.CorpusHash != hash || !existing.Hooks.SequenceEqual(o.Hooks) || existing.Model != model.Name || existing.DType != manifest.DType || existing.MaxTokens != o.MaxTokens)
+                throw new MechanistException($"{manifestPath}: this folder holds another harvest (model, hooks, dtype, budget or corpus differ); use a new folder");
+            if (existing.Complete) return existing;
+            manifest = existing;
+        }
+        var chunks = manifest.Chunks.ToList();
+        long tokens = manifest.Tokens, textIndex = chunks.Count > 0 ? chunks[^1].TextsEnd : 0;
+        var pendingIn = new List<string>();
+        while (tokens < o.MaxTokens && textIndex < shardTexts.Count)
+        {
+            ct.ThrowIfCancellationRequested();
+            // Texts for one chunk: whole texts only, so a resume restarts exactly at a text boundary.
+            long budget = Math.Min(o.ChunkTokens, o.MaxTokens - tokens);
+            var chunkTexts = new List<string>(); long estimate = 0; long end = textIndex;
+            while (end < shardTexts.Count && estimate < budget)
+            {
+                chunkTexts.Add(shardTexts[(int)end]);
+                estimate += Math.Max(0, model.Tokenizer!.Encode(shardTexts[(int)end]).Length - 1);
+                end++;
+            }
+            // Whole texts: a chunk may run past the chunk size, never past the shard's budget.
+            using var set = ActivationHarvest.CollectWithIds(model, chunkTexts, o.Hooks, o.MaxTokens - tokens, out var ids);
+            using (ids)
+            {
+                string file = $"shard-{o.ShardIndex}-of-{o.ShardCount}-chunk-{chunks.Count:D5}.safetensors";
+                WriteChunk(Path.Combine(dir, file), set, ids, o, chunks.Count);
+                chunks.Add(new HarvestChunk(file, set.Rows, end));
+                tokens += set.Rows;
+            }
+            textIndex = end;
+            manifest = manifest with { Tokens = tokens, Chunks = chunks.ToArray() };
+            AtomicFile.WriteText(manifestPath, JsonFormat.Serialize(manifest));
+            progress?.Report((tokens, o.MaxTokens));
+        }
+        manifest = manifest with { Complete = true };
+        AtomicFile.WriteText(manifestPath, JsonFormat.Serialize(manifest));
+        return manifest;
+    }
+
+    static void WriteChunk(string path, ActivationSet set, Tensor ids, HarvestOptions o, int chunkIndex)
+    {
+        using var scope = NewDisposeScope();
+        // Shuffle rows within the chunk (a seeded buffer shuffle), the same permutation for every hook and the ids.
+        var perm = randperm(set.Rows, generator: new Generator((ulong)(o.Seed * 7919 + o.ShardIndex * 104729 + chunkIndex)));
+        var tensors = new Dictionary<string, Tensor> { ["token_ids"] = ids.index_select(0, perm) };
+        for (int h = 0; h < o.Hooks.Length; h++)
+        {
+            var rows = set.Inputs.select(1, h).index_select(0, perm);
+            tensors[o.Hooks[h]] = (o.BFloat16 ? rows.to(ScalarType.BFloat16) : rows).contiguous();
+        }
+        SafetensorsWriter.Write(path, tensors, new Dictionary<string, string> { ["producer"] = "mechanist harvest" });
+    }
+
+    /// <summary>Reads a manifest; a clear error for a corrupt one.</summary>
+    public static HarvestManifest ReadManifest(string path)
+    {
+        try { return JsonSerializer.Deserialize<HarvestManifest>(File.ReadAllText(path), JsonFormat.Options) ?? throw new JsonException("empty"); }
+        catch (JsonException e) { throw new MechanistException($"{path}: not a harvest manifest ({e.Message})"); }
+    }
+
+    /// <summary>
+    /// Checks that the shard manifests in <paramref name="dir"/> form one complete harvest (one model, hooks, dtype, corpus
+    /// and shard plan; every shard present once and complete; every chunk file there) and writes manifest.json listing all chunks.
+    /// </summary>
+    public static HarvestManifest Merge(string dir)
+    {
+        if (!Directory.Exists(dir)) throw new MechanistException($"{dir}: harvest folder not found");
+        var files = Directory.GetFiles(dir, "manifest-*-of-*.json").Order(StringComparer.Ordinal).ToList();
+        if (files.Count == 0) throw new MechanistException($"{dir}: no shard manifests (manifest-I-of-N.json)");
+        var shards = files.Select(f => (File: f, M: ReadManifest(f))).ToList();
+        var first = shards[0].M;
+        foreach (var (f, m) in shards)
+        {
+            if (m.Model != first.Model) throw new MechanistException($"{Path.GetFileName(f)} is for model '{m.Model}', {Path.GetFileName(shards[0].File)} for '{first.Model}'");
+            if (!m.Hooks.SequenceEqual(first.Hooks) || m.DType != first.DType) throw new MechanistException($"{Path.GetFileName(f)} harvested other hook points or another dtype than {Path.GetFileName(shards[0].File)}");
+            if (m.CorpusHash != first.CorpusHash) throw new MechanistException($"{Path.GetFileName(f)} comes from another corpus than {Path.GetFileName(shards[0].File)}");
+            if (m.ShardCount != first.ShardCount) throw new MechanistException($"{Path.GetFileName(f)} belongs to a plan of {m.ShardCount} shards, {Path.GetFileName(shards[0].File)} to one of {first.ShardCount}");
+            if (!m.Complete) throw new MechanistException($"shard {m.ShardIndex} of {m.ShardCount} is not complete (resume it with the same command)");
+            foreach (var c in m.Chunks)
+                if (!File.Exists(Path.Combine(dir, c.File))) throw new MechanistException($"shard {m.ShardIndex}: chunk {c.File} is missing");
+        }
+        var missing = Enumerable.Range(0, first.ShardCount).Except(shards.Select(s => s.M.ShardIndex)).ToList();
+        if (missing.Count > 0) throw new MechanistException($"shard(s) {string.Join(", ", missing)} of {first.ShardCount} are missing");
+        var merged = first with
+        {
+            ShardIndex = -1, MaxTokens = shards.Sum(s => s.M.MaxTokens), Tokens = shards.Sum(s => s.M.Tokens), Complete = true,
+            Chunks = shards.OrderBy(s => s.M.ShardIndex).SelectMany(s => s.M.Chunks).ToArray(),
+        };
+        AtomicFile.WriteText(Path.Combine(dir, "manifest.json"), JsonFormat.Serialize(merged));
+        return merged;
+    }
+
+    /// <summary>Loads a merged (or single-shard) harvest as training data: inputs from <paramref name="inputHooks"/>, targets from <paramref name="targetHooks"/>.</summary>
+    public static ActivationSet Load(string dir, IReadOnlyList<string> inputHooks, IReadOnlyList<string> targetHooks, long maxTokens = long.MaxValue)
+    {
+        string path = Path.Combine(dir, "manifest.json");
+        if (!File.Exists(path))
+        {
+            var single = Directory.Exists(dir) ? Directory.GetFiles(dir, "manifest-0-of-1.json") : Array.Empty<string>();
+            path = single.Length == 1 ? single[0] : throw new MechanistException($"{dir}: no manifest.json (merge the shards first: mechanist harvest merge {dir})");
+        }
+        var m = ReadManifest(path);
+        foreach (var h in inputHooks.Concat(targetHooks))
+            if (!m.Hooks.Contains(h)) throw new MechanistException($"{dir}: the harvest has no '{h}' (it has {string.Join(", ", m.Hooks)})");
+        bool same = inputHooks.SequenceEqual(targetHooks);
+        var ins = new List<Tensor>(); var outs = new List<Tensor>(); long rows = 0;
+        try
+        {
+            foreach (var c in m.Chunks)
+            {
+                if (rows >= maxTokens) break;
+                using var f = SafetensorsFile.Open(Path.Combine(dir, c.File));
+                long take = Math.Min(c.Rows, maxTokens - rows);
+                Tensor Stack(IReadOnlyList<string> hooks)
+                {
+                    using var scope = NewDisposeScope();
+                    return stack(hooks.Select(h => f.Read(h).to(ScalarType.Float32)[..(int)take]).ToArray(), 1).MoveToOuterDisposeScope();
+                }
+                ins.Add(Stack(inputHooks));
+                if (!same) outs.Add(Stack(targetHooks));
+                rows += take;
+            }
+            var inputs = cat(ins, 0);
+            return new ActivationSet(inputs, same ? inputs : cat(outs, 0), 0);
+        }
+        finally { foreach (var t in ins.Concat(outs)) t.Dispose(); }
+    }
+}
