@@ -4,6 +4,8 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using Mechanist.Analysis;
+using Mechanist.Dictionaries;
+using Mechanist.Dictionaries.Training;
 using Mechanist.IO;
 using Mechanist.Microscope;
 using Mechanist.Models;
@@ -131,10 +133,29 @@ public sealed class BenchCommand : ICliCommand
             rows.Add(Time("toy-4l: attribution patching (resid)", repeats, () => ActivationPatching.Run(toy, clean, corrupt, metric, PatchTarget.Resid, PatchMethod.Attribution)));
             var texts = new Toy.ToyCorpus(7).Lines(100).ToList();
             rows.Add(Time("toy-4l: microscope, 100 texts (no contextuality)", 1, () => MicroscopeRunner.Run(toy, texts, new MicroscopeOptions(PerTextViews: 0))));
+            rows.AddRange(DictionaryRows(toy, repeats));
         }
         if (fileMb > 0) rows.Add(OpenLargeFile(fileMb));
         summary["peak RSS"] = $"{PeakRssMb():F0} MB";
         return rows;
+    }
+
+    /// <summary>Harvesting throughput and CLT training speed on toy-4l, against the GEMM peak measured here.</summary>
+    static IEnumerable<Row> DictionaryRows(HookedTransformer toy, int repeats)
+    {
+        var (inputs, targets) = DictionaryJob.Hooks(toy, DictionaryKind.Clt, TranscoderInput.Resid, null);
+        var texts = new Toy.ToyCorpus(11).Lines(8000).ToList();
+        var sw = Stopwatch.StartNew();
+        using var acts = ActivationHarvest.Collect(toy, texts, inputs, targets, 50_000);
+        double harvestMs = sw.Elapsed.TotalMilliseconds;
+        yield return new Row("toy-4l: harvest resid_mid + mlp_out, 4 layers", harvestMs, harvestMs,
+            Note: $"{acts.Rows / (harvestMs / 1000):N0} tokens/s ({acts.Rows:N0} tokens, 8 activations of 128 floats each)");
+        const int steps = 30, batch = 1024;
+        var result = DictionaryTrainer.Train(acts, new DictionaryTrainConfig(DictionaryKind.Clt, TrainActivation.TopK, 1024, 16, Steps: steps, BatchSize: batch, WarmupSteps: 1));
+        ((IDisposable)result.Dictionary).Dispose();
+        double stepMs = result.TrainSeconds / steps * 1000, peak = GemmPeak(repeats), rate = result.FlopsPerStep / (stepMs / 1000);
+        yield return new Row("toy-4l: CLT training step (4 layers, 1024 features/layer, top-16)", stepMs, stepMs,
+            Note: $"{batch / (stepMs / 1000):N0} tokens/s; {rate / 1e9:F1} GFLOP/s = {rate / peak:P0} of the GEMM peak measured in this run ({peak / 1e9:F0} GFLOP/s)");
     }
 
     static double GemmPeak(int repeats)
