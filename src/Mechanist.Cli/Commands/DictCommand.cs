@@ -24,7 +24,8 @@ public sealed class DictCommand : ICliCommand
     }
 
     /// <summary>The texts to train and evaluate on: a corpus (last tenth held out), the toy corpus for a built-in toy model, or texts the model writes.</summary>
-    static (IEnumerable<string> Train, IEnumerable<string> Eval, string Description) Texts(string? corpus, string? modelSpec, HookedTransformer model, int seed, CliContext ctx)
+    static (IEnumerable<string> Train, IEnumerable<string> Eval, string Description) Texts(string? corpus, string? modelSpec, HookedTransformer model, int seed, CliContext ctx,
+        int generate = 3000)
     {
         if (corpus != null)
         {
@@ -35,9 +36,11 @@ public sealed class DictCommand : ICliCommand
         }
         if (ToyPresets.All.Any(p => p.Name == (modelSpec ?? ToyPresets.DefaultName)))
             return (new ToyCorpus(seed + 1000).Lines(int.MaxValue), new ToyCorpus(seed + 2000).Lines(int.MaxValue), $"the toy corpus (seeds {seed + 1000} train / {seed + 2000} held out)");
-        ctx.Err.WriteLine("no --corpus: training on texts the model writes itself (sampled, seeded)");
-        var texts = Mechanist.Microscope.ModelCorpus.Generate(model, 3000, seed: seed);
-        return (texts.Take(2700), texts.Skip(2700), "3,000 texts the model wrote itself (300 held out)");
+        ctx.Err.WriteLine($"no --corpus: training on {generate:N0} texts the model writes itself (sampled, seeded)");
+        if (generate < 10) throw new MechanistException("--generate needs at least 10 texts");
+        var texts = Mechanist.Microscope.ModelCorpus.Generate(model, generate, seed: seed);
+        int heldOut = generate / 10;
+        return (texts.Take(generate - heldOut), texts.Skip(generate - heldOut), $"{generate:N0} texts the model wrote itself ({heldOut:N0} held out)");
     }
 
     Command Train(CliContext ctx)
@@ -61,12 +64,13 @@ public sealed class DictCommand : ICliCommand
         var output = new Option<string>("--out") { Description = "Output folder (circuit-tracer format for transcoders and CLTs, SAELens for SAEs).", Required = true };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing output folder." };
         var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder: a killed run resumes from it." };
+        var generate = new Option<int>("--generate") { Description = "Without --corpus (and not a built-in model): how many texts the model writes for itself.", DefaultValueFactory = _ => 3000 };
         var activations = new Option<string>("--activations") { Description = "Train on a merged harvest folder (mechanist harvest ... && mechanist harvest merge) instead of harvesting in memory." };
         kind.AcceptOnlyFromAmong("sae", "transcoder", "skip-transcoder", "clt");
         activation.AcceptOnlyFromAmong("topk", "batchtopk", "jumprelu", "relu");
         input.AcceptOnlyFromAmong("resid", "normalized");
         var cmd = new Command("train", "Train a dictionary on a model's activations and save it with a card (defaults: a top-k CLT on the built-in model).")
-        { model, offline, kind, activation, features, k, sparsity, steps, batch, lr, tokens, evalTokens, corpus, hook, input, seed, output, overwrite, checkpoint, activations };
+        { model, offline, kind, activation, features, k, sparsity, steps, batch, lr, tokens, evalTokens, corpus, hook, input, seed, output, overwrite, checkpoint, activations, generate };
         cmd.SetAction(parse =>
         {
             string outDir = parse.GetValue(output)!;
@@ -80,7 +84,7 @@ public sealed class DictCommand : ICliCommand
                 Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch), LearningRate: parse.GetValue(lr), Seed: parse.GetValue(seed));
             var options = new DictionaryJobOptions(config, parse.GetValue(input) == "normalized" ? TranscoderInput.Normalized : TranscoderInput.Resid,
                 parse.GetValue(hook), parse.GetValue(tokens), parse.GetValue(evalTokens));
-            var (train, eval, description) = Texts(parse.GetValue(corpus), parse.GetValue(model), m, parse.GetValue(seed), ctx);
+            var (train, eval, description) = Texts(parse.GetValue(corpus), parse.GetValue(model), m, parse.GetValue(seed), ctx, parse.GetValue(generate));
             ctx.Err.WriteLine($"{m.Name}: {config.Kind}, {config.Activation}, {config.Features} features per layer; text: {description}");
             var printer = new TrainLinePrinter(ctx.Err);
             using var trained = DictionaryJob.Run(m, train, eval, options, parse.GetValue(checkpoint),
@@ -102,7 +106,7 @@ public sealed class DictCommand : ICliCommand
         Render.Console(ctx).Write(table);
         if (e.Splice is { } s)
             ctx.Out.WriteLine($"spliced (no error terms), {s.Tokens:N0} tokens: loss {s.CleanLoss:F3} clean / {s.SplicedLoss:F3} spliced / {s.ZeroAblatedLoss:F3} zero-ablated; " +
-                $"loss recovered {s.LossRecovered:P1}, KL {s.Kl:F4}, top-1 agreement {s.TopTokenAgreement:P1}");
+                $"loss recovered {s.LossRecovered:P1}, KL {s.Kl:F4}, top-1 agreement {s.TopTokenAgreement:P1} ({s.ConfidentAgreement:P1} where the model's top token has p ≥ 0.5: {s.ConfidentShare:P0} of positions)");
     }
 
     /// <summary>Loads a dictionary folder of either format.</summary>

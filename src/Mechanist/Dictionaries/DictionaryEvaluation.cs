@@ -21,7 +21,10 @@ public sealed record DictionaryLayerMetrics(int Layer, double Mse, double Fvu, d
 /// <param name="LossRecovered">(zero − spliced) / (zero − clean): 1 for a perfect reconstruction, 0 for one no better than zero.</param>
 /// <param name="Kl">Mean KL(clean ‖ spliced) of the next-token distributions.</param>
 /// <param name="TopTokenAgreement">Share of positions whose spliced top-1 token is the model's.</param>
-public sealed record SpliceMetrics(long Tokens, double CleanLoss, double SplicedLoss, double ZeroAblatedLoss, double LossRecovered, double Kl, double TopTokenAgreement);
+/// <param name="ConfidentShare">Share of positions where the model gives its top-1 token at least half the probability.</param>
+/// <param name="ConfidentAgreement">Top-1 agreement on those positions (elsewhere the top tokens are near-ties that any perturbation reorders).</param>
+public sealed record SpliceMetrics(long Tokens, double CleanLoss, double SplicedLoss, double ZeroAblatedLoss, double LossRecovered, double Kl, double TopTokenAgreement,
+    double ConfidentShare, double ConfidentAgreement);
 
 /// <summary>A dictionary's evaluation.</summary>
 /// <param name="Layers">Per-layer reconstruction metrics.</param>
@@ -102,7 +105,7 @@ public static class DictionaryEvaluation
         var tok = model.Tokenizer ?? throw new MechanistException($"{model.Name} has no tokenizer");
         foreach (var n in zeroAblated) model.HookPoints.Check(n);
         var zero = new ForwardHookSpec(HookFilter.Where(zeroAblated.Contains), (x, _) => zeros_like(x));
-        double clean = 0, spliced = 0, ablated = 0, kl = 0; long agree = 0, tokens = 0, positions = 0;
+        double clean = 0, spliced = 0, ablated = 0, kl = 0; long agree = 0, tokens = 0, positions = 0, confident = 0, confidentAgree = 0;
         foreach (var batch in texts.Chunk(batchTexts))
         {
             if (tokens >= maxTokens) break;
@@ -123,11 +126,16 @@ public static class DictionaryEvaluation
             tokens += (long)scored.sum().item<float>();
             var real = (mask > 0);
             kl += ((lpClean.exp() * (lpClean - lpSpliced)).sum(-1) * real.to(ScalarType.Float32)).sum().item<float>();
-            agree += (lpClean.argmax(-1) == lpSpliced.argmax(-1)).logical_and(real).sum().item<long>();
+            var same = (lpClean.argmax(-1) == lpSpliced.argmax(-1)).logical_and(real);
+            var sure = (lpClean.max(-1).values > Math.Log(0.5)).logical_and(real);
+            agree += same.sum().item<long>();
             positions += real.sum().item<long>();
+            confident += sure.sum().item<long>();
+            confidentAgree += same.logical_and(sure).sum().item<long>();
         }
         if (tokens == 0) throw new MechanistException("no texts with at least two tokens to evaluate on");
         double c = clean / tokens, s = spliced / tokens, z = ablated / tokens;
-        return new SpliceMetrics(tokens, c, s, z, Math.Abs(z - c) < 1e-12 ? double.NaN : (z - s) / (z - c), kl / positions, (double)agree / positions);
+        return new SpliceMetrics(tokens, c, s, z, Math.Abs(z - c) < 1e-12 ? double.NaN : (z - s) / (z - c), kl / positions, (double)agree / positions,
+            (double)confident / positions, confident == 0 ? double.NaN : (double)confidentAgree / confident);
     }
 }

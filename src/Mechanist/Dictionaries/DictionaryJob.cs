@@ -137,7 +137,7 @@ public static class DictionaryJob
         {
             sb.AppendLine();
             sb.AppendLine($"Spliced into the model (error terms dropped), {s.Tokens:N0} held-out tokens: next-token loss {s.CleanLoss:F3} clean, {s.SplicedLoss:F3} spliced, {s.ZeroAblatedLoss:F3} zero-ablated;");
-            sb.AppendLine($"**loss recovered {s.LossRecovered:P1}**, KL {s.Kl:F4}, **top-1 agreement {s.TopTokenAgreement:P1}**.");
+            sb.AppendLine($"**loss recovered {s.LossRecovered:P1}**, KL {s.Kl:F4}, **top-1 agreement {s.TopTokenAgreement:P1}** ({s.ConfidentAgreement:P1} on the {s.ConfidentShare:P0} of positions where the model gives its top token p ≥ 0.5).");
         }
         sb.AppendLine();
         sb.AppendLine("![training loss](loss.png)");
