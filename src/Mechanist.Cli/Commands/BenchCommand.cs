@@ -36,7 +36,9 @@ public sealed class BenchCommand : ICliCommand
         var markdown = new Option<string>("--markdown") { Description = "Write the table to this Markdown file (BENCHMARKS.md)." };
         var fileMb = new Option<int>("--file-mb") { Description = "Size of the safetensors file for the mmap-open row (0: skip).", DefaultValueFactory = _ => 500 };
         var json = CommonOptions.Json();
-        var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json };
+        var suite = new Option<string>("--suite") { Description = "all, or dictionaries (harvesting and dictionary training on the built-in model only).", DefaultValueFactory = _ => "all" };
+        suite.AcceptOnlyFromAmong("all", "dictionaries");
+        var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json, suite };
         cmd.SetAction(parse =>
         {
             int t = parse.GetValue(threads) is > 0 and var tt ? tt : Environment.ProcessorCount;
@@ -45,7 +47,14 @@ public sealed class BenchCommand : ICliCommand
             string dir = Path.Combine(Path.GetTempPath(), "mechanist-bench-" + Guid.NewGuid().ToString("N"));
             try
             {
-                var rows = Measure(dir, n, parse.GetValue(fileMb), ctx, out var summary);
+                var summary = new Dictionary<string, string>();
+                List<Row> rows;
+                if (parse.GetValue(suite) == "dictionaries")
+                {
+                    using var toy = HookedTransformer.Load(BuiltInModels.DefaultPath());
+                    rows = DictionaryRows(toy, n).ToList();
+                }
+                else rows = Measure(dir, n, parse.GetValue(fileMb), ctx, out summary);
                 if (parse.GetValue(peer) is { } script) AddPeer(rows, summary, script, dir, t, n, ctx);
                 if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(new { rows, summary }, JsonFormat.Options));
                 else

@@ -61,7 +61,7 @@ public sealed class DictCommand : ICliCommand
         var hook = new Option<string>("--hook") { Description = "For an SAE: the hook point it reads (default: the middle layer's resid_post)." };
         var input = new Option<string>("--input") { Description = "For transcoders: resid (hook_resid_mid) or normalized (ln2.hook_normalized).", DefaultValueFactory = _ => "resid" };
         var seed = new Option<int>("--seed") { Description = "Seed.", DefaultValueFactory = _ => 0 };
-        var output = new Option<string>("--out") { Description = "Output folder (circuit-tracer format for transcoders and CLTs, SAELens for SAEs).", Required = true };
+        var output = new Option<string>("--out") { Description = "Output folder (circuit-tracer format for transcoders and CLTs, SAELens for SAEs); default MODEL-KIND in the current folder." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing output folder." };
         var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder: a killed run resumes from it." };
         var generate = new Option<int>("--generate") { Description = "Without --corpus (and not a built-in model): how many texts the model writes for itself.", DefaultValueFactory = _ => 3000 };
@@ -73,7 +73,7 @@ public sealed class DictCommand : ICliCommand
         { model, offline, kind, activation, features, k, sparsity, steps, batch, lr, tokens, evalTokens, corpus, hook, input, seed, output, overwrite, checkpoint, activations, generate };
         cmd.SetAction(parse =>
         {
-            string outDir = parse.GetValue(output)!;
+            string outDir = parse.GetValue(output) ?? $"{Path.GetFileNameWithoutExtension((parse.GetValue(model) ?? ToyPresets.DefaultName).TrimEnd('/', '\\'))}-{parse.GetValue(kind)}";
             if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any() && !parse.GetValue(overwrite))
                 throw new MechanistException($"{outDir}: the folder exists and is not empty (pass --overwrite to replace it)");
             using var m = ModelInput.Load(parse.GetValue(model), parse, parse.GetValue(offline), ctx);

@@ -47,8 +47,10 @@ public sealed class HarvestCommand : ICliCommand
             if (parse.GetValue(corpus) is { } c) list = CorpusReader.Read(c).ToList();
             else if (ToyPresets.All.Any(p => p.Name == (parse.GetValue(model) ?? ToyPresets.DefaultName))) list = new ToyCorpus(parse.GetValue(seed) + 1000).Lines(parse.GetValue(texts)).ToList();
             else throw new MechanistException("give --corpus (only built-in models have a default corpus)");
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             var manifest = HarvestJob.Run(m, list, new HarvestOptions(hookList, parse.GetValue(tokens), index, count, parse.GetValue(chunk), parse.GetValue(bf16), parse.GetValue(seed)),
-                parse.GetValue(output)!, new Mechanist.Training.SyncProgress<(long Tokens, long Max)>(p => ctx.Err.Write($"\r  {p.Tokens:N0} / {p.Max:N0} tokens   ")));
+                parse.GetValue(output)!, new Mechanist.Training.SyncProgress<(long Tokens, long Max)>(p =>
+                    ctx.Err.Write($"\r  {p.Tokens:N0} / {p.Max:N0} tokens, {p.Tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds):N0} tokens/s   ")));
             ctx.Err.WriteLine();
             ctx.Out.WriteLine($"shard {index}/{count}: {manifest.Tokens:N0} tokens in {manifest.Chunks.Length} chunk(s), {hookList.Length} hook point(s) -> {parse.GetValue(output)}");
             return 0;
