@@ -20,6 +20,13 @@ public static class CommonOptions
         DefaultValueFactory = _ => "float32", Recursive = true,
     };
 
+    /// <summary>--tokenizer FILE (every command that loads a model): use this tokenizer instead of the one beside the weights.</summary>
+    public static readonly Option<string> Tokenizer = new("--tokenizer")
+    {
+        Description = "A tokenizer file (tokenizer.json, tokenizer.model, vocab.json, llama2.c .bin) to use with --model, for checkpoints without one beside them.",
+        Recursive = true,
+    };
+
     static CommonOptions()
     {
         Device.AcceptOnlyFromAmong("cpu", "cuda");

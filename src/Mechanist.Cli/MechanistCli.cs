@@ -20,6 +20,7 @@ public static class MechanistCli
         var root = new RootCommand("Mechanist: mechanistic interpretability of transformer language models.");
         root.Options.Add(CommonOptions.Device);
         root.Options.Add(CommonOptions.DType);
+        root.Options.Add(CommonOptions.Tokenizer);
         foreach (var command in new ICliCommand[]
                  {
                      new TokenizeCommand(), new ConvertCommand(), new RunCommand(), new GenerateCommand(), new HooksCommand(), new LensCommand(), new DlaCommand(), new PatchCommand(), new AblateCommand(), new HeadsCommand(), new DictCommand(), new HarvestCommand(), new SteerCommand(), new CompareCommand(), new BenchCommand(), new ToyCommand(), new DemoCommand(), new MicroscopeCommand(), new ServeCommand(),

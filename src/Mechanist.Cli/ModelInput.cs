@@ -41,6 +41,7 @@ public sealed class ModelInput
             Open = new ModelOpenOptions
             {
                 Offline = offline || new ModelOpenOptions().Offline,
+                TokenizerPath = parse.GetValue(CommonOptions.Tokenizer),
                 Progress = new DownloadProgressPrinter(ctx.Err),
             },
         });

@@ -10,12 +10,11 @@ public sealed class ConvertCommand : ICliCommand
     public Command Build(CliContext ctx)
     {
         var model = new Option<string>("--model", "-m") { Description = "llama2.c checkpoint (.bin).", Required = true };
-        var tokenizer = new Option<string>("--tokenizer") { Description = "llama2.c tokenizer (.bin).", Required = true };
         var output = new Option<string>("--out", "-o") { Description = "Output folder (Hugging Face Llama layout).", Required = true };
-        var llama2c = new Command("llama2c", "Convert a llama2.c checkpoint and tokenizer to a Hugging Face Llama folder.") { model, tokenizer, output };
+        var llama2c = new Command("llama2c", "Convert a llama2.c checkpoint and tokenizer to a Hugging Face Llama folder.") { model, output };
         llama2c.SetAction(parse =>
         {
-            var files = Llama2cConverter.Convert(parse.GetValue(model)!, parse.GetValue(tokenizer)!, parse.GetValue(output)!);
+            var files = Llama2cConverter.Convert(parse.GetValue(model)!, parse.GetValue(CommonOptions.Tokenizer) ?? throw new MechanistException("convert llama2c needs --tokenizer T.bin (the llama2.c tokenizer)"), parse.GetValue(output)!);
             foreach (var f in files) ctx.Out.WriteLine($"wrote {f} ({new FileInfo(f).Length:N0} bytes)");
             return 0;
         });

@@ -30,19 +30,25 @@ public sealed class MicroscopeCommand : ICliCommand
         var ctxSteps = new Option<int>("--ctx-steps") { Description = "Training steps of the contextuality decoder.", DefaultValueFactory = _ => 400 };
         var removal = new Option<string>("--removal-lengths") { Description = "Text lengths (tokens) for the token-removal curve; empty to skip.", DefaultValueFactory = _ => "8,16,24,32" };
         var removeWords = new Option<string>("--remove-words") { Description = "Comma-separated extra words to remove." };
+        var includeBos = new Option<bool>("--include-bos") { Description = "Keep BOS rows in the statistics (as the reference LLM-Microscope notebook's linearity fit does)." };
         contextuality.AcceptOnlyFromAmong("copy", "small", "none");
         var cmd = new Command("microscope", "LLM-Microscope: linearity, nonlinearity, contextuality, logit lens, intrinsic dimension, anisotropy, token removal.")
-        { input.Model, input.Offline, text, textFile, corpus, generate, json, html, png, contextuality, ctxSteps, removal, removeWords };
+        { input.Model, input.Offline, text, textFile, corpus, generate, json, html, png, contextuality, ctxSteps, removal, removeWords, includeBos };
         cmd.SetAction(parse =>
         {
             using var model = input.LoadModel(parse, ctx);
             var texts = Texts(parse.GetValue(text), parse.GetValue(textFile), parse.GetValue(corpus), parse.GetValue(generate), model);
             string ctxKind = parse.GetValue(contextuality)!;
+            if (texts.Count < 2 && ctxKind != "none")
+            {
+                ctx.Err.WriteLine("contextuality skipped: it trains on some texts and scores others, so it needs at least two (use --text-file, --corpus or --generate)");
+                ctxKind = "none";
+            }
             var options = new MicroscopeOptions(
                 ctxKind == "none" ? null : new ContextualityOptions(ctxKind == "copy" ? ContextDecoder.ModelCopy : ContextDecoder.Small, Steps: parse.GetValue(ctxSteps)),
                 parse.GetValue(removal)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                     .Select(s => int.TryParse(s, out int v) && v > 2 ? v : throw new MechanistException($"--removal-lengths: '{s}' is not a length above 2")).ToArray(),
-                parse.GetValue(removeWords)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+                parse.GetValue(removeWords)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), IncludeBos: parse.GetValue(includeBos));
             var report = MicroscopeRunner.Run(model, texts, options, new StageProgressPrinter(ctx.Err));
             ctx.Err.WriteLine();
             string name = ModelLabel(model);

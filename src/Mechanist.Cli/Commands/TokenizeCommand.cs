@@ -13,18 +13,16 @@ public sealed class TokenizeCommand : ICliCommand
     public Command Build(CliContext ctx)
     {
         var model = CommonOptions.Model(required: false);
-        var tokenizer = new Option<string>("--tokenizer") { Description = "A tokenizer file or folder (tokenizer.json, tokenizer.model, llama2.c .bin)." };
         var text = new Option<string>("--text", "-t") { Description = "Text to tokenize.", Required = true };
         var noBos = CommonOptions.NoBos();
         var json = CommonOptions.Json();
         var offline = CommonOptions.Offline();
-        var cmd = new Command("tokenize", "Print token ids and string tokens of a text.") { model, tokenizer, text, noBos, json, offline };
+        var cmd = new Command("tokenize", "Print token ids and string tokens of a text.") { model, text, noBos, json, offline };
         cmd.SetAction(parse =>
         {
-            string? m = parse.GetValue(model), t = parse.GetValue(tokenizer);
-            if (m != null && t != null) throw new MechanistException("give either --model or --tokenizer, not both");
+            string? m = parse.GetValue(model), t = parse.GetValue(CommonOptions.Tokenizer);
             TextTokenizer tok;
-            if (t != null) tok = TokenizerLoader.FromFile(t);
+            if (t != null) tok = TokenizerLoader.FromFile(t); // the given tokenizer wins over the model's
             else
             {
                 using var source = CommonOptions.OpenModel(BuiltInModels.Resolve(m), parse.GetValue(offline), ctx);

@@ -14,6 +14,9 @@ namespace Mechanist.Hooks;
 public sealed class ActivationCache : IDisposable
 {
     readonly Dictionary<string, Tensor> _tensors = new();
+    readonly Dictionary<string, Func<Tensor>> _lazy = new();
+    readonly List<string> _order = new();
+    readonly List<Tensor> _owned = new();
 
     /// <summary>Creates an empty cache for <paramref name="model"/>.</summary>
     public ActivationCache(HookedTransformer model) => Model = model;
@@ -22,14 +25,14 @@ public sealed class ActivationCache : IDisposable
     public HookedTransformer Model { get; }
 
     /// <summary>Cached names, in recording order.</summary>
-    public IReadOnlyCollection<string> Names => _tensors.Keys;
+    public IReadOnlyCollection<string> Names => _order;
 
     /// <summary>Whether a name is cached.</summary>
-    public bool Contains(string name) => _tensors.ContainsKey(name);
+    public bool Contains(string name) => _tensors.ContainsKey(name) || _lazy.ContainsKey(name);
 
     /// <summary>The activation at a hook point.</summary>
-    public Tensor this[string name] => _tensors.TryGetValue(name, out var t) ? t
-        : throw new MechanistException($"'{name}' is not in the cache" + (Model.HookPoints.Contains(name.EndsWith("_grad") ? name[..^5] : name) ? " (it was not selected when running)" : "; 'mechanist hooks' lists hook point names"));
+    public Tensor this[string name] => _tensors.TryGetValue(name, out var t) ? t : Materialize(name) ??
+        throw new MechanistException($"'{name}' is not in the cache" + (Model.HookPoints.Contains(name.EndsWith("_grad") ? name[..^5] : name) ? " (it was not selected when running)" : "; 'mechanist hooks' lists hook point names"));
 
     /// <summary>The activation of a kind at a layer ("resid_pre", "pattern", "q", "post", ...).</summary>
     public Tensor this[string kind, int layer] => this[HookNames.Act(kind, layer)];
@@ -39,8 +42,41 @@ public sealed class ActivationCache : IDisposable
 
     internal void Store(string name, Tensor t)
     {
-        if (_tensors.Remove(name, out var old)) old.Dispose();
-        _tensors[name] = t.DetachFromDisposeScope();
+        lock (_lazy)
+        {
+            if (_tensors.Remove(name, out var old)) old.Dispose();
+            else if (!_lazy.Remove(name)) _order.Add(name);
+            _tensors[name] = t.DetachFromDisposeScope();
+        }
+    }
+
+    /// <summary>
+    /// Records a value computed on first access (attention scores and patterns of a fused-attention run are rebuilt
+    /// from the cached queries and keys only when read). <paramref name="inputs"/> are kept until the cache is disposed.
+    /// </summary>
+    internal void StoreLazy(string name, Func<Tensor> compute, params Tensor[] inputs)
+    {
+        lock (_lazy)
+        {
+            foreach (var t in inputs) _owned.Add(t.DetachFromDisposeScope());
+            if (_tensors.Remove(name, out var old)) old.Dispose();
+            else if (!_lazy.ContainsKey(name)) _order.Add(name);
+            _lazy[name] = compute;
+        }
+    }
+
+    Tensor? Materialize(string name)
+    {
+        lock (_lazy)
+        {
+            if (_tensors.TryGetValue(name, out var done)) return done;
+            if (!_lazy.Remove(name, out var compute)) return null;
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var t = compute().MoveToOuterDisposeScope();
+            _tensors[name] = t.DetachFromDisposeScope();
+            return t;
+        }
     }
 
     internal void CollectGradients(Dictionary<string, Tensor> sources)
@@ -153,7 +189,7 @@ public sealed class ActivationCache : IDisposable
     public void Save(string path, IReadOnlyDictionary<string, Tensor>? extra = null)
     {
         using var scope = NewDisposeScope();
-        var all = _tensors.Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.to(ScalarType.Float32).cpu()))
+        var all = _order.Select(n => new KeyValuePair<string, Tensor>(n, this[n].to(ScalarType.Float32).cpu()))
             .Concat((extra ?? new Dictionary<string, Tensor>()).Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.to(ScalarType.Float32).cpu())));
         SafetensorsWriter.Write(path, all, new Dictionary<string, string> { ["model"] = Model.Name, ["producer"] = "mechanist" });
     }
@@ -164,7 +200,7 @@ public sealed class ActivationCache : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
-        foreach (var t in _tensors.Values) t.Dispose();
-        _tensors.Clear();
+        foreach (var t in _tensors.Values.Concat(_owned)) t.Dispose();
+        _tensors.Clear(); _owned.Clear(); _lazy.Clear(); _order.Clear();
     }
 }

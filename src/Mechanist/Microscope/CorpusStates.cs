@@ -33,8 +33,8 @@ public sealed class CorpusStates : IDisposable
     /// <summary>Total rows.</summary>
     public int RowCount => (int)Layers[0].shape[0];
 
-    /// <summary>Tokenizes and runs every text (truncated to the model's context).</summary>
-    public static CorpusStates Collect(HookedTransformer model, IEnumerable<string> texts, IProgress<(int Done, int Total)>? progress = null)
+    /// <summary>Tokenizes and runs every text (truncated to the model's context); BOS rows are dropped unless <paramref name="includeBos"/>.</summary>
+    public static CorpusStates Collect(HookedTransformer model, IEnumerable<string> texts, IProgress<(int Done, int Total)>? progress = null, bool includeBos = false)
     {
         var tok = model.Tokenizer ?? throw new MechanistException($"{model.Name} has no tokenizer: the microscope needs text");
         var list = texts.Where(t => !string.IsNullOrWhiteSpace(t)).ToList();
@@ -52,7 +52,7 @@ public sealed class CorpusStates : IDisposable
             bool bos = tok.BosId is { } b && ids.Length > 0 && ids[0] == b;
             var classes = strs.Select((s, k) => bos && k == 0 ? "bos" : WordClasses.Of(s)).ToArray();
             corpus.Add(new CorpusText(ids, strs, classes));
-            int offset = bos ? 1 : 0;
+            int offset = bos && !includeBos ? 1 : 0;
             using var scope = NewDisposeScope();
             var (_, cache) = model.RunWithCache(tensor(ids, new long[] { 1, ids.Length }, device: model.Device), names.Contains);
             using (cache)

@@ -9,8 +9,9 @@ namespace Mechanist.Microscope;
 /// <param name="CustomRemoval">An extra word list to remove.</param>
 /// <param name="PerTextViews">How many texts get per-token views.</param>
 /// <param name="MaxPointsForGeometry">Rows subsampled for TwoNN and anisotropy.</param>
+/// <param name="IncludeBos">Keep the BOS rows in every statistic (the reference LLM-Microscope notebook stacks them into its linearity fit); by default they are dropped, since BOS states are outliers.</param>
 public sealed record MicroscopeOptions(ContextualityOptions? Contextuality = null, int[]? RemovalLengths = null,
-    IReadOnlyCollection<string>? CustomRemoval = null, int PerTextViews = 3, int MaxPointsForGeometry = 3000);
+    IReadOnlyCollection<string>? CustomRemoval = null, int PerTextViews = 3, int MaxPointsForGeometry = 3000, bool IncludeBos = false);
 
 /// <summary>Runs every LLM-Microscope measurement and returns one report.</summary>
 public static class MicroscopeRunner
@@ -24,7 +25,7 @@ public static class MicroscopeRunner
     /// <summary>Computes the report for a corpus of texts.</summary>
     public static MicroscopeReport Run(HookedTransformer model, IReadOnlyList<string> texts, MicroscopeOptions options, IProgress<Progress>? progress = null)
     {
-        using var states = CorpusStates.Collect(model, texts, new Relay(progress, "hidden states"));
+        using var states = CorpusStates.Collect(model, texts, new Relay(progress, "hidden states"), options.IncludeBos);
         var (report, fits) = Run(model, states, options, progress);
         foreach (var f in fits) f.Dispose();
         return report;

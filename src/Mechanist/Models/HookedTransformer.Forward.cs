@@ -213,6 +213,7 @@ public sealed partial class HookedTransformer
             if (cfg.HeadsPerKvHead > 1) { kf = kf.repeat_interleave(cfg.HeadsPerKvHead, dim: 1); vf = vf.repeat_interleave(cfg.HeadsPerKvHead, dim: 1); }
             double rescale = cfg.AttnScale * Math.Sqrt(cfg.DHead); // the fused kernel scales by 1/sqrt(d_head)
             if (Math.Abs(rescale - 1) > 1e-12) qf = qf * rescale;
+            if (s.Cache is { } activations) CacheLazyAttention(s, activations, n, q.permute(0, 2, 1, 3), kf);
             var zFused = Hook(s, n.Z, l, F.scaled_dot_product_attention(qf, kf, vf, null, 0.0, true).permute(0, 2, 1, 3));
             return OutputProjection(s, o, l, zFused, b, p);
         }
@@ -237,15 +238,43 @@ public sealed partial class HookedTransformer
     }
 
     /// <summary>
-    /// Whether attention can run fused: causal only (no padding mask, no past keys, no sliding window),
-    /// no soft-capping or frozen pattern, and nothing hooks, caches or differentiates the scores or pattern.
+    /// Whether attention can run fused: causal only (no padding mask, no past keys, no sliding window), no
+    /// soft-capping or frozen pattern, and nothing hooks or differentiates the scores or pattern. A cache that
+    /// only reads them gets them lazily (<see cref="CacheLazyAttention"/>).
     /// </summary>
     bool CanFuseAttention(ForwardState s, RunOptions o, int l, BlockHookNames n, int past)
     {
         if (!o.FusedAttention || o.AttentionMask is not null || past > 0 || Config.UsesSlidingWindow(l) || Config.AttnSoftcap is not null || o.FreezeAttention) return false;
         bool Touched(string name) =>
-            s.Forward.Any(h => h.Filter.Matches(name)) || s.Backward.Any(h => h.Filter.Matches(name)) || (s.Cache != null && s.CacheFilter(name));
+            s.Forward.Any(h => h.Filter.Matches(name)) || s.Backward.Any(h => h.Filter.Matches(name)) || (s.Cache != null && s.KeepGraph && s.CacheFilter(name));
         return !Touched(n.AttnScores) && !Touched(n.Pattern);
+    }
+
+    /// <summary>
+    /// Caches the scores and pattern of a fused-attention layer without computing them: they are rebuilt from the
+    /// queries [b, h, p, dh] and keys [b, h, p, dh] (heads repeated for GQA) with the same operations as the
+    /// unfused path, on first access. Nothing hooks them here, so the lazy values equal what the forward used.
+    /// </summary>
+    void CacheLazyAttention(ForwardState s, ActivationCache cache, BlockHookNames n, Tensor q, Tensor k)
+    {
+        bool scores = s.CacheFilter(n.AttnScores), pattern = s.CacheFilter(n.Pattern);
+        if (!scores && !pattern) return;
+        var qd = q.detach(); var kd = k.detach();
+        double scale = Config.AttnScale;
+        Tensor Scores()
+        {
+            long p = qd.shape[2];
+            var causal = ones(p, p, ScalarType.Bool, qd.device).triu(1);
+            var x = matmul(qd, kd.transpose(2, 3)) * scale;
+            return x.masked_fill(causal, MinValue(x.dtype));
+        }
+        if (scores) cache.StoreLazy(n.AttnScores, Scores, qd, kd);
+        if (pattern)
+            cache.StoreLazy(n.Pattern, () =>
+            {
+                var x = scores ? cache[n.AttnScores] : Scores();
+                return F.softmax(x, -1, x.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32).to(x.dtype);
+            }, scores ? Array.Empty<Tensor>() : new[] { qd, kd });
     }
 
     Tensor OutputProjection(ForwardState s, RunOptions o, int l, Tensor z, long b, long p)

@@ -182,3 +182,40 @@ public class MicroscopeTests
         Assert.Equal(WordClasses.Other, WordClasses.Of(" ball"));
     }
 }
+
+/// <summary>The microscope command's handling of one text and of BOS rows.</summary>
+public class MicroscopeCommandTests
+{
+    static readonly string Stories = SharedData.PathOf("models", "stories260K", "stories260K.bin");
+
+    [Fact]
+    public void OneTextWorksWithContextualitySkippedAndSaidSo()
+    {
+        using var dir = new TempDir();
+        var (code, _, err) = CliRunner.Run("microscope", "-m", Stories, "--text", "Once upon a time, there was a little girl named Lily. She loved to play.",
+            "--removal-lengths", "", "--json", dir.File("r.json"));
+        Assert.True(code == 0, err);
+        Assert.Contains("contextuality skipped", err);
+        var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(dir.File("r.json"))).RootElement;
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, json.GetProperty("contextuality").ValueKind);
+        Assert.Equal(5, json.GetProperty("linearity").GetArrayLength());
+    }
+
+    [Fact]
+    public void IncludeBosAddsOneRowPerTextToTheStatistics()
+    {
+        using var dir = new TempDir();
+        string[] texts = { "Lily saw a big dog.", "Tom ran to the park.", "The sun was warm." };
+        File.WriteAllLines(dir.File("t.txt"), texts);
+        int Tokens(params string[] extra)
+        {
+            var (code, _, err) = CliRunner.Run(new[] { "microscope", "-m", Stories, "--text-file", dir.File("t.txt"), "--contextuality", "none", "--removal-lengths", "", "--json", dir.File("r.json") }.Concat(extra).ToArray());
+            Assert.True(code == 0, err);
+            return System.Text.Json.JsonDocument.Parse(File.ReadAllText(dir.File("r.json"))).RootElement.GetProperty("tokens").GetInt32();
+        }
+        using var model = Mechanist.Models.HookedTransformer.Load(Stories);
+        int withBos = texts.Sum(t => model.Tokenizer!.Encode(t).Length);
+        Assert.Equal(withBos - texts.Length, Tokens());
+        Assert.Equal(withBos, Tokens("--include-bos"));
+    }
+}

@@ -73,6 +73,34 @@ public class HookTests
         TensorAssert.Close(cache["resid_post", model.Config.NLayers - 1], parts.sum(dim: 0), 1e-5, "decomposed residual sums to the final residual");
     }
 
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void LazyPatternsOfAFusedCachedRunEqualTheEagerOnes(string arch)
+    {
+        using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", arch));
+        using var scope = NewDisposeScope();
+        var tokens = Tokens(model);
+        // A full cache keeps the fused attention: its logits are the plain run's, bit for bit.
+        var (lazyLogits, lazy) = model.RunWithCache(tokens);
+        using var _l = lazy;
+        TensorAssert.Close(model.Run(tokens), lazyLogits, 0, "cached run vs plain run");
+        var (_, eager) = model.RunWithCache(tokens, options: new RunOptions { FusedAttention = false });
+        using var _e = eager;
+        Assert.Equal(eager.Names, lazy.Names);
+        for (int l = 0; l < model.Config.NLayers; l++)
+        {
+            TensorAssert.Close(eager["pattern", l], lazy["pattern", l], 1e-6, $"{arch} pattern {l}");
+            // Masked entries hold the dtype's minimum in both; compare the causal part.
+            var mask = ones(8, 8).tril().to(ScalarType.Bool);
+            TensorAssert.Close(eager["attn_scores", l].masked_select(mask.expand_as(eager["attn_scores", l])),
+                lazy["attn_scores", l].masked_select(mask.expand_as(lazy["attn_scores", l])), 1e-5, $"{arch} scores {l}");
+        }
+        // A hook that edits the pattern still runs on the real one and changes the output.
+        var edited = model.RunWithHooks(tokens, new[] { new ForwardHookSpec("blocks.0.attn.hook_pattern", (p, _) => eye(p.shape[2]).expand(p.shape).contiguous()) });
+        Assert.True((edited - lazyLogits).abs().max().item<float>() > 1e-3);
+    }
+
     [Fact]
     public void StopAndStartAtALayerSplitTheForward()
     {
@@ -82,7 +110,7 @@ public class HookTests
         var tokens = Tokens(model);
         var full = model.Run(tokens, unfused);
         var resid = model.Run(tokens, unfused with { StopAtLayer = 2 });
-        var (_, cache) = model.RunWithCache(tokens);
+        var (_, cache) = model.RunWithCache(tokens, options: unfused);
         using var _c = cache;
         TensorAssert.Close(cache["resid_pre", 2], resid, 0, "stop_at_layer returns the residual entering the layer");
         TensorAssert.Close(full, model.Run(resid, unfused with { StartAtLayer = 2 }), 1e-6, "start_at_layer continues the forward");
