@@ -102,7 +102,9 @@ public static class DictionaryJob
                 t.Options.Config.Steps, t.Options.Config.BatchSize, t.Options.Config.Seed, t.TrainTokens, t.TrainSeconds, t.TokensPerSecond,
                 t.Evaluation.Layers, t.Evaluation.Splice, command,
             }) + "\n");
-            Plots.LossCurve(t.Losses, Path.Combine(folder, "loss.png"), $"{t.Options.Config.Kind} training loss");
+            AtomicFile.WriteText(Path.Combine(folder, "losses.json"), JsonFormat.Serialize(t.Losses.Select(l => Math.Round(l, 6))));
+            Plots.LossCurve(t.Losses, Path.Combine(folder, "loss.png"), $"{t.Options.Config.Kind} training loss",
+                t.Options.Config.Activation is TrainActivation.TopK or TrainActivation.BatchTopK ? "Σ over layers of FVU (+ AuxK)" : "Σ over layers of FVU + sparsity penalties");
             AtomicFile.WriteText(Path.Combine(folder, "README.md"), Card(t, command));
         }
         // The card and metrics go into the same temp folder, so the whole folder appears at once.

@@ -67,14 +67,30 @@ public sealed class RetainedForward : IDisposable
     /// activation, of the same shape) and returns the gradients reaching <paramref name="wrt"/> (zeros where none
     /// flows). The graph stays for further passes. The caller owns the returned tensors.
     /// </summary>
-    public Tensor[] Gradients(Tensor at, Tensor gradient, IReadOnlyList<string> wrt)
+    public Tensor[] Gradients(Tensor at, Tensor gradient, IReadOnlyList<string> wrt) => Gradients(new[] { (at, gradient) }, wrt);
+
+    /// <summary>One backward pass injecting several gradients at once (their effects add, the system being linear in them).</summary>
+    public Tensor[] Gradients(IReadOnlyList<(Tensor At, Tensor Gradient)> injections, IReadOnlyList<string> wrt)
     {
-        if (!at.shape.SequenceEqual(gradient.shape))
-            throw new MechanistException($"the injected gradient is [{string.Join(", ", gradient.shape)}]; the tensor is [{string.Join(", ", at.shape)}]");
+        foreach (var (at, gradient) in injections)
+            if (!at.shape.SequenceEqual(gradient.shape))
+                throw new MechanistException($"the injected gradient is [{string.Join(", ", gradient.shape)}]; the tensor is [{string.Join(", ", at.shape)}]");
         var inputs = wrt.Select(n => this[n]).ToList();
+        // libtorch aborts the process (not an exception) on tensors outside the graph: keep those out and answer zeros.
+        var live = inputs.Where(t => t.requires_grad).ToList();
+        var outputs = injections.Where(i => i.At.requires_grad).ToList();
+        var result = inputs.Select(t => zeros_like(t).DetachFromDisposeScope()).ToArray();
+        if (live.Count == 0 || outputs.Count == 0) return result;
         using var grad = enable_grad();
-        var grads = torch.autograd.grad(new List<Tensor> { at }, inputs, new List<Tensor> { gradient.to(at.dtype, at.device) }, retain_graph: true, allow_unused: true);
-        return grads.Select((g, i) => g is null || g.IsInvalid ? zeros_like(inputs[i]).DetachFromDisposeScope() : g.DetachFromDisposeScope()).ToArray();
+        var grads = torch.autograd.grad(outputs.Select(i => i.At).ToList(), live, outputs.Select(i => i.Gradient.to(i.At.dtype, i.At.device)).ToList(),
+            retain_graph: true, allow_unused: true);
+        for (int i = 0, j = 0; i < inputs.Count; i++)
+        {
+            if (!inputs[i].requires_grad) continue;
+            var g = grads[j++];
+            if (g is not null && !g.IsInvalid) { result[i].Dispose(); result[i] = g.DetachFromDisposeScope(); }
+        }
+        return result;
     }
 
     /// <inheritdoc/>

@@ -6,7 +6,7 @@ namespace Mechanist.Reporting;
 public static class Plots
 {
     /// <summary>A training loss curve with a moving average.</summary>
-    public static void LossCurve(IReadOnlyList<double> losses, string path, string title)
+    public static void LossCurve(IReadOnlyList<double> losses, string path, string title, string yLabel = "cross-entropy (nats/token)")
     {
         var plot = new ScottPlot.Plot();
         var xs = Enumerable.Range(1, losses.Count).Select(i => (double)i).ToArray();
@@ -17,7 +17,7 @@ public static class Plots
         var avg = plot.Add.Scatter(xs, smooth);
         avg.MarkerSize = 0; avg.LineWidth = 2; avg.LegendText = $"moving average ({window} steps)";
         plot.Title(title);
-        plot.XLabel("step"); plot.YLabel("cross-entropy (nats/token)");
+        plot.XLabel("step"); plot.YLabel(yLabel);
         plot.ShowLegend();
         Save(plot, path, 800, 450);
     }

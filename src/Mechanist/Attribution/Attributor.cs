@@ -1,0 +1,173 @@
+using Mechanist.Dictionaries;
+using Mechanist.Hooks;
+using Mechanist.Models;
+using static TorchSharp.torch;
+
+namespace Mechanist.Attribution;
+
+/// <summary>What a node of an attribution graph is.</summary>
+public enum NodeKind
+{
+    /// <summary>An active transcoder feature at (layer, position).</summary>
+    Feature,
+    /// <summary>The error (what the transcoder misses) of a layer at a position.</summary>
+    Error,
+    /// <summary>A prompt token's embedding.</summary>
+    Token,
+    /// <summary>A logit target at the last position.</summary>
+    Logit,
+}
+
+/// <summary>One node.</summary>
+/// <param name="Kind">Kind.</param>
+/// <param name="Layer">Layer (−1 for tokens, L + 1 for logits, as circuit-tracer numbers them).</param>
+/// <param name="Position">Position in the prompt.</param>
+/// <param name="Index">Feature index, token id (tokens and logits), or −1 (errors).</param>
+/// <param name="Activation">A feature's activation.</param>
+/// <param name="Probability">A logit's probability.</param>
+public sealed record GraphNode(NodeKind Kind, int Layer, int Position, long Index, double? Activation = null, double? Probability = null)
+{
+    /// <summary>circuit-tracer's node id: "{layer}_{feature}_{pos}", errors "{layer}_-1_{pos}", tokens "E_{id}_{pos}", logits "{L+1}_{id}_{pos}".</summary>
+    public string Id => Kind switch
+    {
+        NodeKind.Token => $"E_{Index}_{Position}",
+        _ => $"{Layer}_{Index}_{Position}",
+    };
+}
+
+/// <summary>An unpruned attribution graph: nodes in circuit-tracer's order and the direct-effect adjacency.</summary>
+/// <param name="TokenIds">The prompt.</param>
+/// <param name="Nodes">Features (by layer, position, feature), errors (layer-major), tokens, logits (by probability).</param>
+/// <param name="Adjacency">A[target, source] [n, n] float32: the source's direct effect on the target's readout.</param>
+public sealed record AttributionGraph(long[] TokenIds, GraphNode[] Nodes, Tensor Adjacency) : IDisposable
+{
+    /// <inheritdoc/>
+    public void Dispose() => Adjacency.Dispose();
+}
+
+/// <summary>How to attribute.</summary>
+/// <param name="MaxLogits">At most this many logit targets.</param>
+/// <param name="LogitProbability">Take the most likely tokens until their cumulative probability reaches this.</param>
+/// <param name="BatchSize">Target rows per backward pass (the prompt runs once as this many copies).</param>
+public sealed record AttributionOptions(int MaxLogits = 10, double LogitProbability = 0.95, int BatchSize = 32);
+
+/// <summary>
+/// Attribution graphs as circuit tracing defines them: in the frozen replacement model, the direct effect of every
+/// source (active feature, error, token) on every target readout (a feature's pre-activation without bias, or a logit
+/// target's demeaned logit). Rows are computed by injected backward passes, many targets per pass.
+/// </summary>
+public static class Attributor
+{
+    /// <summary>Builds the graph of <paramref name="rm"/>'s prompt.</summary>
+    public static AttributionGraph Attribute(ReplacementModel rm, AttributionOptions? options = null)
+    {
+        options ??= new AttributionOptions();
+        var model = rm.Model; var d = rm.Dictionary; var reg = model.HookPoints;
+        int L = model.Config.NLayers, T = (int)rm.Tokens.shape[1];
+        using var scope = NewDisposeScope();
+        var ids = rm.Tokens[0].cpu().data<long>().ToArray();
+
+        // Nodes: active features sorted by (layer, pos, feature) — nonzero() is row-major — then errors, tokens, logits.
+        var active = rm.Activations.nonzero().cpu();                                  // [n_f, 3]
+        int nf = (int)active.shape[0];
+        var af = active.data<long>().ToArray();
+        var actValues = rm.Activations.cpu().data<float>().ToArray();
+        int F = d.DDict;
+        var nodes = new List<GraphNode>();
+        for (int i = 0; i < nf; i++)
+        {
+            int l = (int)af[3 * i], p = (int)af[3 * i + 1]; long f = af[3 * i + 2];
+            nodes.Add(new GraphNode(NodeKind.Feature, l, p, f, actValues[((long)l * T + p) * F + f]));
+        }
+        for (int l = 0; l < L; l++) for (int p = 0; p < T; p++) nodes.Add(new GraphNode(NodeKind.Error, l, p, -1));
+        for (int p = 0; p < T; p++) nodes.Add(new GraphNode(NodeKind.Token, -1, p, ids[p]));
+        var probs = rm.Logits[T - 1].softmax(-1);
+        var (topP, topI) = probs.topk(Math.Min(options.MaxLogits, (int)probs.shape[0]));
+        var pList = topP.cpu().data<float>().ToArray(); var iList = topI.cpu().data<long>().ToArray();
+        int k = 0; double cum = 0;
+        while (k < pList.Length) { cum += pList[k]; k++; if (cum >= options.LogitProbability) break; }
+        for (int i = 0; i < k; i++) nodes.Add(new GraphNode(NodeKind.Logit, L + 1, T - 1, iList[i], Probability: pList[i]));
+        int n = nodes.Count, errorBase = nf, tokenBase = nf + L * T, logitBase = tokenBase + T;
+
+        // One frozen forward as B copies; every pass injects one target per copy.
+        int B = Math.Max(1, Math.Min(options.BatchSize, nf + k));
+        string[] inputs = Enumerable.Range(0, L).Select(l => SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Input)).ToArray();
+        string[] outputs = Enumerable.Range(0, L).Select(l => reg.Name(HookKind.MlpOut, l)).ToArray();
+        string embed = HookNames.Embed, unembedIn = HookNames.UnembedIn;
+        using var forward = RetainedForward.Run(model, rm.Tokens, inputs.Concat(outputs).Append(embed).Append(unembedIn), B, rm.FrozenOptions());
+        var wrt = outputs.Append(embed).ToArray();
+        var wu = model.Weights.WU.to(ScalarType.Float32);
+        var demeaned = wu.index_select(0, topI[..k]) - wu.mean(new long[] { 0 });   // [k, d]
+        var embedValue = forward[embed][0].to(ScalarType.Float32);                     // [T, d]: what each token adds at hook_embed
+
+        // Per source layer, the features' positions, indices and activations (for gathering their columns).
+        var featureRows = Enumerable.Range(0, L).Select(l => Enumerable.Range(0, nf).Where(i => nodes[i].Layer == l).ToArray()).ToArray();
+        var adjacency = zeros(n, n, ScalarType.Float32);
+        int targets = nf + k;
+        for (int start = 0; start < targets; start += B)
+        {
+            using var passScope = NewDisposeScope();
+            int rows = Math.Min(B, targets - start);
+            var injections = new List<(Tensor, Tensor)>();
+            var perLayer = new Tensor?[L]; Tensor? logitGrad = null;
+            for (int r = 0; r < rows; r++)
+            {
+                int t = start + r;
+                if (t < nf)
+                {
+                    var node = nodes[t];
+                    var x = forward[inputs[node.Layer]];
+                    perLayer[node.Layer] ??= zeros_like(x);
+                    var row = d switch
+                    {
+                        CrossLayerTranscoder c => c.WEnc(node.Layer)[node.Index],
+                        TranscoderSet s => s.Layers[node.Layer].WEnc[node.Index],
+                        _ => throw new MechanistException($"{d.GetType().Name}: no encoder rows"),
+                    };
+                    perLayer[node.Layer]![r, node.Position] = row.to(x.dtype);
+                }
+                else
+                {
+                    var u = forward[unembedIn];
+                    logitGrad ??= zeros_like(u);
+                    logitGrad[r, T - 1] = demeaned[t - nf].to(u.dtype);
+                }
+            }
+            for (int l = 0; l < L; l++) if (perLayer[l] is { } g) injections.Add((forward[inputs[l]], g));
+            if (logitGrad is not null) injections.Add((forward[unembedIn], logitGrad));
+            var grads = forward.Gradients(injections, wrt);                              // L × [B, T, d], then embed
+            using var _g = new DisposableList(grads);
+            var block = zeros(rows, n, ScalarType.Float32);
+            // Features: Σ over the layers j a source at layer l writes to, grad_j[p] · a·W_dec(l→j)[f].
+            for (int l = 0; l < L; l++)
+            {
+                var cols = featureRows[l];
+                if (cols.Length == 0) continue;
+                var pos = tensor(cols.Select(i => (long)nodes[i].Position).ToArray());
+                var feat = tensor(cols.Select(i => nodes[i].Index).ToArray());
+                var a = tensor(cols.Select(i => (float)nodes[i].Activation!.Value).ToArray());
+                var sum = zeros(rows, cols.Length);
+                for (int j = l; j < L; j++)
+                {
+                    if (!d.WritesTo(l, j)) continue;
+                    var dec = d.DecoderRows(l, j, feat).to(ScalarType.Float32);         // [c, d]
+                    var g = grads[j][..rows].to(ScalarType.Float32).index_select(1, pos); // [rows, c, d]
+                    sum += (g * dec.unsqueeze(0)).sum(-1);
+                }
+                block.index_copy_(1, tensor(cols.Select(i => (long)i).ToArray()), sum * a.unsqueeze(0));
+            }
+            // Errors: grad_l[p] · error[l, p]; tokens: grad_embed[p] · the embedding added there.
+            for (int l = 0; l < L; l++)
+                block[.., (errorBase + l * T)..(errorBase + (l + 1) * T)] = (grads[l][..rows].to(ScalarType.Float32) * rm.Errors[l].unsqueeze(0)).sum(-1);
+            block[.., tokenBase..logitBase] = (grads[L][..rows].to(ScalarType.Float32) * embedValue.unsqueeze(0)).sum(-1);
+            int targetIndex(int t) => t < nf ? t : logitBase + (t - nf);
+            for (int r = 0; r < rows; r++) adjacency[targetIndex(start + r)] = block[r];
+        }
+        return new AttributionGraph(ids, nodes.ToArray(), adjacency.MoveToOuterDisposeScope());
+    }
+
+    sealed class DisposableList(Tensor[] tensors) : IDisposable
+    {
+        public void Dispose() { foreach (var t in tensors) t.Dispose(); }
+    }
+}

@@ -1,0 +1,100 @@
+using Mechanist.Dictionaries;
+using Mechanist.Hooks;
+using Mechanist.Models;
+using static TorchSharp.torch;
+
+namespace Mechanist.Attribution;
+
+/// <summary>
+/// The local replacement model of one prompt: the clean run's feature activations (position 0 zeroed), error vectors
+/// (true MLP output − reconstruction incl. b_dec and skip; position 0 zeroed) and the splice that makes the network
+/// linear in its nodes — attention patterns and norm scales frozen (<see cref="RunOptions"/>), every MLP output kept
+/// at its true value with the gradient passing only through the transcoder's skip term.
+/// </summary>
+public sealed class ReplacementModel : IDisposable
+{
+    ReplacementModel(HookedTransformer model, ICrossLayerDictionary dictionary, TranscoderInput input, Tensor tokens, Tensor acts, Tensor errors, Tensor logits)
+    {
+        Model = model; Dictionary = dictionary; Input = input; Tokens = tokens; Activations = acts; Errors = errors; Logits = logits;
+    }
+
+    /// <summary>The model.</summary>
+    public HookedTransformer Model { get; }
+    /// <summary>The transcoders.</summary>
+    public ICrossLayerDictionary Dictionary { get; }
+    /// <summary>Where the features read.</summary>
+    public TranscoderInput Input { get; }
+    /// <summary>The prompt [1, T].</summary>
+    public Tensor Tokens { get; }
+    /// <summary>Feature activations [L, T, d_dict] of the clean run, position 0 zeroed.</summary>
+    public Tensor Activations { get; }
+    /// <summary>Error vectors [L, T, d_model], position 0 zeroed.</summary>
+    public Tensor Errors { get; }
+    /// <summary>The model's logits [T, vocab] on the prompt.</summary>
+    public Tensor Logits { get; }
+
+    /// <summary>Runs the prompt [1, T] once and records activations and errors.</summary>
+    public static ReplacementModel Build(HookedTransformer model, ICrossLayerDictionary dictionary, TranscoderInput input, Tensor tokens)
+    {
+        if (tokens.dim() != 2 || tokens.shape[0] != 1) throw new MechanistException("attribution takes one prompt [1, pos]");
+        var splice = new TranscoderSplice(dictionary, input, ErrorTerm.Detached);
+        splice.AddedPoints(model.HookPoints).ToList(); // layers and width must fit
+        var reg = model.HookPoints;
+        int layers = model.Config.NLayers;
+        using var scope = NewDisposeScope();
+        // The spliced run with error terms is the model itself; features and errors at BOS are zeroed afterwards
+        // (circuit-tracer's zero_positions), which changes nothing at later positions: decoding is per position.
+        var (logits, cache) = model.RunWithCache(tokens, options: new RunOptions { Splices = new[] { splice }, FusedAttention = false });
+        using var _c = cache;
+        var acts = stack(Enumerable.Range(0, layers).Select(l => cache[SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Acts)][0]).ToArray());
+        var errors = stack(Enumerable.Range(0, layers).Select(l => cache[SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Error)][0]).ToArray());
+        acts[.., 0] = 0;
+        errors[.., 0] = 0;
+        return new ReplacementModel(model, dictionary, input, tokens.clone().MoveToOuterDisposeScope(), acts.to(ScalarType.Float32).MoveToOuterDisposeScope(),
+            errors.to(ScalarType.Float32).MoveToOuterDisposeScope(), logits[0].to(ScalarType.Float32).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>The frozen linear replacement's splice for one run.</summary>
+    public ISplice FrozenSplice() => new FrozenMlps(this);
+
+    /// <summary>Run options of the frozen replacement: patterns and norm scales detached, MLPs frozen but for the skip.</summary>
+    public RunOptions FrozenOptions() => new() { FreezeAttention = true, FreezeNormScales = true, FusedAttention = false, Splices = new[] { FrozenSplice() } };
+
+    /// <summary>MLP output = its true value, with the gradient of skip(x_in) only: skip + (true − skip).detach().</summary>
+    sealed class FrozenMlps(ReplacementModel owner) : ISplice
+    {
+        public IEnumerable<(string Parent, string Suffix, string Shape)> AddedPoints(HookRegistry registry)
+        {
+            string resid = registry.Get(HookKind.ResidPost, 0).Shape;
+            for (int l = 0; l < registry.Layers; l++) yield return (registry.Name(HookKind.MlpOut, l), SplicePoints.Input, resid);
+        }
+
+        public ISpliceRun Start(HookedTransformer model) => new Run(owner, model);
+
+        sealed class Run(ReplacementModel owner, HookedTransformer model) : ISpliceRun
+        {
+            public Tensor? AtHook(string name, Tensor value, FireHook fire) => null;
+
+            public Tensor? ReplaceMlp(MlpSite site, Func<Tensor> mlp, FireHook fire)
+            {
+                var x = fire(SplicePoints.Under(model.HookPoints.Name(HookKind.MlpOut, site.Layer), SplicePoints.Input), owner.Input switch
+                {
+                    TranscoderInput.Resid => site.Resid,
+                    TranscoderInput.Normalized => site.Normalized,
+                    _ => site.Input,
+                });
+                var y = mlp().detach();
+                // A source added here must get a gradient even where nothing upstream is live (no skip): a fresh leaf.
+                return owner.Dictionary.Skip(site.Layer, x) is { } skip ? skip + (y - skip).detach() : y.requires_grad_(true);
+            }
+
+            public void Dispose() { }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Tokens.Dispose(); Activations.Dispose(); Errors.Dispose(); Logits.Dispose();
+    }
+}
