@@ -46,4 +46,37 @@ public class AttributionGoldenTests
         var zero = expected == 0;
         Assert.Equal(0f, graph.Adjacency.masked_select(zero).abs().max().item<float>());
     }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void PruningInfluenceAndScoresMatchTheReference(string name)
+    {
+        string dir = SharedData.PathOf("golden", "attribution", name);
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var scope = NewDisposeScope();
+        // The reference's own adjacency and node list, so this checks pruning alone.
+        var kind = reference.Read("node_kind").data<long>().ToArray();
+        var layer = reference.Read("node_layer").data<long>().ToArray();
+        var pos = reference.Read("node_pos").data<long>().ToArray();
+        var index = reference.Read("node_index").data<long>().ToArray();
+        var probs = reference.Read("logit_probs").data<float>().ToArray();
+        int firstLogit = Array.IndexOf(kind, 3L);
+        var nodes = kind.Select((k, i) => new GraphNode((NodeKind)k, (int)layer[i], (int)pos[i], index[i], Probability: k == 3 ? probs[i - firstLogit] : null)).ToArray();
+        using var graph = new AttributionGraph(reference.Read("input_ids").data<long>().ToArray(), nodes, reference.Read("adjacency"));
+        using var pruned = Pruning.Prune(graph);
+        var influence = reference.Read("node_influence").to(ScalarType.Float64).data<double>().ToArray();
+        var cumulative = reference.Read("cumulative_influence").to(ScalarType.Float64).data<double>().ToArray();
+        for (int i = 0; i < nodes.Length; i++)
+        {
+            Assert.Equal(influence[i], pruned.Influence[i], Math.Max(1e-9, Math.Abs(influence[i]) * 1e-5));
+            Assert.Equal(cumulative[i], pruned.CumulativeInfluence[i], 1e-5);
+        }
+        Assert.Equal(reference.Read("node_mask").data<byte>().Select(b => b != 0), pruned.NodeMask);
+        var edgeMask = reference.Read("edge_mask").to(ScalarType.Bool);
+        Assert.Equal(0L, edgeMask.logical_xor(pruned.EdgeMask).sum().item<long>());
+        var scores = Pruning.Scores(graph);
+        var golden = reference.Read("graph_scores").data<float>().ToArray();
+        Assert.Equal(golden[0], scores.Replacement, 1e-5);
+        Assert.Equal(golden[1], scores.Completeness, 1e-5);
+    }
 }
