@@ -79,4 +79,40 @@ public class AttributionGoldenTests
         Assert.Equal(golden[0], scores.Replacement, 1e-5);
         Assert.Equal(golden[1], scores.Completeness, 1e-5);
     }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void GraphFilesMatchCircuitTracersJson(string name)
+    {
+        string dir = SharedData.PathOf("golden", "attribution", name);
+        string modelName = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "case.json"))).RootElement.GetProperty("model").GetString()!;
+        using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", modelName));
+        using var bundle = CircuitTracerFormat.Load(Path.Combine(dir, "transcoders"));
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, reference.Read("input_ids").unsqueeze(0));
+        using var graph = Attributor.Attribute(rm);
+        using var pruned = Pruning.Prune(graph);
+        double max = graph.Adjacency.abs().max().item<float>();
+        foreach (var (file, isPruned) in new[] { ("graph.json", false), ("graph_pruned.json", true) })
+        {
+            using var ours = JsonDocument.Parse(GraphFile.Serialize(graph, pruned, isPruned, slug: $"visible-{name}", scan: $"golden/{name}"));
+            using var theirs = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, file)));
+            Assert.Equal(theirs.RootElement.GetProperty("metadata").GetRawText(), ours.RootElement.GetProperty("metadata").GetRawText());
+            Assert.Equal(theirs.RootElement.GetProperty("qParams").GetRawText(), ours.RootElement.GetProperty("qParams").GetRawText());
+            var a = ours.RootElement.GetProperty("nodes").EnumerateArray().ToList(); var b = theirs.RootElement.GetProperty("nodes").EnumerateArray().ToList();
+            Assert.Equal(b.Select(x => x.GetProperty("node_id").GetString()), a.Select(x => x.GetProperty("node_id").GetString()));
+            for (int i = 0; i < a.Count; i++)
+                foreach (var field in b[i].EnumerateObject())
+                {
+                    var mine = a[i].GetProperty(field.Name);
+                    if (field.Value.ValueKind == JsonValueKind.Number && mine.ValueKind == JsonValueKind.Number)
+                        Assert.True(Math.Abs(field.Value.GetDouble() - mine.GetDouble()) <= 1e-5 * Math.Max(1, Math.Abs(field.Value.GetDouble())), $"{name}/{file} node {i} {field.Name}: {mine} vs {field.Value}");
+                    else Assert.Equal(field.Value.GetRawText(), mine.GetRawText());
+                }
+            Assert.Equal(b[0].EnumerateObject().Select(f => f.Name), a[0].EnumerateObject().Select(f => f.Name)); // field order
+            var la = ours.RootElement.GetProperty("links").EnumerateArray().ToList(); var lb = theirs.RootElement.GetProperty("links").EnumerateArray().ToList();
+            Assert.Equal(lb.Select(l => (l.GetProperty("source").GetString(), l.GetProperty("target").GetString())), la.Select(l => (l.GetProperty("source").GetString(), l.GetProperty("target").GetString())));
+            for (int i = 0; i < la.Count; i++) Assert.True(Math.Abs(la[i].GetProperty("weight").GetDouble() - lb[i].GetProperty("weight").GetDouble()) <= 1e-5 * max);
+        }
+    }
 }
