@@ -1,0 +1,47 @@
+using System.Text.Json;
+using Mechanist.IO;
+using Mechanist.Tests.Cli;
+
+namespace Mechanist.Tests.Attribution;
+
+/// <summary>mechanist trace end to end, and its errors.</summary>
+public class TraceCliTests
+{
+    [Fact]
+    public void TraceWritesTheGoldenPrunedGraph()
+    {
+        using var dir = new TempDir();
+        string golden = SharedData.PathOf("golden", "attribution", "llama_clt_jumprelu");
+        using var reference = SafetensorsFile.Open(Path.Combine(golden, "reference.safetensors"));
+        using var ids = reference.Read("input_ids");
+        var (code, stdout, err) = CliRunner.Run("trace", "-m", SharedData.PathOf("golden", "models", "llama"), "--transcoders", Path.Combine(golden, "transcoders"),
+            "--tokens", string.Join(",", ids.data<long>().ToArray()), "--out", dir.File("g.json"));
+        Assert.True(code == 0, err);
+        var ours = JsonDocument.Parse(File.ReadAllText(dir.File("g.json"))).RootElement;
+        var theirs = JsonDocument.Parse(File.ReadAllText(Path.Combine(golden, "graph_pruned.json"))).RootElement;
+        Assert.Equal(theirs.GetProperty("nodes").EnumerateArray().Select(n => n.GetProperty("node_id").GetString()),
+            ours.GetProperty("nodes").EnumerateArray().Select(n => n.GetProperty("node_id").GetString()));
+        Assert.Equal(theirs.GetProperty("links").GetArrayLength(), ours.GetProperty("links").GetArrayLength());
+        Assert.Contains("replacement 0.691", stdout);
+    }
+
+    [Fact]
+    public void BadInputGivesOneClearError()
+    {
+        using var dir = new TempDir();
+        string llama = SharedData.PathOf("golden", "models", "llama");
+        string gpt2Transcoders = SharedData.PathOf("golden", "attribution", "gpt2_plt_relu", "transcoders");
+        var (code, _, err) = CliRunner.Run("trace", "-m", SharedData.PathOf("models", "stories260K", "stories260K.bin"), "--transcoders", gpt2Transcoders,
+            "--prompt", "Once upon a time", "--out", dir.File("a.json"));
+        Assert.Equal(2, code);
+        Assert.Contains("the transcoders have 3 layers; the model has 5", err);
+        (code, _, err) = CliRunner.Run("trace", "-m", llama, "--transcoders", SharedData.PathOf("golden", "attribution", "llama_clt_jumprelu", "transcoders"),
+            "--tokens", string.Join(",", Enumerable.Repeat(5, 5000)), "--out", dir.File("b.json"));
+        Assert.Equal(2, code);
+        Assert.Contains("context", err);
+        (code, _, err) = CliRunner.Run("trace", "-m", llama, "--transcoders", gpt2Transcoders, "--tokens", "1,2,3", "--max-logits", "0", "--out", dir.File("c.json"));
+        Assert.Equal(2, code);
+        Assert.Contains("--max-logits", err);
+        Assert.False(File.Exists(dir.File("a.json")) || File.Exists(dir.File("b.json")) || File.Exists(dir.File("c.json")));
+    }
+}
