@@ -13,10 +13,13 @@ namespace Mechanist.Attribution;
 /// </summary>
 public sealed class ReplacementModel : IDisposable
 {
-    ReplacementModel(HookedTransformer model, ICrossLayerDictionary dictionary, TranscoderInput input, Tensor tokens, Tensor acts, Tensor errors, Tensor logits)
+    ReplacementModel(HookedTransformer model, ICrossLayerDictionary dictionary, TranscoderInput input, Tensor tokens, Tensor acts, Tensor errors, Tensor logits, ActivationCache clean)
     {
-        Model = model; Dictionary = dictionary; Input = input; Tokens = tokens; Activations = acts; Errors = errors; Logits = logits;
+        Model = model; Dictionary = dictionary; Input = input; Tokens = tokens; Activations = acts; Errors = errors; Logits = logits; Clean = clean;
     }
+
+    /// <summary>Every activation of the clean run (patterns, norm scales, MLP outputs, the transcoders' inputs and errors), for interventions.</summary>
+    public ActivationCache Clean { get; }
 
     /// <summary>The model.</summary>
     public HookedTransformer Model { get; }
@@ -45,13 +48,12 @@ public sealed class ReplacementModel : IDisposable
         // The spliced run with error terms is the model itself; features and errors at BOS are zeroed afterwards
         // (circuit-tracer's zero_positions), which changes nothing at later positions: decoding is per position.
         var (logits, cache) = model.RunWithCache(tokens, options: new RunOptions { Splices = new[] { splice }, FusedAttention = false });
-        using var _c = cache;
         var acts = stack(Enumerable.Range(0, layers).Select(l => cache[SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Acts)][0]).ToArray());
-        var errors = stack(Enumerable.Range(0, layers).Select(l => cache[SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Error)][0]).ToArray());
+        var errors = stack(Enumerable.Range(0, layers).Select(l => cache[SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Error)][0]).ToArray()).clone();
         acts[.., 0] = 0;
         errors[.., 0] = 0;
         return new ReplacementModel(model, dictionary, input, tokens.clone().MoveToOuterDisposeScope(), acts.to(ScalarType.Float32).MoveToOuterDisposeScope(),
-            errors.to(ScalarType.Float32).MoveToOuterDisposeScope(), logits[0].to(ScalarType.Float32).MoveToOuterDisposeScope());
+            errors.to(ScalarType.Float32).MoveToOuterDisposeScope(), logits[0].to(ScalarType.Float32).MoveToOuterDisposeScope(), cache);
     }
 
     /// <summary>The frozen linear replacement's splice for one run.</summary>
@@ -95,6 +97,6 @@ public sealed class ReplacementModel : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
-        Tokens.Dispose(); Activations.Dispose(); Errors.Dispose(); Logits.Dispose();
+        Tokens.Dispose(); Activations.Dispose(); Errors.Dispose(); Logits.Dispose(); Clean.Dispose();
     }
 }

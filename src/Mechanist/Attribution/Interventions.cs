@@ -1,0 +1,153 @@
+using Mechanist.Dictionaries;
+using Mechanist.Hooks;
+using Mechanist.Models;
+using static TorchSharp.torch;
+
+namespace Mechanist.Attribution;
+
+/// <summary>Set feature <paramref name="Feature"/> of layer <paramref name="Layer"/> at <paramref name="Position"/> to <paramref name="Value"/>.</summary>
+/// <param name="Layer">The feature's layer.</param>
+/// <param name="Position">Position.</param>
+/// <param name="Feature">Feature index.</param>
+/// <param name="Value">The activation to set (0 zeroes it; 2·a doubles it).</param>
+public sealed record FeatureIntervention(int Layer, int Position, long Feature, double Value);
+
+/// <summary>How the rest of the network responds to an intervention.</summary>
+public enum InterventionMode
+{
+    /// <summary>Direct effects only (circuit-tracer's constrained_layers = all): patterns, norm scales and MLP outputs stay at their clean values; the skip stays live; the change (value − a)·decoder is added at the feature's output layers.</summary>
+    Constrained,
+    /// <summary>circuit-tracer's default: attention patterns frozen, norm scales recomputed, every MLP the true MLP on its new input, plus (value − a_now)·decoder at the feature's output layers.</summary>
+    Free,
+    /// <summary>The replacement model with later layers free: patterns frozen, scales recomputed, every MLP output the reconstruction of features re-encoded from its new input (the intervened ones clamped) plus the clean error.</summary>
+    Replacement,
+}
+
+/// <summary>What an intervention run gives.</summary>
+/// <param name="Logits">Logits [T, vocab].</param>
+/// <param name="Activations">Feature activations [L, T, d_dict] of the run (constrained: pre-activations), position 0 zeroed.</param>
+public sealed record InterventionResult(Tensor Logits, Tensor Activations) : IDisposable
+{
+    /// <inheritdoc/>
+    public void Dispose() { Logits.Dispose(); Activations.Dispose(); }
+}
+
+/// <summary>Feature interventions on the replacement model, in circuit-tracer's three readings.</summary>
+public static class Interventions
+{
+    /// <summary>Runs the prompt with <paramref name="interventions"/> applied.</summary>
+    public static InterventionResult Run(ReplacementModel rm, IReadOnlyList<FeatureIntervention> interventions, InterventionMode mode)
+    {
+        var model = rm.Model; var d = rm.Dictionary; var reg = model.HookPoints;
+        int L = model.Config.NLayers, T = (int)rm.Tokens.shape[1];
+        foreach (var iv in interventions)
+        {
+            if (iv.Layer < 0 || iv.Layer >= L) throw new MechanistException($"layer {iv.Layer} is outside the model's 0..{L - 1}");
+            if (iv.Position < 0 || iv.Position >= T) throw new MechanistException($"position {iv.Position} is outside the prompt's 0..{T - 1}");
+            if (iv.Feature < 0 || iv.Feature >= d.DDict) throw new MechanistException($"feature {iv.Feature} is outside the transcoders' 0..{d.DDict - 1}");
+        }
+        using var scope = NewDisposeScope();
+        var hooks = new List<ForwardHookSpec>();
+        // Attention patterns stay at their clean values in every mode.
+        for (int l = 0; l < L; l++)
+        {
+            var clean = rm.Clean[HookKind.Pattern, l];
+            hooks.Add(new ForwardHookSpec(reg.Name(HookKind.Pattern, l), (_, _) => clean));
+        }
+        if (mode == InterventionMode.Constrained)
+            foreach (var p in reg.Points.Where(p => p.Kind is HookKind.Ln1Scale or HookKind.Ln2Scale or HookKind.LnFinalScale or HookKind.Ln1PostScale or HookKind.Ln2PostScale))
+            {
+                var clean = rm.Clean[p.Name];
+                hooks.Add(new ForwardHookSpec(p.Name, (_, _) => clean));
+            }
+        var splice = new InterventionSplice(rm, interventions, mode);
+        var logits = model.Run(rm.Tokens, new RunOptions { FusedAttention = false, Hooks = hooks, Splices = new[] { splice } });
+        var acts = stack(splice.Recorded.Select(a => a!).ToArray());
+        acts[.., 0] = 0;
+        return new InterventionResult(logits[0].to(ScalarType.Float32).MoveToOuterDisposeScope(), acts.to(ScalarType.Float32).MoveToOuterDisposeScope());
+    }
+
+    sealed class InterventionSplice(ReplacementModel rm, IReadOnlyList<FeatureIntervention> interventions, InterventionMode mode) : ISplice
+    {
+        public readonly Tensor?[] Recorded = new Tensor?[rm.Model.Config.NLayers];
+        readonly ReplacementModel rm = rm;
+        readonly IReadOnlyList<FeatureIntervention> interventions = interventions;
+        readonly InterventionMode mode = mode;
+
+        public IEnumerable<(string Parent, string Suffix, string Shape)> AddedPoints(HookRegistry registry) => Array.Empty<(string, string, string)>();
+
+        public ISpliceRun Start(HookedTransformer model) => new Run(this);
+
+        sealed class Run(InterventionSplice owner) : ISpliceRun
+        {
+            readonly Tensor?[] _acts = new Tensor?[owner.Recorded.Length];
+
+            public Tensor? AtHook(string name, Tensor value, FireHook fire) => null;
+
+            public Tensor? ReplaceMlp(MlpSite site, Func<Tensor> mlp, FireHook fire)
+            {
+                var rm = owner.rm; var d = rm.Dictionary; int l = site.Layer;
+                var x = rm.Input switch { TranscoderInput.Resid => site.Resid, TranscoderInput.Normalized => site.Normalized, _ => site.Input };
+                var reg = rm.Model.HookPoints;
+                string outName = reg.Name(HookKind.MlpOut, l);
+                Tensor Delta(Func<FeatureIntervention, double> change)
+                {
+                    // Σ over interventions on features of layers i ≤ l that write to l: change · W_dec(i→l)[f] at their positions.
+                    var delta = zeros_like(x);
+                    foreach (var iv in owner.interventions.Where(iv => iv.Layer <= l && d.WritesTo(iv.Layer, l)))
+                    {
+                        var row = d.DecoderRows(iv.Layer, l, tensor(new[] { iv.Feature }))[0].to(x.dtype);
+                        delta[0, iv.Position] += row * change(iv);
+                    }
+                    return delta;
+                }
+                switch (owner.mode)
+                {
+                    case InterventionMode.Constrained:
+                    {
+                        var pre = F(d, l, x, activate: false);
+                        owner.Recorded[l] = pre[0].DetachFromDisposeScope();
+                        var clean = rm.Clean[outName];
+                        var skipNow = d.Skip(l, x); var skipClean = d.Skip(l, rm.Clean[SplicePoints.Under(outName, SplicePoints.Input)]);
+                        var output = skipNow is null ? clean.clone() : clean + skipNow - skipClean!;
+                        return output + Delta(iv => iv.Value - rm.Activations[iv.Layer, iv.Position, iv.Feature].item<float>());
+                    }
+                    case InterventionMode.Free:
+                    {
+                        var acts = F(d, l, x, activate: true);
+                        acts[.., 0] = 0;
+                        _acts[l] = acts.DetachFromDisposeScope();
+                        owner.Recorded[l] = acts[0].DetachFromDisposeScope();
+                        return mlp() + Delta(iv => iv.Value - _acts[iv.Layer]![0, iv.Position, iv.Feature].item<float>());
+                    }
+                    default:
+                    {
+                        var acts = F(d, l, x, activate: true);
+                        acts[.., 0] = 0;
+                        foreach (var iv in owner.interventions.Where(iv => iv.Layer == l)) acts[0, iv.Position, iv.Feature] = (float)iv.Value;
+                        _acts[l] = acts.DetachFromDisposeScope();
+                        owner.Recorded[l] = acts[0].DetachFromDisposeScope();
+                        var recon = d.DecoderBias(l).expand(x.shape[0], x.shape[1], -1);
+                        for (int i = 0; i <= l; i++) if (d.WritesTo(i, l)) recon = recon + d.Decode(i, l, _acts[i]!);
+                        if (d.Skip(l, x) is { } skip) recon = recon + skip;
+                        // The clean error, with BOS's taken against the BOS-zeroed reconstruction (b_dec + skip) so the clean run is exact.
+                        var error = rm.Errors[l].unsqueeze(0).to(recon.dtype).clone();
+                        var cleanOut = rm.Clean[outName];
+                        var bosRecon = d.DecoderBias(l) + (d.Skip(l, rm.Clean[SplicePoints.Under(outName, SplicePoints.Input)][.., ..1]) is { } s0 ? s0[0, 0] : zeros_like(d.DecoderBias(l)));
+                        error[0, 0] = cleanOut[0, 0] - bosRecon;
+                        return recon + error;
+                    }
+                }
+            }
+
+            static Tensor F(ICrossLayerDictionary d, int l, Tensor x, bool activate) => activate ? d.Encode(l, x) : d switch
+            {
+                CrossLayerTranscoder c => nn.functional.linear(x, c.WEnc(l), c.BEnc(l)),
+                TranscoderSet s => s.Layers[l].PreActivations(x),
+                _ => throw new MechanistException($"{d.GetType().Name}: no pre-activations"),
+            };
+
+            public void Dispose() { foreach (var t in _acts) t?.Dispose(); }
+        }
+    }
+}
