@@ -44,4 +44,28 @@ public class TraceCliTests
         Assert.Contains("--max-logits", err);
         Assert.False(File.Exists(dir.File("a.json")) || File.Exists(dir.File("b.json")) || File.Exists(dir.File("c.json")));
     }
+
+    [Fact]
+    public void InterveneComparesPredictionsBeforeAndAfter()
+    {
+        string golden = SharedData.PathOf("golden", "attribution", "llama_clt_jumprelu");
+        using var reference = SafetensorsFile.Open(Path.Combine(golden, "reference.safetensors"));
+        using var ids = reference.Read("input_ids");
+        var f = reference.Read("intervention_features").data<long>().ToArray();
+        string[] common = { "intervene", "-m", SharedData.PathOf("golden", "models", "llama"), "--transcoders", Path.Combine(golden, "transcoders"),
+            "--tokens", string.Join(",", ids.data<long>().ToArray()), "--json" };
+        var (code, stdout, err) = CliRunner.Run(common.Concat(new[] { "--set", $"{f[0]}:{f[1]}:{f[2]}=0", "--mode", "free" }).ToArray());
+        Assert.True(code == 0, err);
+        var report = JsonDocument.Parse(stdout).RootElement;
+        // The top token after zeroing is the argmax of the golden free-mode logits.
+        using var logits = reference.Read("intervention_free_logits");
+        Assert.Equal(logits[0, 0].argmax().item<long>(), report.GetProperty("after")[0].GetProperty("id").GetInt64());
+        Assert.Equal(reference.Read("logits")[-1].argmax().item<long>(), report.GetProperty("before")[0].GetProperty("id").GetInt64());
+        var bad = CliRunner.Run(common.Concat(new[] { "--set", "0:1:99999=0" }).ToArray());
+        Assert.Equal(2, bad.Code);
+        Assert.Contains("feature 99999 is outside", bad.Err);
+        bad = CliRunner.Run(common.Concat(new[] { "--set", "nonsense" }).ToArray());
+        Assert.Equal(2, bad.Code);
+        Assert.Contains("LAYER:POSITION:FEATURE=VALUE", bad.Err);
+    }
 }
