@@ -96,6 +96,16 @@ public sealed class BenchCommand : ICliCommand
             {
                 var cached = Time($"forward {b}x{t} + full cache", repeats, () => { var (l, c) = model.RunWithCache(tokens); l.Dispose(); c.Dispose(); });
                 rows.Add(cached with { Note = $"{cached.MedianMs / row.MedianMs:F2}x plain forward, {model.HookPoints.Firing(false).Count()} hook points" });
+                if (t == 1024)
+                {
+                    var patterns = Time($"forward {b}x{t} + full cache, every pattern read", repeats, () =>
+                    {
+                        var (l, c) = model.RunWithCache(tokens);
+                        for (int layer = 0; layer < cfg.NLayers; layer++) _ = c[Hooks.HookKind.Pattern, layer];
+                        l.Dispose(); c.Dispose();
+                    });
+                    rows.Add(patterns with { Note = $"{patterns.MedianMs / row.MedianMs:F2}x plain forward (scores and patterns are rebuilt from cached q/k on first read)" });
+                }
             }
             if (b == 1 && t == 128)
             {
