@@ -24,9 +24,11 @@ public sealed class TraceCommand : ICliCommand
         var noPrune = new Option<bool>("--no-prune") { Description = "Write every nonzero edge." };
         var batch = new Option<int>("--batch") { Description = "Target rows per backward pass.", DefaultValueFactory = _ => 32 };
         var output = new Option<string>("--out") { Description = "Graph JSON file (circuit-tracer's frontend schema).", Required = true };
+        var target = new Option<string[]>("--target") { Description = "A token to attribute (repeatable; \" Austin\" or #id) instead of the most likely ones." };
+        var targetDiff = new Option<string[]>("--target-diff") { Description = "Attribute a logit difference: two tokens, e.g. --target-diff \" Austin\" \" Dallas\".", Arity = new ArgumentArity(2, 2), AllowMultipleArgumentsPerToken = true };
         var cmd = new Command("trace", "Attribution graph of a prompt: features, errors and tokens to the top logits, pruned, as circuit-tracer graph JSON.");
         input.AddTo(cmd, tokensFile: false);
-        foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
             if (parse.GetValue(maxLogits) < 1) throw new MechanistException("--max-logits must be at least 1");
@@ -39,9 +41,11 @@ public sealed class TraceCommand : ICliCommand
             using var _t = tokens;
             if (tokens.shape[0] != 1) throw new MechanistException("trace takes one prompt");
             if (tokens.shape[1] > model.Config.NCtx) throw new MechanistException($"the prompt is {tokens.shape[1]} tokens; the model's context is {model.Config.NCtx}");
+            var targets = (parse.GetValue(target) ?? Array.Empty<string>()).Select(t => new LogitTarget(TokenText.AnswerId(model, t))).ToList();
+            if (parse.GetValue(targetDiff) is { Length: 2 } diff) targets.Add(new LogitTarget(TokenText.AnswerId(model, diff[0]), TokenText.AnswerId(model, diff[1])));
             var clock = System.Diagnostics.Stopwatch.StartNew();
             using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
-            using var graph = Attributor.Attribute(rm, new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch)));
+            using var graph = Attributor.Attribute(rm, new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null));
             using var pruned = Pruning.Prune(graph, parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold));
             var scores = Pruning.Scores(graph);
             string path = parse.GetValue(output)!;

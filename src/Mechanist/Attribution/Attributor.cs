@@ -49,7 +49,16 @@ public sealed record AttributionGraph(long[] TokenIds, GraphNode[] Nodes, Tensor
 /// <param name="MaxLogits">At most this many logit targets.</param>
 /// <param name="LogitProbability">Take the most likely tokens until their cumulative probability reaches this.</param>
 /// <param name="BatchSize">Target rows per backward pass (the prompt runs once as this many copies).</param>
-public sealed record AttributionOptions(int MaxLogits = 10, double LogitProbability = 0.95, int BatchSize = 32);
+/// <param name="Targets">Custom logit targets instead of the most likely tokens (see <see cref="LogitTarget"/>).</param>
+public sealed record AttributionOptions(int MaxLogits = 10, double LogitProbability = 0.95, int BatchSize = 32, IReadOnlyList<LogitTarget>? Targets = null);
+
+/// <summary>
+/// A custom logit target: the token <paramref name="Token"/>'s demeaned logit, or, with <paramref name="Minus"/>, the logit
+/// difference Token − Minus (the vocabulary mean cancels). Its influence weight is the token's probability, or 1 for a difference.
+/// </summary>
+/// <param name="Token">Token id.</param>
+/// <param name="Minus">Token id subtracted, for a logit difference.</param>
+public sealed record LogitTarget(long Token, long? Minus = null);
 
 /// <summary>
 /// Attribution graphs as circuit tracing defines them: in the frozen replacement model, the direct effect of every
@@ -82,11 +91,28 @@ public static class Attributor
         for (int l = 0; l < L; l++) for (int p = 0; p < T; p++) nodes.Add(new GraphNode(NodeKind.Error, l, p, -1));
         for (int p = 0; p < T; p++) nodes.Add(new GraphNode(NodeKind.Token, -1, p, ids[p]));
         var probs = rm.Logits[T - 1].softmax(-1);
-        var (topP, topI) = probs.topk(Math.Min(options.MaxLogits, (int)probs.shape[0]));
-        var pList = topP.cpu().data<float>().ToArray(); var iList = topI.cpu().data<long>().ToArray();
-        int k = 0; double cum = 0;
-        while (k < pList.Length) { cum += pList[k]; k++; if (cum >= options.LogitProbability) break; }
-        for (int i = 0; i < k; i++) nodes.Add(new GraphNode(NodeKind.Logit, L + 1, T - 1, iList[i], Probability: pList[i]));
+        var wu = model.Weights.WU.to(ScalarType.Float32);
+        Tensor demeaned;
+        int k;
+        if (options.Targets is { Count: > 0 } custom)
+        {
+            long vocab = probs.shape[0];
+            foreach (var t in custom)
+                if (t.Token < 0 || t.Token >= vocab || t.Minus is { } m && (m < 0 || m >= vocab)) throw new MechanistException($"target token {t.Token} is outside the vocabulary (0..{vocab - 1})");
+            k = custom.Count;
+            var directions = custom.Select(t => t.Minus is { } m ? wu[t.Token] - wu[m] : wu[t.Token] - wu.mean(new long[] { 0 })).ToArray();
+            demeaned = stack(directions);
+            foreach (var t in custom) nodes.Add(new GraphNode(NodeKind.Logit, L + 1, T - 1, t.Token, Probability: t.Minus is null ? probs[t.Token].item<float>() : 1.0));
+        }
+        else
+        {
+            var (topP, topI) = probs.topk(Math.Min(options.MaxLogits, (int)probs.shape[0]));
+            var pList = topP.cpu().data<float>().ToArray(); var iList = topI.cpu().data<long>().ToArray();
+            k = 0; double cum = 0;
+            while (k < pList.Length) { cum += pList[k]; k++; if (cum >= options.LogitProbability) break; }
+            for (int i = 0; i < k; i++) nodes.Add(new GraphNode(NodeKind.Logit, L + 1, T - 1, iList[i], Probability: pList[i]));
+            demeaned = wu.index_select(0, topI[..k]) - wu.mean(new long[] { 0 });   // [k, d]
+        }
         int n = nodes.Count, errorBase = nf, tokenBase = nf + L * T, logitBase = tokenBase + T;
 
         // One frozen forward as B copies; every pass injects one target per copy.
@@ -96,8 +122,6 @@ public static class Attributor
         string embed = HookNames.Embed, unembedIn = HookNames.UnembedIn;
         using var forward = RetainedForward.Run(model, rm.Tokens, inputs.Concat(outputs).Append(embed).Append(unembedIn), B, rm.FrozenOptions());
         var wrt = outputs.Append(embed).ToArray();
-        var wu = model.Weights.WU.to(ScalarType.Float32);
-        var demeaned = wu.index_select(0, topI[..k]) - wu.mean(new long[] { 0 });   // [k, d]
         var embedValue = forward[embed][0].to(ScalarType.Float32);                     // [T, d]: what each token adds at hook_embed
 
         // Per source layer, the features' positions, indices and activations (for gathering their columns).

@@ -157,4 +157,28 @@ public class AttributionGoldenTests
             Assert.Equal(-graph.Adjacency[t, s0].item<float>(), change, 4);
         }
     }
+
+    [Fact]
+    public void CustomTargetsGiveTheirLogitRowsAndDifferencesSubtract()
+    {
+        string dir = SharedData.PathOf("golden", "attribution", "llama_clt_jumprelu");
+        using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", "llama"));
+        using var bundle = CircuitTracerFormat.Load(Path.Combine(dir, "transcoders"));
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var scope = NewDisposeScope();
+        using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, reference.Read("input_ids").unsqueeze(0));
+        var logitIds = reference.Read("logit_ids").data<long>().ToArray();
+        var expected = reference.Read("adjacency");
+        int n = (int)expected.shape[0], firstLogit = n - logitIds.Length;
+        double max = expected.abs().max().item<float>();
+        using var graph = Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(logitIds[1]), new LogitTarget(logitIds[0], logitIds[1]) }));
+        int m = graph.Nodes.Length;
+        Assert.Equal(n - logitIds.Length + 2, m);
+        // The first custom row is the reference's row of that logit; the difference row is row(a) − row(b), over the non-logit columns.
+        var cols = ..(n - logitIds.Length);
+        TensorAssert.Close(expected[firstLogit + 1, cols], graph.Adjacency[m - 2, cols], 1e-5 * max, "custom single-token target");
+        TensorAssert.Close(expected[firstLogit, cols] - expected[firstLogit + 1, cols], graph.Adjacency[m - 1, cols], 2e-5 * max, "logit-difference target");
+        Assert.Equal(1.0, graph.Nodes[^1].Probability);
+        Assert.Throws<MechanistException>(() => Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(100_000) })));
+    }
 }
