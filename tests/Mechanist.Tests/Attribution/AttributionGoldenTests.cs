@@ -13,17 +13,36 @@ public class AttributionGoldenTests
     public static IEnumerable<object[]> Cases() =>
         new[] { "gpt2_plt_relu", "llama_plt_skip_jumprelu", "llama_clt_jumprelu", "llama_plt_normalized_skip_relu", "gpt2_clt_relu_mlpin" }.Select(c => new object[] { c });
 
+    /// <summary>A golden case loaded: its model, transcoders, reference tensors and replacement model.</summary>
+    sealed class Case : IDisposable
+    {
+        public Case(string name)
+        {
+            string dir = SharedData.PathOf("golden", "attribution", name);
+            string modelName = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "case.json"))).RootElement.GetProperty("model").GetString()!;
+            Model = HookedTransformer.Load(SharedData.PathOf("golden", "models", modelName));
+            Bundle = CircuitTracerFormat.Load(Path.Combine(dir, "transcoders"));
+            Reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+            using var ids = Reference.Read("input_ids");
+            using var prompt = ids.unsqueeze(0);
+            Rm = ReplacementModel.Build(Model, Bundle.Dictionary, Bundle.Input, prompt);
+        }
+
+        public HookedTransformer Model { get; }
+        public TranscoderBundle Bundle { get; }
+        public SafetensorsFile Reference { get; }
+        public ReplacementModel Rm { get; }
+
+        public void Dispose() { Rm.Dispose(); Reference.Dispose(); Bundle.Dispose(); Model.Dispose(); }
+    }
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void NodesAndEveryEdgeMatchTheReference(string name)
     {
-        string dir = SharedData.PathOf("golden", "attribution", name);
-        string modelName = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "case.json"))).RootElement.GetProperty("model").GetString()!;
-        using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", modelName));
-        using var bundle = CircuitTracerFormat.Load(Path.Combine(dir, "transcoders"));
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var c = new Case(name);
+        var (reference, rm) = (c.Reference, c.Rm);
         using var scope = NewDisposeScope();
-        using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, reference.Read("input_ids").unsqueeze(0));
         TensorAssert.Close(reference.Read("activations"), rm.Activations, 1e-5 * 6, $"{name}: activations");
         TensorAssert.Close(reference.Read("error_vectors"), rm.Errors, 1e-5 * 40, $"{name}: error vectors");
         using var graph = Attributor.Attribute(rm, new AttributionOptions(BatchSize: 16));
@@ -85,11 +104,8 @@ public class AttributionGoldenTests
     public void GraphFilesMatchCircuitTracersJson(string name)
     {
         string dir = SharedData.PathOf("golden", "attribution", name);
-        string modelName = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "case.json"))).RootElement.GetProperty("model").GetString()!;
-        using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", modelName));
-        using var bundle = CircuitTracerFormat.Load(Path.Combine(dir, "transcoders"));
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
-        using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, reference.Read("input_ids").unsqueeze(0));
+        using var c = new Case(name);
+        var rm = c.Rm;
         using var graph = Attributor.Attribute(rm);
         using var pruned = Pruning.Prune(graph);
         double max = graph.Adjacency.abs().max().item<float>();
@@ -120,13 +136,9 @@ public class AttributionGoldenTests
     [MemberData(nameof(Cases))]
     public void InterventionsInAllThreeModesMatchTheReference(string name)
     {
-        string dir = SharedData.PathOf("golden", "attribution", name);
-        string modelName = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "case.json"))).RootElement.GetProperty("model").GetString()!;
-        using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", modelName));
-        using var bundle = CircuitTracerFormat.Load(Path.Combine(dir, "transcoders"));
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var c = new Case(name);
+        var (reference, rm) = (c.Reference, c.Rm);
         using var scope = NewDisposeScope();
-        using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, reference.Read("input_ids").unsqueeze(0));
         var features = reference.Read("intervention_features").data<long>().ToArray();
         var values = reference.Read("intervention_values");
         foreach (var (mode, key, acts) in new[] { (InterventionMode.Constrained, "constrained", "intervention_constrained_pre_activations"),
@@ -161,12 +173,9 @@ public class AttributionGoldenTests
     [Fact]
     public void CustomTargetsGiveTheirLogitRowsAndDifferencesSubtract()
     {
-        string dir = SharedData.PathOf("golden", "attribution", "llama_clt_jumprelu");
-        using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", "llama"));
-        using var bundle = CircuitTracerFormat.Load(Path.Combine(dir, "transcoders"));
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var c = new Case("llama_clt_jumprelu");
+        var (reference, rm) = (c.Reference, c.Rm);
         using var scope = NewDisposeScope();
-        using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, reference.Read("input_ids").unsqueeze(0));
         var logitIds = reference.Read("logit_ids").data<long>().ToArray();
         var expected = reference.Read("adjacency");
         int n = (int)expected.shape[0], firstLogit = n - logitIds.Length;
