@@ -190,4 +190,20 @@ public class AttributionGoldenTests
         Assert.Equal(1.0, graph.Nodes[^1].Probability);
         Assert.Throws<MechanistException>(() => Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(100_000) })));
     }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void EveryModeWithNothingChangedReproducesTheModel(string name)
+    {
+        using var c = new Case(name);
+        using var scope = NewDisposeScope();
+        var node = c.Rm.Activations.nonzero()[0].data<long>().ToArray();
+        var same = new FeatureIntervention((int)node[0], (int)node[1], node[2], c.Rm.Activations[node[0], node[1], node[2]].item<float>());
+        var logits = c.Reference.Read("logits");
+        foreach (var mode in new[] { InterventionMode.Constrained, InterventionMode.Free, InterventionMode.Replacement })
+        {
+            using var result = Interventions.Run(c.Rm, new[] { same }, mode);
+            TensorAssert.Close(logits, result.Logits, 1e-4, $"{name}: {mode} replacement forward with its own value");
+        }
+    }
 }
