@@ -23,12 +23,13 @@ public sealed class TraceCommand : ICliCommand
         var edgeThreshold = new Option<double>("--edge-threshold") { Description = "Keep edges holding this share of the edge scores.", DefaultValueFactory = _ => 0.98 };
         var noPrune = new Option<bool>("--no-prune") { Description = "Write every nonzero edge." };
         var batch = new Option<int>("--batch") { Description = "Target rows per backward pass.", DefaultValueFactory = _ => 32 };
+        var maxFeatures = new Option<int?>("--max-feature-nodes") { Description = "Keep at most this many features, visited in order of estimated influence (default: all active features)." };
         var output = new Option<string>("--out") { Description = "Graph JSON file (circuit-tracer's frontend schema).", Required = true };
         var target = new Option<string[]>("--target") { Description = "A token to attribute (repeatable; \" Austin\" or #id) instead of the most likely ones." };
         var targetDiff = new Option<string[]>("--target-diff") { Description = "Attribute a logit difference: two tokens, e.g. --target-diff \" Austin\" \" Dallas\".", Arity = new ArgumentArity(2, 2), AllowMultipleArgumentsPerToken = true };
         var cmd = new Command("trace", "Attribution graph of a prompt: features, errors and tokens to the top logits, pruned, as circuit-tracer graph JSON.");
         input.AddTo(cmd, tokensFile: false);
-        foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
             if (parse.GetValue(maxLogits) < 1) throw new MechanistException("--max-logits must be at least 1");
@@ -45,7 +46,8 @@ public sealed class TraceCommand : ICliCommand
             if (parse.GetValue(targetDiff) is { Length: 2 } diff) targets.Add(new LogitTarget(TokenText.AnswerId(model, diff[0]), TokenText.AnswerId(model, diff[1])));
             var clock = System.Diagnostics.Stopwatch.StartNew();
             using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
-            using var graph = Attributor.Attribute(rm, new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null));
+            using var graph = Attributor.Attribute(rm, new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null,
+                parse.GetValue(maxFeatures) is { } mf ? (mf >= 1 ? mf : throw new MechanistException("--max-feature-nodes must be at least 1")) : null));
             using var pruned = Pruning.Prune(graph, parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold));
             var scores = Pruning.Scores(graph);
             string path = parse.GetValue(output)!;

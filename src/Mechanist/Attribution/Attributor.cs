@@ -50,7 +50,12 @@ public sealed record AttributionGraph(long[] TokenIds, GraphNode[] Nodes, Tensor
 /// <param name="LogitProbability">Take the most likely tokens until their cumulative probability reaches this.</param>
 /// <param name="BatchSize">Target rows per backward pass (the prompt runs once as this many copies).</param>
 /// <param name="Targets">Custom logit targets instead of the most likely tokens (see <see cref="LogitTarget"/>).</param>
-public sealed record AttributionOptions(int MaxLogits = 10, double LogitProbability = 0.95, int BatchSize = 32, IReadOnlyList<LogitTarget>? Targets = null);
+/// <param name="MaxFeatureNodes">
+/// Keep at most this many features: after the logit rows, features are visited in order of their influence estimated on
+/// the rows computed so far, and only visited ones become nodes (circuit-tracer's max_feature_nodes). Null: every active feature.
+/// </param>
+public sealed record AttributionOptions(int MaxLogits = 10, double LogitProbability = 0.95, int BatchSize = 32, IReadOnlyList<LogitTarget>? Targets = null,
+    int? MaxFeatureNodes = null);
 
 /// <summary>
 /// A custom logit target: the token <paramref name="Token"/>'s demeaned logit, or, with <paramref name="Minus"/>, the logit
@@ -127,16 +132,18 @@ public static class Attributor
         // Per source layer, the features' positions, indices and activations (for gathering their columns).
         var featureRows = Enumerable.Range(0, L).Select(l => Enumerable.Range(0, nf).Where(i => nodes[i].Layer == l).ToArray()).ToArray();
         var adjacency = zeros(n, n, ScalarType.Float32);
-        int targets = nf + k;
-        for (int start = 0; start < targets; start += B)
+        // Rows for target nodes (feature indices below nf, or logit nodes), at most B per backward pass.
+        void ComputeRows(IReadOnlyList<int> targetNodes)
         {
+          for (int start = 0; start < targetNodes.Count; start += B)
+          {
             using var passScope = NewDisposeScope();
-            int rows = Math.Min(B, targets - start);
+            int rows = Math.Min(B, targetNodes.Count - start);
             var injections = new List<(Tensor, Tensor)>();
             var perLayer = new Tensor?[L]; Tensor? logitGrad = null;
             for (int r = 0; r < rows; r++)
             {
-                int t = start + r;
+                int t = targetNodes[start + r];
                 if (t < nf)
                 {
                     var node = nodes[t];
@@ -154,7 +161,7 @@ public static class Attributor
                 {
                     var u = forward[unembedIn];
                     logitGrad ??= zeros_like(u);
-                    logitGrad[r, T - 1] = demeaned[t - nf].to(u.dtype);
+                    logitGrad[r, T - 1] = demeaned[t - logitBase].to(u.dtype);
                 }
             }
             for (int l = 0; l < L; l++) if (perLayer[l] is { } g) injections.Add((forward[inputs[l]], g));
@@ -184,10 +191,34 @@ public static class Attributor
             for (int l = 0; l < L; l++)
                 block[.., (errorBase + l * T)..(errorBase + (l + 1) * T)] = (grads[l][..rows].to(ScalarType.Float32) * rm.Errors[l].unsqueeze(0)).sum(-1);
             block[.., tokenBase..logitBase] = (grads[L][..rows].to(ScalarType.Float32) * embedValue.unsqueeze(0)).sum(-1);
-            int targetIndex(int t) => t < nf ? t : logitBase + (t - nf);
-            for (int r = 0; r < rows; r++) adjacency[targetIndex(start + r)] = block[r];
+            for (int r = 0; r < rows; r++) adjacency[targetNodes[start + r]] = block[r];
+          }
         }
-        return new AttributionGraph(ids, nodes.ToArray(), adjacency.MoveToOuterDisposeScope());
+
+        var logitNodes = Enumerable.Range(logitBase, k).ToArray();
+        ComputeRows(logitNodes);
+        int budget = Math.Min(options.MaxFeatureNodes ?? nf, nf);
+        if (budget >= nf)
+        {
+            ComputeRows(Enumerable.Range(0, nf).ToArray());
+            return new AttributionGraph(ids, nodes.ToArray(), adjacency.MoveToOuterDisposeScope());
+        }
+        // Visit features by their influence on the logits, estimated on the rows computed so far.
+        var weights = tensor(nodes.Select(x => x.Kind == NodeKind.Logit ? x.Probability ?? 0 : 0).ToArray(), ScalarType.Float64);
+        var visited = new bool[nf]; int count = 0;
+        while (count < budget)
+        {
+            using var estimateScope = NewDisposeScope();
+            var influence = Pruning.Influence(Pruning.Normalize(adjacency), weights)[..nf].cpu().data<double>().ToArray();
+            var next = Enumerable.Range(0, nf).Where(i => !visited[i]).OrderByDescending(i => influence[i]).ThenBy(i => i).Take(Math.Min(B, budget - count)).ToArray();
+            foreach (int i in next) visited[i] = true;
+            count += next.Length;
+            ComputeRows(next);
+        }
+        var keep = Enumerable.Range(0, n).Where(i => i >= nf || visited[i]).ToArray();
+        var index = tensor(keep.Select(i => (long)i).ToArray());
+        var kept = adjacency.index_select(0, index).index_select(1, index);
+        return new AttributionGraph(ids, keep.Select(i => nodes[i]).ToArray(), kept.MoveToOuterDisposeScope());
     }
 
     sealed class DisposableList(Tensor[] tensors) : IDisposable

@@ -206,4 +206,26 @@ public class AttributionGoldenTests
             TensorAssert.Close(logits, result.Logits, 1e-4, $"{name}: {mode} replacement forward with its own value");
         }
     }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void AFeatureBudgetKeepsTheInfluentialFeaturesWithTheirExactEdges(string name)
+    {
+        using var c = new Case(name);
+        using var scope = NewDisposeScope();
+        var expected = c.Reference.Read("adjacency");
+        double max = expected.abs().max().item<float>();
+        using var full = Attributor.Attribute(c.Rm);
+        using var limited = Attributor.Attribute(c.Rm, new AttributionOptions(BatchSize: 8, MaxFeatureNodes: 20));
+        Assert.Equal(20, limited.Nodes.Count(x => x.Kind == NodeKind.Feature));
+        Assert.Equal(full.Nodes.Length - full.Nodes.Count(x => x.Kind == NodeKind.Feature) + 20, limited.Nodes.Length);
+        // Every edge among the kept nodes is the reference's edge between the same two nodes.
+        var position = full.Nodes.Select((x, i) => (x, i)).ToDictionary(p => p.x.Id, p => (long)p.i);
+        var map = tensor(limited.Nodes.Select(x => position[x.Id]).ToArray());
+        TensorAssert.Close(expected.index_select(0, map).index_select(1, map), limited.Adjacency, 1e-5 * max, $"{name}: edges kept under a feature budget");
+        // The most influential feature of the full graph is among the 20.
+        using var pruned = Pruning.Prune(full);
+        var best = Enumerable.Range(0, full.Nodes.Length).Where(i => full.Nodes[i].Kind == NodeKind.Feature).MaxBy(i => pruned.Influence[i]);
+        Assert.Contains(limited.Nodes, x => x.Id == full.Nodes[best].Id);
+    }
 }
