@@ -118,3 +118,79 @@ public static class GraphFile
         w.WriteRawValue(float.IsFinite(value) ? value.ToString("R", CultureInfo.InvariantCulture).Replace("E", "e") : "null");
     }
 }
+
+/// <summary>A graph read back from circuit-tracer graph JSON (ours or circuit-tracer's).</summary>
+/// <param name="Graph">Nodes in file order and the adjacency of the written links (edges not written are 0).</param>
+/// <param name="Prompt">metadata.prompt.</param>
+/// <param name="NodeThreshold">metadata.node_threshold (null for an unpruned graph).</param>
+/// <param name="CumulativeInfluence">Each node's "influence" (null for logits).</param>
+public sealed record GraphFileContents(AttributionGraph Graph, string Prompt, double? NodeThreshold, double?[] CumulativeInfluence) : IDisposable
+{
+    /// <inheritdoc/>
+    public void Dispose() => Graph.Dispose();
+}
+
+/// <summary>Reads circuit-tracer's graph JSON.</summary>
+public static class GraphFileReader
+{
+    /// <summary>Reads <paramref name="path"/>; a clear error for anything that is not a graph file.</summary>
+    public static GraphFileContents Read(string path)
+    {
+        if (!File.Exists(path)) throw new MechanistException($"{path}: graph file not found");
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(File.ReadAllBytes(path)); }
+        catch (JsonException e) { throw new MechanistException($"{path}: not JSON ({e.Message})"); }
+        using (doc)
+        {
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("nodes", out var nodesJson) || !root.TryGetProperty("links", out var linksJson))
+                throw new MechanistException($"{path}: not a graph file (it needs \"nodes\" and \"links\")");
+            var nodes = new List<GraphNode>(); var influence = new List<double?>();
+            var index = new Dictionary<string, int>(StringComparer.Ordinal);
+            var tokenIds = new SortedDictionary<int, long>();
+            foreach (var n in nodesJson.EnumerateArray())
+            {
+                try
+                {
+                    string id = n.GetProperty("node_id").GetString()!;
+                    string type = n.GetProperty("feature_type").GetString()!;
+                    int pos = n.GetProperty("ctx_idx").GetInt32();
+                    var parts = id.Split('_');
+                    GraphNode node = type switch
+                    {
+                        "embedding" => new GraphNode(NodeKind.Token, -1, pos, long.Parse(parts[1], CultureInfo.InvariantCulture)),
+                        "logit" => new GraphNode(NodeKind.Logit, int.Parse(parts[0], CultureInfo.InvariantCulture), pos, long.Parse(parts[1], CultureInfo.InvariantCulture),
+                            Probability: n.GetProperty("token_prob").GetDouble()),
+                        "mlp reconstruction error" => new GraphNode(NodeKind.Error, int.Parse(parts[0], CultureInfo.InvariantCulture), pos, -1),
+                        _ => new GraphNode(NodeKind.Feature, int.Parse(parts[0], CultureInfo.InvariantCulture), pos, long.Parse(parts[1], CultureInfo.InvariantCulture),
+                            n.TryGetProperty("activation", out var a) && a.ValueKind == JsonValueKind.Number ? a.GetDouble() : null),
+                    };
+                    if (node.Kind == NodeKind.Token) tokenIds[pos] = node.Index;
+                    index[id] = nodes.Count;
+                    nodes.Add(node);
+                    influence.Add(n.TryGetProperty("influence", out var inf) && inf.ValueKind == JsonValueKind.Number ? inf.GetDouble() : null);
+                }
+                catch (Exception e) when (e is KeyNotFoundException or FormatException or InvalidOperationException or IndexOutOfRangeException or OverflowException)
+                {
+                    throw new MechanistException($"{path}: node {nodes.Count} is malformed ({e.Message})");
+                }
+            }
+            var adjacency = zeros(nodes.Count, nodes.Count, ScalarType.Float32);
+            var rows = new List<long>(); var cols = new List<long>(); var values = new List<float>();
+            foreach (var l in linksJson.EnumerateArray())
+            {
+                string? s = l.TryGetProperty("source", out var sj) ? sj.GetString() : null, t = l.TryGetProperty("target", out var tj) ? tj.GetString() : null;
+                if (s is null || t is null || !index.TryGetValue(s, out int si) || !index.TryGetValue(t, out int ti) || !l.TryGetProperty("weight", out var w) || w.ValueKind != JsonValueKind.Number)
+                    throw new MechanistException($"{path}: link {rows.Count} names a node that is not in the file or has no weight");
+                rows.Add(ti); cols.Add(si); values.Add(w.GetSingle());
+            }
+            if (rows.Count > 0)
+                using (var r = tensor(rows.ToArray())) using (var c = tensor(cols.ToArray())) using (var v = tensor(values.ToArray()))
+                    adjacency.index_put_(v, r, c);
+            var meta = root.TryGetProperty("metadata", out var m) ? m : default;
+            string prompt = meta.ValueKind == JsonValueKind.Object && meta.TryGetProperty("prompt", out var p) ? p.GetString() ?? "" : "";
+            double? threshold = meta.ValueKind == JsonValueKind.Object && meta.TryGetProperty("node_threshold", out var th) && th.ValueKind == JsonValueKind.Number ? th.GetDouble() : null;
+            return new GraphFileContents(new AttributionGraph(tokenIds.Values.ToArray(), nodes.ToArray(), adjacency), prompt, threshold, influence.ToArray());
+        }
+    }
+}

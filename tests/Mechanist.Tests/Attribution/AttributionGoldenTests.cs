@@ -228,4 +228,31 @@ public class AttributionGoldenTests
         var best = Enumerable.Range(0, full.Nodes.Length).Where(i => full.Nodes[i].Kind == NodeKind.Feature).MaxBy(i => pruned.Influence[i]);
         Assert.Contains(limited.Nodes, x => x.Id == full.Nodes[best].Id);
     }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void CircuitTracerGraphFilesReadBack(string name)
+    {
+        string dir = SharedData.PathOf("golden", "attribution", name);
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var scope = NewDisposeScope();
+        var kind = reference.Read("node_kind").data<long>().ToArray();
+        var layer = reference.Read("node_layer").data<long>().ToArray();
+        var pos = reference.Read("node_pos").data<long>().ToArray();
+        var index = reference.Read("node_index").data<long>().ToArray();
+        var ids = Enumerable.Range(0, kind.Length).Select(i => new GraphNode((NodeKind)kind[i], (int)layer[i], (int)pos[i], index[i]).Id).ToList();
+        using var contents = GraphFileReader.Read(Path.Combine(dir, "graph.json"));
+        Assert.Null(contents.NodeThreshold);
+        Assert.Equal(reference.Read("input_ids").data<long>().ToArray(), contents.Graph.TokenIds);
+        var map = tensor(contents.Graph.Nodes.Select(x => (long)ids.IndexOf(x.Id)).ToArray());
+        Assert.DoesNotContain(-1L, map.data<long>().ToArray());
+        // The unpruned file holds every nonzero edge: the adjacency comes back exactly (shortest round-trip decimals).
+        TensorAssert.Close(reference.Read("adjacency").index_select(0, map).index_select(1, map), contents.Graph.Adjacency, 0, $"{name}: adjacency read back");
+        using var pruned = GraphFileReader.Read(Path.Combine(dir, "graph_pruned.json"));
+        Assert.Equal(0.8, pruned.NodeThreshold);
+        Assert.Equal(reference.Read("edge_mask").sum().item<long>(), (pruned.Graph.Adjacency != 0).sum().item<long>());
+        using var tmp = new TempDir();
+        File.WriteAllText(tmp.File("bad.json"), "{\"nodes\": [], \"links\": [{\"source\": \"x\", \"target\": \"y\", \"weight\": 1}]}");
+        Assert.Contains("names a node that is not in the file", Assert.Throws<MechanistException>(() => GraphFileReader.Read(tmp.File("bad.json"))).Message);
+    }
 }
