@@ -128,9 +128,24 @@ def timed(fn, repeats):
     return {"median_ms": times[len(times) // 2], "min_ms": times[0]}
 
 
+def blas_report():
+    """Which BLAS the process loaded and which kernel it runs (threadpoolctl), and whether its GEMM is correct."""
+    a, b = torch.randn(256, 192, generator=torch.Generator().manual_seed(3)), torch.randn(192, 320, generator=torch.Generator().manual_seed(4))
+    exact = (a.double() @ b.double()).float()
+    error = float(((a @ b) - exact).abs().max() / exact.abs().max())
+    try:
+        from threadpoolctl import threadpool_info
+        libraries = [{k: v for k, v in i.items() if k in ("internal_api", "version", "architecture", "threading_layer", "num_threads", "filepath")}
+                     for i in threadpool_info() if i.get("user_api") == "blas"]
+    except ImportError:
+        libraries = [{"internal_api": "unknown (python3-threadpoolctl is not installed)"}]
+    return {"libraries": libraries, "gemm_relative_error": error, "torch_config": torch.__config__.show()}
+
+
 def main():
     folder, threads, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     torch.set_num_threads(threads)
+    blas = blas_report()
     t0 = time.perf_counter()
     model = Gpt2(folder)
     load_ms = (time.perf_counter() - t0) * 1000
@@ -157,7 +172,7 @@ def main():
         a, b = torch.randn(1024, 768), torch.randn(768, 3072)
         gemm = timed(lambda: a @ b, max(5, repeats))
     gflops = 2 * 1024 * 768 * 3072 / (gemm["min_ms"] / 1000) / 1e9
-    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "gemm_gflops": gflops, "rows": rows}))
+    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "gemm_gflops": gflops, "blas": blas, "rows": rows}))
 
 
 if __name__ == "__main__":
