@@ -15,4 +15,11 @@ public sealed record WorkbenchOptions
     public int MaxConcurrentAnalyses { get; init; } = 2;
     /// <summary>How long a heavy request waits for a slot before a 503.</summary>
     public TimeSpan QueueTimeout { get; init; } = TimeSpan.FromSeconds(20);
+    /// <summary>
+    /// The access token required when bound beyond loopback (as Jupyter does); null: a random one is made then.
+    /// On loopback no token is needed.
+    /// </summary>
+    public string? AccessToken { get; init; }
+    /// <summary>Extra names the Host header may carry (e.g. the machine's DNS name when bound beyond loopback).</summary>
+    public IReadOnlyList<string> AllowedHosts { get; init; } = Array.Empty<string>();
 }

@@ -31,6 +31,55 @@ public sealed class WorkbenchServer : IAsyncDisposable
     {
         _app = app; _models = models; _options = options;
         _slots = new SemaphoreSlim(options.MaxConcurrentAnalyses);
+        Loopback = IsLoopback(options.Host);
+        AccessToken = Loopback ? null : options.AccessToken ?? Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(24)).ToLowerInvariant();
+    }
+
+    /// <summary>Whether the server is bound to loopback only (then no token is needed).</summary>
+    public bool Loopback { get; }
+
+    /// <summary>The token every request must carry when bound beyond loopback (header "Authorization: Bearer …", query "token", or the cookie the page sets); null on loopback.</summary>
+    public string? AccessToken { get; }
+
+    /// <summary>The address to open in a browser (with the token when one is needed).</summary>
+    public string BrowserUrl => AccessToken is null ? Url : $"{Url}/?token={AccessToken}";
+
+    static bool IsLoopback(string host) =>
+        host is "localhost" || (System.Net.IPAddress.TryParse(host.Trim('[', ']'), out var ip) && System.Net.IPAddress.IsLoopback(ip));
+
+    const string TokenCookie = "mechanist_token";
+
+    /// <summary>
+    /// Host names the Host header may carry: loopback names on loopback (a page elsewhere that rebinds its DNS name to
+    /// 127.0.0.1 still sends its own name, and is refused), plus the bound address and the configured names otherwise.
+    /// </summary>
+    bool HostAllowed(HostString host)
+    {
+        string name = host.Host.Trim('[', ']');
+        if (name.Length == 0) return false;
+        if (name.Equals("localhost", StringComparison.OrdinalIgnoreCase) || (System.Net.IPAddress.TryParse(name, out var ip) && System.Net.IPAddress.IsLoopback(ip))) return true;
+        if (Loopback) return false;
+        if (name.Equals(_options.Host.Trim('[', ']'), StringComparison.OrdinalIgnoreCase)) return true;
+        if (_options.AllowedHosts.Any(h => h.Equals(name, StringComparison.OrdinalIgnoreCase))) return true;
+        // Bound to every interface: the machine's own addresses and name.
+        if (_options.Host is "0.0.0.0" or "::" or "[::]")
+        {
+            if (name.Equals(System.Net.Dns.GetHostName(), StringComparison.OrdinalIgnoreCase)) return true;
+            if (System.Net.IPAddress.TryParse(name, out var addr))
+                return System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces()
+                    .SelectMany(i => i.GetIPProperties().UnicastAddresses).Any(u => u.Address.Equals(addr));
+        }
+        return false;
+    }
+
+    bool TokenValid(HttpContext ctx)
+    {
+        if (AccessToken is null) return true;
+        string? given = ctx.Request.Headers.Authorization.ToString() is { } auth && auth.StartsWith("Bearer ", StringComparison.Ordinal) ? auth[7..]
+            : ctx.Request.Query.TryGetValue("token", out var q) ? q.ToString()
+            : ctx.Request.Cookies.TryGetValue(TokenCookie, out var c) ? c : null;
+        return given is not null && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(
+            System.Text.Encoding.UTF8.GetBytes(given), System.Text.Encoding.UTF8.GetBytes(AccessToken));
     }
 
     /// <summary>The address the server listens on, once started.</summary>
@@ -71,6 +120,10 @@ public sealed class WorkbenchServer : IAsyncDisposable
         _app.Use(async (ctx, next) =>
         {
             ctx.Response.Headers["X-Content-Type-Options"] = "nosniff";
+            if (!HostAllowed(ctx.Request.Host)) { await Error(ctx, 421, $"this server does not answer for host '{Trim(ctx.Request.Host.Host)}'"); return; }
+            if (!TokenValid(ctx)) { await Error(ctx, 401, "this workbench needs its access token (printed when it started): open the URL with ?token=…"); return; }
+            if (AccessToken is not null && ctx.Request.Query.ContainsKey("token"))
+                ctx.Response.Cookies.Append(TokenCookie, AccessToken, new CookieOptions { HttpOnly = true, SameSite = SameSiteMode.Strict, Path = "/" });
             ctx.Response.Headers["Content-Security-Policy"] = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:";
             try { await next(ctx); }
             catch (BadHttpRequestException e) when (!ctx.Response.HasStarted)

@@ -30,7 +30,8 @@ public sealed class ServeCommand : ICliCommand
             await using var server = WorkbenchServer.Create(loaded, new WorkbenchOptions { Host = parse.GetValue(host)!, Port = p });
             try { await server.StartAsync(ct); }
             catch (IOException e) { throw new MechanistException($"cannot listen on {parse.GetValue(host)}:{p}: {e.Message}"); }
-            ctx.Out.WriteLine($"Mechanist workbench on {server.Url} serving {string.Join(", ", specs)} (Ctrl+C to stop)");
+            ctx.Out.WriteLine($"Mechanist workbench on {server.BrowserUrl} serving {string.Join(", ", specs)} (Ctrl+C to stop)");
+            if (server.AccessToken is not null) ctx.Out.WriteLine($"bound beyond loopback: every request needs the token {server.AccessToken} (the URL above sets it for the browser)");
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
             Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
             using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
