@@ -42,7 +42,11 @@ public class TraceCliTests
         (code, _, err) = CliRunner.Run("trace", "-m", llama, "--transcoders", gpt2Transcoders, "--tokens", "1,2,3", "--max-logits", "0", "--out", dir.File("c.json"));
         Assert.Equal(2, code);
         Assert.Contains("--max-logits", err);
-        Assert.False(File.Exists(dir.File("a.json")) || File.Exists(dir.File("b.json")) || File.Exists(dir.File("c.json")));
+        // A target that is not one token (the built-in model and its shipped CLT).
+        (code, _, err) = CliRunner.Run("trace", "--prompt", "The capital of Texas is", "--target", " Austin Dallas", "--out", dir.File("d.json"));
+        Assert.Equal(2, code);
+        Assert.Contains("is 2 tokens", err);
+        Assert.False(File.Exists(dir.File("a.json")) || File.Exists(dir.File("b.json")) || File.Exists(dir.File("c.json")) || File.Exists(dir.File("d.json")));
     }
 
     [Fact]
