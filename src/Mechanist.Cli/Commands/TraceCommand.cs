@@ -49,7 +49,7 @@ public sealed class TraceCommand : ICliCommand
             using var graph = Attributor.Attribute(rm, new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null,
                 parse.GetValue(maxFeatures) is { } mf ? (mf >= 1 ? mf : throw new MechanistException("--max-feature-nodes must be at least 1")) : null));
             using var pruned = Pruning.Prune(graph, parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold));
-            var scores = Pruning.Scores(graph);
+            var scores = Pruning.Scores(graph, pruned);
             string path = parse.GetValue(output)!;
             GraphFile.Write(path, graph, pruned, !parse.GetValue(noPrune), parse.GetValue(nodeThreshold), slug: Path.GetFileNameWithoutExtension(path), scan: Path.GetFileName(dir.TrimEnd('/')),
                 tokenText: model.Tokenizer is null ? null : id => TokenText.Of(model, id));

@@ -95,13 +95,16 @@ public static class Pruning
         return new PrunedGraph(nodeMask.cpu().data<bool>().ToArray(), edgeMask.MoveToOuterDisposeScope(), values, cumulative);
     }
 
-    /// <summary>The replacement and completeness scores of the unpruned graph.</summary>
-    public static GraphScores Scores(AttributionGraph graph)
+    /// <summary>
+    /// The replacement and completeness scores of the unpruned graph; pass its <see cref="PrunedGraph"/> to reuse the
+    /// influence already computed there.
+    /// </summary>
+    public static GraphScores Scores(AttributionGraph graph, PrunedGraph? pruned = null)
     {
         using var scope = NewDisposeScope();
         var weights = LogitWeights(graph);
         var normalized = Normalize(graph.Adjacency);
-        var influence = Influence(normalized, weights);
+        var influence = pruned is null ? Influence(normalized, weights) : tensor(pruned.Influence, ScalarType.Float64);
         var token = tensor(graph.Nodes.Select(x => x.Kind == NodeKind.Token).ToArray()).to(ScalarType.Float64);
         var error = tensor(graph.Nodes.Select(x => x.Kind == NodeKind.Error).ToArray()).to(ScalarType.Float64);
         double tokens = (influence * token).sum().item<double>(), errors = (influence * error).sum().item<double>();

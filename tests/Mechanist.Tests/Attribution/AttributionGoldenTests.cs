@@ -13,6 +13,18 @@ public class AttributionGoldenTests
     public static IEnumerable<object[]> Cases() =>
         new[] { "gpt2_plt_relu", "llama_plt_skip_jumprelu", "llama_clt_jumprelu", "llama_plt_normalized_skip_relu", "gpt2_clt_relu_mlpin" }.Select(c => new object[] { c });
 
+    /// <summary>The reference's node list (kinds, layers, positions, indices; logit probabilities), in its order.</summary>
+    static GraphNode[] ReferenceNodes(SafetensorsFile reference)
+    {
+        var kind = reference.Read("node_kind").data<long>().ToArray();
+        var layer = reference.Read("node_layer").data<long>().ToArray();
+        var pos = reference.Read("node_pos").data<long>().ToArray();
+        var index = reference.Read("node_index").data<long>().ToArray();
+        var probs = reference.Read("logit_probs").data<float>().ToArray();
+        int firstLogit = Array.IndexOf(kind, 3L);
+        return kind.Select((k, i) => new GraphNode((NodeKind)k, (int)layer[i], (int)pos[i], index[i], Probability: k == 3 ? probs[i - firstLogit] : null)).ToArray();
+    }
+
     /// <summary>A golden case loaded: its model, transcoders, reference tensors and replacement model.</summary>
     sealed class Case : IDisposable
     {
@@ -47,16 +59,12 @@ public class AttributionGoldenTests
         TensorAssert.Close(reference.Read("error_vectors"), rm.Errors, 1e-5 * 40, $"{name}: error vectors");
         using var graph = Attributor.Attribute(rm, new AttributionOptions(BatchSize: 16));
         // The node list: kinds, layers, positions, indices, in the reference's order.
-        var kind = reference.Read("node_kind").data<long>().ToArray();
-        var layer = reference.Read("node_layer").data<long>().ToArray();
-        var pos = reference.Read("node_pos").data<long>().ToArray();
-        var index = reference.Read("node_index").data<long>().ToArray();
-        Assert.Equal(kind.Length, graph.Nodes.Length);
-        for (int i = 0; i < kind.Length; i++)
+        var expectedNodes = ReferenceNodes(reference);
+        Assert.Equal(expectedNodes.Length, graph.Nodes.Length);
+        for (int i = 0; i < expectedNodes.Length; i++)
         {
-            var nd = graph.Nodes[i];
-            Assert.True((long)nd.Kind == kind[i] && nd.Layer == layer[i] && nd.Position == pos[i] && nd.Index == index[i],
-                $"{name}: node {i} is {nd} but the reference has kind {kind[i]}, layer {layer[i]}, pos {pos[i]}, index {index[i]}");
+            var (nd, e) = (graph.Nodes[i], expectedNodes[i]);
+            Assert.True(nd.Kind == e.Kind && nd.Layer == e.Layer && nd.Position == e.Position && nd.Index == e.Index, $"{name}: node {i} is {nd} but the reference has {e}");
         }
         var expected = reference.Read("adjacency");
         double max = expected.abs().max().item<float>();
@@ -74,13 +82,7 @@ public class AttributionGoldenTests
         using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
         using var scope = NewDisposeScope();
         // The reference's own adjacency and node list, so this checks pruning alone.
-        var kind = reference.Read("node_kind").data<long>().ToArray();
-        var layer = reference.Read("node_layer").data<long>().ToArray();
-        var pos = reference.Read("node_pos").data<long>().ToArray();
-        var index = reference.Read("node_index").data<long>().ToArray();
-        var probs = reference.Read("logit_probs").data<float>().ToArray();
-        int firstLogit = Array.IndexOf(kind, 3L);
-        var nodes = kind.Select((k, i) => new GraphNode((NodeKind)k, (int)layer[i], (int)pos[i], index[i], Probability: k == 3 ? probs[i - firstLogit] : null)).ToArray();
+        var nodes = ReferenceNodes(reference);
         using var graph = new AttributionGraph(reference.Read("input_ids").data<long>().ToArray(), nodes, reference.Read("adjacency"));
         using var pruned = Pruning.Prune(graph);
         var influence = reference.Read("node_influence").to(ScalarType.Float64).data<double>().ToArray();
@@ -93,10 +95,12 @@ public class AttributionGoldenTests
         Assert.Equal(reference.Read("node_mask").data<byte>().Select(b => b != 0), pruned.NodeMask);
         var edgeMask = reference.Read("edge_mask").to(ScalarType.Bool);
         Assert.Equal(0L, edgeMask.logical_xor(pruned.EdgeMask).sum().item<long>());
-        var scores = Pruning.Scores(graph);
         var golden = reference.Read("graph_scores").data<float>().ToArray();
-        Assert.Equal(golden[0], scores.Replacement, 1e-5);
-        Assert.Equal(golden[1], scores.Completeness, 1e-5);
+        foreach (var scores in new[] { Pruning.Scores(graph), Pruning.Scores(graph, pruned) })
+        {
+            Assert.Equal(golden[0], scores.Replacement, 1e-5);
+            Assert.Equal(golden[1], scores.Completeness, 1e-5);
+        }
     }
 
     [Theory]
@@ -236,11 +240,7 @@ public class AttributionGoldenTests
         string dir = SharedData.PathOf("golden", "attribution", name);
         using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
         using var scope = NewDisposeScope();
-        var kind = reference.Read("node_kind").data<long>().ToArray();
-        var layer = reference.Read("node_layer").data<long>().ToArray();
-        var pos = reference.Read("node_pos").data<long>().ToArray();
-        var index = reference.Read("node_index").data<long>().ToArray();
-        var ids = Enumerable.Range(0, kind.Length).Select(i => new GraphNode((NodeKind)kind[i], (int)layer[i], (int)pos[i], index[i]).Id).ToList();
+        var ids = ReferenceNodes(reference).Select(x => x.Id).ToList();
         using var contents = GraphFileReader.Read(Path.Combine(dir, "graph.json"));
         Assert.Null(contents.NodeThreshold);
         Assert.Equal(reference.Read("input_ids").data<long>().ToArray(), contents.Graph.TokenIds);
