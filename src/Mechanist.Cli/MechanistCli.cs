@@ -17,7 +17,11 @@ public static class MechanistCli
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
         var context = new CliContext(stdout, stderr);
-        var root = new RootCommand("Mechanist: mechanistic interpretability of transformer language models.");
+        // A plain command named "mechanist" (RootCommand names itself after the executable, Mechanist.Cli)
+        // with the options RootCommand would add.
+        var root = new Command("mechanist", "Mechanist: mechanistic interpretability of transformer language models.");
+        root.Options.Add(new System.CommandLine.Help.HelpOption());
+        root.Options.Add(new VersionOption());
         root.Options.Add(CommonOptions.Device);
         root.Options.Add(CommonOptions.DType);
         root.Options.Add(CommonOptions.Tokenizer);

@@ -84,9 +84,9 @@ public sealed class DemoCommand : ICliCommand
             console.MarkupLine("Heads writing \" Mary\" over \" John\" directly (DLA): " + string.Join(", ", writers.Select(w => $"{w.Label} {w.Value:F2}")) + " — the name movers.");
 
             Section(console, "6. Where next");
-            console.MarkupLine("  ./mechanist lens --prompt \"The capital of Texas is\" --target \" Austin\"");
-            console.MarkupLine("  ./mechanist patch --clean \"...\" --corrupt \"...\" --answer \" Mary\" --wrong \" John\" --what heads --method both");
-            console.MarkupLine("  ./mechanist heads --model attn-only-2l      ./mechanist hooks      ./mechanist toy eval");
+            console.MarkupLine("  mechanist lens --prompt \"The capital of Texas is\" --target \" Austin\"");
+            console.MarkupLine("  mechanist patch --clean \"...\" --corrupt \"...\" --answer \" Mary\" --wrong \" John\" --what heads --method both");
+            console.MarkupLine("  mechanist heads --model attn-only-2l      mechanist hooks      mechanist toy eval");
             console.MarkupLine($"[grey]demo finished in {sw.Elapsed.TotalSeconds:F1} s[/]");
             return 0;
         });
