@@ -36,8 +36,8 @@ public sealed class BenchCommand : ICliCommand
         var markdown = new Option<string>("--markdown") { Description = "Write the table to this Markdown file (BENCHMARKS.md)." };
         var fileMb = new Option<int>("--file-mb") { Description = "Size of the safetensors file for the mmap-open row (0: skip).", DefaultValueFactory = _ => 500 };
         var json = CommonOptions.Json();
-        var suite = new Option<string>("--suite") { Description = "all, or dictionaries (harvesting and dictionary training on the built-in model only).", DefaultValueFactory = _ => "all" };
-        suite.AcceptOnlyFromAmong("all", "dictionaries");
+        var suite = new Option<string>("--suite") { Description = "all; dictionaries (harvesting and dictionary training on the built-in model only); or large (Llama-3.2-1B- and Gemma-2-2B-shaped random checkpoints in bf16: load, memory, forward, cache, generation).", DefaultValueFactory = _ => "all" };
+        suite.AcceptOnlyFromAmong("all", "dictionaries", "large");
         var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json, suite };
         cmd.SetAction(parse =>
         {
@@ -54,6 +54,8 @@ public sealed class BenchCommand : ICliCommand
                     using var toy = HookedTransformer.Load(BuiltInModels.DefaultPath());
                     rows = DictionaryRows(toy, n).ToList();
                 }
+                else if (parse.GetValue(suite) == "large")
+                    rows = LargeModelRows(dir, Math.Min(n, 3), ctx, summary).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else rows = Measure(dir, n, parse.GetValue(fileMb), ctx, out summary);
                 if (parse.GetValue(peer) is { } script) AddPeer(rows, summary, script, dir, t, n, ctx);
                 if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(new { rows, summary }, JsonFormat.Options));
@@ -184,6 +186,96 @@ public sealed class BenchCommand : ICliCommand
         double stepMs = result.TrainSeconds / steps * 1000, peak = GemmPeak(repeats), rate = result.FlopsPerStep / (stepMs / 1000);
         yield return new Row("toy-4l: CLT training step (4 layers, 1024 features/layer, top-16)", stepMs, stepMs,
             Note: $"{batch / (stepMs / 1000):N0} tokens/s; {rate / 1e9:F1} GFLOP/s = {rate / peak:P0} of the GEMM peak measured in this run ({peak / 1e9:F0} GFLOP/s)");
+    }
+
+    /// <summary>
+    /// Billion-parameter models: random checkpoints of Llama-3.2-1B's and Gemma-2-2B's shapes written in bf16 as sharded
+    /// Hugging Face folders, then per model: load time and memory (peak RSS of the load against the weights' bytes),
+    /// forward 1x128 in bf16 and fp32 (when twice the fp32 weights fit in the memory available), a full cache's bytes,
+    /// and KV-cache generation.
+    /// </summary>
+    static IEnumerable<Row> LargeModelRows(string dir, int repeats, CliContext ctx, Dictionary<string, string> summary)
+    {
+        foreach (var spec in new[] { RandomCheckpoint.Llama32_1B(), RandomCheckpoint.Gemma2_2B() })
+        {
+            string folder = Path.Combine(dir, spec.Name);
+            long weightBytes = spec.Parameters * 2;
+            var sw = Stopwatch.StartNew();
+            RandomCheckpoint.Write(spec, folder);
+            ctx.Err.WriteLine($"{spec.Name}: {spec.Parameters / 1e9:F2} B parameters, {weightBytes / 1e9:F2} GB in bf16, written in {sw.Elapsed.TotalSeconds:F0} s");
+            foreach (var dtype in new[] { ScalarType.BFloat16, ScalarType.Float32 })
+            {
+                string tag = dtype == ScalarType.BFloat16 ? "bf16" : "fp32";
+                long bytes = spec.Parameters * (dtype == ScalarType.BFloat16 ? 2 : 4);
+                if (dtype == ScalarType.Float32 && MemAvailableBytes() < 2 * bytes)
+                {
+                    ctx.Err.WriteLine($"{spec.Name} {tag}: skipped ({bytes / 1e9:F1} GB of weights, {MemAvailableBytes() / 1e9:F1} GB available)");
+                    continue;
+                }
+                GC.Collect();
+                ReleaseFreedHeap();
+                double rssBefore = RssMb();
+                ResetPeakRss();
+                sw.Restart();
+                using var model = HookedTransformer.Load(folder, new LoadOptions { DType = dtype });
+                double loadMs = sw.Elapsed.TotalMilliseconds, peakLoad = PeakRssMb() - rssBefore, held = RssMb() - rssBefore;
+                yield return new Row($"{spec.Name} {tag}: load", loadMs, loadMs,
+                    Note: $"weights {bytes / 1e9:F2} GB; RSS +{held / 1e3:F2} GB after, peak +{peakLoad / 1e3:F2} GB during the load ({peakLoad * 1e6 / bytes:F2}x the weights)");
+                var gen = new Generator(1);
+                using var tokens = randint(0, model.Config.VocabSize, new long[] { 1, 128 }, generator: gen);
+                var forward = Time($"{spec.Name} {tag}: forward 1x128", repeats, () => model.Run(tokens).Dispose());
+                yield return forward with { Note = $"{128 / (forward.MedianMs / 1000):F1} tokens/s" };
+                ResetPeakRss();
+                double rssCache = RssMb();
+                long cacheBytes = 0;
+                var cached = Time($"{spec.Name} {tag}: forward 1x128 + full cache", 1, () =>
+                {
+                    var (l, c) = model.RunWithCache(tokens);
+                    cacheBytes = c.StoredBytes;
+                    l.Dispose(); c.Dispose();
+                });
+                yield return cached with { Note = $"{cached.MedianMs / forward.MedianMs:F2}x plain forward; cache holds {cacheBytes / 1e6:F0} MB ({model.HookPoints.Firing(false).Count()} hook points), peak RSS +{(PeakRssMb() - rssCache) / 1e3:F2} GB over the loaded model" };
+                if (dtype == ScalarType.BFloat16)
+                {
+                    var prompt = Enumerable.Range(10, 16).Select(i => (long)i).ToArray();
+                    const int newTokens = 16;
+                    var generate = Time($"{spec.Name} {tag}: generate {newTokens} tokens (KV cache)", 1,
+                        () => model.Generate(prompt, new GenerateOptions { MaxNewTokens = newTokens, StopTokens = Array.Empty<int>() }));
+                    yield return generate with { Note = $"{newTokens / (generate.MedianMs / 1000):F2} tokens/s after a 16-token prompt" };
+                }
+            }
+            Directory.Delete(folder, true);
+        }
+        summary["large-model peak RSS (whole run)"] = $"{PeakRssMb():F0} MB";
+    }
+
+    static long MemAvailableBytes()
+    {
+        foreach (var line in File.ReadLines("/proc/meminfo"))
+            if (line.StartsWith("MemAvailable:")) return long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        return long.MaxValue;
+    }
+
+    static double RssMb()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmRSS:")) return long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0;
+        return double.NaN;
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
+    static extern int MallocTrim(nuint pad);
+
+    /// <summary>Returns freed native heap to the OS (glibc keeps it otherwise), so RSS deltas measure what is live.</summary>
+    static void ReleaseFreedHeap()
+    {
+        try { MallocTrim(0); } catch (DllNotFoundException) { } catch (EntryPointNotFoundException) { }
+    }
+
+    /// <summary>Resets the kernel's peak-RSS mark of this process (writing 5 to /proc/self/clear_refs), so VmHWM measures one step.</summary>
+    static void ResetPeakRss()
+    {
+        try { File.WriteAllText("/proc/self/clear_refs", "5"); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
     static double GemmPeak(int repeats)
@@ -325,7 +417,7 @@ public sealed class BenchCommand : ICliCommand
     static double PeakRssMb()
     {
         foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmHWM:")) return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0;
+            if (line.StartsWith("VmHWM:")) return long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0;
         return double.NaN;
     }
 }

@@ -53,9 +53,10 @@ public sealed class TraceCommand : ICliCommand
             string path = parse.GetValue(output)!;
             GraphFile.Write(path, graph, pruned, !parse.GetValue(noPrune), parse.GetValue(nodeThreshold), slug: Path.GetFileNameWithoutExtension(path), scan: Path.GetFileName(dir.TrimEnd('/')),
                 tokenText: model.Tokenizer is null ? null : id => TokenText.Of(model, id));
+            GraphFile.UpdateIndex(path);
             int features = graph.Nodes.Count(n => n.Kind == NodeKind.Feature);
             ctx.Out.WriteLine($"{graph.Nodes.Length} nodes ({features} active features, {graph.Nodes.Count(n => n.Kind == NodeKind.Logit)} logit targets), " +
-                $"kept {pruned.NodeMask.Count(k => k)} nodes and {pruned.EdgeMask.sum().item<long>()} edges; replacement {scores.Replacement:F3}, completeness {scores.Completeness:F3}; " +
+                $"kept {pruned.NodeMask.Count(k => k)} nodes and {pruned.KeptEdges} edges; replacement {scores.Replacement:F3}, completeness {scores.Completeness:F3}; " +
                 $"{clock.Elapsed.TotalSeconds:F1} s -> {path}");
             var top = graph.Nodes.Select((n, i) => (n, i)).Where(x => x.n.Kind == NodeKind.Feature && pruned.NodeMask[x.i]).OrderBy(x => pruned.CumulativeInfluence[x.i]).Take(10);
             var table = new Table().AddColumns("feature", "layer", "position", "token", "activation", "cumulative influence");

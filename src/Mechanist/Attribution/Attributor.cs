@@ -35,14 +35,20 @@ public sealed record GraphNode(NodeKind Kind, int Layer, int Position, long Inde
     };
 }
 
-/// <summary>An unpruned attribution graph: nodes in circuit-tracer's order and the direct-effect adjacency.</summary>
+/// <summary>An unpruned attribution graph: nodes in circuit-tracer's order and the direct-effect edges.</summary>
 /// <param name="TokenIds">The prompt.</param>
 /// <param name="Nodes">Features (by layer, position, feature), errors (layer-major), tokens, logits (by probability).</param>
-/// <param name="Adjacency">A[target, source] [n, n] float32: the source's direct effect on the target's readout.</param>
-public sealed record AttributionGraph(long[] TokenIds, GraphNode[] Nodes, Tensor Adjacency) : IDisposable
+/// <param name="Edges">A[target, source], sparse: the source's direct effect on the target's readout.</param>
+public sealed record AttributionGraph(long[] TokenIds, GraphNode[] Nodes, SparseAdjacency Edges) : IDisposable
 {
+    /// <summary>A graph from a dense [n, n] adjacency (its nonzero entries become the edges).</summary>
+    public AttributionGraph(long[] tokenIds, GraphNode[] nodes, Tensor adjacency) : this(tokenIds, nodes, SparseAdjacency.FromDense(adjacency)) { }
+
+    /// <summary>The dense [n, n] float32 adjacency (small graphs and tests; n² floats).</summary>
+    public Tensor DenseAdjacency() => Edges.ToDense();
+
     /// <inheritdoc/>
-    public void Dispose() => Adjacency.Dispose();
+    public void Dispose() { }
 }
 
 /// <summary>How to attribute.</summary>
@@ -54,8 +60,13 @@ public sealed record AttributionGraph(long[] TokenIds, GraphNode[] Nodes, Tensor
 /// Keep at most this many features: after the logit rows, features are visited in order of their influence estimated on
 /// the rows computed so far, and only visited ones become nodes (circuit-tracer's max_feature_nodes). Null: every active feature.
 /// </param>
+/// <param name="MaxEdgesPerRow">
+/// Keep at most this many edges per target row (the largest |A|); the rest are dropped as the row is computed, their
+/// absolute mass recorded so normalisation still divides by the row's true total. Null: every nonzero edge.
+/// </param>
+/// <param name="Progress">Called after each backward pass with (rows done, rows planned).</param>
 public sealed record AttributionOptions(int MaxLogits = 10, double LogitProbability = 0.95, int BatchSize = 32, IReadOnlyList<LogitTarget>? Targets = null,
-    int? MaxFeatureNodes = null);
+    int? MaxFeatureNodes = null, int? MaxEdgesPerRow = null, Action<int, int>? Progress = null);
 
 /// <summary>
 /// A custom logit target: the token <paramref name="Token"/>'s demeaned logit, or, with <paramref name="Minus"/>, the logit
@@ -131,7 +142,8 @@ public static class Attributor
 
         // Per source layer, the features' positions, indices and activations (for gathering their columns).
         var featureRows = Enumerable.Range(0, L).Select(l => Enumerable.Range(0, nf).Where(i => nodes[i].Layer == l).ToArray()).ToArray();
-        var adjacency = zeros(n, n, ScalarType.Float32);
+        var builder = new SparseAdjacency.Builder(n, options.MaxEdgesPerRow);
+        int rowsDone = 0, rowsPlanned = k + Math.Min(options.MaxFeatureNodes ?? nf, nf);
         // Rows for target nodes (feature indices below nf, or logit nodes), at most B per backward pass.
         void ComputeRows(IReadOnlyList<int> targetNodes)
         {
@@ -191,7 +203,10 @@ public static class Attributor
             for (int l = 0; l < L; l++)
                 block[.., (errorBase + l * T)..(errorBase + (l + 1) * T)] = (grads[l][..rows].to(ScalarType.Float32) * rm.Errors[l].unsqueeze(0)).sum(-1);
             block[.., tokenBase..logitBase] = (grads[L][..rows].to(ScalarType.Float32) * embedValue.unsqueeze(0)).sum(-1);
-            for (int r = 0; r < rows; r++) adjacency[targetNodes[start + r]] = block[r];
+            var values = block.contiguous().data<float>().ToArray();
+            for (int r = 0; r < rows; r++) builder.SetRow(targetNodes[start + r], new ReadOnlySpan<float>(values, r * n, n));
+            rowsDone += rows;
+            options.Progress?.Invoke(rowsDone, rowsPlanned);
           }
         }
 
@@ -201,24 +216,22 @@ public static class Attributor
         if (budget >= nf)
         {
             ComputeRows(Enumerable.Range(0, nf).ToArray());
-            return new AttributionGraph(ids, nodes.ToArray(), adjacency.MoveToOuterDisposeScope());
+            return new AttributionGraph(ids, nodes.ToArray(), builder.Build());
         }
         // Visit features by their influence on the logits, estimated on the rows computed so far.
-        var weights = tensor(nodes.Select(x => x.Kind == NodeKind.Logit ? x.Probability ?? 0 : 0).ToArray(), ScalarType.Float64);
+        var weights = nodes.Select(x => x.Kind == NodeKind.Logit ? x.Probability ?? 0 : 0).ToArray();
         var visited = new bool[nf]; int count = 0;
         while (count < budget)
         {
-            using var estimateScope = NewDisposeScope();
-            var influence = Pruning.Influence(Pruning.Normalize(adjacency), weights)[..nf].cpu().data<double>().ToArray();
+            var soFar = builder.Build();
+            var influence = Pruning.Influence(soFar, Pruning.Normalize(soFar), weights);
             var next = Enumerable.Range(0, nf).Where(i => !visited[i]).OrderByDescending(i => influence[i]).ThenBy(i => i).Take(Math.Min(B, budget - count)).ToArray();
             foreach (int i in next) visited[i] = true;
             count += next.Length;
             ComputeRows(next);
         }
         var keep = Enumerable.Range(0, n).Where(i => i >= nf || visited[i]).ToArray();
-        var index = tensor(keep.Select(i => (long)i).ToArray());
-        var kept = adjacency.index_select(0, index).index_select(1, index);
-        return new AttributionGraph(ids, keep.Select(i => nodes[i]).ToArray(), kept.MoveToOuterDisposeScope());
+        return new AttributionGraph(ids, keep.Select(i => nodes[i]).ToArray(), builder.Build().Select(keep));
     }
 
     sealed class DisposableList(Tensor[] tensors) : IDisposable

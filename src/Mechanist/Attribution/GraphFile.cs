@@ -22,6 +22,32 @@ public static class GraphFile
         AtomicFile.WriteText(path, text);
     }
 
+    /// <summary>
+    /// Adds the graph file's metadata to <c>graph-metadata.json</c> in its folder (<c>{"graphs": [...]}</c>, one entry per
+    /// slug, a new graph replacing an old one of the same slug), the index circuit-tracer's frontend lists graphs from.
+    /// </summary>
+    public static void UpdateIndex(string graphPath)
+    {
+        string dir = Path.GetDirectoryName(Path.GetFullPath(graphPath))!, index = Path.Combine(dir, "graph-metadata.json");
+        System.Text.Json.Nodes.JsonObject metadata;
+        try { metadata = (System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(graphPath))?["metadata"]?.DeepClone() as System.Text.Json.Nodes.JsonObject)!; }
+        catch (JsonException e) { throw new MechanistException($"{graphPath}: not JSON ({e.Message})"); }
+        if (metadata?["slug"] is null) throw new MechanistException($"{graphPath}: no metadata.slug");
+        var graphs = new System.Text.Json.Nodes.JsonArray();
+        if (File.Exists(index))
+        {
+            System.Text.Json.Nodes.JsonNode? existing;
+            try { existing = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(index)); }
+            catch (JsonException e) { throw new MechanistException($"{index}: not JSON ({e.Message}); move it away or fix it"); }
+            if (existing?["graphs"] is not System.Text.Json.Nodes.JsonArray old) throw new MechanistException($"{index}: no \"graphs\" list; move it away or fix it");
+            foreach (var g in old)
+                if ((string?)g?["slug"] != (string?)metadata["slug"]) graphs.Add(g!.DeepClone());
+        }
+        graphs.Add(metadata);
+        var root = new System.Text.Json.Nodes.JsonObject { ["graphs"] = graphs };
+        AtomicFile.WriteText(index, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+    }
+
     /// <summary>The JSON text.</summary>
     public static string Serialize(AttributionGraph graph, PrunedGraph influence, bool pruned, double nodeThreshold = 0.8,
         string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null)
@@ -29,14 +55,18 @@ public static class GraphFile
         int n = graph.Nodes.Length;
         tokenText ??= id => $"<{id}>";
         var labels = graph.TokenIds.Select(tokenText).ToArray();
-        using var scope = NewDisposeScope();
-        var a = graph.Adjacency.to(ScalarType.Float32).cpu();
-        var keep = pruned ? influence.EdgeMask.cpu() : a != 0;
-        keep = keep.logical_and(a != 0);
-        var links = keep.nonzero().data<long>().ToArray(); // row-major (target, source)
-        var weights = a.masked_select(keep).data<float>().ToArray();
+        var a = graph.Edges;
+        var links = new List<long>(); // stored edges written, row-major (target, then source ascending)
         var touched = new bool[n];
-        for (int i = 0; i < links.Length; i += 2) { touched[links[i]] = true; touched[links[i + 1]] = true; }
+        for (int r = 0; r < n; r++)
+            for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++)
+            {
+                if (a.Value[e] == 0 || (pruned && !influence.EdgeKept[e])) continue;
+                links.Add(e);
+                touched[r] = true; touched[a.Column[e]] = true;
+            }
+        var targetOf = new int[a.Count];
+        for (int r = 0; r < n; r++) for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++) targetOf[e] = r;
 
         var buffer = new MemoryStream();
         using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
@@ -97,12 +127,12 @@ public static class GraphFile
             }
             w.WriteEndArray();
             w.WriteStartArray("links");
-            for (int i = 0, e = 0; i < links.Length; i += 2, e++)
+            foreach (long e in links)
             {
                 w.WriteStartObject();
-                w.WriteString("source", graph.Nodes[links[i + 1]].Id);
-                w.WriteString("target", graph.Nodes[links[i]].Id);
-                WriteFloat(w, "weight", weights[e]);
+                w.WriteString("source", graph.Nodes[a.Column[e]].Id);
+                w.WriteString("target", graph.Nodes[targetOf[e]].Id);
+                WriteFloat(w, "weight", a.Value[e]);
                 w.WriteEndObject();
             }
             w.WriteEndArray();
@@ -175,8 +205,7 @@ public static class GraphFileReader
                     throw new MechanistException($"{path}: node {nodes.Count} is malformed ({e.Message})");
                 }
             }
-            var adjacency = zeros(nodes.Count, nodes.Count, ScalarType.Float32);
-            var rows = new List<long>(); var cols = new List<long>(); var values = new List<float>();
+            var rows = new List<int>(); var cols = new List<int>(); var values = new List<float>();
             foreach (var l in linksJson.EnumerateArray())
             {
                 string? s = l.TryGetProperty("source", out var sj) ? sj.GetString() : null, t = l.TryGetProperty("target", out var tj) ? tj.GetString() : null;
@@ -184,9 +213,14 @@ public static class GraphFileReader
                     throw new MechanistException($"{path}: link {rows.Count} names a node that is not in the file or has no weight");
                 rows.Add(ti); cols.Add(si); values.Add(w.GetSingle());
             }
-            if (rows.Count > 0)
-                using (var r = tensor(rows.ToArray())) using (var c = tensor(cols.ToArray())) using (var v = tensor(values.ToArray()))
-                    adjacency.index_put_(v, r, c);
+            // A link given twice keeps its last weight.
+            var last = new Dictionary<(int, int), float>();
+            for (int i = 0; i < rows.Count; i++) last[(rows[i], cols[i])] = values[i];
+            var sorted = last.OrderBy(x => x.Key.Item1).ThenBy(x => x.Key.Item2).Where(x => x.Value != 0).ToList();
+            var rowStart = new long[nodes.Count + 1];
+            foreach (var x in sorted) rowStart[x.Key.Item1 + 1]++;
+            for (int r = 0; r < nodes.Count; r++) rowStart[r + 1] += rowStart[r];
+            var adjacency = new SparseAdjacency(nodes.Count, rowStart, sorted.Select(x => x.Key.Item2).ToArray(), sorted.Select(x => x.Value).ToArray());
             var meta = root.TryGetProperty("metadata", out var m) ? m : default;
             string prompt = meta.ValueKind == JsonValueKind.Object && meta.TryGetProperty("prompt", out var p) ? p.GetString() ?? "" : "";
             double? threshold = meta.ValueKind == JsonValueKind.Object && meta.TryGetProperty("node_threshold", out var th) && th.ValueKind == JsonValueKind.Number ? th.GetDouble() : null;

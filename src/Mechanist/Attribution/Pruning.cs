@@ -1,16 +1,26 @@
-using static TorchSharp.torch;
-
 namespace Mechanist.Attribution;
 
 /// <summary>What pruning keeps, and every node's influence.</summary>
 /// <param name="NodeMask">Kept nodes.</param>
-/// <param name="EdgeMask">Kept edges [n, n] (bool), in adjacency layout.</param>
+/// <param name="EdgeKept">Per stored edge of the graph's <see cref="SparseAdjacency"/>, whether it is kept.</param>
 /// <param name="Influence">Each node's influence on the logit targets (unpruned graph).</param>
 /// <param name="CumulativeInfluence">circuit-tracer's JSON "influence": the cumulative share at the node's rank (smaller = more important).</param>
-public sealed record PrunedGraph(bool[] NodeMask, Tensor EdgeMask, double[] Influence, double[] CumulativeInfluence) : IDisposable
+public sealed record PrunedGraph(bool[] NodeMask, bool[] EdgeKept, double[] Influence, double[] CumulativeInfluence) : IDisposable
 {
+    /// <summary>Number of kept edges.</summary>
+    public long KeptEdges => EdgeKept.LongCount(k => k);
+
+    /// <summary>The kept edges as a dense [n, n] bool tensor (small graphs and tests).</summary>
+    public TorchSharp.torch.Tensor DenseEdgeMask(SparseAdjacency edges)
+    {
+        var mask = new bool[(long)edges.Size * edges.Size];
+        for (int r = 0; r < edges.Size; r++)
+            for (long e = edges.RowStart[r]; e < edges.RowStart[r + 1]; e++) mask[(long)r * edges.Size + edges.Column[e]] = EdgeKept[e];
+        return TorchSharp.torch.tensor(mask, new long[] { edges.Size, edges.Size });
+    }
+
     /// <inheritdoc/>
-    public void Dispose() => EdgeMask.Dispose();
+    public void Dispose() { }
 }
 
 /// <summary>A graph's replacement and completeness scores.</summary>
@@ -19,80 +29,104 @@ public sealed record PrunedGraph(bool[] NodeMask, Tensor EdgeMask, double[] Infl
 public sealed record GraphScores(double Replacement, double Completeness);
 
 /// <summary>
-/// circuit-tracer's pruning and scores: node influence as the power series of the row-normalised |A| seeded with the logit
-/// probabilities, node and edge thresholds on cumulative shares, clean-up to a fixed point, and the graph scores.
-/// Computed in float64.
+/// circuit-tracer's pruning and scores on a sparse graph: node influence as the power series of the row-normalised |A|
+/// seeded with the logit probabilities, node and edge thresholds on cumulative shares (found by selection, not by sorting
+/// the edges), clean-up to a fixed point, and the graph scores. Float64 throughout; time and memory linear in the edges.
+/// Rows are normalised by their full Σ|A|, including edges dropped when the graph was built; on the pruned graph, by the
+/// kept edges alone (as circuit-tracer normalises the masked matrix).
 /// </summary>
 public static class Pruning
 {
-    /// <summary>|A| with every row divided by its sum (all-zero rows stay zero).</summary>
-    public static Tensor Normalize(Tensor a)
+    /// <summary>Per stored edge, |A| divided by its row's Σ|A| (dropped mass included; all-zero rows stay zero).</summary>
+    public static double[] Normalize(SparseAdjacency a, bool[]? keepNode = null)
     {
-        var abs = a.to(ScalarType.Float64).abs();
-        return abs / abs.sum(1, keepdim: true).clamp_min(1e-10);
+        var normalized = new double[a.Count];
+        for (int r = 0; r < a.Size; r++)
+        {
+            if (keepNode is not null && !keepNode[r]) continue;
+            double sum = keepNode is null ? a.DroppedAbs[r] : 0;
+            for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++)
+                if (keepNode is null || keepNode[a.Column[e]]) sum += Math.Abs(a.Value[e]);
+            sum = Math.Max(sum, 1e-10);
+            for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++)
+                if (keepNode is null || keepNode[a.Column[e]]) normalized[e] = Math.Abs(a.Value[e]) / sum;
+        }
+        return normalized;
     }
 
     /// <summary>w·Â + w·Â² + …, until a term is exactly zero (Â of an attribution graph is nilpotent).</summary>
-    public static Tensor Influence(Tensor normalized, Tensor weights)
+    public static double[] Influence(SparseAdjacency a, double[] normalized, double[] weights)
     {
-        var term = matmul(weights.unsqueeze(0), normalized);
-        var total = term.clone();
-        for (int i = 0; i < normalized.shape[0] && term.abs().max().item<double>() > 0; i++)
+        int n = a.Size;
+        var term = (double[])weights.Clone();
+        var total = new double[n];
+        for (int step = 0; step < n; step++)
         {
-            term = matmul(term, normalized);
-            total += term;
+            var next = new double[n];
+            bool any = false;
+            for (int r = 0; r < n; r++)
+            {
+                double t = term[r];
+                if (t == 0) continue;
+                for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++) next[a.Column[e]] += t * normalized[e];
+            }
+            for (int i = 0; i < n; i++) { total[i] += next[i]; any |= next[i] != 0; }
+            if (!any) break;
+            term = next;
         }
-        return total.squeeze(0);
+        return total;
     }
 
     /// <summary>The smallest value whose cumulative share (values sorted descending) reaches <paramref name="fraction"/>.</summary>
-    public static double Threshold(Tensor values, double fraction)
-    {
-        var sorted = values.flatten().sort(descending: true).Values;
-        var cumulative = sorted.cumsum(0) / sorted.sum();
-        long index = (cumulative < fraction).sum().item<long>(); // first index with share ≥ fraction
-        return sorted[Math.Min(index, sorted.shape[0] - 1)].item<double>();
-    }
+    public static double Threshold(IEnumerable<double> values, double fraction) => Selection.CumulativeThreshold(values.ToArray(), fraction);
 
     /// <summary>Prunes a graph: keep nodes holding <paramref name="nodeThreshold"/> of the influence (tokens and logits always), then edges holding <paramref name="edgeThreshold"/> of the edge scores.</summary>
     public static PrunedGraph Prune(AttributionGraph graph, double nodeThreshold = 0.8, double edgeThreshold = 0.98)
     {
-        using var scope = NewDisposeScope();
-        int n = graph.Nodes.Length;
+        var a = graph.Edges;
+        int n = a.Size;
         var weights = LogitWeights(graph);
-        var normalized = Normalize(graph.Adjacency);
-        var influence = Influence(normalized, weights);
-        var nodeMask = (influence >= Threshold(influence, nodeThreshold));
-        var always = tensor(graph.Nodes.Select(x => x.Kind is NodeKind.Token or NodeKind.Logit).ToArray());
-        nodeMask = nodeMask.logical_or(always);
+        var influence = Influence(a, Normalize(a), weights);
+        double nodeCut = Threshold(influence, nodeThreshold);
+        var nodeMask = new bool[n];
+        for (int i = 0; i < n; i++) nodeMask[i] = influence[i] >= nodeCut || graph.Nodes[i].Kind is NodeKind.Token or NodeKind.Logit;
 
-        var keep = nodeMask.to(ScalarType.Float64);
-        var pruned = graph.Adjacency.to(ScalarType.Float64) * keep.unsqueeze(1) * keep.unsqueeze(0);
-        var normalizedPruned = Normalize(pruned);
-        var prunedInfluence = Influence(normalizedPruned, weights);
-        var edgeScores = normalizedPruned * (prunedInfluence + weights).unsqueeze(1);
-        var edgeMask = edgeScores >= Threshold(edgeScores, edgeThreshold);
+        var normalizedPruned = Normalize(a, nodeMask);
+        var prunedInfluence = Influence(a, normalizedPruned, weights);
+        var edgeScores = new double[a.Count];
+        for (int r = 0; r < n; r++)
+            for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++) edgeScores[e] = normalizedPruned[e] * (prunedInfluence[r] + weights[r]);
+        // The dense threshold runs over all n² scores; the ones not stored are zeros, which move no cumulative share.
+        double edgeCut = Threshold(edgeScores, edgeThreshold);
+        var edgeKept = new bool[a.Count];
+        for (long e = 0; e < a.Count; e++) edgeKept[e] = edgeScores[e] >= edgeCut && (edgeCut > 0 || a.Value[e] != 0);
 
         // Clean-up: features and errors need a kept outgoing edge, features a kept incoming one; repeat to a fixed point.
-        var featureOrError = tensor(graph.Nodes.Select(x => x.Kind is NodeKind.Feature or NodeKind.Error).ToArray());
-        var feature = tensor(graph.Nodes.Select(x => x.Kind == NodeKind.Feature).ToArray());
         while (true)
         {
-            var before = nodeMask.clone();
-            edgeMask = edgeMask.logical_and(nodeMask.unsqueeze(1)).logical_and(nodeMask.unsqueeze(0));
-            var hasOut = edgeMask.any(0); var hasIn = edgeMask.any(1);
-            nodeMask = nodeMask.logical_and(featureOrError.logical_not().logical_or(hasOut));
-            nodeMask = nodeMask.logical_and(feature.logical_not().logical_or(hasIn));
-            if (nodeMask.eq(before).all().item<bool>()) break;
+            var hasOut = new bool[n]; var hasIn = new bool[n];
+            for (int r = 0; r < n; r++)
+                for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++)
+                {
+                    if (!edgeKept[e]) continue;
+                    if (!nodeMask[r] || !nodeMask[a.Column[e]]) { edgeKept[e] = false; continue; }
+                    hasIn[r] = true; hasOut[a.Column[e]] = true;
+                }
+            bool changed = false;
+            for (int i = 0; i < n; i++)
+            {
+                var kind = graph.Nodes[i].Kind;
+                bool keep = nodeMask[i] && (kind is not (NodeKind.Feature or NodeKind.Error) || hasOut[i]) && (kind != NodeKind.Feature || hasIn[i]);
+                if (keep != nodeMask[i]) { nodeMask[i] = keep; changed = true; }
+            }
+            if (!changed) break;
         }
-        edgeMask = edgeMask.logical_and(nodeMask.unsqueeze(1)).logical_and(nodeMask.unsqueeze(0));
 
-        var values = influence.cpu().data<double>().ToArray();
-        var order = Enumerable.Range(0, n).OrderByDescending(i => values[i]).ToArray();
-        double total = values.Sum(), running = 0;
+        var order = Enumerable.Range(0, n).OrderByDescending(i => influence[i]).ToArray();
+        double total = influence.Sum(), running = 0;
         var cumulative = new double[n];
-        foreach (int i in order) { running += values[i]; cumulative[i] = running / total; }
-        return new PrunedGraph(nodeMask.cpu().data<bool>().ToArray(), edgeMask.MoveToOuterDisposeScope(), values, cumulative);
+        foreach (int i in order) { running += influence[i]; cumulative[i] = running / total; }
+        return new PrunedGraph(nodeMask, edgeKept, influence, cumulative);
     }
 
     /// <summary>
@@ -101,19 +135,26 @@ public static class Pruning
     /// </summary>
     public static GraphScores Scores(AttributionGraph graph, PrunedGraph? pruned = null)
     {
-        using var scope = NewDisposeScope();
+        var a = graph.Edges;
         var weights = LogitWeights(graph);
-        var normalized = Normalize(graph.Adjacency);
-        var influence = pruned is null ? Influence(normalized, weights) : tensor(pruned.Influence, ScalarType.Float64);
-        var token = tensor(graph.Nodes.Select(x => x.Kind == NodeKind.Token).ToArray()).to(ScalarType.Float64);
-        var error = tensor(graph.Nodes.Select(x => x.Kind == NodeKind.Error).ToArray()).to(ScalarType.Float64);
-        double tokens = (influence * token).sum().item<double>(), errors = (influence * error).sum().item<double>();
-        var fromErrors = (normalized * error.unsqueeze(0)).sum(1);
-        var scored = influence + weights;
-        double completeness = ((1 - fromErrors) * scored).sum().item<double>() / scored.sum().item<double>();
-        return new GraphScores(tokens / (tokens + errors), completeness);
+        var normalized = Normalize(a);
+        var influence = pruned?.Influence ?? Influence(a, normalized, weights);
+        double tokens = 0, errors = 0, weighted = 0, scoredTotal = 0;
+        for (int r = 0; r < a.Size; r++)
+        {
+            var kind = graph.Nodes[r].Kind;
+            if (kind == NodeKind.Token) tokens += influence[r];
+            if (kind == NodeKind.Error) errors += influence[r];
+            double fromErrors = 0;
+            for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++)
+                if (graph.Nodes[a.Column[e]].Kind == NodeKind.Error) fromErrors += normalized[e];
+            double scored = influence[r] + weights[r];
+            weighted += (1 - fromErrors) * scored;
+            scoredTotal += scored;
+        }
+        return new GraphScores(tokens / (tokens + errors), weighted / scoredTotal);
     }
 
-    static Tensor LogitWeights(AttributionGraph graph) =>
-        tensor(graph.Nodes.Select(x => x.Kind == NodeKind.Logit ? x.Probability ?? 0 : 0).ToArray(), ScalarType.Float64);
+    static double[] LogitWeights(AttributionGraph graph) =>
+        graph.Nodes.Select(x => x.Kind == NodeKind.Logit ? x.Probability ?? 0 : 0).ToArray();
 }

@@ -27,6 +27,16 @@ public sealed class ActivationCache : IDisposable
     /// <summary>Cached names, in recording order.</summary>
     public IReadOnlyCollection<string> Names => _order;
 
+    /// <summary>Bytes held now: stored activations and the inputs kept for lazily computed ones (not yet computed values excluded).</summary>
+    public long StoredBytes
+    {
+        get
+        {
+            lock (_lazy)
+                return _tensors.Values.Concat(_owned).Distinct().Sum(t => t.numel() * t.element_size());
+        }
+    }
+
     /// <summary>Whether a name is cached.</summary>
     public bool Contains(string name) => _tensors.ContainsKey(name) || _lazy.ContainsKey(name);
 

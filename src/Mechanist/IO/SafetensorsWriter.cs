@@ -12,22 +12,33 @@ public static class SafetensorsWriter
     /// stored contiguous, largest element size first then by name, header padded to 8 bytes.
     /// </summary>
     public static void Write(string path, IEnumerable<KeyValuePair<string, torch.Tensor>> tensors,
-        IReadOnlyDictionary<string, string>? metadata = null)
+        IReadOnlyDictionary<string, string>? metadata = null) =>
+        WriteLazy(path, tensors.Select(kv => new LazyTensor(kv.Key, TensorDTypes.FromTorch(kv.Value.dtype), kv.Value.shape, () => kv.Value.alias())).ToList(), metadata);
+
+    /// <summary>A tensor to write, made only when its bytes are due (so a file larger than memory can be written).</summary>
+    public sealed record LazyTensor(string Name, TensorDType DType, long[] Shape, Func<torch.Tensor> Make)
     {
-        var items = tensors
-            .Select(kv => (Name: kv.Key, Tensor: kv.Value, DType: TensorDTypes.FromTorch(kv.Value.dtype)))
-            .OrderByDescending(t => t.DType.Size()).ThenBy(t => t.Name, StringComparer.Ordinal).ToList();
+        /// <summary>Bytes the tensor occupies in the file.</summary>
+        public long Bytes => Shape.Aggregate(1L, (a, b) => a * b) * DType.Size();
+    }
+
+    /// <summary>
+    /// Writes tensors that are produced one at a time: each <see cref="LazyTensor.Make"/> is called when its
+    /// bytes are written, checked against the declared dtype and shape, and disposed right after.
+    /// </summary>
+    public static void WriteLazy(string path, IReadOnlyList<LazyTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var items = tensors.OrderByDescending(t => t.DType.Size()).ThenBy(t => t.Name, StringComparer.Ordinal).ToList();
         var duplicate = items.GroupBy(i => i.Name).FirstOrDefault(g => g.Count() > 1);
         if (duplicate != null) throw new MechanistException($"{path}: tensor '{duplicate.Key}' given twice");
 
         var header = new Dictionary<string, object>();
         if (metadata is { Count: > 0 }) header["__metadata__"] = metadata;
         long offset = 0;
-        foreach (var (name, tensor, dtype) in items)
+        foreach (var t in items)
         {
-            long bytes = tensor.numel() * dtype.Size();
-            header[name] = new { dtype = dtype.ToString(), shape = tensor.shape, data_offsets = new[] { offset, offset + bytes } };
-            offset += bytes;
+            header[t.Name] = new { dtype = t.DType.ToString(), shape = t.Shape, data_offsets = new[] { offset, offset + t.Bytes } };
+            offset += t.Bytes;
         }
         byte[] json = JsonSerializer.SerializeToUtf8Bytes(header);
         int padded = (json.Length + 7) / 8 * 8;
@@ -39,9 +50,12 @@ public static class SafetensorsWriter
         {
             stream.Write(BitConverter.GetBytes((ulong)padded));
             stream.Write(headerBytes);
-            foreach (var (_, tensor, _) in items)
+            foreach (var t in items)
             {
-                using var cpu = tensor.detach().cpu().contiguous();
+                using var made = t.Make();
+                if (TensorDTypes.FromTorch(made.dtype) != t.DType || !made.shape.SequenceEqual(t.Shape))
+                    throw new MechanistException($"{path}: tensor '{t.Name}' was declared {t.DType} [{string.Join(", ", t.Shape)}] but is {made.dtype} [{string.Join(", ", made.shape)}]");
+                using var cpu = made.detach().cpu().contiguous();
                 WriteTensorBytes(stream, cpu);
             }
         });

@@ -214,6 +214,9 @@ public sealed partial class HookedTransformer
             double rescale = cfg.AttnScale * Math.Sqrt(cfg.DHead); // the fused kernel scales by 1/sqrt(d_head)
             if (Math.Abs(rescale - 1) > 1e-12) qf = qf * rescale;
             if (s.Cache is { } activations) CacheLazyAttention(s, activations, n, q.permute(0, 2, 1, 3), kf);
+            // A frozen pattern is a function of detached queries and keys: the gradient reaches v only, and the fused
+            // kernel's backward recomputes the pattern instead of keeping [heads, pos, pos] per layer for it.
+            if (o.FreezeAttention) { qf = qf.detach(); kf = kf.detach(); }
             var zFused = Hook(s, n.Z, l, F.scaled_dot_product_attention(qf, kf, vf, null, 0.0, true).permute(0, 2, 1, 3));
             return OutputProjection(s, o, l, zFused, b, p);
         }
@@ -239,12 +242,13 @@ public sealed partial class HookedTransformer
 
     /// <summary>
     /// Whether attention can run fused: causal only (no padding mask, no past keys, no sliding window), no
-    /// soft-capping or frozen pattern, and nothing hooks or differentiates the scores or pattern. A cache that
+    /// soft-capping, and nothing hooks or differentiates the scores or pattern (a frozen pattern runs fused on
+    /// detached queries and keys). A cache that
     /// only reads them gets them lazily (<see cref="CacheLazyAttention"/>).
     /// </summary>
     bool CanFuseAttention(ForwardState s, RunOptions o, int l, BlockHookNames n, int past)
     {
-        if (!o.FusedAttention || o.AttentionMask is not null || past > 0 || Config.UsesSlidingWindow(l) || Config.AttnSoftcap is not null || o.FreezeAttention) return false;
+        if (!o.FusedAttention || o.AttentionMask is not null || past > 0 || Config.UsesSlidingWindow(l) || Config.AttnSoftcap is not null) return false;
         bool Touched(string name) =>
             s.Forward.Any(h => h.Filter.Matches(name)) || s.Backward.Any(h => h.Filter.Matches(name)) || (s.Cache != null && s.KeepGraph && s.CacheFilter(name));
         return !Touched(n.AttnScores) && !Touched(n.Pattern);

@@ -68,10 +68,10 @@ public class AttributionGoldenTests
         }
         var expected = reference.Read("adjacency");
         double max = expected.abs().max().item<float>();
-        TensorAssert.Close(expected, graph.Adjacency, 1e-5 * max, $"{name}: adjacency");
+        TensorAssert.Close(expected, graph.DenseAdjacency(), 1e-5 * max, $"{name}: adjacency");
         // Structural zeros are exact.
         var zero = expected == 0;
-        Assert.Equal(0f, graph.Adjacency.masked_select(zero).abs().max().item<float>());
+        Assert.Equal(0f, graph.DenseAdjacency().masked_select(zero).abs().max().item<float>());
     }
 
     [Theory]
@@ -94,7 +94,7 @@ public class AttributionGoldenTests
         }
         Assert.Equal(reference.Read("node_mask").data<byte>().Select(b => b != 0), pruned.NodeMask);
         var edgeMask = reference.Read("edge_mask").to(ScalarType.Bool);
-        Assert.Equal(0L, edgeMask.logical_xor(pruned.EdgeMask).sum().item<long>());
+        Assert.Equal(0L, edgeMask.logical_xor(pruned.DenseEdgeMask(graph.Edges)).sum().item<long>());
         var golden = reference.Read("graph_scores").data<float>().ToArray();
         foreach (var scores in new[] { Pruning.Scores(graph), Pruning.Scores(graph, pruned) })
         {
@@ -112,7 +112,7 @@ public class AttributionGoldenTests
         var rm = c.Rm;
         using var graph = Attributor.Attribute(rm);
         using var pruned = Pruning.Prune(graph);
-        double max = graph.Adjacency.abs().max().item<float>();
+        double max = graph.DenseAdjacency().abs().max().item<float>();
         foreach (var (file, isPruned) in new[] { ("graph.json", false), ("graph_pruned.json", true) })
         {
             using var ours = JsonDocument.Parse(GraphFile.Serialize(graph, pruned, isPruned, slug: $"visible-{name}", scan: $"golden/{name}"));
@@ -170,7 +170,7 @@ public class AttributionGoldenTests
             var target = graph.Nodes[t];
             if (target.Kind != NodeKind.Feature) continue;
             double change = zeroed.Activations[target.Layer, target.Position, target.Index].item<float>() - cleanRun.Activations[target.Layer, target.Position, target.Index].item<float>();
-            Assert.Equal(-graph.Adjacency[t, s0].item<float>(), change, 4);
+            Assert.Equal(-graph.Edges[(int)t, (int)s0], change, 4);
         }
     }
 
@@ -189,8 +189,8 @@ public class AttributionGoldenTests
         Assert.Equal(n - logitIds.Length + 2, m);
         // The first custom row is the reference's row of that logit; the difference row is row(a) − row(b), over the non-logit columns.
         var cols = ..(n - logitIds.Length);
-        TensorAssert.Close(expected[firstLogit + 1, cols], graph.Adjacency[m - 2, cols], 1e-5 * max, "custom single-token target");
-        TensorAssert.Close(expected[firstLogit, cols] - expected[firstLogit + 1, cols], graph.Adjacency[m - 1, cols], 2e-5 * max, "logit-difference target");
+        TensorAssert.Close(expected[firstLogit + 1, cols], graph.DenseAdjacency()[m - 2, cols], 1e-5 * max, "custom single-token target");
+        TensorAssert.Close(expected[firstLogit, cols] - expected[firstLogit + 1, cols], graph.DenseAdjacency()[m - 1, cols], 2e-5 * max, "logit-difference target");
         Assert.Equal(1.0, graph.Nodes[^1].Probability);
         Assert.Throws<MechanistException>(() => Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(100_000) })));
     }
@@ -226,7 +226,7 @@ public class AttributionGoldenTests
         // Every edge among the kept nodes is the reference's edge between the same two nodes.
         var position = full.Nodes.Select((x, i) => (x, i)).ToDictionary(p => p.x.Id, p => (long)p.i);
         var map = tensor(limited.Nodes.Select(x => position[x.Id]).ToArray());
-        TensorAssert.Close(expected.index_select(0, map).index_select(1, map), limited.Adjacency, 1e-5 * max, $"{name}: edges kept under a feature budget");
+        TensorAssert.Close(expected.index_select(0, map).index_select(1, map), limited.DenseAdjacency(), 1e-5 * max, $"{name}: edges kept under a feature budget");
         // The most influential feature of the full graph is among the 20.
         using var pruned = Pruning.Prune(full);
         var best = Enumerable.Range(0, full.Nodes.Length).Where(i => full.Nodes[i].Kind == NodeKind.Feature).MaxBy(i => pruned.Influence[i]);
@@ -247,10 +247,10 @@ public class AttributionGoldenTests
         var map = tensor(contents.Graph.Nodes.Select(x => (long)ids.IndexOf(x.Id)).ToArray());
         Assert.DoesNotContain(-1L, map.data<long>().ToArray());
         // The unpruned file holds every nonzero edge: the adjacency comes back exactly (shortest round-trip decimals).
-        TensorAssert.Close(reference.Read("adjacency").index_select(0, map).index_select(1, map), contents.Graph.Adjacency, 0, $"{name}: adjacency read back");
+        TensorAssert.Close(reference.Read("adjacency").index_select(0, map).index_select(1, map), contents.Graph.DenseAdjacency(), 0, $"{name}: adjacency read back");
         using var pruned = GraphFileReader.Read(Path.Combine(dir, "graph_pruned.json"));
         Assert.Equal(0.8, pruned.NodeThreshold);
-        Assert.Equal(reference.Read("edge_mask").sum().item<long>(), (pruned.Graph.Adjacency != 0).sum().item<long>());
+        Assert.Equal(reference.Read("edge_mask").sum().item<long>(), pruned.Graph.Edges.Count);
         using var tmp = new TempDir();
         File.WriteAllText(tmp.File("bad.json"), "{\"nodes\": [], \"links\": [{\"source\": \"x\", \"target\": \"y\", \"weight\": 1}]}");
         Assert.Contains("names a node that is not in the file", Assert.Throws<MechanistException>(() => GraphFileReader.Read(tmp.File("bad.json"))).Message);

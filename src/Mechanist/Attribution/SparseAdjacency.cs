@@ -1,0 +1,218 @@
+using static TorchSharp.torch;
+
+namespace Mechanist.Attribution;
+
+/// <summary>
+/// The edges of an attribution graph in compressed sparse rows: row = target node, column = source node, only
+/// the edges kept. Memory grows with the edges, never with n². <see cref="DroppedAbs"/> holds, per row, the
+/// absolute mass of the edges not kept (a per-row cap or magnitude cut), so normalised rows still divide by
+/// the row's true total.
+/// </summary>
+public sealed class SparseAdjacency
+{
+    /// <summary>Number of nodes (rows and columns).</summary>
+    public int Size { get; }
+
+    /// <summary>Row r's edges are <c>[RowStart[r], RowStart[r + 1])</c>.</summary>
+    public long[] RowStart { get; }
+
+    /// <summary>Source node of each edge, ascending within a row.</summary>
+    public int[] Column { get; }
+
+    /// <summary>Weight of each edge.</summary>
+    public float[] Value { get; }
+
+    /// <summary>Per row, Σ|weight| of the edges that were computed but not kept.</summary>
+    public double[] DroppedAbs { get; }
+
+    /// <summary>Number of stored edges.</summary>
+    public long Count => Column.LongLength;
+
+    /// <summary>Bytes the edges take (row offsets, columns, values, dropped mass).</summary>
+    public long Bytes => RowStart.LongLength * 8 + Column.LongLength * 4 + Value.LongLength * 4 + DroppedAbs.LongLength * 8;
+
+    /// <summary>Wraps CSR arrays (columns ascending within each row).</summary>
+    public SparseAdjacency(int size, long[] rowStart, int[] column, float[] value, double[]? droppedAbs = null)
+    {
+        if (rowStart.Length != size + 1 || column.Length != value.Length || rowStart[^1] != column.Length)
+            throw new ArgumentException("inconsistent CSR arrays");
+        Size = size; RowStart = rowStart; Column = column; Value = value; DroppedAbs = droppedAbs ?? new double[size];
+    }
+
+    /// <summary>The nonzero entries of a dense [n, n] matrix.</summary>
+    public static SparseAdjacency FromDense(Tensor dense)
+    {
+        int n = (int)dense.shape[0];
+        var values = dense.to(ScalarType.Float32).cpu().contiguous().data<float>().ToArray();
+        var b = new Builder(n);
+        var row = new float[n];
+        for (int r = 0; r < n; r++)
+        {
+            Array.Copy(values, (long)r * n, row, 0, n);
+            b.SetRow(r, row);
+        }
+        return b.Build();
+    }
+
+    /// <summary>The dense [n, n] float32 matrix (for small graphs and tests).</summary>
+    public Tensor ToDense()
+    {
+        var dense = new float[(long)Size * Size];
+        for (int r = 0; r < Size; r++)
+            for (long e = RowStart[r]; e < RowStart[r + 1]; e++) dense[(long)r * Size + Column[e]] = Value[e];
+        return tensor(dense, new long[] { Size, Size });
+    }
+
+    /// <summary>The weight of edge source → target (0 when not stored).</summary>
+    public float this[int target, int source]
+    {
+        get
+        {
+            int i = Array.BinarySearch(Column, (int)RowStart[target], (int)(RowStart[target + 1] - RowStart[target]), source);
+            return i >= 0 ? Value[i] : 0f;
+        }
+    }
+
+    /// <summary>Row r's Σ|weight| including the dropped mass.</summary>
+    public double RowAbsSum(int r)
+    {
+        double s = DroppedAbs[r];
+        for (long e = RowStart[r]; e < RowStart[r + 1]; e++) s += Math.Abs(Value[e]);
+        return s;
+    }
+
+    /// <summary>Keeps the rows and columns of <paramref name="keep"/> (in that order); edges from removed nodes are gone.</summary>
+    public SparseAdjacency Select(IReadOnlyList<int> keep)
+    {
+        var map = new int[Size];
+        Array.Fill(map, -1);
+        for (int i = 0; i < keep.Count; i++) map[keep[i]] = i;
+        var rowStart = new long[keep.Count + 1];
+        var cols = new List<int>(); var vals = new List<float>(); var dropped = new double[keep.Count];
+        for (int i = 0; i < keep.Count; i++)
+        {
+            int r = keep[i];
+            var pairs = new List<(int, float)>();
+            for (long e = RowStart[r]; e < RowStart[r + 1]; e++)
+                if (map[Column[e]] >= 0) pairs.Add((map[Column[e]], Value[e]));
+            pairs.Sort((a, b) => a.Item1.CompareTo(b.Item1));
+            foreach (var (c, v) in pairs) { cols.Add(c); vals.Add(v); }
+            rowStart[i + 1] = cols.Count;
+            dropped[i] = DroppedAbs[r];
+        }
+        return new SparseAdjacency(keep.Count, rowStart, cols.ToArray(), vals.ToArray(), dropped);
+    }
+
+    /// <summary>
+    /// Collects rows in any order. Each row is sparsified as it arrives: exact zeros are skipped, and with
+    /// <c>maxPerRow</c> only the largest |weights| are kept, the rest counted in <see cref="DroppedAbs"/>.
+    /// </summary>
+    public sealed class Builder(int size, int? maxPerRow = null)
+    {
+        readonly (int[] Cols, float[] Vals, double Dropped)?[] _rows = new (int[], float[], double)?[size];
+
+        /// <summary>Sets row <paramref name="r"/> from its dense values (length = size).</summary>
+        public void SetRow(int r, ReadOnlySpan<float> dense)
+        {
+            int nonzero = 0;
+            foreach (var v in dense) if (v != 0) nonzero++;
+            var cols = new int[nonzero]; var vals = new float[nonzero];
+            for (int c = 0, k = 0; c < dense.Length; c++)
+                if (dense[c] != 0) { cols[k] = c; vals[k] = dense[c]; k++; }
+            double dropped = 0;
+            if (maxPerRow is { } cap && nonzero > cap)
+            {
+                var mags = new float[nonzero];
+                for (int i = 0; i < nonzero; i++) mags[i] = Math.Abs(vals[i]);
+                float cut = Selection.KthLargest(mags, cap);       // keep |v| > cut, and ties at cut until cap
+                var keepCols = new int[cap]; var keepVals = new float[cap];
+                int k = 0, ties = cap - mags.Count(m => m > cut);
+                for (int i = 0; i < nonzero; i++)
+                {
+                    float m = Math.Abs(vals[i]);
+                    if (m > cut || (m == cut && ties-- > 0)) { keepCols[k] = cols[i]; keepVals[k] = vals[i]; k++; }
+                    else dropped += m;
+                }
+                cols = keepCols; vals = keepVals;
+            }
+            _rows[r] = (cols, vals, dropped);
+        }
+
+        /// <summary>The CSR matrix; rows never set are empty.</summary>
+        public SparseAdjacency Build()
+        {
+            var rowStart = new long[size + 1];
+            for (int r = 0; r < size; r++) rowStart[r + 1] = rowStart[r] + (_rows[r]?.Cols.Length ?? 0);
+            var cols = new int[rowStart[size]]; var vals = new float[rowStart[size]]; var dropped = new double[size];
+            for (int r = 0; r < size; r++)
+                if (_rows[r] is { } row)
+                {
+                    Array.Copy(row.Cols, 0, cols, rowStart[r], row.Cols.Length);
+                    Array.Copy(row.Vals, 0, vals, rowStart[r], row.Vals.Length);
+                    dropped[r] = row.Dropped;
+                }
+            return new SparseAdjacency(size, rowStart, cols, vals, dropped);
+        }
+
+        /// <summary>Bytes held by the rows set so far.</summary>
+        public long Bytes => _rows.Sum(r => r is { } x ? x.Cols.Length * 8L : 0);
+    }
+}
+
+/// <summary>Selection without a full sort (expected linear time).</summary>
+public static class Selection
+{
+    /// <summary>The k-th largest value (1-based) of <paramref name="values"/>; the array is reordered.</summary>
+    public static float KthLargest(float[] values, int k)
+    {
+        int lo = 0, hi = values.Length - 1, target = k - 1;
+        var rng = new Random(12345);
+        while (true)
+        {
+            if (lo == hi) return values[lo];
+            float pivot = values[rng.Next(lo, hi + 1)];
+            // Three-way partition into > pivot, == pivot, < pivot (descending).
+            int lt = lo, i = lo, gt = hi;
+            while (i <= gt)
+            {
+                if (values[i] > pivot) (values[lt], values[i]) = (values[i++], values[lt++]);
+                else if (values[i] < pivot) (values[i], values[gt]) = (values[gt--], values[i]);
+                else i++;
+            }
+            if (target < lt) hi = lt - 1;
+            else if (target > gt) lo = gt + 1;
+            else return pivot;
+        }
+    }
+
+    /// <summary>
+    /// circuit-tracer's cumulative threshold without sorting: the value v of the sorted-descending sequence at the first
+    /// place where the running sum reaches <paramref name="fraction"/> of the total (values ≥ 0). Reorders the array.
+    /// </summary>
+    public static double CumulativeThreshold(double[] values, double fraction)
+    {
+        if (values.Length == 0) return 0;
+        double total = 0, min = double.PositiveInfinity;
+        foreach (var v in values) { total += v; min = Math.Min(min, v); }
+        double above = 0;
+        int lo = 0, hi = values.Length - 1;
+        var rng = new Random(12345);
+        while (lo <= hi)
+        {
+            double pivot = values[rng.Next(lo, hi + 1)];
+            int lt = lo, i = lo, gt = hi;
+            double sumGreater = 0, sumEqual = 0;
+            while (i <= gt)
+            {
+                if (values[i] > pivot) { sumGreater += values[i]; (values[lt], values[i]) = (values[i], values[lt]); lt++; i++; }
+                else if (values[i] < pivot) { (values[i], values[gt]) = (values[gt], values[i]); gt--; }
+                else { sumEqual += values[i]; i++; }
+            }
+            if ((above + sumGreater) / total >= fraction && lt > lo) { hi = lt - 1; continue; }
+            if ((above + sumGreater + sumEqual) / total >= fraction) return pivot;
+            above += sumGreater + sumEqual;
+            lo = gt + 1;
+        }
+        return min; // the running share never reached the fraction (rounding): the smallest value, as the sorted version gives
+    }
+}
