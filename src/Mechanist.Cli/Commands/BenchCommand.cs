@@ -37,8 +37,9 @@ public sealed class BenchCommand : ICliCommand
         var fileMb = new Option<int>("--file-mb") { Description = "Size of the safetensors file for the mmap-open row (0: skip).", DefaultValueFactory = _ => 500 };
         var json = CommonOptions.Json();
         var suite = new Option<string>("--suite") { Description = "all; dictionaries (harvesting and dictionary training on the built-in model only); or large (Llama-3.2-1B- and Gemma-2-2B-shaped random checkpoints in bf16: load, memory, forward, cache, generation).", DefaultValueFactory = _ => "all" };
-        suite.AcceptOnlyFromAmong("all", "dictionaries", "large");
-        var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json, suite };
+        suite.AcceptOnlyFromAmong("all", "dictionaries", "large", "attribution");
+        var tokenCounts = new Option<string>("--attribution-tokens") { Description = "Prompt lengths of the attribution suite.", DefaultValueFactory = _ => "128,512,2048" };
+        var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json, suite, tokenCounts };
         cmd.SetAction(parse =>
         {
             int t = parse.GetValue(threads) is > 0 and var tt ? tt : Environment.ProcessorCount;
@@ -53,6 +54,11 @@ public sealed class BenchCommand : ICliCommand
                 {
                     using var toy = HookedTransformer.Load(BuiltInModels.DefaultPath());
                     rows = DictionaryRows(toy, n).ToList();
+                }
+                else if (parse.GetValue(suite) == "attribution")
+                {
+                    var lengths = parse.GetValue(tokenCounts)!.Split(',').Select(x => int.TryParse(x, out int v) && v > 1 ? v : throw new MechanistException($"--attribution-tokens: '{x}' is not a length above 1")).ToArray();
+                    rows = AttributionScaleRows(lengths, ctx, summary).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 }
                 else if (parse.GetValue(suite) == "large")
                     rows = LargeModelRows(dir, Math.Min(n, 3), ctx, summary).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
@@ -247,6 +253,48 @@ public sealed class BenchCommand : ICliCommand
             Directory.Delete(folder, true);
         }
         summary["large-model peak RSS (whole run)"] = $"{PeakRssMb():F0} MB";
+    }
+
+    /// <summary>
+    /// Attribution graphs at growing prompt lengths on a GPT-2-small-shaped model (context widened to the longest prompt)
+    /// with a random top-8 CLT of 1,024 features per layer: time, the graph's nodes and stored edges, the sparse edges' bytes
+    /// and the peak RSS of the whole trace, against what a dense n × n float32 adjacency would take, for the nodes of this
+    /// graph and for a graph keeping every active feature (circuit-tracer builds n × n over its nodes).
+    /// </summary>
+    static IEnumerable<Row> AttributionScaleRows(int[] lengths, CliContext ctx, Dictionary<string, string> summary)
+    {
+        const int features = 1024, k = 8, maxFeatureNodes = 16, batch = 4;
+        var cfg = RandomModels.Gpt2SmallConfig() with { NCtx = Math.Max(1024, lengths.Max()) };
+        using var model = RandomModels.Create(cfg, seed: 0);
+        int L = cfg.NLayers, d = cfg.DModel;
+        manual_seed(1);
+        var clt = new Dictionaries.CrossLayerTranscoder(
+            Enumerable.Range(0, L).Select(_ => randn(features, d) / MathF.Sqrt(d)).ToArray(),
+            Enumerable.Range(0, L).Select(_ => zeros(features)).ToArray(),
+            Enumerable.Range(0, L).Select(i => randn(features, L - i, d) * 0.02f).ToArray(),
+            Enumerable.Range(0, L).Select(_ => zeros(d)).ToArray(), Dictionaries.DictionaryActivation.TopK, topK: k);
+        using var _clt = clt;
+        ctx.Err.WriteLine($"GPT-2-small-shaped model ({model.Weights.ParameterCount:N0} parameters, context {cfg.NCtx}), random CLT: {L} layers x {features} features, top-{k}");
+        foreach (int t in lengths)
+        {
+            GC.Collect();
+            ReleaseFreedHeap();
+            double rssBefore = RssMb();
+            ResetPeakRss();
+            var sw = Stopwatch.StartNew();
+            using var tokens = randint(0, cfg.VocabSize, new long[] { 1, t }, generator: new Generator((ulong)t));
+            using var rm = Attribution.ReplacementModel.Build(model, clt, Dictionaries.TranscoderInput.Resid, tokens);
+            long active = rm.Activations.count_nonzero().item<long>();
+            using var graph = Attribution.Attributor.Attribute(rm, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: batch, MaxFeatureNodes: maxFeatureNodes));
+            using var pruned = Attribution.Pruning.Prune(graph);
+            double ms = sw.Elapsed.TotalMilliseconds, peak = PeakRssMb() - rssBefore;
+            long n = graph.Nodes.Length, nAll = n - graph.Nodes.Count(x => x.Kind == Attribution.NodeKind.Feature) + active;
+            int rows = graph.Nodes.Count(x => x.Kind is Attribution.NodeKind.Feature or Attribution.NodeKind.Logit);
+            yield return new Row($"attribution graph, {t} tokens", ms, ms,
+                Note: $"{n:N0} nodes ({active:N0} active features, {maxFeatureNodes} visited, {L * t:N0} errors), {rows} rows, {graph.Edges.Count:N0} edges = {graph.Edges.Bytes / 1e6:F1} MB; " +
+                      $"peak RSS +{peak / 1e3:F2} GB for the whole trace; dense n x n float32: {4.0 * n * n / 1e9:F2} GB for these nodes, {4.0 * nAll * nAll / 1e9:F1} GB with every active feature a node; " +
+                      $"kept {pruned.NodeMask.Count(x => x):N0} nodes, {pruned.KeptEdges:N0} edges");
+        }
     }
 
     static long MemAvailableBytes()

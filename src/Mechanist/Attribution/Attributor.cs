@@ -141,7 +141,7 @@ public static class Attributor
         var embedValue = forward[embed][0].to(ScalarType.Float32);                     // [T, d]: what each token adds at hook_embed
 
         // Per source layer, the features' positions, indices and activations (for gathering their columns).
-        var featureRows = Enumerable.Range(0, L).Select(l => Enumerable.Range(0, nf).Where(i => nodes[i].Layer == l).ToArray()).ToArray();
+        var grids = Enumerable.Range(0, L).Select(l => FeatureGrid.Of(nodes, nf, l, T, model.Device)).ToArray();
         var builder = new SparseAdjacency.Builder(n, options.MaxEdgesPerRow);
         int rowsDone = 0, rowsPlanned = k + Math.Min(options.MaxFeatureNodes ?? nf, nf);
         // Rows for target nodes (feature indices below nf, or logit nodes), at most B per backward pass.
@@ -180,30 +180,30 @@ public static class Attributor
             if (logitGrad is not null) injections.Add((forward[unembedIn], logitGrad));
             var grads = forward.Gradients(injections, wrt);                              // L × [B, T, d], then embed
             using var _g = new DisposableList(grads);
-            var block = zeros(rows, n, ScalarType.Float32);
-            // Features: Σ over the layers j a source at layer l writes to, grad_j[p] · a·W_dec(l→j)[f].
+            var block = zeros(rows, n, ScalarType.Float32, device: model.Device);
+            // Features: Σ over the layers j a source at layer l writes to, grad_j[p] · a·W_dec(l→j)[f]. The features of a layer
+            // sit in a [T, slots] grid (one row per position), so each (l, j) is one batched matmul over positions rather
+            // than a [rows, features, d] gather.
             for (int l = 0; l < L; l++)
             {
-                var cols = featureRows[l];
-                if (cols.Length == 0) continue;
-                var pos = tensor(cols.Select(i => (long)nodes[i].Position).ToArray());
-                var feat = tensor(cols.Select(i => nodes[i].Index).ToArray());
-                var a = tensor(cols.Select(i => (float)nodes[i].Activation!.Value).ToArray());
-                var sum = zeros(rows, cols.Length);
+                if (grids[l] is not { } grid) continue;
+                var sum = zeros(T, rows, grid.Slots);
                 for (int j = l; j < L; j++)
                 {
                     if (!d.WritesTo(l, j)) continue;
-                    var dec = d.DecoderRows(l, j, feat).to(ScalarType.Float32);         // [c, d]
-                    var g = grads[j][..rows].to(ScalarType.Float32).index_select(1, pos); // [rows, c, d]
-                    sum += (g * dec.unsqueeze(0)).sum(-1);
+                    using var stepScope = NewDisposeScope();
+                    var dec = d.DecoderRows(l, j, grid.Features).to(ScalarType.Float32).view(T, grid.Slots, -1);   // [T, slots, d]
+                    var g = grads[j][..rows].to(ScalarType.Float32).permute(1, 0, 2);                           // [T, rows, d]
+                    sum.add_(bmm(g, dec.transpose(1, 2)));
                 }
-                block.index_copy_(1, tensor(cols.Select(i => (long)i).ToArray()), sum * a.unsqueeze(0));
+                var weighted = (sum * grid.Activations.unsqueeze(1)).permute(1, 0, 2).reshape(rows, -1);      // [rows, T·slots]
+                block.index_copy_(1, grid.Columns, weighted.index_select(1, grid.Filled));
             }
             // Errors: grad_l[p] · error[l, p]; tokens: grad_embed[p] · the embedding added there.
             for (int l = 0; l < L; l++)
                 block[.., (errorBase + l * T)..(errorBase + (l + 1) * T)] = (grads[l][..rows].to(ScalarType.Float32) * rm.Errors[l].unsqueeze(0)).sum(-1);
             block[.., tokenBase..logitBase] = (grads[L][..rows].to(ScalarType.Float32) * embedValue.unsqueeze(0)).sum(-1);
-            var values = block.contiguous().data<float>().ToArray();
+            var values = block.cpu().contiguous().data<float>().ToArray();
             for (int r = 0; r < rows; r++) builder.SetRow(targetNodes[start + r], new ReadOnlySpan<float>(values, r * n, n));
             rowsDone += rows;
             options.Progress?.Invoke(rowsDone, rowsPlanned);
@@ -232,6 +232,28 @@ public static class Attributor
         }
         var keep = Enumerable.Range(0, n).Where(i => i >= nf || visited[i]).ToArray();
         return new AttributionGraph(ids, keep.Select(i => nodes[i]).ToArray(), builder.Build().Select(keep));
+    }
+
+    /// <summary>A layer's feature nodes on a [T, Slots] grid: slot s of position p holds one feature (padding: feature 0, activation 0).</summary>
+    sealed record FeatureGrid(int Slots, Tensor Features, Tensor Activations, Tensor Filled, Tensor Columns)
+    {
+        public static FeatureGrid? Of(List<GraphNode> nodes, int nf, int layer, int T, Device device)
+        {
+            var byPos = Enumerable.Range(0, nf).Where(i => nodes[i].Layer == layer).GroupBy(i => nodes[i].Position).ToDictionary(g => g.Key, g => g.ToArray());
+            if (byPos.Count == 0) return null;
+            int slots = byPos.Values.Max(v => v.Length);
+            var features = new long[T * slots]; var acts = new float[T * slots];
+            var filled = new List<long>(); var columns = new List<long>();
+            foreach (var (p, members) in byPos)
+                for (int s = 0; s < members.Length; s++)
+                {
+                    int cell = p * slots + s;
+                    features[cell] = nodes[members[s]].Index; acts[cell] = (float)nodes[members[s]].Activation!.Value;
+                    filled.Add(cell); columns.Add(members[s]);
+                }
+            return new FeatureGrid(slots, tensor(features, device: device), tensor(acts, new long[] { T, slots }, device: device),
+                tensor(filled.ToArray(), device: device), tensor(columns.ToArray(), device: device));
+        }
     }
 
     sealed class DisposableList(Tensor[] tensors) : IDisposable

@@ -47,7 +47,14 @@ public sealed class ReplacementModel : IDisposable
         using var scope = NewDisposeScope();
         // The spliced run with error terms is the model itself; features and errors at BOS are zeroed afterwards
         // (circuit-tracer's zero_positions), which changes nothing at later positions: decoding is per position.
-        var (logits, cache) = model.RunWithCache(tokens, options: new RunOptions { Splices = new[] { splice }, FusedAttention = false });
+        // Cached: what the replacement and interventions read (features, errors, MLP inputs and outputs, norm scales, and the
+        // patterns, which a fused run keeps as queries and keys until read), not every activation of a long prompt.
+        var needed = new HashSet<string>(reg.Points.Where(p => p.Kind is HookKind.MlpOut or HookKind.Pattern or HookKind.Ln1Scale or HookKind.Ln2Scale
+            or HookKind.LnFinalScale or HookKind.Ln1PostScale or HookKind.Ln2PostScale).Select(p => p.Name));
+        for (int l = 0; l < layers; l++)
+            foreach (var suffix in new[] { SplicePoints.Acts, SplicePoints.Error, SplicePoints.Input })
+                needed.Add(SplicePoints.Under(reg.Name(HookKind.MlpOut, l), suffix));
+        var (logits, cache) = model.RunWithCache(tokens, needed.Contains, new RunOptions { Splices = new[] { splice } });
         var acts = stack(Enumerable.Range(0, layers).Select(l => cache[SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Acts)][0]).ToArray());
         var errors = stack(Enumerable.Range(0, layers).Select(l => cache[SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Error)][0]).ToArray()).clone();
         acts[.., 0] = 0;
@@ -60,7 +67,7 @@ public sealed class ReplacementModel : IDisposable
     public ISplice FrozenSplice() => new FrozenMlps(this);
 
     /// <summary>Run options of the frozen replacement: patterns and norm scales detached, MLPs frozen but for the skip.</summary>
-    public RunOptions FrozenOptions() => new() { FreezeAttention = true, FreezeNormScales = true, FusedAttention = false, Splices = new[] { FrozenSplice() } };
+    public RunOptions FrozenOptions() => new() { FreezeAttention = true, FreezeNormScales = true, Splices = new[] { FrozenSplice() } };
 
     /// <summary>MLP output = its true value, with the gradient of skip(x_in) only: skip + (true − skip).detach().</summary>
     sealed class FrozenMlps(ReplacementModel owner) : ISplice
