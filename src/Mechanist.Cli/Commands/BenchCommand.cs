@@ -77,7 +77,9 @@ public sealed class BenchCommand : ICliCommand
                     if (parse.GetValue(peer) is not null && (double.IsNaN(PeerGemm) || PeerGemm < 0.5 * OwnGemm))
                         throw new MechanistException($"the peer's GEMM ({PeerGemm / 1e9:F0} GFLOP/s) is below half of libtorch's on this machine ({OwnGemm / 1e9:F0} GFLOP/s): its BLAS is misconfigured " +
                             "(install libopenblas0-pthread; see the 'peer BLAS' line), so BENCHMARKS.md was not written");
-                    AtomicFile.WriteText(md, Markdown(rows, summary, t));
+                    string which = parse.GetValue(suite)!;
+                    string? old = File.Exists(md) ? File.ReadAllText(md) : null;
+                    AtomicFile.WriteText(md, which == "all" ? Markdown(rows, summary, t) + KeptSections(old) : WithSection(old, which, SuiteMarkdown(which, rows, summary, t)));
                     ctx.Err.WriteLine($"wrote {md}");
                 }
             }
@@ -409,6 +411,62 @@ public sealed class BenchCommand : ICliCommand
         foreach (var (k, v) in summary) sb.AppendLine($"- {k}: {v}");
         sb.AppendLine();
         sb.AppendLine(Reading);
+        return sb.ToString();
+    }
+
+    static string SectionStart(string suite) => $"<!-- bench suite {suite} -->";
+    static string SectionEnd(string suite) => $"<!-- end of bench suite {suite} -->";
+    static readonly string[] Suites = { "dictionaries", "large", "attribution" };
+
+    /// <summary>The suite sections of an existing file, kept when the main suite rewrites it.</summary>
+    static string KeptSections(string? old)
+    {
+        if (old is null) return "";
+        var sb = new StringBuilder();
+        foreach (var suite in Suites)
+        {
+            int a = old.IndexOf(SectionStart(suite), StringComparison.Ordinal), b = old.IndexOf(SectionEnd(suite), StringComparison.Ordinal);
+            if (a >= 0 && b > a) sb.AppendLine().Append(old, a, b - a + SectionEnd(suite).Length).AppendLine();
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>The file with one suite's section replaced (or appended).</summary>
+    static string WithSection(string? old, string suite, string section)
+    {
+        string block = SectionStart(suite) + "\n" + section.TrimEnd() + "\n" + SectionEnd(suite);
+        if (old is null) return block + "\n";
+        int a = old.IndexOf(SectionStart(suite), StringComparison.Ordinal), b = old.IndexOf(SectionEnd(suite), StringComparison.Ordinal);
+        return a >= 0 && b > a ? old[..a] + block + old[(b + SectionEnd(suite).Length)..] : old.TrimEnd() + "\n\n" + block + "\n";
+    }
+
+    static string SuiteMarkdown(string suite, List<Row> rows, Dictionary<string, string> summary, int threads)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine(suite switch
+        {
+            "large" => "## Billion-parameter models (`bench --suite large`)",
+            "attribution" => "## Attribution graphs at scale (`bench --suite attribution`)",
+            _ => "## Dictionaries (`bench --suite dictionaries`)",
+        });
+        sb.AppendLine();
+        sb.AppendLine($"Measured {DateTime.UtcNow:yyyy-MM-dd} on {Environment.ProcessorCount} cores, {threads} threads, CPU.");
+        sb.AppendLine(suite switch
+        {
+            "large" => "Random weights in the exact shapes of Llama-3.2-1B and Gemma-2-2B, written in bf16 as sharded Hugging Face folders (`RandomCheckpoint`), loaded in bf16 and in fp32. " +
+                "RSS deltas are over the process before the load (freed heap returned to the OS first); \"peak\" is the kernel's high-water mark for that step.",
+            "attribution" => "A GPT-2-small-shaped model (context widened to 2,048) with a random CLT (12 layers x 1,024 features, top-8 per position): the trace visits the 16 most " +
+                "influential features (`--max-feature-nodes 16`) plus up to 5 logits, computes every edge into them, and prunes. Edges are stored sparse from the start; " +
+                "the dense columns show what an n x n float32 adjacency would take for the same nodes, and for a graph that makes every active feature a node (circuit-tracer's " +
+                "adjacency is n x n over its nodes). The peak RSS is the whole trace's, dominated by the activations kept for the backward passes (4 prompt copies), which grow linearly with the prompt.",
+            _ => "",
+        });
+        sb.AppendLine();
+        sb.AppendLine("| row | median (ms) | note |");
+        sb.AppendLine("|---|---:|---|");
+        foreach (var r in rows) sb.AppendLine($"| {r.Name} | {r.MedianMs:F0} | {r.Note} |");
+        sb.AppendLine();
+        foreach (var (k, v) in summary) sb.AppendLine($"- {k}: {v}");
         return sb.ToString();
     }
 

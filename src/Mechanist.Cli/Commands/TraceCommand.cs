@@ -24,17 +24,19 @@ public sealed class TraceCommand : ICliCommand
         var noPrune = new Option<bool>("--no-prune") { Description = "Write every nonzero edge." };
         var batch = new Option<int>("--batch") { Description = "Target rows per backward pass.", DefaultValueFactory = _ => 32 };
         var maxFeatures = new Option<int?>("--max-feature-nodes") { Description = "Keep at most this many features, visited in order of estimated influence (default: all active features)." };
+        var maxEdges = new Option<int?>("--max-edges-per-row") { Description = "Keep at most this many edges into each node (the largest |A|; the rest still count in the row's normalisation). Default: every nonzero edge." };
         var output = new Option<string>("--out") { Description = "Graph JSON file (circuit-tracer's frontend schema).", Required = true };
         var target = new Option<string[]>("--target") { Description = "A token to attribute (repeatable; \" Austin\" or #id) instead of the most likely ones." };
         var targetDiff = new Option<string[]>("--target-diff") { Description = "Attribute a logit difference: two tokens, e.g. --target-diff \" Austin\" \" Dallas\".", Arity = new ArgumentArity(2, 2), AllowMultipleArgumentsPerToken = true };
         var cmd = new Command("trace", "Attribution graph of a prompt: features, errors and tokens to the top logits, pruned, as circuit-tracer graph JSON.");
         input.AddTo(cmd, tokensFile: false);
-        foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures, maxEdges }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
             if (parse.GetValue(maxLogits) < 1) throw new MechanistException("--max-logits must be at least 1");
             foreach (var (name, v) in new[] { ("--logit-prob", parse.GetValue(logitProb)), ("--node-threshold", parse.GetValue(nodeThreshold)), ("--edge-threshold", parse.GetValue(edgeThreshold)) })
                 if (!(v > 0 && v <= 1)) throw new MechanistException($"{name} must be in (0, 1]");
+            GraphFile.CheckIndex(parse.GetValue(output)!);
             using var model = input.LoadModel(parse, ctx);
             string dir = parse.GetValue(transcoders) ?? DefaultTranscoders(parse.GetValue(input.Model));
             using var bundle = CircuitTracerFormat.Load(dir, model.Device);
@@ -45,9 +47,17 @@ public sealed class TraceCommand : ICliCommand
             var targets = (parse.GetValue(target) ?? Array.Empty<string>()).Select(t => new LogitTarget(TokenText.AnswerId(model, t))).ToList();
             if (parse.GetValue(targetDiff) is { Length: 2 } diff) targets.Add(new LogitTarget(TokenText.AnswerId(model, diff[0]), TokenText.AnswerId(model, diff[1])));
             var clock = System.Diagnostics.Stopwatch.StartNew();
+            double lastReport = 0;
             using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
             using var graph = Attributor.Attribute(rm, new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null,
-                parse.GetValue(maxFeatures) is { } mf ? (mf >= 1 ? mf : throw new MechanistException("--max-feature-nodes must be at least 1")) : null));
+                parse.GetValue(maxFeatures) is { } mf ? (mf >= 1 ? mf : throw new MechanistException("--max-feature-nodes must be at least 1")) : null,
+                parse.GetValue(maxEdges) is { } me ? (me >= 1 ? me : throw new MechanistException("--max-edges-per-row must be at least 1")) : null,
+                Progress: (done, planned) =>
+                {
+                    if (clock.Elapsed.TotalSeconds < lastReport + 2 && done < planned) return;
+                    lastReport = clock.Elapsed.TotalSeconds;
+                    ctx.Err.WriteLine($"  rows {done}/{planned}, {done / Math.Max(1e-9, clock.Elapsed.TotalSeconds):F1} rows/s");
+                }));
             using var pruned = Pruning.Prune(graph, parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold));
             var scores = Pruning.Scores(graph, pruned);
             string path = parse.GetValue(output)!;

@@ -28,24 +28,33 @@ public static class GraphFile
     /// </summary>
     public static void UpdateIndex(string graphPath)
     {
-        string dir = Path.GetDirectoryName(Path.GetFullPath(graphPath))!, index = Path.Combine(dir, "graph-metadata.json");
-        System.Text.Json.Nodes.JsonObject metadata;
-        try { metadata = (System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(graphPath))?["metadata"]?.DeepClone() as System.Text.Json.Nodes.JsonObject)!; }
+        string index = IndexPath(graphPath);
+        System.Text.Json.Nodes.JsonObject? metadata;
+        try { metadata = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(graphPath))?["metadata"]?.DeepClone() as System.Text.Json.Nodes.JsonObject; }
         catch (JsonException e) { throw new MechanistException($"{graphPath}: not JSON ({e.Message})"); }
         if (metadata?["slug"] is null) throw new MechanistException($"{graphPath}: no metadata.slug");
         var graphs = new System.Text.Json.Nodes.JsonArray();
-        if (File.Exists(index))
-        {
-            System.Text.Json.Nodes.JsonNode? existing;
-            try { existing = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(index)); }
-            catch (JsonException e) { throw new MechanistException($"{index}: not JSON ({e.Message}); move it away or fix it"); }
-            if (existing?["graphs"] is not System.Text.Json.Nodes.JsonArray old) throw new MechanistException($"{index}: no \"graphs\" list; move it away or fix it");
-            foreach (var g in old)
-                if ((string?)g?["slug"] != (string?)metadata["slug"]) graphs.Add(g!.DeepClone());
-        }
+        foreach (var g in ReadIndex(index))
+            if ((string?)g["slug"] != (string?)metadata["slug"]) graphs.Add(g.DeepClone());
         graphs.Add(metadata);
         var root = new System.Text.Json.Nodes.JsonObject { ["graphs"] = graphs };
         AtomicFile.WriteText(index, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+    }
+
+    /// <summary>Throws the error <see cref="UpdateIndex"/> would give for the index beside <paramref name="graphPath"/> (check it before the work).</summary>
+    public static void CheckIndex(string graphPath) => ReadIndex(IndexPath(graphPath));
+
+    static string IndexPath(string graphPath) => Path.Combine(Path.GetDirectoryName(Path.GetFullPath(graphPath))!, "graph-metadata.json");
+
+    static List<System.Text.Json.Nodes.JsonNode> ReadIndex(string index)
+    {
+        if (!File.Exists(index)) return new();
+        System.Text.Json.Nodes.JsonNode? existing;
+        try { existing = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(index)); }
+        catch (JsonException e) { throw new MechanistException($"{index}: not JSON ({e.Message}); move it away or fix it"); }
+        if (existing?["graphs"] is not System.Text.Json.Nodes.JsonArray old || old.Any(g => g is not System.Text.Json.Nodes.JsonObject))
+            throw new MechanistException($"{index}: no \"graphs\" list of objects; move it away or fix it");
+        return old.Select(g => g!).ToList();
     }
 
     /// <summary>The JSON text.</summary>

@@ -35,6 +35,35 @@ public sealed record InterventionResult(Tensor Logits, Tensor Activations) : IDi
 /// <summary>Feature interventions on the replacement model, in circuit-tracer's three readings.</summary>
 public static class Interventions
 {
+    /// <summary>
+    /// A concept swap: zero every feature active in <paramref name="target"/> at <paramref name="targetPosition"/> and set there the
+    /// features active in <paramref name="donor"/> at <paramref name="donorPosition"/> to the donor's values (a feature active in
+    /// both takes the donor's value). <paramref name="layers"/> limits the layers (default: all).
+    /// </summary>
+    public static List<FeatureIntervention> Swap(ReplacementModel target, int targetPosition, ReplacementModel donor, int donorPosition, IReadOnlyCollection<int>? layers = null)
+    {
+        int L = target.Model.Config.NLayers;
+        if (donor.Dictionary.DDict != target.Dictionary.DDict || donor.Model.Config.NLayers != L) throw new MechanistException("a swap needs the donor traced with the same model and transcoders");
+        if (targetPosition < 1 || targetPosition >= target.Tokens.shape[1]) throw new MechanistException($"target position {targetPosition} is outside 1..{target.Tokens.shape[1] - 1}");
+        if (donorPosition < 1 || donorPosition >= donor.Tokens.shape[1]) throw new MechanistException($"donor position {donorPosition} is outside 1..{donor.Tokens.shape[1] - 1}");
+        var result = new Dictionary<(int, long), double>();
+        for (int l = 0; l < L; l++)
+        {
+            if (layers is not null && !layers.Contains(l)) continue;
+            foreach (var (f, _) in Active(target, l, targetPosition)) result[(l, f)] = 0;
+            foreach (var (f, v) in Active(donor, l, donorPosition)) result[(l, f)] = v;
+        }
+        return result.Select(kv => new FeatureIntervention(kv.Key.Item1, targetPosition, kv.Key.Item2, kv.Value)).ToList();
+    }
+
+    /// <summary>The features active at (layer, position) of a traced prompt, with their activations.</summary>
+    public static IEnumerable<(long Feature, double Value)> Active(ReplacementModel rm, int layer, int position)
+    {
+        using var row = rm.Activations[layer, position].cpu();
+        var values = row.data<float>().ToArray();
+        for (long f = 0; f < values.Length; f++) if (values[f] != 0) yield return (f, values[f]);
+    }
+
     /// <summary>Runs the prompt with <paramref name="interventions"/> applied.</summary>
     public static InterventionResult Run(ReplacementModel rm, IReadOnlyList<FeatureIntervention> interventions, InterventionMode mode)
     {

@@ -54,6 +54,42 @@ public static class Plots
         Save(plot, path, 800, 450);
     }
 
+    /// <summary>A node of <see cref="LayeredGraph"/>: position on the grid, label (may be empty), marker size, and its kind's colour index.</summary>
+    public sealed record GraphMarker(double X, double Y, string Label, double Size, int Kind);
+
+    /// <summary>
+    /// A layered graph (attribution graphs): markers on an x = position, y = layer grid, edges as lines blue for positive and red
+    /// for negative weights, their opacity and width by |weight| relative to the largest.
+    /// </summary>
+    public static void LayeredGraph(IReadOnlyList<GraphMarker> nodes, IReadOnlyList<(int From, int To, double Weight)> edges, string[] xLabels, (double Y, string Label)[] yLabels,
+        string path, string title)
+    {
+        var plot = new ScottPlot.Plot();
+        double max = edges.Count == 0 ? 1 : edges.Max(e => Math.Abs(e.Weight));
+        foreach (var (from, to, w) in edges.OrderBy(e => Math.Abs(e.Weight)))
+        {
+            double strength = Math.Abs(w) / max;
+            var line = plot.Add.Line(nodes[from].X, nodes[from].Y, nodes[to].X, nodes[to].Y);
+            line.LineWidth = (float)(0.5 + 3.5 * strength);
+            line.Color = (w >= 0 ? ScottPlot.Colors.SteelBlue : ScottPlot.Colors.Crimson).WithAlpha(0.15 + 0.75 * strength);
+        }
+        var palette = new[] { ScottPlot.Colors.DarkOrange, ScottPlot.Colors.Gray, ScottPlot.Colors.SeaGreen, ScottPlot.Colors.MediumPurple };
+        foreach (var n in nodes)
+        {
+            var m = plot.Add.Marker(n.X, n.Y);
+            m.MarkerSize = (float)n.Size; m.Color = palette[n.Kind % palette.Length];
+            if (n.Label.Length > 0)
+            {
+                var t = plot.Add.Text(n.Label, n.X, n.Y + 0.18);
+                t.LabelFontSize = 11; t.LabelAlignment = ScottPlot.Alignment.LowerCenter;
+            }
+        }
+        plot.Axes.Bottom.SetTicks(Enumerable.Range(0, xLabels.Length).Select(i => (double)i).ToArray(), xLabels);
+        plot.Axes.Left.SetTicks(yLabels.Select(y => y.Y).ToArray(), yLabels.Select(y => y.Label).ToArray());
+        plot.Title(title);
+        Save(plot, path, Math.Max(900, 110 * xLabels.Length), 650);
+    }
+
     static void Save(ScottPlot.Plot plot, string path, int width, int height)
     {
         var bytes = plot.GetImageBytes(width, height, ScottPlot.ImageFormat.Png);

@@ -1,0 +1,67 @@
+using System.Text.Json;
+using Mechanist.Attribution;
+using Mechanist.IO;
+using Mechanist.Toy;
+using static TorchSharp.torch;
+
+namespace Mechanist.Tests.Attribution;
+
+/// <summary>The swap helper and the strongest-path search, on hand-made and golden graphs.</summary>
+public class SwapAndPathTests
+{
+    [Fact]
+    public void StrongestPathMaximisesTheProductOfNormalisedWeights()
+    {
+        var nodes = new[]
+        {
+            new GraphNode(NodeKind.Feature, 0, 1, 5, 1.0), new GraphNode(NodeKind.Feature, 1, 1, 7, 1.0),
+            new GraphNode(NodeKind.Token, -1, 0, 10), new GraphNode(NodeKind.Token, -1, 1, 11), new GraphNode(NodeKind.Logit, 2, 1, 3, Probability: 1),
+        };
+        var a = zeros(5, 5);
+        a[0, 3] = 2f; a[0, 2] = -2f;     // feature 0 ← tokens: 0.5 each
+        a[1, 0] = 1f; a[1, 2] = 3f;      // feature 1 ← feature 0 (0.25), token 0 (0.75)
+        a[4, 1] = 1f; a[4, 0] = 1f;      // logit ← both features (0.5 each)
+        var graph = new AttributionGraph(new long[] { 10, 11 }, nodes, a);
+        var all = new PrunedGraph(Enumerable.Repeat(true, 5).ToArray(), Enumerable.Repeat(true, (int)graph.Edges.Count).ToArray(), new double[5], new double[5]);
+        // token 0 → feature 1 → logit: 0.75 · 0.5 = 0.375 beats token → feature 0 → logit (0.25) and the three-step path (0.0625).
+        var (path, source) = TwoHopCircuit.StrongestPath(graph, all);
+        Assert.Equal(new[] { 1 }, path);
+        Assert.Equal(0, source);
+        // Without the edge token 0 → feature 1, the best is a token → feature 0 → logit (0.25) over 0.5 · 0.25 · 0.5.
+        var kept = Enumerable.Repeat(true, (int)graph.Edges.Count).ToArray();
+        for (long e = graph.Edges.RowStart[1]; e < graph.Edges.RowStart[2]; e++) if (graph.Edges.Column[e] == 2) kept[e] = false;
+        (path, _) = TwoHopCircuit.StrongestPath(graph, all with { EdgeKept = kept });
+        Assert.Equal(new[] { 0 }, path);
+    }
+
+    [Fact]
+    public void SwapZeroesTheTargetsFeaturesAndPutsInTheDonors()
+    {
+        string dir = SharedData.PathOf("golden", "attribution", "llama_clt_jumprelu");
+        using var model = Mechanist.Models.HookedTransformer.Load(SharedData.PathOf("golden", "models", "llama"));
+        using var bundle = Mechanist.Dictionaries.Formats.CircuitTracerFormat.Load(Path.Combine(dir, "transcoders"));
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var scope = NewDisposeScope();
+        using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, reference.Read("input_ids").unsqueeze(0));
+        var acts = reference.Read("activations").to(ScalarType.Float32);           // the reference's [L, T, F]
+        int L = (int)acts.shape[0], F = (int)acts.shape[2];
+        var swap = Interventions.Swap(rm, 2, rm, 3, new[] { 0, 1 });
+        var expected = new Dictionary<(int, long), double>();
+        for (int l = 0; l < 2; l++)
+            for (int f = 0; f < F; f++)
+            {
+                float at2 = acts[l, 2, f].item<float>(), at3 = acts[l, 3, f].item<float>();
+                if (at3 != 0) expected[(l, f)] = at3; else if (at2 != 0) expected[(l, f)] = 0;
+            }
+        Assert.Equal(expected.Count, swap.Count);
+        foreach (var iv in swap)
+        {
+            Assert.Equal(2, iv.Position);
+            Assert.Equal(expected[(iv.Layer, iv.Feature)], iv.Value, 4);
+        }
+        // Swapping a position's features for its own leaves the output as it was.
+        using var same = Interventions.Run(rm, Interventions.Swap(rm, 3, rm, 3), InterventionMode.Free);
+        TensorAssert.Close(rm.Logits, same.Logits, 1e-4, "self-swap");
+        Assert.Throws<Mechanist.MechanistException>(() => Interventions.Swap(rm, 0, rm, 3));
+    }
+}
