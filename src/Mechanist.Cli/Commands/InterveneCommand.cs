@@ -20,15 +20,37 @@ public sealed class InterveneCommand : ICliCommand
     /// <param name="After">Top tokens with the intervention.</param>
     public sealed record InterventionReport(InterventionMode Mode, FeatureIntervention[] Interventions, TokenPrediction[] Before, TokenPrediction[] After);
 
-    /// <summary>Parses "L:POS:FEATURE=VALUE" (POS may be negative, from the end).</summary>
-    public static FeatureIntervention Parse(string spec, int positions)
+    /// <summary>
+    /// Parses "LAYER:POS:FEATURES=VALUE" against a traced prompt: POS a position (negative: from the end) or * (every position
+    /// but BOS); FEATURES one index or a comma list (a supernode, all set together); VALUE a number, or xK for K times each
+    /// feature's activation at that position (x0 zeroes, x2 doubles).
+    /// </summary>
+    public static List<FeatureIntervention> Parse(string spec, ReplacementModel rm)
     {
+        int positions = (int)rm.Tokens.shape[1];
         var parts = spec.Split('=');
-        var where = parts[0].Split(':');
-        if (parts.Length != 2 || where.Length != 3 || !int.TryParse(where[0], out int l) || !int.TryParse(where[1], out int p) || !long.TryParse(where[2], out long f)
-            || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double v))
-            throw new MechanistException($"--set '{spec}': write LAYER:POSITION:FEATURE=VALUE, e.g. 1:7:123=0");
-        return new FeatureIntervention(l, p < 0 ? positions + p : p, f, v);
+        var where = parts.Length == 2 ? parts[0].Split(':') : Array.Empty<string>();
+        string bad = $"--set '{spec}': write LAYER:POSITION:FEATURE=VALUE, e.g. 1:7:123=0 (POSITION may be *, FEATURE a comma list, VALUE xK to scale)";
+        if (where.Length != 3 || !int.TryParse(where[0], out int l)) throw new MechanistException(bad);
+        var features = where[2].Split(',').Select(x => long.TryParse(x, out long f) ? f : throw new MechanistException(bad)).ToArray();
+        bool scale = parts[1].StartsWith('x');
+        if (!double.TryParse(scale ? parts[1][1..] : parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double v)) throw new MechanistException(bad);
+        int[] at = where[1] == "*" ? Enumerable.Range(1, positions - 1).ToArray()
+            : int.TryParse(where[1], out int p) ? new[] { p < 0 ? positions + p : p } : throw new MechanistException(bad);
+        var list = new List<FeatureIntervention>();
+        foreach (int pos in at)
+            foreach (long f in features)
+            {
+                var iv = new FeatureIntervention(l, pos, f, v);
+                if (scale)
+                {
+                    if (l < 0 || l >= rm.Activations.shape[0] || pos < 0 || pos >= positions || f < 0 || f >= rm.Activations.shape[2])
+                        throw new MechanistException($"--set '{spec}': layer, position or feature out of range (layers 0..{rm.Activations.shape[0] - 1}, positions 0..{positions - 1}, features 0..{rm.Activations.shape[2] - 1})");
+                    iv = iv with { Value = v * rm.Activations[l, pos, f].item<float>() };
+                }
+                list.Add(iv);
+            }
+        return list;
     }
 
     /// <inheritdoc/>
@@ -36,7 +58,7 @@ public sealed class InterveneCommand : ICliCommand
     {
         var input = new ModelInput();
         var transcoders = new Option<string>("--transcoders") { Description = "Transcoder or CLT folder (default: the built-in model's shipped CLT)." };
-        var set = new Option<string[]>("--set") { Description = "LAYER:POSITION:FEATURE=VALUE (repeatable; negative positions count from the end).", Required = true, AllowMultipleArgumentsPerToken = true };
+        var set = new Option<string[]>("--set") { Description = "LAYER:POSITION:FEATURE=VALUE (repeatable; POSITION negative from the end or * for every position; FEATURE a comma list for a supernode; VALUE xK scales the activation).", Required = true, AllowMultipleArgumentsPerToken = true };
         var mode = new Option<string>("--mode") { Description = "free (attention frozen, the rest recomputed; circuit-tracer's default), constrained (direct effects only) or replacement.", DefaultValueFactory = _ => "free" };
         var topK = new Option<int>("--top-k") { Description = "Tokens shown.", DefaultValueFactory = _ => 10 };
         var json = CommonOptions.Json();
@@ -52,9 +74,9 @@ public sealed class InterveneCommand : ICliCommand
             using var bundle = CircuitTracerFormat.Load(dir, model.Device);
             var (tokens, _) = input.ReadInput(parse, model);
             using var _t = tokens;
-            var interventions = parse.GetValue(set)!.Select(s => Parse(s, (int)tokens.shape[1])).ToArray();
             var m2 = parse.GetValue(mode) switch { "constrained" => InterventionMode.Constrained, "replacement" => InterventionMode.Replacement, _ => InterventionMode.Free };
             using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
+            var interventions = parse.GetValue(set)!.SelectMany(s => Parse(s, rm)).ToArray();
             using var result = Interventions.Run(rm, interventions, m2);
             int k = Math.Max(1, parse.GetValue(topK));
             var report = new InterventionReport(m2, interventions, NextTokens.Top(model, rm.Logits[-1], k), NextTokens.Top(model, result.Logits[-1], k));

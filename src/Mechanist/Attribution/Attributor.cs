@@ -74,7 +74,11 @@ public sealed record AttributionOptions(int MaxLogits = 10, double LogitProbabil
 /// </summary>
 /// <param name="Token">Token id.</param>
 /// <param name="Minus">Token id subtracted, for a logit difference.</param>
-public sealed record LogitTarget(long Token, long? Minus = null);
+/// <param name="Direction">
+/// Any readout direction in the residual stream at the last position (d_model values), used as is: its row is every source's
+/// direct effect on (final residual · direction). <paramref name="Token"/> then only labels the node; its influence weight is 1.
+/// </param>
+public sealed record LogitTarget(long Token, long? Minus = null, float[]? Direction = null);
 
 /// <summary>
 /// Attribution graphs as circuit tracing defines them: in the frozen replacement model, the direct effect of every
@@ -114,11 +118,15 @@ public static class Attributor
         {
             long vocab = probs.shape[0];
             foreach (var t in custom)
+            {
                 if (t.Token < 0 || t.Token >= vocab || t.Minus is { } m && (m < 0 || m >= vocab)) throw new MechanistException($"target token {t.Token} is outside the vocabulary (0..{vocab - 1})");
+                if (t.Direction is { } dir && dir.Length != model.Config.DModel) throw new MechanistException($"a target direction needs {model.Config.DModel} values (d_model), not {dir.Length}");
+            }
             k = custom.Count;
-            var directions = custom.Select(t => t.Minus is { } m ? wu[t.Token] - wu[m] : wu[t.Token] - wu.mean(new long[] { 0 })).ToArray();
+            var directions = custom.Select(t => t.Direction is { } dir ? tensor(dir, device: wu.device)
+                : t.Minus is { } m ? wu[t.Token] - wu[m] : wu[t.Token] - wu.mean(new long[] { 0 })).ToArray();
             demeaned = stack(directions);
-            foreach (var t in custom) nodes.Add(new GraphNode(NodeKind.Logit, L + 1, T - 1, t.Token, Probability: t.Minus is null ? probs[t.Token].item<float>() : 1.0));
+            foreach (var t in custom) nodes.Add(new GraphNode(NodeKind.Logit, L + 1, T - 1, t.Token, Probability: t.Minus is null && t.Direction is null ? probs[t.Token].item<float>() : 1.0));
         }
         else
         {

@@ -269,7 +269,10 @@ public sealed partial class HookedTransformer
         {
             long p = qd.shape[2];
             var causal = ones(p, p, ScalarType.Bool, qd.device).triu(1);
-            var x = matmul(qd, kd.transpose(2, 3)) * scale;
+            // The same operand layouts as the unfused path, so the same kernel sums in the same order: there the keys are
+            // transposed before heads are repeated for GQA (a contiguous [b, h, dh, p] copy), a view otherwise.
+            var kt = Config.HeadsPerKvHead > 1 ? kd.transpose(2, 3).contiguous() : kd.transpose(2, 3);
+            var x = matmul(qd, kt) * scale;
             return x.masked_fill(causal, MinValue(x.dtype));
         }
         if (scores) cache.StoreLazy(n.AttnScores, Scores, qd, kd);

@@ -192,6 +192,12 @@ public class AttributionGoldenTests
         TensorAssert.Close(expected[firstLogit + 1, cols], graph.DenseAdjacency()[m - 2, cols], 1e-5 * max, "custom single-token target");
         TensorAssert.Close(expected[firstLogit, cols] - expected[firstLogit + 1, cols], graph.DenseAdjacency()[m - 1, cols], 2e-5 * max, "logit-difference target");
         Assert.Equal(1.0, graph.Nodes[^1].Probability);
+        // Any direction: W_U[a] − W_U[b] given as a raw d_model vector gives the reference's difference row too.
+        var wu = c.Model.Weights.WU.to(ScalarType.Float32);
+        var direction = (wu[logitIds[0]] - wu[logitIds[1]]).data<float>().ToArray();
+        using var byDirection = Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(logitIds[0], Direction: direction) }));
+        TensorAssert.Close(expected[firstLogit, cols] - expected[firstLogit + 1, cols], byDirection.DenseAdjacency()[^1, cols], 2e-5 * max, "direction target");
+        Assert.Throws<MechanistException>(() => Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(logitIds[0], Direction: new float[3]) })));
         Assert.Throws<MechanistException>(() => Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(100_000) })));
     }
 

@@ -65,3 +65,35 @@ public class SwapAndPathTests
         Assert.Throws<Mechanist.MechanistException>(() => Interventions.Swap(rm, 0, rm, 3));
     }
 }
+
+/// <summary>intervene's --set forms: every position, supernodes and scaling.</summary>
+public class InterveneSetFormsTests
+{
+    [Fact]
+    public void StarCommaAndScaleExpandAgainstTheReferenceActivations()
+    {
+        string golden = SharedData.PathOf("golden", "attribution", "llama_clt_jumprelu");
+        using var reference = SafetensorsFile.Open(Path.Combine(golden, "reference.safetensors"));
+        using var scope = NewDisposeScope();
+        var ids = reference.Read("input_ids").data<long>().ToArray();
+        var acts = reference.Read("activations").to(ScalarType.Float32);
+        var active = Enumerable.Range(0, (int)acts.shape[2]).Where(f => acts[0, 2, f].item<float>() != 0).Take(2).ToArray();
+        Assert.Equal(2, active.Length);
+        var (code, stdout, err) = Mechanist.Tests.Cli.CliRunner.Run("intervene", "-m", SharedData.PathOf("golden", "models", "llama"), "--transcoders", Path.Combine(golden, "transcoders"),
+            "--tokens", string.Join(",", ids), "--json", "--set", $"0:2:{active[0]},{active[1]}=x2", "--set", "1:*:5=0");
+        Assert.True(code == 0, err);
+        var set = JsonDocument.Parse(stdout).RootElement.GetProperty("interventions").EnumerateArray().ToList();
+        Assert.Equal(2 + (ids.Length - 1), set.Count);
+        for (int i = 0; i < 2; i++)
+        {
+            Assert.Equal(active[i], set[i].GetProperty("feature").GetInt64());
+            Assert.Equal(2 * acts[0, 2, active[i]].item<float>(), set[i].GetProperty("value").GetDouble(), 4);
+        }
+        Assert.Equal(Enumerable.Range(1, ids.Length - 1), set.Skip(2).Select(x => x.GetProperty("position").GetInt32()));
+        Assert.All(set.Skip(2), x => Assert.Equal(0, x.GetProperty("value").GetDouble()));
+        (code, _, err) = Mechanist.Tests.Cli.CliRunner.Run("intervene", "-m", SharedData.PathOf("golden", "models", "llama"), "--transcoders", Path.Combine(golden, "transcoders"),
+            "--tokens", string.Join(",", ids), "--set", "0:two:5=1");
+        Assert.Equal(2, code);
+        Assert.Contains("LAYER:POSITION:FEATURE=VALUE", err);
+    }
+}
