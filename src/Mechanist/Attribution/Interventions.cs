@@ -56,6 +56,37 @@ public static class Interventions
         return result.Select(kv => new FeatureIntervention(kv.Key.Item1, targetPosition, kv.Key.Item2, kv.Value)).ToList();
     }
 
+    /// <summary>
+    /// Greedy generation with interventions: each new token comes from a run of the whole sequence so far in which the features
+    /// are set as in <see cref="InterventionMode.Free"/> (every MLP the true MLP plus (value − a_now)·decoder), with attention
+    /// recomputed over the generated tokens (no clean pattern exists for them). <paramref name="atEveryNewPosition"/> gives
+    /// interventions repeated at each generated position (layer, feature, value; its position is ignored). The sequence is rerun
+    /// per token (no KV cache). Returns the generated token ids.
+    /// </summary>
+    public static long[] Generate(ReplacementModel rm, IReadOnlyList<FeatureIntervention> interventions, int maxNewTokens,
+        IReadOnlyList<FeatureIntervention>? atEveryNewPosition = null, IReadOnlyCollection<long>? stopTokens = null)
+    {
+        var model = rm.Model;
+        var ids = rm.Tokens[0].cpu().data<long>().ToList();
+        int prompt = ids.Count;
+        var generated = new List<long>();
+        for (int step = 0; step < maxNewTokens && ids.Count < model.Config.NCtx; step++)
+        {
+            using var scope = NewDisposeScope();
+            var all = interventions.Concat(Enumerable.Range(prompt, ids.Count - prompt)
+                .SelectMany(p => (atEveryNewPosition ?? Array.Empty<FeatureIntervention>()).Select(iv => iv with { Position = p }))).ToList();
+            var tokens = tensor(ids.ToArray(), new long[] { 1, ids.Count }, ScalarType.Int64, model.Device);
+            var splice = new InterventionSplice(rm, all, InterventionMode.Free);
+            var logits = model.Run(tokens, new RunOptions { Splices = new[] { splice } });
+            foreach (var t in splice.Recorded) t?.Dispose();
+            long next = logits[0, -1].argmax().item<long>();
+            generated.Add(next);
+            ids.Add(next);
+            if (stopTokens?.Contains(next) == true) break;
+        }
+        return generated.ToArray();
+    }
+
     /// <summary>The features active at (layer, position) of a traced prompt, with their activations.</summary>
     public static IEnumerable<(long Feature, double Value)> Active(ReplacementModel rm, int layer, int position)
     {

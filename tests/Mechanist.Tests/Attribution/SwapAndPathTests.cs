@@ -97,3 +97,26 @@ public class InterveneSetFormsTests
         Assert.Contains("LAYER:POSITION:FEATURE=VALUE", err);
     }
 }
+
+/// <summary>Generation with interventions.</summary>
+public class InterventionGenerationTests
+{
+    [Fact]
+    public void WithoutInterventionsItIsTheModelsGreedyGenerationAndASwapChangesTheAnswer()
+    {
+        string modelDir = Path.Combine(SharedData.RepoRoot, "models", "toy-4l");
+        using var model = Mechanist.Models.HookedTransformer.Load(modelDir);
+        using var bundle = Mechanist.Dictionaries.Formats.CircuitTracerFormat.Load(Path.Combine(modelDir, "clt"));
+        using var scope = NewDisposeScope();
+        using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, model.ToTokens("The capital of the state containing Dallas is"));
+        // The KV-cache generator is an independent path to the same greedy tokens.
+        var prompt = rm.Tokens[0].data<long>().ToArray();
+        var reference = model.Generate(prompt, new Mechanist.Models.GenerateOptions { MaxNewTokens = 6, StopTokens = Array.Empty<int>() });
+        Assert.Equal(reference.NewIds, Interventions.Generate(rm, Array.Empty<FeatureIntervention>(), 6));
+        Assert.Equal("Austin", Mechanist.Analysis.TokenText.Of(model, Interventions.Generate(rm, Array.Empty<FeatureIntervention>(), 1)[0]));
+        // Oregon's layer-0 features at "is" put in place of Texas's: the answer becomes Oregon's capital.
+        using var donor = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, model.ToTokens("The capital of Oregon is"));
+        var swap = Interventions.Swap(rm, prompt.Length - 1, donor, (int)donor.Tokens.shape[1] - 1, new[] { 0 });
+        Assert.Equal("Salem", Mechanist.Analysis.TokenText.Of(model, Interventions.Generate(rm, swap, 1)[0]));
+    }
+}
