@@ -33,7 +33,7 @@ public sealed class SlurmCommand : ICliCommand
         var image = new Option<string>("--image") { Description = "Container image with mechanist installed.", DefaultValueFactory = _ => "mechanist:latest" };
         var claim = new Option<string>("--volume-claim") { Description = "PersistentVolumeClaim holding the output folder.", DefaultValueFactory = _ => "mechanist-data" };
         var mount = new Option<string>("--mount") { Description = "Where the claim is mounted in the pods.", DefaultValueFactory = _ => "/data" };
-        var command = new Argument<string[]>("command") { Description = "The shard-aware command and its arguments, after --: harvest ... --out DIR.", Arity = ArgumentArity.OneOrMore };
+        var command = new Argument<string[]>("command") { Description = "The shard-aware command and its arguments, after --: harvest ... --out DIR, or trace --prompts FILE ... --out DIR.", Arity = ArgumentArity.OneOrMore };
         var cmd = kubernetes
             ? new Command("k8s", "Print a Kubernetes Indexed Job (JOB_COMPLETION_INDEX = shard) for a shard-aware command.") { shards, cpus, mem, image, claim, mount, command }
             : new Command("submit", "Submit a shard-aware command as a Slurm array (task i runs --shard i/N) and a merge job that runs when every task succeeded.")
@@ -48,7 +48,8 @@ public sealed class SlurmCommand : ICliCommand
             var (merge, finished) = args[0] switch
             {
                 "harvest" => (new[] { "harvest", "merge", Out() }, CompleteHarvestShards(Out(), n)),
-                _ => throw new MechanistException($"'{args[0]}' is not a shard-aware command (supported: harvest)"),
+                "trace" when args.Contains("--prompts") => (new[] { "trace", "merge", Out() }, CompleteTraceShards(Out(), n)),
+                _ => throw new MechanistException($"'{args[0]}' is not a shard-aware command (supported: harvest, trace --prompts FILE)"),
             };
             if (args.IndexOf("--out") is var o && o >= 0) args[o + 1] = Out();
             var resources = new SlurmResources(parse.GetValue(cpus), parse.GetValue(mem), parse.GetValue(time), parse.GetValue(partition), parse.GetValue(gpus));
@@ -82,6 +83,10 @@ public sealed class SlurmCommand : ICliCommand
     /// <summary>Shards of a harvest whose manifest says complete.</summary>
     static List<int> CompleteHarvestShards(string dir, int n) =>
         Enumerable.Range(0, n).Where(i => File.Exists(Path.Combine(dir, HarvestJob.ManifestName(i, n))) && HarvestJob.ReadManifest(Path.Combine(dir, HarvestJob.ManifestName(i, n))).Complete).ToList();
+
+    /// <summary>Shards of a batch trace whose manifest says complete.</summary>
+    static List<int> CompleteTraceShards(string dir, int n) =>
+        Enumerable.Range(0, n).Where(i => File.Exists(Path.Combine(dir, Attribution.TraceBatch.ManifestName(i, n))) && Attribution.TraceBatch.Read(Path.Combine(dir, Attribution.TraceBatch.ManifestName(i, n))).Complete).ToList();
 
     /// <summary>This program as a command line: the apphost, or "dotnet path/Mechanist.Cli.dll".</summary>
     static string ThisProgram()

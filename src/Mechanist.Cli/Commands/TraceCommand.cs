@@ -25,57 +25,102 @@ public sealed class TraceCommand : ICliCommand
         var batch = new Option<int>("--batch") { Description = "Target rows per backward pass.", DefaultValueFactory = _ => 32 };
         var maxFeatures = new Option<int?>("--max-feature-nodes") { Description = "Keep at most this many features, visited in order of estimated influence (default: all active features)." };
         var maxEdges = new Option<int?>("--max-edges-per-row") { Description = "Keep at most this many edges into each node (the largest |A|; the rest still count in the row's normalisation). Default: every nonzero edge." };
-        var output = new Option<string>("--out") { Description = "Graph JSON file (circuit-tracer's frontend schema).", Required = true };
+        var output = new Option<string>("--out") { Description = "Graph JSON file (circuit-tracer's frontend schema); with --prompts, a folder of them.", Required = true };
+        var prompts = new Option<string>("--prompts") { Description = "A file of prompts, one per line: one graph each (prompt-00000.json, ...) in the --out folder." };
+        var shard = new Option<string>("--shard") { Description = "With --prompts: i/N, trace prompts i, i+N, ... (merge the shards with 'mechanist trace merge DIR')." };
         var target = new Option<string[]>("--target") { Description = "A token to attribute (repeatable; \" Austin\" or #id) instead of the most likely ones." };
         var targetDiff = new Option<string[]>("--target-diff") { Description = "Attribute a logit difference: two tokens, e.g. --target-diff \" Austin\" \" Dallas\".", Arity = new ArgumentArity(2, 2), AllowMultipleArgumentsPerToken = true };
         var cmd = new Command("trace", "Attribution graph of a prompt: features, errors and tokens to the top logits, pruned, as circuit-tracer graph JSON.");
         input.AddTo(cmd, tokensFile: false);
-        foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures, maxEdges }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures, maxEdges, prompts, shard }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
             if (parse.GetValue(maxLogits) < 1) throw new MechanistException("--max-logits must be at least 1");
             foreach (var (name, v) in new[] { ("--logit-prob", parse.GetValue(logitProb)), ("--node-threshold", parse.GetValue(nodeThreshold)), ("--edge-threshold", parse.GetValue(edgeThreshold)) })
                 if (!(v > 0 && v <= 1)) throw new MechanistException($"{name} must be in (0, 1]");
-            GraphFile.CheckIndex(parse.GetValue(output)!);
+            string? promptFile = parse.GetValue(prompts);
+            if (promptFile is null) GraphFile.CheckIndex(parse.GetValue(output)!);
+            else if (parse.GetValue(input.Prompt) is not null || parse.GetValue(input.Tokens) is not null) throw new MechanistException("give --prompts FILE or one prompt, not both");
+            var promptList = promptFile is null ? null : ReadPrompts(promptFile);
+            var (shardIndex, shardCount) = HarvestCommand.ParseShard(parse.GetValue(shard));
+            if (promptFile is null && parse.GetValue(shard) is not null) throw new MechanistException("--shard goes with --prompts FILE");
             using var model = input.LoadModel(parse, ctx);
             string dir = parse.GetValue(transcoders) ?? DefaultTranscoders(parse.GetValue(input.Model));
             using var bundle = CircuitTracerFormat.Load(dir, model.Device);
-            var (tokens, _) = input.ReadInput(parse, model);
-            using var _t = tokens;
-            if (tokens.shape[0] != 1) throw new MechanistException("trace takes one prompt");
-            if (tokens.shape[1] > model.Config.NCtx) throw new MechanistException($"the prompt is {tokens.shape[1]} tokens; the model's context is {model.Config.NCtx}");
             var targets = (parse.GetValue(target) ?? Array.Empty<string>()).Select(t => new LogitTarget(TokenText.AnswerId(model, t))).ToList();
             if (parse.GetValue(targetDiff) is { Length: 2 } diff) targets.Add(new LogitTarget(TokenText.AnswerId(model, diff[0]), TokenText.AnswerId(model, diff[1])));
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            double lastReport = 0;
-            using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
-            using var graph = Attributor.Attribute(rm, new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null,
-                parse.GetValue(maxFeatures) is { } mf ? (mf >= 1 ? mf : throw new MechanistException("--max-feature-nodes must be at least 1")) : null,
-                parse.GetValue(maxEdges) is { } me ? (me >= 1 ? me : throw new MechanistException("--max-edges-per-row must be at least 1")) : null,
-                Progress: (done, planned) =>
+            int? maxFeatureNodes = parse.GetValue(maxFeatures) is { } mf ? (mf >= 1 ? mf : throw new MechanistException("--max-feature-nodes must be at least 1")) : null;
+            int? maxEdgesPerRow = parse.GetValue(maxEdges) is { } me ? (me >= 1 ? me : throw new MechanistException("--max-edges-per-row must be at least 1")) : null;
+            string scan = Path.GetFileName(dir.TrimEnd('/'));
+
+            // One prompt → one graph file; prints a summary and the top features when asked.
+            void TraceTo(TorchSharp.torch.Tensor tokens, string path, bool print)
+            {
+                if (tokens.shape[0] != 1) throw new MechanistException("trace takes one prompt");
+                if (tokens.shape[1] > model.Config.NCtx) throw new MechanistException($"the prompt is {tokens.shape[1]} tokens; the model's context is {model.Config.NCtx}");
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                double lastReport = 0;
+                using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
+                using var graph = Attributor.Attribute(rm, new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null,
+                    maxFeatureNodes, maxEdgesPerRow,
+                    Progress: (done, planned) =>
+                    {
+                        if (!print || (clock.Elapsed.TotalSeconds < lastReport + 2 && done < planned)) return;
+                        lastReport = clock.Elapsed.TotalSeconds;
+                        ctx.Err.WriteLine($"  rows {done}/{planned}, {done / Math.Max(1e-9, clock.Elapsed.TotalSeconds):F1} rows/s");
+                    }));
+                using var pruned = Pruning.Prune(graph, parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold));
+                var scores = Pruning.Scores(graph, pruned);
+                GraphFile.Write(path, graph, pruned, !parse.GetValue(noPrune), parse.GetValue(nodeThreshold), slug: Path.GetFileNameWithoutExtension(path), scan: scan,
+                    tokenText: model.Tokenizer is null ? null : id => TokenText.Of(model, id));
+                int features = graph.Nodes.Count(n => n.Kind == NodeKind.Feature);
+                ctx.Out.WriteLine($"{graph.Nodes.Length} nodes ({features} active features, {graph.Nodes.Count(n => n.Kind == NodeKind.Logit)} logit targets), " +
+                    $"kept {pruned.NodeMask.Count(k => k)} nodes and {pruned.KeptEdges} edges; replacement {scores.Replacement:F3}, completeness {scores.Completeness:F3}; " +
+                    $"{clock.Elapsed.TotalSeconds:F1} s -> {path}");
+                if (!print) return;
+                var top = graph.Nodes.Select((n, i) => (n, i)).Where(x => x.n.Kind == NodeKind.Feature && pruned.NodeMask[x.i]).OrderBy(x => pruned.CumulativeInfluence[x.i]).Take(10);
+                var table = new Table().AddColumns("feature", "layer", "position", "token", "activation", "cumulative influence");
+                foreach (var (n, i) in top)
+                    table.AddRow(n.Index.ToString(), n.Layer.ToString(), n.Position.ToString(), Markup.Escape(TokenText.Of(model, graph.TokenIds[n.Position])), $"{n.Activation:F3}", $"{pruned.CumulativeInfluence[i]:F3}");
+                Render.Console(ctx).Write(table);
+            }
+
+            if (promptList is not null)
+            {
+                string outDir = parse.GetValue(output)!;
+                if (File.Exists(outDir)) throw new MechanistException($"{outDir} is a file; with --prompts, --out is a folder");
+                var m = TraceBatch.Run(promptList, outDir, shardIndex, shardCount, model.Name, scan, (k, path) =>
                 {
-                    if (clock.Elapsed.TotalSeconds < lastReport + 2 && done < planned) return;
-                    lastReport = clock.Elapsed.TotalSeconds;
-                    ctx.Err.WriteLine($"  rows {done}/{planned}, {done / Math.Max(1e-9, clock.Elapsed.TotalSeconds):F1} rows/s");
-                }));
-            using var pruned = Pruning.Prune(graph, parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold));
-            var scores = Pruning.Scores(graph, pruned);
-            string path = parse.GetValue(output)!;
-            GraphFile.Write(path, graph, pruned, !parse.GetValue(noPrune), parse.GetValue(nodeThreshold), slug: Path.GetFileNameWithoutExtension(path), scan: Path.GetFileName(dir.TrimEnd('/')),
-                tokenText: model.Tokenizer is null ? null : id => TokenText.Of(model, id));
-            GraphFile.UpdateIndex(path);
-            int features = graph.Nodes.Count(n => n.Kind == NodeKind.Feature);
-            ctx.Out.WriteLine($"{graph.Nodes.Length} nodes ({features} active features, {graph.Nodes.Count(n => n.Kind == NodeKind.Logit)} logit targets), " +
-                $"kept {pruned.NodeMask.Count(k => k)} nodes and {pruned.KeptEdges} edges; replacement {scores.Replacement:F3}, completeness {scores.Completeness:F3}; " +
-                $"{clock.Elapsed.TotalSeconds:F1} s -> {path}");
-            var top = graph.Nodes.Select((n, i) => (n, i)).Where(x => x.n.Kind == NodeKind.Feature && pruned.NodeMask[x.i]).OrderBy(x => pruned.CumulativeInfluence[x.i]).Take(10);
-            var table = new Table().AddColumns("feature", "layer", "position", "token", "activation", "cumulative influence");
-            foreach (var (n, i) in top)
-                table.AddRow(n.Index.ToString(), n.Layer.ToString(), n.Position.ToString(), Markup.Escape(TokenText.Of(model, graph.TokenIds[n.Position])), $"{n.Activation:F3}", $"{pruned.CumulativeInfluence[i]:F3}");
-            Render.Console(ctx).Write(table);
+                    using var t = model.ToTokens(promptList[k], parse.GetValue(input.NoBos) ? false : null);
+                    TraceTo(t, path, print: false);
+                });
+                ctx.Out.WriteLine($"shard {shardIndex}/{shardCount}: {m.Done.Length} graph(s) in {outDir}" + (shardCount > 1 ? $"; when every shard is done: mechanist trace merge {outDir}" : ""));
+                if (shardCount == 1) TraceBatch.Merge(outDir);
+                return 0;
+            }
+            var (tokens, _) = input.ReadInput(parse, model);
+            using (tokens) TraceTo(tokens, parse.GetValue(output)!, print: true);
+            GraphFile.UpdateIndex(parse.GetValue(output)!);
             return 0;
         });
+        var mergeDir = new Argument<string>("folder") { Description = "The --out folder of a sharded batch trace." };
+        var merge = new Command("merge", "Check that a batch trace's shards belong together and are complete, and write graph-metadata.json over every graph.") { mergeDir };
+        merge.SetAction(parse =>
+        {
+            var m = TraceBatch.Merge(parse.GetValue(mergeDir)!);
+            ctx.Out.WriteLine($"merged {m.ShardCount} shard(s): {m.Prompts} graph(s) of {m.Model} through {m.Transcoders}");
+            return 0;
+        });
+        cmd.Subcommands.Add(merge);
         return cmd;
+    }
+
+    /// <summary>The prompts of a file, one per non-empty line.</summary>
+    static List<string> ReadPrompts(string path)
+    {
+        if (!File.Exists(path)) throw new MechanistException($"{path}: prompt file not found");
+        var list = File.ReadAllLines(path).Where(l => l.Trim().Length > 0).ToList();
+        return list.Count > 0 ? list : throw new MechanistException($"{path}: no prompts (one per line)");
     }
 
     /// <summary>The shipped CLT of a built-in model.</summary>

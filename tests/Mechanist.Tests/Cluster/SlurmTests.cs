@@ -94,3 +94,57 @@ public sealed class SlurmTests
         Assert.Contains("leave --shard out", err);
     }
 }
+
+/// <summary>Batch tracing: one graph per prompt, sharded, merged, and on Slurm.</summary>
+[Collection("slurm")]
+public sealed class BatchTraceTests
+{
+    static string[] Prompts => new[] { "Dallas", "Portland", "Tulsa", "Miami", "Reno" }.Select(c => $"The capital of the state containing {c} is").ToArray();
+
+    static Dictionary<string, string> Graphs(string dir) =>
+        Directory.GetFiles(dir, "prompt-*.json").ToDictionary(f => Path.GetFileName(f), f => File.ReadAllText(f));
+
+    [Fact]
+    public void ShardsMergeIntoTheGraphsOfOneRunAndSlurmRunsThem()
+    {
+        using var tmp = new TempDir();
+        File.WriteAllLines(tmp.File("prompts.txt"), Prompts);
+        string single = Path.Combine(tmp.Path, "single"), two = Path.Combine(tmp.Path, "two"), slurm = Path.Combine(tmp.Path, "slurm");
+        string[] Args(string outDir, params string[] extra) => new[] { "trace", "--prompts", tmp.File("prompts.txt"), "--max-feature-nodes", "24", "--out", outDir }.Concat(extra).ToArray();
+        var (code, _, err) = CliRunner.Run(Args(single));
+        Assert.True(code == 0, err);
+        Assert.Equal(5, Graphs(single).Count);
+        Assert.Equal(5, System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(single, "graph-metadata.json"))).RootElement.GetProperty("graphs").GetArrayLength());
+
+        // Two shards by hand: merge refuses until both are there, then the graphs are the single run's, byte for byte.
+        Assert.Equal(0, CliRunner.Run(Args(two, "--shard", "1/2")).Code);
+        (code, _, err) = CliRunner.Run("trace", "merge", two);
+        Assert.Equal(2, code);
+        Assert.Contains("shard(s) 0 of 2 are missing", err);
+        Assert.Equal(0, CliRunner.Run(Args(two, "--shard", "0/2")).Code);
+        Assert.Equal(0, CliRunner.Run("trace", "merge", two).Code);
+        Assert.Equal(Graphs(single), Graphs(two));
+        // A shard of another prompt list is refused by the merge.
+        File.WriteAllLines(tmp.File("other.txt"), Prompts.Reverse());
+        Assert.Equal(0, CliRunner.Run("trace", "--prompts", tmp.File("other.txt"), "--max-feature-nodes", "24", "--shard", "0/3", "--out", two).Code);
+        (code, _, err) = CliRunner.Run("trace", "merge", two);
+        Assert.Equal(2, code);
+        Assert.Contains("another", err);
+
+        // On Slurm: a 3-task array and the merge.
+        using var cluster = new SlurmCluster();
+        string previous = Environment.GetEnvironmentVariable("SLURM_CONF") ?? "";
+        Environment.SetEnvironmentVariable("SLURM_CONF", cluster.Conf);
+        try
+        {
+            string program = $"{Environment.ProcessPath} {Path.Combine(AppContext.BaseDirectory, "Mechanist.Cli.dll")}";
+            (code, var stdout, err) = CliRunner.Run(new[] { "slurm", "submit", "--shards", "3", "--cpus-per-task", "1", "--mechanist", program, "--" }.Concat(Args(slurm)).ToArray());
+            Assert.True(code == 0, err);
+            var ids = System.Text.RegularExpressions.Regex.Matches(stdout, @"job (\d+)").Select(m => m.Groups[1].Value).ToArray();
+            cluster.Wait(TimeSpan.FromMinutes(5), ids);
+            Assert.True(File.Exists(Path.Combine(slurm, "trace-manifest.json")), string.Join("\n", Directory.GetFiles(Path.Combine(slurm, "slurm", "logs")).Select(File.ReadAllText)));
+        }
+        finally { Environment.SetEnvironmentVariable("SLURM_CONF", previous.Length > 0 ? previous : null); }
+        Assert.Equal(Graphs(single), Graphs(slurm));
+    }
+}

@@ -1,0 +1,109 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Mechanist.IO;
+using Mechanist.Reporting;
+
+namespace Mechanist.Attribution;
+
+/// <summary>What one shard of a batch trace holds (or, merged, the whole batch).</summary>
+/// <param name="Model">The model traced.</param>
+/// <param name="Transcoders">The transcoder folder's name.</param>
+/// <param name="PromptsHash">SHA-256 of the prompt list (all shards of one batch share it).</param>
+/// <param name="ShardIndex">This shard (−1 when merged).</param>
+/// <param name="ShardCount">N.</param>
+/// <param name="Prompts">Number of prompts in the whole list.</param>
+/// <param name="Done">Prompt indices whose graph file is written.</param>
+/// <param name="Complete">Whether every prompt of the shard is done.</param>
+public sealed record TraceManifest(string Model, string Transcoders, string PromptsHash, int ShardIndex, int ShardCount, int Prompts, int[] Done, bool Complete);
+
+/// <summary>
+/// Many prompts, one graph each (<c>prompt-00042.json</c>): shard i of N takes prompts i, i + N, …, writes each graph atomically
+/// and records it in its manifest, so a killed shard resumes after its last graph; <see cref="Merge"/> checks the shards belong
+/// together and writes the frontend's graph-metadata.json over all graphs.
+/// </summary>
+public static class TraceBatch
+{
+    /// <summary>The graph file of prompt k.</summary>
+    public static string GraphName(int k) => $"prompt-{k:D5}.json";
+
+    /// <summary>The manifest of shard i of N.</summary>
+    public static string ManifestName(int index, int count) => $"trace-manifest-{index}-of-{count}.json";
+
+    /// <summary>SHA-256 of the prompts (one per line).</summary>
+    public static string Hash(IReadOnlyList<string> prompts) => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join("\n", prompts)))).ToLowerInvariant();
+
+    /// <summary>Reads a manifest; a clear error when it is not one.</summary>
+    public static TraceManifest Read(string path)
+    {
+        try { return JsonSerializer.Deserialize<TraceManifest>(File.ReadAllText(path), JsonFormat.Options) ?? throw new JsonException("empty"); }
+        catch (JsonException e) { throw new MechanistException($"{path}: not a trace manifest ({e.Message})"); }
+    }
+
+    /// <summary>Runs (or resumes) shard <paramref name="index"/> of <paramref name="count"/>; <paramref name="traceOne"/> writes prompt k's graph to the given path.</summary>
+    public static TraceManifest Run(IReadOnlyList<string> prompts, string dir, int index, int count, string model, string transcoders, Action<int, string> traceOne)
+    {
+        if (count < 1 || index < 0 || index >= count) throw new MechanistException($"--shard {index}/{count}: the index must be within 0..{count - 1}");
+        if (prompts.Count == 0) throw new MechanistException("the prompt file has no prompts");
+        Directory.CreateDirectory(dir);
+        string manifestPath = Path.Combine(dir, ManifestName(index, count)), hash = Hash(prompts);
+        var done = new SortedSet<int>();
+        if (File.Exists(manifestPath))
+        {
+            var old = Read(manifestPath);
+            if (old.PromptsHash != hash || old.Model != model || old.Transcoders != transcoders)
+                throw new MechanistException($"{manifestPath} belongs to another batch (other prompts, model or transcoders): use another --out");
+            foreach (int k in old.Done) if (File.Exists(Path.Combine(dir, GraphName(k)))) done.Add(k);
+        }
+        var mine = Enumerable.Range(0, prompts.Count).Where(k => k % count == index).ToList();
+        TraceManifest Save(bool complete)
+        {
+            var m = new TraceManifest(model, transcoders, hash, index, count, prompts.Count, done.ToArray(), complete);
+            AtomicFile.WriteText(manifestPath, JsonSerializer.Serialize(m, JsonFormat.Options));
+            return m;
+        }
+        foreach (int k in mine.Where(k => !done.Contains(k)))
+        {
+            traceOne(k, Path.Combine(dir, GraphName(k)));
+            done.Add(k);
+            Save(complete: false);
+        }
+        return Save(complete: true);
+    }
+
+    /// <summary>
+    /// Checks that the shard manifests in <paramref name="dir"/> form one complete batch (one model, transcoders, prompt list and
+    /// shard plan; every shard present and complete; every prompt's graph there exactly once) and writes graph-metadata.json
+    /// over all graphs and trace-manifest.json.
+    /// </summary>
+    public static TraceManifest Merge(string dir)
+    {
+        if (!Directory.Exists(dir)) throw new MechanistException($"{dir}: not a folder");
+        var files = Directory.GetFiles(dir, "trace-manifest-*-of-*.json").OrderBy(f => f, StringComparer.Ordinal).ToList();
+        if (files.Count == 0) throw new MechanistException($"{dir}: no shard manifests (trace-manifest-I-of-N.json)");
+        var shards = files.Select(f => (File: Path.GetFileName(f), M: Read(f))).ToList();
+        var first = shards[0];
+        foreach (var (f, m) in shards)
+        {
+            if (m.Model != first.M.Model || m.Transcoders != first.M.Transcoders) throw new MechanistException($"{f} traced another model or transcoders than {first.File}");
+            if (m.PromptsHash != first.M.PromptsHash) throw new MechanistException($"{f} comes from another prompt list than {first.File}");
+            if (m.ShardCount != first.M.ShardCount) throw new MechanistException($"{f} belongs to a plan of {m.ShardCount} shards, {first.File} to one of {first.M.ShardCount}");
+            if (!m.Complete) throw new MechanistException($"shard {m.ShardIndex} of {m.ShardCount} is not complete (resume it with the same command)");
+        }
+        var missing = Enumerable.Range(0, first.M.ShardCount).Except(shards.Select(s => s.M.ShardIndex)).ToList();
+        if (missing.Count > 0) throw new MechanistException($"shard(s) {string.Join(", ", missing)} of {first.M.ShardCount} are missing");
+        var all = shards.SelectMany(s => s.M.Done).ToList();
+        if (all.Count != all.Distinct().Count()) throw new MechanistException("a prompt was traced by two shards");
+        var absent = Enumerable.Range(0, first.M.Prompts).Except(all).ToList();
+        if (absent.Count > 0) throw new MechanistException($"prompt(s) {string.Join(", ", absent.Take(10))} have no graph");
+        foreach (int k in Enumerable.Range(0, first.M.Prompts))
+        {
+            string path = Path.Combine(dir, GraphName(k));
+            if (!File.Exists(path)) throw new MechanistException($"{GraphName(k)} is missing");
+            GraphFile.UpdateIndex(path);
+        }
+        var merged = first.M with { ShardIndex = -1, Done = Enumerable.Range(0, first.M.Prompts).ToArray(), Complete = true };
+        AtomicFile.WriteText(Path.Combine(dir, "trace-manifest.json"), JsonSerializer.Serialize(merged, JsonFormat.Options));
+        return merged;
+    }
+}
