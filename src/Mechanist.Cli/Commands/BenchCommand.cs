@@ -477,11 +477,10 @@ public sealed class BenchCommand : ICliCommand
           library and kernel it ran and how it was configured (OpenBLAS's own kernel choice unless that one computes wrong
           results). Mechanist runs libtorch 2.10's kernels. The two GEMM lines are both peaks on the same shapes; `bench`
           refuses to write this file when the peer's GEMM is below half of Mechanist's.
-        - This machine is an AMD EPYC with AVX-512. libtorch's statically linked oneMKL runs its AVX2 kernels on AMD
-          processors (about 205 GFLOP/s on 2 threads here; MKL_ENABLE_INSTRUCTIONS and MKL_CBWR do not change it), while
-          OpenBLAS picks its AVX-512 (Cooperlake) kernel and reaches about 426: the peer's GEMM is now about 2x Mechanist's.
-          Mechanist still wins the GPT-2 and Llama forwards at 1x128 and 1x1024 (fused attention, fewer copies) but not 8x128,
-          where the GEMMs dominate. On Intel processors MKL uses AVX-512 as well.
+        - GEMM kernels depend on the CPU: libtorch's statically linked oneMKL runs its AVX2 kernels on AMD processors even
+          where they have AVX-512, while OpenBLAS picks its own kernel per CPU. On an AMD EPYC with AVX-512 the peer's GEMM
+          was about 2x Mechanist's (OpenBLAS Cooperlake kernel, 426 vs 206 GFLOP/s); on this run's CPU (see the "peer BLAS"
+          line: OpenBLAS's Zen kernel, no AVX-512) both run AVX2 kernels and the two peaks are within 10 %.
         - Rows of about 0.2 s (1x128) vary by ±25% from run to run on a 2-core VM; the hook rows are within that noise.
         - A plain forward uses libtorch's fused attention (nothing reads the scores or the pattern). A full cache keeps it and
           rebuilds scores and patterns from the cached queries and keys when they are read: the "full cache" rows are the

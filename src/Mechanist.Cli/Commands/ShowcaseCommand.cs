@@ -112,7 +112,15 @@ public sealed class ShowcaseCommand : ICliCommand
         foreach (var e in r.Swaps)
             sb.AppendLine($"| {e.Site.Name} | {e.Swaps.Length:N0} | {e.Swaps.Count(x => x.Swapped):N0} ({e.Rate:P1}) |");
         sb.AppendLine();
-        var main = r.Swaps.Where(e => e.Site.AtLastPosition && e.Site.Layers.Length < r.Swaps.Max(x => x.Site.Layers.Length)).OrderByDescending(e => e.Rate).FirstOrDefault() ?? r.Swaps[0];
+        // The smallest swap that works: the fewest layers at the last position reaching 90 %.
+        var main = r.Swaps.Where(e => e.Site.AtLastPosition && e.Rate >= 0.9).OrderBy(e => e.Site.Layers.Length).FirstOrDefault()
+            ?? r.Swaps.OrderByDescending(e => e.Rate).First();
+        sb.AppendLine("Reading: the city's own position carries no state the later layers use (swapping every feature there changes almost nothing), " +
+            "while the features at \"is\" do. Swapping only the first layer's features there moves the answer to the donor state's capital, so layers 1 and up " +
+            "compute the capital from what layer 0 holds at \"is\": the state → capital hop. The layer-0 features' top contexts (above: \"…Dallas is in\", " +
+            "\"…state containing Aberdeen is\", \"…capital of Oregon is\") fire on a place's name wherever a fact about it follows, one-hop or two-hop; " +
+            "this swap alone cannot tell a \"this state\" feature from an early \"say this capital\" one, and the graph shows both kinds at layer 0.");
+        sb.AppendLine();
         sb.AppendLine($"Per city, swapping at **{main.Site.Name}**:");
         sb.AppendLine();
         sb.AppendLine("| city (state) | clean answer | swaps to the donor's capital | examples (donor → answer) |");

@@ -87,6 +87,10 @@ public sealed record LogitTarget(long Token, long? Minus = null, float[]? Direct
 /// </summary>
 public static class Attributor
 {
+    // A Scalar rooted for the process: TorchSharp's add_(Tensor) makes a temporary Scalar for alpha that the GC may
+    // finalize while the native call still reads it (seen as "Expected false to be true ... toFloat" in long traces).
+    static readonly TorchSharp.Scalar One = TorchSharp.ScalarExtensionMethods.ToScalar(1.0);
+
     /// <summary>Builds the graph of <paramref name="rm"/>'s prompt.</summary>
     public static AttributionGraph Attribute(ReplacementModel rm, AttributionOptions? options = null)
     {
@@ -202,7 +206,7 @@ public static class Attributor
                     using var stepScope = NewDisposeScope();
                     var dec = d.DecoderRows(l, j, grid.Features).to(ScalarType.Float32).view(T, grid.Slots, -1);   // [T, slots, d]
                     var g = grads[j][..rows].to(ScalarType.Float32).permute(1, 0, 2);                           // [T, rows, d]
-                    sum.add_(bmm(g, dec.transpose(1, 2)));
+                    sum.add_(bmm(g, dec.transpose(1, 2)), One);
                 }
                 var weighted = (sum * grid.Activations.unsqueeze(1)).permute(1, 0, 2).reshape(rows, -1);      // [rows, T·slots]
                 block.index_copy_(1, grid.Columns, weighted.index_select(1, grid.Filled));

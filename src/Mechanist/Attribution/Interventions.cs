@@ -57,34 +57,27 @@ public static class Interventions
     }
 
     /// <summary>
-    /// Greedy generation with interventions: each new token comes from a run of the whole sequence so far in which the features
-    /// are set as in <see cref="InterventionMode.Free"/> (every MLP the true MLP plus (value − a_now)·decoder), with attention
-    /// recomputed over the generated tokens (no clean pattern exists for them). <paramref name="atEveryNewPosition"/> gives
-    /// interventions repeated at each generated position (layer, feature, value; its position is ignored). The sequence is rerun
-    /// per token (no KV cache). Returns the generated token ids.
+    /// Greedy generation with interventions, with the KV cache: features are set as in <see cref="InterventionMode.Free"/>
+    /// (every MLP the true MLP plus (value − a_now)·decoder, at absolute positions), attention is recomputed over the generated
+    /// tokens (no clean pattern exists for them). <paramref name="atEveryNewPosition"/> gives interventions repeated at each
+    /// generated position (layer, feature, value; its position is ignored). Returns the generated token ids.
     /// </summary>
     public static long[] Generate(ReplacementModel rm, IReadOnlyList<FeatureIntervention> interventions, int maxNewTokens,
-        IReadOnlyList<FeatureIntervention>? atEveryNewPosition = null, IReadOnlyCollection<long>? stopTokens = null)
+        IReadOnlyList<FeatureIntervention>? atEveryNewPosition = null, IReadOnlyCollection<long>? stopTokens = null, bool useKvCache = true)
     {
         var model = rm.Model;
-        var ids = rm.Tokens[0].cpu().data<long>().ToList();
-        int prompt = ids.Count;
-        var generated = new List<long>();
-        for (int step = 0; step < maxNewTokens && ids.Count < model.Config.NCtx; step++)
+        var prompt = rm.Tokens[0].cpu().data<long>().ToArray();
+        int last = Math.Min(model.Config.NCtx, prompt.Length + maxNewTokens);
+        var all = interventions.Concat(Enumerable.Range(prompt.Length, Math.Max(0, last - prompt.Length))
+            .SelectMany(p => (atEveryNewPosition ?? Array.Empty<FeatureIntervention>()).Select(iv => iv with { Position = p }))).ToList();
+        var splice = new InterventionSplice(rm, all, InterventionMode.Free) { Incremental = useKvCache };
+        var result = model.Generate(prompt, new GenerateOptions
         {
-            using var scope = NewDisposeScope();
-            var all = interventions.Concat(Enumerable.Range(prompt, ids.Count - prompt)
-                .SelectMany(p => (atEveryNewPosition ?? Array.Empty<FeatureIntervention>()).Select(iv => iv with { Position = p }))).ToList();
-            var tokens = tensor(ids.ToArray(), new long[] { 1, ids.Count }, ScalarType.Int64, model.Device);
-            var splice = new InterventionSplice(rm, all, InterventionMode.Free);
-            var logits = model.Run(tokens, new RunOptions { Splices = new[] { splice } });
-            foreach (var t in splice.Recorded) t?.Dispose();
-            long next = logits[0, -1].argmax().item<long>();
-            generated.Add(next);
-            ids.Add(next);
-            if (stopTokens?.Contains(next) == true) break;
-        }
-        return generated.ToArray();
+            MaxNewTokens = Math.Max(0, last - prompt.Length), UseKvCache = useKvCache, Splices = new[] { splice },
+            StopTokens = (stopTokens ?? Array.Empty<long>()).Select(t => (int)t).ToArray(),
+        });
+        foreach (var t in splice.Recorded) t?.Dispose();
+        return result.NewIds;
     }
 
     /// <summary>The features active at (layer, position) of a traced prompt, with their activations.</summary>
@@ -136,11 +129,18 @@ public static class Interventions
 
         public IEnumerable<(string Parent, string Suffix, string Shape)> AddedPoints(HookRegistry registry) => Array.Empty<(string, string, string)>();
 
+        /// <summary>Positions already run (generation with a KV cache: each run continues where the last one stopped).</summary>
+        public int Consumed;
+
+        /// <summary>Whether runs continue one another (KV-cache generation) rather than each starting at position 0.</summary>
+        public bool Incremental;
+
         public ISpliceRun Start(HookedTransformer model) => new Run(this);
 
         sealed class Run(InterventionSplice owner) : ISpliceRun
         {
             readonly Tensor?[] _acts = new Tensor?[owner.Recorded.Length];
+            readonly int _offset = owner.Incremental ? owner.Consumed : 0;
 
             public Tensor? AtHook(string name, Tensor value, FireHook fire) => null;
 
@@ -150,14 +150,23 @@ public static class Interventions
                 var x = rm.Input switch { TranscoderInput.Resid => site.Resid, TranscoderInput.Normalized => site.Normalized, _ => site.Input };
                 var reg = rm.Model.HookPoints;
                 string outName = reg.Name(HookKind.MlpOut, l);
-                Tensor Delta(Func<FeatureIntervention, double> change)
+                int T = (int)x.shape[1];
+                if (owner.Incremental && l == reg.Layers - 1) owner.Consumed = _offset + T;
+                Tensor Delta(Func<int, Tensor> current)
                 {
-                    // Σ over interventions on features of layers i ≤ l that write to l: change · W_dec(i→l)[f] at their positions.
+                    // Σ over interventions on features of layers i ≤ l that write to l: (value − current) · W_dec(i→l)[f] at their
+                    // positions; one gather and one index_add per source layer. current(i) is layer i's activations [T, F].
                     var delta = zeros_like(x);
-                    foreach (var iv in owner.interventions.Where(iv => iv.Layer <= l && d.WritesTo(iv.Layer, l)))
+                    // Positions are absolute; this run covers [_offset, _offset + T).
+                    foreach (var group in owner.interventions.Where(iv => iv.Layer <= l && d.WritesTo(iv.Layer, l) && iv.Position >= _offset && iv.Position < _offset + T).GroupBy(iv => iv.Layer))
                     {
-                        var row = d.DecoderRows(iv.Layer, l, tensor(new[] { iv.Feature }))[0].to(x.dtype);
-                        delta[0, iv.Position] += row * change(iv);
+                        var ivs = group.ToList();
+                        var pos = tensor(ivs.Select(iv => (long)(iv.Position - _offset)).ToArray(), device: x.device);
+                        var feat = tensor(ivs.Select(iv => iv.Feature).ToArray(), device: x.device);
+                        var now = current(group.Key).to(ScalarType.Float32).to(x.device).index(new TensorIndex[] { TensorIndex.Tensor(pos), TensorIndex.Tensor(feat) });
+                        var change = tensor(ivs.Select(iv => (float)iv.Value).ToArray(), device: x.device) - now;
+                        var rows = d.DecoderRows(group.Key, l, feat).to(x.dtype);
+                        delta[0].index_add_(0, pos, rows * change.to(x.dtype).unsqueeze(1), 1.0);
                     }
                     return delta;
                 }
@@ -166,19 +175,21 @@ public static class Interventions
                     case InterventionMode.Constrained:
                     {
                         var pre = F(d, l, x, activate: false);
+                        owner.Recorded[l]?.Dispose();
                         owner.Recorded[l] = pre[0].DetachFromDisposeScope();
                         var clean = rm.Clean[outName];
                         var skipNow = d.Skip(l, x); var skipClean = d.Skip(l, rm.Clean[SplicePoints.Under(outName, SplicePoints.Input)]);
                         var output = skipNow is null ? clean.clone() : clean + skipNow - skipClean!;
-                        return output + Delta(iv => iv.Value - rm.Activations[iv.Layer, iv.Position, iv.Feature].item<float>());
+                        return output + Delta(i => rm.Activations[i]);
                     }
                     case InterventionMode.Free:
                     {
                         var acts = F(d, l, x, activate: true);
                         acts[.., 0] = 0;
                         _acts[l] = acts.DetachFromDisposeScope();
+                        owner.Recorded[l]?.Dispose();
                         owner.Recorded[l] = acts[0].DetachFromDisposeScope();
-                        return mlp() + Delta(iv => iv.Value - _acts[iv.Layer]![0, iv.Position, iv.Feature].item<float>());
+                        return mlp() + Delta(i => _acts[i]![0]);
                     }
                     default:
                     {
@@ -186,6 +197,7 @@ public static class Interventions
                         acts[.., 0] = 0;
                         foreach (var iv in owner.interventions.Where(iv => iv.Layer == l)) acts[0, iv.Position, iv.Feature] = (float)iv.Value;
                         _acts[l] = acts.DetachFromDisposeScope();
+                        owner.Recorded[l]?.Dispose();
                         owner.Recorded[l] = acts[0].DetachFromDisposeScope();
                         var recon = d.DecoderBias(l).expand(x.shape[0], x.shape[1], -1);
                         for (int i = 0; i <= l; i++) if (d.WritesTo(i, l)) recon = recon + d.Decode(i, l, _acts[i]!);

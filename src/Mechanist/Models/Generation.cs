@@ -23,6 +23,8 @@ public sealed record GenerateOptions
     public bool UseKvCache { get; init; } = true;
     /// <summary>Hooks applied at every step (with the KV cache they see only the new position).</summary>
     public IReadOnlyList<ForwardHookSpec> Hooks { get; init; } = Array.Empty<ForwardHookSpec>();
+    /// <summary>Splices started at every step (with the KV cache each run sees only the new positions).</summary>
+    public IReadOnlyList<ISplice> Splices { get; init; } = Array.Empty<ISplice>();
     /// <summary>Keep each step's last-position logits in the result.</summary>
     public bool ReturnLogits { get; init; }
 }
@@ -49,7 +51,7 @@ public sealed partial class HookedTransformer
         var ids = prompt.ToList();
         var stepLogits = new List<float[]>();
         using var cache = options.UseKvCache ? new KvCache(Config.NLayers) : null;
-        var runOptions = new RunOptions { Hooks = options.Hooks, KvCache = cache };
+        var runOptions = new RunOptions { Hooks = options.Hooks, KvCache = cache, Splices = options.Splices };
         for (int step = 0; step < options.MaxNewTokens; step++)
         {
             using var scope = NewDisposeScope();

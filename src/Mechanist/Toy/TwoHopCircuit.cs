@@ -141,8 +141,10 @@ public static class TwoHopCircuit
                 donors[s.Name] = (ReplacementModel.Build(model, clt, input, t), (int)t.shape[1] - 2);
                 t.Dispose();
             }
+            int citiesDone = 0;
             foreach (var (c, s) in cities)
             {
+                if (citiesDone++ % 20 == 19) progress?.Invoke($"  swaps: {citiesDone}/{cities.Count} cities");
                 using var t = model.ToTokens(Prompt(c));
                 using var r = ReplacementModel.Build(model, clt, input, t);
                 int cityPos = (int)t.shape[1] - 2, last = (int)t.shape[1] - 1;

@@ -118,5 +118,12 @@ public class InterventionGenerationTests
         using var donor = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, model.ToTokens("The capital of Oregon is"));
         var swap = Interventions.Swap(rm, prompt.Length - 1, donor, (int)donor.Tokens.shape[1] - 1, new[] { 0 });
         Assert.Equal("Salem", Mechanist.Analysis.TokenText.Of(model, Interventions.Generate(rm, swap, 1)[0]));
+        // With the KV cache each step runs only the new token at its absolute position; rerunning the whole sequence per
+        // token is an independent path to the same tokens, with interventions on prompt and generated positions alike.
+        var everyNew = new[] { new FeatureIntervention(0, 0, 324, 40), new FeatureIntervention(0, 0, 776, 40), new FeatureIntervention(1, 0, 559, 40) };
+        var cached = Interventions.Generate(rm, swap, 8, everyNew);
+        var rerun = Interventions.Generate(rm, swap, 8, everyNew, useKvCache: false);
+        Assert.Equal(rerun, cached);
+        Assert.NotEqual(Interventions.Generate(rm, swap, 8), cached);
     }
 }
