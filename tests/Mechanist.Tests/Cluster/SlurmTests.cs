@@ -71,6 +71,53 @@ public sealed class SlurmTests
     }
 
     [Fact]
+    public void AnArrayTaskKilledMidWayIsResubmittedAloneAndResumesWithNothingLostOrTwice()
+    {
+        using var cluster = new SlurmCluster();
+        using var single = new TempDir(); using var sharded = new TempDir();
+        string[] harvest = { "harvest", "--texts", "5000", "--tokens", "10000000", "--chunk-tokens", "1000" };
+        var (code, _, err) = CliRunner.Run(harvest.Concat(new[] { "--out", single.Path }).ToArray());
+        Assert.True(code == 0, err);
+        Assert.Equal(0, CliRunner.Run("harvest", "merge", single.Path).Code);
+
+        string program = $"{Environment.ProcessPath} {Path.Combine(AppContext.BaseDirectory, "Mechanist.Cli.dll")}";
+        string previous = Environment.GetEnvironmentVariable("SLURM_CONF") ?? "";
+        Environment.SetEnvironmentVariable("SLURM_CONF", cluster.Conf);
+        try
+        {
+            string[] submit = new[] { "slurm", "submit", "--shards", "2", "--cpus-per-task", "1", "--mechanist", program, "--" }.Concat(harvest).Concat(new[] { "--out", sharded.Path }).ToArray();
+            (code, var stdout, err) = CliRunner.Run(submit);
+            Assert.True(code == 0, err);
+            var ids = System.Text.RegularExpressions.Regex.Matches(stdout, @"job (\d+)").Select(m => m.Groups[1].Value).ToArray();
+            // Kill task 1 once it has written a couple of chunks and before it finishes.
+            string manifest = Path.Combine(sharded.Path, HarvestJob.ManifestName(1, 2));
+            var deadline = DateTime.UtcNow.AddMinutes(3);
+            while (!(File.Exists(manifest) && HarvestJob.ReadManifest(manifest).Chunks.Length >= 2))
+            {
+                Assert.True(DateTime.UtcNow < deadline, "task 1 wrote no chunks in 3 minutes");
+                Thread.Sleep(100);
+            }
+            cluster.Run("scancel", $"{ids[0]}_1");
+            cluster.Wait(TimeSpan.FromMinutes(5), ids);
+            var killed = HarvestJob.ReadManifest(manifest);
+            Assert.False(killed.Complete, "task 1 finished before it could be killed");
+            Assert.False(File.Exists(Path.Combine(sharded.Path, "manifest.json")));   // the merge never ran
+
+            // The same command again: shard 0 is complete and skipped, shard 1 resumes after its last complete chunk.
+            (code, stdout, err) = CliRunner.Run(submit);
+            Assert.True(code == 0, err);
+            Assert.Contains("tasks 1 of 2", stdout);
+            ids = System.Text.RegularExpressions.Regex.Matches(stdout, @"job (\d+)").Select(m => m.Groups[1].Value).ToArray();
+            cluster.Wait(TimeSpan.FromMinutes(5), ids);
+            Assert.True(File.Exists(Path.Combine(sharded.Path, "manifest.json")));
+            var resumed = HarvestJob.ReadManifest(manifest);
+            Assert.Equal(killed.Chunks.Select(c => c.File), resumed.Chunks.Take(killed.Chunks.Length).Select(c => c.File));
+        }
+        finally { Environment.SetEnvironmentVariable("SLURM_CONF", previous.Length > 0 ? previous : null); }
+        Assert.Equal(Rows(single.Path), Rows(sharded.Path));
+    }
+
+    [Fact]
     public void ScriptsAndTheKubernetesJobAreWrittenWithoutACluster()
     {
         using var dir = new TempDir();
