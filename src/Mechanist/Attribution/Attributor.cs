@@ -87,9 +87,7 @@ public sealed record LogitTarget(long Token, long? Minus = null, float[]? Direct
 /// </summary>
 public static class Attributor
 {
-    // A Scalar rooted for the process: TorchSharp's add_(Tensor) makes a temporary Scalar for alpha that the GC may
-    // finalize while the native call still reads it (seen as "Expected false to be true ... toFloat" in long traces).
-    static readonly TorchSharp.Scalar One = TorchSharp.ScalarExtensionMethods.ToScalar(1.0);
+    static readonly TorchSharp.Scalar One = Tensors.Scalars.One;
 
     /// <summary>Builds the graph of <paramref name="rm"/>'s prompt.</summary>
     public static AttributionGraph Attribute(ReplacementModel rm, AttributionOptions? options = null)

@@ -102,7 +102,7 @@ public sealed partial class HookedTransformer
                 var posEmbed = Weights.WPos!.index_select(0, positions.flatten()).view(batch, pos, cfg.DModel);
                 if (is_grad_enabled() && !posEmbed.requires_grad) posEmbed = posEmbed.detach().requires_grad_(true);
                 posEmbed = Hook(s, HookNames.PosEmbed, null, posEmbed);
-                x = embed + posEmbed;
+                x = embed.add(posEmbed, Mechanist.Tensors.Scalars.One);
             }
             else x = embed;
         }
@@ -161,10 +161,10 @@ public sealed partial class HookedTransformer
         var attnOut = Attention(s, o, l, attnIn, mask, rope);
         if (cfg.PostNorms) attnOut = Norm(s, o, attnOut, cfg.Norm, w.PostAttnNormW, null, n.Ln1PostScale, n.Ln1PostNormalized, l, out _);
         attnOut = Hook(s, n.AttnOut, l, attnOut);
-        if (cfg.AttnOnly) return Hook(s, n.ResidPost, l, resid + attnOut);
+        if (cfg.AttnOnly) return Hook(s, n.ResidPost, l, resid.add(attnOut, Mechanist.Tensors.Scalars.One));
 
         Tensor mid = resid;
-        if (!cfg.ParallelResidual) mid = Hook(s, n.ResidMid, l, resid + attnOut);
+        if (!cfg.ParallelResidual) mid = Hook(s, n.ResidMid, l, resid.add(attnOut, Mechanist.Tensors.Scalars.One));
         var mlpResid = cfg.ParallelResidual ? resid : mid;
         var mlpIn = Norm(s, o, mlpResid, cfg.Norm, w.Ln2W, w.Ln2B, n.Ln2Scale, n.Ln2Normalized, l, out var normalized);
         Tensor TrueMlp()
@@ -177,7 +177,7 @@ public sealed partial class HookedTransformer
             if ((mlpOut = splice.ReplaceMlp(new MlpSite(l, mlpResid, normalized, mlpIn), TrueMlp, (hn, v) => Hook(s, hn, l, v))) is not null) break;
         mlpOut = Hook(s, n.MlpOut, l, mlpOut ?? TrueMlp());
 
-        var post = cfg.ParallelResidual ? mlpOut + attnOut + resid : mid + mlpOut;
+        var post = cfg.ParallelResidual ? mlpOut.add(attnOut, Mechanist.Tensors.Scalars.One).add(resid, Mechanist.Tensors.Scalars.One) : mid.add(mlpOut, Mechanist.Tensors.Scalars.One);
         return Hook(s, n.ResidPost, l, post);
     }
 
@@ -291,7 +291,7 @@ public sealed partial class HookedTransformer
         var perHead = w.Wo.view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);
         var result = Hook(s, n.Result, l, einsum("bphd,hdm->bphm", z, perHead));
         var summed = result.sum(2);
-        return w.Bo is null ? summed : summed + w.Bo;
+        return w.Bo is null ? summed : summed.add(w.Bo, Mechanist.Tensors.Scalars.One);
     }
 
     static double MinValue(ScalarType t) => t switch
