@@ -299,19 +299,17 @@ public sealed class BenchCommand : ICliCommand
         }
     }
 
-    static long MemAvailableBytes()
+    /// <summary>A "Key:   value kB" line of a /proc file, in kB; null when absent.</summary>
+    static long? ProcKb(string file, string key)
     {
-        foreach (var line in File.ReadLines("/proc/meminfo"))
-            if (line.StartsWith("MemAvailable:")) return long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
-        return long.MaxValue;
+        foreach (var line in File.ReadLines(file))
+            if (line.StartsWith(key + ":")) return long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]);
+        return null;
     }
 
-    static double RssMb()
-    {
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmRSS:")) return long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0;
-        return double.NaN;
-    }
+    static long MemAvailableBytes() => ProcKb("/proc/meminfo", "MemAvailable") * 1024 ?? long.MaxValue;
+
+    static double RssMb() => ProcKb("/proc/self/status", "VmRSS") / 1024.0 ?? double.NaN;
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
     static extern int MallocTrim(nuint pad);
@@ -519,10 +517,5 @@ public sealed class BenchCommand : ICliCommand
         finally { Directory.Delete(dir, true); }
     }
 
-    static double PeakRssMb()
-    {
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmHWM:")) return long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0;
-        return double.NaN;
-    }
+    static double PeakRssMb() => ProcKb("/proc/self/status", "VmHWM") / 1024.0 ?? double.NaN;
 }

@@ -37,23 +37,21 @@ public sealed class ShowcaseCommand : ICliCommand
             string c = parse.GetValue(city)!;
             if (!ToyWorld.States.Any(s => s.Cities.Contains(c))) throw new MechanistException($"'{c}' is not a (non-capital) city of the toy world");
             var m = Enum.Parse<InterventionMode>(parse.GetValue(mode)!, ignoreCase: true);
+            string slug = c.ToLowerInvariant(), graphPath = Path.Combine(dir, slug + ".json");
+            GraphFile.CheckIndex(graphPath);
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var report = TwoHopCircuit.Run(model, bundle.Dictionary, bundle.Input, c, m, parse.GetValue(lines), msg => ctx.Err.WriteLine(msg));
             Directory.CreateDirectory(dir);
-
-            // The graph file (with the frontend index) and its picture.
-            using var tokens = model.ToTokens(report.Prompt);
-            using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
-            using var graph = Attributor.Attribute(rm);
-            using var pruned = Pruning.Prune(graph);
-            string slug = c.ToLowerInvariant();
-            GraphFile.CheckIndex(Path.Combine(dir, slug + ".json"));
-            GraphFile.Write(Path.Combine(dir, slug + ".json"), graph, pruned, pruned: true, slug: slug, scan: "toy-4l-clt", tokenText: id => TokenText.Of(model, id));
-            GraphFile.UpdateIndex(Path.Combine(dir, slug + ".json"));
-            var pathSet = report.Path.Select(f => (f.Layer, f.Position, f.Feature)).ToHashSet();
-            var labels = TokenText.Of(model, graph.TokenIds);
-            GraphPicture.Write(Path.Combine(dir, slug + ".png"), graph, pruned, labels, id => TokenText.Of(model, id), $"{report.Prompt} -> {TokenText.Of(model, graph.Nodes.First(n => n.Kind == NodeKind.Logit).Index)}",
-                n => pathSet.Contains((n.Layer, n.Position, n.Index)) ? $"L{n.Layer}/{n.Index}" : null);
+            // The graph file (with the frontend index) and its picture, from the graph the showcase traces.
+            void WriteGraph(AttributionGraph graph, PrunedGraph pruned, IReadOnlyList<int> path)
+            {
+                GraphFile.Write(graphPath, graph, pruned, pruned: true, slug: slug, scan: "toy-4l-clt", tokenText: id => TokenText.Of(model, id));
+                GraphFile.UpdateIndex(graphPath);
+                var onPath = path.Select(i => graph.Nodes[i]).ToHashSet();
+                GraphPicture.Write(Path.Combine(dir, slug + ".png"), graph, pruned, TokenText.Of(model, graph.TokenIds), id => TokenText.Of(model, id),
+                    $"{TwoHopCircuit.Prompt(c)} -> {TokenText.Of(model, graph.Nodes.First(n => n.Kind == NodeKind.Logit).Index)}",
+                    n => onPath.Contains(n) ? $"L{n.Layer}/{n.Index}" : null);
+            }
+            var report = TwoHopCircuit.Run(model, bundle.Dictionary, bundle.Input, c, m, parse.GetValue(lines), msg => ctx.Err.WriteLine(msg), WriteGraph);
             AtomicFile.WriteText(Path.Combine(dir, "report.json"), JsonSerializer.Serialize(report, JsonFormat.Options));
             AtomicFile.WriteText(Path.Combine(dir, "README.md"), Page(report, slug, clock.Elapsed.TotalSeconds));
             ctx.Out.WriteLine($"path {report.PathSource} -> {string.Join(" -> ", report.Path.Select(f => $"L{f.Layer}/{f.Feature}@{f.Token}"))} -> answer; " +

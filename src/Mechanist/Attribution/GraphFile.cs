@@ -26,22 +26,48 @@ public static class GraphFile
     /// Adds the graph file's metadata to <c>graph-metadata.json</c> in its folder (<c>{"graphs": [...]}</c>, one entry per
     /// slug, a new graph replacing an old one of the same slug), the index circuit-tracer's frontend lists graphs from.
     /// </summary>
-    public static void UpdateIndex(string graphPath)
+    public static void UpdateIndex(string graphPath) => UpdateIndex(new[] { graphPath });
+
+    /// <summary>Adds several graph files of one folder to its <c>graph-metadata.json</c> in one write (in the given order).</summary>
+    public static void UpdateIndex(IReadOnlyList<string> graphPaths)
     {
-        string index = IndexPath(graphPath);
-        System.Text.Json.Nodes.JsonObject? metadata;
-        try { metadata = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(graphPath))?["metadata"]?.DeepClone() as System.Text.Json.Nodes.JsonObject; }
-        catch (JsonException e) { throw new MechanistException($"{graphPath}: not JSON ({e.Message})"); }
-        if (metadata?["slug"] is null) throw new MechanistException($"{graphPath}: no metadata.slug");
+        if (graphPaths.Count == 0) return;
+        string index = IndexPath(graphPaths[0]);
+        var added = graphPaths.Select(ReadMetadata).ToList();
+        var slugs = added.Select(m => (string?)m["slug"]).ToHashSet();
         var graphs = new System.Text.Json.Nodes.JsonArray();
         foreach (var g in ReadIndex(index))
-            if ((string?)g["slug"] != (string?)metadata["slug"]) graphs.Add(g.DeepClone());
-        graphs.Add(metadata);
+            if (!slugs.Contains((string?)g["slug"])) graphs.Add(g.DeepClone());
+        foreach (var m in added) graphs.Add(m);
         var root = new System.Text.Json.Nodes.JsonObject { ["graphs"] = graphs };
         AtomicFile.WriteText(index, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
     }
 
-    /// <summary>Throws the error <see cref="UpdateIndex"/> would give for the index beside <paramref name="graphPath"/> (check it before the work).</summary>
+    /// <summary>A graph file's "metadata" object, read without building the nodes and links.</summary>
+    static System.Text.Json.Nodes.JsonObject ReadMetadata(string graphPath)
+    {
+        byte[] bytes = File.ReadAllBytes(graphPath);
+        try
+        {
+            var reader = new Utf8JsonReader(bytes);
+            if (reader.Read() && reader.TokenType == JsonTokenType.StartObject)
+                while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+                {
+                    bool isMetadata = reader.ValueTextEquals("metadata");
+                    reader.Read();
+                    long start = reader.TokenStartIndex;
+                    reader.Skip();
+                    if (!isMetadata) continue;
+                    if (System.Text.Json.Nodes.JsonNode.Parse(bytes.AsSpan((int)start, (int)(reader.BytesConsumed - start))) is System.Text.Json.Nodes.JsonObject m && m["slug"] is not null)
+                        return m;
+                    break;
+                }
+        }
+        catch (JsonException e) { throw new MechanistException($"{graphPath}: not JSON ({e.Message})"); }
+        throw new MechanistException($"{graphPath}: no metadata.slug");
+    }
+
+    /// <summary>Throws the error <see cref="UpdateIndex(string)"/> would give for the index beside <paramref name="graphPath"/> (check it before the work).</summary>
     public static void CheckIndex(string graphPath) => ReadIndex(IndexPath(graphPath));
 
     static string IndexPath(string graphPath) => Path.Combine(Path.GetDirectoryName(Path.GetFullPath(graphPath))!, "graph-metadata.json");

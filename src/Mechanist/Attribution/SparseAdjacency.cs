@@ -153,9 +153,6 @@ public sealed class SparseAdjacency
                 }
             return new SparseAdjacency(size, rowStart, cols, vals, dropped);
         }
-
-        /// <summary>Bytes held by the rows set so far.</summary>
-        public long Bytes => _rows.Sum(r => r is { } x ? x.Cols.Length * 8L : 0);
     }
 }
 

@@ -96,12 +96,9 @@ public static class TraceBatch
         if (all.Count != all.Distinct().Count()) throw new MechanistException("a prompt was traced by two shards");
         var absent = Enumerable.Range(0, first.M.Prompts).Except(all).ToList();
         if (absent.Count > 0) throw new MechanistException($"prompt(s) {string.Join(", ", absent.Take(10))} have no graph");
-        foreach (int k in Enumerable.Range(0, first.M.Prompts))
-        {
-            string path = Path.Combine(dir, GraphName(k));
-            if (!File.Exists(path)) throw new MechanistException($"{GraphName(k)} is missing");
-            GraphFile.UpdateIndex(path);
-        }
+        var graphs = Enumerable.Range(0, first.M.Prompts).Select(k => Path.Combine(dir, GraphName(k))).ToList();
+        if (graphs.FirstOrDefault(g => !File.Exists(g)) is { } lost) throw new MechanistException($"{Path.GetFileName(lost)} is missing");
+        GraphFile.UpdateIndex(graphs);
         var merged = first.M with { ShardIndex = -1, Done = Enumerable.Range(0, first.M.Prompts).ToArray(), Complete = true };
         AtomicFile.WriteText(Path.Combine(dir, "trace-manifest.json"), JsonSerializer.Serialize(merged, JsonFormat.Options));
         return merged;

@@ -1,7 +1,7 @@
 using Mechanist.Analysis;
 using Mechanist.Attribution;
 using Mechanist.Dictionaries;
-using Mechanist.Hooks;
+using Mechanist.Dictionaries.Training;
 using Mechanist.Models;
 using static TorchSharp.torch;
 
@@ -73,9 +73,9 @@ public static class TwoHopCircuit
     /// <summary>The two-hop prompt of a city.</summary>
     public static string Prompt(string city) => $"The capital of the state containing {city} is";
 
-    /// <summary>Runs the showcase.</summary>
+    /// <summary>Runs the showcase; <paramref name="onGraph"/> gets the city prompt's graph, its pruning and the strongest path's nodes while they are alive (to write them out).</summary>
     public static TwoHopReport Run(HookedTransformer model, ICrossLayerDictionary clt, TranscoderInput input, string city = "Dallas",
-        InterventionMode mode = InterventionMode.Free, int corpusLines = 3000, Action<string>? progress = null)
+        InterventionMode mode = InterventionMode.Free, int corpusLines = 3000, Action<string>? progress = null, Action<AttributionGraph, PrunedGraph, IReadOnlyList<int>>? onGraph = null)
     {
         var tok = model.Tokenizer ?? throw new MechanistException("the showcase needs the model's tokenizer");
         int Single(string word) => tok.Encode(word, false) is { Length: 1 } ids ? ids[0] : -1;
@@ -89,6 +89,7 @@ public static class TwoHopCircuit
         var scores = Pruning.Scores(graph, pruned);
         var labels = TokenText.Of(model, graph.TokenIds);
         var (pathNodes, source) = StrongestPath(graph, pruned);
+        onGraph?.Invoke(graph, pruned, pathNodes);
         var topNodes = Enumerable.Range(0, graph.Nodes.Length).Where(i => graph.Nodes[i].Kind == NodeKind.Feature && pruned.NodeMask[i])
             .OrderBy(i => pruned.CumulativeInfluence[i]).Take(8).ToList();
         var wanted = pathNodes.Concat(topNodes).Distinct().ToList();
@@ -100,27 +101,10 @@ public static class TwoHopCircuit
             return new CircuitFeature(n.Layer, n.Position, labels[n.Position], n.Index, n.Activation ?? 0, pruned.CumulativeInfluence[i], topTokens[(n.Layer, n.Index)]);
         }
 
-        // Every two-hop prompt: where does its strongest token-to-answer path start?
-        int traced = 0, fromCity = 0, throughCity = 0;
+        // Every two-hop prompt, traced once: where its strongest token-to-answer path starts, and the swaps (features at the
+        // city's position ← the state name's, or at the last position ← the one-hop prompt's last position).
+        int traced = 0, fromCity = 0, throughCity = 0, cleanCorrect = 0;
         var cities = states.SelectMany(s => s.Cities.Select(c => (City: c, State: s))).Where(x => Single(x.City) >= 0).ToList();
-        foreach (var (c, _) in cities)
-        {
-            using var t = model.ToTokens(Prompt(c));
-            using var r = ReplacementModel.Build(model, clt, input, t);
-            using var g = Attributor.Attribute(r);
-            using var p = Pruning.Prune(g);
-            var (path, src) = StrongestPath(g, p);
-            int cityPos = (int)t.shape[1] - 2, last = (int)t.shape[1] - 1;
-            traced++;
-            if (src == cityPos)
-            {
-                fromCity++;
-                if (path.Count > 0 && g.Nodes[path[0]].Position == last && g.Nodes[path[0]].Layer == 0) throughCity++;
-            }
-        }
-        progress?.Invoke($"traced {traced} two-hop prompts; swapping states over {cities.Count} x {states.Length - 1} pairs");
-
-        // Swaps: features at the city's position ← the state name's, or at the last position ← the one-hop prompt's last position.
         int L = model.Config.NLayers;
         var sites = new[]
         {
@@ -130,35 +114,45 @@ public static class TwoHopCircuit
             new SwapSite($"last position, layers 0-{L - 2}", true, Enumerable.Range(0, L - 1).ToArray()),
             new SwapSite($"last position, layers 0-{L - 1} (every feature: the answer itself)", true, Enumerable.Range(0, L).ToArray()),
         };
+        progress?.Invoke($"tracing {cities.Count} two-hop prompts and swapping states over {cities.Count} x {states.Length - 1} pairs");
         var donors = new Dictionary<string, (ReplacementModel Rm, int Position)>();
         var swaps = sites.Select(_ => new List<SwapOutcome>()).ToArray();
-        int cleanCorrect = 0;
         try
         {
             foreach (var s in states)
             {
-                var t = model.ToTokens($"The capital of {s.Name} is");
+                using var t = model.ToTokens($"The capital of {s.Name} is");
                 donors[s.Name] = (ReplacementModel.Build(model, clt, input, t), (int)t.shape[1] - 2);
-                t.Dispose();
             }
-            int citiesDone = 0;
             foreach (var (c, s) in cities)
             {
-                if (citiesDone++ % 20 == 19) progress?.Invoke($"  swaps: {citiesDone}/{cities.Count} cities");
+                if (traced % 20 == 19) progress?.Invoke($"  {traced + 1}/{cities.Count} cities");
                 using var t = model.ToTokens(Prompt(c));
                 using var r = ReplacementModel.Build(model, clt, input, t);
                 int cityPos = (int)t.shape[1] - 2, last = (int)t.shape[1] - 1;
+                using (var g = Attributor.Attribute(r))
+                using (var p = Pruning.Prune(g))
+                {
+                    var (path, src) = StrongestPath(g, p);
+                    traced++;
+                    if (src == cityPos)
+                    {
+                        fromCity++;
+                        if (path.Count > 0 && g.Nodes[path[0]].Position == last && g.Nodes[path[0]].Layer == 0) throughCity++;
+                    }
+                }
                 string before = TopToken(model, r.Logits);
                 if (before == TokenText.Of(model, tok.Encode(s.Capital, false)[0])) cleanCorrect++;
                 foreach (var other in states.Where(o => o.Name != s.Name))
                 {
                     var (donor, pos) = donors[other.Name];
+                    string target = TokenText.Of(model, tok.Encode(other.Capital, false)[0]);
                     for (int k = 0; k < sites.Length; k++)
                     {
                         var site = sites[k];
                         var list = site.AtLastPosition ? Interventions.Swap(r, last, donor, (int)donor.Tokens.shape[1] - 1, site.Layers) : Interventions.Swap(r, cityPos, donor, pos, site.Layers);
                         using var result = Interventions.Run(r, list, mode);
-                        swaps[k].Add(new SwapOutcome(c, s.Name, other.Name, before, TopToken(model, result.Logits), TokenText.Of(model, tok.Encode(other.Capital, false)[0])));
+                        swaps[k].Add(new SwapOutcome(c, s.Name, other.Name, before, TopToken(model, result.Logits), target));
                     }
                 }
             }
@@ -209,13 +203,7 @@ public static class TwoHopCircuit
         IReadOnlyList<(int Layer, long Feature)> features, int lines)
     {
         var best = features.ToDictionary(f => f, _ => new Dictionary<string, double>());
-        var reg = model.HookPoints;
-        var inputs = Enumerable.Range(0, model.Config.NLayers).Select(l => input switch
-        {
-            TranscoderInput.Resid => reg.Name(HookKind.ResidMid, l),
-            TranscoderInput.Normalized => reg.Name(HookKind.Ln2Normalized, l),
-            _ => throw new MechanistException("reading top tokens needs transcoders on resid_mid or ln2.hook_normalized"),
-        }).ToArray();
+        var (inputs, _) = DictionaryJob.Hooks(model, DictionaryKind.Clt, input, null);
         var wantedNames = new HashSet<string>(features.Select(f => inputs[f.Layer]));
         foreach (var text in new ToyCorpus(4242).Lines(lines))
         {
@@ -224,6 +212,8 @@ public static class TwoHopCircuit
             var ids = t[0].data<long>().ToArray();
             var (logits, cache) = model.RunWithCache(t, wantedNames.Contains);
             using var _c = cache;
+            var contexts = new string?[ids.Length];
+            string Context(int p) => contexts[p] ??= string.Join(" ", TokenText.Of(model, ids[Math.Max(1, p - 3)..(p + 1)]));
             foreach (var group in features.GroupBy(f => f.Layer))
             {
                 var acts = clt.Encode(group.Key, cache[inputs[group.Key]])[0];             // [T, F]
@@ -236,7 +226,7 @@ public static class TwoHopCircuit
                         float v = cols[p * k + j];
                         if (v <= 0) continue;
                         var map = best[members[j]];
-                        string context = string.Join(" ", TokenText.Of(model, ids[Math.Max(1, p - 3)..(p + 1)]));
+                        string context = Context(p);
                         if (!map.TryGetValue(context, out var old) || v > old) map[context] = v;
                     }
             }

@@ -26,7 +26,7 @@ public class AttributionGoldenTests
     }
 
     /// <summary>A golden case loaded: its model, transcoders, reference tensors and replacement model.</summary>
-    sealed class Case : IDisposable
+    internal sealed class Case : IDisposable
     {
         public Case(string name)
         {

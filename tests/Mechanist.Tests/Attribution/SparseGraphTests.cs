@@ -55,13 +55,9 @@ public class SparseGraphTests
     [InlineData("gpt2_plt_relu")]
     public void CappedGraphsKeepEachRowsLargestGoldenEdges(string name)
     {
-        string dir = SharedData.PathOf("golden", "attribution", name);
-        string modelName = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "case.json"))).RootElement.GetProperty("model").GetString()!;
-        using var model = Mechanist.Models.HookedTransformer.Load(SharedData.PathOf("golden", "models", modelName));
-        using var bundle = Mechanist.Dictionaries.Formats.CircuitTracerFormat.Load(Path.Combine(dir, "transcoders"));
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var c = new AttributionGoldenTests.Case(name);
+        var (reference, rm) = (c.Reference, c.Rm);
         using var scope = NewDisposeScope();
-        using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, reference.Read("input_ids").unsqueeze(0));
         const int cap = 6;
         using var graph = Attributor.Attribute(rm, new AttributionOptions(MaxEdgesPerRow: cap));
         var expected = reference.Read("adjacency").to(ScalarType.Float32).data<float>().ToArray();

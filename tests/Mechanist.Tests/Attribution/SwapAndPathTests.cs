@@ -37,12 +37,9 @@ public class SwapAndPathTests
     [Fact]
     public void SwapZeroesTheTargetsFeaturesAndPutsInTheDonors()
     {
-        string dir = SharedData.PathOf("golden", "attribution", "llama_clt_jumprelu");
-        using var model = Mechanist.Models.HookedTransformer.Load(SharedData.PathOf("golden", "models", "llama"));
-        using var bundle = Mechanist.Dictionaries.Formats.CircuitTracerFormat.Load(Path.Combine(dir, "transcoders"));
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var c = new AttributionGoldenTests.Case("llama_clt_jumprelu");
+        var (reference, rm) = (c.Reference, c.Rm);
         using var scope = NewDisposeScope();
-        using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, reference.Read("input_ids").unsqueeze(0));
         var acts = reference.Read("activations").to(ScalarType.Float32);           // the reference's [L, T, F]
         int L = (int)acts.shape[0], F = (int)acts.shape[2];
         var swap = Interventions.Swap(rm, 2, rm, 3, new[] { 0, 1 });

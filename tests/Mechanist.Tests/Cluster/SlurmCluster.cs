@@ -102,6 +102,26 @@ public sealed class SlurmCluster : IDisposable
         return stdout.Result;
     }
 
+    /// <summary>How the cluster's tasks start the CLI built beside the tests.</summary>
+    public static string Mechanist => $"{Environment.ProcessPath} {Path.Combine(AppContext.BaseDirectory, "Mechanist.Cli.dll")}";
+
+    /// <summary>The job ids "mechanist slurm submit" printed (array, then merge).</summary>
+    public static string[] JobIds(string submitOutput) =>
+        System.Text.RegularExpressions.Regex.Matches(submitOutput, @"job (\d+)").Select(m => m.Groups[1].Value).ToArray();
+
+    /// <summary>Points this process's Slurm clients (sbatch run by the in-process CLI) at the cluster until disposed.</summary>
+    public IDisposable AsDefault()
+    {
+        string? previous = Environment.GetEnvironmentVariable("SLURM_CONF");
+        Environment.SetEnvironmentVariable("SLURM_CONF", Conf);
+        return new Restore(() => Environment.SetEnvironmentVariable("SLURM_CONF", previous));
+    }
+
+    sealed class Restore(Action undo) : IDisposable
+    {
+        public void Dispose() => undo();
+    }
+
     /// <summary>Waits until none of the jobs is pending or running.</summary>
     public void Wait(TimeSpan timeout, params string[] jobs)
     {

@@ -10,6 +10,14 @@ public sealed class SlurmTests
 {
     static readonly string[] HarvestArgs = { "harvest", "--texts", "300", "--tokens", "1000000", "--chunk-tokens", "1500" };
 
+    /// <summary>Runs a harvest in this process and merges it: the single-process reference.</summary>
+    static void HarvestOnce(string[] harvest, string dir)
+    {
+        var (code, _, err) = CliRunner.Run(harvest.Concat(new[] { "--out", dir }).ToArray());
+        Assert.True(code == 0, err);
+        Assert.Equal(0, CliRunner.Run("harvest", "merge", dir).Code);
+    }
+
     /// <summary>Every row of a harvest as (token id, rounded activation sum): the token multiset plus a fingerprint of each row.</summary>
     static List<(long, double)> Rows(string dir)
     {
@@ -31,21 +39,15 @@ public sealed class SlurmTests
     {
         using var cluster = new SlurmCluster();
         using var single = new TempDir(); using var sharded = new TempDir();
-        var (code, _, err) = CliRunner.Run(HarvestArgs.Concat(new[] { "--out", single.Path }).ToArray());
-        Assert.True(code == 0, err);
-        Assert.Equal(0, CliRunner.Run("harvest", "merge", single.Path).Code);
-
-        string program = $"{Environment.ProcessPath} {Path.Combine(AppContext.BaseDirectory, "Mechanist.Cli.dll")}";
-        string previous = Environment.GetEnvironmentVariable("SLURM_CONF") ?? "";
-        Environment.SetEnvironmentVariable("SLURM_CONF", cluster.Conf);
-        try
+        HarvestOnce(HarvestArgs, single.Path);
+        using (cluster.AsDefault())
         {
             // First submission: task 2 is left out, as if it had failed; the merge runs and names the missing shard.
-            string[] Submit(params string[] extra) => new[] { "slurm", "submit", "--shards", "4", "--cpus-per-task", "1", "--mechanist", program }
+            string[] Submit(params string[] extra) => new[] { "slurm", "submit", "--shards", "4", "--cpus-per-task", "1", "--mechanist", SlurmCluster.Mechanist }
                 .Concat(extra).Append("--").Concat(HarvestArgs).Concat(new[] { "--out", sharded.Path }).ToArray();
-            (code, var stdout, err) = CliRunner.Run(Submit("--tasks", "0,1,3"));
+            var (code, stdout, err) = CliRunner.Run(Submit("--tasks", "0,1,3"));
             Assert.True(code == 0, err);
-            var ids = System.Text.RegularExpressions.Regex.Matches(stdout, @"job (\d+)").Select(m => m.Groups[1].Value).ToArray();
+            var ids = SlurmCluster.JobIds(stdout);
             Assert.Equal(2, ids.Length);
             cluster.Wait(TimeSpan.FromMinutes(5), ids);
             var logs = Path.Combine(sharded.Path, "slurm", "logs");
@@ -58,11 +60,10 @@ public sealed class SlurmTests
             Assert.True(code == 0, err);
             Assert.Contains("shard(s) 0, 1, 3 of 4 are complete", err);
             Assert.Contains("tasks 2 of 4", stdout);
-            ids = System.Text.RegularExpressions.Regex.Matches(stdout, @"job (\d+)").Select(m => m.Groups[1].Value).ToArray();
+            ids = SlurmCluster.JobIds(stdout);
             cluster.Wait(TimeSpan.FromMinutes(5), ids);
             Assert.True(File.Exists(Path.Combine(sharded.Path, "manifest.json")), File.ReadAllText(Directory.GetFiles(logs, $"merge-{ids[1]}.log").Single()));
         }
-        finally { Environment.SetEnvironmentVariable("SLURM_CONF", previous.Length > 0 ? previous : null); }
 
         // The merged shards hold exactly the rows of the single process: nothing lost, nothing twice.
         Assert.Equal(Rows(single.Path), Rows(sharded.Path));
@@ -76,19 +77,13 @@ public sealed class SlurmTests
         using var cluster = new SlurmCluster();
         using var single = new TempDir(); using var sharded = new TempDir();
         string[] harvest = { "harvest", "--texts", "5000", "--tokens", "10000000", "--chunk-tokens", "1000" };
-        var (code, _, err) = CliRunner.Run(harvest.Concat(new[] { "--out", single.Path }).ToArray());
-        Assert.True(code == 0, err);
-        Assert.Equal(0, CliRunner.Run("harvest", "merge", single.Path).Code);
-
-        string program = $"{Environment.ProcessPath} {Path.Combine(AppContext.BaseDirectory, "Mechanist.Cli.dll")}";
-        string previous = Environment.GetEnvironmentVariable("SLURM_CONF") ?? "";
-        Environment.SetEnvironmentVariable("SLURM_CONF", cluster.Conf);
-        try
+        HarvestOnce(harvest, single.Path);
+        using (cluster.AsDefault())
         {
-            string[] submit = new[] { "slurm", "submit", "--shards", "2", "--cpus-per-task", "1", "--mechanist", program, "--" }.Concat(harvest).Concat(new[] { "--out", sharded.Path }).ToArray();
-            (code, var stdout, err) = CliRunner.Run(submit);
+            string[] submit = new[] { "slurm", "submit", "--shards", "2", "--cpus-per-task", "1", "--mechanist", SlurmCluster.Mechanist, "--" }.Concat(harvest).Concat(new[] { "--out", sharded.Path }).ToArray();
+            var (code, stdout, err) = CliRunner.Run(submit);
             Assert.True(code == 0, err);
-            var ids = System.Text.RegularExpressions.Regex.Matches(stdout, @"job (\d+)").Select(m => m.Groups[1].Value).ToArray();
+            var ids = SlurmCluster.JobIds(stdout);
             // Kill task 1 once it has written a couple of chunks and before it finishes.
             string manifest = Path.Combine(sharded.Path, HarvestJob.ManifestName(1, 2));
             var deadline = DateTime.UtcNow.AddMinutes(3);
@@ -107,13 +102,12 @@ public sealed class SlurmTests
             (code, stdout, err) = CliRunner.Run(submit);
             Assert.True(code == 0, err);
             Assert.Contains("tasks 1 of 2", stdout);
-            ids = System.Text.RegularExpressions.Regex.Matches(stdout, @"job (\d+)").Select(m => m.Groups[1].Value).ToArray();
+            ids = SlurmCluster.JobIds(stdout);
             cluster.Wait(TimeSpan.FromMinutes(5), ids);
             Assert.True(File.Exists(Path.Combine(sharded.Path, "manifest.json")));
             var resumed = HarvestJob.ReadManifest(manifest);
             Assert.Equal(killed.Chunks.Select(c => c.File), resumed.Chunks.Take(killed.Chunks.Length).Select(c => c.File));
         }
-        finally { Environment.SetEnvironmentVariable("SLURM_CONF", previous.Length > 0 ? previous : null); }
         Assert.Equal(Rows(single.Path), Rows(sharded.Path));
     }
 
@@ -180,18 +174,14 @@ public sealed class BatchTraceTests
 
         // On Slurm: a 3-task array and the merge.
         using var cluster = new SlurmCluster();
-        string previous = Environment.GetEnvironmentVariable("SLURM_CONF") ?? "";
-        Environment.SetEnvironmentVariable("SLURM_CONF", cluster.Conf);
-        try
+        using (cluster.AsDefault())
         {
-            string program = $"{Environment.ProcessPath} {Path.Combine(AppContext.BaseDirectory, "Mechanist.Cli.dll")}";
-            (code, var stdout, err) = CliRunner.Run(new[] { "slurm", "submit", "--shards", "3", "--cpus-per-task", "1", "--mechanist", program, "--" }.Concat(Args(slurm)).ToArray());
+            (code, var stdout, err) = CliRunner.Run(new[] { "slurm", "submit", "--shards", "3", "--cpus-per-task", "1", "--mechanist", SlurmCluster.Mechanist, "--" }.Concat(Args(slurm)).ToArray());
             Assert.True(code == 0, err);
-            var ids = System.Text.RegularExpressions.Regex.Matches(stdout, @"job (\d+)").Select(m => m.Groups[1].Value).ToArray();
+            var ids = SlurmCluster.JobIds(stdout);
             cluster.Wait(TimeSpan.FromMinutes(5), ids);
             Assert.True(File.Exists(Path.Combine(slurm, "trace-manifest.json")), string.Join("\n", Directory.GetFiles(Path.Combine(slurm, "slurm", "logs")).Select(File.ReadAllText)));
         }
-        finally { Environment.SetEnvironmentVariable("SLURM_CONF", previous.Length > 0 ? previous : null); }
         Assert.Equal(Graphs(single), Graphs(slurm));
     }
 }
