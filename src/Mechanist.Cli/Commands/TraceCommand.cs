@@ -124,7 +124,7 @@ public sealed class TraceCommand : ICliCommand
     }
 
     /// <summary>The shipped CLT of a built-in model.</summary>
-    static string DefaultTranscoders(string? modelSpec)
+    internal static string DefaultTranscoders(string? modelSpec)
     {
         string name = modelSpec ?? ToyPresets.DefaultName;
         if (BuiltInModels.Find(name) is { } modelDir && Directory.Exists(Path.Combine(modelDir, "clt"))) return Path.Combine(modelDir, "clt");

@@ -29,6 +29,13 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>Flushes a finished temporary file to disk and renames it over <paramref name="path"/> (a file written by another library, e.g. SQLite).</summary>
+    public static void Replace(string tmp, string path)
+    {
+        using (var stream = new FileStream(tmp, FileMode.Open, FileAccess.ReadWrite, FileShare.None)) stream.Flush(flushToDisk: true);
+        File.Move(tmp, System.IO.Path.GetFullPath(path), overwrite: true);
+    }
+
     /// <summary>The size of a file, following symbolic links (hub cache snapshots are links to blobs).</summary>
     public static long LengthOf(string path)
     {

@@ -1,0 +1,219 @@
+using System.CommandLine;
+using Mechanist.Dictionaries;
+using Mechanist.Features;
+using Mechanist.Reporting;
+using Mechanist.Toy;
+using Spectre.Console;
+
+namespace Mechanist.Cli.Commands;
+
+/// <summary>
+/// <c>mechanist features build|merge|show|search|label|explain|export</c>: feature dashboards (top and sampled examples, histograms,
+/// logit effects, labels) in a SQLite feature store.
+/// </summary>
+public sealed class FeaturesCommand : ICliCommand
+{
+    /// <inheritdoc/>
+    public Command Build(CliContext ctx)
+    {
+        var cmd = new Command("features", "Feature dashboards: build a feature store over a corpus (sharded, resumable), then show, search, label, explain and export features.");
+        cmd.Subcommands.Add(BuildCommand(ctx));
+        cmd.Subcommands.Add(MergeCommand(ctx));
+        cmd.Subcommands.Add(ShowCommand(ctx));
+        cmd.Subcommands.Add(SearchCommand(ctx));
+        cmd.Subcommands.Add(LabelCommand(ctx));
+        cmd.Subcommands.Add(ExplainCommand(ctx));
+        cmd.Subcommands.Add(ExportCommand(ctx));
+        return cmd;
+    }
+
+    /// <summary>A store path: the file, or a build folder holding features.db.</summary>
+    internal static FeatureStore OpenStore(string path) =>
+        FeatureStore.Open(Directory.Exists(path) ? Path.Combine(path, FeatureBuild.MergedName) : path);
+
+    static Option<string> Db() => new("--db") { Description = "Feature store: features.db, or the build folder holding it.", Required = true };
+
+    static Command BuildCommand(CliContext ctx)
+    {
+        var model = CommonOptions.Model(required: false);
+        var offline = CommonOptions.Offline();
+        var dict = new Option<string>("--dict") { Description = "Dictionary folder: circuit-tracer transcoders/CLT or an SAELens SAE (default for built-in models: their CLT)." };
+        var corpus = new Option<string>("--corpus") { Description = "Text file (one per line), JSONL with \"text\", or a folder of them. Default for built-in models: the toy corpus (--texts lines)." };
+        var texts = new Option<int>("--texts") { Description = "Lines of the toy corpus when no --corpus is given.", DefaultValueFactory = _ => 5_000 };
+        var maxTexts = new Option<long>("--max-texts") { Description = "Read only the corpus's first N texts." };
+        var shard = new Option<string>("--shard") { Description = "i/N: read texts i, i+N, ... of the corpus and write features-i-of-N.db (merge with 'mechanist features merge DIR')." };
+        var topK = new Option<int>("--top-k") { Description = "Top-activating examples kept per feature.", DefaultValueFactory = _ => 20 };
+        var perInterval = new Option<int>("--per-interval") { Description = "Examples sampled per octave of activation per feature.", DefaultValueFactory = _ => 4 };
+        var context = new Option<string>("--context") { Description = "Tokens of context before,after the firing token.", DefaultValueFactory = _ => "12,4" };
+        var checkpoint = new Option<long>("--checkpoint-tokens") { Description = "Tokens between saves of the shard's state (a killed build resumes from the last).", DefaultValueFactory = _ => 50_000 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the toy corpus.", DefaultValueFactory = _ => 0 };
+        var batchTexts = new Option<int>("--batch-texts") { Description = "Texts per forward (1 makes every text's numbers independent of which shard reads it).", DefaultValueFactory = _ => 64 };
+        var output = new Option<string>("--out") { Description = "Build folder (shards of one build share it); the merged store is DIR/features.db.", Required = true };
+        var cmd = new Command("build", "Stream a corpus through the model with a dictionary and keep, per feature, top and sampled examples, a histogram and counts, in a SQLite feature store.")
+        { model, offline, dict, corpus, texts, maxTexts, shard, topK, perInterval, context, checkpoint, seed, batchTexts, output };
+        cmd.SetAction(parse =>
+        {
+            var (index, count) = HarvestCommand.ParseShard(parse.GetValue(shard));
+            var ctxParts = parse.GetValue(context)!.Split(',', StringSplitOptions.TrimEntries);
+            if (ctxParts.Length != 2 || !int.TryParse(ctxParts[0], out int before) || !int.TryParse(ctxParts[1], out int after) || before < 0 || after < 0)
+                throw new MechanistException($"--context '{parse.GetValue(context)}': give BEFORE,AFTER token counts, e.g. 12,4");
+            if (parse.GetValue(batchTexts) is < 1 or > 4096) throw new MechanistException("--batch-texts must be within 1..4096");
+            if (parse.GetValue(checkpoint) < 1) throw new MechanistException("--checkpoint-tokens must be at least 1");
+            string modelName = parse.GetValue(model) ?? ToyPresets.DefaultName;
+            string dictDir = parse.GetValue(dict) ?? TraceCommand.DefaultTranscoders(parse.GetValue(model));
+            Func<IEnumerable<string>> texts0;
+            if (parse.GetValue(corpus) is { } c) { _ = CorpusReader.Read(c); texts0 = () => CorpusReader.Read(c); }
+            else if (ToyPresets.All.Any(p => p.Name == modelName)) { int n = parse.GetValue(texts), s = parse.GetValue(seed); texts0 = () => new ToyCorpus(s + 1000).Lines(n); }
+            else throw new MechanistException("give --corpus (only built-in models have a default corpus)");
+            Func<IEnumerable<string>> all = parse.GetValue(maxTexts) is > 0 and var max ? () => texts0().Take((int)Math.Min(int.MaxValue, max)) : texts0;
+            using var m = ModelInput.Load(parse.GetValue(model), parse, parse.GetValue(offline), ctx);
+            using var source = FeatureSource.Load(m, dictDir);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            string dir = parse.GetValue(output)!;
+            var info = FeatureBuild.Run(m, source, dictDir, all, new FeatureBuildOptions(new FeatureSketchSettings(parse.GetValue(topK), parse.GetValue(perInterval), before, after),
+                index, count, parse.GetValue(checkpoint), parse.GetValue(batchTexts)), dir,
+                new Mechanist.Training.SyncProgress<FeatureBuildProgress>(p =>
+                    ctx.Err.Write($"\r  {p.Texts:N0} texts, {p.Tokens:N0} tokens, {p.Tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds):N0} tokens/s   ")));
+            ctx.Err.WriteLine();
+            ctx.Out.WriteLine($"shard {index}/{count}: {info.TextsDone:N0} texts, {info.Tokens:N0} tokens, {info.Layers.Length} layer(s) × {info.DDict:N0} features -> {Path.Combine(dir, FeatureBuild.ShardName(index, count))}");
+            if (count == 1)
+            {
+                var merged = FeatureBuild.Merge(dir);
+                ctx.Out.WriteLine($"feature store: {Path.Combine(dir, FeatureBuild.MergedName)} (open it with: mechanist serve --features {Path.Combine(dir, FeatureBuild.MergedName)})");
+            }
+            return 0;
+        });
+        return cmd;
+    }
+
+    static Command MergeCommand(CliContext ctx)
+    {
+        var dir = new Argument<string>("folder") { Description = "Build folder with every shard's store." };
+        var cmd = new Command("merge", "Check that a build's shards belong together and are complete, and write DIR/features.db over all of them.") { dir };
+        cmd.SetAction(parse =>
+        {
+            var m = FeatureBuild.Merge(parse.GetValue(dir)!);
+            ctx.Out.WriteLine($"merged {m.ShardCount} shard(s): {m.TextsDone:N0} texts, {m.Tokens:N0} tokens -> {Path.Combine(parse.GetValue(dir)!, FeatureBuild.MergedName)}");
+            return 0;
+        });
+        return cmd;
+    }
+
+    static Command ShowCommand(CliContext ctx)
+    {
+        var db = Db();
+        var feature = new Argument<string>("feature") { Description = "LAYER:FEATURE, e.g. 0:776." };
+        var json = CommonOptions.Json();
+        var cmd = new Command("show", "A feature's dashboard: label, counts, top logits, top and sampled examples.") { db, feature, json };
+        cmd.SetAction(parse =>
+        {
+            var store = OpenStore(parse.GetValue(db)!);
+            var (li, f) = store.Resolve(parse.GetValue(feature)!);
+            var d = store.Dashboard(store.Info.Layers[li], f);
+            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonFormat.Serialize(d)); return 0; }
+            var console = Render.Console(ctx);
+            var s = d.Summary;
+            console.MarkupLine($"[bold]L{s.Layer}/{s.Feature}[/] {Markup.Escape(s.Label)}");
+            console.MarkupLine($"fires on {s.Count:N0} of {s.Tokens:N0} tokens ({s.Frequency:P3}), max {s.Max:G4}, mean {s.Mean:G4}");
+            if (s.Explanation is { } e) console.MarkupLine($"explanation: {Markup.Escape(e)}");
+            console.MarkupLine($"promotes: {Markup.Escape(string.Join("  ", d.TopLogits.Take(8).Select(t => $"{t.Token.Trim()} {t.Value:+0.00;-0.00}")))}");
+            console.MarkupLine($"suppresses: {Markup.Escape(string.Join("  ", d.BottomLogits.Take(8).Select(t => $"{t.Token.Trim()} {t.Value:+0.00;-0.00}")))}");
+            var table = new Table().AddColumn("act").AddColumn("context");
+            foreach (var ex in d.Top.Take(10))
+                table.AddRow($"{ex.Activation:F3}", string.Concat(ex.Tokens.Select((t, i) => i == ex.MaxIndex ? $"[bold yellow]«{Markup.Escape(t)}»[/]" : Markup.Escape(t))));
+            console.Write(table);
+            return 0;
+        });
+        return cmd;
+    }
+
+    static Command SearchCommand(CliContext ctx)
+    {
+        var db = Db();
+        var query = new Argument<string>("query") { Description = "Text to find in labels, explanations and top tokens, or LAYER:FEATURE (empty: the most frequent features).", Arity = ArgumentArity.ZeroOrOne };
+        var layer = new Option<int?>("--layer") { Description = "Only this model layer." };
+        var limit = new Option<int>("--limit") { Description = "Most features listed.", DefaultValueFactory = _ => 20 };
+        var json = CommonOptions.Json();
+        var cmd = new Command("search", "Find features by text, token or LAYER:FEATURE.") { db, query, layer, limit, json };
+        cmd.SetAction(parse =>
+        {
+            var store = OpenStore(parse.GetValue(db)!);
+            var hits = store.Search(parse.GetValue(query), parse.GetValue(limit), parse.GetValue(layer));
+            if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonFormat.Serialize(hits)); return 0; }
+            var table = new Table().AddColumn("feature").AddColumn("label").AddColumn("frequency").AddColumn("max");
+            foreach (var h in hits) table.AddRow($"{h.Layer}:{h.Feature}", Markup.Escape(h.Label), $"{h.Frequency:P3}", $"{h.Max:G4}");
+            Render.Console(ctx).Write(table);
+            if (hits.Count == 0) ctx.Err.WriteLine("no feature matches");
+            return 0;
+        });
+        return cmd;
+    }
+
+    static Command LabelCommand(CliContext ctx)
+    {
+        var db = Db();
+        var feature = new Argument<string>("feature") { Description = "LAYER:FEATURE." };
+        var text = new Argument<string>("label") { Description = "The label (empty to clear it and show the automatic one again)." };
+        var cmd = new Command("label", "Set your own label for a feature (kept in the store, and across rebuilds of the same dictionary).") { db, feature, text };
+        cmd.SetAction(parse =>
+        {
+            var store = OpenStore(parse.GetValue(db)!);
+            var (li, f) = store.Resolve(parse.GetValue(feature)!);
+            store.SetLabel(store.Info.Layers[li], f, parse.GetValue(text));
+            ctx.Out.WriteLine($"L{store.Info.Layers[li]}/{f}: {store.Dashboard(store.Info.Layers[li], f).Summary.Label}");
+            return 0;
+        });
+        return cmd;
+    }
+
+    static Command ExplainCommand(CliContext ctx)
+    {
+        var db = Db();
+        var features = new Option<string>("--features") { Description = "Comma-separated LAYER:FEATURE list (default: the --top most frequent)." };
+        var top = new Option<int>("--top") { Description = "Explain the N most frequent features.", DefaultValueFactory = _ => 10 };
+        var endpoint = new Option<string>("--endpoint") { Description = "An OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 (llama.cpp, Ollama, vLLM).", Required = true };
+        var llm = new Option<string>("--llm") { Description = "Model name to ask the server for.", DefaultValueFactory = _ => "default" };
+        var keyEnv = new Option<string>("--api-key-env") { Description = "Environment variable holding a bearer token, if the server needs one." };
+        var timeout = new Option<double>("--timeout") { Description = "Seconds per request.", DefaultValueFactory = _ => 120 };
+        var cmd = new Command("explain", "Ask a local LLM server for a one-sentence explanation of features and store it.") { db, features, top, endpoint, llm, keyEnv, timeout };
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var store = OpenStore(parse.GetValue(db)!);
+            var list = parse.GetValue(features) is { } fs
+                ? fs.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(s => { var (li, f) = store.Resolve(s); return (store.Info.Layers[li], f); }).ToList()
+                : store.Search(null, parse.GetValue(top)).Where(h => h.Count > 0).Select(h => (h.Layer, h.Feature)).ToList();
+            string? key = parse.GetValue(keyEnv) is { } env ? Environment.GetEnvironmentVariable(env) ?? throw new MechanistException($"--api-key-env: {env} is not set") : null;
+            var options = new ExplainerOptions(parse.GetValue(endpoint)!, parse.GetValue(llm)!, key, TimeoutSeconds: parse.GetValue(timeout));
+            using var http = new HttpClient { Timeout = Timeout.InfiniteTimeSpan };
+            foreach (var (layer, f) in list)
+            {
+                var d = store.Dashboard(layer, f);
+                string text = await FeatureExplainer.ExplainAsync(http, options, d, ct);
+                store.SetExplanation(layer, f, text);
+                ctx.Out.WriteLine($"L{layer}/{f}: {text}");
+            }
+            return 0;
+        });
+        return cmd;
+    }
+
+    static Command ExportCommand(CliContext ctx)
+    {
+        var db = Db();
+        var output = new Option<string>("--out") { Description = "Folder; features go to DIR/features/SCAN/INDEX.json as circuit-tracer's frontend reads them.", Required = true };
+        var scan = new Option<string>("--scan") { Description = "Scan name (default: the dictionary folder's name)." };
+        var features = new Option<string>("--features") { Description = "Comma-separated LAYER:FEATURE list (default: every feature that fired)." };
+        var cmd = new Command("export", "Export features as circuit-tracer / Neuronpedia feature JSON files.") { db, output, scan, features };
+        cmd.SetAction(parse =>
+        {
+            var store = OpenStore(parse.GetValue(db)!);
+            var list = parse.GetValue(features)?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                .Select(s => { var (li, f) = store.Resolve(s); return (store.Info.Layers[li], f); }).ToList();
+            string scanName = parse.GetValue(scan) ?? Path.GetFileName(store.Info.Dictionary.TrimEnd('/', '\\'));
+            int n = FeatureExport.Write(store, parse.GetValue(output)!, scanName, list);
+            ctx.Out.WriteLine($"wrote {n:N0} feature file(s) to {Path.Combine(parse.GetValue(output)!, "features", scanName)}");
+            return 0;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,236 @@
+using Mechanist.Analysis;
+using Mechanist.Dictionaries;
+using Mechanist.Models;
+using static TorchSharp.torch;
+
+namespace Mechanist.Features;
+
+/// <summary>Settings of a feature-store build.</summary>
+/// <param name="Sketch">Examples kept per feature.</param>
+/// <param name="ShardIndex">This process's shard (texts i, i + N, ...).</param>
+/// <param name="ShardCount">Shards in the plan.</param>
+/// <param name="CheckpointTokens">Tokens between saves of the shard's state (the resume unit).</param>
+/// <param name="BatchTexts">Texts per forward.</param>
+/// <param name="Logits">Top and bottom logits kept per feature.</param>
+public sealed record FeatureBuildOptions(FeatureSketchSettings Sketch, int ShardIndex = 0, int ShardCount = 1, long CheckpointTokens = 50_000, int BatchTexts = 64, int Logits = 10);
+
+/// <summary>Progress of a build.</summary>
+/// <param name="Texts">Texts of the shard read.</param>
+/// <param name="Tokens">Tokens read.</param>
+public readonly record struct FeatureBuildProgress(long Texts, long Tokens);
+
+/// <summary>
+/// Builds feature stores (<c>mechanist features build</c>): one streaming pass of a corpus shard through the model with the
+/// dictionary spliced in, keeping per feature only what <see cref="FeatureSketch"/> keeps, so memory does not grow with the
+/// corpus. The shard's state is saved as a store every <see cref="FeatureBuildOptions.CheckpointTokens"/> tokens (a killed build
+/// resumes from it); <see cref="Merge"/> joins the shards of a plan into <c>features.db</c>.
+/// </summary>
+public static class FeatureBuild
+{
+    /// <summary>File name of shard i of N.</summary>
+    public static string ShardName(int index, int count) => $"features-{index}-of-{count}.db";
+
+    /// <summary>File name of the merged store.</summary>
+    public const string MergedName = "features.db";
+
+    /// <summary>Runs (or resumes) one shard and returns its state; <paramref name="corpus"/> enumerates the whole corpus afresh each call.</summary>
+    public static FeatureStoreInfo Run(HookedTransformer model, FeatureSource source, string dictionary, Func<IEnumerable<string>> corpus, FeatureBuildOptions o, string dir,
+        IProgress<FeatureBuildProgress>? progress = null, CancellationToken ct = default)
+    {
+        if (o.ShardCount < 1 || o.ShardIndex < 0 || o.ShardIndex >= o.ShardCount) throw new MechanistException($"--shard {o.ShardIndex}/{o.ShardCount}: the index must be within 0..{o.ShardCount - 1}");
+        if (o.Sketch.TopK < 1 || o.Sketch.TopK > 1000 || o.Sketch.PerInterval < 0 || o.Sketch.PerInterval > 100 || o.Sketch.Before < 0 || o.Sketch.After < 0 || o.Sketch.Before + o.Sketch.After > 1000)
+            throw new MechanistException("examples per feature: --top-k in 1..1000, --per-interval in 0..100, context windows of at most 1,000 tokens");
+        var tok = model.Tokenizer ?? throw new MechanistException($"{model.Name} has no tokenizer: feature dashboards need text");
+        long corpusTexts = 0;
+        string hash = HarvestJob.CorpusHash(corpus().Select(t => { corpusTexts++; return t; }));
+        if (corpusTexts == 0) throw new MechanistException("the corpus has no usable text");
+        Directory.CreateDirectory(dir);
+        string path = Path.Combine(dir, ShardName(o.ShardIndex, o.ShardCount));
+        var info = new FeatureStoreInfo(model.Name, dictionary, source.Identity, source.Kind, source.Layers, source.DDict, hash, corpusTexts,
+            o.ShardIndex, o.ShardCount, 0, 0, false, o.Sketch);
+        FeatureSketch[] sketches; FeatureEffects[] effects;
+        string[] vocab = TokenText.Of(model, Enumerable.Range(0, model.Config.VocabSize).Select(i => (long)i));
+        // Stored token strings concatenate into the text; a word-level vocabulary's words need their spaces back.
+        if (tok.Kind == "word-level") vocab = vocab.Select(v => " " + v).ToArray();
+        if (File.Exists(path))
+        {
+            var store = FeatureStore.Open(path);
+            var e = store.Info;
+            if (e.Model != info.Model || e.DictionaryId != info.DictionaryId || e.CorpusHash != hash || e.Settings != o.Sketch || e.ShardCount != o.ShardCount || e.ShardIndex != o.ShardIndex)
+                throw new MechanistException($"{path}: this folder holds another build (model, dictionary, corpus, settings or shard plan differ); use a new folder");
+            if (e.Complete) return e;
+            (sketches, effects) = store.ReadSketches();
+            info = e;
+        }
+        else
+        {
+            sketches = source.Layers.Select((_, li) => new FeatureSketch(li, source.DDict, o.Sketch)).ToArray();
+            effects = source.Layers.Select((_, li) => Effects(model, source, li, o.Logits, vocab)).ToArray();
+        }
+
+        long textsDone = info.TextsDone, tokens = info.Tokens, sinceSave = 0;
+        var shardTexts = corpus().Select((t, i) => (Text: t, Index: (long)i)).Where(x => x.Index % o.ShardCount == o.ShardIndex).Skip((int)Math.Min(int.MaxValue, textsDone));
+        var batch = new List<(long Index, long[] Ids)>();
+        void Flush()
+        {
+            if (batch.Count == 0) return;
+            var nonEmpty = batch.Where(b => b.Ids.Length > (tok.BosId is { } bos && b.Ids[0] == bos ? 1 : 0)).ToList();
+            if (nonEmpty.Count > 0) tokens += sinceSaveAdd(Process(model, source, nonEmpty, sketches));
+            textsDone += batch.Count;
+            batch.Clear();
+            progress?.Report(new FeatureBuildProgress(textsDone, tokens));
+        }
+        long sinceSaveAdd(long n) { sinceSave += n; return n; }
+        foreach (var (text, index) in shardTexts)
+        {
+            ct.ThrowIfCancellationRequested();
+            batch.Add((index, tok.Encode(text).Take(model.Config.NCtx).Select(i => (long)i).ToArray()));
+            if (batch.Count < o.BatchTexts) continue;
+            Flush();
+            if (sinceSave >= o.CheckpointTokens)
+            {
+                FeatureStore.Write(path, info with { TextsDone = textsDone, Tokens = tokens }, sketches, effects, vocab);
+                sinceSave = 0;
+            }
+        }
+        Flush();
+        info = info with { TextsDone = textsDone, Tokens = tokens, Complete = true };
+        FeatureStore.Write(path, info, sketches, effects, vocab);
+        return info;
+    }
+
+    /// <summary>Runs one batch and adds every firing to the sketches; returns the tokens read (BOS excluded).</summary>
+    static long Process(HookedTransformer model, FeatureSource source, List<(long Index, long[] Ids)> batch, FeatureSketch[] sketches)
+    {
+        long? bos = model.Tokenizer!.BosId;
+        int n = batch.Count, width = batch.Max(b => b.Ids.Length);
+        var ids = new long[n * width]; var attention = new long[n * width]; var keep = new bool[n * width];
+        var firstKept = new int[n]; var rowStart = new int[n];
+        var rowText = new List<int>(); var rowPos = new List<int>();
+        for (int b = 0; b < n; b++)
+        {
+            var t = batch[b].Ids;
+            firstKept[b] = bos is { } id && t[0] == id ? 1 : 0;
+            rowStart[b] = rowText.Count;
+            for (int p = 0; p < t.Length; p++)
+            {
+                ids[b * width + p] = t[p]; attention[b * width + p] = 1;
+                if (p >= firstKept[b]) { keep[b * width + p] = true; rowText.Add(b); rowPos.Add(p); }
+            }
+        }
+        using var scope = NewDisposeScope();
+        var idsT = tensor(ids, new long[] { n, width }, device: model.Device);
+        var maskT = tensor(attention, new long[] { n, width }, device: model.Device);
+        var keepT = tensor(keep, device: model.Device);
+        var wanted = source.InputHooks.ToHashSet();
+        var (_, cache) = model.RunWithCache(idsT, wanted.Contains, new RunOptions { AttentionMask = maskT, Splices = source.Splice is { } sp ? new[] { sp } : Array.Empty<Hooks.ISplice>() });
+        using (cache)
+        {
+            for (int li = 0; li < sketches.Length; li++)
+            {
+                using var layerScope = NewDisposeScope();
+                var acts = source.Encode(li, cache[source.InputHooks[li]].reshape(n * width, -1)[keepT]).to(ScalarType.Float32);
+                var nz = acts.nonzero();
+                var rowsT = nz[.., 0].contiguous(); var featsT = nz[.., 1].contiguous();
+                var valsT = acts.reshape(-1).index_select(0, rowsT * source.DDict + featsT).cpu();
+                var rows = rowsT.cpu().data<long>().ToArray(); var feats = featsT.cpu().data<long>().ToArray(); var vals = valsT.data<float>().ToArray();
+                // nonzero() lists rows in order and features in order within a row: a CSR index for window look-ups.
+                var rowPtr = new int[rowText.Count + 1];
+                foreach (var r in rows) rowPtr[r + 1]++;
+                for (int r = 0; r < rowText.Count; r++) rowPtr[r + 1] += rowPtr[r];
+                float Value(int row, long feature)
+                {
+                    int lo = rowPtr[row], hi = rowPtr[row + 1] - 1;
+                    while (lo <= hi)
+                    {
+                        int mid = (lo + hi) >> 1;
+                        if (feats[mid] == feature) return vals[mid];
+                        if (feats[mid] < feature) lo = mid + 1; else hi = mid - 1;
+                    }
+                    return 0;
+                }
+                var sketch = sketches[li]; var settings = sketch.Settings;
+                int layer = source.Layers[li];
+                for (int i = 0; i < rows.Length; i++)
+                {
+                    int row = (int)rows[i], f = (int)feats[i], b = rowText[row], pos = rowPos[row];
+                    long text = batch[b].Index;
+                    var tokensOf = batch[b].Ids;
+                    sketch.Add(f, vals[i], text, pos, () =>
+                    {
+                        int start = Math.Max(0, pos - settings.Before), end = Math.Min(tokensOf.Length, pos + settings.After + 1);
+                        var windowActs = new float[end - start];
+                        for (int q = Math.Max(start, firstKept[b]); q < end; q++) windowActs[q - start] = Value(rowStart[b] + q - firstKept[b], f);
+                        return new FeatureExample(text, pos, vals[i], FeatureSketch.HashOf(layer, f, text, pos), start, tokensOf[start..end], windowActs);
+                    }, FeatureSketch.HashOf(layer, f, text, pos));
+                }
+                sketch.Tokens += rowText.Count;
+            }
+        }
+        return rowText.Count;
+    }
+
+    /// <summary>The top and bottom logits of every feature of a layer (its output direction · W_U) and, for a CLT, its decoder norms.</summary>
+    public static FeatureEffects Effects(HookedTransformer model, FeatureSource source, int layerIndex, int k, string[] vocab)
+    {
+        using var scope = NewDisposeScope();
+        var dirs = source.OutputDirections(layerIndex).to(model.Device);
+        var wu = model.Weights.WU.to(ScalarType.Float32);
+        int f = source.DDict; k = Math.Min(k, model.Config.VocabSize);
+        var top = new TokenValue[f][]; var bottom = new TokenValue[f][];
+        for (int s = 0; s < f; s += 256)
+        {
+            using var chunk = NewDisposeScope();
+            int e = Math.Min(f, s + 256);
+            var logits = matmul(dirs[s..e], wu.t());
+            var (hv, hi) = logits.topk(k, 1, largest: true);
+            var (lv, lo) = logits.topk(k, 1, largest: false);
+            float[] hvA = hv.cpu().data<float>().ToArray(), lvA = lv.cpu().data<float>().ToArray();
+            long[] hiA = hi.cpu().data<long>().ToArray(), loA = lo.cpu().data<long>().ToArray();
+            for (int j = 0; j < e - s; j++)
+            {
+                top[s + j] = Enumerable.Range(0, k).Select(x => new TokenValue(vocab[hiA[j * k + x]], hiA[j * k + x], hvA[j * k + x])).ToArray();
+                bottom[s + j] = Enumerable.Range(0, k).Select(x => new TokenValue(vocab[loA[j * k + x]], loA[j * k + x], lvA[j * k + x])).ToArray();
+            }
+        }
+        return new FeatureEffects(top, bottom, source.DecoderNorms(layerIndex));
+    }
+
+    /// <summary>
+    /// Checks that the shard stores in <paramref name="dir"/> form one complete build (one model, dictionary, corpus, settings and
+    /// shard plan; every shard present once and complete) and writes <c>features.db</c> over all of them, keeping the user labels
+    /// and explanations of a previous <c>features.db</c> of the same dictionary.
+    /// </summary>
+    public static FeatureStoreInfo Merge(string dir)
+    {
+        if (!Directory.Exists(dir)) throw new MechanistException($"{dir}: feature build folder not found");
+        var files = Directory.GetFiles(dir, "features-*-of-*.db").Order(StringComparer.Ordinal).ToList();
+        if (files.Count == 0) throw new MechanistException($"{dir}: no shard stores (features-I-of-N.db)");
+        var shards = files.Select(f => FeatureStore.Open(f)).ToList();
+        var first = shards[0].Info; string firstName = Path.GetFileName(shards[0].Path);
+        foreach (var s in shards)
+        {
+            var m = s.Info; string name = Path.GetFileName(s.Path);
+            if (m.Model != first.Model) throw new MechanistException($"{name} is for model '{m.Model}', {firstName} for '{first.Model}'");
+            if (m.DictionaryId != first.DictionaryId) throw new MechanistException($"{name} was built with another dictionary than {firstName}");
+            if (m.CorpusHash != first.CorpusHash) throw new MechanistException($"{name} comes from another corpus than {firstName}");
+            if (m.Settings != first.Settings) throw new MechanistException($"{name} keeps other examples per feature than {firstName}");
+            if (m.ShardCount != first.ShardCount) throw new MechanistException($"{name} belongs to a plan of {m.ShardCount} shards, {firstName} to one of {first.ShardCount}");
+            if (Path.GetFileName(s.Path) != ShardName(m.ShardIndex, m.ShardCount)) throw new MechanistException($"{name} holds shard {m.ShardIndex} of {m.ShardCount}: renamed or copied?");
+            if (!m.Complete) throw new MechanistException($"shard {m.ShardIndex} of {m.ShardCount} is not complete (resume it with the same command)");
+        }
+        var missing = Enumerable.Range(0, first.ShardCount).Except(shards.Select(s => s.Info.ShardIndex)).ToList();
+        if (missing.Count > 0) throw new MechanistException($"shard(s) {string.Join(", ", missing)} of {first.ShardCount} are missing");
+        var (sketches, effects) = shards[0].ReadSketches();
+        foreach (var s in shards.Skip(1))
+        {
+            var (other, _) = s.ReadSketches();
+            for (int li = 0; li < sketches.Length; li++) sketches[li].MergeFrom(other[li]);
+        }
+        string path = Path.Combine(dir, MergedName);
+        var labels = File.Exists(path) && FeatureStore.ReadInfo(path) is var old && old.DictionaryId == first.DictionaryId ? FeatureStore.Open(path).Labels() : null;
+        var merged = first with { ShardIndex = -1, TextsDone = shards.Sum(s => s.Info.TextsDone), Tokens = shards.Sum(s => s.Info.Tokens), Complete = true };
+        FeatureStore.Write(path, merged, sketches, effects, shards[0].Vocab(), labels);
+        return merged;
+    }
+}

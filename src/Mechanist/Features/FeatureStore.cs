@@ -1,0 +1,376 @@
+using System.Text.Json;
+using Mechanist.IO;
+using Mechanist.Reporting;
+using Microsoft.Data.Sqlite;
+
+namespace Mechanist.Features;
+
+/// <summary>
+/// A feature store: one SQLite file holding, for every feature of a dictionary, its counts, histogram, logit effects,
+/// top and sampled examples, automatic label and the user's labels and explanations. A build shard's state is a store
+/// too (so a killed build resumes from it, and shards merge by reading stores). Stores are written whole to a temporary
+/// file and renamed into place; label edits are SQLite transactions. Queries are by (layer, feature) and by text.
+/// </summary>
+public sealed class FeatureStore
+{
+    const int SchemaVersion = 1;
+
+    FeatureStore(string path, FeatureStoreInfo info) { Path = path; Info = info; }
+
+    /// <summary>The file.</summary>
+    public string Path { get; }
+
+    /// <summary>What it holds.</summary>
+    public FeatureStoreInfo Info { get; }
+
+    static SqliteConnection Connect(string path, SqliteOpenMode mode)
+    {
+        var c = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Mode = mode, Pooling = false }.ToString());
+        c.Open();
+        return c;
+    }
+
+    /// <summary>Opens a store; a clear error for a missing file or one that is not a feature store.</summary>
+    public static FeatureStore Open(string path)
+    {
+        if (!File.Exists(path)) throw new MechanistException($"{path}: feature store not found (build one with: mechanist features build)");
+        return new FeatureStore(path, ReadInfo(path));
+    }
+
+    /// <summary>Reads only the meta row.</summary>
+    public static FeatureStoreInfo ReadInfo(string path)
+    {
+        try
+        {
+            using var c = Connect(path, SqliteOpenMode.ReadOnly);
+            string? Meta(string key)
+            {
+                using var cmd = c.CreateCommand();
+                cmd.CommandText = "SELECT value FROM meta WHERE key = $k";
+                cmd.Parameters.AddWithValue("$k", key);
+                return cmd.ExecuteScalar() as string;
+            }
+            if (Meta("schema") is not { } schema || schema != SchemaVersion.ToString()) throw new MechanistException($"{path}: not a Mechanist feature store (schema {SchemaVersion})");
+            return JsonSerializer.Deserialize<FeatureStoreInfo>(Meta("info") ?? "null", JsonFormat.Options) ?? throw new JsonException("no info");
+        }
+        catch (SqliteException e) { throw new MechanistException($"{path}: not a feature store ({e.Message.Split('\n')[0]})"); }
+        catch (JsonException e) { throw new MechanistException($"{path}: corrupt feature store meta ({e.Message})"); }
+    }
+
+    /// <summary>
+    /// Writes a whole store atomically: <paramref name="sketches"/> (one per dictionary layer), their effects, the vocabulary
+    /// strings, automatic labels, and <paramref name="labels"/> (user labels and explanations carried over).
+    /// </summary>
+    public static void Write(string path, FeatureStoreInfo info, IReadOnlyList<FeatureSketch> sketches, IReadOnlyList<FeatureEffects> effects, string[] vocab,
+        IReadOnlyList<(int LayerIndex, int Feature, string? Label, string? Explanation, string Updated)>? labels = null)
+    {
+        string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
+        Directory.CreateDirectory(dir);
+        string tmp = System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var c = Connect(tmp, SqliteOpenMode.ReadWriteCreate))
+            {
+                Exec(c, "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;");
+                Exec(c, """
+                    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                    CREATE TABLE vocab(id INTEGER PRIMARY KEY, text TEXT NOT NULL);
+                    CREATE TABLE layers(layer_index INTEGER PRIMARY KEY, tokens INTEGER NOT NULL);
+                    CREATE TABLE features(layer_index INTEGER, feature INTEGER, count INTEGER, sum REAL, max REAL, histogram TEXT,
+                        top_logits TEXT, bottom_logits TEXT, decoder_norms TEXT, auto_label TEXT, search TEXT, PRIMARY KEY(layer_index, feature)) WITHOUT ROWID;
+                    CREATE TABLE examples(layer_index INTEGER, feature INTEGER, kind INTEGER, interval INTEGER, rank INTEGER, text INTEGER, position INTEGER,
+                        activation REAL, hash INTEGER, start INTEGER, ids TEXT, acts TEXT);
+                    CREATE TABLE labels(layer_index INTEGER, feature INTEGER, label TEXT, explanation TEXT, updated TEXT, PRIMARY KEY(layer_index, feature));
+                    """);
+                using var tx = c.BeginTransaction();
+                Insert(c, "INSERT INTO meta VALUES ($a, $b)", ("schema", SchemaVersion.ToString()));
+                Insert(c, "INSERT INTO meta VALUES ($a, $b)", ("info", JsonFormat.Serialize(info)));
+                using (var cmd = Prepared(c, "INSERT INTO vocab VALUES ($a, $b)", 2))
+                    for (int i = 0; i < vocab.Length; i++) Run(cmd, (long)i, vocab[i]);
+                using var feat = Prepared(c, "INSERT INTO features VALUES ($a, $b, $c, $d, $e, $f, $g, $h, $i, $j, $k)", 11);
+                using var ex = Prepared(c, "INSERT INTO examples VALUES ($a, $b, $c, $d, $e, $f, $g, $h, $i, $j, $k, $l)", 12);
+                using var layer = Prepared(c, "INSERT INTO layers VALUES ($a, $b)", 2);
+                for (int li = 0; li < sketches.Count; li++)
+                {
+                    var s = sketches[li]; var eff = effects[li];
+                    Run(layer, (long)li, s.Tokens);
+                    for (int f = 0; f < s.DDict; f++)
+                    {
+                        var top = s.Top[f] ?? new List<FeatureExample>();
+                        string auto = FeatureLabels.Auto(top, eff.TopLogits[f], vocab);
+                        string search = FeatureLabels.SearchText(top, auto, vocab);
+                        Run(feat, (long)li, (long)f, s.Count[f], s.Sum[f], (double)s.Max[f],
+                            JsonSerializer.Serialize(s.Histogram.AsSpan(f * FeatureSketch.HistogramBins, FeatureSketch.HistogramBins).ToArray()),
+                            JsonFormat.Serialize(eff.TopLogits[f]), JsonFormat.Serialize(eff.BottomLogits[f]),
+                            eff.DecoderNorms is null ? null : JsonSerializer.Serialize(eff.DecoderNorms[f]), auto, search);
+                        for (int r = 0; r < top.Count; r++) Example(ex, li, f, 0, -1, r, top[r]);
+                        for (int i = 0; i < FeatureSketch.Intervals; i++)
+                            if (s.Sampled[f * FeatureSketch.Intervals + i] is { } sample)
+                                for (int r = 0; r < sample.Count; r++) Example(ex, li, f, 1, i, r, sample[r]);
+                    }
+                }
+                if (labels is not null)
+                    using (var lab = Prepared(c, "INSERT INTO labels VALUES ($a, $b, $c, $d, $e)", 5))
+                        foreach (var l in labels) Run(lab, (long)l.LayerIndex, (long)l.Feature, l.Label, l.Explanation, l.Updated);
+                tx.Commit();
+                Exec(c, "CREATE INDEX examples_feature ON examples(layer_index, feature, kind, interval, rank);");
+            }
+            AtomicFile.Replace(tmp, path);
+        }
+        finally { if (File.Exists(tmp)) File.Delete(tmp); }
+    }
+
+    static void Example(SqliteCommand cmd, int li, int f, int kind, int interval, int rank, FeatureExample e) =>
+        Run(cmd, (long)li, (long)f, (long)kind, (long)interval, (long)rank, e.Text, (long)e.Position, (double)e.Activation, unchecked((long)e.Hash), (long)e.Start,
+            JsonSerializer.Serialize(e.Ids), JsonSerializer.Serialize(e.Acts));
+
+    static void Exec(SqliteConnection c, string sql) { using var cmd = c.CreateCommand(); cmd.CommandText = sql; cmd.ExecuteNonQuery(); }
+
+    static void Insert(SqliteConnection c, string sql, (string A, string B) row) { using var cmd = Prepared(c, sql, 2); Run(cmd, row.A, row.B); }
+
+    static SqliteCommand Prepared(SqliteConnection c, string sql, int n)
+    {
+        var cmd = c.CreateCommand();
+        cmd.CommandText = sql;
+        for (int i = 0; i < n; i++) cmd.Parameters.Add(new SqliteParameter("$" + (char)('a' + i), null));
+        return cmd;
+    }
+
+    static void Run(SqliteCommand cmd, params object?[] values)
+    {
+        for (int i = 0; i < values.Length; i++) cmd.Parameters[i].Value = values[i] ?? DBNull.Value;
+        cmd.ExecuteNonQuery();
+    }
+
+    /// <summary>The vocabulary strings.</summary>
+    public string[] Vocab()
+    {
+        using var c = Connect(Path, SqliteOpenMode.ReadOnly);
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT text FROM vocab ORDER BY id";
+        var list = new List<string>();
+        using var r = cmd.ExecuteReader();
+        while (r.Read()) list.Add(r.GetString(0));
+        return list.ToArray();
+    }
+
+    /// <summary>Reads the sketches and effects back (to resume a build or merge shards).</summary>
+    public (FeatureSketch[] Sketches, FeatureEffects[] Effects) ReadSketches()
+    {
+        using var c = Connect(Path, SqliteOpenMode.ReadOnly);
+        var sketches = Enumerable.Range(0, Info.Layers.Length).Select(li => new FeatureSketch(li, Info.DDict, Info.Settings)).ToArray();
+        var top = Enumerable.Range(0, Info.Layers.Length).Select(_ => new TokenValue[Info.DDict][]).ToArray();
+        var bottom = Enumerable.Range(0, Info.Layers.Length).Select(_ => new TokenValue[Info.DDict][]).ToArray();
+        var norms = Enumerable.Range(0, Info.Layers.Length).Select(_ => (float[][]?)null).ToArray();
+        using (var cmd = c.CreateCommand())
+        {
+            cmd.CommandText = "SELECT layer_index, tokens FROM layers";
+            using var r = cmd.ExecuteReader();
+            while (r.Read()) sketches[r.GetInt32(0)].Tokens = r.GetInt64(1);
+        }
+        using (var cmd = c.CreateCommand())
+        {
+            cmd.CommandText = "SELECT layer_index, feature, count, sum, max, histogram, top_logits, bottom_logits, decoder_norms FROM features";
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+            {
+                int li = r.GetInt32(0), f = r.GetInt32(1); var s = sketches[li];
+                s.Count[f] = r.GetInt64(2); s.Sum[f] = r.GetDouble(3); s.Max[f] = (float)r.GetDouble(4);
+                JsonSerializer.Deserialize<long[]>(r.GetString(5))!.CopyTo(s.Histogram, f * FeatureSketch.HistogramBins);
+                top[li][f] = JsonSerializer.Deserialize<TokenValue[]>(r.GetString(6), JsonFormat.Options)!;
+                bottom[li][f] = JsonSerializer.Deserialize<TokenValue[]>(r.GetString(7), JsonFormat.Options)!;
+                if (!r.IsDBNull(8)) (norms[li] ??= new float[Info.DDict][])[f] = JsonSerializer.Deserialize<float[]>(r.GetString(8))!;
+            }
+        }
+        using (var cmd = c.CreateCommand())
+        {
+            cmd.CommandText = "SELECT layer_index, feature, kind, interval, text, position, activation, hash, start, ids, acts FROM examples ORDER BY layer_index, feature, kind, interval, rank";
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+            {
+                var s = sketches[r.GetInt32(0)]; int f = r.GetInt32(1);
+                var e = ReadExample(r, 4);
+                if (r.GetInt32(2) == 0) (s.Top[f] ??= new List<FeatureExample>()).Add(e);
+                else (s.Sampled[f * FeatureSketch.Intervals + r.GetInt32(3)] ??= new List<FeatureExample>()).Add(e);
+            }
+        }
+        return (sketches, Enumerable.Range(0, sketches.Length).Select(li => new FeatureEffects(top[li], bottom[li], norms[li])).ToArray());
+    }
+
+    static FeatureExample ReadExample(SqliteDataReader r, int at) =>
+        new(r.GetInt64(at), r.GetInt32(at + 1), (float)r.GetDouble(at + 2), unchecked((ulong)r.GetInt64(at + 3)), r.GetInt32(at + 4),
+            JsonSerializer.Deserialize<long[]>(r.GetString(at + 5))!, JsonSerializer.Deserialize<float[]>(r.GetString(at + 6))!);
+
+    /// <summary>The user labels and explanations (carried over when a store is rebuilt).</summary>
+    public List<(int LayerIndex, int Feature, string? Label, string? Explanation, string Updated)> Labels()
+    {
+        using var c = Connect(Path, SqliteOpenMode.ReadOnly);
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT layer_index, feature, label, explanation, updated FROM labels";
+        using var r = cmd.ExecuteReader();
+        var list = new List<(int, int, string?, string?, string)>();
+        while (r.Read()) list.Add((r.GetInt32(0), r.GetInt32(1), r.IsDBNull(2) ? null : r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3), r.GetString(4)));
+        return list;
+    }
+
+    /// <summary>Parses "L:F" (L the model layer; for an SAE the layer may be left out: "F").</summary>
+    public (int LayerIndex, int Feature) Resolve(string spec)
+    {
+        var parts = spec.Split(new[] { ':', '/' }, StringSplitOptions.TrimEntries);
+        int layer, feature;
+        if (parts.Length == 1 && Info.Layers.Length == 1 && int.TryParse(parts[0], out feature)) layer = Info.Layers[0];
+        else if (parts.Length != 2 || !int.TryParse(parts[0], out layer) || !int.TryParse(parts[1], out feature))
+            throw new MechanistException($"'{spec}' is not a feature; give LAYER:FEATURE, e.g. {Info.Layers[0]}:12");
+        return Check(layer, feature);
+    }
+
+    /// <summary>The dictionary layer index of model layer <paramref name="layer"/>, with the feature checked.</summary>
+    public (int LayerIndex, int Feature) Check(int layer, int feature)
+    {
+        int li = Array.IndexOf(Info.Layers, layer);
+        if (li < 0) throw new MechanistException($"the dictionary has no layer {layer} (it has {string.Join(", ", Info.Layers)})");
+        if (feature < 0 || feature >= Info.DDict) throw new MechanistException($"feature {feature} is out of range (layer {layer} has {Info.DDict})");
+        return (li, feature);
+    }
+
+    const string HitColumns = "f.layer_index, f.feature, f.auto_label, l.label, l.explanation, f.count, f.sum, f.max, y.tokens";
+    const string HitFrom = "features f JOIN layers y ON y.layer_index = f.layer_index LEFT JOIN labels l ON l.layer_index = f.layer_index AND l.feature = f.feature";
+
+    FeatureHit ReadHit(SqliteDataReader r)
+    {
+        int li = r.GetInt32(0);
+        string auto = r.GetString(2); string? user = r.IsDBNull(3) ? null : r.GetString(3);
+        long count = r.GetInt64(5), tokens = r.GetInt64(8);
+        return new FeatureHit(li, Info.Layers[li], r.GetInt32(1), string.IsNullOrWhiteSpace(user) ? auto : user, auto, user, r.IsDBNull(4) ? null : r.GetString(4),
+            count, tokens, tokens == 0 ? 0 : (double)count / tokens, (float)r.GetDouble(7), count == 0 ? 0 : r.GetDouble(6) / count);
+    }
+
+    /// <summary>
+    /// Features matching <paramref name="query"/>: "L:F" names one; otherwise features whose labels, explanation or top tokens contain
+    /// the text (case-insensitive); an empty query lists the most frequent. Optionally within one model layer.
+    /// </summary>
+    public List<FeatureHit> Search(string? query, int limit = 50, int? layer = null)
+    {
+        limit = Math.Clamp(limit, 1, 1000);
+        using var c = Connect(Path, SqliteOpenMode.ReadOnly);
+        using var cmd = c.CreateCommand();
+        var where = new List<string>();
+        query = query?.Trim();
+        if (!string.IsNullOrEmpty(query) && System.Text.RegularExpressions.Regex.IsMatch(query, @"^\d+\s*[:/]\s*\d+$"))
+        {
+            var (li, f) = Resolve(query);
+            where.Add("f.layer_index = $li AND f.feature = $f");
+            cmd.Parameters.AddWithValue("$li", li); cmd.Parameters.AddWithValue("$f", f);
+        }
+        else if (!string.IsNullOrEmpty(query))
+        {
+            where.Add("(f.search LIKE $q ESCAPE '\\' OR l.label LIKE $q ESCAPE '\\' OR l.explanation LIKE $q ESCAPE '\\')");
+            cmd.Parameters.AddWithValue("$q", "%" + query.ToLowerInvariant().Replace("\\", "\\\\").Replace("%", "\\%").Replace("_", "\\_") + "%");
+        }
+        if (layer is { } ml)
+        {
+            int li = Array.IndexOf(Info.Layers, ml);
+            if (li < 0) throw new MechanistException($"the dictionary has no layer {ml} (it has {string.Join(", ", Info.Layers)})");
+            where.Add("f.layer_index = $layer"); cmd.Parameters.AddWithValue("$layer", li);
+        }
+        cmd.CommandText = $"SELECT {HitColumns} FROM {HitFrom} {(where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "")} ORDER BY f.count DESC, f.layer_index, f.feature LIMIT {limit}";
+        using var r = cmd.ExecuteReader();
+        var hits = new List<FeatureHit>();
+        while (r.Read()) hits.Add(ReadHit(r));
+        return hits;
+    }
+
+    /// <summary>Every feature that fired at least once, as (model layer, feature).</summary>
+    public List<(int Layer, int Feature)> Fired()
+    {
+        using var c = Connect(Path, SqliteOpenMode.ReadOnly);
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT layer_index, feature FROM features WHERE count > 0 ORDER BY layer_index, feature";
+        using var r = cmd.ExecuteReader();
+        var list = new List<(int, int)>();
+        while (r.Read()) list.Add((Info.Layers[r.GetInt32(0)], r.GetInt32(1)));
+        return list;
+    }
+
+    /// <summary>Everything about one feature (model layer, feature index).</summary>
+    public FeatureDashboard Dashboard(int layer, int feature)
+    {
+        var (li, f) = Check(layer, feature);
+        using var c = Connect(Path, SqliteOpenMode.ReadOnly);
+        var vocab = new Dictionary<long, string>();
+        string Tok(long id)
+        {
+            if (vocab.TryGetValue(id, out var s)) return s;
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = "SELECT text FROM vocab WHERE id = $id";
+            cmd.Parameters.AddWithValue("$id", id);
+            return vocab[id] = cmd.ExecuteScalar() as string ?? $"#{id}";
+        }
+        FeatureHit hit; long[] hist; TokenValue[] topLogits, bottomLogits; float[]? norms;
+        using (var cmd = c.CreateCommand())
+        {
+            cmd.CommandText = $"SELECT {HitColumns}, f.histogram, f.top_logits, f.bottom_logits, f.decoder_norms FROM {HitFrom} WHERE f.layer_index = $li AND f.feature = $f";
+            cmd.Parameters.AddWithValue("$li", li); cmd.Parameters.AddWithValue("$f", f);
+            using var r = cmd.ExecuteReader();
+            if (!r.Read()) throw new MechanistException($"{Path}: feature {layer}:{feature} is missing from the store");
+            hit = ReadHit(r);
+            hist = JsonSerializer.Deserialize<long[]>(r.GetString(9))!;
+            topLogits = JsonSerializer.Deserialize<TokenValue[]>(r.GetString(10), JsonFormat.Options)!;
+            bottomLogits = JsonSerializer.Deserialize<TokenValue[]>(r.GetString(11), JsonFormat.Options)!;
+            norms = r.IsDBNull(12) ? null : JsonSerializer.Deserialize<float[]>(r.GetString(12));
+        }
+        var top = new List<ShownExample>(); var sampled = new Dictionary<int, List<ShownExample>>();
+        using (var cmd = c.CreateCommand())
+        {
+            cmd.CommandText = "SELECT kind, interval, text, position, activation, hash, start, ids, acts FROM examples WHERE layer_index = $li AND feature = $f ORDER BY kind, interval DESC, rank";
+            cmd.Parameters.AddWithValue("$li", li); cmd.Parameters.AddWithValue("$f", f);
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+            {
+                var e = ReadExample(r, 2);
+                var shown = new ShownExample(e.Text, e.Position, e.Activation, e.Ids.Select(Tok).ToArray(), e.Acts, e.Position - e.Start);
+                if (r.GetInt32(0) == 0) top.Add(shown);
+                else (sampled.TryGetValue(r.GetInt32(1), out var list) ? list : sampled[r.GetInt32(1)] = new List<ShownExample>()).Add(shown);
+            }
+        }
+        var bins = Enumerable.Range(0, FeatureSketch.HistogramBins).Where(b => hist[b] > 0)
+            .Select(b => new HistogramBin(FeatureSketch.BinLow(b), b + 1 == FeatureSketch.HistogramBins ? double.PositiveInfinity : FeatureSketch.BinLow(b + 1), hist[b])).ToArray();
+        var intervals = sampled.OrderByDescending(kv => kv.Key).Select(kv =>
+        {
+            int i = kv.Key;
+            long count = Enumerable.Range(0, FeatureSketch.HistogramBins).Where(b => IntervalOfBin(b) == i).Sum(b => hist[b]);
+            return new ExampleInterval(FeatureSketch.IntervalLow(i), i + 1 == FeatureSketch.Intervals ? double.PositiveInfinity : FeatureSketch.IntervalLow(i + 1), count, kv.Value.ToArray());
+        }).ToArray();
+        return new FeatureDashboard(hit, Info.DictionaryKind, bins, topLogits, bottomLogits, norms, top.ToArray(), intervals);
+    }
+
+    /// <summary>The interval a histogram bin falls in (four quarter-octave bins per octave; the open ends agree).</summary>
+    static int IntervalOfBin(int b) => Math.Clamp(b / 4, 0, FeatureSketch.Intervals - 1);
+
+    /// <summary>Sets (or with null/empty clears) the user's label of a feature, in one transaction.</summary>
+    public void SetLabel(int layer, int feature, string? label) => Upsert(layer, feature, "label", label is null ? null : Clean(label, 200));
+
+    /// <summary>Stores an explanation of a feature, in one transaction.</summary>
+    public void SetExplanation(int layer, int feature, string? explanation) => Upsert(layer, feature, "explanation", explanation is null ? null : Clean(explanation, 2000));
+
+    static string? Clean(string s, int max)
+    {
+        s = new string(s.Where(ch => !char.IsControl(ch) || ch == '\n').ToArray()).Trim();
+        if (s.Length > max) throw new MechanistException($"a label or explanation may have at most {max} characters");
+        return s.Length == 0 ? null : s;
+    }
+
+    void Upsert(int layer, int feature, string column, string? value)
+    {
+        var (li, f) = Check(layer, feature);
+        using var c = Connect(Path, SqliteOpenMode.ReadWrite);
+        using var tx = c.BeginTransaction();
+        using var cmd = c.CreateCommand();
+        cmd.Transaction = tx;
+        cmd.CommandText = $"INSERT INTO labels(layer_index, feature, {column}, updated) VALUES ($li, $f, $v, $u) ON CONFLICT(layer_index, feature) DO UPDATE SET {column} = $v, updated = $u";
+        cmd.Parameters.AddWithValue("$li", li); cmd.Parameters.AddWithValue("$f", f);
+        cmd.Parameters.AddWithValue("$v", (object?)value ?? DBNull.Value); cmd.Parameters.AddWithValue("$u", DateTime.UtcNow.ToString("o"));
+        cmd.ExecuteNonQuery();
+        tx.Commit();
+    }
+}
