@@ -31,13 +31,28 @@ public sealed class MicroscopeCommand : ICliCommand
         var removal = new Option<string>("--removal-lengths") { Description = "Text lengths (tokens) for the token-removal curve; empty to skip.", DefaultValueFactory = _ => "8,16,24,32" };
         var removeWords = new Option<string>("--remove-words") { Description = "Comma-separated extra words to remove." };
         var includeBos = new Option<bool>("--include-bos") { Description = "Keep BOS rows in the statistics (as the reference LLM-Microscope notebook's linearity fit does)." };
+        var output = new Option<string>("--out") { Description = "Corpus scale: keep sums over tokens in DIR/microscope-I-of-N.safetensors (resumable; shards merge exactly with 'mechanist microscope merge DIR'). Contextuality, token removal and per-text views are left out." };
+        var shard = new Option<string>("--shard") { Description = "With --out: i/N, read texts i, i+N, ... of the corpus." };
         contextuality.AcceptOnlyFromAmong("copy", "small", "none");
         var cmd = new Command("microscope", "LLM-Microscope: linearity, nonlinearity, contextuality, logit lens, intrinsic dimension, anisotropy, token removal.")
-        { input.Model, input.Offline, text, textFile, corpus, generate, json, html, png, contextuality, ctxSteps, removal, removeWords, includeBos };
+        { input.Model, input.Offline, text, textFile, corpus, generate, json, html, png, contextuality, ctxSteps, removal, removeWords, includeBos, output, shard };
         cmd.SetAction(parse =>
         {
+            if (parse.GetValue(shard) is not null && parse.GetValue(output) is null) throw new MechanistException("--shard goes with --out DIR");
             using var model = input.LoadModel(parse, ctx);
             var texts = Texts(parse.GetValue(text), parse.GetValue(textFile), parse.GetValue(corpus), parse.GetValue(generate), model);
+            if (parse.GetValue(output) is { } outDir)
+            {
+                var (index, count) = HarvestCommand.ParseShard(parse.GetValue(shard));
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                var info = MicroscopeShards.Run(model, () => texts, index, count, outDir, parse.GetValue(includeBos),
+                    progress: new Mechanist.Training.SyncProgress<(long Texts, long Tokens)>(p =>
+                        ctx.Err.Write($"\r  {p.Texts:N0} texts, {p.Tokens:N0} tokens, {p.Tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds):N0} tokens/s   ")));
+                ctx.Err.WriteLine();
+                ctx.Out.WriteLine($"shard {index}/{count}: {info.TextsDone:N0} texts, {info.Tokens:N0} tokens -> {Path.Combine(outDir, MicroscopeShards.ShardName(index, count))}");
+                if (count == 1) Emit(MicroscopeShards.Merge(model, outDir), parse, ctx, json, html, png, ModelLabel(model));
+                return 0;
+            }
             string ctxKind = parse.GetValue(contextuality)!;
             if (texts.Count < 2 && ctxKind != "none")
             {
@@ -51,19 +66,40 @@ public sealed class MicroscopeCommand : ICliCommand
                 parse.GetValue(removeWords)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), IncludeBos: parse.GetValue(includeBos));
             var report = MicroscopeRunner.Run(model, texts, options, new StageProgressPrinter(ctx.Err));
             ctx.Err.WriteLine();
-            string name = ModelLabel(model);
-            if (parse.GetValue(json) is { } jsonPath)
-            {
-                string content = JsonSerializer.Serialize(report, JsonFormat.Options);
-                if (jsonPath == "-") ctx.Out.WriteLine(content); else { AtomicFile.WriteText(jsonPath, content); ctx.Err.WriteLine($"wrote {jsonPath}"); }
-            }
-            var pngs = parse.GetValue(png) is { } dir ? WritePngs(report, dir) : new List<string>();
-            if (parse.GetValue(html) is { } htmlPath) { AtomicFile.WriteText(htmlPath, Html(report, name)); ctx.Err.WriteLine($"wrote {htmlPath}"); }
-            foreach (var p in pngs) ctx.Err.WriteLine($"wrote {p}");
-            if (parse.GetValue(json) != "-") Summary(Render.Console(ctx), report);
+            Emit(report, parse, ctx, json, html, png, ModelLabel(model));
             return 0;
         });
+
+        var dir = new Argument<string>("folder") { Description = "Folder with every shard of a corpus-scale run (--out)." };
+        var mJson = new Option<string>("--json") { Description = "Write the report as JSON to this file ('-' for stdout)." };
+        var mHtml = new Option<string>("--html") { Description = "Write a self-contained HTML report." };
+        var mPng = new Option<string>("--png") { Description = "Write curves as PNG files into this folder." };
+        var merge = new Command("merge", "Check that a corpus-scale run's shards belong together and are complete, add their sums and report (linear maps refitted from the merged moments).")
+        { dir, mJson, mHtml, mPng };
+        merge.SetAction(parse =>
+        {
+            var report = MicroscopeShards.Merge(null, parse.GetValue(dir)!);
+            string folder = Path.GetFullPath(parse.GetValue(dir)!);
+            Emit(report, parse, ctx, mJson, mHtml, mPng, Path.GetFileNameWithoutExtension(report.Model.TrimEnd('/', '\\')));
+            // The merged report also stays beside the shards.
+            AtomicFile.WriteText(Path.Combine(folder, "report.json"), JsonSerializer.Serialize(report, JsonFormat.Options));
+            return 0;
+        });
+        cmd.Subcommands.Add(merge);
         return cmd;
+    }
+
+    static void Emit(MicroscopeReport report, ParseResult parse, CliContext ctx, Option<string> json, Option<string> html, Option<string> png, string name)
+    {
+        if (parse.GetValue(json) is { } jsonPath)
+        {
+            string content = JsonSerializer.Serialize(report, JsonFormat.Options);
+            if (jsonPath == "-") ctx.Out.WriteLine(content); else { AtomicFile.WriteText(jsonPath, content); ctx.Err.WriteLine($"wrote {jsonPath}"); }
+        }
+        var pngs = parse.GetValue(png) is { } dir ? WritePngs(report, dir) : new List<string>();
+        if (parse.GetValue(html) is { } htmlPath) { AtomicFile.WriteText(htmlPath, Html(report, name)); ctx.Err.WriteLine($"wrote {htmlPath}"); }
+        foreach (var p in pngs) ctx.Err.WriteLine($"wrote {p}");
+        if (parse.GetValue(json) != "-") Summary(Render.Console(ctx), report);
     }
 
     static string ModelLabel(HookedTransformer model) => Path.GetFileNameWithoutExtension(model.Name.TrimEnd('/', '\\'));

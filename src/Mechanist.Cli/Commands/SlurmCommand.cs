@@ -1,6 +1,8 @@
 using System.CommandLine;
 using Mechanist.Cluster;
 using Mechanist.Dictionaries;
+using Mechanist.Features;
+using Mechanist.Microscope;
 
 namespace Mechanist.Cli.Commands;
 
@@ -33,7 +35,7 @@ public sealed class SlurmCommand : ICliCommand
         var image = new Option<string>("--image") { Description = "Container image with mechanist installed.", DefaultValueFactory = _ => "mechanist:latest" };
         var claim = new Option<string>("--volume-claim") { Description = "PersistentVolumeClaim holding the output folder.", DefaultValueFactory = _ => "mechanist-data" };
         var mount = new Option<string>("--mount") { Description = "Where the claim is mounted in the pods.", DefaultValueFactory = _ => "/data" };
-        var command = new Argument<string[]>("command") { Description = "The shard-aware command and its arguments, after --: harvest ... --out DIR, or trace --prompts FILE ... --out DIR.", Arity = ArgumentArity.OneOrMore };
+        var command = new Argument<string[]>("command") { Description = "The shard-aware command and its arguments, after --: harvest ... --out DIR, features build ... --out DIR, microscope --corpus C ... --out DIR, or trace --prompts FILE ... --out DIR.", Arity = ArgumentArity.OneOrMore };
         var cmd = kubernetes
             ? new Command("k8s", "Print a Kubernetes Indexed Job (JOB_COMPLETION_INDEX = shard) for a shard-aware command.") { shards, cpus, mem, image, claim, mount, command }
             : new Command("submit", "Submit a shard-aware command as a Slurm array (task i runs --shard i/N) and a merge job that runs when every task succeeded.")
@@ -49,11 +51,15 @@ public sealed class SlurmCommand : ICliCommand
             {
                 "harvest" => (new[] { "harvest", "merge", Out() }, CompleteHarvestShards(Out(), n)),
                 "trace" when args.Contains("--prompts") => (new[] { "trace", "merge", Out() }, CompleteTraceShards(Out(), n)),
-                _ => throw new MechanistException($"'{args[0]}' is not a shard-aware command (supported: harvest, trace --prompts FILE)"),
+                "features" when args.Count > 1 && args[1] == "build" => (new[] { "features", "merge", Out() }, CompleteShards(Out(), n, FeatureBuild.ShardName, p => FeatureStore.ReadInfo(p).Complete)),
+                "microscope" when args.Contains("--corpus") || args.Contains("--text-file") => (new[] { "microscope", "merge", Out() },
+                    CompleteShards(Out(), n, MicroscopeShards.ShardName, p => MicroscopeShards.ReadInfo(p).Complete)),
+                _ => throw new MechanistException($"'{args[0]}' is not a shard-aware command (supported: harvest, features build, microscope --corpus C, trace --prompts FILE)"),
             };
             if (args.IndexOf("--out") is var o && o >= 0) args[o + 1] = Out();
             var resources = new SlurmResources(parse.GetValue(cpus), parse.GetValue(mem), parse.GetValue(time), parse.GetValue(partition), parse.GetValue(gpus));
             string name = $"mechanist-{args[0]}";
+            if (args[0] == "features") name += "-build";
             string work = Path.Combine(Out(), "slurm");
             if (kubernetes)
             {
@@ -83,6 +89,10 @@ public sealed class SlurmCommand : ICliCommand
     /// <summary>Shards of a harvest whose manifest says complete.</summary>
     static List<int> CompleteHarvestShards(string dir, int n) =>
         Enumerable.Range(0, n).Where(i => File.Exists(Path.Combine(dir, HarvestJob.ManifestName(i, n))) && HarvestJob.ReadManifest(Path.Combine(dir, HarvestJob.ManifestName(i, n))).Complete).ToList();
+
+    /// <summary>Shards whose state file says complete.</summary>
+    static List<int> CompleteShards(string dir, int n, Func<int, int, string> name, Func<string, bool> complete) =>
+        Enumerable.Range(0, n).Where(i => File.Exists(Path.Combine(dir, name(i, n))) && complete(Path.Combine(dir, name(i, n)))).ToList();
 
     /// <summary>Shards of a batch trace whose manifest says complete.</summary>
     static List<int> CompleteTraceShards(string dir, int n) =>

@@ -92,7 +92,13 @@ public static class Geometry
         using var scope = NewDisposeScope();
         var x = points.to(ScalarType.Float64);
         var xc = x - x.mean(new long[] { 0 }, keepdim: true);
-        var cov = matmul(xc.t(), xc) / Math.Max(1, x.shape[0] - 1);
+        return AnisotropyOfCovariance(matmul(xc.t(), xc) / Math.Max(1, x.shape[0] - 1), iterations, seed);
+    }
+
+    /// <summary>Largest eigenvalue / trace of a covariance matrix [d, d] (float64), exactly and by power iteration.</summary>
+    public static (double Exact, double PowerIteration) AnisotropyOfCovariance(Tensor cov, int iterations = 200, long seed = 0)
+    {
+        using var scope = NewDisposeScope();
         double trace = cov.trace().item<double>();
         if (trace == 0) return (double.NaN, double.NaN);
         double exact = linalg.eigvalsh(cov).max().item<double>() / trace;
@@ -100,5 +106,24 @@ public static class Geometry
         for (int i = 0; i < iterations; i++) { v = matmul(cov, v); v = v / v.norm(); }
         double power = (v * matmul(cov, v)).sum().item<double>() / trace;
         return (exact, power);
+    }
+
+    /// <summary>
+    /// The linearity score from sufficient statistics of N rows: Σx, Σy, XᵀX, XᵀY and Σ‖y‖² (what shards of a corpus add up to).
+    /// The same fit as <see cref="FitLinear"/>: centred, each side divided by its Frobenius norm, least squares through the normal
+    /// equations in float64; score = 1 − ‖XA − Y‖²_F.
+    /// </summary>
+    public static double LinearityFromMoments(long n, Tensor sumX, Tensor sumY, Tensor xtx, Tensor xty, double sumYSquared)
+    {
+        using var scope = NewDisposeScope();
+        var cxx = xtx - outer(sumX, sumX) / n;
+        var cxy = xty - outer(sumX, sumY) / n;
+        double nx2 = cxx.trace().item<double>();
+        double ny2 = sumYSquared - sumY.dot(sumY).item<double>() / n;
+        if (nx2 <= 0 || ny2 <= 0) throw new MechanistException("linearity needs varying hidden states (all rows are equal)");
+        var g = cxx / nx2; var b = cxy / Math.Sqrt(nx2 * ny2);
+        var a = linalg.lstsq(g, b).Solution;
+        double residual = 1 - 2 * (a * b).sum().item<double>() + (a * matmul(g, a)).sum().item<double>();
+        return 1 - residual;
     }
 }

@@ -102,12 +102,24 @@ public static class MicroscopeRunner
     /// <summary>Logit-lens loss per depth (mean), its top-1 variant, and per text the [depth][token] losses.</summary>
     public static (double[] Loss, double[] TopLoss, double[][][] PerText) Lens(HookedTransformer model, CorpusStates states)
     {
+        var t = LensTotals(model, states);
+        return (t.LossSum.Select(s => t.LossCount == 0 ? double.NaN : s / t.LossCount).ToArray(),
+            t.TopSum.Select(s => t.TopCount == 0 ? double.NaN : s / t.TopCount).ToArray(), t.PerText);
+    }
+
+    /// <summary>
+    /// The logit lens's sums over tokens (so that shards of a corpus add up): per depth Σ −log p(next token) over the rows that have a
+    /// next token, and Σ −log p(own top-1 token) over every row; the counts; and per text the [depth][token] losses.
+    /// </summary>
+    public static (double[] LossSum, long LossCount, double[] TopSum, long TopCount, double[][][] PerText) LensTotals(HookedTransformer model, CorpusStates states)
+    {
         int depths = states.Layers.Length;
         var loss = new double[depths]; var top = new double[depths];
+        long n = 0, m = 0;
         var perText = states.Texts.Select(t => new double[depths][]).ToArray();
         for (int l = 0; l < depths; l++)
         {
-            double sum = 0, topSum = 0; long n = 0, m = 0;
+            double sum = 0, topSum = 0; n = 0; m = 0;
             for (int t = 0; t < states.Texts.Count; t++)
             {
                 using var scope = NewDisposeScope();
@@ -127,10 +139,9 @@ public static class MicroscopeRunner
                 }
                 perText[t][l] = row;
             }
-            loss[l] = n == 0 ? double.NaN : sum / n;
-            top[l] = m == 0 ? double.NaN : topSum / m;
+            loss[l] = sum; top[l] = topSum;
         }
-        return (loss, top, perText);
+        return (loss, n, top, m, perText);
     }
 
     sealed class Relay(IProgress<Progress>? inner, string stage) : IProgress<(int Done, int Total)>
