@@ -112,6 +112,61 @@ public sealed class SlurmTests
     }
 
     [Fact]
+    public void FeatureDashboardsAndTheCorpusMicroscopeRunAsArraysAndMergeIntoTheSingleProcessResults()
+    {
+        using var tmp = new TempDir();
+        string[] features = { "features", "build", "--texts", "240", "--top-k", "6", "--per-interval", "2", "--batch-texts", "1" };
+        var rng = new Random(3);
+        var words = "the cat dog sat on a mat and ran to the park with ball Alice Ben saw big red tree".Split(' ');
+        File.WriteAllLines(tmp.File("texts.txt"), Enumerable.Range(0, 120).Select(_ => string.Join(" ", Enumerable.Range(0, rng.Next(5, 16)).Select(_ => words[rng.Next(words.Length)]))));
+        string[] microscope = { "microscope", "--text-file", tmp.File("texts.txt") };
+        string Dir(string name) => Path.Combine(tmp.Path, name);
+        var (code, _, err) = CliRunner.Run(features.Concat(new[] { "--out", Dir("features-single") }).ToArray());
+        Assert.True(code == 0, err);
+        (code, _, err) = CliRunner.Run(microscope.Concat(new[] { "--out", Dir("microscope-single") }).ToArray());
+        Assert.True(code == 0, err);
+
+        using var cluster = new SlurmCluster();
+        using (cluster.AsDefault())
+        {
+            string[] Submit(int shards, string[] command, string outDir) => new[] { "slurm", "submit", "--shards", shards.ToString(), "--cpus-per-task", "1", "--mechanist", SlurmCluster.Mechanist, "--" }
+                .Concat(command).Concat(new[] { "--out", outDir }).ToArray();
+            (code, var stdout, err) = CliRunner.Run(Submit(3, features, Dir("features-slurm")));
+            Assert.True(code == 0, err);
+            var featureJobs = SlurmCluster.JobIds(stdout);
+            (code, stdout, err) = CliRunner.Run(Submit(2, microscope, Dir("microscope-slurm")));
+            Assert.True(code == 0, err);
+            var microscopeJobs = SlurmCluster.JobIds(stdout);
+            cluster.Wait(TimeSpan.FromMinutes(5), featureJobs.Concat(microscopeJobs).ToArray());
+            string Logs(string d) => string.Join("\n", Directory.GetFiles(Path.Combine(d, "slurm", "logs")).Select(File.ReadAllText));
+            Assert.True(File.Exists(Path.Combine(Dir("features-slurm"), "features.db")), Logs(Dir("features-slurm")));
+            Assert.True(File.Exists(Path.Combine(Dir("microscope-slurm"), "report.json")), Logs(Dir("microscope-slurm")));
+        }
+
+        // The feature stores hold the same counts, histograms and examples (each text is run alone, so shards see the same numbers).
+        var single = Mechanist.Features.FeatureStore.Open(Path.Combine(Dir("features-single"), "features.db"));
+        var merged = Mechanist.Features.FeatureStore.Open(Path.Combine(Dir("features-slurm"), "features.db"));
+        Assert.Equal(3, merged.Info.ShardCount);
+        Assert.Equal(single.Info.Tokens, merged.Info.Tokens);
+        var (a, _) = single.ReadSketches(); var (b, _) = merged.ReadSketches();
+        for (int l = 0; l < a.Length; l++)
+        {
+            Assert.Equal(a[l].Count, b[l].Count);
+            Assert.Equal(a[l].Histogram, b[l].Histogram);
+            for (int f = 0; f < a[l].DDict; f++)
+                Assert.Equal((a[l].Top[f] ?? new()).Select(e => (e.Text, e.Position, e.Activation)), (b[l].Top[f] ?? new()).Select(e => (e.Text, e.Position, e.Activation)));
+            for (int i = 0; i < a[l].Sampled.Length; i++)
+                Assert.Equal((a[l].Sampled[i] ?? new()).Select(e => (e.Text, e.Position)), (b[l].Sampled[i] ?? new()).Select(e => (e.Text, e.Position)));
+        }
+        // The microscope: the same report from merged moments.
+        var r1 = Mechanist.Microscope.MicroscopeShards.Merge(null, Dir("microscope-single"));
+        var r2 = System.Text.Json.JsonSerializer.Deserialize<Mechanist.Microscope.MicroscopeReport>(File.ReadAllText(Path.Combine(Dir("microscope-slurm"), "report.json")), Mechanist.Reporting.JsonFormat.Options)!;
+        Assert.Equal(r1.Tokens, r2.Tokens);
+        foreach (var (x, y) in new[] { (r1.Linearity, r2.Linearity), (r1.LinearityCentred, r2.LinearityCentred), (r1.IntrinsicDimension, r2.IntrinsicDimension), (r1.Anisotropy, r2.Anisotropy), (r1.LensLoss, r2.LensLoss) })
+            for (int i = 0; i < x.Length; i++) Assert.True(Math.Abs(x[i] - y[i]) < 1e-9, $"{x[i]} vs {y[i]}");
+    }
+
+    [Fact]
     public void ScriptsAndTheKubernetesJobAreWrittenWithoutACluster()
     {
         using var dir = new TempDir();
