@@ -40,3 +40,13 @@ public sealed record ModelRequest(string? Model) : IModelRequest;
 /// <summary>The body of every error answer.</summary>
 /// <param name="Error">What went wrong.</param>
 public sealed record ErrorResponse(string Error);
+
+/// <summary>A user's label for a feature (empty clears it).</summary>
+/// <param name="Label">The label.</param>
+public sealed record LabelRequest(string? Label);
+
+/// <summary>A feature store the workbench serves.</summary>
+/// <param name="Id">Index in the server's list.</param>
+/// <param name="Name">Its dictionary folder's name.</param>
+/// <param name="Info">What it holds.</param>
+public sealed record FeatureStoreSummary(int Id, string Name, Mechanist.Features.FeatureStoreInfo Info);

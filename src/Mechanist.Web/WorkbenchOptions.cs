@@ -20,6 +20,8 @@ public sealed record WorkbenchOptions
     /// On loopback no token is needed.
     /// </summary>
     public string? AccessToken { get; init; }
+    /// <summary>Feature stores (features.db files from <c>mechanist features build</c>) the feature pages read and label.</summary>
+    public IReadOnlyList<string> FeatureStores { get; init; } = Array.Empty<string>();
     /// <summary>Extra names the Host header may carry (e.g. the machine's DNS name when bound beyond loopback).</summary>
     public IReadOnlyList<string> AllowedHosts { get; init; } = Array.Empty<string>();
 }

@@ -23,6 +23,7 @@ public sealed class WorkbenchServer : IAsyncDisposable
     readonly ModelRegistry _models;
     readonly WorkbenchOptions _options;
     readonly SemaphoreSlim _slots;
+    readonly List<Features.FeatureStore> _stores;
 
     /// <summary>JSON settings of every answer: the library's one setting.</summary>
     public static JsonSerializerOptions Json => JsonFormat.Options;
@@ -30,6 +31,7 @@ public sealed class WorkbenchServer : IAsyncDisposable
     WorkbenchServer(WebApplication app, ModelRegistry models, WorkbenchOptions options)
     {
         _app = app; _models = models; _options = options;
+        _stores = options.FeatureStores.Select(Features.FeatureStore.Open).ToList();
         _slots = new SemaphoreSlim(options.MaxConcurrentAnalyses);
         Loopback = IsLoopback(options.Host);
         AccessToken = Loopback ? null : options.AccessToken ?? Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(24)).ToLowerInvariant();
@@ -175,9 +177,54 @@ public sealed class WorkbenchServer : IAsyncDisposable
             return PatchingExperiment.Run(m, clean, corrupt, r.Answer, r.Wrong, r.Metric, PatchTargets.Parse(r.What ?? "resid"), method);
         });
 
+        MapFeatures();
+
         _app.MapGet("/", () => Static("index.html"));
         _app.MapGet("/static/{*file}", (string file) => Static(file));
         _app.MapFallback(async ctx => await Error(ctx, 404, $"no such endpoint: {ctx.Request.Method} {Trim(ctx.Request.Path)}"));
+    }
+
+    void MapFeatures()
+    {
+        _app.MapGet("/api/features", () => Results.Json(_stores.Select((st, i) =>
+            new FeatureStoreSummary(i, Path.GetFileName(st.Info.Dictionary.TrimEnd('/', '\\')), st.Info)), Json));
+        _app.MapGet("/api/features/{id:int}/search", (HttpContext ctx, int id, string? q, int? layer, int? limit) =>
+            Query(ctx, id, st => st.Search(q is { Length: > 200 } ? q[..200] : q, Math.Clamp(limit ?? 50, 1, 200), layer)));
+        _app.MapGet("/api/features/{id:int}/{layer:int}/{feature:int}", (HttpContext ctx, int id, int layer, int feature) =>
+            Query(ctx, id, st => st.Dashboard(layer, feature)));
+        _app.MapPost("/api/features/{id:int}/{layer:int}/{feature:int}/label", async (HttpContext ctx, int id, int layer, int feature) =>
+        {
+            LabelRequest? request;
+            try
+            {
+                if (ctx.Request.ContentType?.StartsWith("application/json", StringComparison.OrdinalIgnoreCase) != true)
+                    return Fail(415, "send JSON (Content-Type: application/json)");
+                request = await JsonSerializer.DeserializeAsync<LabelRequest>(ctx.Request.Body, Json, ctx.RequestAborted);
+            }
+            catch (JsonException e) { return Fail(400, $"malformed JSON: {e.Message}"); }
+            if (request is null) return Fail(400, "empty request");
+            return await Query(ctx, id, st => { st.SetLabel(layer, feature, request.Label); return st.Dashboard(layer, feature).Summary; });
+        });
+    }
+
+    /// <summary>Runs a feature-store query under the analysis slots, abandoned when the client goes away.</summary>
+    async Task<IResult> Query(HttpContext ctx, int id, Func<Features.FeatureStore, object> query)
+    {
+        if (id < 0 || id >= _stores.Count) return Fail(404, $"no feature store {id} (this server has {_stores.Count})");
+        try
+        {
+            if (!await _slots.WaitAsync(_options.QueueTimeout, ctx.RequestAborted)) return Fail(503, "the server is busy with other analyses; try again");
+        }
+        catch (OperationCanceledException) { return Results.Empty; }
+        try
+        {
+            var bytes = await Task.Run(() => JsonSerializer.SerializeToUtf8Bytes(query(_stores[id]), Json), ctx.RequestAborted);
+            return Results.Bytes(bytes, "application/json; charset=utf-8");
+        }
+        catch (MechanistException e) { return Fail(400, e.Message); }
+        catch (OperationCanceledException) { return Results.Empty; }
+        catch (Exception e) { return Fail(500, $"internal error: {e.GetType().Name}"); }
+        finally { _slots.Release(); }
     }
 
     string ModelName(string? requested) => string.IsNullOrEmpty(requested) ? _models.Names.First() : requested;

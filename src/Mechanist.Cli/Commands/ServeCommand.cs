@@ -14,7 +14,8 @@ public sealed class ServeCommand : ICliCommand
         var port = new Option<int>("--port") { Description = "Port.", DefaultValueFactory = _ => 5005 };
         var host = new Option<string>("--host") { Description = "Address to bind (loopback by default).", DefaultValueFactory = _ => "127.0.0.1" };
         var offline = CommonOptions.Offline();
-        var cmd = new Command("serve", "Serve the web workbench locally.") { models, port, host, offline };
+        var features = new Option<string[]>("--features") { Description = "Feature stores to browse and label (features.db or its build folder; repeatable)." };
+        var cmd = new Command("serve", "Serve the web workbench locally.") { models, port, host, offline, features };
         cmd.SetAction(async (parse, ct) =>
         {
             var specs = parse.GetValue(models) is { Length: > 0 } given ? given
@@ -27,7 +28,9 @@ public sealed class ServeCommand : ICliCommand
             catch { foreach (var m in loaded) m.Dispose(); throw; }
             int p = parse.GetValue(port);
             if (p is < 0 or > 65535) throw new MechanistException($"--port {p} is not a port number");
-            await using var server = WorkbenchServer.Create(loaded, new WorkbenchOptions { Host = parse.GetValue(host)!, Port = p });
+            var stores = (parse.GetValue(features) ?? Array.Empty<string>()).Select(f => Directory.Exists(f) ? Path.Combine(f, Mechanist.Features.FeatureBuild.MergedName) : f).ToList();
+            foreach (var f in stores) Mechanist.Features.FeatureStore.Open(f);
+            await using var server = WorkbenchServer.Create(loaded, new WorkbenchOptions { Host = parse.GetValue(host)!, Port = p, FeatureStores = stores });
             try { await server.StartAsync(ct); }
             catch (IOException e) { throw new MechanistException($"cannot listen on {parse.GetValue(host)}:{p}: {e.Message}"); }
             ctx.Out.WriteLine($"Mechanist workbench on {server.BrowserUrl} serving {string.Join(", ", specs)} (Ctrl+C to stop)");
