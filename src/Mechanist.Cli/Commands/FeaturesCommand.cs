@@ -45,7 +45,7 @@ public sealed class FeaturesCommand : ICliCommand
         var topK = new Option<int>("--top-k") { Description = "Top-activating examples kept per feature.", DefaultValueFactory = _ => 20 };
         var perInterval = new Option<int>("--per-interval") { Description = "Examples sampled per octave of activation per feature.", DefaultValueFactory = _ => 4 };
         var context = new Option<string>("--context") { Description = "Tokens of context before,after the firing token.", DefaultValueFactory = _ => "12,4" };
-        var checkpoint = new Option<long>("--checkpoint-tokens") { Description = "Tokens between saves of the shard's state (a killed build resumes from the last).", DefaultValueFactory = _ => 50_000 };
+        var checkpoint = new Option<long>("--checkpoint-tokens") { Description = "Tokens between saves of the shard's state (a killed build resumes from the last).", DefaultValueFactory = _ => 200_000 };
         var seed = new Option<int>("--seed") { Description = "Seed of the toy corpus.", DefaultValueFactory = _ => 0 };
         var batchTexts = new Option<int>("--batch-texts") { Description = "Texts per forward (1 makes every text's numbers independent of which shard reads it).", DefaultValueFactory = _ => 64 };
         var output = new Option<string>("--out") { Description = "Build folder (shards of one build share it); the merged store is DIR/features.db.", Required = true };

@@ -12,7 +12,7 @@ namespace Mechanist.Features;
 /// <param name="CheckpointTokens">Tokens between saves of the shard's state (the resume unit).</param>
 /// <param name="BatchTexts">Texts per forward.</param>
 /// <param name="Logits">Top and bottom logits kept per feature.</param>
-public sealed record FeatureBuildOptions(FeatureSketchSettings Sketch, int ShardIndex = 0, int ShardCount = 1, long CheckpointTokens = 50_000, int BatchTexts = 64, int Logits = 10);
+public sealed record FeatureBuildOptions(FeatureSketchSettings Sketch, int ShardIndex = 0, int ShardCount = 1, long CheckpointTokens = 200_000, int BatchTexts = 64, int Logits = 10);
 
 /// <summary>Progress of a build.</summary>
 /// <param name="Texts">Texts of the shard read.</param>
@@ -138,36 +138,50 @@ public static class FeatureBuild
                 var rowPtr = new int[rowText.Count + 1];
                 foreach (var r in rows) rowPtr[r + 1]++;
                 for (int r = 0; r < rowText.Count; r++) rowPtr[r + 1] += rowPtr[r];
-                float Value(int row, long feature)
-                {
-                    int lo = rowPtr[row], hi = rowPtr[row + 1] - 1;
-                    while (lo <= hi)
-                    {
-                        int mid = (lo + hi) >> 1;
-                        if (feats[mid] == feature) return vals[mid];
-                        if (feats[mid] < feature) lo = mid + 1; else hi = mid - 1;
-                    }
-                    return 0;
-                }
-                var sketch = sketches[li]; var settings = sketch.Settings;
-                int layer = source.Layers[li];
+                var sketch = sketches[li];
+                var lookup = new WindowSource(batch, firstKept, rowStart, rowPtr, feats, vals, sketch.Settings, source.Layers[li]);
                 for (int i = 0; i < rows.Length; i++)
                 {
-                    int row = (int)rows[i], f = (int)feats[i], b = rowText[row], pos = rowPos[row];
+                    int row = (int)rows[i], b = rowText[row], pos = rowPos[row];
                     long text = batch[b].Index;
-                    var tokensOf = batch[b].Ids;
-                    sketch.Add(f, vals[i], text, pos, () =>
-                    {
-                        int start = Math.Max(0, pos - settings.Before), end = Math.Min(tokensOf.Length, pos + settings.After + 1);
-                        var windowActs = new float[end - start];
-                        for (int q = Math.Max(start, firstKept[b]); q < end; q++) windowActs[q - start] = Value(rowStart[b] + q - firstKept[b], f);
-                        return new FeatureExample(text, pos, vals[i], FeatureSketch.HashOf(layer, f, text, pos), start, tokensOf[start..end], windowActs);
-                    }, FeatureSketch.HashOf(layer, f, text, pos));
+                    ulong hash = FeatureSketch.HashOf(lookup.Layer, (int)feats[i], text, pos);
+                    sketch.Add((int)feats[i], vals[i], text, pos, new Window(lookup, b, pos, (int)feats[i], vals[i], hash), hash);
                 }
                 sketch.Tokens += rowText.Count;
             }
         }
         return rowText.Count;
+    }
+
+    /// <summary>What a batch's windows are cut from: the texts, the row layout and the nonzero activations in CSR form.</summary>
+    sealed record WindowSource(List<(long Index, long[] Ids)> Batch, int[] FirstKept, int[] RowStart, int[] RowPtr, long[] Feats, float[] Vals,
+        FeatureSketchSettings Settings, int Layer)
+    {
+        /// <summary>The activation of <paramref name="feature"/> at a row (0 when it did not fire there).</summary>
+        public float Value(int row, long feature)
+        {
+            // nonzero() lists rows in order and features in order within a row.
+            int lo = RowPtr[row], hi = RowPtr[row + 1] - 1;
+            while (lo <= hi)
+            {
+                int mid = (lo + hi) >> 1;
+                if (Feats[mid] == feature) return Vals[mid];
+                if (Feats[mid] < feature) lo = mid + 1; else hi = mid - 1;
+            }
+            return 0;
+        }
+    }
+
+    readonly struct Window(WindowSource s, int b, int pos, int feature, float activation, ulong hash) : FeatureSketch.IWindow
+    {
+        public FeatureExample Build()
+        {
+            var tokens = s.Batch[b].Ids;
+            int start = Math.Max(0, pos - s.Settings.Before), end = Math.Min(tokens.Length, pos + s.Settings.After + 1);
+            var acts = new float[end - start];
+            for (int q = Math.Max(start, s.FirstKept[b]); q < end; q++) acts[q - start] = s.Value(s.RowStart[b] + q - s.FirstKept[b], feature);
+            return new FeatureExample(s.Batch[b].Index, pos, activation, hash, start, tokens[start..end], acts);
+        }
     }
 
     /// <summary>The top and bottom logits of every feature of a layer (its output direction · W_U) and, for a CLT, its decoder norms.</summary>

@@ -91,8 +91,15 @@ public sealed class FeatureSketch
         return Mix(Mix(Mix((ulong)layer << 32 | (uint)feature) ^ (ulong)text) ^ (uint)position);
     }
 
+    /// <summary>Builds an example's window only when a sketch keeps it (a struct, so that the many firings that are not kept allocate nothing).</summary>
+    public interface IWindow
+    {
+        /// <summary>The example.</summary>
+        FeatureExample Build();
+    }
+
     /// <summary>Adds one firing of <paramref name="feature"/>; <paramref name="window"/> builds its example only when it is kept.</summary>
-    public void Add(int feature, float activation, long text, int position, Func<FeatureExample> window, ulong hash)
+    public void Add<TWindow>(int feature, float activation, long text, int position, in TWindow window, ulong hash) where TWindow : struct, IWindow
     {
         if (!(activation > 0)) return;
         Count[feature]++;
@@ -102,11 +109,11 @@ public sealed class FeatureSketch
         FeatureExample? built = null;
         var top = Top[feature] ??= new List<FeatureExample>(Settings.TopK);
         if (Settings.TopK > 0 && (top.Count < Settings.TopK || Beats(activation, text, position, top[^1])))
-            InsertTop(top, built ??= window());
+            InsertTop(top, built ??= window.Build());
         int slot = feature * Intervals + IntervalOf(activation);
         var sample = Sampled[slot] ??= new List<FeatureExample>(Settings.PerInterval);
         if (Settings.PerInterval > 0 && (sample.Count < Settings.PerInterval || hash < sample[^1].Hash))
-            InsertSample(sample, built ?? window());
+            InsertSample(sample, built ?? window.Build());
     }
 
     static bool Beats(float a, long text, int position, FeatureExample worst) =>
