@@ -14,6 +14,17 @@ public sealed class ModelRegistry : IDisposable
     readonly Dictionary<string, HookedTransformer> _models;
     readonly ConcurrentDictionary<string, Lazy<HeadDetectionResult>> _heads = new();
     readonly ConcurrentDictionary<string, Lazy<MicroscopeBaseline>> _baselines = new();
+    readonly ConcurrentDictionary<string, Lazy<Dictionaries.Formats.TranscoderBundle>> _transcoders = new();
+    IReadOnlyDictionary<string, string> _transcoderDirs = new Dictionary<string, string>();
+
+    /// <summary>Transcoder folders by model name (set once at start).</summary>
+    public IReadOnlyDictionary<string, string> TranscoderDirs { get => _transcoderDirs; init => _transcoderDirs = value; }
+
+    /// <summary>The transcoders of a model, loaded once; a clear error when the server has none for it.</summary>
+    public Dictionaries.Formats.TranscoderBundle Transcoders(string name, HookedTransformer model) =>
+        _transcoders.GetOrAdd(name, n => new Lazy<Dictionaries.Formats.TranscoderBundle>(() =>
+            _transcoderDirs.TryGetValue(n, out var dir) ? Dictionaries.Formats.CircuitTracerFormat.Load(dir, model.Device)
+            : throw new MechanistException($"no transcoders for '{n}': start the workbench with --transcoders (built-in models bring their CLT)"))).Value;
 
     /// <summary>Registers loaded models (the registry owns and disposes them).</summary>
     public ModelRegistry(IEnumerable<HookedTransformer> models)
@@ -58,6 +69,7 @@ public sealed class ModelRegistry : IDisposable
     public void Dispose()
     {
         foreach (var b in _baselines.Values.Where(v => v.IsValueCreated)) b.Value.Dispose();
+        foreach (var t in _transcoders.Values.Where(v => v.IsValueCreated)) t.Value.Dispose();
         foreach (var m in _models.Values) m.Dispose();
     }
 }

@@ -50,3 +50,39 @@ public sealed record LabelRequest(string? Label);
 /// <param name="Name">Its dictionary folder's name.</param>
 /// <param name="Info">What it holds.</param>
 public sealed record FeatureStoreSummary(int Id, string Name, Mechanist.Features.FeatureStoreInfo Info);
+
+/// <summary>Trace a prompt into an attribution graph with the model's transcoders.</summary>
+/// <param name="Model">Model name.</param>
+/// <param name="Prompt">The prompt.</param>
+/// <param name="MaxFeatureNodes">Most feature nodes attributed (default 400).</param>
+/// <param name="NodeThreshold">Pruning's node threshold (default 0.8).</param>
+/// <param name="EdgeThreshold">Pruning's edge threshold (default 0.98).</param>
+public sealed record GraphRequest(string? Model, string? Prompt, int? MaxFeatureNodes = null, double? NodeThreshold = null, double? EdgeThreshold = null) : IModelRequest;
+
+/// <summary>Pinned nodes and supernodes of a saved graph (circuit-tracer's qParams).</summary>
+/// <param name="PinnedIds">Node ids pinned into the subgraph.</param>
+/// <param name="Supernodes">Groups: [name, node id, node id, ...].</param>
+public sealed record GraphStateRequest(string[]? PinnedIds, string[][]? Supernodes);
+
+/// <summary>Interventions on a prompt's features ("LAYER:POS:FEATURES=VALUE", as <c>mechanist intervene --set</c>).</summary>
+/// <param name="Model">Model name.</param>
+/// <param name="Prompt">The prompt.</param>
+/// <param name="Set">The interventions.</param>
+/// <param name="Mode">free, constrained or replacement.</param>
+/// <param name="TopK">Tokens listed.</param>
+/// <param name="Generate">Tokens generated greedily without and with the interventions.</param>
+public sealed record InterveneRequest(string? Model, string? Prompt, string[]? Set, string? Mode = null, int? TopK = null, int? Generate = null) : IModelRequest;
+
+/// <summary>Activation addition: the vector mean(positive) − mean(negative) at a layer, added with a coefficient while generating.</summary>
+/// <param name="Model">Model name.</param>
+/// <param name="Prompt">The prompt to continue.</param>
+/// <param name="Positive">Texts of the direction's positive side.</param>
+/// <param name="Negative">Texts of its negative side.</param>
+/// <param name="Layer">Layer whose resid_pre gets the vector.</param>
+/// <param name="Coefficient">Scale.</param>
+/// <param name="Generate">Tokens generated.</param>
+public sealed record SteerRequest(string? Model, string? Prompt, string[]? Positive, string[]? Negative, int? Layer = null, double? Coefficient = null, int? Generate = null) : IModelRequest;
+
+/// <summary>An answer that is already JSON (a graph file), sent as is.</summary>
+/// <param name="Json">The JSON text.</param>
+public sealed record RawJson(string Json);

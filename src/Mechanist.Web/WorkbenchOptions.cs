@@ -22,6 +22,10 @@ public sealed record WorkbenchOptions
     public string? AccessToken { get; init; }
     /// <summary>Feature stores (features.db files from <c>mechanist features build</c>) the feature pages read and label.</summary>
     public IReadOnlyList<string> FeatureStores { get; init; } = Array.Empty<string>();
+    /// <summary>Transcoders (circuit-tracer folders) for tracing and interventions, by model name as the server lists it.</summary>
+    public IReadOnlyDictionary<string, string> Transcoders { get; init; } = new Dictionary<string, string>();
+    /// <summary>Where traced graphs and their saved states (pinned nodes, supernodes) are kept; null: a folder under the system's temp.</summary>
+    public string? GraphDir { get; init; }
     /// <summary>Extra names the Host header may carry (e.g. the machine's DNS name when bound beyond loopback).</summary>
     public IReadOnlyList<string> AllowedHosts { get; init; } = Array.Empty<string>();
 }

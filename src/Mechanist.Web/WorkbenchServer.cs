@@ -32,10 +32,15 @@ public sealed class WorkbenchServer : IAsyncDisposable
     {
         _app = app; _models = models; _options = options;
         _stores = options.FeatureStores.Select(Features.FeatureStore.Open).ToList();
+        GraphDir = options.GraphDir ?? Path.Combine(Path.GetTempPath(), "mechanist-workbench-graphs");
+        Directory.CreateDirectory(GraphDir);
         _slots = new SemaphoreSlim(options.MaxConcurrentAnalyses);
         Loopback = IsLoopback(options.Host);
         AccessToken = Loopback ? null : options.AccessToken ?? Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(24)).ToLowerInvariant();
     }
+
+    /// <summary>Where traced graphs and their saved states live.</summary>
+    public string GraphDir { get; }
 
     /// <summary>Whether the server is bound to loopback only (then no token is needed).</summary>
     public bool Loopback { get; }
@@ -90,7 +95,7 @@ public sealed class WorkbenchServer : IAsyncDisposable
     /// <summary>Builds the server over already loaded models (the server owns them).</summary>
     public static WorkbenchServer Create(IEnumerable<HookedTransformer> models, WorkbenchOptions options)
     {
-        var registry = new ModelRegistry(models);
+        var registry = new ModelRegistry(models) { TranscoderDirs = options.Transcoders };
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k =>
@@ -178,6 +183,7 @@ public sealed class WorkbenchServer : IAsyncDisposable
         });
 
         MapFeatures();
+        MapGraphs();
 
         _app.MapGet("/", () => Static("index.html"));
         _app.MapGet("/static/{*file}", (string file) => Static(file));
@@ -192,6 +198,10 @@ public sealed class WorkbenchServer : IAsyncDisposable
             Query(ctx, id, st => st.Search(q is { Length: > 200 } ? q[..200] : q, Math.Clamp(limit ?? 50, 1, 200), layer)));
         _app.MapGet("/api/features/{id:int}/{layer:int}/{feature:int}", (HttpContext ctx, int id, int layer, int feature) =>
             Query(ctx, id, st => st.Dashboard(layer, feature)));
+        _app.MapGet("/api/features/{id:int}/labels", (HttpContext ctx, int id, string? ids) =>
+            Query(ctx, id, st => st.LabelsOf((ids ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries).Take(5000)
+                .Select(x => x.Split(':')).Where(x => x.Length == 2 && int.TryParse(x[0], out _) && int.TryParse(x[1], out _))
+                .Select(x => (int.Parse(x[0]), int.Parse(x[1]))).ToList())));
         _app.MapPost("/api/features/{id:int}/{layer:int}/{feature:int}/label", async (HttpContext ctx, int id, int layer, int feature) =>
         {
             LabelRequest? request;
@@ -206,6 +216,107 @@ public sealed class WorkbenchServer : IAsyncDisposable
             return await Query(ctx, id, st => { st.SetLabel(layer, feature, request.Label); return st.Dashboard(layer, feature).Summary; });
         });
     }
+
+    static readonly System.Text.RegularExpressions.Regex Slug = new("^[A-Za-z0-9_-]{1,80}$");
+
+    void MapGraphs()
+    {
+        _app.MapGet("/api/graphs", () =>
+        {
+            string index = Path.Combine(GraphDir, "graph-metadata.json");
+            return Results.Text(File.Exists(index) ? File.ReadAllText(index) : "{\"graphs\":[]}", "application/json; charset=utf-8");
+        });
+        _app.MapGet("/api/graphs/{slug}", (string slug) =>
+        {
+            if (!Slug.IsMatch(slug)) return Fail(404, "no such graph");
+            string path = Path.Combine(GraphDir, slug + ".json");
+            return File.Exists(path) ? Results.Text(File.ReadAllText(path), "application/json; charset=utf-8") : Fail(404, $"no graph '{slug}'");
+        });
+        _app.MapPost("/api/graphs/{slug}/state", async (HttpContext ctx, string slug) =>
+        {
+            if (!Slug.IsMatch(slug)) return Fail(404, "no such graph");
+            string path = Path.Combine(GraphDir, slug + ".json");
+            if (!File.Exists(path)) return Fail(404, $"no graph '{slug}'");
+            GraphStateRequest? request;
+            try
+            {
+                if (ctx.Request.ContentType?.StartsWith("application/json", StringComparison.OrdinalIgnoreCase) != true)
+                    return Fail(415, "send JSON (Content-Type: application/json)");
+                request = await JsonSerializer.DeserializeAsync<GraphStateRequest>(ctx.Request.Body, Json, ctx.RequestAborted);
+            }
+            catch (JsonException e) { return Fail(400, $"malformed JSON: {e.Message}"); }
+            catch (BadHttpRequestException e) { return Fail(e.StatusCode, e.StatusCode == 413 ? $"request body too large (limit {_options.MaxRequestBytes} bytes)" : e.Message); }
+            if (request is null) return Fail(400, "empty request");
+            var pinned = request.PinnedIds ?? Array.Empty<string>();
+            var groups = request.Supernodes ?? Array.Empty<string[]>();
+            if (pinned.Length > 5000 || groups.Length > 500 || pinned.Concat(groups.SelectMany(g => g ?? Array.Empty<string>())).Any(id => id is null || id.Length > 200))
+                return Fail(400, "too many pinned nodes or supernodes, or an id over 200 characters");
+            if (groups.Any(g => g is null || g.Length < 2)) return Fail(400, "a supernode is [name, node id, ...] with at least one node");
+            // One writer at a time per server; the file is replaced atomically, so a kill leaves the old or the new state.
+            await _graphWrite.WaitAsync(ctx.RequestAborted);
+            try
+            {
+                var root = System.Text.Json.Nodes.JsonNode.Parse(await File.ReadAllTextAsync(path, ctx.RequestAborted))!.AsObject();
+                var q = root["qParams"] as System.Text.Json.Nodes.JsonObject ?? new System.Text.Json.Nodes.JsonObject();
+                q["pinnedIds"] = new System.Text.Json.Nodes.JsonArray(pinned.Select(p => (System.Text.Json.Nodes.JsonNode?)p).ToArray());
+                q["supernodes"] = new System.Text.Json.Nodes.JsonArray(groups.Select(g => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonArray(g.Select(x => (System.Text.Json.Nodes.JsonNode?)x).ToArray())).ToArray());
+                root["qParams"] = q;
+                IO.AtomicFile.WriteText(path, root.ToJsonString());
+            }
+            finally { _graphWrite.Release(); }
+            return Results.Json(new { saved = slug, pinned = pinned.Length, supernodes = groups.Length }, Json);
+        });
+
+        PostCancellable<GraphRequest>("/api/graph", (r, m, ct) =>
+        {
+            using var tokens = Tokens(m, r.Prompt);
+            string name = ModelName(r.Model);
+            var bundle = _models.Transcoders(name, m);
+            double node = r.NodeThreshold ?? 0.8, edge = r.EdgeThreshold ?? 0.98;
+            if (!(node > 0 && node <= 1) || !(edge > 0 && edge <= 1)) throw new MechanistException("thresholds must be in (0, 1]");
+            int maxFeatures = Math.Clamp(r.MaxFeatureNodes ?? 400, 1, 5000);
+            string slug = "g-" + Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes($"{name}\n{r.Prompt}\n{maxFeatures}\n{node}\n{edge}")))[..12].ToLowerInvariant();
+            string path = Path.Combine(GraphDir, slug + ".json");
+            lock (_graphIndexLock)
+            {
+                Attribution.GraphTrace.Write(m, bundle, tokens, path, new Attribution.AttributionOptions(MaxFeatureNodes: maxFeatures, Progress: (_, _) => ct.ThrowIfCancellationRequested()),
+                    node, edge, scan: name, promptText: r.Prompt);
+                Attribution.GraphFile.UpdateIndex(path);
+            }
+            return new RawJson(File.ReadAllText(path));
+        });
+
+        PostCancellable<InterveneRequest>("/api/intervene", (r, m, ct) =>
+        {
+            using var tokens = Tokens(m, r.Prompt);
+            var bundle = _models.Transcoders(ModelName(r.Model), m);
+            if (r.Set is not { Length: > 0 } set || set.Length > 200) throw new MechanistException("'set' needs 1 to 200 interventions (LAYER:POSITION:FEATURE=VALUE)");
+            var mode = (r.Mode ?? "free") switch
+            {
+                "free" => Attribution.InterventionMode.Free, "constrained" => Attribution.InterventionMode.Constrained, "replacement" => Attribution.InterventionMode.Replacement,
+                var other => throw new MechanistException($"'mode' must be free, constrained or replacement (got '{Trim(other)}')"),
+            };
+            using var rm = Attribution.ReplacementModel.Build(m, bundle.Dictionary, bundle.Input, tokens);
+            ct.ThrowIfCancellationRequested();
+            return Attribution.InterventionExperiment.Run(rm, set, mode, Math.Clamp(r.TopK ?? 10, 1, 50), Math.Clamp(r.Generate ?? 0, 0, 64));
+        });
+
+        Post<SteerRequest>("/api/steer", (r, m) =>
+        {
+            if (string.IsNullOrEmpty(r.Prompt)) throw new MechanistException("'prompt' is required");
+            using (Tokens(m, r.Prompt)) { }
+            if (r.Positive is not { Length: > 0 } pos || r.Negative is not { Length: > 0 } neg || pos.Length + neg.Length > 64)
+                throw new MechanistException("'positive' and 'negative' each need at least one text (64 in all at most)");
+            foreach (var t in pos.Concat(neg)) using (Tokens(m, t, "positive/negative")) { }
+            int layer = r.Layer ?? m.Config.NLayers / 2;
+            if (layer < 0 || layer >= m.Config.NLayers) throw new MechanistException($"'layer' must be within 0..{m.Config.NLayers - 1}");
+            using var vector = Steering.Vector(m, pos, neg, layer);
+            return Steering.Compare(m, vector, layer, r.Coefficient ?? 4, new[] { r.Prompt }, new GenerateOptions { MaxNewTokens = Math.Clamp(r.Generate ?? 20, 1, 64) });
+        });
+    }
+
+    readonly SemaphoreSlim _graphWrite = new(1);
+    readonly object _graphIndexLock = new();
 
     /// <summary>Runs a feature-store query under the analysis slots, abandoned when the client goes away.</summary>
     async Task<IResult> Query(HttpContext ctx, int id, Func<Features.FeatureStore, object> query)
@@ -242,7 +353,11 @@ public sealed class WorkbenchServer : IAsyncDisposable
         return tokens;
     }
 
-    void Post<T>(string path, Func<T, HookedTransformer, object> handler) where T : class, IModelRequest
+    void Post<T>(string path, Func<T, HookedTransformer, object> handler) where T : class, IModelRequest =>
+        PostCancellable<T>(path, (r, m, _) => handler(r, m));
+
+    /// <summary>A model request whose handler sees the request's cancellation (the client went away) and may stop early.</summary>
+    void PostCancellable<T>(string path, Func<T, HookedTransformer, CancellationToken, object> handler) where T : class, IModelRequest
     {
         _app.MapPost(path, async (HttpContext ctx) =>
         {
@@ -261,10 +376,12 @@ public sealed class WorkbenchServer : IAsyncDisposable
             {
                 var model = _models.Get(request.Model);
                 // Serialised here, inside the slot and the error handling, while the tensors behind lazy results live.
-                var bytes = await Task.Run(() => JsonSerializer.SerializeToUtf8Bytes(handler(request, model), Json), ctx.RequestAborted);
+                var bytes = await Task.Run(() => handler(request, model, ctx.RequestAborted) is var result && result is RawJson raw
+                    ? System.Text.Encoding.UTF8.GetBytes(raw.Json) : JsonSerializer.SerializeToUtf8Bytes(result, Json), ctx.RequestAborted);
                 return Results.Bytes(bytes, "application/json; charset=utf-8");
             }
             catch (MechanistException e) { return Fail(400, e.Message); }
+            catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested) { return Results.Empty; }
             catch (Exception e) when (e is not OperationCanceledException) { return Fail(500, $"internal error: {e.GetType().Name}"); }
             finally { _slots.Release(); }
         });
@@ -302,5 +419,6 @@ public sealed class WorkbenchServer : IAsyncDisposable
         await _app.DisposeAsync();
         _models.Dispose();
         _slots.Dispose();
+        _graphWrite.Dispose();
     }
 }

@@ -15,7 +15,9 @@ public sealed class ServeCommand : ICliCommand
         var host = new Option<string>("--host") { Description = "Address to bind (loopback by default).", DefaultValueFactory = _ => "127.0.0.1" };
         var offline = CommonOptions.Offline();
         var features = new Option<string[]>("--features") { Description = "Feature stores to browse and label (features.db or its build folder; repeatable)." };
-        var cmd = new Command("serve", "Serve the web workbench locally.") { models, port, host, offline, features };
+        var transcoders = new Option<string[]>("--transcoders") { Description = "MODEL=DIR: circuit-tracer transcoders for a served model's graphs and interventions (repeatable; built-in models bring their CLT)." };
+        var graphs = new Option<string>("--graphs") { Description = "Folder where traced graphs and their saved pins and supernodes are kept (default: mechanist-graphs in the temp folder)." };
+        var cmd = new Command("serve", "Serve the web workbench locally.") { models, port, host, offline, features, transcoders, graphs };
         cmd.SetAction(async (parse, ct) =>
         {
             var specs = parse.GetValue(models) is { Length: > 0 } given ? given
@@ -30,7 +32,18 @@ public sealed class ServeCommand : ICliCommand
             if (p is < 0 or > 65535) throw new MechanistException($"--port {p} is not a port number");
             var stores = (parse.GetValue(features) ?? Array.Empty<string>()).Select(f => Directory.Exists(f) ? Path.Combine(f, Mechanist.Features.FeatureBuild.MergedName) : f).ToList();
             foreach (var f in stores) Mechanist.Features.FeatureStore.Open(f);
-            await using var server = WorkbenchServer.Create(loaded, new WorkbenchOptions { Host = parse.GetValue(host)!, Port = p, FeatureStores = stores });
+            var dirs = new Dictionary<string, string>();
+            foreach (var m in loaded)
+                if (BuiltInModels.Find(ModelRegistry.DisplayName(m)) is { } builtIn && Directory.Exists(Path.Combine(builtIn, "clt"))) dirs[ModelRegistry.DisplayName(m)] = Path.Combine(builtIn, "clt");
+            foreach (var spec in parse.GetValue(transcoders) ?? Array.Empty<string>())
+            {
+                var kv = spec.Split('=', 2);
+                if (kv.Length != 2 || !loaded.Any(m => ModelRegistry.DisplayName(m) == kv[0])) throw new MechanistException($"--transcoders '{spec}': give MODEL=DIR for a served model ({string.Join(", ", loaded.Select(ModelRegistry.DisplayName))})");
+                if (!Mechanist.Dictionaries.Formats.CircuitTracerFormat.IsFolder(kv[1])) throw new MechanistException($"--transcoders: {kv[1]} is not a circuit-tracer transcoder folder");
+                dirs[kv[0]] = kv[1];
+            }
+            await using var server = WorkbenchServer.Create(loaded, new WorkbenchOptions { Host = parse.GetValue(host)!, Port = p, FeatureStores = stores, Transcoders = dirs,
+                GraphDir = parse.GetValue(graphs) });
             try { await server.StartAsync(ct); }
             catch (IOException e) { throw new MechanistException($"cannot listen on {parse.GetValue(host)}:{p}: {e.Message}"); }
             ctx.Out.WriteLine($"Mechanist workbench on {server.BrowserUrl} serving {string.Join(", ", specs)} (Ctrl+C to stop)");

@@ -56,28 +56,25 @@ public sealed class TraceCommand : ICliCommand
             // One prompt → one graph file; prints a summary and the top features when asked.
             void TraceTo(TorchSharp.torch.Tensor tokens, string path, bool print)
             {
-                if (tokens.shape[0] != 1) throw new MechanistException("trace takes one prompt");
-                if (tokens.shape[1] > model.Config.NCtx) throw new MechanistException($"the prompt is {tokens.shape[1]} tokens; the model's context is {model.Config.NCtx}");
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 double lastReport = 0;
-                using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
-                using var graph = Attributor.Attribute(rm, new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null,
+                var summary = GraphTrace.Write(model, bundle, tokens, path, new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null,
                     maxFeatureNodes, maxEdgesPerRow,
                     Progress: (done, planned) =>
                     {
                         if (!print || (clock.Elapsed.TotalSeconds < lastReport + 2 && done < planned)) return;
                         lastReport = clock.Elapsed.TotalSeconds;
                         ctx.Err.WriteLine($"  rows {done}/{planned}, {done / Math.Max(1e-9, clock.Elapsed.TotalSeconds):F1} rows/s");
-                    }));
-                using var pruned = Pruning.Prune(graph, parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold));
-                var scores = Pruning.Scores(graph, pruned);
-                GraphFile.Write(path, graph, pruned, !parse.GetValue(noPrune), parse.GetValue(nodeThreshold), slug: Path.GetFileNameWithoutExtension(path), scan: scan,
-                    tokenText: model.Tokenizer is null ? null : id => TokenText.Of(model, id));
-                int features = graph.Nodes.Count(n => n.Kind == NodeKind.Feature);
-                ctx.Out.WriteLine($"{graph.Nodes.Length} nodes ({features} active features, {graph.Nodes.Count(n => n.Kind == NodeKind.Logit)} logit targets), " +
-                    $"kept {pruned.NodeMask.Count(k => k)} nodes and {pruned.KeptEdges} edges; replacement {scores.Replacement:F3}, completeness {scores.Completeness:F3}; " +
-                    $"{clock.Elapsed.TotalSeconds:F1} s -> {path}");
-                if (!print) return;
+                    }), parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold), !parse.GetValue(noPrune), scan: scan,
+                    inspect: print ? PrintTop : null);
+                ctx.Out.WriteLine($"{summary.Nodes} nodes ({summary.ActiveFeatures} active features, {summary.LogitTargets} logit targets), " +
+                    $"kept {summary.KeptNodes} nodes and {summary.KeptEdges} edges; replacement {summary.Replacement:F3}, completeness {summary.Completeness:F3}; " +
+                    $"{summary.Seconds:F1} s -> {path}");
+            }
+
+            // The most influential kept features, before the summary line.
+            void PrintTop(AttributionGraph graph, PrunedGraph pruned)
+            {
                 var top = graph.Nodes.Select((n, i) => (n, i)).Where(x => x.n.Kind == NodeKind.Feature && pruned.NodeMask[x.i]).OrderBy(x => pruned.CumulativeInfluence[x.i]).Take(10);
                 var table = new Table().AddColumns("feature", "layer", "position", "token", "activation", "cumulative influence");
                 foreach (var (n, i) in top)

@@ -8,13 +8,15 @@ import * as microscope from './views/microscope.js';
 import * as heads from './views/heads.js';
 import * as patch from './views/patch.js';
 import * as features from './views/features.js';
+import * as graph from './views/graph.js';
+import * as steer from './views/steer.js';
 
-const views = { models, run, attention, lens, microscope, heads, patch, features };
+const views = { models, run, attention, lens, microscope, heads, patch, features, graph, steer };
 const defaults = { view: 'run', prompt: 'When Mary and John went to the store, John gave a drink to', target: '' };
 
 export function state() {
   const p = new URLSearchParams(location.hash.slice(1));
-  return Object.fromEntries(['view', 'model', 'prompt', 'target', 'clean', 'corrupt', 'answer', 'wrong', 'what', 'layer', 'head', 'store', 'q', 'feature']
+  return Object.fromEntries(['view', 'model', 'prompt', 'target', 'clean', 'corrupt', 'answer', 'wrong', 'what', 'layer', 'head', 'store', 'q', 'feature', 'graph', 'gprompt', 'pinned', 'groups', 'nt', 'et', 'sub']
     .map(k => [k, p.get(k) ?? defaults[k] ?? '']));
 }
 
@@ -37,7 +39,7 @@ async function render() {
   document.getElementById('target').value = s.target;
   document.getElementById('model').value = s.model || modelList[0]?.name || '';
   document.getElementById('target-label').style.display = s.view === 'lens' ? '' : 'none';
-  document.getElementById('prompt-form').style.display = s.view === 'features' ? 'none' : '';
+  document.getElementById('prompt-form').style.display = ['features', 'graph', 'steer'].includes(s.view) ? 'none' : '';
   const view = views[s.view] ?? views.run;
   const root = document.getElementById('view');
   root.innerHTML = '<p class="muted">Computing…</p>';

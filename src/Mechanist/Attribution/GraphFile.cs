@@ -16,9 +16,9 @@ public static class GraphFile
 {
     /// <summary>Writes the graph atomically. <paramref name="tokenText"/> names tokens (default "&lt;id&gt;", as for models without a tokenizer).</summary>
     public static void Write(string path, AttributionGraph graph, PrunedGraph influence, bool pruned, double nodeThreshold = 0.8,
-        string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null)
+        string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null, string? promptText = null)
     {
-        var text = Serialize(graph, influence, pruned, nodeThreshold, slug, scan, tokenText);
+        var text = Serialize(graph, influence, pruned, nodeThreshold, slug, scan, tokenText, promptText);
         AtomicFile.WriteText(path, text);
     }
 
@@ -85,7 +85,7 @@ public static class GraphFile
 
     /// <summary>The JSON text.</summary>
     public static string Serialize(AttributionGraph graph, PrunedGraph influence, bool pruned, double nodeThreshold = 0.8,
-        string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null)
+        string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null, string? promptText = null)
     {
         int n = graph.Nodes.Length;
         tokenText ??= id => $"<{id}>";
@@ -111,7 +111,8 @@ public static class GraphFile
             w.WriteString("slug", slug); w.WriteString("scan", scan);
             w.WriteStartArray("transcoder_list"); w.WriteEndArray();
             w.WriteStartArray("prompt_tokens"); foreach (var t in labels) w.WriteStringValue(t); w.WriteEndArray();
-            w.WriteString("prompt", string.Concat(labels));
+            // The prompt as given, when known (a word-level vocabulary's tokens do not concatenate back into it).
+            w.WriteString("prompt", promptText ?? string.Concat(labels));
             if (pruned) w.WriteNumber("node_threshold", nodeThreshold); else w.WriteNull("node_threshold");
             w.WriteNumber("schema_version", 1);
             w.WriteEndObject();

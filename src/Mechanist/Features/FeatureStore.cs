@@ -280,6 +280,25 @@ public sealed class FeatureStore
         return hits;
     }
 
+    /// <summary>The shown label (the user's, else the automatic one) of each (model layer, feature) that exists, keyed "L:F".</summary>
+    public Dictionary<string, string> LabelsOf(IReadOnlyList<(int Layer, int Feature)> features)
+    {
+        var result = new Dictionary<string, string>();
+        using var c = Connect(Path, SqliteOpenMode.ReadOnly);
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT f.auto_label, l.label FROM features f LEFT JOIN labels l ON l.layer_index = f.layer_index AND l.feature = f.feature WHERE f.layer_index = $li AND f.feature = $f";
+        var li = cmd.Parameters.Add("$li", SqliteType.Integer); var fp = cmd.Parameters.Add("$f", SqliteType.Integer);
+        foreach (var (layer, feature) in features)
+        {
+            int index = Array.IndexOf(Info.Layers, layer);
+            if (index < 0) continue;
+            li.Value = index; fp.Value = feature;
+            using var r = cmd.ExecuteReader();
+            if (r.Read()) result[$"{layer}:{feature}"] = r.IsDBNull(1) || string.IsNullOrWhiteSpace(r.GetString(1)) ? r.GetString(0) : r.GetString(1);
+        }
+        return result;
+    }
+
     /// <summary>Every feature that fired at least once, as (model layer, feature).</summary>
     public List<(int Layer, int Feature)> Fired()
     {

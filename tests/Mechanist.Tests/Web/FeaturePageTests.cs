@@ -22,7 +22,11 @@ public sealed class FeatureWorkbenchFixture : IAsyncLifetime
         var (code, _, err) = CliRunner.Run("features", "build", "--texts", "600", "--out", _dir.Path);
         if (code != 0) throw new InvalidOperationException(err);
         var model = HookedTransformer.Load(Path.Combine(SharedData.RepoRoot, "models", "toy-4l"));
-        Server = WorkbenchServer.Create(new[] { model }, new WorkbenchOptions { Port = 0, FeatureStores = new[] { Store } });
+        Server = WorkbenchServer.Create(new[] { model }, new WorkbenchOptions
+        {
+            Port = 0, FeatureStores = new[] { Store }, GraphDir = Path.Combine(_dir.Path, "graphs"),
+            Transcoders = new Dictionary<string, string> { ["toy-4l"] = Path.Combine(SharedData.RepoRoot, "models", "toy-4l", "clt") },
+        });
         await Server.StartAsync();
         Client = new HttpClient { BaseAddress = new Uri(Server.Url), Timeout = TimeSpan.FromSeconds(60) };
     }
@@ -35,7 +39,7 @@ public sealed class FeatureWorkbenchFixture : IAsyncLifetime
     }
 }
 
-/// <summary>Feature pages: the API over a feature store and the page in real Chromium.</summary>
+/// <summary>Feature pages, the attribution-graph explorer, interventions and steering: the API and the pages in real Chromium.</summary>
 [Collection("workbench")]
 public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture<FeatureWorkbenchFixture>
 {
@@ -70,20 +74,33 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         Assert.Equal(HttpStatusCode.BadRequest, tooLong.StatusCode);
     }
 
-    [Fact]
-    public async Task TheFeaturePageShadesExamplesDrawsTheHistogramAndKeepsALabelAcrossAReload()
+    static async Task<(IPlaywright, IBrowser, IPage, List<string>)> Browser(string url)
     {
-        using var playwright = await Playwright.CreateAsync();
-        await using var browser = await playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions
+        var playwright = await Playwright.CreateAsync();
+        var browser = await playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions
         {
             ExecutablePath = Environment.GetEnvironmentVariable("MECHANIST_CHROMIUM") ?? "/usr/bin/chromium", Headless = true,
             Args = new[] { "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking" },
         });
-        var page = await browser.NewPageAsync(new BrowserNewPageOptions { ViewportSize = new ViewportSize { Width = 1400, Height = 1000 } });
+        var page = await browser.NewPageAsync(new BrowserNewPageOptions { ViewportSize = new ViewportSize { Width = 1500, Height = 1000 } });
         var errors = new List<string>();
         page.Console += (_, m) => { if (m.Type == "error") errors.Add(m.Text); };
         page.PageError += (_, e) => errors.Add(e);
-        await page.GotoAsync($"{fx.Server.Url}/#view=features");
+        await page.GotoAsync(url);
+        return (playwright, browser, page, errors);
+    }
+
+    static string ScreenshotPath(string name)
+    {
+        Directory.CreateDirectory(Path.Combine(AppContext.BaseDirectory, "screenshots"));
+        return Path.Combine(AppContext.BaseDirectory, "screenshots", name);
+    }
+
+    [Fact]
+    public async Task TheFeaturePageShadesExamplesDrawsTheHistogramAndKeepsALabelAcrossAReload()
+    {
+        var (playwright, browser, page, errors) = await Browser($"{fx.Server.Url}/#view=features");
+        using var _p = playwright; await using var _b = browser;
         await page.FillAsync("#feature-query", "dallas");
         await page.ClickAsync("#feature-search button");
         await page.WaitForSelectorAsync("#feature-hits tr.hit");
@@ -101,8 +118,7 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         await page.FillAsync("#label-input", "Texas cities");
         await page.ClickAsync("#label-form button");
         await page.WaitForFunctionAsync("() => document.querySelector('#feature-label').textContent === 'Texas cities'");
-        Directory.CreateDirectory(Path.Combine(AppContext.BaseDirectory, "screenshots"));
-        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(AppContext.BaseDirectory, "screenshots", "features.png"), FullPage = true });
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = ScreenshotPath("features.png"), FullPage = true });
         await page.ReloadAsync();
         await page.WaitForSelectorAsync($".feature-card[data-feature='{first}']");
         Assert.Equal("Texas cities", await page.TextContentAsync("#feature-label"));
@@ -113,5 +129,122 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         Assert.Empty(errors);
         var (l, f) = (int.Parse(first!.Split(':')[0]), int.Parse(first.Split(':')[1]));
         FeatureStore.Open(fx.Store).SetLabel(l, f, null);
+    }
+
+    /// <summary>Client coordinates of a graph node, from the explorer's own transform.</summary>
+    static async Task<(float X, float Y)> NodePoint(IPage page, string id)
+    {
+        var p = await page.EvaluateAsync<float[]>(@"id => { const x = window.mechanistGraph.explorer, n = x.data.byId.get(id), r = x.canvas.getBoundingClientRect();
+            return [r.left + x.tx + n.x * x.scale, r.top + x.ty + n.y * x.scale]; }", id);
+        return (p[0], p[1]);
+    }
+
+    [Fact]
+    public async Task TheGraphExplorerTracesPinsGroupsSavesAndAnInterventionFromTheGraphChangesTheAnswer()
+    {
+        var (playwright, browser, page, errors) = await Browser($"{fx.Server.Url}/#view=graph");
+        using var _p = playwright; await using var _b = browser;
+        await page.FillAsync("#graph-prompt", "The capital of the state containing Dallas is");
+        await page.ClickAsync("#graph-form button");
+        await page.WaitForFunctionAsync("() => window.mechanistGraph.explorer && window.mechanistGraph.explorer.visible.size > 5", null, new PageWaitForFunctionOptions { Timeout = 60_000 });
+        Assert.Contains("graph=g-", page.Url);
+        // The most influential features at the last position ("is").
+        var top = await page.EvaluateAsync<string[]>(@"() => window.mechanistGraph.explorer.data.nodes
+            .filter(n => n.feature_type === 'cross layer transcoder' && n.ctx_idx === 8).sort((a, b) => a.influence - b.influence).slice(0, 10).map(n => n.node_id)");
+        Assert.Equal(10, top.Length);
+        // Hover highlights neighbours; a click opens the feature's card.
+        var (x0, y0) = await NodePoint(page, top[0]);
+        await page.Mouse.MoveAsync(x0, y0);
+        await page.WaitForFunctionAsync("id => window.mechanistGraph.explorer.hover?.node_id === id", top[0]);
+        Assert.True(await page.EvaluateAsync<int>("() => (window.mechanistGraph.explorer.neighbours.get(window.mechanistGraph.explorer.hover) ?? []).length") > 0);
+        await page.Mouse.ClickAsync(x0, y0);
+        var f = top[0].Split('_');
+        await page.WaitForSelectorAsync($"#node-card .feature-card[data-feature='{f[0]}:{f[1]}']");
+        // Shift+click pins; pinned nodes are grouped into a supernode and saved.
+        await page.Keyboard.DownAsync("Shift");
+        foreach (var id in top) { var (x, y) = await NodePoint(page, id); await page.Mouse.ClickAsync(x, y); }
+        await page.Keyboard.UpAsync("Shift");
+        await page.WaitForFunctionAsync("() => window.mechanistGraph.explorer.pinned.size === 10");
+        foreach (var box in await page.QuerySelectorAllAsync("#pin-list input")) await box.CheckAsync();
+        await page.FillAsync("#group-name", "Texas capital");
+        await page.ClickAsync("#group-form button");
+        await page.WaitForSelectorAsync(".supernode");
+        await page.ClickAsync("#save-state");
+        await page.WaitForFunctionAsync("() => document.querySelector('#save-status').textContent === 'saved'");
+        string slug = new Uri(page.Url).Fragment.Split('&').First(p => p.StartsWith("graph=") || p.StartsWith("#graph=")).Split('=')[1];
+        var saved = JsonDocument.Parse(File.ReadAllText(Path.Combine(fx.Server.GraphDir, slug + ".json"))).RootElement.GetProperty("qParams");
+        Assert.Equal(10, saved.GetProperty("pinnedIds").GetArrayLength());
+        Assert.Equal("Texas capital", saved.GetProperty("supernodes")[0][0].GetString());
+        // The pinned subgraph only; thresholds.
+        await page.CheckAsync("#pinned-only");
+        await page.WaitForFunctionAsync("() => window.mechanistGraph.explorer.visible.size === 10");
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = ScreenshotPath("graph.png"), FullPage = true });
+
+        // A reload keeps pins, supernodes and the subgraph toggle (URL); a fresh visit with only the graph gets them from the saved file.
+        await page.ReloadAsync();
+        await page.WaitForFunctionAsync("() => window.mechanistGraph.explorer?.pinned.size === 10 && window.mechanistGraph.explorer.supernodes.length === 1");
+        Assert.True(await page.IsCheckedAsync("#pinned-only"));
+        await page.GotoAsync($"{fx.Server.Url}/#view=graph&graph={slug}");
+        await page.WaitForFunctionAsync("() => window.mechanistGraph.explorer?.pinned.size === 10 && window.mechanistGraph.explorer.supernodes[0][0] === 'Texas capital'");
+
+        // Intervene on the supernode: x-2 on every member turns the answer away from Austin.
+        await page.FillAsync("[data-target='0']", "x-2");
+        await page.FillAsync("#intervene-generate", "3");
+        await page.ClickAsync("#intervene-form button");
+        await page.WaitForSelectorAsync("#intervene-result table", new PageWaitForSelectorOptions { Timeout = 60_000 });
+        string before = (await page.TextContentAsync("#intervene-result table:first-child td.tok"))!;
+        string after = (await page.GetAttributeAsync("#intervene-result", "data-after"))!;
+        Assert.Equal("\"Austin\"", before.Trim());
+        Assert.NotEqual("Austin", after.Trim());
+        Assert.Contains("Austin", await page.TextContentAsync("#gen-before"));
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = ScreenshotPath("graph-intervention.png"), FullPage = true });
+        Assert.Empty(errors);
+    }
+
+    [Fact]
+    public async Task TheSteeringPlaygroundShowsUnsteeredAndSteeredContinuationsSideBySide()
+    {
+        var (playwright, browser, page, errors) = await Browser($"{fx.Server.Url}/#view=steer");
+        using var _p = playwright; await using var _b = browser;
+        await page.FillAsync("#steer-coef", "8");
+        await page.ClickAsync("#steer-form button");
+        await page.WaitForSelectorAsync("#steer-after", new PageWaitForSelectorOptions { Timeout = 60_000 });
+        Assert.NotEqual(await page.TextContentAsync("#steer-before"), await page.TextContentAsync("#steer-after"));
+        await page.CheckAsync("input[name=steer-mode][value=feature]");
+        await page.FillAsync("#steer-prompt", "The capital of the state containing Dallas is");
+        await page.FillAsync("#steer-features", "0:324=x-2\n0:45=x-2\n1:559=x-2");
+        await page.ClickAsync("#steer-form button");
+        await page.WaitForFunctionAsync("() => document.querySelector('.muted')?.textContent.includes('feature setting')");
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = ScreenshotPath("steer.png"), FullPage = true });
+        Assert.Empty(errors);
+    }
+
+    [Fact]
+    public async Task TheGraphApiRefusesBadSlugsBadStatesAndBadInterventions()
+    {
+        var res = await fx.Client.PostAsJsonAsync("/api/graph", new { prompt = "The capital of the state containing Tulsa is", maxFeatureNodes = 60 });
+        Assert.Equal(HttpStatusCode.OK, res.StatusCode);
+        var graph = JsonDocument.Parse(await res.Content.ReadAsStringAsync()).RootElement;
+        string slug = graph.GetProperty("metadata").GetProperty("slug").GetString()!;
+        Assert.Equal("The capital of the state containing Tulsa is", graph.GetProperty("metadata").GetProperty("prompt").GetString());
+        var index = await fx.Client.GetFromJsonAsync<JsonElement>("/api/graphs");
+        Assert.Contains(index.GetProperty("graphs").EnumerateArray(), g => g.GetProperty("slug").GetString() == slug);
+
+        Assert.Equal(HttpStatusCode.NotFound, (await fx.Client.GetAsync("/api/graphs/..%2Fetc")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await fx.Client.GetAsync("/api/graphs/nope")).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await fx.Client.PostAsJsonAsync($"/api/graphs/{slug}/state", new { supernodes = new[] { new[] { "lonely" } } })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await fx.Client.PostAsync($"/api/graphs/{slug}/state", new StringContent("{oops", System.Text.Encoding.UTF8, "application/json"))).StatusCode);
+        // A failed save leaves the file as it was.
+        Assert.Equal(0, JsonDocument.Parse(File.ReadAllText(Path.Combine(fx.Server.GraphDir, slug + ".json"))).RootElement.GetProperty("qParams").GetProperty("pinnedIds").GetArrayLength());
+
+        var bad = await fx.Client.PostAsJsonAsync("/api/intervene", new { prompt = "The capital of", set = new[] { "9:1:2=0" } });
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        Assert.Contains("layer", await bad.Content.ReadAsStringAsync());
+        bad = await fx.Client.PostAsJsonAsync("/api/intervene", new { prompt = "The capital of", set = new[] { "garbage" } });
+        Assert.Contains("LAYER:POSITION:FEATURE=VALUE", await bad.Content.ReadAsStringAsync());
+        bad = await fx.Client.PostAsJsonAsync("/api/steer", new { prompt = "Alice", positive = Array.Empty<string>(), negative = new[] { "x" } });
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        bad = await fx.Client.PostAsJsonAsync("/api/graph", new { prompt = "x", nodeThreshold = 3 });
+        Assert.Contains("thresholds", await bad.Content.ReadAsStringAsync());
     }
 }

@@ -1,0 +1,382 @@
+// Attribution-graph explorer: nodes by layer × position on a canvas, edges by weight (width) and sign (colour),
+// hover highlights neighbours, click opens the feature's card, pins, supernodes, thresholds, interventions.
+import { esc, fmt, num } from '../util.js';
+import { setState, state } from '../app.js';
+import { card } from './features.js';
+
+async function call(path, body) {
+  const res = await fetch(path, body === undefined ? {} : { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const data = await res.json();
+  if (!res.ok) throw new Error(data.error || `HTTP ${res.status}`);
+  return data;
+}
+
+// Row of a node: embeddings at the bottom, then layers, logits on top.
+function rowOf(n, layers) {
+  if (n.feature_type === 'embedding') return 0;
+  if (n.feature_type === 'logit') return layers + 1;
+  return Number(n.layer) + 1;
+}
+
+// Parses a graph file (ours or circuit-tracer's) into drawable arrays.
+export function prepare(graph) {
+  const nodes = graph.nodes.map((n, i) => ({ ...n, i, influence: n.influence == null ? 0 : num(n.influence) }));
+  const byId = new Map(nodes.map(n => [n.node_id, n]));
+  const layers = Math.max(0, ...nodes.filter(n => !['embedding', 'logit'].includes(n.feature_type)).map(n => Number(n.layer))) + 1;
+  const positions = Math.max(...nodes.map(n => n.ctx_idx)) + 1;
+  // Nodes of one (row, position) cell side by side, most influential first.
+  const cells = new Map();
+  for (const n of nodes) {
+    n.row = rowOf(n, layers);
+    const key = `${n.row}:${n.ctx_idx}`;
+    if (!cells.has(key)) cells.set(key, []);
+    cells.get(key).push(n);
+  }
+  const perColumn = new Array(positions).fill(1);
+  for (const [key, list] of cells) {
+    list.sort((a, b) => a.influence - b.influence);
+    const col = Number(key.split(':')[1]);
+    perColumn[col] = Math.max(perColumn[col], list.length);
+    list.forEach((n, k) => { n.slot = k; });
+  }
+  const spacing = 14, colX = [0];
+  for (let c = 0; c < positions; c++) colX.push(colX[c] + perColumn[c] * spacing + 40);
+  for (const n of nodes) { n.x = colX[n.ctx_idx] + 20 + n.slot * spacing; n.y = (layers + 1 - n.row) * 70 + 30; }
+  const links = [];
+  for (const l of graph.links) {
+    const s = byId.get(l.source), t = byId.get(l.target);
+    if (s && t) links.push({ s, t, w: num(l.weight) });
+  }
+  const width = colX[positions] + 20, height = (layers + 2) * 70 + 20;
+  return { graph, nodes, byId, links, layers, positions, colX, width, height };
+}
+
+// The explorer: owns the canvas, the view transform and the selection.
+export class Explorer {
+  constructor(canvas, data, callbacks) {
+    this.canvas = canvas; this.ctx = canvas.getContext('2d'); this.data = data; this.cb = callbacks;
+    this.scale = Math.min(1, (canvas.clientWidth - 20) / data.width); this.tx = 10; this.ty = 10;
+    this.nodeThreshold = 1; this.edgeQuantile = 0; this.pinned = new Set(); this.supernodes = []; this.pinnedOnly = false;
+    this.hover = null; this.selected = null; this.labels = {};
+    this.filter();
+    this.bind();
+  }
+
+  // Visible nodes and edges under the thresholds (tokens and logits always shown), and the edge buckets drawn each frame.
+  filter() {
+    const d = this.data;
+    const visible = n => n.feature_type === 'embedding' || n.feature_type === 'logit' || n.influence <= this.nodeThreshold + 1e-12;
+    this.visible = new Set(d.nodes.filter(n => (this.pinnedOnly ? this.pinned.has(n.node_id) : visible(n))));
+    let edges = d.links.filter(l => this.visible.has(l.s) && this.visible.has(l.t));
+    if (this.edgeQuantile > 0 && edges.length > 0) {
+      const mags = edges.map(l => Math.abs(l.w)).sort((a, b) => a - b);
+      const cut = mags[Math.min(mags.length - 1, Math.floor(this.edgeQuantile * mags.length))];
+      edges = edges.filter(l => Math.abs(l.w) >= cut);
+    }
+    this.edges = edges;
+    const maxW = Math.max(1e-12, ...edges.map(l => Math.abs(l.w)));
+    // 6 width buckets × 2 signs: a dozen Path2D strokes per frame, whatever the edge count.
+    this.buckets = [];
+    for (let sign = 0; sign < 2; sign++) for (let b = 0; b < 6; b++) this.buckets.push({ path: new Path2D(), width: 0.4 + b * 0.9, color: sign ? '#d9480f' : '#1c7ed6' });
+    for (const l of edges) {
+      const b = Math.min(5, Math.floor(6 * Math.sqrt(Math.abs(l.w) / maxW)));
+      const p = this.buckets[(l.w < 0 ? 6 : 0) + b].path;
+      p.moveTo(l.s.x, l.s.y); p.lineTo(l.t.x, l.t.y);
+    }
+    this.nodePath = new Path2D();
+    for (const n of this.visible) { this.nodePath.moveTo(n.x + 4, n.y); this.nodePath.arc(n.x, n.y, 4, 0, 2 * Math.PI); }
+    // A grid for hover look-ups.
+    this.grid = new Map();
+    for (const n of this.visible) {
+      const key = `${Math.floor(n.x / 20)}:${Math.floor(n.y / 20)}`;
+      if (!this.grid.has(key)) this.grid.set(key, []);
+      this.grid.get(key).push(n);
+    }
+    this.neighbours = new Map();
+    for (const l of edges) {
+      if (!this.neighbours.has(l.s)) this.neighbours.set(l.s, []);
+      if (!this.neighbours.has(l.t)) this.neighbours.set(l.t, []);
+      this.neighbours.get(l.s).push(l); this.neighbours.get(l.t).push(l);
+    }
+    this.draw();
+  }
+
+  draw() {
+    const { ctx, canvas } = this, dpr = window.devicePixelRatio || 1;
+    if (canvas.width !== canvas.clientWidth * dpr || canvas.height !== canvas.clientHeight * dpr) { canvas.width = canvas.clientWidth * dpr; canvas.height = canvas.clientHeight * dpr; }
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    ctx.setTransform(dpr * this.scale, 0, 0, dpr * this.scale, dpr * this.tx, dpr * this.ty);
+    const d = this.data, focus = this.hover || this.selected;
+    // Layer bands and position labels.
+    ctx.fillStyle = '#6b7280'; ctx.font = '11px system-ui';
+    for (let r = 0; r <= d.layers + 1; r++) {
+      const y = (d.layers + 1 - r) * 70 + 30;
+      ctx.fillText(r === 0 ? 'emb' : r === d.layers + 1 ? 'logits' : `L${r - 1}`, -2 - 30 / this.scale * 0, y + 4);
+    }
+    const tokens = d.graph.metadata?.prompt_tokens ?? [];
+    tokens.forEach((t, c) => ctx.fillText(String(t).slice(0, 14), d.colX[c] + 16, (d.layers + 2) * 70 + 10));
+    ctx.globalAlpha = focus ? 0.12 : 0.75;
+    ctx.lineCap = 'round';
+    for (const b of this.buckets) { ctx.strokeStyle = b.color; ctx.lineWidth = b.width / Math.sqrt(this.scale); ctx.stroke(b.path); }
+    ctx.globalAlpha = 1;
+    if (focus) {
+      for (const l of this.neighbours.get(focus) ?? []) {
+        ctx.strokeStyle = l.w < 0 ? '#d9480f' : '#1c7ed6'; ctx.lineWidth = 2 / Math.sqrt(this.scale);
+        ctx.beginPath(); ctx.moveTo(l.s.x, l.s.y); ctx.lineTo(l.t.x, l.t.y); ctx.stroke();
+      }
+    }
+    ctx.fillStyle = '#495057'; ctx.fill(this.nodePath);
+    const members = new Map();
+    this.supernodes.forEach((g, k) => g.slice(1).forEach(id => members.set(id, k)));
+    for (const n of this.visible) {
+      const pinned = this.pinned.has(n.node_id), group = members.get(n.node_id);
+      if (!pinned && n !== focus && group === undefined && n.feature_type !== 'logit' && n.feature_type !== 'embedding') continue;
+      ctx.beginPath(); ctx.arc(n.x, n.y, n === focus ? 7 : 5.5, 0, 2 * Math.PI);
+      ctx.fillStyle = n.feature_type === 'logit' ? '#2b8a3e' : n.feature_type === 'embedding' ? '#868e96' : group !== undefined ? ['#ae3ec9', '#f08c00', '#0c8599', '#5c940d'][group % 4] : pinned ? '#e8590c' : '#3056d3';
+      ctx.fill();
+    }
+    // Labels: tokens, logits and pinned or grouped features (zoomed in: every feature).
+    ctx.fillStyle = '#1d2330'; ctx.font = `${11 / Math.max(0.6, this.scale)}px system-ui`;
+    const named = new Set();
+    for (const n of this.visible) {
+      const group = members.get(n.node_id);
+      // A supernode is labelled once, by its name, at its first visible member.
+      if (group !== undefined) {
+        if (named.has(group)) continue;
+        named.add(group);
+        ctx.fillText(`[${this.supernodes[group][0]}]`, n.x + 7, n.y - 6);
+        continue;
+      }
+      const text = this.labelOf(n);
+      if (!text) continue;
+      if (n.feature_type === 'cross layer transcoder' && !this.pinned.has(n.node_id) && n !== focus && this.scale < 1.5) continue;
+      ctx.fillText(text.slice(0, 28), n.x + 7, n.y - 6);
+    }
+    this.frames = (this.frames || 0) + 1;
+  }
+
+  labelOf(n) {
+    if (n.feature_type === 'logit') return n.clerp || 'logit';
+    if (n.feature_type === 'embedding') return '';
+    const f = featureOf(n);
+    return f ? this.labels[`${f.layer}:${f.feature}`] ?? '' : 'error';
+  }
+
+  at(clientX, clientY) {
+    const r = this.canvas.getBoundingClientRect();
+    const x = (clientX - r.left - this.tx) / this.scale, y = (clientY - r.top - this.ty) / this.scale;
+    let best = null, bestD = (10 / this.scale) ** 2;
+    for (let gx = Math.floor(x / 20) - 1; gx <= Math.floor(x / 20) + 1; gx++)
+      for (let gy = Math.floor(y / 20) - 1; gy <= Math.floor(y / 20) + 1; gy++)
+        for (const n of this.grid.get(`${gx}:${gy}`) ?? []) {
+          const dd = (n.x - x) ** 2 + (n.y - y) ** 2;
+          if (dd < bestD) { best = n; bestD = dd; }
+        }
+    return best;
+  }
+
+  pan(dx, dy) { this.tx += dx; this.ty += dy; this.draw(); }
+
+  bind() {
+    const c = this.canvas;
+    let drag = null, moved = false;
+    c.addEventListener('mousedown', e => { drag = { x: e.clientX, y: e.clientY }; moved = false; });
+    window.addEventListener('mouseup', () => { drag = null; });
+    c.addEventListener('mousemove', e => {
+      if (drag) {
+        const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
+        if (Math.abs(dx) + Math.abs(dy) > 2) moved = true;
+        drag = { x: e.clientX, y: e.clientY };
+        this.pan(dx, dy);
+        return;
+      }
+      const n = this.at(e.clientX, e.clientY);
+      if (n !== this.hover) { this.hover = n; this.draw(); this.cb.hover?.(n); }
+    });
+    c.addEventListener('mouseleave', () => { this.hover = null; this.draw(); });
+    c.addEventListener('click', e => {
+      if (moved) return;
+      const n = this.at(e.clientX, e.clientY);
+      if (!n) return;
+      if (e.shiftKey) this.togglePin(n.node_id); else { this.selected = n; this.draw(); this.cb.select?.(n); }
+    });
+    c.addEventListener('wheel', e => {
+      e.preventDefault();
+      const r = c.getBoundingClientRect(), k = Math.exp(-e.deltaY * 0.0015);
+      const px = e.clientX - r.left, py = e.clientY - r.top;
+      this.tx = px - (px - this.tx) * k; this.ty = py - (py - this.ty) * k; this.scale *= k;
+      this.draw();
+    }, { passive: false });
+  }
+
+  togglePin(id) {
+    if (this.pinned.has(id)) this.pinned.delete(id); else this.pinned.add(id);
+    if (this.pinnedOnly) this.filter(); else this.draw();
+    this.cb.changed?.();
+  }
+}
+
+// The feature of a feature node ("L_F_P"), or null.
+export function featureOf(n) {
+  if (n.feature_type !== 'cross layer transcoder' && n.feature_type !== 'per-layer transcoder') return null;
+  const [layer, feature] = n.node_id.split('_').map(Number);
+  return Number.isFinite(layer) && Number.isFinite(feature) && feature >= 0 ? { layer, feature, position: n.ctx_idx } : null;
+}
+
+// Supernodes in the URL: name:id+id|name:id+id.
+function encodeGroups(groups) { return groups.map(g => `${g[0].replace(/[|:+]/g, ' ')}:${g.slice(1).join('+')}`).join('|'); }
+function decodeGroups(s) { return s ? s.split('|').map(g => { const [name, ids] = g.split(':'); return [name, ...(ids ?? '').split('+').filter(Boolean)]; }).filter(g => g.length > 1) : []; }
+
+let current = null;
+// Exposed for the benchmark and for scripting: the explorer on screen.
+window.mechanistGraph = { get explorer() { return current; }, prepare };
+
+export async function render(root, s) {
+  const saved = await call('/api/graphs');
+  root.innerHTML = `<h2>Attribution graph</h2>
+    <form id="graph-form" class="inline">
+      <input id="graph-prompt" size="50" value="${esc(s.gprompt || 'The capital of the state containing Dallas is')}">
+      <button type="submit">Trace</button>
+      <select id="graph-saved"><option value="">saved graphs…</option>${saved.graphs.map(g => `<option value="${esc(g.slug)}"${g.slug === s.graph ? ' selected' : ''}>${esc(g.prompt ?? g.slug)}</option>`).join('')}</select>
+      <label class="file">open JSON <input id="graph-file" type="file" accept=".json,application/json"></label>
+    </form>
+    <div class="inline" id="graph-controls">
+      <label>nodes: cumulative influence ≤ <input id="node-threshold" type="range" min="0.05" max="1" step="0.01" value="${s.nt || 1}"> <span id="nt-value"></span></label>
+      <label>edges: strongest <input id="edge-threshold" type="range" min="0" max="0.99" step="0.01" value="${s.et || 0}"> <span id="et-value"></span></label>
+      <label><input id="pinned-only" type="checkbox"${s.sub === '1' ? ' checked' : ''}> pinned subgraph only</label>
+      <span class="muted">drag to pan, wheel to zoom, click a node for its card, shift+click to pin</span>
+    </div>
+    <div class="row"><div class="graph-wrap"><canvas id="graph-canvas"></canvas><div id="graph-tip" class="tip"></div></div>
+      <div id="graph-side"><div id="graph-pins"></div><div id="graph-intervene"></div><div id="graph-card"></div></div></div>`;
+  const form = root.querySelector('#graph-form');
+  form.addEventListener('submit', async e => {
+    e.preventDefault();
+    const prompt = root.querySelector('#graph-prompt').value;
+    root.querySelector('#graph-side').innerHTML = '<p class="muted">Tracing…</p>';
+    try {
+      const g = await call('/api/graph', { model: s.model, prompt });
+      setState({ graph: g.metadata.slug, gprompt: prompt, pinned: '', groups: '' });
+    } catch (err) { root.querySelector('#graph-side').innerHTML = `<p class="error">${esc(err.message)}</p>`; }
+  });
+  root.querySelector('#graph-saved').addEventListener('change', e => { if (e.target.value) setState({ graph: e.target.value, pinned: '', groups: '' }); });
+  root.querySelector('#graph-file').addEventListener('change', async e => {
+    const file = e.target.files[0];
+    if (!file) return;
+    try { show(root, s, JSON.parse(await file.text()), null); } catch (err) { root.querySelector('#graph-side').innerHTML = `<p class="error">not a graph file: ${esc(err.message)}</p>`; }
+  });
+  if (!s.graph) { root.querySelector('#graph-side').innerHTML = '<p class="muted">Trace a prompt, pick a saved graph, or open a graph JSON file (ours or circuit-tracer\'s).</p>'; return; }
+  show(root, s, await call(`/api/graphs/${encodeURIComponent(s.graph)}`), s.graph);
+}
+
+async function show(root, s, graph, slug) {
+  const data = prepare(graph);
+  const canvas = root.querySelector('#graph-canvas');
+  canvas.style.height = Math.min(900, Math.max(420, data.height * Math.min(1, (canvas.clientWidth - 20) / data.width) + 40)) + 'px';
+  const stores = await call('/api/features');
+  const store = 0; // the first feature store labels the nodes and shows their cards
+  const side = root.querySelector('#graph-side'), tip = root.querySelector('#graph-tip');
+  const x = new Explorer(canvas, data, {
+    hover: n => {
+      if (!n) { tip.style.display = 'none'; return; }
+      tip.style.display = 'block';
+      tip.style.left = (n.x * x.scale + x.tx + 12) + 'px'; tip.style.top = (n.y * x.scale + x.ty + 12) + 'px';
+      tip.textContent = `${n.node_id} ${x.labelOf(n)} infl ${fmt(n.influence, 3)}${n.activation != null ? ' act ' + fmt(n.activation, 3) : ''}`;
+    },
+    select: async n => {
+      const f = featureOf(n), el = side.querySelector('#graph-card');
+      el.innerHTML = `<p><b>${esc(n.node_id)}</b> ${esc(n.feature_type)} at position ${n.ctx_idx}, influence ${fmt(n.influence, 3)}
+        <button id="pin-button" type="button">${x.pinned.has(n.node_id) ? 'Unpin' : 'Pin'}</button></p><div id="node-card"></div>`;
+      el.querySelector('#pin-button').addEventListener('click', () => { x.togglePin(n.node_id); x.cb.select(n); });
+      if (f && stores.length > 0) {
+        try { await card(el.querySelector('#node-card'), store, `${f.layer}:${f.feature}`); } catch (err) { el.querySelector('#node-card').innerHTML = `<p class="muted">${esc(err.message)}</p>`; }
+      }
+    },
+    changed: () => { pins(); remember(); },
+  });
+  current = x;
+  const q = graph.qParams ?? {};
+  const pinnedIds = s.pinned ? s.pinned.split(',') : (q.pinnedIds ?? []);
+  pinnedIds.forEach(id => data.byId.has(id) && x.pinned.add(id));
+  x.supernodes = s.groups ? decodeGroups(s.groups) : (q.supernodes ?? []).filter(g => Array.isArray(g) && g.length > 1);
+  x.nodeThreshold = Number(s.nt || 1); x.edgeQuantile = Number(s.et || 0); x.pinnedOnly = s.sub === '1';
+  if (stores.length > 0) {
+    const ids = [...new Set(data.nodes.map(featureOf).filter(Boolean).map(f => `${f.layer}:${f.feature}`))].slice(0, 5000);
+    try { x.labels = await call(`/api/features/${store}/labels?ids=${ids.join(',')}`); } catch { x.labels = {}; }
+  }
+  x.filter();
+  const nt = root.querySelector('#node-threshold'), et = root.querySelector('#edge-threshold');
+  const shown = () => {
+    root.querySelector('#nt-value').textContent = `${fmt(x.nodeThreshold, 2)} (${x.visible.size} nodes)`;
+    root.querySelector('#et-value').textContent = `${Math.round(100 - x.edgeQuantile * 100)}% (${x.edges.length} edges)`;
+  };
+  nt.addEventListener('input', () => { x.nodeThreshold = Number(nt.value); x.filter(); shown(); remember(); });
+  et.addEventListener('input', () => { x.edgeQuantile = Number(et.value); x.filter(); shown(); remember(); });
+  root.querySelector('#pinned-only').addEventListener('change', e => { x.pinnedOnly = e.target.checked; x.filter(); shown(); remember(); });
+  shown();
+
+  // The state lives in the URL (without re-rendering); "Save" also writes it into the graph file on the server.
+  function remember() {
+    setState({ pinned: [...x.pinned].join(','), groups: encodeGroups(x.supernodes), nt: x.nodeThreshold === 1 ? '' : String(x.nodeThreshold),
+      et: x.edgeQuantile === 0 ? '' : String(x.edgeQuantile), sub: x.pinnedOnly ? '1' : '' }, false);
+  }
+
+  function pins() {
+    const el = side.querySelector('#graph-pins');
+    const grouped = new Set(x.supernodes.flatMap(g => g.slice(1)));
+    el.innerHTML = `<h3>Pinned (${x.pinned.size})</h3>
+      <div id="pin-list">${[...x.pinned].map(id => { const n = data.byId.get(id); return `<label class="pin"><input type="checkbox" value="${esc(id)}"${grouped.has(id) ? ' disabled' : ''}> ${esc(id)} <span class="muted">${esc(n ? x.labelOf(n) : '')}</span></label>`; }).join('')}</div>
+      <form id="group-form" class="inline"><input id="group-name" placeholder="supernode name" size="16"><button type="submit">Group checked</button></form>
+      <div id="supernodes">${x.supernodes.map((g, k) => `<div class="supernode" data-k="${k}"><b>${esc(g[0])}</b>: ${g.slice(1).map(esc).join(', ')} <button type="button" data-ungroup="${k}">ungroup</button></div>`).join('')}</div>
+      ${slug ? '<button id="save-state" type="button">Save pins and supernodes</button> <span id="save-status" class="muted"></span>' : ''}`;
+    el.querySelector('#group-form').addEventListener('submit', e => {
+      e.preventDefault();
+      const ids = [...el.querySelectorAll('#pin-list input:checked')].map(i => i.value);
+      const name = el.querySelector('#group-name').value.trim() || `group ${x.supernodes.length + 1}`;
+      if (ids.length === 0) return;
+      x.supernodes.push([name, ...ids]); x.draw(); pins(); intervene(); remember();
+    });
+    el.querySelectorAll('[data-ungroup]').forEach(b => b.addEventListener('click', () => { x.supernodes.splice(Number(b.dataset.ungroup), 1); x.draw(); pins(); intervene(); remember(); }));
+    el.querySelector('#save-state')?.addEventListener('click', async () => {
+      try {
+        await call(`/api/graphs/${encodeURIComponent(slug)}/state`, { pinnedIds: [...x.pinned], supernodes: x.supernodes });
+        el.querySelector('#save-status').textContent = 'saved';
+      } catch (err) { el.querySelector('#save-status').textContent = err.message; }
+    });
+    intervene();
+  }
+
+  // Interventions on pinned features and supernodes: one value each (xK scales the activation, a number sets it).
+  function intervene() {
+    const el = side.querySelector('#graph-intervene');
+    const grouped = new Set(x.supernodes.flatMap(g => g.slice(1)));
+    const targets = [
+      ...x.supernodes.map(g => ({ name: g[0], ids: g.slice(1) })),
+      ...[...x.pinned].filter(id => !grouped.has(id) && data.byId.get(id) && featureOf(data.byId.get(id))).map(id => ({ name: id, ids: [id] })),
+    ].filter(t => t.ids.some(id => data.byId.get(id) && featureOf(data.byId.get(id))));
+    if (targets.length === 0) { el.innerHTML = '<p class="muted">Pin features (shift+click) to intervene on them.</p>'; return; }
+    el.innerHTML = `<h3>Intervene</h3><form id="intervene-form" class="inline">${targets.map((t, k) =>
+      `<label class="pin">${esc(t.name)} <input data-target="${k}" size="6" value="x0" title="xK scales the activation; a number sets it"></label>`).join('')}
+      <label>generate <input id="intervene-generate" size="3" value="8"></label> <button type="submit">Run</button></form><div id="intervene-result"></div>`;
+    el.querySelector('#intervene-form').addEventListener('submit', async e => {
+      e.preventDefault();
+      const set = [];
+      targets.forEach((t, k) => {
+        const v = el.querySelector(`[data-target="${k}"]`).value.trim();
+        if (!v) return;
+        for (const id of t.ids) { const f = featureOf(data.byId.get(id)); if (f) set.push(`${f.layer}:${f.position}:${f.feature}=${v}`); }
+      });
+      const out = el.querySelector('#intervene-result');
+      out.innerHTML = '<p class="muted">Running…</p>';
+      try {
+        const r = await call('/api/intervene', { model: state().model || undefined, prompt: graph.metadata.prompt, set, generate: Number(el.querySelector('#intervene-generate').value) || 0, topK: 5 });
+        const table = (title, list) => `<table class="logits"><tr><th colspan="2">${title}</th></tr>${list.map(t => `<tr><td class="tok">${esc(JSON.stringify(t.token))}</td><td>${(num(t.prob) * 100).toFixed(1)}%</td></tr>`).join('')}</table>`;
+        out.innerHTML = `<div class="row">${table('before', r.before)}${table('after', r.after)}</div>
+          ${r.generated ? `<p><b>without:</b> <span id="gen-before">${esc(r.generated.clean.join(' '))}</span><br><b>with:</b> <span id="gen-after">${esc(r.generated.intervened.join(' '))}</span></p>` : ''}`;
+        out.dataset.after = r.after[0].token;
+      } catch (err) { out.innerHTML = `<p class="error">${esc(err.message)}</p>`; }
+    });
+  }
+
+  pins();
+}

@@ -1,0 +1,44 @@
+using Mechanist.Analysis;
+using Mechanist.Dictionaries.Formats;
+using Mechanist.Models;
+using static TorchSharp.torch;
+
+namespace Mechanist.Attribution;
+
+/// <summary>What one trace produced.</summary>
+/// <param name="Path">The graph file.</param>
+/// <param name="Nodes">Nodes of the full graph.</param>
+/// <param name="ActiveFeatures">Feature nodes.</param>
+/// <param name="LogitTargets">Logit nodes.</param>
+/// <param name="KeptNodes">Nodes kept by pruning.</param>
+/// <param name="KeptEdges">Edges kept by pruning.</param>
+/// <param name="Replacement">Replacement score.</param>
+/// <param name="Completeness">Completeness score.</param>
+/// <param name="Seconds">Time taken.</param>
+public sealed record GraphTraceSummary(string Path, int Nodes, int ActiveFeatures, int LogitTargets, int KeptNodes, long KeptEdges, double Replacement, double Completeness, double Seconds);
+
+/// <summary>Traces a prompt into a pruned graph file (circuit-tracer's frontend JSON): what <c>mechanist trace</c> and the workbench's graph view run.</summary>
+public static class GraphTrace
+{
+    /// <summary>
+    /// Builds the replacement model, attributes, prunes and writes <paramref name="path"/> atomically; <paramref name="inspect"/>, when given,
+    /// sees the graph and its pruning before they are disposed; <paramref name="promptText"/> is written as the metadata's prompt.
+    /// </summary>
+    public static GraphTraceSummary Write(HookedTransformer model, TranscoderBundle bundle, Tensor tokens, string path, AttributionOptions options,
+        double nodeThreshold = 0.8, double edgeThreshold = 0.98, bool prune = true, string? slug = null, string scan = "mechanist",
+        Action<AttributionGraph, PrunedGraph>? inspect = null, string? promptText = null)
+    {
+        if (tokens.shape[0] != 1) throw new MechanistException("trace takes one prompt");
+        if (tokens.shape[1] > model.Config.NCtx) throw new MechanistException($"the prompt is {tokens.shape[1]} tokens; the model's context is {model.Config.NCtx}");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
+        using var graph = Attributor.Attribute(rm, options);
+        using var pruned = Pruning.Prune(graph, nodeThreshold, edgeThreshold);
+        var scores = Pruning.Scores(graph, pruned);
+        GraphFile.Write(path, graph, pruned, prune, nodeThreshold, slug: slug ?? System.IO.Path.GetFileNameWithoutExtension(path), scan: scan,
+            tokenText: model.Tokenizer is null ? null : id => TokenText.Of(model, id), promptText: promptText);
+        inspect?.Invoke(graph, pruned);
+        return new GraphTraceSummary(path, graph.Nodes.Length, graph.Nodes.Count(n => n.Kind == NodeKind.Feature), graph.Nodes.Count(n => n.Kind == NodeKind.Logit),
+            pruned.NodeMask.Count(k => k), pruned.KeptEdges, scores.Replacement, scores.Completeness, clock.Elapsed.TotalSeconds);
+    }
+}
