@@ -414,7 +414,7 @@ public sealed class BenchCommand : ICliCommand
 
     static string SectionStart(string suite) => $"<!-- bench suite {suite} -->";
     static string SectionEnd(string suite) => $"<!-- end of bench suite {suite} -->";
-    static readonly string[] Suites = { "dictionaries", "large", "attribution" };
+    static readonly string[] Suites = { "dictionaries", "large", "attribution", "graph-explorer" };
 
     /// <summary>The suite sections of an existing file, kept when the main suite rewrites it.</summary>
     static string KeptSections(string? old)

@@ -98,50 +98,32 @@ export class Explorer {
       if (!this.neighbours.has(l.t)) this.neighbours.set(l.t, []);
       this.neighbours.get(l.s).push(l); this.neighbours.get(l.t).push(l);
     }
-    this.draw();
+    this.invalidate();
   }
 
-  draw() {
-    const { ctx, canvas } = this, dpr = window.devicePixelRatio || 1;
-    if (canvas.width !== canvas.clientWidth * dpr || canvas.height !== canvas.clientHeight * dpr) { canvas.width = canvas.clientWidth * dpr; canvas.height = canvas.clientHeight * dpr; }
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
-    ctx.setTransform(dpr * this.scale, 0, 0, dpr * this.scale, dpr * this.tx, dpr * this.ty);
-    const d = this.data, focus = this.hover || this.selected;
-    // Layer bands and position labels.
+  // Paints the whole graph in world coordinates onto ctx (edges, nodes, labels); the focus is drawn by draw() on top.
+  paint(ctx) {
+    const d = this.data;
     ctx.fillStyle = '#6b7280'; ctx.font = '11px system-ui';
-    for (let r = 0; r <= d.layers + 1; r++) {
-      const y = (d.layers + 1 - r) * 70 + 30;
-      ctx.fillText(r === 0 ? 'emb' : r === d.layers + 1 ? 'logits' : `L${r - 1}`, -2 - 30 / this.scale * 0, y + 4);
-    }
-    const tokens = d.graph.metadata?.prompt_tokens ?? [];
-    tokens.forEach((t, c) => ctx.fillText(String(t).slice(0, 14), d.colX[c] + 16, (d.layers + 2) * 70 + 10));
-    ctx.globalAlpha = focus ? 0.12 : 0.75;
-    ctx.lineCap = 'round';
+    for (let r = 0; r <= d.layers + 1; r++) ctx.fillText(r === 0 ? 'emb' : r === d.layers + 1 ? 'logits' : `L${r - 1}`, -2, (d.layers + 1 - r) * 70 + 34);
+    (d.graph.metadata?.prompt_tokens ?? []).forEach((t, c) => ctx.fillText(String(t).slice(0, 14), d.colX[c] + 16, (d.layers + 2) * 70 + 10));
+    ctx.globalAlpha = 0.75; ctx.lineCap = 'round';
     for (const b of this.buckets) { ctx.strokeStyle = b.color; ctx.lineWidth = b.width / Math.sqrt(this.scale); ctx.stroke(b.path); }
     ctx.globalAlpha = 1;
-    if (focus) {
-      for (const l of this.neighbours.get(focus) ?? []) {
-        ctx.strokeStyle = l.w < 0 ? '#d9480f' : '#1c7ed6'; ctx.lineWidth = 2 / Math.sqrt(this.scale);
-        ctx.beginPath(); ctx.moveTo(l.s.x, l.s.y); ctx.lineTo(l.t.x, l.t.y); ctx.stroke();
-      }
-    }
     ctx.fillStyle = '#495057'; ctx.fill(this.nodePath);
-    const members = new Map();
-    this.supernodes.forEach((g, k) => g.slice(1).forEach(id => members.set(id, k)));
+    const members = this.members();
     for (const n of this.visible) {
       const pinned = this.pinned.has(n.node_id), group = members.get(n.node_id);
-      if (!pinned && n !== focus && group === undefined && n.feature_type !== 'logit' && n.feature_type !== 'embedding') continue;
-      ctx.beginPath(); ctx.arc(n.x, n.y, n === focus ? 7 : 5.5, 0, 2 * Math.PI);
-      ctx.fillStyle = n.feature_type === 'logit' ? '#2b8a3e' : n.feature_type === 'embedding' ? '#868e96' : group !== undefined ? ['#ae3ec9', '#f08c00', '#0c8599', '#5c940d'][group % 4] : pinned ? '#e8590c' : '#3056d3';
+      if (!pinned && group === undefined && n.feature_type !== 'logit' && n.feature_type !== 'embedding') continue;
+      ctx.beginPath(); ctx.arc(n.x, n.y, 5.5, 0, 2 * Math.PI);
+      ctx.fillStyle = n.feature_type === 'logit' ? '#2b8a3e' : n.feature_type === 'embedding' ? '#868e96' : group !== undefined ? ['#ae3ec9', '#f08c00', '#0c8599', '#5c940d'][group % 4] : '#e8590c';
       ctx.fill();
     }
-    // Labels: tokens, logits and pinned or grouped features (zoomed in: every feature).
+    // Labels: logits and pinned features (zoomed in: every feature); a supernode once, by its name.
     ctx.fillStyle = '#1d2330'; ctx.font = `${11 / Math.max(0.6, this.scale)}px system-ui`;
     const named = new Set();
     for (const n of this.visible) {
       const group = members.get(n.node_id);
-      // A supernode is labelled once, by its name, at its first visible member.
       if (group !== undefined) {
         if (named.has(group)) continue;
         named.add(group);
@@ -150,8 +132,51 @@ export class Explorer {
       }
       const text = this.labelOf(n);
       if (!text) continue;
-      if (n.feature_type === 'cross layer transcoder' && !this.pinned.has(n.node_id) && n !== focus && this.scale < 1.5) continue;
+      if (n.feature_type === 'cross layer transcoder' && !this.pinned.has(n.node_id) && this.scale < 1.5) continue;
       ctx.fillText(text.slice(0, 28), n.x + 7, n.y - 6);
+    }
+  }
+
+  members() {
+    const m = new Map();
+    this.supernodes.forEach((g, k) => g.slice(1).forEach(id => m.set(id, k)));
+    return m;
+  }
+
+  // The painted graph is kept as a bitmap at the current zoom, so panning and hovering only copy it (a repaint of tens of
+  // thousands of edges happens on zoom, threshold, pin or label changes).
+  invalidate() { this.cache = null; this.draw(); }
+
+  draw() {
+    const { ctx, canvas } = this, dpr = window.devicePixelRatio || 1, pad = 80;
+    if (canvas.width !== canvas.clientWidth * dpr || canvas.height !== canvas.clientHeight * dpr) { canvas.width = canvas.clientWidth * dpr; canvas.height = canvas.clientHeight * dpr; }
+    const focus = this.hover || this.selected;
+    if (!this.cache || this.cache.scale !== this.scale) {
+      const s = this.scale * dpr, w = Math.ceil((this.data.width + 2 * pad) * s), h = Math.ceil((this.data.height + 2 * pad) * s);
+      this.cache = null;
+      if (w * h <= 24e6) {
+        const c = document.createElement('canvas'); c.width = w; c.height = h;
+        const cc = c.getContext('2d');
+        cc.setTransform(s, 0, 0, s, pad * s, pad * s);
+        this.paint(cc);
+        this.cache = { canvas: c, scale: this.scale, offset: pad * s };
+      }
+    }
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    if (focus) ctx.globalAlpha = 0.3;
+    if (this.cache) ctx.drawImage(this.cache.canvas, this.tx * dpr - this.cache.offset, this.ty * dpr - this.cache.offset);
+    else { ctx.setTransform(dpr * this.scale, 0, 0, dpr * this.scale, dpr * this.tx, dpr * this.ty); this.paint(ctx); }
+    ctx.globalAlpha = 1;
+    ctx.setTransform(dpr * this.scale, 0, 0, dpr * this.scale, dpr * this.tx, dpr * this.ty);
+    if (focus) {
+      for (const l of this.neighbours.get(focus) ?? []) {
+        ctx.strokeStyle = l.w < 0 ? '#d9480f' : '#1c7ed6'; ctx.lineWidth = 2 / Math.sqrt(this.scale);
+        ctx.beginPath(); ctx.moveTo(l.s.x, l.s.y); ctx.lineTo(l.t.x, l.t.y); ctx.stroke();
+      }
+      ctx.beginPath(); ctx.arc(focus.x, focus.y, 7, 0, 2 * Math.PI); ctx.fillStyle = '#3056d3'; ctx.fill();
+      ctx.fillStyle = '#1d2330'; ctx.font = `${11 / Math.max(0.6, this.scale)}px system-ui`;
+      ctx.fillText(this.labelOf(focus).slice(0, 40), focus.x + 8, focus.y - 8);
     }
     this.frames = (this.frames || 0) + 1;
   }
@@ -212,7 +237,7 @@ export class Explorer {
 
   togglePin(id) {
     if (this.pinned.has(id)) this.pinned.delete(id); else this.pinned.add(id);
-    if (this.pinnedOnly) this.filter(); else this.draw();
+    if (this.pinnedOnly) this.filter(); else this.invalidate();
     this.cb.changed?.();
   }
 }
@@ -230,7 +255,12 @@ function decodeGroups(s) { return s ? s.split('|').map(g => { const [name, ids] 
 
 let current = null;
 // Exposed for the benchmark and for scripting: the explorer on screen.
-window.mechanistGraph = { get explorer() { return current; }, prepare };
+window.mechanistGraph = {
+  get explorer() { return current; },
+  prepare,
+  // Shows a graph object as "open JSON" does (for scripts and the benchmark); resolves once it is drawn.
+  async open(graph) { await show(document.getElementById('view'), state(), graph, null); },
+};
 
 export async function render(root, s) {
   const saved = await call('/api/graphs');
@@ -248,28 +278,30 @@ export async function render(root, s) {
       <span class="muted">drag to pan, wheel to zoom, click a node for its card, shift+click to pin</span>
     </div>
     <div class="row"><div class="graph-wrap"><canvas id="graph-canvas"></canvas><div id="graph-tip" class="tip"></div></div>
-      <div id="graph-side"><div id="graph-pins"></div><div id="graph-intervene"></div><div id="graph-card"></div></div></div>`;
+      <div id="graph-side"><div id="graph-message"></div><div id="graph-pins"></div><div id="graph-intervene"></div><div id="graph-card"></div></div></div>`;
   const form = root.querySelector('#graph-form');
   form.addEventListener('submit', async e => {
     e.preventDefault();
     const prompt = root.querySelector('#graph-prompt').value;
-    root.querySelector('#graph-side').innerHTML = '<p class="muted">Tracing…</p>';
+    root.querySelector('#graph-message').innerHTML = '<p class="muted">Tracing…</p>';
     try {
       const g = await call('/api/graph', { model: s.model, prompt });
       setState({ graph: g.metadata.slug, gprompt: prompt, pinned: '', groups: '' });
-    } catch (err) { root.querySelector('#graph-side').innerHTML = `<p class="error">${esc(err.message)}</p>`; }
+    } catch (err) { root.querySelector('#graph-message').innerHTML = `<p class="error">${esc(err.message)}</p>`; }
   });
   root.querySelector('#graph-saved').addEventListener('change', e => { if (e.target.value) setState({ graph: e.target.value, pinned: '', groups: '' }); });
   root.querySelector('#graph-file').addEventListener('change', async e => {
     const file = e.target.files[0];
     if (!file) return;
-    try { show(root, s, JSON.parse(await file.text()), null); } catch (err) { root.querySelector('#graph-side').innerHTML = `<p class="error">not a graph file: ${esc(err.message)}</p>`; }
+    try { await show(root, s, JSON.parse(await file.text()), null); } catch (err) { root.querySelector('#graph-message').innerHTML = `<p class="error">not a graph file: ${esc(err.message)}</p>`; }
   });
-  if (!s.graph) { root.querySelector('#graph-side').innerHTML = '<p class="muted">Trace a prompt, pick a saved graph, or open a graph JSON file (ours or circuit-tracer\'s).</p>'; return; }
+  if (!s.graph) { root.querySelector('#graph-message').innerHTML = '<p class="muted">Trace a prompt, pick a saved graph, or open a graph JSON file (ours or circuit-tracer\'s).</p>'; return; }
   show(root, s, await call(`/api/graphs/${encodeURIComponent(s.graph)}`), s.graph);
 }
 
 async function show(root, s, graph, slug) {
+  if (!Array.isArray(graph?.nodes) || !Array.isArray(graph?.links)) throw new Error('a graph file has "nodes" and "links" arrays');
+  root.querySelector('#graph-message').innerHTML = '';
   const data = prepare(graph);
   const canvas = root.querySelector('#graph-canvas');
   canvas.style.height = Math.min(900, Math.max(420, data.height * Math.min(1, (canvas.clientWidth - 20) / data.width) + 40)) + 'px';
@@ -334,9 +366,9 @@ async function show(root, s, graph, slug) {
       const ids = [...el.querySelectorAll('#pin-list input:checked')].map(i => i.value);
       const name = el.querySelector('#group-name').value.trim() || `group ${x.supernodes.length + 1}`;
       if (ids.length === 0) return;
-      x.supernodes.push([name, ...ids]); x.draw(); pins(); intervene(); remember();
+      x.supernodes.push([name, ...ids]); x.invalidate(); pins(); intervene(); remember();
     });
-    el.querySelectorAll('[data-ungroup]').forEach(b => b.addEventListener('click', () => { x.supernodes.splice(Number(b.dataset.ungroup), 1); x.draw(); pins(); intervene(); remember(); }));
+    el.querySelectorAll('[data-ungroup]').forEach(b => b.addEventListener('click', () => { x.supernodes.splice(Number(b.dataset.ungroup), 1); x.invalidate(); pins(); intervene(); remember(); }));
     el.querySelector('#save-state')?.addEventListener('click', async () => {
       try {
         await call(`/api/graphs/${encodeURIComponent(slug)}/state`, { pinnedIds: [...x.pinned], supernodes: x.supernodes });
