@@ -37,7 +37,7 @@ public sealed class BenchCommand : ICliCommand
         var fileMb = new Option<int>("--file-mb") { Description = "Size of the safetensors file for the mmap-open row (0: skip).", DefaultValueFactory = _ => 500 };
         var json = CommonOptions.Json();
         var suite = new Option<string>("--suite") { Description = "all; dictionaries (harvesting and dictionary training on the built-in model only); or large (Llama-3.2-1B- and Gemma-2-2B-shaped random checkpoints in bf16: load, memory, forward, cache, generation).", DefaultValueFactory = _ => "all" };
-        suite.AcceptOnlyFromAmong("all", "dictionaries", "large", "attribution");
+        suite.AcceptOnlyFromAmong("all", "dictionaries", "large", "attribution", "features");
         var tokenCounts = new Option<string>("--attribution-tokens") { Description = "Prompt lengths of the attribution suite.", DefaultValueFactory = _ => "128,512,2048" };
         var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json, suite, tokenCounts };
         cmd.SetAction(parse =>
@@ -60,6 +60,8 @@ public sealed class BenchCommand : ICliCommand
                     var lengths = parse.GetValue(tokenCounts)!.Split(',').Select(x => int.TryParse(x, out int v) && v > 1 ? v : throw new MechanistException($"--attribution-tokens: '{x}' is not a length above 1")).ToArray();
                     rows = AttributionScaleRows(lengths, ctx, summary).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 }
+                else if (parse.GetValue(suite) == "features")
+                    rows = FeatureRows(dir).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else if (parse.GetValue(suite) == "large")
                     rows = LargeModelRows(dir, Math.Min(n, 3), ctx, summary).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else rows = Measure(dir, n, parse.GetValue(fileMb), ctx, out summary);
@@ -194,6 +196,27 @@ public sealed class BenchCommand : ICliCommand
         double stepMs = result.TrainSeconds / steps * 1000, peak = GemmPeak(repeats), rate = result.FlopsPerStep / (stepMs / 1000);
         yield return new Row("toy-4l: CLT training step (4 layers, 1024 features/layer, top-16)", stepMs, stepMs,
             Note: $"{batch / (stepMs / 1000):N0} tokens/s; {rate / 1e9:F1} GFLOP/s = {rate / peak:P0} of the GEMM peak measured in this run ({peak / 1e9:F0} GFLOP/s)");
+    }
+
+    /// <summary>Feature-store builds at two corpus sizes: throughput, peak memory and the store's size.</summary>
+    static IEnumerable<Row> FeatureRows(string dir)
+    {
+        using var toy = HookedTransformer.Load(BuiltInModels.DefaultPath());
+        string clt = Path.Combine(BuiltInModels.DefaultPath(), "clt");
+        foreach (int texts in new[] { 5_000, 20_000 })
+        {
+            using var source = Features.FeatureSource.Load(toy, clt);
+            string outDir = Path.Combine(dir, $"features-{texts}");
+            GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
+            ResetPeakRss();
+            double before = RssMb();
+            var sw = Stopwatch.StartNew();
+            var info = Features.FeatureBuild.Run(toy, source, clt, () => new Toy.ToyCorpus(1000).Lines(texts), new Features.FeatureBuildOptions(new Features.FeatureSketchSettings()), outDir);
+            double ms = sw.Elapsed.TotalMilliseconds, peak = PeakRssMb();
+            long bytes = new FileInfo(Path.Combine(outDir, Features.FeatureBuild.ShardName(0, 1))).Length;
+            yield return new Row($"toy-4l CLT: features build, {texts:N0} texts", ms, ms,
+                Note: $"{info.Tokens:N0} tokens, {info.Tokens / (ms / 1000):N0} tokens/s; peak RSS {peak:N0} MB ({peak - before:+#,0;-#,0} MB over the loaded model); store {bytes / 1e6:F0} MB");
+        }
     }
 
     /// <summary>
@@ -414,7 +437,7 @@ public sealed class BenchCommand : ICliCommand
 
     static string SectionStart(string suite) => $"<!-- bench suite {suite} -->";
     static string SectionEnd(string suite) => $"<!-- end of bench suite {suite} -->";
-    static readonly string[] Suites = { "dictionaries", "large", "attribution", "graph-explorer" };
+    static readonly string[] Suites = { "dictionaries", "large", "attribution", "features", "graph-explorer" };
 
     /// <summary>The suite sections of an existing file, kept when the main suite rewrites it.</summary>
     static string KeptSections(string? old)
@@ -445,6 +468,7 @@ public sealed class BenchCommand : ICliCommand
         {
             "large" => "## Billion-parameter models (`bench --suite large`)",
             "attribution" => "## Attribution graphs at scale (`bench --suite attribution`)",
+            "features" => "## Feature dashboards (`bench --suite features`)",
             _ => "## Dictionaries (`bench --suite dictionaries`)",
         });
         sb.AppendLine();
@@ -457,6 +481,9 @@ public sealed class BenchCommand : ICliCommand
                 "influential features (`--max-feature-nodes 16`) plus up to 5 logits, computes every edge into them, and prunes. Edges are stored sparse from the start; " +
                 "the dense columns show what an n x n float32 adjacency would take for the same nodes, and for a graph that makes every active feature a node (circuit-tracer's " +
                 "adjacency is n x n over its nodes). The peak RSS is the whole trace's, dominated by the activations kept for the backward passes (4 prompt copies), which grow linearly with the prompt.",
+            "features" => "`features build` on the built-in model and its shipped CLT (4 layers × 1,024 features; top-20 examples and 4 per octave per feature, " +
+                "12 + 4 tokens of context) over two sizes of the toy corpus, one process each size, checkpoints every 200K tokens. Peak RSS is the kernel's high-water " +
+                "mark over the build (reset before it); the store's size is bounded by the features, not the corpus, and so is the memory.",
             _ => "",
         });
         sb.AppendLine();

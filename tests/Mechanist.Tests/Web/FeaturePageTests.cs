@@ -247,4 +247,27 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         bad = await fx.Client.PostAsJsonAsync("/api/graph", new { prompt = "x", nodeThreshold = 3 });
         Assert.Contains("thresholds", await bad.Content.ReadAsStringAsync());
     }
+
+    [Fact]
+    public async Task TheExplorerOpensCircuitTracersGraphFilesAndRefusesOtherJson()
+    {
+        var (playwright, browser, page, errors) = await Browser($"{fx.Server.Url}/#view=graph");
+        using var _p = playwright; await using var _b = browser;
+        // An independent reference graph written by circuit-tracer itself.
+        string golden = SharedData.PathOf("golden", "attribution", "gpt2_clt_relu_mlpin", "graph.json");
+        var expected = JsonDocument.Parse(File.ReadAllText(golden)).RootElement;
+        await page.SetInputFilesAsync("#graph-file", golden);
+        await page.WaitForFunctionAsync("() => window.mechanistGraph.explorer?.data.nodes.length > 0");
+        Assert.Equal(expected.GetProperty("nodes").GetArrayLength(), await page.EvaluateAsync<int>("() => window.mechanistGraph.explorer.data.nodes.length"));
+        Assert.Equal(expected.GetProperty("links").GetArrayLength(), await page.EvaluateAsync<int>("() => window.mechanistGraph.explorer.edges.length"));
+        // Every node sits in its layer's row and its position's column.
+        Assert.True(await page.EvaluateAsync<bool>(@"() => window.mechanistGraph.explorer.data.nodes.every(n =>
+            n.feature_type === 'embedding' ? n.row === 0 : n.feature_type === 'logit' ? n.row === window.mechanistGraph.explorer.data.layers + 1 : n.row === Number(n.layer) + 1)"));
+        using var tmp = new TempDir();
+        File.WriteAllText(tmp.File("other.json"), "{\"hello\": 1}");
+        await page.SetInputFilesAsync("#graph-file", tmp.File("other.json"));
+        await page.WaitForSelectorAsync("#graph-message .error");
+        Assert.Contains("nodes", await page.TextContentAsync("#graph-message"));
+        Assert.Empty(errors);
+    }
 }
