@@ -116,11 +116,13 @@ public sealed partial class HookedTransformer
         var attnMask = BuildMask(batch, pos, past, mask, sliding: false);
         var slidingMask = cfg.SlidingWindow != null ? BuildMask(batch, pos, past, mask, sliding: true) : null;
         (Tensor Cos, Tensor Sin)? rope = _rotary?.For(positions, DType);
+        (Tensor Cos, Tensor Sin)? localRope = _localRotary?.For(positions, DType) ?? rope;
         for (int l = start; l < stop; l++)
         {
             // Each block's intermediates are freed as soon as it is done (cached ones are owned by the cache).
             using var blockScope = NewDisposeScope();
-            x = Block(s, o, l, x, cfg.UsesSlidingWindow(l) ? slidingMask! : attnMask, rope).MoveToOuterDisposeScope();
+            bool local = cfg.UsesSlidingWindow(l);
+            x = Block(s, o, l, x, local ? slidingMask! : attnMask, local ? localRope : rope).MoveToOuterDisposeScope();
         }
         o.KvCache?.Advance((int)pos);
         if (stop < cfg.NLayers) return x;

@@ -30,7 +30,7 @@ public sealed partial class HookedTransformer : IDisposable
 {
     readonly BlockHookNames[] _blockNames;
     readonly HookRegistry _hookPoints;
-    readonly Rotary? _rotary;
+    readonly Rotary? _rotary, _localRotary;
     readonly List<ForwardHookSpec> _permanentHooks = new();
     readonly AsyncLocal<ScopedHooks?> _scopedHooks = new();
 
@@ -44,6 +44,7 @@ public sealed partial class HookedTransformer : IDisposable
         _hookPoints = new HookRegistry(config);
         _blockNames = Enumerable.Range(0, config.NLayers).Select(l => new BlockHookNames(l)).ToArray();
         if (config.Positional == PositionKind.Rotary) _rotary = new Rotary(config, Device);
+        if (config.Positional == PositionKind.Rotary && config.LocalRopeTheta is { } local) _localRotary = new Rotary(config with { RopeTheta = local, RopeScaling = null }, Device);
     }
 
     /// <summary>The model's name (what the user passed as --model).</summary>
@@ -256,6 +257,7 @@ public sealed partial class HookedTransformer : IDisposable
     {
         Weights.Dispose();
         _rotary?.Dispose();
+        _localRotary?.Dispose();
     }
 }
 

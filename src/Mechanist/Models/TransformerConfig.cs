@@ -70,6 +70,8 @@ public sealed record TransformerConfig
     public double RopeTheta { get; init; } = 10000;
     /// <summary>Dimensions of each head that rotate (partial rotary when below <see cref="DHead"/>).</summary>
     public int RotaryDim { get; init; }
+    /// <summary>Rotary base of the sliding-window layers when it differs from <see cref="RopeTheta"/> (Gemma-3's rope_local_base_freq; those layers take no scaling), or null.</summary>
+    public double? LocalRopeTheta { get; init; }
     /// <summary>Rotary scaling, if any.</summary>
     public RopeScaling? RopeScaling { get; init; }
     /// <summary>Attention and MLP read the same residual (GPT-NeoX, GPT-J).</summary>

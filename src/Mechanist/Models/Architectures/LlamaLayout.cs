@@ -119,12 +119,13 @@ public sealed class LlamaArchitecture : IArchitecture
         });
 }
 
-/// <summary>Gemma and Gemma-2: (1 + w) RMSNorm, embeddings scaled by sqrt(d_model), GeGLU; Gemma-2 adds
-/// sandwich norms, soft-capping, query_pre_attn_scalar and sliding windows on even layers.</summary>
+/// <summary>Gemma, Gemma-2 and Gemma-3 (text): (1 + w) RMSNorm, embeddings scaled by sqrt(d_model), GeGLU; Gemma-2 adds
+/// sandwich norms, soft-capping, query_pre_attn_scalar and sliding windows on even layers; Gemma-3 adds per-head (1 + w)
+/// q/k norms, a sliding-window pattern and a second rotary base for its local layers.</summary>
 public sealed class GemmaArchitecture : IArchitecture
 {
     /// <inheritdoc/>
-    public IReadOnlyList<string> ModelTypes { get; } = new[] { "gemma", "gemma2" };
+    public IReadOnlyList<string> ModelTypes { get; } = new[] { "gemma", "gemma2", "gemma3_text" };
 
     /// <inheritdoc/>
     public TransformerConfig ReadConfig(ModelConfig c)
@@ -137,6 +138,22 @@ public sealed class GemmaArchitecture : IArchitecture
             Activation = c.String("hidden_activation") ?? "gelu_pytorch_tanh",
             SlidingWindow = null,
         };
+        if (c.ModelType == "gemma3_text")
+        {
+            int pattern = c.IntOrNull("sliding_window_pattern") ?? 6;
+            if (pattern < 1) throw c.Bad("sliding_window_pattern", "must be at least 1");
+            return cfg with
+            {
+                PostNorms = true, QkNorm = true,
+                AttnScale = 1.0 / Math.Sqrt(c.Double("query_pre_attn_scalar", cfg.DHead)),
+                AttnSoftcap = c.DoubleOrNull("attn_logit_softcapping"),
+                FinalSoftcap = c.DoubleOrNull("final_logit_softcapping"),
+                SlidingWindow = c.IntOrNull("sliding_window"),
+                // Every pattern-th layer is global; the others slide and use the local rotary base without scaling.
+                SlidingLayer = l => (l + 1) % pattern != 0,
+                LocalRopeTheta = c.Double("rope_local_base_freq", 10000),
+            };
+        }
         if (c.ModelType != "gemma2") return cfg;
         return cfg with
         {
@@ -161,6 +178,12 @@ public sealed class GemmaArchitecture : IArchitecture
                 block.PostAttnNormW = block.Ln2W;
                 block.Ln2W = r.Take(b + "pre_feedforward_layernorm.weight", cfg.DModel);
                 block.PostMlpNormW = r.Take(b + "post_feedforward_layernorm.weight", cfg.DModel);
+            }
+            if (cfg.QkNorm)
+            {
+                // Stored as offsets: the per-head norms scale by (1 + w), folded in here.
+                using var q = r.Take(b + "self_attn.q_norm.weight", cfg.DHead); using var k = r.Take(b + "self_attn.k_norm.weight", cfg.DHead);
+                block.QNormW = q + 1; block.KNormW = k + 1;
             }
             return block;
         });
