@@ -132,7 +132,7 @@ public static class FeatureBuild
                 var acts = source.Encode(li, cache[source.InputHooks[li]].reshape(n * width, -1)[keepT]).to(ScalarType.Float32);
                 var nz = acts.nonzero();
                 var rowsT = nz[.., 0].contiguous(); var featsT = nz[.., 1].contiguous();
-                var valsT = acts.reshape(-1).index_select(0, rowsT * source.DDict + featsT).cpu();
+                var valsT = acts.reshape(-1).index_select(0, rowsT.mul(Tensors.Scalars.Int(source.DDict)).add(featsT, Tensors.Scalars.Int(1))).cpu();
                 var rows = rowsT.cpu().data<long>().ToArray(); var feats = featsT.cpu().data<long>().ToArray(); var vals = valsT.data<float>().ToArray();
                 // nonzero() lists rows in order and features in order within a row: a CSR index for window look-ups.
                 var rowPtr = new int[rowText.Count + 1];

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Hooks;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -130,7 +131,7 @@ public sealed partial class HookedTransformer
         x = Norm(s, o, x, cfg.Norm, Weights.LnFinalW, Weights.LnFinalB, HookNames.LnFinalScale, HookNames.LnFinalNormalized, null, out _);
         x = Hook(s, HookNames.UnembedIn, null, x);
         var logits = F.linear(x, Weights.WU, Weights.BU);
-        if (cfg.FinalSoftcap is { } cap) logits = (logits / cap).tanh() * cap;
+        if (cfg.FinalSoftcap is { } cap) logits = Softcap(logits, cap);
         return Hook(s, HookNames.UnembedOut, null, logits);
     }
 
@@ -138,8 +139,8 @@ public sealed partial class HookedTransformer
     {
         if (mask is null) return arange(past, past + pos, dtype: ScalarType.Int64, device: Device).unsqueeze(0).expand(batch, pos);
         // Left padding: real tokens count from 0; pad slots get 0 (they are masked anyway).
-        var cumulative = mask.to(ScalarType.Int64).cumsum(1) - 1;
-        return cumulative.clamp_min(0)[.., past..];
+        var cumulative = mask.to(ScalarType.Int64).cumsum(1).sub(Scalars.Int(1));
+        return cumulative.clamp_min(Scalars.Int(0))[.., past..];
     }
 
     /// <summary>True where attention is forbidden: future keys, padding keys, keys outside the sliding window.</summary>
@@ -214,7 +215,7 @@ public sealed partial class HookedTransformer
             var vf = v.permute(0, 2, 1, 3);
             if (cfg.HeadsPerKvHead > 1) { kf = kf.repeat_interleave(cfg.HeadsPerKvHead, dim: 1); vf = vf.repeat_interleave(cfg.HeadsPerKvHead, dim: 1); }
             double rescale = cfg.AttnScale * Math.Sqrt(cfg.DHead); // the fused kernel scales by 1/sqrt(d_head)
-            if (Math.Abs(rescale - 1) > 1e-12) qf = qf * rescale;
+            if (Math.Abs(rescale - 1) > 1e-12) qf = qf.mul(Scalars.Of(rescale));
             if (s.Cache is { } activations) CacheLazyAttention(s, activations, n, q.permute(0, 2, 1, 3), kf);
             // A frozen pattern is a function of detached queries and keys: the gradient reaches v only, and the fused
             // kernel's backward recomputes the pattern instead of keeping [heads, pos, pos] per layer for it.
@@ -231,9 +232,9 @@ public sealed partial class HookedTransformer
             kh = kh.repeat_interleave(cfg.HeadsPerKvHead, dim: 1);
             vh = vh.repeat_interleave(cfg.HeadsPerKvHead, dim: 1);
         }
-        var scores = matmul(qh, kh) * cfg.AttnScale;
-        if (cfg.AttnSoftcap is { } cap) scores = (scores / cap).tanh() * cap;
-        scores = scores.masked_fill(mask, MinValue(scores.dtype));
+        var scores = matmul(qh, kh).mul(Scalars.Of(cfg.AttnScale));
+        if (cfg.AttnSoftcap is { } cap) scores = Softcap(scores, cap);
+        scores = scores.masked_fill(mask, Scalars.Of(MinValue(scores.dtype)));
         scores = Hook(s, n.AttnScores, l, scores);
         var pattern = F.softmax(scores, -1, scores.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32).to(scores.dtype);
         if (o.FreezeAttention) pattern = pattern.detach();
@@ -275,7 +276,7 @@ public sealed partial class HookedTransformer
             // transposed before heads are repeated for GQA (a contiguous [b, h, dh, p] copy), a view otherwise.
             var kt = Config.HeadsPerKvHead > 1 ? kd.transpose(2, 3).contiguous() : kd.transpose(2, 3);
             var x = matmul(qd, kt) * scale;
-            return x.masked_fill(causal, MinValue(x.dtype));
+            return x.masked_fill(causal, Scalars.Of(MinValue(x.dtype)));
         }
         if (scores) cache.StoreLazy(n.AttnScores, Scores, qd, kd);
         if (pattern)
@@ -296,6 +297,9 @@ public sealed partial class HookedTransformer
         return w.Bo is null ? summed : summed.add(w.Bo, Mechanist.Tensors.Scalars.One);
     }
 
+    /// <summary>tanh(x / cap) · cap with rooted scalars.</summary>
+    static Tensor Softcap(Tensor x, double cap) => x.div(Scalars.Of(cap)).tanh().mul(Scalars.Of(cap));
+
     static double MinValue(ScalarType t) => t switch
     {
         ScalarType.Float16 => -65504.0,
@@ -307,7 +311,7 @@ public sealed partial class HookedTransformer
     Tensor RmsNormHead(Tensor x, Tensor weight)
     {
         var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);
-        var normed = xf * (xf.pow(2).mean(new long[] { -1 }, keepdim: true) + Config.NormEps).rsqrt();
+        var normed = xf * xf.square().mean(new long[] { -1 }, keepdim: true).add(Scalars.Of(Config.NormEps), Scalars.One).rsqrt();
         return weight * normed.to(x.dtype);
     }
 
@@ -317,8 +321,8 @@ public sealed partial class HookedTransformer
         // Half-precision inputs are normalised in fp32 (as HF does); fp32 and fp64 keep their precision.
         var xf = x.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? x.to(ScalarType.Float32) : x;
         bool centre = kind is NormKind.LayerNorm or NormKind.LayerNormNoAffine;
-        var centred = centre ? xf - xf.mean(new long[] { -1 }, keepdim: true) : xf;
-        var scale = (centred.pow(2).mean(new long[] { -1 }, keepdim: true) + Config.NormEps).sqrt();
+        var centred = centre ? xf.sub(xf.mean(new long[] { -1 }, keepdim: true)) : xf;
+        var scale = centred.square().mean(new long[] { -1 }, keepdim: true).add(Scalars.Of(Config.NormEps), Scalars.One).sqrt();
         if (o.FreezeNormScales) scale = scale.detach();
         scale = Hook(s, scaleName, layer, scale);
         var normalized = Hook(s, normalizedName, layer, centred / scale);
@@ -327,8 +331,8 @@ public sealed partial class HookedTransformer
         return kind switch
         {
             NormKind.RmsNorm => weight! * normalized.to(x.dtype),
-            NormKind.RmsNormPlusOne => (normalized * (1.0f + weight!.to(xf.dtype))).to(x.dtype),
-            NormKind.LayerNorm => (bias is null ? normalized * weight! : weight is null ? normalized + bias.to(xf.dtype) : torch.addcmul(bias.to(xf.dtype), normalized, weight!.to(xf.dtype), 1)).to(x.dtype),
+            NormKind.RmsNormPlusOne => (normalized * weight!.to(xf.dtype).add(Scalars.One, Scalars.One)).to(x.dtype),
+            NormKind.LayerNorm => (bias is null ? normalized * weight! : weight is null ? normalized + bias.to(xf.dtype) : torch.addcmul(bias.to(xf.dtype), normalized, weight!.to(xf.dtype), Scalars.One)).to(x.dtype),
             _ => normalized.to(x.dtype),
         };
     }
@@ -353,7 +357,7 @@ public sealed partial class HookedTransformer
         "gelu" or "gelu_python" => F.gelu(x),
         "silu" or "swish" => F.silu(x),
         "relu" => F.relu(x),
-        "quick_gelu" => x * (1.702 * x).sigmoid(),
+        "quick_gelu" => x * x.mul(Scalars.Of(1.702)).sigmoid(),
         var other => throw new MechanistException($"activation '{other}' is not supported"),
     };
 }
@@ -371,7 +375,7 @@ public sealed partial class HookedTransformer
         var normed = Norm(s, new RunOptions(), residual.to(DType, Device), Config.Norm, Weights.LnFinalW, Weights.LnFinalB,
             HookNames.LnFinalScale, HookNames.LnFinalNormalized, null, out _);
         var logits = nn.functional.linear(normed, Weights.WU, Weights.BU);
-        if (Config.FinalSoftcap is { } cap) logits = (logits / cap).tanh() * cap;
+        if (Config.FinalSoftcap is { } cap) logits = Softcap(logits, cap);
         return logits.MoveToOuterDisposeScope();
     }
 }

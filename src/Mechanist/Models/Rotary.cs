@@ -60,7 +60,7 @@ public sealed class Rotary : IDisposable
         long half = RotaryDim / 2;
         var x1 = rot[.., .., .., ..(int)half];
         var x2 = rot[.., .., .., (int)half..];
-        var rotated = rot * cos + cat(new[] { -x2, x1 }, -1) * sin;
+        var rotated = (rot * cos).add(cat(new[] { -x2, x1 }, -1) * sin, Mechanist.Tensors.Scalars.One);
         return RotaryDim == dh ? rotated : cat(new[] { rotated, x[.., .., .., RotaryDim..] }, -1);
     }
 
