@@ -71,7 +71,11 @@ public sealed record GraphStateRequest(string[]? PinnedIds, string[][]? Supernod
 /// <param name="Mode">free, constrained or replacement.</param>
 /// <param name="TopK">Tokens listed.</param>
 /// <param name="Generate">Tokens generated greedily without and with the interventions.</param>
-public sealed record InterveneRequest(string? Model, string? Prompt, string[]? Set, string? Mode = null, int? TopK = null, int? Generate = null) : IModelRequest;
+/// <param name="SwapPrompt">Instead of <paramref name="Set"/>: a donor prompt whose features at its last position replace those at <paramref name="SwapPosition"/>.</param>
+/// <param name="SwapPosition">Where the swap lands in the prompt (negative: from the end; default the last token).</param>
+/// <param name="SwapLayers">Layers swapped (default: all).</param>
+public sealed record InterveneRequest(string? Model, string? Prompt, string[]? Set, string? Mode = null, int? TopK = null, int? Generate = null,
+    string? SwapPrompt = null, int? SwapPosition = null, int[]? SwapLayers = null) : IModelRequest;
 
 /// <summary>Activation addition: the vector mean(positive) − mean(negative) at a layer, added with a coefficient while generating.</summary>
 /// <param name="Model">Model name.</param>

@@ -290,15 +290,22 @@ public sealed class WorkbenchServer : IAsyncDisposable
         {
             using var tokens = Tokens(m, r.Prompt);
             var bundle = _models.Transcoders(ModelName(r.Model), m);
-            if (r.Set is not { Length: > 0 } set || set.Length > 200) throw new MechanistException("'set' needs 1 to 200 interventions (LAYER:POSITION:FEATURE=VALUE)");
             var mode = (r.Mode ?? "free") switch
             {
                 "free" => Attribution.InterventionMode.Free, "constrained" => Attribution.InterventionMode.Constrained, "replacement" => Attribution.InterventionMode.Replacement,
                 var other => throw new MechanistException($"'mode' must be free, constrained or replacement (got '{Trim(other)}')"),
             };
+            int topK = Math.Clamp(r.TopK ?? 10, 1, 50), generate = Math.Clamp(r.Generate ?? 0, 0, 64);
             using var rm = Attribution.ReplacementModel.Build(m, bundle.Dictionary, bundle.Input, tokens);
             ct.ThrowIfCancellationRequested();
-            return Attribution.InterventionExperiment.Run(rm, set, mode, Math.Clamp(r.TopK ?? 10, 1, 50), Math.Clamp(r.Generate ?? 0, 0, 64));
+            if (!string.IsNullOrEmpty(r.SwapPrompt))
+            {
+                using var donorTokens = Tokens(m, r.SwapPrompt, "swapPrompt");
+                using var donor = Attribution.ReplacementModel.Build(m, bundle.Dictionary, bundle.Input, donorTokens);
+                return Attribution.InterventionExperiment.Swap(rm, donor, r.SwapPosition ?? -1, r.SwapLayers is { Length: > 0 } ls ? ls : null, mode, topK, generate);
+            }
+            if (r.Set is not { Length: > 0 } set || set.Length > 200) throw new MechanistException("'set' needs 1 to 200 interventions (LAYER:POSITION:FEATURE=VALUE), or give 'swapPrompt'");
+            return Attribution.InterventionExperiment.Run(rm, set, mode, topK, generate);
         });
 
         Post<SteerRequest>("/api/steer", (r, m) =>

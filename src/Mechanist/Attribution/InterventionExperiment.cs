@@ -64,14 +64,32 @@ public static class InterventionExperiment
     public static InterventionReport Run(ReplacementModel rm, IReadOnlyList<string> specs, InterventionMode mode, int topK = 10, int generate = 0)
     {
         if (specs.Count == 0) throw new MechanistException("give at least one intervention (LAYER:POSITION:FEATURE=VALUE)");
+        var everyNew = specs.Where(x => x.Split(':') is { Length: 3 } w && w[1] == "*" && !x.Split('=').Last().StartsWith('x'))
+            .SelectMany(x => Parse(x, rm).GroupBy(iv => (iv.Layer, iv.Feature)).Select(grp => grp.First())).ToList();
+        return Run(rm, specs.SelectMany(s => Parse(s, rm)).ToArray(), mode, topK, generate, everyNew);
+    }
+
+    /// <summary>
+    /// A concept swap run and reported: the features active at <paramref name="position"/> of the traced prompt are replaced by those
+    /// active at the last position of <paramref name="donor"/> (traced with the same model and transcoders), in <paramref name="layers"/>
+    /// (default: every layer); see <see cref="Interventions.Swap"/>.
+    /// </summary>
+    public static InterventionReport Swap(ReplacementModel rm, ReplacementModel donor, int position, IReadOnlyCollection<int>? layers, InterventionMode mode, int topK = 10, int generate = 0)
+    {
+        int at = position < 0 ? (int)rm.Tokens.shape[1] + position : position;
+        var interventions = Interventions.Swap(rm, at, donor, (int)donor.Tokens.shape[1] - 1, layers);
+        return Run(rm, interventions.ToArray(), mode, topK, generate, null);
+    }
+
+    /// <summary>Runs resolved interventions and reports before and after (and the continuations when <paramref name="generate"/> &gt; 0).</summary>
+    public static InterventionReport Run(ReplacementModel rm, FeatureIntervention[] interventions, InterventionMode mode, int topK, int generate,
+        IReadOnlyList<FeatureIntervention>? everyNew)
+    {
         var model = rm.Model;
-        var interventions = specs.SelectMany(s => Parse(s, rm)).ToArray();
         using var result = Interventions.Run(rm, interventions, mode);
         GeneratedPair? generated = null;
         if (generate > 0)
         {
-            var everyNew = specs.Where(x => x.Split(':') is { Length: 3 } w && w[1] == "*" && !x.Split('=').Last().StartsWith('x'))
-                .SelectMany(x => Parse(x, rm).GroupBy(iv => (iv.Layer, iv.Feature)).Select(grp => grp.First())).ToList();
             var stop = model.Config.EosTokenIds.Select(e => (long)e).ToHashSet();
             generated = new GeneratedPair(TokenText.Of(model, Interventions.Generate(rm, Array.Empty<FeatureIntervention>(), generate, null, stop)),
                 TokenText.Of(model, Interventions.Generate(rm, interventions, generate, everyNew, stop)));

@@ -13,18 +13,22 @@ public sealed class Rotary : IDisposable
     /// <summary>Precomputes cos/sin for every position up to the context length.</summary>
     public Rotary(TransformerConfig cfg, Device device)
     {
-        RotaryDim = cfg.RotaryDim;
+        RotaryDim = cfg.RotaryDim; Interleaved = cfg.RotaryInterleaved;
         using var scope = NewDisposeScope();
         var invFreq = InverseFrequencies(cfg);
         var positions = arange(0, cfg.NCtx, dtype: ScalarType.Float32);
         var freqs = positions.unsqueeze(1) * invFreq.unsqueeze(0);
-        var emb = cat(new[] { freqs, freqs }, -1);
+        // Half-split: [f0..fn, f0..fn]; interleaved pairs: [f0, f0, f1, f1, ...].
+        var emb = Interleaved ? freqs.repeat_interleave(2, -1) : cat(new[] { freqs, freqs }, -1);
         _cos = emb.cos().to(device).DetachFromDisposeScope();
         _sin = emb.sin().to(device).DetachFromDisposeScope();
     }
 
     /// <summary>Rotated dimensions per head.</summary>
     public int RotaryDim { get; }
+
+    /// <summary>Whether pairs (x[2i], x[2i+1]) rotate together (GPT-J's rotate_every_two) instead of the two halves.</summary>
+    public bool Interleaved { get; }
 
     /// <summary>HF's inverse frequencies, with Llama-3 or linear scaling applied.</summary>
     public static Tensor InverseFrequencies(TransformerConfig cfg)
@@ -57,10 +61,19 @@ public sealed class Rotary : IDisposable
     {
         long dh = x.shape[3];
         var rot = RotaryDim == dh ? x : x[.., .., .., ..RotaryDim];
-        long half = RotaryDim / 2;
-        var x1 = rot[.., .., .., ..(int)half];
-        var x2 = rot[.., .., .., (int)half..];
-        var rotated = (rot * cos).add(cat(new[] { -x2, x1 }, -1) * sin, Mechanist.Tensors.Scalars.One);
+        Tensor turned;
+        if (Interleaved)
+        {
+            var even = rot[.., .., .., TensorIndex.Slice(0, null, 2)];
+            var odd = rot[.., .., .., TensorIndex.Slice(1, null, 2)];
+            turned = stack(new[] { -odd, even }, -1).flatten(-2);
+        }
+        else
+        {
+            long half = RotaryDim / 2;
+            turned = cat(new[] { -rot[.., .., .., (int)half..], rot[.., .., .., ..(int)half] }, -1);
+        }
+        var rotated = (rot * cos).add(turned * sin, Mechanist.Tensors.Scalars.One);
         return RotaryDim == dh ? rotated : cat(new[] { rotated, x[.., .., .., RotaryDim..] }, -1);
     }
 

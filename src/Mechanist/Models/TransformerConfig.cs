@@ -72,6 +72,10 @@ public sealed record TransformerConfig
     public int RotaryDim { get; init; }
     /// <summary>Rotary base of the sliding-window layers when it differs from <see cref="RopeTheta"/> (Gemma-3's rope_local_base_freq; those layers take no scaling), or null.</summary>
     public double? LocalRopeTheta { get; init; }
+    /// <summary>Rotary on interleaved pairs (x[2i], x[2i+1]) as GPT-J and Cohere do, instead of the two halves.</summary>
+    public bool RotaryInterleaved { get; init; }
+    /// <summary>Logits are multiplied by this (Cohere's logit_scale); architectures fold it into W_U when loading.</summary>
+    public double LogitScale { get; init; } = 1.0;
     /// <summary>Rotary scaling, if any.</summary>
     public RopeScaling? RopeScaling { get; init; }
     /// <summary>Attention and MLP read the same residual (GPT-NeoX, GPT-J).</summary>

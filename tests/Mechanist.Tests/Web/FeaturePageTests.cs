@@ -198,6 +198,11 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         Assert.NotEqual("Austin", after.Trim());
         Assert.Contains("Austin", await page.TextContentAsync("#gen-before"));
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = ScreenshotPath("graph-intervention.png"), FullPage = true });
+        // A swap from the graph: the last position's layer-0 features taken from "The capital of Oregon is".
+        await page.FillAsync("#swap-prompt", "The capital of Oregon is");
+        await page.FillAsync("#swap-layers", "0");
+        await page.ClickAsync("#swap-form button");
+        await page.WaitForFunctionAsync("() => document.querySelector('#intervene-result').dataset.after === 'Salem'", null, new PageWaitForFunctionOptions { Timeout = 60_000 });
         Assert.Empty(errors);
     }
 
@@ -242,6 +247,11 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         Assert.Contains("layer", await bad.Content.ReadAsStringAsync());
         bad = await fx.Client.PostAsJsonAsync("/api/intervene", new { prompt = "The capital of", set = new[] { "garbage" } });
         Assert.Contains("LAYER:POSITION:FEATURE=VALUE", await bad.Content.ReadAsStringAsync());
+        // A swap: the state at "is" taken from another prompt moves the answer to that state's capital.
+        var swap = await fx.Client.PostAsJsonAsync("/api/intervene", new { prompt = "The capital of the state containing Dallas is", swapPrompt = "The capital of Oregon is", swapLayers = new[] { 0 } });
+        var swapped = JsonDocument.Parse(await swap.Content.ReadAsStringAsync()).RootElement;
+        Assert.Equal("Austin", swapped.GetProperty("before")[0].GetProperty("token").GetString());
+        Assert.Equal("Salem", swapped.GetProperty("after")[0].GetProperty("token").GetString());
         bad = await fx.Client.PostAsJsonAsync("/api/steer", new { prompt = "Alice", positive = Array.Empty<string>(), negative = new[] { "x" } });
         Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
         bad = await fx.Client.PostAsJsonAsync("/api/graph", new { prompt = "x", nodeThreshold = 3 });

@@ -386,10 +386,34 @@ async function show(root, s, graph, slug) {
       ...x.supernodes.map(g => ({ name: g[0], ids: g.slice(1) })),
       ...[...x.pinned].filter(id => !grouped.has(id) && data.byId.get(id) && featureOf(data.byId.get(id))).map(id => ({ name: id, ids: [id] })),
     ].filter(t => t.ids.some(id => data.byId.get(id) && featureOf(data.byId.get(id))));
-    if (targets.length === 0) { el.innerHTML = '<p class="muted">Pin features (shift+click) to intervene on them.</p>'; return; }
-    el.innerHTML = `<h3>Intervene</h3><form id="intervene-form" class="inline">${targets.map((t, k) =>
+    const positions = (graph.metadata?.prompt_tokens ?? []).length;
+    el.innerHTML = `<h3>Intervene</h3>${targets.length === 0 ? '<p class="muted">Pin features (shift+click) to set them, or swap a position with another prompt\'s.</p>' : ''}
+      <form id="intervene-form" class="inline">${targets.map((t, k) =>
       `<label class="pin">${esc(t.name)} <input data-target="${k}" size="6" value="x0" title="xK scales the activation; a number sets it"></label>`).join('')}
-      <label>generate <input id="intervene-generate" size="3" value="8"></label> <button type="submit">Run</button></form><div id="intervene-result"></div>`;
+      <label>generate <input id="intervene-generate" size="3" value="8"></label> ${targets.length ? '<button type="submit">Run</button>' : ''}</form>
+      <form id="swap-form" class="inline"><label>swap position <input id="swap-position" size="3" value="${Math.max(0, positions - 1)}"></label>
+        <label>with the last token of <input id="swap-prompt" size="30" placeholder="The capital of Oregon is"></label>
+        <label>layers <input id="swap-layers" size="6" placeholder="all"></label><button type="submit">Swap</button></form>
+      <div id="intervene-result"></div>`;
+    const report = r => {
+      const out = el.querySelector('#intervene-result');
+      const table = (title, list) => `<table class="logits"><tr><th colspan="2">${title}</th></tr>${list.map(t => `<tr><td class="tok">${esc(JSON.stringify(t.token))}</td><td>${(num(t.prob) * 100).toFixed(1)}%</td></tr>`).join('')}</table>`;
+      out.innerHTML = `<p class="muted">${r.interventions.length} feature setting(s)</p><div class="row">${table('before', r.before)}${table('after', r.after)}</div>
+        ${r.generated ? `<p><b>without:</b> <span id="gen-before">${esc(r.generated.clean.join(' '))}</span><br><b>with:</b> <span id="gen-after">${esc(r.generated.intervened.join(' '))}</span></p>` : ''}`;
+      out.dataset.after = r.after[0].token;
+    };
+    const run = async body => {
+      const out = el.querySelector('#intervene-result');
+      out.innerHTML = '<p class="muted">Running…</p>';
+      try { report(await call('/api/intervene', { model: state().model || undefined, prompt: graph.metadata.prompt, generate: Number(el.querySelector('#intervene-generate').value) || 0, topK: 5, ...body })); }
+      catch (err) { out.innerHTML = `<p class="error">${esc(err.message)}</p>`; }
+    };
+    el.querySelector('#swap-form').addEventListener('submit', e => {
+      e.preventDefault();
+      const layers = el.querySelector('#swap-layers').value.split(',').map(x => x.trim()).filter(Boolean).map(Number);
+      run({ swapPrompt: el.querySelector('#swap-prompt').value, swapPosition: Number(el.querySelector('#swap-position').value), swapLayers: layers.length ? layers : undefined });
+    });
+    if (targets.length === 0) return;
     el.querySelector('#intervene-form').addEventListener('submit', async e => {
       e.preventDefault();
       const set = [];
@@ -398,15 +422,7 @@ async function show(root, s, graph, slug) {
         if (!v) return;
         for (const id of t.ids) { const f = featureOf(data.byId.get(id)); if (f) set.push(`${f.layer}:${f.position}:${f.feature}=${v}`); }
       });
-      const out = el.querySelector('#intervene-result');
-      out.innerHTML = '<p class="muted">Running…</p>';
-      try {
-        const r = await call('/api/intervene', { model: state().model || undefined, prompt: graph.metadata.prompt, set, generate: Number(el.querySelector('#intervene-generate').value) || 0, topK: 5 });
-        const table = (title, list) => `<table class="logits"><tr><th colspan="2">${title}</th></tr>${list.map(t => `<tr><td class="tok">${esc(JSON.stringify(t.token))}</td><td>${(num(t.prob) * 100).toFixed(1)}%</td></tr>`).join('')}</table>`;
-        out.innerHTML = `<div class="row">${table('before', r.before)}${table('after', r.after)}</div>
-          ${r.generated ? `<p><b>without:</b> <span id="gen-before">${esc(r.generated.clean.join(' '))}</span><br><b>with:</b> <span id="gen-after">${esc(r.generated.intervened.join(' '))}</span></p>` : ''}`;
-        out.dataset.after = r.after[0].token;
-      } catch (err) { out.innerHTML = `<p class="error">${esc(err.message)}</p>`; }
+      run({ set });
     });
   }
 

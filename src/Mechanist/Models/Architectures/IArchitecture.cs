@@ -24,7 +24,8 @@ public static class ArchitectureRegistry
     static readonly IArchitecture[] All =
     {
         new Gpt2Architecture(), new GptNeoXArchitecture(), new LlamaArchitecture(), new GemmaArchitecture(),
-        new Phi3Architecture(), new OlmoArchitecture(),
+        new Phi3Architecture(), new OlmoArchitecture(), new StarCoder2Architecture(), new StableLmArchitecture(), new PhiArchitecture(),
+        new OptArchitecture(), new GptJArchitecture(), new CohereArchitecture(), new FalconArchitecture(),
     };
 
     /// <summary>Every supported model_type.</summary>
