@@ -200,7 +200,8 @@ public sealed class HookRegistry
         if (c.Positional == PositionKind.Learned) Add(HookKind.PosEmbed, -1, resid);
         for (int l = 0; l < c.NLayers; l++)
         {
-            Add(HookKind.ResidPre, l, resid); Add(HookKind.Ln1Scale, l, scale); Add(HookKind.Ln1Normalized, l, resid);
+            Add(HookKind.ResidPre, l, resid);
+            if (c.PreNorms) { Add(HookKind.Ln1Scale, l, scale); Add(HookKind.Ln1Normalized, l, resid); }
             Add(HookKind.Q, l, $"[batch, pos, {h}, {dh}]"); Add(HookKind.K, l, $"[batch, pos, {kv}, {dh}]"); Add(HookKind.V, l, $"[batch, pos, {kv}, {dh}]");
             if (c.Positional == PositionKind.Rotary) { Add(HookKind.RotQ, l, $"[batch, pos, {h}, {dh}]"); Add(HookKind.RotK, l, $"[batch, pos, {kv}, {dh}]"); }
             Add(HookKind.AttnScores, l, $"[batch, {h}, pos, pos]"); Add(HookKind.Pattern, l, $"[batch, {h}, pos, pos]");
@@ -210,7 +211,8 @@ public sealed class HookRegistry
             Add(HookKind.AttnOut, l, resid);
             if (c.AttnOnly) { Add(HookKind.ResidPost, l, resid); continue; }
             if (!c.ParallelResidual) Add(HookKind.ResidMid, l, resid);
-            Add(HookKind.Ln2Scale, l, scale); Add(HookKind.Ln2Normalized, l, resid); Add(HookKind.MlpPre, l, mlp);
+            if (c.PreNorms) { Add(HookKind.Ln2Scale, l, scale); Add(HookKind.Ln2Normalized, l, resid); }
+            Add(HookKind.MlpPre, l, mlp);
             if (c.GatedMlp) Add(HookKind.MlpPreLinear, l, mlp);
             Add(HookKind.MlpPost, l, mlp);
             if (c.PostNorms) { Add(HookKind.Ln2PostScale, l, scale); Add(HookKind.Ln2PostNormalized, l, resid); }

@@ -160,7 +160,7 @@ public sealed partial class HookedTransformer
     {
         var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
         resid = Hook(s, n.ResidPre, l, resid);
-        var attnIn = Norm(s, o, resid, cfg.Norm, w.Ln1W, w.Ln1B, n.Ln1Scale, n.Ln1Normalized, l, out _);
+        var attnIn = cfg.PreNorms ? Norm(s, o, resid, cfg.Norm, w.Ln1W, w.Ln1B, n.Ln1Scale, n.Ln1Normalized, l, out _) : resid;
         var attnOut = Attention(s, o, l, attnIn, mask, rope);
         if (cfg.PostNorms) attnOut = Norm(s, o, attnOut, cfg.Norm, w.PostAttnNormW, null, n.Ln1PostScale, n.Ln1PostNormalized, l, out _);
         attnOut = Hook(s, n.AttnOut, l, attnOut);
@@ -169,7 +169,9 @@ public sealed partial class HookedTransformer
         Tensor mid = resid;
         if (!cfg.ParallelResidual) mid = Hook(s, n.ResidMid, l, resid.add(attnOut, Mechanist.Tensors.Scalars.One));
         var mlpResid = cfg.ParallelResidual ? resid : mid;
-        var mlpIn = Norm(s, o, mlpResid, cfg.Norm, w.Ln2W, w.Ln2B, n.Ln2Scale, n.Ln2Normalized, l, out var normalized);
+        Tensor mlpIn, normalized;
+        if (cfg.PreNorms) mlpIn = Norm(s, o, mlpResid, cfg.Norm, w.Ln2W, w.Ln2B, n.Ln2Scale, n.Ln2Normalized, l, out normalized);
+        else mlpIn = normalized = mlpResid;
         Tensor TrueMlp()
         {
             var y = Mlp(s, l, mlpIn);
@@ -188,10 +190,12 @@ public sealed partial class HookedTransformer
     {
         var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
         long b = x.shape[0], p = x.shape[1];
-        var q = F.linear(x, w.Wq, w.Bq).view(b, p, cfg.NHeads, cfg.DHead);
-        var k = F.linear(x, w.Wk, w.Bk).view(b, p, cfg.NKvHeads, cfg.DHead);
+        var qFlat = F.linear(x, w.Wq, w.Bq); var kFlat = F.linear(x, w.Wk, w.Bk);
+        if (cfg.QkNorm && cfg.QkNormAcrossHeads) { qFlat = RmsNormHead(qFlat, w.QNormW!); kFlat = RmsNormHead(kFlat, w.KNormW!); }
+        var q = qFlat.view(b, p, cfg.NHeads, cfg.DHead);
+        var k = kFlat.view(b, p, cfg.NKvHeads, cfg.DHead);
         var v = F.linear(x, w.Wv, w.Bv).view(b, p, cfg.NKvHeads, cfg.DHead);
-        if (cfg.QkNorm)
+        if (cfg.QkNorm && !cfg.QkNormAcrossHeads)
         {
             q = RmsNormHead(q, w.QNormW!);
             k = RmsNormHead(k, w.KNormW!);

@@ -82,8 +82,12 @@ public sealed record TransformerConfig
     public bool ParallelResidual { get; init; }
     /// <summary>Extra norms after attention and after the MLP (Gemma-2 "sandwich").</summary>
     public bool PostNorms { get; init; }
-    /// <summary>Per-head RMSNorm of queries and keys (Qwen3).</summary>
+    /// <summary>Per-head RMSNorm of queries and keys (Qwen3, Gemma-3).</summary>
     public bool QkNorm { get; init; }
+    /// <summary>With <see cref="QkNorm"/>: the norm spans the whole q / k projection (all heads together, OLMo-2) instead of each head.</summary>
+    public bool QkNormAcrossHeads { get; init; }
+    /// <summary>Whether blocks normalise their inputs (false for OLMo-2, whose sub-layers read the raw residual and normalise their outputs).</summary>
+    public bool PreNorms { get; init; } = true;
     /// <summary>Multiplier applied to q·k (usually 1/sqrt(d_head)).</summary>
     public required double AttnScale { get; init; }
     /// <summary>Attention logit soft-capping (Gemma-2), or null.</summary>

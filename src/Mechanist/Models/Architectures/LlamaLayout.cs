@@ -208,6 +208,40 @@ public sealed class OlmoArchitecture : IArchitecture
         LlamaLayout.Load(r, cfg, b => LlamaLayout.StandardBlock(r, cfg, b));
 }
 
+/// <summary>
+/// OLMo-2: no input norms (attention and MLP read the raw residual), RMSNorms on their outputs (post_attention_layernorm,
+/// post_feedforward_layernorm), and RMSNorm q/k norms over the whole projections before the head split and RoPE.
+/// </summary>
+public sealed class Olmo2Architecture : IArchitecture
+{
+    /// <inheritdoc/>
+    public IReadOnlyList<string> ModelTypes { get; } = new[] { "olmo2" };
+
+    /// <inheritdoc/>
+    public TransformerConfig ReadConfig(ModelConfig c)
+    {
+        var cfg = LlamaLayout.ReadConfig(c, "olmo2", tiedDefault: false, NormKind.RmsNorm);
+        return cfg with { PreNorms = false, PostNorms = true, QkNorm = true, QkNormAcrossHeads = true, SlidingWindow = null };
+    }
+
+    /// <inheritdoc/>
+    public TransformerWeights LoadWeights(WeightReader r, TransformerConfig cfg) =>
+        LlamaLayout.Load(r, cfg, b =>
+        {
+            long d = cfg.DModel, q = cfg.NHeads * cfg.DHead, kv = cfg.NKvHeads * cfg.DHead, m = cfg.DMlp;
+            return new BlockWeights
+            {
+                PostAttnNormW = r.Take(b + "post_attention_layernorm.weight", d), PostMlpNormW = r.Take(b + "post_feedforward_layernorm.weight", d),
+                QNormW = r.Take(b + "self_attn.q_norm.weight", q), KNormW = r.Take(b + "self_attn.k_norm.weight", kv),
+                Wq = r.Take(b + "self_attn.q_proj.weight", q, d), Wk = r.Take(b + "self_attn.k_proj.weight", kv, d),
+                Wv = r.Take(b + "self_attn.v_proj.weight", kv, d), Wo = r.Take(b + "self_attn.o_proj.weight", d, q),
+                Bq = cfg.QkvBias ? r.Take(b + "self_attn.q_proj.bias", q) : null, Bk = cfg.QkvBias ? r.Take(b + "self_attn.k_proj.bias", kv) : null,
+                Bv = cfg.QkvBias ? r.Take(b + "self_attn.v_proj.bias", kv) : null, Bo = cfg.OutBias ? r.Take(b + "self_attn.o_proj.bias", d) : null,
+                WIn = r.Take(b + "mlp.gate_proj.weight", m, d), WUp = r.Take(b + "mlp.up_proj.weight", m, d), WOut = r.Take(b + "mlp.down_proj.weight", d, m),
+            };
+        });
+}
+
 /// <summary>Phi-3: Llama semantics with fused qkv_proj ([q; k; v]) and gate_up_proj ([gate; up]).</summary>
 public sealed class Phi3Architecture : IArchitecture
 {
