@@ -18,6 +18,8 @@ public sealed partial class HookedTransformer
         public Func<string, bool> CacheFilter = _ => true;
         public IReadOnlyList<ISpliceRun> Splices = Array.Empty<ISpliceRun>();
         public readonly Dictionary<string, Tensor> GradSources = new();
+        /// <summary>ALiBi's bias [batch, heads, 1, keys] for this run, when the model uses it.</summary>
+        public Tensor? Alibi;
     }
 
     Tensor Execute(Tensor input, RunOptions o, ForwardState s)
@@ -98,6 +100,7 @@ public sealed partial class HookedTransformer
             // every activation downstream has a gradient.
             if (is_grad_enabled() && !embed.requires_grad) embed = embed.detach().requires_grad_(true);
             embed = Hook(s, HookNames.Embed, null, embed);
+            if (cfg.EmbeddingNorm) embed = F.layer_norm(embed, new long[] { cfg.DModel }, Weights.EmbedLnW, Weights.EmbedLnB, cfg.NormEps);
             if (cfg.Positional == PositionKind.Learned)
             {
                 var posEmbed = Weights.WPos!.index_select(0, positions.flatten()).view(batch, pos, cfg.DModel);
@@ -117,6 +120,7 @@ public sealed partial class HookedTransformer
         var attnMask = BuildMask(batch, pos, past, mask, sliding: false);
         var slidingMask = cfg.SlidingWindow != null ? BuildMask(batch, pos, past, mask, sliding: true) : null;
         (Tensor Cos, Tensor Sin)? rope = _rotary?.For(positions, DType);
+        if (cfg.Positional == PositionKind.Alibi) s.Alibi = AlibiBias(batch, past + pos, mask);
         (Tensor Cos, Tensor Sin)? localRope = _localRotary?.For(positions, DType) ?? rope;
         for (int l = start; l < stop; l++)
         {
@@ -141,6 +145,28 @@ public sealed partial class HookedTransformer
         // Left padding: real tokens count from 0; pad slots get 0 (they are masked anyway).
         var cumulative = mask.to(ScalarType.Int64).cumsum(1).sub(Scalars.Int(1));
         return cumulative.clamp_min(Scalars.Int(0))[.., past..];
+    }
+
+    /// <summary>
+    /// ALiBi's bias slope_h · key position [batch, heads, 1, keys]: positions count real keys (cumsum(mask) − 1, 0 at pads) as BLOOM does;
+    /// per query row this equals slope_h · (key − query) up to a constant, which softmax ignores.
+    /// </summary>
+    Tensor AlibiBias(long batch, long keys, Tensor? mask)
+    {
+        int h = Config.NHeads;
+        int closest = 1 << (int)Math.Floor(Math.Log2(h));
+        double baseSlope = Math.Pow(2, -Math.Pow(2, -(Math.Log2(closest) - 3)));
+        var slopes = Enumerable.Range(1, closest).Select(i => Math.Pow(baseSlope, i)).ToList();
+        if (closest != h)
+        {
+            double extra = Math.Pow(2, -Math.Pow(2, -(Math.Log2(2 * closest) - 3)));
+            slopes.AddRange(Enumerable.Range(0, Math.Min(closest, h - closest)).Select(i => Math.Pow(extra, 1 + 2 * i)));
+        }
+        var keyPos = mask is null
+            ? arange(keys, dtype: ScalarType.Float32, device: Device).unsqueeze(0).expand(batch, keys)
+            : mask.to(ScalarType.Int64).cumsum(1).sub(Scalars.Int(1)).mul(mask.to(ScalarType.Int64)).to(ScalarType.Float32);
+        var slope = tensor(slopes.Select(x => (float)x).ToArray(), device: Device).view(1, h, 1, 1);
+        return slope * keyPos.view(batch, 1, 1, keys);
     }
 
     /// <summary>True where attention is forbidden: future keys, padding keys, keys outside the sliding window.</summary>
@@ -238,6 +264,7 @@ public sealed partial class HookedTransformer
         }
         var scores = matmul(qh, kh).mul(Scalars.Of(cfg.AttnScale));
         if (cfg.AttnSoftcap is { } cap) scores = Softcap(scores, cap);
+        if (s.Alibi is { } alibi) scores = scores.add(alibi.to(scores.dtype), Scalars.One);
         scores = scores.masked_fill(mask, Scalars.Of(MinValue(scores.dtype)));
         scores = Hook(s, n.AttnScores, l, scores);
         var pattern = F.softmax(scores, -1, scores.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32).to(scores.dtype);
@@ -255,7 +282,7 @@ public sealed partial class HookedTransformer
     /// </summary>
     bool CanFuseAttention(ForwardState s, RunOptions o, int l, BlockHookNames n, int past)
     {
-        if (!o.FusedAttention || o.AttentionMask is not null || past > 0 || Config.UsesSlidingWindow(l) || Config.AttnSoftcap is not null) return false;
+        if (!o.FusedAttention || o.AttentionMask is not null || past > 0 || Config.UsesSlidingWindow(l) || Config.AttnSoftcap is not null || Config.Positional == PositionKind.Alibi) return false;
         bool Touched(string name) =>
             s.Forward.Any(h => h.Filter.Matches(name)) || s.Backward.Any(h => h.Filter.Matches(name)) || (s.Cache != null && s.KeepGraph && s.CacheFilter(name));
         return !Touched(n.AttnScores) && !Touched(n.Pattern);

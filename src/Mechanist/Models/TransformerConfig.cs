@@ -20,6 +20,8 @@ public enum PositionKind
     Learned,
     /// <summary>Rotary embeddings applied to queries and keys.</summary>
     Rotary,
+    /// <summary>ALiBi: a per-head linear bias on the attention scores by key position (BLOOM).</summary>
+    Alibi,
 }
 
 /// <summary>Rotary frequency scaling (HF rope_scaling).</summary>
@@ -100,6 +102,8 @@ public sealed record TransformerConfig
     public Func<int, bool>? SlidingLayer { get; init; }
     /// <summary>Unembedding shares the token embedding matrix.</summary>
     public bool TiedEmbeddings { get; init; }
+    /// <summary>A LayerNorm right after the token embedding (BLOOM's word_embeddings_layernorm).</summary>
+    public bool EmbeddingNorm { get; init; }
     /// <summary>Token embeddings are multiplied by this (Gemma: sqrt(d_model)).</summary>
     public double EmbeddingScale { get; init; } = 1.0;
     /// <summary>Whether q/k/v projections have biases.</summary>

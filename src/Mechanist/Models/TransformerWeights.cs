@@ -53,6 +53,8 @@ public sealed class TransformerWeights : IDisposable
     public BlockWeights[] Blocks = Array.Empty<BlockWeights>();
     /// <summary>Final norm weight / bias.</summary>
     public Tensor? LnFinalW, LnFinalB;
+    /// <summary>BLOOM's LayerNorm after the token embedding.</summary>
+    public Tensor? EmbedLnW, EmbedLnB;
     /// <summary>Unembedding [vocab, d_model] (the same tensor as <see cref="WE"/> when tied).</summary>
     public Tensor WU = null!;
     /// <summary>Unembedding bias.</summary>
@@ -67,6 +69,8 @@ public sealed class TransformerWeights : IDisposable
             foreach (var (n, t) in Blocks[i].Named()) yield return ($"blocks.{i}.{n}", t);
         if (LnFinalW is not null) yield return ("ln_final.w", LnFinalW);
         if (LnFinalB is not null) yield return ("ln_final.b", LnFinalB);
+        if (EmbedLnW is not null) yield return ("embed_ln.w", EmbedLnW);
+        if (EmbedLnB is not null) yield return ("embed_ln.b", EmbedLnB);
         if (!ReferenceEquals(WU, WE)) yield return ("unembed.W_U", WU);
         if (BU is not null) yield return ("unembed.b_U", BU);
     }

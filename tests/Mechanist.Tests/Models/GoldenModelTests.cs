@@ -15,7 +15,7 @@ public class GoldenModelTests
     const double Tol = 1e-4;
 
     public static IEnumerable<object[]> Architectures() =>
-        new[] { "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "olmo", "mistral_swa", "gemma2_swa", "llama_rope_llama3", "llama_rope_linear", "qwen3", "gemma3", "starcoder2", "stablelm", "phi", "opt", "gptj", "cohere", "falcon", "olmo2" }.Select(a => new object[] { a });
+        new[] { "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "olmo", "mistral_swa", "gemma2_swa", "llama_rope_llama3", "llama_rope_linear", "qwen3", "gemma3", "starcoder2", "stablelm", "phi", "opt", "gptj", "cohere", "falcon", "olmo2", "bloom" }.Select(a => new object[] { a });
 
     static (HookedTransformer Model, SafetensorsFile Reference) Open(string arch)
     {
