@@ -13,6 +13,7 @@ public sealed class BlockHookNames
         AttnOut = N(HookKind.AttnOut); ResidMid = N(HookKind.ResidMid); Ln2Scale = N(HookKind.Ln2Scale); Ln2Normalized = N(HookKind.Ln2Normalized);
         MlpPre = N(HookKind.MlpPre); MlpPreLinear = N(HookKind.MlpPreLinear); MlpPost = N(HookKind.MlpPost); MlpOut = N(HookKind.MlpOut);
         ResidPost = N(HookKind.ResidPost);
+        RouterLogits = N(HookKind.RouterLogits); ExpertIndices = N(HookKind.ExpertIndices); ExpertWeights = N(HookKind.ExpertWeights); ExpertOut = N(HookKind.ExpertOut);
         Ln1PostScale = N(HookKind.Ln1PostScale); Ln1PostNormalized = N(HookKind.Ln1PostNormalized);
         Ln2PostScale = N(HookKind.Ln2PostScale); Ln2PostNormalized = N(HookKind.Ln2PostNormalized);
     }
@@ -38,6 +39,10 @@ public sealed class BlockHookNames
     public string MlpPreLinear { get; }
     public string MlpPost { get; }
     public string MlpOut { get; }
+    public string RouterLogits { get; }
+    public string ExpertIndices { get; }
+    public string ExpertWeights { get; }
+    public string ExpertOut { get; }
     public string ResidPost { get; }
     public string Ln1PostScale { get; }
     public string Ln1PostNormalized { get; }

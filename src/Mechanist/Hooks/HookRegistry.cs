@@ -9,7 +9,7 @@ public enum HookKind
     Embed, PosEmbed,
     ResidPre, Ln1Scale, Ln1Normalized, Q, K, V, RotQ, RotK, AttnScores, Pattern, Z, Result,
     Ln1PostScale, Ln1PostNormalized, AttnOut, ResidMid, Ln2Scale, Ln2Normalized,
-    MlpPre, MlpPreLinear, MlpPost, Ln2PostScale, Ln2PostNormalized, MlpOut, ResidPost,
+    MlpPre, MlpPreLinear, MlpPost, RouterLogits, ExpertIndices, ExpertWeights, ExpertOut, Ln2PostScale, Ln2PostNormalized, MlpOut, ResidPost,
     LnFinalScale, LnFinalNormalized, UnembedIn, UnembedOut,
     /// <summary>A point added by something spliced into a run (a sparse dictionary's activations, say).</summary>
     Spliced,
@@ -93,6 +93,10 @@ public sealed class HookRegistry
             HookKind.MlpPre => b + "mlp.hook_pre",
             HookKind.MlpPreLinear => b + "mlp.hook_pre_linear",
             HookKind.MlpPost => b + "mlp.hook_post",
+            HookKind.RouterLogits => b + "mlp.hook_router_logits",
+            HookKind.ExpertIndices => b + "mlp.hook_expert_indices",
+            HookKind.ExpertWeights => b + "mlp.hook_expert_weights",
+            HookKind.ExpertOut => b + "mlp.hook_expert_out",
             HookKind.Ln2PostScale => b + "ln2_post.hook_scale",
             HookKind.Ln2PostNormalized => b + "ln2_post.hook_normalized",
             HookKind.MlpOut => b + "hook_mlp_out",
@@ -212,9 +216,18 @@ public sealed class HookRegistry
             if (c.AttnOnly) { Add(HookKind.ResidPost, l, resid); continue; }
             if (!c.ParallelResidual) Add(HookKind.ResidMid, l, resid);
             if (c.PreNorms) { Add(HookKind.Ln2Scale, l, scale); Add(HookKind.Ln2Normalized, l, resid); }
-            Add(HookKind.MlpPre, l, mlp);
-            if (c.GatedMlp) Add(HookKind.MlpPreLinear, l, mlp);
-            Add(HookKind.MlpPost, l, mlp);
+            if (c.Moe is { } moe)
+            {
+                Add(HookKind.RouterLogits, l, $"[batch, pos, {moe.Experts}]");
+                Add(HookKind.ExpertIndices, l, $"[batch, pos, {moe.TopK}]"); Add(HookKind.ExpertWeights, l, $"[batch, pos, {moe.TopK}]");
+                Add(HookKind.ExpertOut, l, $"[batch, pos, {moe.TopK}, {d}]");
+            }
+            else
+            {
+                Add(HookKind.MlpPre, l, mlp);
+                if (c.GatedMlp) Add(HookKind.MlpPreLinear, l, mlp);
+                Add(HookKind.MlpPost, l, mlp);
+            }
             if (c.PostNorms) { Add(HookKind.Ln2PostScale, l, scale); Add(HookKind.Ln2PostNormalized, l, resid); }
             Add(HookKind.MlpOut, l, resid); Add(HookKind.ResidPost, l, resid);
         }

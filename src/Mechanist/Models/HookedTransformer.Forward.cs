@@ -371,6 +371,7 @@ public sealed partial class HookedTransformer
     Tensor Mlp(ForwardState s, int l, Tensor x)
     {
         var n = _blockNames[l]; var w = Weights.Blocks[l];
+        if (Config.Moe is { } moe) return MixtureOfExperts(s, l, x, moe);
         var pre = Hook(s, n.MlpPre, l, F.linear(x, w.WIn, w.BIn));
         Tensor post;
         if (Config.GatedMlp)
@@ -380,6 +381,46 @@ public sealed partial class HookedTransformer
         }
         else post = Hook(s, n.MlpPost, l, Activation(pre));
         return F.linear(post, w.WOut, w.BOut);
+    }
+
+    /// <summary>
+    /// A mixture-of-experts MLP: router logits, softmax in fp32, the top-k experts per token (renormalised when the config says),
+    /// each expert run only on the tokens routed to it, outputs weighted and summed; plus a sigmoid-gated shared expert.
+    /// </summary>
+    Tensor MixtureOfExperts(ForwardState s, int l, Tensor x, MoeConfig moe)
+    {
+        var n = _blockNames[l]; var w = Weights.Blocks[l];
+        long b = x.shape[0], p = x.shape[1], d = Config.DModel, tokens = b * p;
+        var flat = x.reshape(tokens, d);
+        var router = Hook(s, n.RouterLogits, l, F.linear(flat, w.Router!).view(b, p, moe.Experts)).reshape(tokens, moe.Experts);
+        var probs = F.softmax(router.to(ScalarType.Float32), -1);
+        var (topW, topI) = probs.topk(moe.TopK, -1);
+        if (moe.NormalizeTopK) topW = topW / topW.sum(new long[] { -1 }, keepdim: true);
+        topW = Hook(s, n.ExpertWeights, l, topW.to(x.dtype).view(b, p, moe.TopK)).reshape(tokens, moe.TopK);
+        topI = Hook(s, n.ExpertIndices, l, topI.view(b, p, moe.TopK)).reshape(tokens, moe.TopK);
+        var outputs = zeros(new long[] { tokens, moe.TopK, d }, x.dtype, x.device);
+        var chosen = topI.cpu().data<long>().ToArray();
+        for (int e = 0; e < moe.Experts; e++)
+        {
+            // Only the (token, slot) pairs routed to expert e run through it.
+            var pairs = new List<long>();
+            for (int i = 0; i < chosen.Length; i++) if (chosen[i] == e) pairs.Add(i);
+            if (pairs.Count == 0) continue;
+            using var scope = NewDisposeScope();
+            var at = tensor(pairs.ToArray(), device: x.device);
+            var rows = at.div(Scalars.Int(moe.TopK), RoundingMode.floor);
+            var xe = flat.index_select(0, rows);
+            var ye = F.linear(Activation(F.linear(xe, w.ExpertGate![e])) * F.linear(xe, w.ExpertUp![e]), w.ExpertDown![e]);
+            outputs.view(tokens * moe.TopK, d).index_copy_(0, at, ye);
+        }
+        outputs = Hook(s, n.ExpertOut, l, outputs.view(b, p, moe.TopK, d)).reshape(tokens, moe.TopK, d);
+        var mixed = (outputs * topW.unsqueeze(-1)).sum(new long[] { 1 });
+        if (moe.SharedExpert)
+        {
+            var shared = F.linear(Activation(F.linear(flat, w.WIn)) * F.linear(flat, w.WUp!), w.WOut);
+            mixed = mixed.add(F.linear(flat, w.SharedExpertGate!).sigmoid() * shared, Scalars.One);
+        }
+        return mixed.view(b, p, d);
     }
 
     Tensor Activation(Tensor x) => Config.Activation switch

@@ -32,6 +32,14 @@ public enum PositionKind
 /// <param name="OriginalMaxPositions">llama3: original_max_position_embeddings.</param>
 public sealed record RopeScaling(string Type, double Factor, double LowFreqFactor = 1, double HighFreqFactor = 4, int OriginalMaxPositions = 8192);
 
+/// <summary>A mixture-of-experts MLP: a router picks <paramref name="TopK"/> of <paramref name="Experts"/> gated MLPs per token.</summary>
+/// <param name="Experts">Experts per layer.</param>
+/// <param name="TopK">Experts per token.</param>
+/// <param name="NormalizeTopK">Whether the chosen experts' softmax weights are renormalised to sum to 1 (Mixtral) or kept (Qwen2-MoE).</param>
+/// <param name="DExpert">Each expert's intermediate width.</param>
+/// <param name="SharedExpert">Whether a shared expert (the block's regular gated MLP, width d_mlp) is added, gated by sigmoid(x · w_gate).</param>
+public sealed record MoeConfig(int Experts, int TopK, bool NormalizeTopK, int DExpert, bool SharedExpert = false);
+
 /// <summary>
 /// The architecture-independent description of a decoder-only transformer: every architecture file
 /// maps its Hugging Face config onto this record, and <see cref="HookedTransformer"/> runs it.
@@ -64,6 +72,8 @@ public sealed record TransformerConfig
     public required string Activation { get; init; }
     /// <summary>Attention-only blocks: no MLP and no second norm (TransformerLens's attn-only toy models).</summary>
     public bool AttnOnly { get; init; }
+    /// <summary>Mixture-of-experts MLPs, or null for dense ones.</summary>
+    public MoeConfig? Moe { get; init; }
     /// <summary>Whether the MLP is gated (SwiGLU/GeGLU: act(gate) * up).</summary>
     public bool GatedMlp { get; init; }
     /// <summary>Positional scheme.</summary>

@@ -27,6 +27,12 @@ public sealed class BlockWeights
     public Tensor? WUp;
     /// <summary>MLP biases.</summary>
     public Tensor? BIn, BUp, BOut;
+    /// <summary>MoE router [experts, d_model].</summary>
+    public Tensor? Router;
+    /// <summary>MoE experts stacked: gate and up [experts, d_expert, d_model], down [experts, d_model, d_expert].</summary>
+    public Tensor? ExpertGate, ExpertUp, ExpertDown;
+    /// <summary>Qwen2-MoE's shared-expert gate [1, d_model].</summary>
+    public Tensor? SharedExpertGate;
 
     /// <summary>Every tensor with a TransformerLens-like name.</summary>
     public IEnumerable<(string Name, Tensor Tensor)> Named()
@@ -37,6 +43,8 @@ public sealed class BlockWeights
             ("attn.q_norm.w", QNormW), ("attn.k_norm.w", KNormW), ("attn.W_Q", Wq), ("attn.W_K", Wk), ("attn.W_V", Wv), ("attn.W_O", Wo),
             ("attn.b_Q", Bq), ("attn.b_K", Bk), ("attn.b_V", Bv), ("attn.b_O", Bo), ("mlp.W_in", WIn!), ("mlp.W_gate_up", WUp),
             ("mlp.W_out", WOut!), ("mlp.b_in", BIn), ("mlp.b_up", BUp), ("mlp.b_out", BOut),
+            ("mlp.W_router", Router), ("mlp.experts.W_gate", ExpertGate), ("mlp.experts.W_up", ExpertUp), ("mlp.experts.W_down", ExpertDown),
+            ("mlp.W_shared_gate", SharedExpertGate),
         };
         foreach (var (n, t) in all) if (t is not null) yield return (n, t!);
     }

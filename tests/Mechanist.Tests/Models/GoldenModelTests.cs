@@ -15,7 +15,7 @@ public class GoldenModelTests
     const double Tol = 1e-4;
 
     public static IEnumerable<object[]> Architectures() =>
-        new[] { "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "olmo", "mistral_swa", "gemma2_swa", "llama_rope_llama3", "llama_rope_linear", "qwen3", "gemma3", "starcoder2", "stablelm", "phi", "opt", "gptj", "cohere", "falcon", "olmo2", "bloom" }.Select(a => new object[] { a });
+        new[] { "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "olmo", "mistral_swa", "gemma2_swa", "llama_rope_llama3", "llama_rope_linear", "qwen3", "gemma3", "starcoder2", "stablelm", "phi", "opt", "gptj", "cohere", "falcon", "olmo2", "bloom", "mixtral", "qwen2_moe" }.Select(a => new object[] { a });
 
     static (HookedTransformer Model, SafetensorsFile Reference) Open(string arch)
     {
@@ -110,5 +110,37 @@ public class GoldenModelTests
         Assert.Equal(expected, result.Ids);
         var stepLogits = tensor(result.StepLogits.SelectMany(x => x).ToArray(), new long[] { 12, model.Config.VocabSize });
         TensorAssert.Close(reference.Read("generated_logits"), stepLogits, Tol, $"{arch} generated logits");
+    }
+
+    [Theory]
+    [InlineData("mixtral")]
+    [InlineData("qwen2_moe")]
+    public void RouterLogitsMatchAndOnlyTheChosenExpertsRun(string arch)
+    {
+        var (model, reference) = Open(arch);
+        using var _m = model; using var _r = reference;
+        using var scope = NewDisposeScope();
+        var moe = model.Config.Moe!;
+        var (_, cache) = model.RunWithCache(reference.Read("input_ids"));
+        using var _c = cache;
+        var mask = reference.Read("attention_mask_padded");
+        var (_, padded) = model.RunWithCache(reference.Read("input_ids_padded"), options: new RunOptions { AttentionMask = mask, PositionIds = reference.Read("position_ids_padded") });
+        using var _p = padded;
+        var real = mask.to(ScalarType.Bool).reshape(-1);
+        for (int l = 0; l < model.Config.NLayers; l++)
+        {
+            TensorAssert.Close(reference.Read($"router_logits_{l}"), cache[HookKind.RouterLogits, l].reshape(-1, moe.Experts), Tol, $"{arch} router_logits_{l}");
+            TensorAssert.Close(reference.Read($"router_logits_padded_{l}")[real], padded[HookKind.RouterLogits, l].reshape(-1, moe.Experts)[real], Tol, $"{arch} padded router_logits_{l}");
+            // The chosen experts are the top-k of the router's softmax, and their weights are its probabilities (renormalised for Mixtral).
+            var probs = reference.Read($"router_logits_{l}").softmax(-1);
+            var (w, i) = probs.topk(moe.TopK, -1);
+            Assert.Equal(i.data<long>().ToArray(), cache[HookKind.ExpertIndices, l].reshape(-1, moe.TopK).data<long>().ToArray());
+            var expected = moe.NormalizeTopK ? w / w.sum(new long[] { -1 }, keepdim: true) : w;
+            TensorAssert.Close(expected, cache[HookKind.ExpertWeights, l].reshape(-1, moe.TopK), Tol, $"{arch} expert weights {l}");
+            // mlp_out is the weighted sum of the chosen experts' outputs (plus the shared expert for Qwen2-MoE).
+            var mixed = (cache[HookKind.ExpertOut, l] * cache[HookKind.ExpertWeights, l].unsqueeze(-1)).sum(new long[] { 2 });
+            if (!moe.SharedExpert) TensorAssert.Close(mixed, cache[HookKind.MlpOut, l], 1e-5, $"{arch} mlp_out {l}");
+        }
+        Assert.False(model.HookPoints.Has(HookKind.MlpPre));
     }
 }
