@@ -37,7 +37,7 @@ public sealed class BenchCommand : ICliCommand
         var fileMb = new Option<int>("--file-mb") { Description = "Size of the safetensors file for the mmap-open row (0: skip).", DefaultValueFactory = _ => 500 };
         var json = CommonOptions.Json();
         var suite = new Option<string>("--suite") { Description = "all; dictionaries (harvesting and dictionary training on the built-in model only); or large (Llama-3.2-1B- and Gemma-2-2B-shaped random checkpoints in bf16: load, memory, forward, cache, generation).", DefaultValueFactory = _ => "all" };
-        suite.AcceptOnlyFromAmong("all", "dictionaries", "large", "attribution", "features");
+        suite.AcceptOnlyFromAmong("all", "dictionaries", "large", "attribution", "features", "moe");
         var tokenCounts = new Option<string>("--attribution-tokens") { Description = "Prompt lengths of the attribution suite.", DefaultValueFactory = _ => "128,512,2048" };
         var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json, suite, tokenCounts };
         cmd.SetAction(parse =>
@@ -60,6 +60,8 @@ public sealed class BenchCommand : ICliCommand
                     var lengths = parse.GetValue(tokenCounts)!.Split(',').Select(x => int.TryParse(x, out int v) && v > 1 ? v : throw new MechanistException($"--attribution-tokens: '{x}' is not a length above 1")).ToArray();
                     rows = AttributionScaleRows(lengths, ctx, summary).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 }
+                else if (parse.GetValue(suite) == "moe")
+                    rows = MoeRows(n).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else if (parse.GetValue(suite) == "features")
                     rows = FeatureRows(dir).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else if (parse.GetValue(suite) == "large")
@@ -196,6 +198,34 @@ public sealed class BenchCommand : ICliCommand
         double stepMs = result.TrainSeconds / steps * 1000, peak = GemmPeak(repeats), rate = result.FlopsPerStep / (stepMs / 1000);
         yield return new Row("toy-4l: CLT training step (4 layers, 1024 features/layer, top-16)", stepMs, stepMs,
             Note: $"{batch / (stepMs / 1000):N0} tokens/s; {rate / 1e9:F1} GFLOP/s = {rate / peak:P0} of the GEMM peak measured in this run ({peak / 1e9:F0} GFLOP/s)");
+    }
+
+    /// <summary>The Mixtral-shaped model at 1x128: tokens/s with top-2 routing and with every expert run, and the share of expert FLOPs spent.</summary>
+    static IEnumerable<Row> MoeRows(int repeats)
+    {
+        var cfg = RandomModels.MixtralShapedConfig();
+        using var model = RandomModels.Create(cfg, seed: 0);
+        using var tokens = randint(0, cfg.VocabSize, new long[] { 1, 128 }, generator: new Generator(1));
+        long routed = 0;
+        using (model.Hooks(new Hooks.ForwardHookSpec(Hooks.HookFilter.Where(n => n.EndsWith("mlp.hook_expert_indices")), (t, _) =>
+        {
+            // Distinct (token, expert) pairs = expert rows computed.
+            using var flat = t.reshape(-1, cfg.Moe!.TopK);
+            routed += flat.shape[0] * cfg.Moe.TopK;
+            return t;
+        })))
+        using (no_grad()) model.Run(tokens).Dispose();
+        double spent = routed / (double)(128L * cfg.NLayers * cfg.Moe!.Experts);
+        var topK = Time("Mixtral-shaped (8 experts, top-2): forward 1x128", repeats, () => model.Run(tokens).Dispose());
+        yield return topK with
+        {
+            Note = $"{model.Weights.ParameterCount / 1e9:F2}B parameters; {128 / (topK.MedianMs / 1000):N0} tokens/s; expert FLOPs spent {spent:P0} of computing every expert " +
+                $"({routed:N0} expert rows of {128L * cfg.NLayers * cfg.Moe.Experts:N0})",
+        };
+        // The same weights with every expert on every token (not disposed: the weights belong to the first model).
+        var dense = new HookedTransformer(cfg with { Moe = cfg.Moe with { TopK = cfg.Moe.Experts } }, model.Weights, null, "all-experts");
+        var all = Time("same weights, every expert on every token: forward 1x128", repeats, () => dense.Run(tokens).Dispose());
+        yield return all with { Note = $"{128 / (all.MedianMs / 1000):N0} tokens/s; top-2 takes {topK.MedianMs / all.MedianMs:P0} of this time" };
     }
 
     /// <summary>Feature-store builds at two corpus sizes: throughput, peak memory and the store's size.</summary>
@@ -437,7 +467,7 @@ public sealed class BenchCommand : ICliCommand
 
     static string SectionStart(string suite) => $"<!-- bench suite {suite} -->";
     static string SectionEnd(string suite) => $"<!-- end of bench suite {suite} -->";
-    static readonly string[] Suites = { "dictionaries", "large", "attribution", "features", "graph-explorer" };
+    static readonly string[] Suites = { "dictionaries", "large", "attribution", "features", "moe", "graph-explorer" };
 
     /// <summary>The suite sections of an existing file, kept when the main suite rewrites it.</summary>
     static string KeptSections(string? old)
@@ -469,6 +499,7 @@ public sealed class BenchCommand : ICliCommand
             "large" => "## Billion-parameter models (`bench --suite large`)",
             "attribution" => "## Attribution graphs at scale (`bench --suite attribution`)",
             "features" => "## Feature dashboards (`bench --suite features`)",
+            "moe" => "## Mixture of experts (`bench --suite moe`)",
             _ => "## Dictionaries (`bench --suite dictionaries`)",
         });
         sb.AppendLine();
@@ -481,6 +512,9 @@ public sealed class BenchCommand : ICliCommand
                 "influential features (`--max-feature-nodes 16`) plus up to 5 logits, computes every edge into them, and prunes. Edges are stored sparse from the start; " +
                 "the dense columns show what an n x n float32 adjacency would take for the same nodes, and for a graph that makes every active feature a node (circuit-tracer's " +
                 "adjacency is n x n over its nodes). The peak RSS is the whole trace's, dominated by the activations kept for the backward passes (4 prompt copies), which grow linearly with the prompt.",
+            "moe" => "A Mixtral-shaped model (`RandomModels.MixtralShapedConfig`: Mixtral-8x7B's layout, 8 SwiGLU experts, top-2, at d_model 1,024 and 8 layers, " +
+                "random weights, fp32). Expert FLOPs spent = expert rows computed / (tokens × experts), counted from the chosen experts of every layer; the " +
+                "all-experts row runs the same weights with top-8 routing (every expert on every token), what a dense evaluation of the experts would cost.",
             "features" => "`features build` on the built-in model and its shipped CLT (4 layers × 1,024 features; top-20 examples and 4 per octave per feature, " +
                 "12 + 4 tokens of context) over two sizes of the toy corpus, one process each size, checkpoints every 200K tokens. Peak RSS is the kernel's high-water " +
                 "mark over the build (reset before it); the store's size is bounded by the features, not the corpus, and so is the memory.",

@@ -21,6 +21,19 @@ public static class RandomModels
         Positional = PositionKind.Rotary, RotaryDim = 64, RopeTheta = 10000, AttnScale = 1.0 / 8, TiedEmbeddings = false,
     };
 
+    /// <summary>
+    /// A Mixtral-shaped mixture of experts scaled to fit a workstation: Mixtral-8x7B's layout (8 SwiGLU experts, top-2 renormalised,
+    /// GQA 4:1, RMSNorm, rotary θ = 10⁶, vocab 32,000) at d_model 1,024, 8 layers, 16 / 4 heads, expert width 3,584 (≈ 0.77B parameters,
+    /// 0.25B active per token).
+    /// </summary>
+    public static TransformerConfig MixtralShapedConfig() => new()
+    {
+        Architecture = "mixtral", DModel = 1024, NLayers = 8, NHeads = 16, NKvHeads = 4, DHead = 64, DMlp = 3584,
+        VocabSize = 32000, NCtx = 4096, Norm = NormKind.RmsNorm, NormEps = 1e-5, Activation = "silu", GatedMlp = true,
+        Positional = PositionKind.Rotary, RotaryDim = 64, RopeTheta = 1e6, AttnScale = 1.0 / 8, TiedEmbeddings = false,
+        Moe = new MoeConfig(Experts: 8, TopK: 2, NormalizeTopK: true, DExpert: 3584),
+    };
+
     /// <summary>A model with weights ~ N(0, 0.02²), norms at 1 and biases at 0.</summary>
     public static HookedTransformer Create(TransformerConfig cfg, long seed = 0, ScalarType dtype = ScalarType.Float32)
     {
@@ -46,6 +59,15 @@ public static class RandomModels
                 BOut = cfg.MlpBias && !cfg.AttnOnly ? Z(d) : null,
             }).ToArray(),
         };
+        if (cfg.Moe is { } moe)
+            foreach (var b in w.Blocks)
+            {
+                b.WIn.Dispose(); b.WUp?.Dispose(); b.WOut.Dispose();
+                b.WIn = null!; b.WUp = null; b.WOut = null!;
+                if (moe.SharedExpert) { b.WIn = R(m, d); b.WUp = R(m, d); b.WOut = R(d, m); b.SharedExpertGate = R(1, d); }
+                b.Router = R(moe.Experts, d);
+                b.ExpertGate = R(moe.Experts, moe.DExpert, d); b.ExpertUp = R(moe.Experts, moe.DExpert, d); b.ExpertDown = R(moe.Experts, d, moe.DExpert);
+            }
         w.WU = cfg.TiedEmbeddings ? w.WE : R(cfg.VocabSize, d);
         return new HookedTransformer(cfg, w, null, $"random-{cfg.Architecture}");
     }
