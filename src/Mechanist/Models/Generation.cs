@@ -40,6 +40,7 @@ public sealed partial class HookedTransformer
     /// <summary>Generates a continuation of one prompt (ids, BOS included if wanted).</summary>
     public GenerationResult Generate(IReadOnlyList<long> prompt, GenerateOptions? options = null)
     {
+        if (!Config.Causal) throw new MechanistException($"{Name} is an encoder ({Config.Architecture}, masked LM): it does not generate text left to right");
         options ??= new GenerateOptions();
         if (prompt.Count == 0) throw new MechanistException("generation needs at least one prompt token");
         if (options.MaxNewTokens < 0) throw new MechanistException("--max-new-tokens must be non-negative");

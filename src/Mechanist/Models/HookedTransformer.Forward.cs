@@ -100,7 +100,6 @@ public sealed partial class HookedTransformer
             // every activation downstream has a gradient.
             if (is_grad_enabled() && !embed.requires_grad) embed = embed.detach().requires_grad_(true);
             embed = Hook(s, HookNames.Embed, null, embed);
-            if (cfg.EmbeddingNorm) embed = F.layer_norm(embed, new long[] { cfg.DModel }, Weights.EmbedLnW, Weights.EmbedLnB, cfg.NormEps);
             if (cfg.Positional == PositionKind.Learned)
             {
                 var posEmbed = Weights.WPos!.index_select(0, positions.flatten()).view(batch, pos, cfg.DModel);
@@ -109,6 +108,8 @@ public sealed partial class HookedTransformer
                 x = embed.add(posEmbed, Mechanist.Tensors.Scalars.One);
             }
             else x = embed;
+            // BLOOM normalises the token embedding; BERT the sum of token, position and token-type embeddings.
+            if (cfg.EmbeddingNorm) x = F.layer_norm(x, new long[] { cfg.DModel }, Weights.EmbedLnW, Weights.EmbedLnB, cfg.NormEps);
         }
         else
         {
@@ -132,6 +133,7 @@ public sealed partial class HookedTransformer
         o.KvCache?.Advance((int)pos);
         if (stop < cfg.NLayers) return x;
 
+        if (cfg.MlmHead) x = Activation(F.linear(x, Weights.HeadDenseW!, Weights.HeadDenseB));
         x = Norm(s, o, x, cfg.Norm, Weights.LnFinalW, Weights.LnFinalB, HookNames.LnFinalScale, HookNames.LnFinalNormalized, null, out _);
         x = Hook(s, HookNames.UnembedIn, null, x);
         var logits = F.linear(x, Weights.WU, Weights.BU);
@@ -175,7 +177,7 @@ public sealed partial class HookedTransformer
         long keys = past + pos;
         var q = arange(past, keys, dtype: ScalarType.Int64, device: Device).unsqueeze(1);
         var k = arange(0, keys, dtype: ScalarType.Int64, device: Device).unsqueeze(0);
-        var masked = k > q;
+        var masked = Config.Causal ? k > q : zeros(new long[] { pos, keys }, ScalarType.Bool, Device);
         if (sliding) masked = masked.logical_or(q - k >= Config.SlidingWindow!.Value);
         masked = masked.view(1, 1, pos, keys);
         if (padding is not null) masked = masked.logical_or(padding.eq(0).view(batch, 1, 1, keys));
@@ -186,6 +188,7 @@ public sealed partial class HookedTransformer
     {
         var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
         resid = Hook(s, n.ResidPre, l, resid);
+        if (cfg.PostLayerNorm) return PostLnBlock(s, o, l, resid, mask, rope);
         var attnIn = cfg.PreNorms ? Norm(s, o, resid, cfg.Norm, w.Ln1W, w.Ln1B, n.Ln1Scale, n.Ln1Normalized, l, out _) : resid;
         var attnOut = Attention(s, o, l, attnIn, mask, rope);
         if (cfg.PostNorms) attnOut = Norm(s, o, attnOut, cfg.Norm, w.PostAttnNormW, null, n.Ln1PostScale, n.Ln1PostNormalized, l, out _);
@@ -209,6 +212,21 @@ public sealed partial class HookedTransformer
         mlpOut = Hook(s, n.MlpOut, l, mlpOut ?? TrueMlp());
 
         var post = cfg.ParallelResidual ? mlpOut.add(attnOut, Mechanist.Tensors.Scalars.One).add(resid, Mechanist.Tensors.Scalars.One) : mid.add(mlpOut, Mechanist.Tensors.Scalars.One);
+        return Hook(s, n.ResidPost, l, post);
+    }
+
+    /// <summary>BERT's post-LN block: resid_mid = ln1(resid_pre + attn_out), resid_post = ln2(resid_mid + mlp_out).</summary>
+    Tensor PostLnBlock(ForwardState s, RunOptions o, int l, Tensor resid, Tensor mask, (Tensor Cos, Tensor Sin)? rope)
+    {
+        var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
+        var attnOut = Hook(s, n.AttnOut, l, Attention(s, o, l, resid, mask, rope));
+        var mid = Norm(s, o, resid.add(attnOut, Scalars.One), cfg.Norm, w.Ln1W, w.Ln1B, n.Ln1Scale, n.Ln1Normalized, l, out var normalized);
+        mid = Hook(s, n.ResidMid, l, mid);
+        Tensor? mlpOut = null;
+        foreach (var splice in s.Splices)
+            if ((mlpOut = splice.ReplaceMlp(new MlpSite(l, mid, mid, mid), () => Mlp(s, l, mid), (hn, v) => Hook(s, hn, l, v))) is not null) break;
+        mlpOut = Hook(s, n.MlpOut, l, mlpOut ?? Mlp(s, l, mid));
+        var post = Norm(s, o, mid.add(mlpOut, Scalars.One), cfg.Norm, w.Ln2W, w.Ln2B, n.Ln2Scale, n.Ln2Normalized, l, out _);
         return Hook(s, n.ResidPost, l, post);
     }
 
@@ -282,7 +300,7 @@ public sealed partial class HookedTransformer
     /// </summary>
     bool CanFuseAttention(ForwardState s, RunOptions o, int l, BlockHookNames n, int past)
     {
-        if (!o.FusedAttention || o.AttentionMask is not null || past > 0 || Config.UsesSlidingWindow(l) || Config.AttnSoftcap is not null || Config.Positional == PositionKind.Alibi) return false;
+        if (!o.FusedAttention || o.AttentionMask is not null || past > 0 || Config.UsesSlidingWindow(l) || Config.AttnSoftcap is not null || Config.Positional == PositionKind.Alibi || !Config.Causal) return false;
         bool Touched(string name) =>
             s.Forward.Any(h => h.Filter.Matches(name)) || s.Backward.Any(h => h.Filter.Matches(name)) || (s.Cache != null && s.KeepGraph && s.CacheFilter(name));
         return !Touched(n.AttnScores) && !Touched(n.Pattern);
@@ -444,7 +462,9 @@ public sealed partial class HookedTransformer
     {
         using var scope = NewDisposeScope();
         var s = new ForwardState(new List<ForwardHookSpec>(), Array.Empty<BackwardHookSpec>(), null, false);
-        var normed = Norm(s, new RunOptions(), residual.to(DType, Device), Config.Norm, Weights.LnFinalW, Weights.LnFinalB,
+        var input = residual.to(DType, Device);
+        if (Config.MlmHead) input = Activation(nn.functional.linear(input, Weights.HeadDenseW!, Weights.HeadDenseB));
+        var normed = Norm(s, new RunOptions(), input, Config.Norm, Weights.LnFinalW, Weights.LnFinalB,
             HookNames.LnFinalScale, HookNames.LnFinalNormalized, null, out _);
         var logits = nn.functional.linear(normed, Weights.WU, Weights.BU);
         if (Config.FinalSoftcap is { } cap) logits = Softcap(logits, cap);

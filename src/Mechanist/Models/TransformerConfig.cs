@@ -98,6 +98,14 @@ public sealed record TransformerConfig
     public bool QkNorm { get; init; }
     /// <summary>With <see cref="QkNorm"/>: the norm spans the whole q / k projection (all heads together, OLMo-2) instead of each head.</summary>
     public bool QkNormAcrossHeads { get; init; }
+    /// <summary>Causal (decoder) attention; false for encoders (BERT), which attend both ways and mask only padding.</summary>
+    public bool Causal { get; init; } = true;
+    /// <summary>BERT's post-LN blocks: each sub-layer's output is added to the residual and the sum normalised (ln1 after attention, ln2 after the MLP).</summary>
+    public bool PostLayerNorm { get; init; }
+    /// <summary>BERT's token-type vocabulary (type 0 is folded into the position embeddings), 0 when the model has none.</summary>
+    public int TypeVocabSize { get; init; }
+    /// <summary>A masked-LM head before the final norm: dense, activation, then the final norm and the unembedding (BERT's cls.predictions).</summary>
+    public bool MlmHead { get; init; }
     /// <summary>Whether blocks normalise their inputs (false for OLMo-2, whose sub-layers read the raw residual and normalise their outputs).</summary>
     public bool PreNorms { get; init; } = true;
     /// <summary>Multiplier applied to q·k (usually 1/sqrt(d_head)).</summary>

@@ -61,6 +61,8 @@ public sealed class TransformerWeights : IDisposable
     public BlockWeights[] Blocks = Array.Empty<BlockWeights>();
     /// <summary>Final norm weight / bias.</summary>
     public Tensor? LnFinalW, LnFinalB;
+    /// <summary>BERT's masked-LM head transform (dense before the head's LayerNorm).</summary>
+    public Tensor? HeadDenseW, HeadDenseB;
     /// <summary>BLOOM's LayerNorm after the token embedding.</summary>
     public Tensor? EmbedLnW, EmbedLnB;
     /// <summary>Unembedding [vocab, d_model] (the same tensor as <see cref="WE"/> when tied).</summary>
@@ -78,6 +80,8 @@ public sealed class TransformerWeights : IDisposable
         if (LnFinalW is not null) yield return ("ln_final.w", LnFinalW);
         if (LnFinalB is not null) yield return ("ln_final.b", LnFinalB);
         if (EmbedLnW is not null) yield return ("embed_ln.w", EmbedLnW);
+        if (HeadDenseW is not null) yield return ("unembed.head_dense.W", HeadDenseW);
+        if (HeadDenseB is not null) yield return ("unembed.head_dense.b", HeadDenseB);
         if (EmbedLnB is not null) yield return ("embed_ln.b", EmbedLnB);
         if (!ReferenceEquals(WU, WE)) yield return ("unembed.W_U", WU);
         if (BU is not null) yield return ("unembed.b_U", BU);

@@ -25,7 +25,7 @@ public static class ArchitectureRegistry
     {
         new Gpt2Architecture(), new GptNeoXArchitecture(), new LlamaArchitecture(), new GemmaArchitecture(),
         new Phi3Architecture(), new OlmoArchitecture(), new StarCoder2Architecture(), new StableLmArchitecture(), new PhiArchitecture(),
-        new OptArchitecture(), new GptJArchitecture(), new CohereArchitecture(), new FalconArchitecture(), new Olmo2Architecture(), new BloomArchitecture(), new MixtralArchitecture(), new Qwen2MoeArchitecture(),
+        new OptArchitecture(), new GptJArchitecture(), new CohereArchitecture(), new FalconArchitecture(), new Olmo2Architecture(), new BloomArchitecture(), new MixtralArchitecture(), new Qwen2MoeArchitecture(), new BertArchitecture(),
     };
 
     /// <summary>Every supported model_type.</summary>
