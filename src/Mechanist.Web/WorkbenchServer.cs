@@ -167,6 +167,12 @@ public sealed class WorkbenchServer : IAsyncDisposable
             return _models.Baseline(ModelName(r.Model), m).For(m, r.Prompt!);
         });
 
+        Post<PromptRequest>("/api/experts", (r, m) =>
+        {
+            using var tokens = Tokens(m, r.Prompt);
+            return ExpertRoutingAnalysis.Run(m, tokens);
+        });
+
         Post<ModelRequest>("/api/heads", (r, m) => _models.Heads(ModelName(r.Model), m));
 
         Post<PatchRequest>("/api/patch", (r, m) =>

@@ -10,8 +10,9 @@ import * as patch from './views/patch.js';
 import * as features from './views/features.js';
 import * as graph from './views/graph.js';
 import * as steer from './views/steer.js';
+import * as experts from './views/experts.js';
 
-const views = { models, run, attention, lens, microscope, heads, patch, features, graph, steer };
+const views = { models, run, attention, lens, microscope, heads, patch, features, graph, steer, experts };
 const defaults = { view: 'run', prompt: 'When Mary and John went to the store, John gave a drink to', target: '' };
 
 export function state() {

@@ -1,0 +1,78 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Mechanist.Hooks;
+using Mechanist.IO;
+using Mechanist.Models;
+using Mechanist.Web;
+using Microsoft.Playwright;
+using static TorchSharp.torch;
+
+namespace Mechanist.Tests.Web;
+
+/// <summary>Expert routing in the workbench, on HF's golden Mixtral (with the built-in word-level tokenizer, whose ids fit its vocabulary).</summary>
+[Collection("workbench")]
+public sealed class ExpertRoutingTests : IAsyncLifetime
+{
+    WorkbenchServer _server = null!;
+    HttpClient _client = null!;
+    const string Prompt = "Alice went to the park with Ben";
+
+    public async Task InitializeAsync()
+    {
+        var open = new ModelOpenOptions { Offline = true, TokenizerPath = Path.Combine(SharedData.RepoRoot, "models", "toy-4l", "tokenizer.json") };
+        var mixtral = HookedTransformer.Load(SharedData.PathOf("golden", "models", "mixtral"), new LoadOptions { Open = open });
+        var toy = HookedTransformer.Load(Path.Combine(SharedData.RepoRoot, "models", "toy-4l"));
+        _server = WorkbenchServer.Create(new[] { mixtral, toy }, new WorkbenchOptions { Port = 0 });
+        await _server.StartAsync();
+        _client = new HttpClient { BaseAddress = new Uri(_server.Url) };
+    }
+
+    public async Task DisposeAsync() { _client.Dispose(); await _server.DisposeAsync(); }
+
+    [Fact]
+    public async Task TheRoutingPageShowsEachTokensTopExpertsAndADenseModelIsRefused()
+    {
+        var res = await _client.PostAsJsonAsync("/api/experts", new { model = "mixtral", prompt = Prompt });
+        Assert.Equal(HttpStatusCode.OK, res.StatusCode);
+        var r = JsonDocument.Parse(await res.Content.ReadAsStringAsync()).RootElement;
+        Assert.Equal(4, r.GetProperty("expertCount").GetInt32());
+        int tokens = r.GetProperty("tokens").GetArrayLength();
+        // The shown experts are the top-2 of the softmax of the router logits, best first.
+        using (var scope = NewDisposeScope())
+        {
+            var open = new ModelOpenOptions { Offline = true, TokenizerPath = Path.Combine(SharedData.RepoRoot, "models", "toy-4l", "tokenizer.json") };
+            using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", "mixtral"), new LoadOptions { Open = open });
+            var (_, cache) = model.RunWithCache(model.ToTokens(Prompt));
+            using var _c = cache;
+            for (int l = 0; l < 3; l++)
+            {
+                var (_, top) = cache[HookKind.RouterLogits, l][0].softmax(-1).topk(2, -1);
+                var want = top.data<long>().ToArray();
+                var shown = r.GetProperty("layers")[l].GetProperty("experts").EnumerateArray().SelectMany(p => p.EnumerateArray().Select(e => (long)e.GetInt32())).ToArray();
+                Assert.Equal(want, shown);
+                Assert.Equal(tokens * 2, r.GetProperty("layers")[l].GetProperty("load").EnumerateArray().Sum(x => x.GetInt32()));
+            }
+        }
+        var dense = await _client.PostAsJsonAsync("/api/experts", new { model = "toy-4l", prompt = Prompt });
+        Assert.Equal(HttpStatusCode.BadRequest, dense.StatusCode);
+        Assert.Contains("no mixture-of-experts layers", await dense.Content.ReadAsStringAsync());
+
+        using var playwright = await Playwright.CreateAsync();
+        await using var browser = await playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions
+        {
+            ExecutablePath = Environment.GetEnvironmentVariable("MECHANIST_CHROMIUM") ?? "/usr/bin/chromium", Headless = true,
+            Args = new[] { "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking" },
+        });
+        var page = await browser.NewPageAsync(new BrowserNewPageOptions { ViewportSize = new ViewportSize { Width = 1300, Height = 700 } });
+        var errors = new List<string>();
+        page.Console += (_, m) => { if (m.Type == "error") errors.Add(m.Text); };
+        page.PageError += (_, e) => errors.Add(e);
+        await page.GotoAsync($"{_server.Url}/#view=experts&model=mixtral&prompt={Uri.EscapeDataString(Prompt)}");
+        await page.WaitForSelectorAsync("#routing .expert");
+        Assert.Equal(3 * tokens * 2, await page.Locator("#routing .expert").CountAsync());
+        Directory.CreateDirectory(Path.Combine(AppContext.BaseDirectory, "screenshots"));
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(AppContext.BaseDirectory, "screenshots", "experts.png"), FullPage = true });
+        Assert.Empty(errors);
+    }
+}
