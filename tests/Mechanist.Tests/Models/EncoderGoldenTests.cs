@@ -53,3 +53,60 @@ public class EncoderGoldenTests
         Assert.Contains("encoder", e.Message);
     }
 }
+
+/// <summary>T5 (encoder-decoder) against Hugging Face's own outputs: encoder and decoder states, self- and cross-attention, padding, greedy generation.</summary>
+public class EncoderDecoderGoldenTests
+{
+    const double Tol = 1e-4;
+
+    static (HookedEncoderDecoder Model, SafetensorsFile Reference) Open()
+    {
+        string dir = SharedData.PathOf("golden", "models", "t5");
+        return (HookedEncoderDecoder.Load(dir, new ModelOpenOptions { Offline = true }), SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors")));
+    }
+
+    static void CheckStates(HookedEncoderDecoder model, SafetensorsFile reference, Dictionary<string, Tensor> cache, Tensor logits, string suffix, Tensor? encoderRows)
+    {
+        Tensor Enc(Tensor t) => encoderRows is null ? t : t[encoderRows];
+        TensorAssert.Close(reference.Read($"logits{suffix}"), logits, Tol, $"t5 logits{suffix}");
+        var encNames = new[] { "hook_embed" }.Concat(Enumerable.Range(0, model.Config.EncoderLayers - 1).Select(l => $"encoder.{l}.hook_resid_post")).Append("encoder_final_ln.hook_normalized").ToArray();
+        for (int i = 0; i < encNames.Length; i++)
+            TensorAssert.Close(Enc(reference.Read($"encoder_hidden_states{suffix}_{i}")), Enc(cache[encNames[i]]), Tol, $"t5 encoder_hidden_states{suffix}_{i}");
+        var decNames = new[] { "hook_decoder_embed" }.Concat(Enumerable.Range(0, model.Config.DecoderLayers - 1).Select(l => $"decoder.{l}.hook_resid_post")).Append("decoder_final_ln.hook_normalized").ToArray();
+        for (int i = 0; i < decNames.Length; i++)
+            TensorAssert.Close(reference.Read($"decoder_hidden_states{suffix}_{i}"), cache[decNames[i]], Tol, $"t5 decoder_hidden_states{suffix}_{i}");
+        for (int l = 0; l < model.Config.EncoderLayers; l++)
+            TensorAssert.Close(Enc(reference.Read($"encoder_attentions{suffix}_{l}").permute(0, 2, 1, 3)), Enc(cache[$"encoder.{l}.attn.hook_pattern"].permute(0, 2, 1, 3)), Tol, $"t5 encoder_attentions{suffix}_{l}");
+        for (int l = 0; l < model.Config.DecoderLayers; l++)
+        {
+            TensorAssert.Close(reference.Read($"decoder_attentions{suffix}_{l}"), cache[$"decoder.{l}.attn.hook_pattern"], Tol, $"t5 decoder_attentions{suffix}_{l}");
+            TensorAssert.Close(reference.Read($"cross_attentions{suffix}_{l}"), cache[$"decoder.{l}.cross_attn.hook_pattern"], Tol, $"t5 cross_attentions{suffix}_{l}");
+        }
+    }
+
+    [Fact]
+    public void T5EncoderDecoderStatesCrossAttentionAndPaddingMatch()
+    {
+        var (model, reference) = Open();
+        using var _m = model; using var _r = reference;
+        using var scope = NewDisposeScope();
+        var (logits, cache) = model.RunWithCache(reference.Read("input_ids"), reference.Read("decoder_input_ids"));
+        CheckStates(model, reference, cache, logits, "", null);
+        var mask = reference.Read("attention_mask_padded");
+        (logits, cache) = model.RunWithCache(reference.Read("input_ids_padded"), reference.Read("decoder_input_ids"), mask);
+        CheckStates(model, reference, cache, logits, "_padded", mask.to(ScalarType.Bool));
+        Assert.Contains("decoder.1.cross_attn.hook_pattern", model.HookNames);
+        Assert.Contains("did you mean 'decoder.1.cross_attn.hook_pattern'", Assert.Throws<MechanistException>(() => model.CheckHook("decoder.1.cross_attn.hook_patern")).Message);
+    }
+
+    [Fact]
+    public void T5GreedyGenerationFromTheDecoderStartTokenMatches()
+    {
+        var (model, reference) = Open();
+        using var _m = model; using var _r = reference;
+        using var scope = NewDisposeScope();
+        var (ids, steps) = model.Generate(reference.Read("generation_encoder_input_ids"), 12, stopAtEos: false);
+        Assert.Equal(reference.Read("generated_ids")[0].data<long>().ToArray(), ids);
+        TensorAssert.Close(reference.Read("generated_logits"), tensor(steps.SelectMany(x => x).ToArray(), new long[] { 12, model.Config.VocabSize }), Tol, "t5 generated logits");
+    }
+}

@@ -1,0 +1,322 @@
+using Mechanist.Hooks;
+using Mechanist.IO;
+using Mechanist.Runtime;
+using Mechanist.Tensors;
+using Mechanist.Tokenization;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Mechanist.Models;
+
+/// <summary>The configuration of a T5-style encoder-decoder.</summary>
+/// <param name="DModel">Residual width.</param>
+/// <param name="DKv">Per-head width.</param>
+/// <param name="NHeads">Heads.</param>
+/// <param name="DFf">Feed-forward width.</param>
+/// <param name="EncoderLayers">Encoder blocks.</param>
+/// <param name="DecoderLayers">Decoder blocks.</param>
+/// <param name="VocabSize">Vocabulary.</param>
+/// <param name="Buckets">Relative-position buckets.</param>
+/// <param name="MaxDistance">Relative distance beyond which buckets saturate.</param>
+/// <param name="Eps">RMSNorm epsilon.</param>
+/// <param name="Activation">Feed-forward activation (relu or gelu_new; gated for "gated-…").</param>
+/// <param name="Gated">Whether the feed-forward is gated (T5 v1.1).</param>
+/// <param name="Tied">Tied embeddings (the decoder output is scaled by d_model^-0.5 before the unembedding).</param>
+/// <param name="DecoderStart">decoder_start_token_id.</param>
+/// <param name="Eos">EOS id.</param>
+public sealed record EncoderDecoderConfig(int DModel, int DKv, int NHeads, int DFf, int EncoderLayers, int DecoderLayers, int VocabSize, int Buckets, int MaxDistance,
+    double Eps, string Activation, bool Gated, bool Tied, int DecoderStart, int? Eos);
+
+/// <summary>
+/// A hooked T5 (encoder-decoder): RMSNorm pre-norm blocks, unscaled attention with learned relative-position buckets (computed
+/// in block 0 of each stack and reused by every layer), causal decoder self-attention and cross-attention to the encoder.
+/// Hook points follow TransformerLens's encoder-decoder names: <c>encoder.L.attn.hook_pattern</c>, <c>decoder.L.attn.hook_pattern</c>,
+/// <c>decoder.L.cross_attn.hook_pattern</c>, <c>encoder.L.hook_resid_post</c>, ...
+/// </summary>
+public sealed class HookedEncoderDecoder : IDisposable
+{
+    readonly Dictionary<string, Tensor> _w;
+
+    HookedEncoderDecoder(EncoderDecoderConfig cfg, Dictionary<string, Tensor> weights, TextTokenizer? tokenizer, string name)
+    {
+        Config = cfg; _w = weights; Tokenizer = tokenizer; Name = name;
+        HookNames = BuildHookNames(cfg);
+    }
+
+    /// <summary>Configuration.</summary>
+    public EncoderDecoderConfig Config { get; }
+    /// <summary>Tokenizer, if one was found.</summary>
+    public TextTokenizer? Tokenizer { get; }
+    /// <summary>Name (what the user passed).</summary>
+    public string Name { get; }
+    /// <summary>Every hook point, in forward order.</summary>
+    public IReadOnlyList<string> HookNames { get; }
+
+    /// <summary>Whether a config.json describes an encoder-decoder this class runs.</summary>
+    public static bool Handles(ModelConfig c) => c.ModelType == "t5";
+
+    /// <summary>Loads a T5 folder.</summary>
+    public static HookedEncoderDecoder Load(string spec, ModelOpenOptions? open = null)
+    {
+        TorchRuntime.EnsureLoaded();
+        using var source = ModelSource.Open(spec, open);
+        var c = source.Config;
+        if (!Handles(c)) throw new MechanistException($"{c.Source}: model_type '{c.ModelType}' is not an encoder-decoder Mechanist runs (supported: t5)");
+        string ff = c.String("feed_forward_proj") ?? "relu";
+        bool gated = ff.StartsWith("gated-");
+        string act = gated ? ff["gated-".Length..] : ff;
+        if (act is not ("relu" or "gelu_new" or "gelu")) throw c.Bad("feed_forward_proj", $"'{ff}' is not supported (relu, gelu_new, gated-…)");
+        int d = c.PositiveInt("d_model");
+        var cfg = new EncoderDecoderConfig(d, c.PositiveInt("d_kv"), c.PositiveInt("num_heads"), c.PositiveInt("d_ff"), c.PositiveInt("num_layers"),
+            c.IntOrNull("num_decoder_layers") ?? c.PositiveInt("num_layers"), c.PositiveInt("vocab_size"), c.IntOrNull("relative_attention_num_buckets") ?? 32,
+            c.IntOrNull("relative_attention_max_distance") ?? 128, c.Double("layer_norm_epsilon", 1e-6), act == "gelu" ? "gelu_new" : act, gated,
+            c.Bool("tie_word_embeddings", true), c.IntOrNull("decoder_start_token_id") ?? 0, c.IntOrNull("eos_token_id"));
+        var r = new WeightReader(source.Weights, source.Location, ScalarType.Float32, CPU);
+        var w = new Dictionary<string, Tensor>();
+        long inner = cfg.NHeads * cfg.DKv;
+        void Take(string name, params long[] shape) => w[name] = r.Take(name, shape).DetachFromDisposeScope();
+        Take("shared.weight", cfg.VocabSize, d);
+        r.Ignore(n => n is "encoder.embed_tokens.weight" or "decoder.embed_tokens.weight");
+        foreach (var (stack, layers) in new[] { ("encoder", cfg.EncoderLayers), ("decoder", cfg.DecoderLayers) })
+        {
+            for (int l = 0; l < layers; l++)
+            {
+                string b = $"{stack}.block.{l}.layer.";
+                foreach (var p in new[] { "q", "k", "v" }) Take($"{b}0.SelfAttention.{p}.weight", inner, d);
+                Take($"{b}0.SelfAttention.o.weight", d, inner);
+                Take($"{b}0.layer_norm.weight", d);
+                if (l == 0) Take($"{b}0.SelfAttention.relative_attention_bias.weight", cfg.Buckets, cfg.NHeads);
+                int ffIndex = 1;
+                if (stack == "decoder")
+                {
+                    foreach (var p in new[] { "q", "k", "v" }) Take($"{b}1.EncDecAttention.{p}.weight", inner, d);
+                    Take($"{b}1.EncDecAttention.o.weight", d, inner);
+                    Take($"{b}1.layer_norm.weight", d);
+                    ffIndex = 2;
+                }
+                if (gated) { Take($"{b}{ffIndex}.DenseReluDense.wi_0.weight", cfg.DFf, d); Take($"{b}{ffIndex}.DenseReluDense.wi_1.weight", cfg.DFf, d); }
+                else Take($"{b}{ffIndex}.DenseReluDense.wi.weight", cfg.DFf, d);
+                Take($"{b}{ffIndex}.DenseReluDense.wo.weight", d, cfg.DFf);
+                Take($"{b}{ffIndex}.layer_norm.weight", d);
+            }
+            Take($"{stack}.final_layer_norm.weight", d);
+        }
+        if (!cfg.Tied) Take("lm_head.weight", cfg.VocabSize, d); else r.Ignore(n => n == "lm_head.weight");
+        r.EnsureAllUsed();
+        return new HookedEncoderDecoder(cfg, w, source.Tokenizer, source.Name);
+    }
+
+    static List<string> BuildHookNames(EncoderDecoderConfig c)
+    {
+        var n = new List<string> { "hook_embed" };
+        for (int l = 0; l < c.EncoderLayers; l++)
+            n.AddRange(new[] { "hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z",
+                "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post" }.Select(s => $"encoder.{l}.{s}"));
+        n.Add("encoder_final_ln.hook_normalized");
+        n.Add("hook_decoder_embed");
+        for (int l = 0; l < c.DecoderLayers; l++)
+            n.AddRange(new[] { "hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z",
+                "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "cross_attn.hook_q", "cross_attn.hook_k", "cross_attn.hook_v", "cross_attn.hook_attn_scores",
+                "cross_attn.hook_pattern", "cross_attn.hook_z", "hook_cross_attn_out", "hook_resid_mid_cross", "ln3.hook_normalized", "mlp.hook_pre", "mlp.hook_post",
+                "hook_mlp_out", "hook_resid_post" }.Select(s => $"decoder.{l}.{s}"));
+        n.AddRange(new[] { "decoder_final_ln.hook_normalized", "unembed.hook_in", "unembed.hook_out" });
+        return n;
+    }
+
+    /// <summary>One run's hooks and cache.</summary>
+    sealed class Run(IReadOnlyList<ForwardHookSpec> hooks, Func<string, bool>? cache)
+    {
+        public readonly Dictionary<string, Tensor> Cache = new();
+        public Tensor Hook(string name, Tensor x)
+        {
+            foreach (var h in hooks) if (h.Filter.Matches(name)) x = h.Hook(x, new HookContext(name, LayerOf(name))) ?? x;
+            if (cache?.Invoke(name) == true) Cache[name] = x.detach().clone().DetachFromDisposeScope();
+            return x;
+        }
+    }
+
+    static int? LayerOf(string name)
+    {
+        var parts = name.Split('.');
+        return parts.Length > 1 && (parts[0] is "encoder" or "decoder") && int.TryParse(parts[1], out int l) ? l : null;
+    }
+
+    /// <summary>Checks a hook name (with the same kind of suggestion the decoder models give).</summary>
+    public void CheckHook(string name)
+    {
+        if (HookNames.Contains(name)) return;
+        var close = HookNames.OrderBy(n => Distance(n, name)).First();
+        throw new MechanistException($"unknown hook point '{name}' for {Name} (did you mean '{close}'?)");
+    }
+
+    static int Distance(string a, string b)
+    {
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (int i = 0; i <= a.Length; i++) d[i, 0] = i;
+        for (int j = 0; j <= b.Length; j++) d[0, j] = j;
+        for (int i = 1; i <= a.Length; i++)
+            for (int j = 1; j <= b.Length; j++)
+                d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+        return d[a.Length, b.Length];
+    }
+
+    /// <summary>Logits [batch, dec_pos, vocab] of a teacher-forced run; hooks may read or replace activations.</summary>
+    public Tensor Forward(Tensor inputIds, Tensor decoderInputIds, Tensor? attentionMask = null, IReadOnlyList<ForwardHookSpec>? hooks = null) =>
+        Execute(inputIds, decoderInputIds, attentionMask, new Run(hooks ?? Array.Empty<ForwardHookSpec>(), null));
+
+    /// <summary>Logits and the activations at every hook point that <paramref name="names"/> accepts (all by default); the caller owns the cached tensors.</summary>
+    public (Tensor Logits, Dictionary<string, Tensor> Cache) RunWithCache(Tensor inputIds, Tensor decoderInputIds, Tensor? attentionMask = null, Func<string, bool>? names = null)
+    {
+        var run = new Run(Array.Empty<ForwardHookSpec>(), names ?? (_ => true));
+        var logits = Execute(inputIds, decoderInputIds, attentionMask, run);
+        return (logits, run.Cache);
+    }
+
+    Tensor Execute(Tensor inputIds, Tensor decoderIds, Tensor? mask, Run run)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        Check(inputIds, "input_ids"); Check(decoderIds, "decoder_input_ids");
+        if (mask is not null && !mask.shape.SequenceEqual(inputIds.shape)) throw new MechanistException($"attention_mask is [{string.Join(", ", mask.shape)}]; input_ids is [{string.Join(", ", inputIds.shape)}]");
+        if (decoderIds.shape[0] != inputIds.shape[0]) throw new MechanistException("input_ids and decoder_input_ids need the same batch");
+        var enc = Encode(inputIds, mask, run);
+        var logits = Decode(decoderIds, enc, mask, run);
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    void Check(Tensor ids, string what)
+    {
+        if (ids.dtype != ScalarType.Int64 || ids.dim() != 2 || ids.shape[1] == 0) throw new MechanistException($"{what} must be an int64 tensor [batch, pos]");
+        long min = ids.min().item<long>(), max = ids.max().item<long>();
+        if (min < 0 || max >= Config.VocabSize) throw new MechanistException($"{what}: token id {(min < 0 ? min : max)} is outside the vocabulary (0..{Config.VocabSize - 1})");
+    }
+
+    Tensor Norm(Tensor x, string weight)
+    {
+        var xf = x.to(ScalarType.Float32);
+        return _w[weight] * (xf * xf.square().mean(new long[] { -1 }, keepdim: true).add(Scalars.Of(Config.Eps), Scalars.One).rsqrt()).to(x.dtype);
+    }
+
+    /// <summary>T5's relative-position bias [1, heads, queries, keys] from block 0's table.</summary>
+    Tensor PositionBias(long queries, long keys, bool bidirectional, string table)
+    {
+        var rel = arange(keys, dtype: ScalarType.Int64).unsqueeze(0) - arange(queries, dtype: ScalarType.Int64).unsqueeze(1);
+        int n = Config.Buckets;
+        var buckets = zeros_like(rel);
+        if (bidirectional)
+        {
+            n /= 2;
+            buckets = buckets + (rel > 0).to(ScalarType.Int64) * n;
+            rel = rel.abs();
+        }
+        else rel = -rel.clamp_max(Scalars.Int(0));
+        int maxExact = n / 2;
+        var isSmall = rel < maxExact;
+        var large = (rel.to(ScalarType.Float32) / maxExact).log() / Math.Log(Config.MaxDistance / (double)maxExact) * (n - maxExact);
+        var largeBucket = (large.to(ScalarType.Int64) + maxExact).clamp_max(Scalars.Int(n - 1));
+        buckets = buckets + where(isSmall, rel, largeBucket);
+        return _w[table].index_select(0, buckets.flatten()).view(buckets.shape[0], buckets.shape[1], -1).permute(2, 0, 1).unsqueeze(0);
+    }
+
+    Tensor Attention(Run run, string p, Tensor x, Tensor kv, Tensor bias, string w)
+    {
+        long b = x.shape[0], q = x.shape[1], k = kv.shape[1]; int h = Config.NHeads, dk = Config.DKv;
+        var qh = run.Hook(p + "hook_q", F.linear(x, _w[w + "q.weight"]).view(b, q, h, dk));
+        var kh = run.Hook(p + "hook_k", F.linear(kv, _w[w + "k.weight"]).view(b, k, h, dk));
+        var vh = run.Hook(p + "hook_v", F.linear(kv, _w[w + "v.weight"]).view(b, k, h, dk));
+        // T5 does not divide the scores by sqrt(d_kv); the bias carries positions and the mask.
+        var scores = run.Hook(p + "hook_attn_scores", matmul(qh.permute(0, 2, 1, 3), kh.permute(0, 2, 3, 1)).add(bias, Scalars.One));
+        var pattern = run.Hook(p + "hook_pattern", F.softmax(scores.to(ScalarType.Float32), -1).to(scores.dtype));
+        var z = run.Hook(p + "hook_z", matmul(pattern, vh.permute(0, 2, 1, 3)).permute(0, 2, 1, 3));
+        return F.linear(z.reshape(b, q, h * dk), _w[w + "o.weight"]);
+    }
+
+    Tensor FeedForward(Run run, string p, Tensor x, string w)
+    {
+        Tensor Act(Tensor t) => Config.Activation == "relu" ? F.relu(t) : F.gelu(t, TorchSharp.Modules.GELU.Approximate.tanh);
+        var pre = run.Hook(p + "mlp.hook_pre", F.linear(x, _w[w + (Config.Gated ? "wi_0.weight" : "wi.weight")]));
+        var post = run.Hook(p + "mlp.hook_post", Config.Gated ? Act(pre) * F.linear(x, _w[w + "wi_1.weight"]) : Act(pre));
+        return F.linear(post, _w[w + "wo.weight"]);
+    }
+
+    static Tensor MaskBias(Tensor? mask, long batch, long keys)
+    {
+        if (mask is null) return zeros(batch, 1, 1, keys);
+        var m = mask.to(ScalarType.Float32);
+        return ones_like(m).sub(m).mul(Scalars.Of(float.MinValue)).view(batch, 1, 1, keys);
+    }
+
+    Tensor Encode(Tensor ids, Tensor? mask, Run run)
+    {
+        long b = ids.shape[0], p = ids.shape[1];
+        var x = run.Hook("hook_embed", _w["shared.weight"].index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1));
+        var bias = PositionBias(p, p, true, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight").add(MaskBias(mask, b, p), Scalars.One);
+        for (int l = 0; l < Config.EncoderLayers; l++)
+        {
+            string h = $"encoder.{l}.", w = $"encoder.block.{l}.layer.";
+            x = run.Hook(h + "hook_resid_pre", x);
+            var n1 = run.Hook(h + "ln1.hook_normalized", Norm(x, w + "0.layer_norm.weight"));
+            var attn = run.Hook(h + "hook_attn_out", Attention(run, h + "attn.", n1, n1, bias, w + "0.SelfAttention."));
+            x = run.Hook(h + "hook_resid_mid", x.add(attn, Scalars.One));
+            var mlp = run.Hook(h + "hook_mlp_out", FeedForward(run, h, run.Hook(h + "ln2.hook_normalized", Norm(x, w + "1.layer_norm.weight")), w + "1.DenseReluDense."));
+            x = run.Hook(h + "hook_resid_post", x.add(mlp, Scalars.One));
+        }
+        return run.Hook("encoder_final_ln.hook_normalized", Norm(x, "encoder.final_layer_norm.weight"));
+    }
+
+    Tensor Decode(Tensor ids, Tensor enc, Tensor? encMask, Run run)
+    {
+        long b = ids.shape[0], p = ids.shape[1], e = enc.shape[1];
+        var y = run.Hook("hook_decoder_embed", _w["shared.weight"].index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1));
+        var causal = ones(p, p, dtype: ScalarType.Bool).triu(1);
+        var selfBias = PositionBias(p, p, false, "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
+            .masked_fill(causal, Scalars.Of(float.MinValue));
+        var crossBias = MaskBias(encMask, b, e);
+        for (int l = 0; l < Config.DecoderLayers; l++)
+        {
+            string h = $"decoder.{l}.", w = $"decoder.block.{l}.layer.";
+            y = run.Hook(h + "hook_resid_pre", y);
+            var n1 = run.Hook(h + "ln1.hook_normalized", Norm(y, w + "0.layer_norm.weight"));
+            y = run.Hook(h + "hook_resid_mid", y.add(run.Hook(h + "hook_attn_out", Attention(run, h + "attn.", n1, n1, selfBias, w + "0.SelfAttention.")), Scalars.One));
+            var n2 = run.Hook(h + "ln2.hook_normalized", Norm(y, w + "1.layer_norm.weight"));
+            y = run.Hook(h + "hook_resid_mid_cross", y.add(run.Hook(h + "hook_cross_attn_out", Attention(run, h + "cross_attn.", n2, enc, crossBias, w + "1.EncDecAttention.")), Scalars.One));
+            var n3 = run.Hook(h + "ln3.hook_normalized", Norm(y, w + "2.layer_norm.weight"));
+            y = run.Hook(h + "hook_resid_post", y.add(run.Hook(h + "hook_mlp_out", FeedForward(run, h, n3, w + "2.DenseReluDense.")), Scalars.One));
+        }
+        y = run.Hook("decoder_final_ln.hook_normalized", Norm(y, "decoder.final_layer_norm.weight"));
+        // Tied embeddings: the decoder output is rescaled by d_model^-0.5 before the shared unembedding.
+        if (Config.Tied) y = y.mul(Scalars.Of(Math.Pow(Config.DModel, -0.5)));
+        y = run.Hook("unembed.hook_in", y);
+        return run.Hook("unembed.hook_out", F.linear(y, Config.Tied ? _w["shared.weight"] : _w["lm_head.weight"]));
+    }
+
+    /// <summary>
+    /// Greedy decoding from the decoder start token given one encoder input [1, pos] (the decoder is rerun over its prefix each step;
+    /// the encoder runs once). Returns the decoder ids (start token first) and each step's logits.
+    /// </summary>
+    public (long[] Ids, float[][] StepLogits) Generate(Tensor inputIds, int maxNewTokens, bool stopAtEos = true)
+    {
+        if (inputIds.shape[0] != 1) throw new MechanistException("generate takes one encoder input");
+        if (maxNewTokens < 1) throw new MechanistException("generate needs at least one new token");
+        using var noGrad = no_grad();
+        Check(inputIds, "input_ids");
+        var run = new Run(Array.Empty<ForwardHookSpec>(), null);
+        using var scope = NewDisposeScope();
+        var enc = Encode(inputIds, null, run);
+        var ids = new List<long> { Config.DecoderStart };
+        var steps = new List<float[]>();
+        for (int i = 0; i < maxNewTokens; i++)
+        {
+            using var step = NewDisposeScope();
+            var logits = Decode(tensor(ids.ToArray(), new long[] { 1, ids.Count }), enc, null, run)[0, -1];
+            steps.Add(logits.to(ScalarType.Float32).data<float>().ToArray());
+            long next = logits.argmax().item<long>();
+            ids.Add(next);
+            if (stopAtEos && Config.Eos is { } eos && next == eos) break;
+        }
+        return (ids.ToArray(), steps.ToArray());
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() { foreach (var t in _w.Values) t.Dispose(); }
+}
