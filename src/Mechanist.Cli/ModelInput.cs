@@ -24,10 +24,14 @@ public sealed class ModelInput
     /// <summary>Adds the options to a command.</summary>
     public void AddTo(Command cmd, bool tokensFile = true)
     {
+        HasTokensFile = tokensFile;
         cmd.Options.Add(Model); cmd.Options.Add(Prompt); cmd.Options.Add(Tokens);
         if (tokensFile) cmd.Options.Add(TokensFile);
         cmd.Options.Add(NoBos); cmd.Options.Add(Offline);
     }
+
+    /// <summary>Whether --tokens-file was added.</summary>
+    public bool HasTokensFile { get; private set; }
 
     /// <summary>Loads the model with the global --device/--dtype.</summary>
     public HookedTransformer LoadModel(ParseResult parse, CliContext ctx) => Load(parse.GetValue(Model), parse, parse.GetValue(Offline), ctx);

@@ -23,6 +23,19 @@ public sealed class GenerateCommand : ICliCommand
         foreach (var o in new Option[] { maxNew, temperature, topK, topP, seed, json }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
+            if (EncoderDecoderInput.Is(parse.GetValue(input.Model)))
+            {
+                // T5: greedy decoding from the decoder start token, given the encoder input.
+                if (parse.GetValue(temperature) != 0) throw new MechanistException("encoder-decoder models generate greedily here (--temperature 0)");
+                using var t5 = EncoderDecoderInput.Load(parse.GetValue(input.Model), parse, parse.GetValue(input.Offline));
+                var (encoderIds, _, _) = EncoderDecoderInput.Read(input, parse, t5);
+                using var _e = encoderIds;
+                var (ids, _) = t5.Generate(encoderIds, parse.GetValue(maxNew));
+                string decoded = t5.Tokenizer?.Decode(ids.Skip(1).Select(i => (int)i), skipSpecial: true) ?? string.Join(" ", ids);
+                if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(new { ids, text = decoded }, JsonFormat.Options));
+                else ctx.Out.WriteLine(decoded);
+                return 0;
+            }
             using var model = input.LoadModel(parse, ctx);
             var (tokens, _) = input.ReadInput(parse, model);
             using var _t = tokens;

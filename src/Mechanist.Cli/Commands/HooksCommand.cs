@@ -18,6 +18,16 @@ public sealed class HooksCommand : ICliCommand
         var cmd = new Command("hooks", "List the model's hook points and their shapes.") { input.Model, input.Offline, json, result };
         cmd.SetAction(parse =>
         {
+            if (EncoderDecoderInput.Is(parse.GetValue(input.Model)))
+            {
+                using var t5 = EncoderDecoderInput.Load(parse.GetValue(input.Model), parse, parse.GetValue(input.Offline));
+                if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(new { model = t5.Name, kind = "encoder-decoder", hooks = t5.HookNames }, JsonFormat.Options)); return 0; }
+                var tc = t5.Config;
+                ctx.Out.WriteLine($"{t5.Name}: t5 encoder-decoder, {tc.EncoderLayers} encoder + {tc.DecoderLayers} decoder layers, d_model {tc.DModel}, {tc.NHeads} heads x {tc.DKv}, d_ff {tc.DFf}, vocab {tc.VocabSize}");
+                foreach (var h in t5.HookNames) ctx.Out.WriteLine(h);
+                ctx.Out.WriteLine($"{t5.HookNames.Count} hook points");
+                return 0;
+            }
             using var model = input.LoadModel(parse, ctx);
             var summary = ModelSummary.Of(model, attnResult: parse.GetValue(result));
             var hooks = summary.Hooks;

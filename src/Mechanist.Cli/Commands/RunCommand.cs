@@ -33,6 +33,7 @@ public sealed class RunCommand : ICliCommand
                 try { filter = new Regex(rx, RegexOptions.None, TimeSpan.FromSeconds(1)); }
                 catch (ArgumentException e) { throw new MechanistException($"--names: invalid regex: {e.Message}"); }
             }
+            if (EncoderDecoderInput.Is(parse.GetValue(input.Model))) return RunEncoderDecoder(parse, input, k, parse.GetValue(dump), filter, parse.GetValue(json));
             using var model = input.LoadModel(parse, ctx);
             using var scope = NewDisposeScope();
             var (tokens, mask) = input.ReadInput(parse, model);
@@ -71,5 +72,43 @@ public sealed class RunCommand : ICliCommand
             return 0;
         });
         return cmd;
+
+        // T5: a teacher-forced run; the top tokens are the decoder's next ones at its last position.
+        int RunEncoderDecoder(ParseResult parse, ModelInput input, int k, string? dumpPath, Regex? filter, bool asJson)
+        {
+            using var model = EncoderDecoderInput.Load(parse.GetValue(input.Model), parse, parse.GetValue(input.Offline));
+            using var scope = NewDisposeScope();
+            var (ids, mask, decoder) = EncoderDecoderInput.Read(input, parse, model);
+            Tensor logits;
+            if (dumpPath is not null)
+            {
+                var (l, cache) = model.RunWithCache(ids, decoder, mask, filter == null ? null : n => filter.IsMatch(n));
+                var tensors = new Dictionary<string, Tensor>(cache.Select(kv => KeyValuePair.Create(kv.Key, kv.Value.to(ScalarType.Float32).contiguous()))) { ["logits"] = l.contiguous() };
+                Mechanist.IO.SafetensorsWriter.Write(dumpPath, tensors, new Dictionary<string, string> { ["producer"] = "mechanist run", ["model"] = model.Name });
+                ctx.Err.WriteLine($"wrote {dumpPath}: logits and {cache.Count} activations");
+                foreach (var t in cache.Values) t.Dispose();
+                logits = l;
+            }
+            else logits = model.Forward(ids, decoder, mask);
+            var rows = Enumerable.Range(0, (int)logits.shape[0]).Select(b =>
+            {
+                var last = logits[b, -1].to(ScalarType.Float32);
+                var probs = last.softmax(-1);
+                var (v, i) = last.topk(k);
+                var top = i.data<long>().ToArray().Select((id, j) => new TokenPrediction(id, EncoderDecoderInput.Token(model, id), v[j].item<float>(), probs[id].item<float>())).ToArray();
+                return new { decoderTokens = decoder[b].data<long>().ToArray().Select(id => EncoderDecoderInput.Token(model, id)).ToArray(), top };
+            }).ToArray();
+            if (asJson) { ctx.Out.WriteLine(JsonSerializer.Serialize(rows.Length == 1 ? rows[0] : (object)rows, JsonFormat.Options)); return 0; }
+            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(ctx.Out) });
+            foreach (var row in rows)
+            {
+                console.MarkupLine($"[grey]decoder:[/] {Markup.Escape(string.Join("|", row.decoderTokens))}");
+                var table = new Table().AddColumns("rank", "id", "token", "logit", "prob");
+                for (int i = 0; i < row.top.Length; i++)
+                    table.AddRow((i + 1).ToString(), row.top[i].Id.ToString(), Markup.Escape(row.top[i].Token), row.top[i].Logit.ToString("F3"), row.top[i].Prob.ToString("P2"));
+                console.Write(table);
+            }
+            return 0;
+        }
     }
 }

@@ -110,3 +110,39 @@ public class EncoderDecoderGoldenTests
         TensorAssert.Close(reference.Read("generated_logits"), tensor(steps.SelectMany(x => x).ToArray(), new long[] { 12, model.Config.VocabSize }), Tol, "t5 generated logits");
     }
 }
+
+/// <summary>The CLI with an encoder-decoder: run with a tokens file and a cache dump, generate, hooks, and clear refusals elsewhere.</summary>
+public class EncoderDecoderCliTests
+{
+    [Fact]
+    public void RunDumpsTheCacheFromATokensFileGenerateDecodesAndOtherCommandsRefuseByKind()
+    {
+        string dir = SharedData.PathOf("golden", "models", "t5");
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var tmp = new TempDir();
+        using (var scope = NewDisposeScope())
+            SafetensorsWriter.Write(tmp.File("tokens.safetensors"), new Dictionary<string, Tensor>
+            {
+                ["input_ids"] = reference.Read("input_ids_padded"), ["attention_mask"] = reference.Read("attention_mask_padded"),
+                ["decoder_input_ids"] = reference.Read("decoder_input_ids"),
+            });
+        var (code, stdout, err) = Mechanist.Tests.Cli.CliRunner.Run("run", "--model", dir, "--tokens-file", tmp.File("tokens.safetensors"), "--dump-cache", tmp.File("cache.safetensors"), "--json");
+        Assert.True(code == 0, err);
+        using (var cache = SafetensorsFile.Open(tmp.File("cache.safetensors")))
+        using (var scope = NewDisposeScope())
+        {
+            TensorAssert.Close(reference.Read("logits_padded"), cache.Read("logits"), 1e-4, "dumped t5 logits");
+            TensorAssert.Close(reference.Read("cross_attentions_padded_1"), cache.Read("decoder.1.cross_attn.hook_pattern"), 1e-4, "dumped cross-attention");
+            Assert.Contains("encoder.2.attn.hook_pattern", cache.Names);
+        }
+        (code, stdout, err) = Mechanist.Tests.Cli.CliRunner.Run("generate", "--model", dir, "--tokens", string.Join(",", reference.Read("generation_encoder_input_ids")[0].data<long>().ToArray()), "-n", "12", "--json");
+        Assert.True(code == 0, err);
+        var ids = System.Text.Json.JsonDocument.Parse(stdout).RootElement.GetProperty("ids").EnumerateArray().Select(x => x.GetInt64()).ToArray();
+        Assert.Equal(reference.Read("generated_ids")[0].data<long>().ToArray().Take(ids.Length), ids);
+        (code, stdout, _) = Mechanist.Tests.Cli.CliRunner.Run("hooks", "--model", dir);
+        Assert.Contains("decoder.0.cross_attn.hook_pattern", stdout);
+        (code, _, err) = Mechanist.Tests.Cli.CliRunner.Run("lens", "--model", dir, "--tokens", "1,2,3");
+        Assert.Equal(2, code);
+        Assert.Contains("encoder-decoder", err);
+    }
+}

@@ -35,6 +35,8 @@ public static class ArchitectureRegistry
     public static IArchitecture For(ModelConfig config)
     {
         string type = config.ModelType;
+        if (HookedEncoderDecoder.Handles(config))
+            throw new MechanistException($"{config.Source}: '{type}' is an encoder-decoder model; 'run' (with --tokens-file for decoder_input_ids), 'generate' and 'hooks' take it, this needs a decoder-only or encoder model");
         return All.FirstOrDefault(a => a.ModelTypes.Contains(type))
             ?? throw new MechanistException($"{config.Source}: model_type '{type}' is not supported (supported: {string.Join(", ", SupportedTypes)})");
     }
