@@ -210,15 +210,8 @@ public sealed class WorkbenchServer : IAsyncDisposable
                 .Select(x => (int.Parse(x[0]), int.Parse(x[1]))).ToList())));
         _app.MapPost("/api/features/{id:int}/{layer:int}/{feature:int}/label", async (HttpContext ctx, int id, int layer, int feature) =>
         {
-            LabelRequest? request;
-            try
-            {
-                if (ctx.Request.ContentType?.StartsWith("application/json", StringComparison.OrdinalIgnoreCase) != true)
-                    return Fail(415, "send JSON (Content-Type: application/json)");
-                request = await JsonSerializer.DeserializeAsync<LabelRequest>(ctx.Request.Body, Json, ctx.RequestAborted);
-            }
-            catch (JsonException e) { return Fail(400, $"malformed JSON: {e.Message}"); }
-            if (request is null) return Fail(400, "empty request");
+            var (request, failure) = await ReadJson<LabelRequest>(ctx);
+            if (request is null) return failure!;
             return await Query(ctx, id, st => { st.SetLabel(layer, feature, request.Label); return st.Dashboard(layer, feature).Summary; });
         });
     }
@@ -243,16 +236,8 @@ public sealed class WorkbenchServer : IAsyncDisposable
             if (!Slug.IsMatch(slug)) return Fail(404, "no such graph");
             string path = Path.Combine(GraphDir, slug + ".json");
             if (!File.Exists(path)) return Fail(404, $"no graph '{slug}'");
-            GraphStateRequest? request;
-            try
-            {
-                if (ctx.Request.ContentType?.StartsWith("application/json", StringComparison.OrdinalIgnoreCase) != true)
-                    return Fail(415, "send JSON (Content-Type: application/json)");
-                request = await JsonSerializer.DeserializeAsync<GraphStateRequest>(ctx.Request.Body, Json, ctx.RequestAborted);
-            }
-            catch (JsonException e) { return Fail(400, $"malformed JSON: {e.Message}"); }
-            catch (BadHttpRequestException e) { return Fail(e.StatusCode, e.StatusCode == 413 ? $"request body too large (limit {_options.MaxRequestBytes} bytes)" : e.Message); }
-            if (request is null) return Fail(400, "empty request");
+            var (request, failure) = await ReadJson<GraphStateRequest>(ctx);
+            if (request is null) return failure!;
             var pinned = request.PinnedIds ?? Array.Empty<string>();
             var groups = request.Supernodes ?? Array.Empty<string[]>();
             if (pinned.Length > 5000 || groups.Length > 500 || pinned.Concat(groups.SelectMany(g => g ?? Array.Empty<string>())).Any(id => id is null || id.Length > 200))
@@ -374,16 +359,8 @@ public sealed class WorkbenchServer : IAsyncDisposable
     {
         _app.MapPost(path, async (HttpContext ctx) =>
         {
-            T? request;
-            try
-            {
-                if (ctx.Request.ContentType?.StartsWith("application/json", StringComparison.OrdinalIgnoreCase) != true)
-                    return Fail(415, "send JSON (Content-Type: application/json)");
-                request = await JsonSerializer.DeserializeAsync<T>(ctx.Request.Body, Json, ctx.RequestAborted);
-            }
-            catch (JsonException e) { return Fail(400, $"malformed JSON: {e.Message}"); }
-            catch (BadHttpRequestException e) { return Fail(e.StatusCode, e.StatusCode == 413 ? $"request body too large (limit {_options.MaxRequestBytes} bytes)" : e.Message); }
-            if (request is null) return Fail(400, "empty request");
+            var (request, failure) = await ReadJson<T>(ctx);
+            if (request is null) return failure!;
             if (!await _slots.WaitAsync(_options.QueueTimeout, ctx.RequestAborted)) return Fail(503, "the server is busy with other analyses; try again");
             try
             {
@@ -398,6 +375,20 @@ public sealed class WorkbenchServer : IAsyncDisposable
             catch (Exception e) when (e is not OperationCanceledException) { return Fail(500, $"internal error: {e.GetType().Name}"); }
             finally { _slots.Release(); }
         });
+    }
+
+    /// <summary>A request's JSON body, or the error answer: 415 for another content type, 400 for malformed or empty JSON, 413 for too large.</summary>
+    async Task<(T? Request, IResult? Failure)> ReadJson<T>(HttpContext ctx) where T : class
+    {
+        if (ctx.Request.ContentType?.StartsWith("application/json", StringComparison.OrdinalIgnoreCase) != true)
+            return (null, Fail(415, "send JSON (Content-Type: application/json)"));
+        try
+        {
+            var request = await JsonSerializer.DeserializeAsync<T>(ctx.Request.Body, Json, ctx.RequestAborted);
+            return request is null ? (null, Fail(400, "empty request")) : (request, null);
+        }
+        catch (JsonException e) { return (null, Fail(400, $"malformed JSON: {e.Message}")); }
+        catch (BadHttpRequestException e) { return (null, Fail(e.StatusCode, e.StatusCode == 413 ? $"request body too large (limit {_options.MaxRequestBytes} bytes)" : e.Message)); }
     }
 
     static IResult Fail(int status, string message) => Results.Json(new ErrorResponse(message), Json, statusCode: status);

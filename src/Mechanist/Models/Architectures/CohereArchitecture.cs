@@ -28,17 +28,13 @@ public sealed class CohereArchitecture : IArchitecture
     {
         var w = LlamaLayout.Load(r, cfg, b =>
         {
-            long d = cfg.DModel, q = cfg.NHeads * cfg.DHead, kv = cfg.NKvHeads * cfg.DHead, m = cfg.DMlp;
+            long d = cfg.DModel, m = cfg.DMlp;
             var ln = r.Take(b + "input_layernorm.weight", d);
             return new BlockWeights
             {
                 Ln1W = ln, Ln2W = ln.clone(),
-                Wq = r.Take(b + "self_attn.q_proj.weight", q, d), Wk = r.Take(b + "self_attn.k_proj.weight", kv, d),
-                Wv = r.Take(b + "self_attn.v_proj.weight", kv, d), Wo = r.Take(b + "self_attn.o_proj.weight", d, q),
-                Bq = cfg.QkvBias ? r.Take(b + "self_attn.q_proj.bias", q) : null, Bk = cfg.QkvBias ? r.Take(b + "self_attn.k_proj.bias", kv) : null,
-                Bv = cfg.QkvBias ? r.Take(b + "self_attn.v_proj.bias", kv) : null, Bo = cfg.OutBias ? r.Take(b + "self_attn.o_proj.bias", d) : null,
                 WIn = r.Take(b + "mlp.gate_proj.weight", m, d), WUp = r.Take(b + "mlp.up_proj.weight", m, d), WOut = r.Take(b + "mlp.down_proj.weight", d, m),
-            };
+            }.WithAttention(r, cfg, b + "self_attn.");
         });
         // logits = (x · W_Eᵀ) · logit_scale: the scale lives in an untied copy of the unembedding, so every analysis reads true logits.
         if (cfg.LogitScale != 1.0) w.WU = w.WU * cfg.LogitScale;

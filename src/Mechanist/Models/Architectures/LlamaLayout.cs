@@ -50,27 +50,32 @@ internal static class LlamaLayout
         return w;
     }
 
+    /// <summary>Fills separate q_proj/k_proj/v_proj/o_proj weights (and the biases the config asks for) under <paramref name="attn"/>.</summary>
+    public static BlockWeights WithAttention(this BlockWeights w, WeightReader r, TransformerConfig cfg, string attn, string outName = "o_proj")
+    {
+        long d = cfg.DModel, q = cfg.NHeads * cfg.DHead, kv = cfg.NKvHeads * cfg.DHead;
+        w.Wq = r.Take(attn + "q_proj.weight", q, d); w.Wk = r.Take(attn + "k_proj.weight", kv, d);
+        w.Wv = r.Take(attn + "v_proj.weight", kv, d); w.Wo = r.Take(attn + outName + ".weight", d, q);
+        w.Bq = cfg.QkvBias ? r.Take(attn + "q_proj.bias", q) : null; w.Bk = cfg.QkvBias ? r.Take(attn + "k_proj.bias", kv) : null;
+        w.Bv = cfg.QkvBias ? r.Take(attn + "v_proj.bias", kv) : null; w.Bo = cfg.OutBias ? r.Take(attn + outName + ".bias", d) : null;
+        return w;
+    }
+
     /// <summary>The standard block: separate q/k/v/o projections and a gate/up/down MLP.</summary>
     public static BlockWeights StandardBlock(WeightReader r, TransformerConfig cfg, string b)
     {
-        long d = cfg.DModel, q = cfg.NHeads * cfg.DHead, kv = cfg.NKvHeads * cfg.DHead, m = cfg.DMlp;
+        long d = cfg.DModel, m = cfg.DMlp;
         bool affine = cfg.Norm != NormKind.LayerNormNoAffine;
         return new BlockWeights
         {
             Ln1W = affine ? r.Take(b + "input_layernorm.weight", d) : null,
             Ln2W = affine ? r.Take(b + "post_attention_layernorm.weight", d) : null,
-            Wq = r.Take(b + "self_attn.q_proj.weight", q, d), Wk = r.Take(b + "self_attn.k_proj.weight", kv, d),
-            Wv = r.Take(b + "self_attn.v_proj.weight", kv, d), Wo = r.Take(b + "self_attn.o_proj.weight", d, q),
-            Bq = cfg.QkvBias ? r.Take(b + "self_attn.q_proj.bias", q) : null,
-            Bk = cfg.QkvBias ? r.Take(b + "self_attn.k_proj.bias", kv) : null,
-            Bv = cfg.QkvBias ? r.Take(b + "self_attn.v_proj.bias", kv) : null,
-            Bo = cfg.OutBias ? r.Take(b + "self_attn.o_proj.bias", d) : null,
             WIn = r.Take(b + "mlp.gate_proj.weight", m, d), WUp = r.Take(b + "mlp.up_proj.weight", m, d),
             WOut = r.Take(b + "mlp.down_proj.weight", d, m),
             BIn = cfg.MlpBias ? r.Take(b + "mlp.gate_proj.bias", m) : null,
             BUp = cfg.MlpBias ? r.Take(b + "mlp.up_proj.bias", m) : null,
             BOut = cfg.MlpBias ? r.Take(b + "mlp.down_proj.bias", d) : null,
-        };
+        }.WithAttention(r, cfg, b + "self_attn.");
     }
 }
 
@@ -233,12 +238,8 @@ public sealed class Olmo2Architecture : IArchitecture
             {
                 PostAttnNormW = r.Take(b + "post_attention_layernorm.weight", d), PostMlpNormW = r.Take(b + "post_feedforward_layernorm.weight", d),
                 QNormW = r.Take(b + "self_attn.q_norm.weight", q), KNormW = r.Take(b + "self_attn.k_norm.weight", kv),
-                Wq = r.Take(b + "self_attn.q_proj.weight", q, d), Wk = r.Take(b + "self_attn.k_proj.weight", kv, d),
-                Wv = r.Take(b + "self_attn.v_proj.weight", kv, d), Wo = r.Take(b + "self_attn.o_proj.weight", d, q),
-                Bq = cfg.QkvBias ? r.Take(b + "self_attn.q_proj.bias", q) : null, Bk = cfg.QkvBias ? r.Take(b + "self_attn.k_proj.bias", kv) : null,
-                Bv = cfg.QkvBias ? r.Take(b + "self_attn.v_proj.bias", kv) : null, Bo = cfg.OutBias ? r.Take(b + "self_attn.o_proj.bias", d) : null,
                 WIn = r.Take(b + "mlp.gate_proj.weight", m, d), WUp = r.Take(b + "mlp.up_proj.weight", m, d), WOut = r.Take(b + "mlp.down_proj.weight", d, m),
-            };
+            }.WithAttention(r, cfg, b + "self_attn.");
         });
 }
 

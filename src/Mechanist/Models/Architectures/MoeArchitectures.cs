@@ -40,17 +40,15 @@ public sealed class MixtralArchitecture : IArchitecture
     public TransformerWeights LoadWeights(WeightReader r, TransformerConfig cfg) =>
         LlamaLayout.Load(r, cfg, b =>
         {
-            long d = cfg.DModel, q = cfg.NHeads * cfg.DHead, kv = cfg.NKvHeads * cfg.DHead, m = cfg.Moe!.DExpert; int e = cfg.Moe.Experts;
+            long d = cfg.DModel, m = cfg.Moe!.DExpert; int e = cfg.Moe.Experts;
             string x = b + "block_sparse_moe.experts.";
             return new BlockWeights
             {
                 Ln1W = r.Take(b + "input_layernorm.weight", d), Ln2W = r.Take(b + "post_attention_layernorm.weight", d),
-                Wq = r.Take(b + "self_attn.q_proj.weight", q, d), Wk = r.Take(b + "self_attn.k_proj.weight", kv, d),
-                Wv = r.Take(b + "self_attn.v_proj.weight", kv, d), Wo = r.Take(b + "self_attn.o_proj.weight", d, q),
                 Router = r.Take(b + "block_sparse_moe.gate.weight", e, d),
                 ExpertGate = MoeConventions.Stack(r, x, "w1", e, m, d), ExpertUp = MoeConventions.Stack(r, x, "w3", e, m, d),
                 ExpertDown = MoeConventions.Stack(r, x, "w2", e, d, m),
-            };
+            }.WithAttention(r, cfg, b + "self_attn.");
         });
 }
 
@@ -84,18 +82,15 @@ public sealed class Qwen2MoeArchitecture : IArchitecture
     public TransformerWeights LoadWeights(WeightReader r, TransformerConfig cfg) =>
         LlamaLayout.Load(r, cfg, b =>
         {
-            long d = cfg.DModel, q = cfg.NHeads * cfg.DHead, kv = cfg.NKvHeads * cfg.DHead, m = cfg.Moe!.DExpert, sm = cfg.DMlp; int e = cfg.Moe.Experts;
+            long d = cfg.DModel, m = cfg.Moe!.DExpert, sm = cfg.DMlp; int e = cfg.Moe.Experts;
             string x = b + "mlp.experts.";
             var block = new BlockWeights
             {
                 Ln1W = r.Take(b + "input_layernorm.weight", d), Ln2W = r.Take(b + "post_attention_layernorm.weight", d),
-                Wq = r.Take(b + "self_attn.q_proj.weight", q, d), Wk = r.Take(b + "self_attn.k_proj.weight", kv, d),
-                Wv = r.Take(b + "self_attn.v_proj.weight", kv, d), Wo = r.Take(b + "self_attn.o_proj.weight", d, q),
-                Bq = r.Take(b + "self_attn.q_proj.bias", q), Bk = r.Take(b + "self_attn.k_proj.bias", kv), Bv = r.Take(b + "self_attn.v_proj.bias", kv),
                 Router = r.Take(b + "mlp.gate.weight", e, d),
                 ExpertGate = MoeConventions.Stack(r, x, "gate_proj", e, m, d), ExpertUp = MoeConventions.Stack(r, x, "up_proj", e, m, d),
                 ExpertDown = MoeConventions.Stack(r, x, "down_proj", e, d, m),
-            };
+            }.WithAttention(r, cfg, b + "self_attn.");
             if (cfg.Moe.SharedExpert)
             {
                 block.WIn = r.Take(b + "mlp.shared_expert.gate_proj.weight", sm, d); block.WUp = r.Take(b + "mlp.shared_expert.up_proj.weight", sm, d);

@@ -23,18 +23,14 @@ public sealed class StarCoder2Architecture : IArchitecture
     /// <inheritdoc/>
     public TransformerWeights LoadWeights(WeightReader r, TransformerConfig cfg)
     {
-        long d = cfg.DModel, q = cfg.NHeads * cfg.DHead, kv = cfg.NKvHeads * cfg.DHead, m = cfg.DMlp;
+        long d = cfg.DModel, m = cfg.DMlp;
         var w = LlamaLayout.Load(r, cfg, b => new BlockWeights
         {
             Ln1W = r.Take(b + "input_layernorm.weight", d), Ln1B = r.Take(b + "input_layernorm.bias", d),
             Ln2W = r.Take(b + "post_attention_layernorm.weight", d), Ln2B = r.Take(b + "post_attention_layernorm.bias", d),
-            Wq = r.Take(b + "self_attn.q_proj.weight", q, d), Wk = r.Take(b + "self_attn.k_proj.weight", kv, d),
-            Wv = r.Take(b + "self_attn.v_proj.weight", kv, d), Wo = r.Take(b + "self_attn.o_proj.weight", d, q),
-            Bq = cfg.QkvBias ? r.Take(b + "self_attn.q_proj.bias", q) : null, Bk = cfg.QkvBias ? r.Take(b + "self_attn.k_proj.bias", kv) : null,
-            Bv = cfg.QkvBias ? r.Take(b + "self_attn.v_proj.bias", kv) : null, Bo = cfg.OutBias ? r.Take(b + "self_attn.o_proj.bias", d) : null,
             WIn = r.Take(b + "mlp.c_fc.weight", m, d), BIn = cfg.MlpBias ? r.Take(b + "mlp.c_fc.bias", m) : null,
             WOut = r.Take(b + "mlp.c_proj.weight", d, m), BOut = cfg.MlpBias ? r.Take(b + "mlp.c_proj.bias", d) : null,
-        });
+        }.WithAttention(r, cfg, b + "self_attn."));
         w.LnFinalB = r.Take("model.norm.bias", d);
         return w;
     }
