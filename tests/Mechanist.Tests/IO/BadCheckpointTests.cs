@@ -92,7 +92,8 @@ public class BadCheckpointTests
     [InlineData("[1, 2]", "malformed config: the top level must be a JSON object")]
     [InlineData("{\"model_type\": \"gpt2\", \"n_embd\": \"wide\"}", "malformed config: 'n_embd' expected an integer")]
     [InlineData("{\"model_type\": \"gpt2\", \"n_embd\": 64}", "malformed config: required key 'n_head' is missing")]
-    [InlineData("{\"model_type\": \"bert\"}", "model_type 'bert' is not supported")]
+    [InlineData("{\"model_type\": \"roberta\"}", "model_type 'roberta' is not supported")]
+    [InlineData("{\"model_type\": \"t5\"}", "required key 'd_model' is missing")]
     public void MalformedConfigIsRejected(string config, string message)
     {
         using var dir = FolderWith(Safetensors("{}", 0), config);
