@@ -20,6 +20,16 @@ public static class WeightProcessing
     public static void Apply(HookedTransformer model, WeightProcessingOptions options)
     {
         var cfg = model.Config; var w = model.Weights;
+        // Folding a norm's gain into the weights that read it is exact only when nothing sits between them that is not linear per dimension.
+        if (options.FoldLn && cfg.Norm != NormKind.LayerNormNoAffine)
+        {
+            string? why = cfg.QkNorm ? "its q/k norms renormalise the projections that a folded gain would rescale"
+                : !cfg.PreNorms ? "its blocks have no input norms to fold"
+                : cfg.PostLayerNorm ? "its norms follow the residual additions (post-LN)"
+                : cfg.Moe is not null ? "its MLP input norm feeds a router and experts (folding into them is not implemented)"
+                : null;
+            if (why is not null) throw new MechanistException($"cannot fold norms of {model.Name} ({cfg.Architecture}): {why}; process with FoldLn = false");
+        }
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         bool layerNorm = cfg.Norm is NormKind.LayerNorm or NormKind.LayerNormNoAffine;

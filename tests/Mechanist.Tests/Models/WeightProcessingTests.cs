@@ -6,7 +6,7 @@ namespace Mechanist.Tests.Models;
 public class WeightProcessingTests
 {
     public static IEnumerable<object[]> Architectures() =>
-        new[] { "gpt2", "gpt_neox", "llama", "qwen2", "gemma", "gemma2", "phi3", "olmo" }.Select(a => new object[] { a });
+        new[] { "gpt2", "gpt_neox", "llama", "qwen2", "gemma", "gemma2", "phi3", "olmo", "opt", "gptj", "bloom", "phi", "stablelm", "falcon", "starcoder2", "cohere" }.Select(a => new object[] { a });
 
     [Theory]
     [MemberData(nameof(Architectures))]
@@ -31,5 +31,18 @@ public class WeightProcessingTests
             Assert.True(model.Weights.Blocks[0].Wo.mean(new long[] { 0 }).abs().max().item<float>() < 1e-5);
         }
         if (model.Weights.Blocks[0].Bv is { } bv) Assert.Equal(0f, bv.abs().max().item<float>());
+    }
+
+    [Theory]
+    [InlineData("qwen3", "q/k norms")]
+    [InlineData("gemma3", "q/k norms")]
+    [InlineData("olmo2", "q/k norms")]
+    [InlineData("bert", "post-LN")]
+    [InlineData("mixtral", "router")]
+    public void FoldingIsRefusedWhereItWouldChangeTheModel(string arch, string why)
+    {
+        using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", arch));
+        var e = Assert.Throws<MechanistException>(() => WeightProcessing.Apply(model, new WeightProcessingOptions()));
+        Assert.Contains(why, e.Message);
     }
 }
