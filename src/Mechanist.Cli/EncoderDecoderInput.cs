@@ -69,6 +69,16 @@ public static class EncoderDecoderInput
         return (inputIds, mask, decoder);
     }
 
+    /// <summary>One token id for an answer: "#id", or text that the tokenizer makes one token.</summary>
+    public static long AnswerId(HookedEncoderDecoder model, string answer)
+    {
+        if (answer.StartsWith('#') && long.TryParse(answer[1..], out long raw))
+            return raw >= 0 && raw < model.Config.VocabSize ? raw : throw new MechanistException($"token id {raw} is outside the vocabulary");
+        var tok = model.Tokenizer ?? throw new MechanistException($"{model.Name} has no tokenizer: give answers as #id");
+        var ids = tok.Encode(answer, prependBos: false);
+        return ids.Length == 1 ? ids[0] : throw new MechanistException($"answer '{answer}' is {ids.Length} tokens; give one token or #id");
+    }
+
     /// <summary>A token's display text (its id when the model has no tokenizer).</summary>
     public static string Token(HookedEncoderDecoder model, long id) => model.Tokenizer?.ToStrTokens(new[] { (int)id })[0] ?? $"#{id}";
 }

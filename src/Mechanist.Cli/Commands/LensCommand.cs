@@ -18,15 +18,27 @@ public sealed class LensCommand : ICliCommand
         var mid = new Option<bool>("--mid") { Description = "Also decode the residual between attention and MLP." };
         var json = CommonOptions.Json();
         var cmd = new Command("lens", "Logit lens: decode the residual stream after each layer.");
-        input.AddTo(cmd, tokensFile: false);
+        input.AddTo(cmd, tokensFile: true);
         foreach (var o in new Option[] { target, topK, mid, json }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
-            using var model = input.LoadModel(parse, ctx);
-            var (tokens, _) = input.ReadInput(parse, model);
-            using var _t = tokens;
-            long? targetId = parse.GetValue(target) is { } t ? TokenText.AnswerId(model, t) : null;
-            var result = LogitLens.Run(model, tokens, targetId, Math.Max(1, parse.GetValue(topK)), parse.GetValue(mid));
+            LogitLensResult result;
+            if (EncoderDecoderInput.Is(parse.GetValue(input.Model)))
+            {
+                // T5: the lens over the decoder's residual stream, given the encoder input (and decoder ids from --tokens-file).
+                using var t5 = EncoderDecoderInput.Load(parse.GetValue(input.Model), parse, parse.GetValue(input.Offline));
+                var (ids, mask, decoder) = EncoderDecoderInput.Read(input, parse, t5);
+                long? t5Target = parse.GetValue(target) is { } tt ? EncoderDecoderInput.AnswerId(t5, tt) : null;
+                result = Mechanist.Analysis.EncoderDecoderAnalyses.Lens(t5, ids, decoder, mask, t5Target, Math.Max(1, parse.GetValue(topK)));
+            }
+            else
+            {
+                using var model = input.LoadModel(parse, ctx);
+                var (tokens, _) = input.ReadInput(parse, model);
+                using var _t = tokens;
+                long? targetId = parse.GetValue(target) is { } t ? TokenText.AnswerId(model, t) : null;
+                result = LogitLens.Run(model, tokens, targetId, Math.Max(1, parse.GetValue(topK)), parse.GetValue(mid));
+            }
             if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonFormat.Options)); return 0; }
             var console = Render.Console(ctx);
             // Positions down, layers across: models have far fewer layers than a prompt has tokens.

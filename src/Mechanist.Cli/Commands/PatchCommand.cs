@@ -28,13 +28,35 @@ public sealed class PatchCommand : ICliCommand
         { input.Model, input.Offline, input.NoBos, clean, corrupt, answer, wrong, metricOpt, what, method, json };
         cmd.SetAction(parse =>
         {
-            using var model = input.LoadModel(parse, ctx);
-            bool? bos = parse.GetValue(input.NoBos) ? false : null;
-            using var cleanTokens = model.ToTokens(parse.GetValue(clean)!, bos);
-            using var corruptTokens = model.ToTokens(parse.GetValue(corrupt)!, bos);
-            var methods = parse.GetValue(method) switch { "attribution" => PatchMethods.Attribution, "both" => PatchMethods.Both, _ => PatchMethods.Exact };
-            var report = PatchingExperiment.Run(model, cleanTokens, corruptTokens, parse.GetValue(answer)!, parse.GetValue(wrong), parse.GetValue(metricOpt),
-                PatchTargets.Parse(parse.GetValue(what)), methods);
+            PatchingReport report;
+            if (EncoderDecoderInput.Is(parse.GetValue(input.Model)))
+            {
+                // T5: the encoder input is patched; the decoder reads its start token, and the answer is its first output token.
+                if (parse.GetValue(what) != "resid" || parse.GetValue(method) != "exact" || parse.GetValue(metricOpt) is { Length: > 0 })
+                    throw new MechanistException("for an encoder-decoder, patch runs --what resid --method exact with the logit (difference) metric");
+                using var t5 = EncoderDecoderInput.Load(parse.GetValue(input.Model), parse, parse.GetValue(input.Offline));
+                var tok = t5.Tokenizer ?? throw new MechanistException($"{t5.Name} has no tokenizer: give --tokenizer FILE");
+                TorchSharp.torch.Tensor Encode(string text)
+                {
+                    var ids = tok.Encode(text, prependBos: false).Select(i => (long)i).ToList();
+                    if (t5.Config.Eos is { } eos) ids.Add(eos);
+                    return TorchSharp.torch.tensor(ids.ToArray(), new long[] { 1, ids.Count });
+                }
+                using var c = Encode(parse.GetValue(clean)!); using var x = Encode(parse.GetValue(corrupt)!);
+                using var start = TorchSharp.torch.tensor(new long[] { t5.Config.DecoderStart }, new long[] { 1, 1 });
+                long? wrongId = parse.GetValue(wrong) is { } wr ? EncoderDecoderInput.AnswerId(t5, wr) : null;
+                report = new PatchingReport(Mechanist.Analysis.EncoderDecoderAnalyses.Patch(t5, c, x, start, EncoderDecoderInput.AnswerId(t5, parse.GetValue(answer)!), wrongId), null);
+            }
+            else
+            {
+                using var model = input.LoadModel(parse, ctx);
+                bool? bos = parse.GetValue(input.NoBos) ? false : null;
+                using var cleanTokens = model.ToTokens(parse.GetValue(clean)!, bos);
+                using var corruptTokens = model.ToTokens(parse.GetValue(corrupt)!, bos);
+                var methods = parse.GetValue(method) switch { "attribution" => PatchMethods.Attribution, "both" => PatchMethods.Both, _ => PatchMethods.Exact };
+                report = PatchingExperiment.Run(model, cleanTokens, corruptTokens, parse.GetValue(answer)!, parse.GetValue(wrong), parse.GetValue(metricOpt),
+                    PatchTargets.Parse(parse.GetValue(what)), methods);
+            }
             if (parse.GetValue(json))
             {
                 ctx.Out.WriteLine(JsonSerializer.Serialize(report, JsonFormat.Options));

@@ -290,6 +290,18 @@ public sealed class HookedEncoderDecoder : IDisposable
         return run.Hook("unembed.hook_out", F.linear(y, Config.Tied ? _w["shared.weight"] : _w["lm_head.weight"]));
     }
 
+    /// <summary>Logits from any decoder residual [..., d_model]: the decoder's final norm, the tied rescale and the unembedding (the logit lens).</summary>
+    public Tensor UnembedDecoderResidual(Tensor residual)
+    {
+        using var scope = NewDisposeScope();
+        var y = Norm(residual.to(ScalarType.Float32), "decoder.final_layer_norm.weight");
+        if (Config.Tied) y = y.mul(Scalars.Of(Math.Pow(Config.DModel, -0.5)));
+        return F.linear(y, Config.Tied ? _w["shared.weight"] : _w["lm_head.weight"]).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>A token's display text (its id when there is no tokenizer).</summary>
+    public string TokenText(long id) => Tokenizer?.ToStrTokens(new[] { (int)id })[0] ?? $"#{id}";
+
     /// <summary>
     /// Greedy decoding from the decoder start token given one encoder input [1, pos] (the decoder is rerun over its prefix each step;
     /// the encoder runs once). Returns the decoder ids (start token first) and each step's logits.

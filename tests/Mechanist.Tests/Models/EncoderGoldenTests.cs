@@ -141,8 +141,46 @@ public class EncoderDecoderCliTests
         Assert.Equal(reference.Read("generated_ids")[0].data<long>().ToArray().Take(ids.Length), ids);
         (code, stdout, _) = Mechanist.Tests.Cli.CliRunner.Run("hooks", "--model", dir);
         Assert.Contains("decoder.0.cross_attn.hook_pattern", stdout);
-        (code, _, err) = Mechanist.Tests.Cli.CliRunner.Run("lens", "--model", dir, "--tokens", "1,2,3");
+        (code, stdout, err) = Mechanist.Tests.Cli.CliRunner.Run("lens", "--model", dir, "--tokens", "1,2,3", "--json");
+        Assert.True(code == 0, err);
+        Assert.Equal("dec_emb", System.Text.Json.JsonDocument.Parse(stdout).RootElement.GetProperty("layers")[0].GetProperty("label").GetString());
+        (code, _, err) = Mechanist.Tests.Cli.CliRunner.Run("heads", "--model", dir);
         Assert.Equal(2, code);
         Assert.Contains("encoder-decoder", err);
+    }
+}
+
+/// <summary>The logit lens and activation patching on T5.</summary>
+public class EncoderDecoderAnalysisTests
+{
+    [Fact]
+    public void TheDecoderLensEndsAtHfLogitsAndPatchingObeysItsIdentities()
+    {
+        string dir = SharedData.PathOf("golden", "models", "t5");
+        using var model = HookedEncoderDecoder.Load(dir, new ModelOpenOptions { Offline = true });
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var scope = NewDisposeScope();
+        var input = reference.Read("input_ids")[..1]; var decoder = reference.Read("decoder_input_ids")[..1];
+        var lens = Mechanist.Analysis.EncoderDecoderAnalyses.Lens(model, input, decoder, target: 330);
+        Assert.Equal(model.Config.DecoderLayers + 1, lens.Layers.Length);
+        // The last lens layer is the model's output: HF's logits give its top tokens and its teacher-forced loss.
+        var hf = reference.Read("logits")[0].log_softmax(-1);
+        var last = lens.Layers[^1];
+        for (int p = 0; p < decoder.shape[1]; p++) Assert.Equal(hf[p].argmax().item<long>(), last.Positions[p].Top[0].Id);
+        var ids = decoder[0].data<long>().ToArray();
+        double loss = Enumerable.Range(0, ids.Length - 1).Average(p => -hf[p, ids[p + 1]].item<float>());
+        Assert.True(Math.Abs(loss - last.Loss) < 1e-4, $"{loss} vs {last.Loss}");
+        Assert.Equal((int)(hf[^1] > hf[^1, 330]).sum().item<long>(), last.Positions[^1].TargetRank);
+
+        // Patching: the corrupted input differs from the clean one at position 3 only.
+        var corrupted = input.clone(); corrupted[0, 3] = (input[0, 3].item<long>() + 1) % model.Config.VocabSize;
+        var start = tensor(new long[] { 0 }, new long[] { 1, 1 });
+        var grids = Mechanist.Analysis.EncoderDecoderAnalyses.Patch(model, input, corrupted, start, 330, 332);
+        var enc = grids[0]; var dec = grids[1];
+        // The encoder's first input is the embedding: restoring the one differing token restores everything; the others change nothing.
+        for (int p = 0; p < input.shape[1]; p++) Assert.True(Math.Abs(enc.Scores[0][p] - (p == 3 ? 1 : 0)) < 1e-5, $"encoder 0 at {p}: {enc.Scores[0][p]}");
+        // The decoder's first input is its own embedding, the same in both runs.
+        Assert.True(Math.Abs(dec.Scores[0][0]) < 1e-6);
+        Assert.Contains("same on the clean and the corrupted", Assert.Throws<MechanistException>(() => Mechanist.Analysis.EncoderDecoderAnalyses.Patch(model, input, input, start, 330, 332)).Message);
     }
 }
