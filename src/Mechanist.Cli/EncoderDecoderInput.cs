@@ -78,7 +78,4 @@ public static class EncoderDecoderInput
         var ids = tok.Encode(answer, prependBos: false);
         return ids.Length == 1 ? ids[0] : throw new MechanistException($"answer '{answer}' is {ids.Length} tokens; give one token or #id");
     }
-
-    /// <summary>A token's display text (its id when the model has no tokenizer).</summary>
-    public static string Token(HookedEncoderDecoder model, long id) => model.Tokenizer?.ToStrTokens(new[] { (int)id })[0] ?? $"#{id}";
 }

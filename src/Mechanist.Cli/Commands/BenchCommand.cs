@@ -209,9 +209,8 @@ public sealed class BenchCommand : ICliCommand
         long routed = 0;
         using (model.Hooks(new Hooks.ForwardHookSpec(Hooks.HookFilter.Where(n => n.EndsWith("mlp.hook_expert_indices")), (t, _) =>
         {
-            // Distinct (token, expert) pairs = expert rows computed.
-            using var flat = t.reshape(-1, cfg.Moe!.TopK);
-            routed += flat.shape[0] * cfg.Moe.TopK;
+            // Each (token, slot) is one distinct (token, expert) pair: one expert row computed.
+            routed += t.numel();
             return t;
         })))
         using (no_grad()) model.Run(tokens).Dispose();

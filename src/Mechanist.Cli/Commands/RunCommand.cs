@@ -95,8 +95,8 @@ public sealed class RunCommand : ICliCommand
                 var last = logits[b, -1].to(ScalarType.Float32);
                 var probs = last.softmax(-1);
                 var (v, i) = last.topk(k);
-                var top = i.data<long>().ToArray().Select((id, j) => new TokenPrediction(id, EncoderDecoderInput.Token(model, id), v[j].item<float>(), probs[id].item<float>())).ToArray();
-                return new { decoderTokens = decoder[b].data<long>().ToArray().Select(id => EncoderDecoderInput.Token(model, id)).ToArray(), top };
+                var top = i.data<long>().ToArray().Select((id, j) => new TokenPrediction(id, model.TokenText(id), v[j].item<float>(), probs[id].item<float>())).ToArray();
+                return new { decoderTokens = decoder[b].data<long>().ToArray().Select(model.TokenText).ToArray(), top };
             }).ToArray();
             if (asJson) { ctx.Out.WriteLine(JsonSerializer.Serialize(rows.Length == 1 ? rows[0] : (object)rows, JsonFormat.Options)); return 0; }
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(ctx.Out) });

@@ -75,12 +75,12 @@ public static class FeatureBuild
         {
             if (batch.Count == 0) return;
             var nonEmpty = batch.Where(b => b.Ids.Length > (tok.BosId is { } bos && b.Ids[0] == bos ? 1 : 0)).ToList();
-            if (nonEmpty.Count > 0) tokens += sinceSaveAdd(Process(model, source, nonEmpty, sketches));
+            long read = nonEmpty.Count > 0 ? Process(model, source, nonEmpty, sketches) : 0;
+            tokens += read; sinceSave += read;
             textsDone += batch.Count;
             batch.Clear();
             progress?.Report(new FeatureBuildProgress(textsDone, tokens));
         }
-        long sinceSaveAdd(long n) { sinceSave += n; return n; }
         foreach (var (text, index) in shardTexts)
         {
             ct.ThrowIfCancellationRequested();

@@ -61,11 +61,10 @@ public static class FeatureExport
         string folder = Path.Combine(dir, "features", scan);
         Directory.CreateDirectory(folder);
         var list = features?.ToList() ?? store.Fired();
-        var options = new JsonSerializerOptions { WriteIndented = false };
         foreach (var (layer, feature) in list)
         {
             var d = store.Dashboard(layer, feature);
-            AtomicFile.WriteText(Path.Combine(folder, $"{GraphIndex(layer, feature)}.json"), JsonSerializer.Serialize(ToCircuitTracer(d, scan), options));
+            AtomicFile.WriteText(Path.Combine(folder, $"{GraphIndex(layer, feature)}.json"), JsonSerializer.Serialize(ToCircuitTracer(d, scan)));
         }
         return list.Count;
     }

@@ -236,7 +236,8 @@ public sealed class HookRegistry
         return points;
     }
 
-    static int Levenshtein(string a, string b)
+    /// <summary>Edit distance, for name suggestions.</summary>
+    internal static int Levenshtein(string a, string b)
     {
         var d = new int[b.Length + 1];
         for (int j = 0; j <= b.Length; j++) d[j] = j;

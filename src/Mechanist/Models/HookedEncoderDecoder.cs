@@ -145,19 +145,8 @@ public sealed class HookedEncoderDecoder : IDisposable
     public void CheckHook(string name)
     {
         if (HookNames.Contains(name)) return;
-        var close = HookNames.OrderBy(n => Distance(n, name)).First();
+        var close = HookNames.OrderBy(n => HookRegistry.Levenshtein(n, name)).First();
         throw new MechanistException($"unknown hook point '{name}' for {Name} (did you mean '{close}'?)");
-    }
-
-    static int Distance(string a, string b)
-    {
-        var d = new int[a.Length + 1, b.Length + 1];
-        for (int i = 0; i <= a.Length; i++) d[i, 0] = i;
-        for (int j = 0; j <= b.Length; j++) d[0, j] = j;
-        for (int i = 1; i <= a.Length; i++)
-            for (int j = 1; j <= b.Length; j++)
-                d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
-        return d[a.Length, b.Length];
     }
 
     /// <summary>Logits [batch, dec_pos, vocab] of a teacher-forced run; hooks may read or replace activations.</summary>

@@ -44,6 +44,7 @@ public static class RandomModels
         Tensor O(params long[] shape) => ones(shape, dtype).DetachFromDisposeScope();
         long d = cfg.DModel, q = cfg.NHeads * cfg.DHead, kv = cfg.NKvHeads * cfg.DHead, m = cfg.DMlp;
         bool ln = cfg.Norm == NormKind.LayerNorm;
+        bool dense = !cfg.AttnOnly && cfg.Moe is not { SharedExpert: false };
         var w = new TransformerWeights
         {
             WE = R(cfg.VocabSize, d),
@@ -54,17 +55,16 @@ public static class RandomModels
                 Ln1W = O(d), Ln1B = ln ? Z(d) : null, Ln2W = cfg.AttnOnly ? null : O(d), Ln2B = ln && !cfg.AttnOnly ? Z(d) : null,
                 Wq = R(q, d), Wk = R(kv, d), Wv = R(kv, d), Wo = R(d, q),
                 Bq = cfg.QkvBias ? Z(q) : null, Bk = cfg.QkvBias ? Z(kv) : null, Bv = cfg.QkvBias ? Z(kv) : null, Bo = cfg.OutBias ? Z(d) : null,
-                WIn = cfg.AttnOnly ? null! : R(m, d), WUp = cfg.GatedMlp && !cfg.AttnOnly ? R(m, d) : null, WOut = cfg.AttnOnly ? null! : R(d, m),
-                BIn = cfg.MlpBias && !cfg.AttnOnly ? Z(m) : null, BUp = cfg.MlpBias && cfg.GatedMlp && !cfg.AttnOnly ? Z(m) : null,
-                BOut = cfg.MlpBias && !cfg.AttnOnly ? Z(d) : null,
+                // A dense MLP, unless there is none (attention-only) or the experts replace it (MoE without a shared expert).
+                WIn = dense ? R(m, d) : null!, WUp = cfg.GatedMlp && dense ? R(m, d) : null, WOut = dense ? R(d, m) : null!,
+                BIn = cfg.MlpBias && dense ? Z(m) : null, BUp = cfg.MlpBias && cfg.GatedMlp && dense ? Z(m) : null,
+                BOut = cfg.MlpBias && dense ? Z(d) : null,
             }).ToArray(),
         };
         if (cfg.Moe is { } moe)
             foreach (var b in w.Blocks)
             {
-                b.WIn.Dispose(); b.WUp?.Dispose(); b.WOut.Dispose();
-                b.WIn = null!; b.WUp = null; b.WOut = null!;
-                if (moe.SharedExpert) { b.WIn = R(m, d); b.WUp = R(m, d); b.WOut = R(d, m); b.SharedExpertGate = R(1, d); }
+                if (moe.SharedExpert) b.SharedExpertGate = R(1, d);
                 b.Router = R(moe.Experts, d);
                 b.ExpertGate = R(moe.Experts, moe.DExpert, d); b.ExpertUp = R(moe.Experts, moe.DExpert, d); b.ExpertDown = R(moe.Experts, d, moe.DExpert);
             }

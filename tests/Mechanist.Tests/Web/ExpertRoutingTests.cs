@@ -58,21 +58,11 @@ public sealed class ExpertRoutingTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.BadRequest, dense.StatusCode);
         Assert.Contains("no mixture-of-experts layers", await dense.Content.ReadAsStringAsync());
 
-        using var playwright = await Playwright.CreateAsync();
-        await using var browser = await playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions
-        {
-            ExecutablePath = Environment.GetEnvironmentVariable("MECHANIST_CHROMIUM") ?? "/usr/bin/chromium", Headless = true,
-            Args = new[] { "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking" },
-        });
-        var page = await browser.NewPageAsync(new BrowserNewPageOptions { ViewportSize = new ViewportSize { Width = 1300, Height = 700 } });
-        var errors = new List<string>();
-        page.Console += (_, m) => { if (m.Type == "error") errors.Add(m.Text); };
-        page.PageError += (_, e) => errors.Add(e);
-        await page.GotoAsync($"{_server.Url}/#view=experts&model=mixtral&prompt={Uri.EscapeDataString(Prompt)}");
+        var (playwright, browser, page, errors) = await FeaturePageTests.Browser($"{_server.Url}/#view=experts&model=mixtral&prompt={Uri.EscapeDataString(Prompt)}");
+        using var _p = playwright; await using var _b = browser;
         await page.WaitForSelectorAsync("#routing .expert");
         Assert.Equal(3 * tokens * 2, await page.Locator("#routing .expert").CountAsync());
-        Directory.CreateDirectory(Path.Combine(AppContext.BaseDirectory, "screenshots"));
-        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(AppContext.BaseDirectory, "screenshots", "experts.png"), FullPage = true });
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = FeaturePageTests.ScreenshotPath("experts.png"), FullPage = true });
         Assert.Empty(errors);
     }
 }

@@ -74,7 +74,8 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         Assert.Equal(HttpStatusCode.BadRequest, tooLong.StatusCode);
     }
 
-    static async Task<(IPlaywright, IBrowser, IPage, List<string>)> Browser(string url)
+    /// <summary>Debian's Chromium on <paramref name="url"/>, collecting console and page errors.</summary>
+    internal static async Task<(IPlaywright, IBrowser, IPage, List<string>)> Browser(string url)
     {
         var playwright = await Playwright.CreateAsync();
         var browser = await playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions
@@ -90,7 +91,7 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         return (playwright, browser, page, errors);
     }
 
-    static string ScreenshotPath(string name)
+    internal static string ScreenshotPath(string name)
     {
         Directory.CreateDirectory(Path.Combine(AppContext.BaseDirectory, "screenshots"));
         return Path.Combine(AppContext.BaseDirectory, "screenshots", name);

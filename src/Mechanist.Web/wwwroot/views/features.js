@@ -1,20 +1,6 @@
 // Feature pages: search a feature store, then one feature's dashboard (examples with token shading, histogram, logits, label).
-import { esc, fmt, num } from '../util.js';
+import { api, esc, fmt, num } from '../util.js';
 import { setState } from '../app.js';
-
-async function get(path) {
-  const res = await fetch(path);
-  const data = await res.json();
-  if (!res.ok) throw new Error(data.error || `HTTP ${res.status}`);
-  return data;
-}
-
-async function post(path, body) {
-  const res = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
-  const data = await res.json();
-  if (!res.ok) throw new Error(data.error || `HTTP ${res.status}`);
-  return data;
-}
 
 // One example: each token shaded by the feature's activation there (relative to the feature's max), the firing token outlined.
 export function exampleHtml(e, max) {
@@ -43,7 +29,7 @@ function logitsTable(title, list) {
 }
 
 export async function render(root, s) {
-  const stores = await get('/api/features');
+  const stores = await api('/api/features');
   if (stores.length === 0) {
     root.innerHTML = '<p class="muted">No feature store is loaded. Build one with <code>mechanist features build --out DIR</code> and start the workbench with <code>mechanist serve --features DIR</code>.</p>';
     return;
@@ -61,7 +47,7 @@ export async function render(root, s) {
     const q = root.querySelector('#feature-query').value.trim();
     setState({ store: root.querySelector('#feature-store').value, q, feature: /^\d+\s*[:/]\s*\d+$/.test(q) ? q.replace(/\s/g, '').replace('/', ':') : s.feature });
   });
-  const hits = await get(`/api/features/${store}/search?q=${encodeURIComponent(s.q || '')}&limit=40`);
+  const hits = await api(`/api/features/${store}/search?q=${encodeURIComponent(s.q || '')}&limit=40`);
   root.querySelector('#feature-list').innerHTML = `<table id="feature-hits"><tr><th>feature</th><th>label</th><th>freq.</th></tr>${hits.map(h =>
     `<tr data-feature="${h.layer}:${h.feature}" class="hit"><td>L${h.layer}/${h.feature}</td><td class="tok">${esc(h.label)}</td><td>${(num(h.frequency) * 100).toFixed(2)}%</td></tr>`).join('')}</table>
     ${hits.length === 0 ? '<p class="muted">no feature matches</p>' : ''}`;
@@ -72,7 +58,7 @@ export async function render(root, s) {
 
 export async function card(el, store, spec) {
   const [layer, feature] = spec.split(':').map(Number);
-  const d = await get(`/api/features/${store}/${layer}/${feature}`);
+  const d = await api(`/api/features/${store}/${layer}/${feature}`);
   const sm = d.summary, max = num(sm.max);
   el.innerHTML = `<div class="feature-card" data-feature="${layer}:${feature}">
     <h2>L${layer}/${feature} <span id="feature-label">${esc(sm.label)}</span></h2>
@@ -88,7 +74,7 @@ export async function card(el, store, spec) {
   el.querySelector('#label-form').addEventListener('submit', async e => {
     e.preventDefault();
     try {
-      const updated = await post(`/api/features/${store}/${layer}/${feature}/label`, { label: el.querySelector('#label-input').value });
+      const updated = await api(`/api/features/${store}/${layer}/${feature}/label`, { label: el.querySelector('#label-input').value });
       el.querySelector('#feature-label').textContent = updated.label;
     } catch (err) { el.querySelector('#feature-label').textContent = err.message; }
   });

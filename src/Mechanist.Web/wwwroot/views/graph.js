@@ -1,15 +1,8 @@
 // Attribution-graph explorer: nodes by layer × position on a canvas, edges by weight (width) and sign (colour),
 // hover highlights neighbours, click opens the feature's card, pins, supernodes, thresholds, interventions.
-import { esc, fmt, num } from '../util.js';
+import { api, esc, fmt, num } from '../util.js';
 import { setState, state } from '../app.js';
 import { card } from './features.js';
-
-async function call(path, body) {
-  const res = await fetch(path, body === undefined ? {} : { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
-  const data = await res.json();
-  if (!res.ok) throw new Error(data.error || `HTTP ${res.status}`);
-  return data;
-}
 
 // Row of a node: embeddings at the bottom, then layers, logits on top.
 function rowOf(n, layers) {
@@ -263,7 +256,7 @@ window.mechanistGraph = {
 };
 
 export async function render(root, s) {
-  const saved = await call('/api/graphs');
+  const saved = await api('/api/graphs');
   root.innerHTML = `<h2>Attribution graph</h2>
     <form id="graph-form" class="inline">
       <input id="graph-prompt" size="50" value="${esc(s.gprompt || 'The capital of the state containing Dallas is')}">
@@ -285,7 +278,7 @@ export async function render(root, s) {
     const prompt = root.querySelector('#graph-prompt').value;
     root.querySelector('#graph-message').innerHTML = '<p class="muted">Tracing…</p>';
     try {
-      const g = await call('/api/graph', { model: s.model, prompt });
+      const g = await api('/api/graph', { model: s.model, prompt });
       setState({ graph: g.metadata.slug, gprompt: prompt, pinned: '', groups: '' });
     } catch (err) { root.querySelector('#graph-message').innerHTML = `<p class="error">${esc(err.message)}</p>`; }
   });
@@ -296,7 +289,7 @@ export async function render(root, s) {
     try { await show(root, s, JSON.parse(await file.text()), null); } catch (err) { root.querySelector('#graph-message').innerHTML = `<p class="error">not a graph file: ${esc(err.message)}</p>`; }
   });
   if (!s.graph) { root.querySelector('#graph-message').innerHTML = '<p class="muted">Trace a prompt, pick a saved graph, or open a graph JSON file (ours or circuit-tracer\'s).</p>'; return; }
-  show(root, s, await call(`/api/graphs/${encodeURIComponent(s.graph)}`), s.graph);
+  show(root, s, await api(`/api/graphs/${encodeURIComponent(s.graph)}`), s.graph);
 }
 
 async function show(root, s, graph, slug) {
@@ -305,7 +298,7 @@ async function show(root, s, graph, slug) {
   const data = prepare(graph);
   const canvas = root.querySelector('#graph-canvas');
   canvas.style.height = Math.min(900, Math.max(420, data.height * Math.min(1, (canvas.clientWidth - 20) / data.width) + 40)) + 'px';
-  const stores = await call('/api/features');
+  const stores = await api('/api/features');
   const store = 0; // the first feature store labels the nodes and shows their cards
   const side = root.querySelector('#graph-side'), tip = root.querySelector('#graph-tip');
   const x = new Explorer(canvas, data, {
@@ -334,7 +327,7 @@ async function show(root, s, graph, slug) {
   x.nodeThreshold = Number(s.nt || 1); x.edgeQuantile = Number(s.et || 0); x.pinnedOnly = s.sub === '1';
   if (stores.length > 0) {
     const ids = [...new Set(data.nodes.map(featureOf).filter(Boolean).map(f => `${f.layer}:${f.feature}`))].slice(0, 5000);
-    try { x.labels = await call(`/api/features/${store}/labels?ids=${ids.join(',')}`); } catch { x.labels = {}; }
+    try { x.labels = await api(`/api/features/${store}/labels?ids=${ids.join(',')}`); } catch { x.labels = {}; }
   }
   x.filter();
   const nt = root.querySelector('#node-threshold'), et = root.querySelector('#edge-threshold');
@@ -371,7 +364,7 @@ async function show(root, s, graph, slug) {
     el.querySelectorAll('[data-ungroup]').forEach(b => b.addEventListener('click', () => { x.supernodes.splice(Number(b.dataset.ungroup), 1); x.invalidate(); pins(); intervene(); remember(); }));
     el.querySelector('#save-state')?.addEventListener('click', async () => {
       try {
-        await call(`/api/graphs/${encodeURIComponent(slug)}/state`, { pinnedIds: [...x.pinned], supernodes: x.supernodes });
+        await api(`/api/graphs/${encodeURIComponent(slug)}/state`, { pinnedIds: [...x.pinned], supernodes: x.supernodes });
         el.querySelector('#save-status').textContent = 'saved';
       } catch (err) { el.querySelector('#save-status').textContent = err.message; }
     });
@@ -405,7 +398,7 @@ async function show(root, s, graph, slug) {
     const run = async body => {
       const out = el.querySelector('#intervene-result');
       out.innerHTML = '<p class="muted">Running…</p>';
-      try { report(await call('/api/intervene', { model: state().model || undefined, prompt: graph.metadata.prompt, generate: Number(el.querySelector('#intervene-generate').value) || 0, topK: 5, ...body })); }
+      try { report(await api('/api/intervene', { model: state().model || undefined, prompt: graph.metadata.prompt, generate: Number(el.querySelector('#intervene-generate').value) || 0, topK: 5, ...body })); }
       catch (err) { out.innerHTML = `<p class="error">${esc(err.message)}</p>`; }
     };
     el.querySelector('#swap-form').addEventListener('submit', e => {

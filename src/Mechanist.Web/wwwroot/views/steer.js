@@ -1,13 +1,6 @@
 // Steering playground: activation addition (a direction from contrasting texts) or feature steering (transcoder features set
 // at every position), with the unsteered and steered continuations side by side.
-import { esc } from '../util.js';
-
-async function call(path, body) {
-  const res = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
-  const data = await res.json();
-  if (!res.ok) throw new Error(data.error || `HTTP ${res.status}`);
-  return data;
-}
+import { api, esc } from '../util.js';
 
 const lines = s => s.split('\n').map(x => x.trim()).filter(Boolean);
 
@@ -42,12 +35,12 @@ export async function render(root, s) {
     try {
       let before, after, note;
       if (mode() === 'vector') {
-        const r = await call('/api/steer', { model: s.model, prompt, positive: lines(root.querySelector('#steer-positive').value), negative: lines(root.querySelector('#steer-negative').value),
+        const r = await api('/api/steer', { model: s.model, prompt, positive: lines(root.querySelector('#steer-positive').value), negative: lines(root.querySelector('#steer-negative').value),
           layer: Number(root.querySelector('#steer-layer').value), coefficient: Number(root.querySelector('#steer-coef').value), generate });
         before = r.samples[0].unsteered; after = r.samples[0].steered; note = `vector norm ${r.vectorNorm.toFixed(2)} at layer ${r.layer}, × ${r.coefficient}`;
       } else {
         const set = lines(root.querySelector('#steer-features').value).map(x => { const [lf, v] = x.split('='); const [l, f] = lf.split(':'); return `${l.trim()}:*:${f.trim()}=${(v ?? 'x2').trim()}`; });
-        const r = await call('/api/intervene', { model: s.model, prompt, set, generate });
+        const r = await api('/api/intervene', { model: s.model, prompt, set, generate });
         before = r.generated.clean.join(' '); after = r.generated.intervened.join(' '); note = `${r.interventions.length} feature setting(s)`;
       }
       out.innerHTML = `<p class="muted">${esc(note)}</p><div class="steer-columns"><div><h3>unsteered</h3><p id="steer-before">${esc(prompt)} <b>${esc(before)}</b></p></div>
