@@ -148,6 +148,8 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         await page.FillAsync("#graph-prompt", "The capital of the state containing Dallas is");
         await page.ClickAsync("#graph-form button");
         await page.WaitForFunctionAsync("() => window.mechanistGraph.explorer && window.mechanistGraph.explorer.visible.size > 5", null, new PageWaitForFunctionOptions { Timeout = 60_000 });
+        // The side panel is drawn last (after the node labels load); node positions on screen are final only then.
+        await page.WaitForSelectorAsync("#graph-pins h3");
         Assert.Contains("graph=g-", page.Url);
         // The most influential features at the last position ("is").
         var top = await page.EvaluateAsync<string[]>(@"() => window.mechanistGraph.explorer.data.nodes
@@ -155,7 +157,9 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         Assert.Equal(10, top.Length);
         // Hover highlights neighbours; a click opens the feature's card.
         var (x0, y0) = await NodePoint(page, top[0]);
-        await page.Mouse.MoveAsync(x0, y0);
+        // Approach in steps: several mousemove events, as a real pointer sends.
+        await page.Mouse.MoveAsync(x0 - 30, y0 - 30);
+        await page.Mouse.MoveAsync(x0, y0, new MouseMoveOptions { Steps = 6 });
         await page.WaitForFunctionAsync("id => window.mechanistGraph.explorer.hover?.node_id === id", top[0]);
         Assert.True(await page.EvaluateAsync<int>("() => (window.mechanistGraph.explorer.neighbours.get(window.mechanistGraph.explorer.hover) ?? []).length") > 0);
         await page.Mouse.ClickAsync(x0, y0);
