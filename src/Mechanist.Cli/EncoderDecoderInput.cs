@@ -35,13 +35,7 @@ public static class EncoderDecoderInput
         int given = new[] { prompt, ids, file }.Count(x => x != null);
         if (given != 1) throw new MechanistException("give exactly one of --prompt, --tokens or --tokens-file");
         Tensor Start(long batch) => full(new long[] { batch, 1 }, (long)model.Config.DecoderStart, ScalarType.Int64);
-        if (prompt != null)
-        {
-            var tok = model.Tokenizer ?? throw new MechanistException($"{model.Name} has no tokenizer: give --tokens, --tokens-file or --tokenizer FILE");
-            var enc = tok.Encode(prompt, prependBos: false).Select(i => (long)i).ToArray();
-            if (model.Config.Eos is { } eos) enc = enc.Append(eos).ToArray();
-            return (tensor(enc, new long[] { 1, enc.Length }), null, Start(1));
-        }
+        if (prompt != null) return (model.InputIds(prompt), null, Start(1));
         if (ids != null)
         {
             var parsed = ids.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
@@ -67,15 +61,5 @@ public static class EncoderDecoderInput
         var decoder = st.Contains("decoder_input_ids") ? Ids("decoder_input_ids") : Start(inputIds.shape[0]);
         if (decoder.shape[0] != inputIds.shape[0]) throw new InvalidCheckpointException(file!, "'decoder_input_ids' and 'input_ids' need the same batch");
         return (inputIds, mask, decoder);
-    }
-
-    /// <summary>One token id for an answer: "#id", or text that the tokenizer makes one token.</summary>
-    public static long AnswerId(HookedEncoderDecoder model, string answer)
-    {
-        if (answer.StartsWith('#') && long.TryParse(answer[1..], out long raw))
-            return raw >= 0 && raw < model.Config.VocabSize ? raw : throw new MechanistException($"token id {raw} is outside the vocabulary");
-        var tok = model.Tokenizer ?? throw new MechanistException($"{model.Name} has no tokenizer: give answers as #id");
-        var ids = tok.Encode(answer, prependBos: false);
-        return ids.Length == 1 ? ids[0] : throw new MechanistException($"answer '{answer}' is {ids.Length} tokens; give one token or #id");
     }
 }

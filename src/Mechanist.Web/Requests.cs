@@ -12,14 +12,16 @@ public interface IModelRequest
 /// <param name="Prompt">The prompt text.</param>
 /// <param name="Target">A target token (lens).</param>
 /// <param name="TopK">How many tokens to list.</param>
-public sealed record PromptRequest(string? Model, string? Prompt, string? Target = null, int? TopK = null) : IModelRequest;
+/// <param name="Decoder">An encoder-decoder's decoder text after its start token (the prompt is then the encoder input).</param>
+public sealed record PromptRequest(string? Model, string? Prompt, string? Target = null, int? TopK = null, string? Decoder = null) : IModelRequest;
 
 /// <summary>Attention patterns of a prompt, optionally for some layers and heads only.</summary>
 /// <param name="Model">Model name.</param>
 /// <param name="Prompt">The prompt text.</param>
 /// <param name="Layers">Layers to return (all when empty).</param>
 /// <param name="Heads">Heads to return (all when empty).</param>
-public sealed record AttentionRequest(string? Model, string? Prompt, int[]? Layers = null, int[]? Heads = null) : IModelRequest;
+/// <param name="Decoder">An encoder-decoder's decoder text after its start token.</param>
+public sealed record AttentionRequest(string? Model, string? Prompt, int[]? Layers = null, int[]? Heads = null, string? Decoder = null) : IModelRequest;
 
 /// <summary>A patching request.</summary>
 /// <param name="Model">Model name.</param>
@@ -30,8 +32,10 @@ public sealed record AttentionRequest(string? Model, string? Prompt, int[]? Laye
 /// <param name="What">One of the patching targets (GET /api/patch-targets).</param>
 /// <param name="Metric">logit-diff, prob, loss or kl (default: logit-diff with a wrong answer, else prob).</param>
 /// <param name="Method">exact, attribution or both.</param>
+/// <param name="Decoder">An encoder-decoder's decoder text after its start token (the clean and corrupted prompts are encoder inputs; the answer is the next decoder token).</param>
+/// <param name="Position">The position whose logits the metric reads (negative: from the end; default the last, or an encoder's first mask token).</param>
 public sealed record PatchRequest(string? Model, string? Clean, string? Corrupt, string? Answer, string? Wrong, string? What,
-    string? Metric = null, string? Method = null) : IModelRequest;
+    string? Metric = null, string? Method = null, string? Decoder = null, int? Position = null) : IModelRequest;
 
 /// <summary>A request about a model as a whole.</summary>
 /// <param name="Model">Model name.</param>

@@ -92,8 +92,12 @@ public sealed class WorkbenchServer : IAsyncDisposable
     /// <summary>The address the server listens on, once started.</summary>
     public string Url => _app.Urls.First();
 
-    /// <summary>Builds the server over already loaded models (the server owns them).</summary>
-    public static WorkbenchServer Create(IEnumerable<HookedTransformer> models, WorkbenchOptions options)
+    /// <summary>Builds the server over already loaded decoder-only or encoder models (the server owns them).</summary>
+    public static WorkbenchServer Create(IEnumerable<HookedTransformer> models, WorkbenchOptions options) =>
+        Create(models.Select(m => (ServedModel)m), options);
+
+    /// <summary>Builds the server over already loaded models of any kind, the first being the default (the server owns them).</summary>
+    public static WorkbenchServer Create(IEnumerable<ServedModel> models, WorkbenchOptions options)
     {
         var registry = new ModelRegistry(models) { TranscoderDirs = options.Transcoders };
         var builder = WebApplication.CreateSlimBuilder();
@@ -139,19 +143,29 @@ public sealed class WorkbenchServer : IAsyncDisposable
             }
         });
 
-        _app.MapGet("/api/models", () => Results.Json(_models.Names.Select(n => ModelSummary.Of(_models.Get(n), n)), Json));
+        _app.MapGet("/api/models", () => Results.Json(_models.Names.Select(_models.Summary), Json));
         _app.MapGet("/api/patch-targets", () => Results.Json(PatchTargets.Names, Json));
 
         Post<PromptRequest>("/api/run", (r, m) =>
         {
             using var tokens = Tokens(m, r.Prompt);
             return NextTokens.Run(m, tokens, Math.Clamp(r.TopK ?? 10, 1, 50));
+        }, (r, t5) =>
+        {
+            using var input = InputIds(t5, r.Prompt);
+            using var decoder = DecoderIds(t5, r.Decoder);
+            return EncoderDecoderAnalyses.Predict(t5, input, decoder, Math.Clamp(r.TopK ?? 10, 1, 50));
         });
 
         Post<AttentionRequest>("/api/attention", (r, m) =>
         {
             using var tokens = Tokens(m, r.Prompt);
             return AttentionPatterns.Compute(m, tokens, r.Layers is { Length: > 0 } l ? l : null, r.Heads is { Length: > 0 } h ? h : null);
+        }, (r, t5) =>
+        {
+            using var input = InputIds(t5, r.Prompt);
+            using var decoder = DecoderIds(t5, r.Decoder);
+            return EncoderDecoderAnalyses.Attention(t5, input, decoder, r.Layers is { Length: > 0 } l ? l : null, r.Heads is { Length: > 0 } h ? h : null);
         });
 
         Post<PromptRequest>("/api/lens", (r, m) =>
@@ -159,6 +173,12 @@ public sealed class WorkbenchServer : IAsyncDisposable
             using var tokens = Tokens(m, r.Prompt);
             long? target = string.IsNullOrEmpty(r.Target) ? null : TokenText.AnswerId(m, r.Target);
             return LogitLens.Run(m, tokens, target, Math.Clamp(r.TopK ?? 3, 1, 10));
+        }, (r, t5) =>
+        {
+            using var input = InputIds(t5, r.Prompt);
+            using var decoder = DecoderIds(t5, r.Decoder);
+            long? target = string.IsNullOrEmpty(r.Target) ? null : t5.AnswerId(r.Target);
+            return EncoderDecoderAnalyses.Lens(t5, input, decoder, null, target, Math.Clamp(r.TopK ?? 3, 1, 10));
         });
 
         Post<PromptRequest>("/api/microscope", (r, m) =>
@@ -185,7 +205,19 @@ public sealed class WorkbenchServer : IAsyncDisposable
                 "exact" => PatchMethods.Exact, "attribution" => PatchMethods.Attribution, "both" => PatchMethods.Both,
                 var other => throw new MechanistException($"'method' must be exact, attribution or both (got '{Trim(other)}')"),
             };
-            return PatchingExperiment.Run(m, clean, corrupt, r.Answer, r.Wrong, r.Metric, PatchTargets.Parse(r.What ?? "resid"), method);
+            return PatchingExperiment.Run(m, clean, corrupt, r.Answer, r.Wrong, r.Metric, PatchTargets.Parse(r.What ?? "resid"), method, r.Position);
+        }, (r, t5) =>
+        {
+            if (r.What is { Length: > 0 } what && what != "resid") throw new MechanistException($"an encoder-decoder patches the residual stream only ('what': resid; got '{Trim(what)}')");
+            if (r.Method is { Length: > 0 } how && how != "exact") throw new MechanistException($"an encoder-decoder is patched exactly only ('method': exact; got '{Trim(how)}')");
+            if (r.Position is not null) throw new MechanistException("an encoder-decoder's metric reads the decoder's last position: give 'decoder' instead of 'position'");
+            if (r.Metric is { Length: > 0 } metric && metric != "logit-diff") throw new MechanistException($"an encoder-decoder's patching metric is the answer's logit, or logit-diff with a wrong answer (got '{Trim(metric)}')");
+            if (string.IsNullOrEmpty(r.Answer)) throw new MechanistException("'answer' is required");
+            using var clean = InputIds(t5, r.Clean, "clean");
+            using var corrupt = InputIds(t5, r.Corrupt, "corrupt");
+            using var decoder = DecoderIds(t5, r.Decoder);
+            long? wrong = string.IsNullOrEmpty(r.Wrong) ? null : t5.AnswerId(r.Wrong);
+            return new PatchingReport(EncoderDecoderAnalyses.Patch(t5, clean, corrupt, decoder, t5.AnswerId(r.Answer), wrong), null);
         });
 
         MapFeatures();
@@ -336,7 +368,29 @@ public sealed class WorkbenchServer : IAsyncDisposable
         finally { _slots.Release(); }
     }
 
-    string ModelName(string? requested) => string.IsNullOrEmpty(requested) ? _models.Names.First() : requested;
+    string ModelName(string? requested) => _models.Resolve(requested);
+
+    /// <summary>Longest encoder or decoder input of an encoder-decoder, in tokens (its relative positions set no limit; its cost is quadratic).</summary>
+    const int MaxEncoderDecoderTokens = 1024;
+
+    Tensor InputIds(HookedEncoderDecoder m, string? text, string field = "prompt")
+    {
+        if (string.IsNullOrEmpty(text)) throw new MechanistException($"'{field}' is required");
+        return Limited(m.InputIds(CheckLength(text, field)), field);
+    }
+
+    Tensor DecoderIds(HookedEncoderDecoder m, string? prefix) =>
+        Limited(m.DecoderIds(string.IsNullOrEmpty(prefix) ? null : CheckLength(prefix, "decoder")), "decoder");
+
+    string CheckLength(string text, string field) =>
+        text.Length <= _options.MaxPromptChars ? text : throw new MechanistException($"'{field}' is {text.Length} characters; the limit is {_options.MaxPromptChars}");
+
+    static Tensor Limited(Tensor ids, string field)
+    {
+        if (ids.shape[1] <= MaxEncoderDecoderTokens) return ids;
+        long n = ids.shape[1]; ids.Dispose();
+        throw new MechanistException($"'{field}' is {n} tokens; the workbench takes {MaxEncoderDecoderTokens} at most for an encoder-decoder");
+    }
 
     Tensor Tokens(HookedTransformer m, string? prompt, string field = "prompt")
     {
@@ -351,11 +405,13 @@ public sealed class WorkbenchServer : IAsyncDisposable
         return tokens;
     }
 
-    void Post<T>(string path, Func<T, HookedTransformer, object> handler) where T : class, IModelRequest =>
-        PostCancellable<T>(path, (r, m, _) => handler(r, m));
+    /// <summary>A model request; <paramref name="encoderDecoder"/> answers it for an encoder-decoder (without one, such a model is refused by kind).</summary>
+    void Post<T>(string path, Func<T, HookedTransformer, object> handler, Func<T, HookedEncoderDecoder, object>? encoderDecoder = null) where T : class, IModelRequest =>
+        PostCancellable<T>(path, (r, m, _) => handler(r, m), encoderDecoder);
 
     /// <summary>A model request whose handler sees the request's cancellation (the client went away) and may stop early.</summary>
-    void PostCancellable<T>(string path, Func<T, HookedTransformer, CancellationToken, object> handler) where T : class, IModelRequest
+    void PostCancellable<T>(string path, Func<T, HookedTransformer, CancellationToken, object> handler, Func<T, HookedEncoderDecoder, object>? encoderDecoder = null)
+        where T : class, IModelRequest
     {
         _app.MapPost(path, async (HttpContext ctx) =>
         {
@@ -364,9 +420,10 @@ public sealed class WorkbenchServer : IAsyncDisposable
             if (!await _slots.WaitAsync(_options.QueueTimeout, ctx.RequestAborted)) return Fail(503, "the server is busy with other analyses; try again");
             try
             {
-                var model = _models.Get(request.Model);
+                var t5 = encoderDecoder is null ? null : _models.EncoderDecoder(request.Model);
+                var model = t5 is null ? _models.Get(request.Model) : null;
                 // Serialised here, inside the slot and the error handling, while the tensors behind lazy results live.
-                var bytes = await Task.Run(() => handler(request, model, ctx.RequestAborted) is var result && result is RawJson raw
+                var bytes = await Task.Run(() => (t5 is null ? handler(request, model!, ctx.RequestAborted) : encoderDecoder!(request, t5)) is var result && result is RawJson raw
                     ? System.Text.Encoding.UTF8.GetBytes(raw.Json) : JsonSerializer.SerializeToUtf8Bytes(result, Json), ctx.RequestAborted);
                 return Results.Bytes(bytes, "application/json; charset=utf-8");
             }

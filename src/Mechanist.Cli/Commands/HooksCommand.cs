@@ -21,10 +21,13 @@ public sealed class HooksCommand : ICliCommand
             if (EncoderDecoderInput.Is(parse.GetValue(input.Model)))
             {
                 using var t5 = EncoderDecoderInput.Load(parse.GetValue(input.Model), parse, parse.GetValue(input.Offline));
-                if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(new { model = t5.Name, kind = "encoder-decoder", hooks = t5.HookNames }, JsonFormat.Options)); return 0; }
+                var t5Summary = ModelSummary.Of(t5);
+                if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(t5Summary, JsonFormat.Options)); return 0; }
                 var tc = t5.Config;
-                ctx.Out.WriteLine($"{t5.Name}: t5 encoder-decoder, {tc.EncoderLayers} encoder + {tc.DecoderLayers} decoder layers, d_model {tc.DModel}, {tc.NHeads} heads x {tc.DKv}, d_ff {tc.DFf}, vocab {tc.VocabSize}");
-                foreach (var h in t5.HookNames) ctx.Out.WriteLine(h);
+                ctx.Out.WriteLine($"{t5.Name}: t5 encoder-decoder, {tc.EncoderLayers} encoder + {tc.DecoderLayers} decoder layers, d_model {tc.DModel}, {tc.NHeads} heads x {tc.DKv}, d_ff {tc.DFf}, vocab {tc.VocabSize}, {t5.ParameterCount:N0} parameters");
+                var t5Table = new Table().AddColumns("hook point", "shape");
+                foreach (var h in t5Summary.Hooks) t5Table.AddRow(Markup.Escape(h.Name), Markup.Escape(h.Shape));
+                AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(ctx.Out) }).Write(t5Table);
                 ctx.Out.WriteLine($"{t5.HookNames.Count} hook points");
                 return 0;
             }

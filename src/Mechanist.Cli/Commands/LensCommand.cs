@@ -28,7 +28,7 @@ public sealed class LensCommand : ICliCommand
                 // T5: the lens over the decoder's residual stream, given the encoder input (and decoder ids from --tokens-file).
                 using var t5 = EncoderDecoderInput.Load(parse.GetValue(input.Model), parse, parse.GetValue(input.Offline));
                 var (ids, mask, decoder) = EncoderDecoderInput.Read(input, parse, t5);
-                long? t5Target = parse.GetValue(target) is { } tt ? EncoderDecoderInput.AnswerId(t5, tt) : null;
+                long? t5Target = parse.GetValue(target) is { } tt ? t5.AnswerId(tt) : null;
                 result = Mechanist.Analysis.EncoderDecoderAnalyses.Lens(t5, ids, decoder, mask, t5Target, Math.Max(1, parse.GetValue(topK)));
             }
             else

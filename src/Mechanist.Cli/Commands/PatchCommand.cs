@@ -20,42 +20,39 @@ public sealed class PatchCommand : ICliCommand
         var metricOpt = new Option<string>("--metric") { Description = $"{string.Join(", ", PatchMetric.Names)} (default: logit-diff with --wrong, else prob).", DefaultValueFactory = _ => "" };
         var what = new Option<string>("--what") { Description = string.Join(", ", PatchTargets.Names) + ".", DefaultValueFactory = _ => "resid" };
         var method = new Option<string>("--method") { Description = "exact, attribution or both.", DefaultValueFactory = _ => "exact" };
+        var position = new Option<int?>("--position") { Description = "Position whose logits the metric reads (negative: from the end; default the last, or an encoder's first [MASK])." };
+        var decoder = new Option<string>("--decoder") { Description = "Encoder-decoders: the decoder's text after its start token (the answer is the next decoder token)." };
         var json = CommonOptions.Json();
         what.AcceptOnlyFromAmong(PatchTargets.Names);
         method.AcceptOnlyFromAmong("exact", "attribution", "both");
         metricOpt.AcceptOnlyFromAmong(PatchMetric.Names.Prepend("").ToArray());
         var cmd = new Command("patch", "Activation (or attribution) patching from a clean into a corrupted prompt.")
-        { input.Model, input.Offline, input.NoBos, clean, corrupt, answer, wrong, metricOpt, what, method, json };
+        { input.Model, input.Offline, input.NoBos, clean, corrupt, answer, wrong, metricOpt, what, method, position, decoder, json };
         cmd.SetAction(parse =>
         {
             PatchingReport report;
             if (EncoderDecoderInput.Is(parse.GetValue(input.Model)))
             {
-                // T5: the encoder input is patched; the decoder reads its start token, and the answer is its first output token.
+                // T5: the encoder input is patched; the decoder reads its start token (and --decoder's tokens), and the answer is its next output token.
                 if (parse.GetValue(what) != "resid" || parse.GetValue(method) != "exact" || parse.GetValue(metricOpt) is { Length: > 0 })
                     throw new MechanistException("for an encoder-decoder, patch runs --what resid --method exact with the logit (difference) metric");
                 using var t5 = EncoderDecoderInput.Load(parse.GetValue(input.Model), parse, parse.GetValue(input.Offline));
-                var tok = t5.Tokenizer ?? throw new MechanistException($"{t5.Name} has no tokenizer: give --tokenizer FILE");
-                TorchSharp.torch.Tensor Encode(string text)
-                {
-                    var ids = tok.Encode(text, prependBos: false).Select(i => (long)i).ToList();
-                    if (t5.Config.Eos is { } eos) ids.Add(eos);
-                    return TorchSharp.torch.tensor(ids.ToArray(), new long[] { 1, ids.Count });
-                }
-                using var c = Encode(parse.GetValue(clean)!); using var x = Encode(parse.GetValue(corrupt)!);
-                using var start = TorchSharp.torch.tensor(new long[] { t5.Config.DecoderStart }, new long[] { 1, 1 });
-                long? wrongId = parse.GetValue(wrong) is { } wr ? EncoderDecoderInput.AnswerId(t5, wr) : null;
-                report = new PatchingReport(Mechanist.Analysis.EncoderDecoderAnalyses.Patch(t5, c, x, start, EncoderDecoderInput.AnswerId(t5, parse.GetValue(answer)!), wrongId), null);
+                if (parse.GetValue(position) is not null) throw new MechanistException("for an encoder-decoder the metric reads the decoder's last position: give --decoder instead of --position");
+                using var c = t5.InputIds(parse.GetValue(clean)!); using var x = t5.InputIds(parse.GetValue(corrupt)!);
+                using var start = t5.DecoderIds(parse.GetValue(decoder));
+                long? wrongId = parse.GetValue(wrong) is { } wr ? t5.AnswerId(wr) : null;
+                report = new PatchingReport(Mechanist.Analysis.EncoderDecoderAnalyses.Patch(t5, c, x, start, t5.AnswerId(parse.GetValue(answer)!), wrongId), null);
             }
             else
             {
+                if (parse.GetValue(decoder) is not null) throw new MechanistException("--decoder is for encoder-decoder models");
                 using var model = input.LoadModel(parse, ctx);
                 bool? bos = parse.GetValue(input.NoBos) ? false : null;
                 using var cleanTokens = model.ToTokens(parse.GetValue(clean)!, bos);
                 using var corruptTokens = model.ToTokens(parse.GetValue(corrupt)!, bos);
                 var methods = parse.GetValue(method) switch { "attribution" => PatchMethods.Attribution, "both" => PatchMethods.Both, _ => PatchMethods.Exact };
                 report = PatchingExperiment.Run(model, cleanTokens, corruptTokens, parse.GetValue(answer)!, parse.GetValue(wrong), parse.GetValue(metricOpt),
-                    PatchTargets.Parse(parse.GetValue(what)), methods);
+                    PatchTargets.Parse(parse.GetValue(what)), methods, parse.GetValue(position));
             }
             if (parse.GetValue(json))
             {

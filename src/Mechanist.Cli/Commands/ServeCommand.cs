@@ -10,7 +10,7 @@ public sealed class ServeCommand : ICliCommand
     /// <inheritdoc/>
     public Command Build(CliContext ctx)
     {
-        var models = new Option<string[]>("--model", "-m") { Description = "Models to serve (repeatable; default: the built-in toy models)." };
+        var models = new Option<string[]>("--model", "-m") { Description = "Models to serve (repeatable; default: the built-in toy models). Encoder-decoders (T5) get the Prompt, Attention, Logit lens and Patching views." };
         var port = new Option<int>("--port") { Description = "Port.", DefaultValueFactory = _ => 5005 };
         var host = new Option<string>("--host") { Description = "Address to bind (loopback by default).", DefaultValueFactory = _ => "127.0.0.1" };
         var offline = CommonOptions.Offline();
@@ -22,12 +22,14 @@ public sealed class ServeCommand : ICliCommand
         {
             var specs = parse.GetValue(models) is { Length: > 0 } given ? given
                 : new[] { "toy-4l", "attn-only-2l" }.Where(n => BuiltInModels.Find(n) != null).DefaultIfEmpty("toy-4l").ToArray();
-            var loaded = new List<HookedTransformer>();
+            var served = new List<ServedModel>();
             try
             {
-                foreach (var spec in specs) loaded.Add(ModelInput.Load(spec, parse, parse.GetValue(offline), ctx));
+                foreach (var spec in specs)
+                    served.Add(EncoderDecoderInput.Is(spec) ? EncoderDecoderInput.Load(spec, parse, parse.GetValue(offline)) : ModelInput.Load(spec, parse, parse.GetValue(offline), ctx));
             }
-            catch { foreach (var m in loaded) m.Dispose(); throw; }
+            catch { foreach (var m in served) m.Dispose(); throw; }
+            var loaded = served.Where(m => m.Transformer is not null).Select(m => m.Transformer!).ToList();
             int p = parse.GetValue(port);
             if (p is < 0 or > 65535) throw new MechanistException($"--port {p} is not a port number");
             var stores = (parse.GetValue(features) ?? Array.Empty<string>()).Select(f => Directory.Exists(f) ? Path.Combine(f, Mechanist.Features.FeatureBuild.MergedName) : f).ToList();
@@ -42,7 +44,7 @@ public sealed class ServeCommand : ICliCommand
                 if (!Mechanist.Dictionaries.Formats.CircuitTracerFormat.IsFolder(kv[1])) throw new MechanistException($"--transcoders: {kv[1]} is not a circuit-tracer transcoder folder");
                 dirs[kv[0]] = kv[1];
             }
-            await using var server = WorkbenchServer.Create(loaded, new WorkbenchOptions { Host = parse.GetValue(host)!, Port = p, FeatureStores = stores, Transcoders = dirs,
+            await using var server = WorkbenchServer.Create(served, new WorkbenchOptions { Host = parse.GetValue(host)!, Port = p, FeatureStores = stores, Transcoders = dirs,
                 GraphDir = parse.GetValue(graphs) });
             try { await server.StartAsync(ct); }
             catch (IOException e) { throw new MechanistException($"cannot listen on {parse.GetValue(host)}:{p}: {e.Message}"); }

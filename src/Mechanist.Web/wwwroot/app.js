@@ -17,7 +17,7 @@ const defaults = { view: 'run', prompt: 'When Mary and John went to the store, J
 
 export function state() {
   const p = new URLSearchParams(location.hash.slice(1));
-  return Object.fromEntries(['view', 'model', 'prompt', 'target', 'clean', 'corrupt', 'answer', 'wrong', 'what', 'layer', 'head', 'store', 'q', 'feature', 'graph', 'gprompt', 'pinned', 'groups', 'nt', 'et', 'sub']
+  return Object.fromEntries(['view', 'model', 'prompt', 'target', 'clean', 'corrupt', 'answer', 'wrong', 'what', 'layer', 'head', 'store', 'q', 'feature', 'graph', 'gprompt', 'pinned', 'groups', 'nt', 'et', 'sub', 'decoder', 'stack', 'pos']
     .map(k => [k, p.get(k) ?? defaults[k] ?? '']));
 }
 
@@ -33,12 +33,23 @@ export function setState(changes, rerender = true) {
 let modelList = [];
 export const getModels = () => modelList;
 
+// The views an encoder-decoder (T5) has; the others answer with the server's message naming the model kind.
+const encoderDecoderViews = ['models', 'run', 'attention', 'lens', 'patch'];
+
 async function render() {
   const s = state();
   document.querySelectorAll('#nav a').forEach(a => a.classList.toggle('active', a.dataset.view === s.view));
   document.getElementById('prompt').value = s.prompt;
   document.getElementById('target').value = s.target;
   document.getElementById('model').value = s.model || modelList[0]?.name || '';
+  const encoderDecoder = modelList.find(m => m.name === (s.model || modelList[0]?.name))?.kind === 'encoder-decoder';
+  document.querySelectorAll('#nav a').forEach(a => {
+    const off = encoderDecoder && !encoderDecoderViews.includes(a.dataset.view);
+    a.classList.toggle('unsupported', off);
+    a.title = off ? 'not available for an encoder-decoder model' : '';
+  });
+  document.getElementById('decoder').value = s.decoder;
+  document.getElementById('decoder-label').style.display = encoderDecoder && ['run', 'attention', 'lens', 'patch'].includes(s.view) ? '' : 'none';
   document.getElementById('target-label').style.display = s.view === 'lens' ? '' : 'none';
   document.getElementById('prompt-form').style.display = ['features', 'graph', 'steer'].includes(s.view) ? 'none' : '';
   const view = views[s.view] ?? views.run;
@@ -58,7 +69,7 @@ async function start() {
   document.querySelectorAll('#nav a').forEach(a => a.addEventListener('click', () => setState({ view: a.dataset.view })));
   document.getElementById('prompt-form').addEventListener('submit', e => {
     e.preventDefault();
-    setState({ prompt: document.getElementById('prompt').value, target: document.getElementById('target').value, model: select.value });
+    setState({ prompt: document.getElementById('prompt').value, target: document.getElementById('target').value, decoder: document.getElementById('decoder').value, model: select.value });
   });
   select.addEventListener('change', () => setState({ model: select.value }));
   window.addEventListener('hashchange', render);

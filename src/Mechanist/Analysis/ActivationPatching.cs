@@ -231,17 +231,35 @@ public enum PatchMethods
 /// <summary>A patching experiment from words: what the CLI's <c>patch</c> and the web's patch view both run.</summary>
 public static class PatchingExperiment
 {
-    /// <summary>Patches <paramref name="target"/> from the clean into the corrupted prompt [1, pos] and reports the grids.</summary>
+    /// <summary>
+    /// Patches <paramref name="target"/> from the clean into the corrupted prompt [1, pos] and reports the grids. The metric reads the
+    /// logits at <paramref name="position"/> (negative counts from the end); by default the last position, or for an encoder (a masked LM)
+    /// the clean prompt's first mask token when it has one.
+    /// </summary>
     public static PatchingReport Run(HookedTransformer model, Tensor clean, Tensor corrupted, string answer, string? wrong, string? metric,
-        PatchTarget target, PatchMethods methods = PatchMethods.Exact)
+        PatchTarget target, PatchMethods methods = PatchMethods.Exact, int? position = null)
     {
         using var scope = NewDisposeScope();
         long a = TokenText.AnswerId(model, answer);
         long? w = string.IsNullOrEmpty(wrong) ? null : TokenText.AnswerId(model, wrong);
-        var m = PatchMetric.Create(metric, a, w, () => model.Run(clean));
+        int length = (int)clean.shape[1];
+        int at = position ?? DefaultPosition(model, clean);
+        if (at < -length || at >= length) throw new MechanistException($"metric position {at} is outside the prompt's {length} tokens (0..{length - 1}, or negative from the end)");
+        var m = PatchMetric.Create(metric, a, w, () => model.Run(clean), at);
         var grids = new List<PatchGrid>();
         if (methods != PatchMethods.Attribution) grids.Add(ActivationPatching.Run(model, clean, corrupted, m, target, PatchMethod.Exact));
         if (methods != PatchMethods.Exact) grids.Add(ActivationPatching.Run(model, clean, corrupted, m, target, PatchMethod.Attribution));
         return new PatchingReport(grids.ToArray(), grids.Count == 2 ? grids[0].CorrelationWith(grids[1]) : null);
+    }
+
+    /// <summary>The last position; for an encoder, the first mask token ([MASK] or &lt;mask&gt;) of the prompt when it has one.</summary>
+    static int DefaultPosition(HookedTransformer model, Tensor clean)
+    {
+        if (model.Config.Causal || model.Tokenizer is not { } tok) return -1;
+        int? mask = tok.TokenToId("[MASK]") ?? tok.TokenToId("<mask>");
+        foreach (var (id, text) in tok.AddedTokens) if (mask is null && text is "[MASK]" or "<mask>") mask = id;
+        if (mask is null) return -1;
+        int found = Array.IndexOf(clean[0].data<long>().ToArray(), (long)mask.Value);
+        return found >= 0 ? found : -1;
     }
 }

@@ -15,7 +15,8 @@ public sealed record HeadPattern(int Layer, int Head, float[][] Pattern);
 /// <param name="Layers">Number of layers of the model.</param>
 /// <param name="HeadsPerLayer">Heads per layer of the model.</param>
 /// <param name="Heads">The selected heads' patterns.</param>
-public sealed record AttentionPatternsResult(string[] Tokens, int Layers, int HeadsPerLayer, HeadPattern[] Heads);
+/// <param name="Causal">Whether queries see only earlier keys (false for an encoder such as BERT).</param>
+public sealed record AttentionPatternsResult(string[] Tokens, int Layers, int HeadsPerLayer, HeadPattern[] Heads, bool Causal = true);
 
 /// <summary>Attention patterns of selected heads, from one run.</summary>
 public static class AttentionPatterns
@@ -28,23 +29,30 @@ public static class AttentionPatterns
     {
         if (tokens.shape[0] != 1) throw new MechanistException("attention patterns take one prompt");
         var cfg = model.Config;
-        foreach (int l in layers ?? Array.Empty<int>()) if (l < 0 || l >= cfg.NLayers) throw new MechanistException($"layer {l} is outside the model's 0..{cfg.NLayers - 1}");
-        foreach (int h in heads ?? Array.Empty<int>()) if (h < 0 || h >= cfg.NHeads) throw new MechanistException($"head {h} is outside the model's 0..{cfg.NHeads - 1}");
-        var wantedLayers = (layers ?? Enumerable.Range(0, cfg.NLayers).ToArray()).Distinct().Order().ToArray();
-        var wantedHeads = (heads ?? Enumerable.Range(0, cfg.NHeads).ToArray()).Distinct().Order().ToArray();
+        var (wantedLayers, wantedHeads) = Select(cfg.NLayers, cfg.NHeads, layers, heads);
         var names = wantedLayers.Select(l => model.HookPoints.Name(HookKind.Pattern, l)).ToHashSet();
         using var scope = NewDisposeScope();
         var (_, cache) = model.RunWithCache(tokens, names.Contains);
         using var _c = cache;
         var result = new List<HeadPattern>();
-        foreach (int l in wantedLayers)
-        {
-            var p = cache[HookKind.Pattern, l][0].to(ScalarType.Float32).cpu(); // [head, q, k]
-            int n = (int)p.shape[1];
-            var data = p.data<float>().ToArray();
-            foreach (int h in wantedHeads)
-                result.Add(new HeadPattern(l, h, Enumerable.Range(0, n).Select(q => data.AsSpan(h * n * n + q * n, n).ToArray().Select(v => MathF.Round(v, 4)).ToArray()).ToArray()));
-        }
-        return new AttentionPatternsResult(TokenText.Of(model, tokens[0].cpu().data<long>().ToArray()), cfg.NLayers, cfg.NHeads, result.ToArray());
+        foreach (int l in wantedLayers) result.AddRange(Of(cache[HookKind.Pattern, l][0], l, wantedHeads));
+        return new AttentionPatternsResult(TokenText.Of(model, tokens[0].cpu().data<long>().ToArray()), cfg.NLayers, cfg.NHeads, result.ToArray(), cfg.Causal);
+    }
+
+    /// <summary>The layers and heads asked for (every one when null), checked against the model's, sorted and distinct.</summary>
+    internal static (int[] Layers, int[] Heads) Select(int nLayers, int nHeads, IReadOnlyCollection<int>? layers, IReadOnlyCollection<int>? heads)
+    {
+        foreach (int l in layers ?? Array.Empty<int>()) if (l < 0 || l >= nLayers) throw new MechanistException($"layer {l} is outside the model's 0..{nLayers - 1}");
+        foreach (int h in heads ?? Array.Empty<int>()) if (h < 0 || h >= nHeads) throw new MechanistException($"head {h} is outside the model's 0..{nHeads - 1}");
+        return ((layers ?? Enumerable.Range(0, nLayers).ToArray()).Distinct().Order().ToArray(), (heads ?? Enumerable.Range(0, nHeads).ToArray()).Distinct().Order().ToArray());
+    }
+
+    /// <summary>The chosen heads of one layer's pattern [head, queries, keys], rounded to 4 decimals.</summary>
+    internal static IEnumerable<HeadPattern> Of(Tensor pattern, int layer, int[] heads)
+    {
+        using var p = pattern.to(ScalarType.Float32).cpu();
+        int q = (int)p.shape[1], k = (int)p.shape[2];
+        var data = p.data<float>().ToArray();
+        return heads.Select(h => new HeadPattern(layer, h, Enumerable.Range(0, q).Select(row => data.AsSpan(h * q * k + row * k, k).ToArray().Select(v => MathF.Round(v, 4)).ToArray()).ToArray())).ToList();
     }
 }

@@ -4,6 +4,28 @@ using static TorchSharp.torch;
 
 namespace Mechanist.Analysis;
 
+/// <summary>One attention stack's patterns: rows are query tokens, columns key tokens.</summary>
+/// <param name="Name">"encoder", "decoder" (self-attention) or "cross" (decoder queries over encoder keys).</param>
+/// <param name="Hook">The hook point the patterns come from, with L for the layer (e.g. <c>decoder.L.cross_attn.hook_pattern</c>).</param>
+/// <param name="Queries">Query tokens.</param>
+/// <param name="Keys">Key tokens.</param>
+/// <param name="Causal">Whether each query sees only earlier keys.</param>
+/// <param name="Layers">Layers of the stack.</param>
+/// <param name="HeadsPerLayer">Heads per layer.</param>
+/// <param name="Heads">The selected heads' patterns.</param>
+public sealed record AttentionStack(string Name, string Hook, string[] Queries, string[] Keys, bool Causal, int Layers, int HeadsPerLayer, HeadPattern[] Heads);
+
+/// <summary>An encoder-decoder's attention on one input: encoder self-attention, decoder self-attention and cross-attention.</summary>
+/// <param name="Stacks">The three stacks, in that order.</param>
+public sealed record EncoderDecoderAttentionResult(AttentionStack[] Stacks);
+
+/// <summary>What an encoder-decoder says for one input.</summary>
+/// <param name="Input">Encoder tokens.</param>
+/// <param name="Decoder">Decoder tokens the prediction follows (start token first).</param>
+/// <param name="Top">Top next decoder tokens after them.</param>
+/// <param name="Generated">Greedy output from the decoder start token (start token first, EOS last when reached).</param>
+public sealed record EncoderDecoderPrediction(string[] Input, string[] Decoder, TokenPrediction[] Top, string[] Generated);
+
 /// <summary>
 /// The analyses that carry over to an encoder-decoder (T5), as the same records the decoder analyses return: the logit lens
 /// over the decoder's residual stream, and activation patching of the encoder input (clean → corrupted) at every encoder and
@@ -98,5 +120,47 @@ public static class EncoderDecoderAnalyses
             return new[] { Grid("encoder", model.Config.EncoderLayers, (int)clean.shape[1], encTokens), Grid("decoder", model.Config.DecoderLayers, (int)decoderIds.shape[1], decTokens) };
         }
         finally { foreach (var t in cleanCache.Values) t.Dispose(); }
+    }
+
+    /// <summary>
+    /// Attention patterns of one input [1, enc_pos] with decoder ids [1, dec_pos]: the selected layers and heads (all when null) of the
+    /// encoder's self-attention, the decoder's self-attention and the decoder's cross-attention.
+    /// </summary>
+    public static EncoderDecoderAttentionResult Attention(HookedEncoderDecoder model, Tensor inputIds, Tensor decoderIds, IReadOnlyCollection<int>? layers = null, IReadOnlyCollection<int>? heads = null)
+    {
+        if (inputIds.shape[0] != 1 || decoderIds.shape[0] != 1) throw new MechanistException("attention patterns take one input");
+        var c = model.Config;
+        var stacks = new[] { ("encoder", "encoder.L.attn.hook_pattern", c.EncoderLayers), ("decoder", "decoder.L.attn.hook_pattern", c.DecoderLayers), ("cross", "decoder.L.cross_attn.hook_pattern", c.DecoderLayers) };
+        // A layer asked for must exist in some stack; each stack returns the asked layers it has.
+        int deepest = Math.Max(c.EncoderLayers, c.DecoderLayers);
+        var (wantedLayers, wantedHeads) = AttentionPatterns.Select(deepest, c.NHeads, layers, heads);
+        using var scope = NewDisposeScope();
+        var names = stacks.SelectMany(st => wantedLayers.Where(l => l < st.Item3).Select(l => st.Item2.Replace(".L.", $".{l}."))).ToHashSet();
+        var (_, cache) = model.RunWithCache(inputIds, decoderIds, null, names.Contains);
+        try
+        {
+            var enc = inputIds[0].data<long>().ToArray().Select(model.TokenText).ToArray();
+            var dec = decoderIds[0].data<long>().ToArray().Select(model.TokenText).ToArray();
+            return new EncoderDecoderAttentionResult(stacks.Select(st =>
+            {
+                var patterns = wantedLayers.Where(l => l < st.Item3).SelectMany(l => AttentionPatterns.Of(cache[st.Item2.Replace(".L.", $".{l}.")][0], l, wantedHeads)).ToArray();
+                return new AttentionStack(st.Item1, st.Item2, st.Item1 == "encoder" ? enc : dec, st.Item1 == "decoder" ? dec : enc, st.Item1 == "decoder", st.Item3, c.NHeads, patterns);
+            }).ToArray());
+        }
+        finally { foreach (var t in cache.Values) t.Dispose(); }
+    }
+
+    /// <summary>The top next decoder tokens after <paramref name="decoderIds"/> [1, dec_pos], and the greedy output from the start token.</summary>
+    public static EncoderDecoderPrediction Predict(HookedEncoderDecoder model, Tensor inputIds, Tensor decoderIds, int topK = 10, int maxNewTokens = 20)
+    {
+        if (inputIds.shape[0] != 1 || decoderIds.shape[0] != 1) throw new MechanistException("a prediction takes one input");
+        using var scope = NewDisposeScope();
+        var last = model.Forward(inputIds, decoderIds)[0, -1].to(ScalarType.Float32);
+        var probs = last.softmax(-1);
+        var (v, i) = last.topk(Math.Min(topK, model.Config.VocabSize));
+        var top = i.data<long>().ToArray().Select((id, j) => new TokenPrediction(id, model.TokenText(id), v[j].item<float>(), probs[id].item<float>())).ToArray();
+        var (generated, _) = model.Generate(inputIds, maxNewTokens);
+        return new EncoderDecoderPrediction(inputIds[0].data<long>().ToArray().Select(model.TokenText).ToArray(),
+            decoderIds[0].data<long>().ToArray().Select(model.TokenText).ToArray(), top, generated.Select(model.TokenText).ToArray());
     }
 }

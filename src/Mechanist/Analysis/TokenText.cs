@@ -7,7 +7,7 @@ public static class TokenText
 {
     /// <summary>Display strings for ids (the ids themselves when the model has no tokenizer).</summary>
     public static string[] Of(HookedTransformer model, IEnumerable<long> ids) =>
-        model.Tokenizer?.ToStrTokens(ids.Select(i => (int)i)) ?? ids.Select(i => i.ToString()).ToArray();
+        model.Tokenizer?.DisplayTokens(ids) ?? ids.Select(i => i.ToString()).ToArray();
 
     /// <summary>One display string.</summary>
     public static string Of(HookedTransformer model, long id) => Of(model, new[] { id })[0];

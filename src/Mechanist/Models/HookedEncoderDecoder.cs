@@ -52,6 +52,28 @@ public sealed class HookedEncoderDecoder : IDisposable
     /// <summary>Every hook point, in forward order.</summary>
     public IReadOnlyList<string> HookNames { get; }
 
+    /// <summary>Parameter count (the shared embedding counted once).</summary>
+    public long ParameterCount => _w.Values.Sum(t => t.numel());
+
+    /// <summary>
+    /// A hook point's shape for an encoder input [batch, enc_pos] and decoder input [batch, dec_pos], in the words <c>mechanist hooks</c> uses.
+    /// </summary>
+    public string HookShape(string name)
+    {
+        string pos = name.StartsWith("encoder") || name == "hook_embed" ? "enc_pos" : "dec_pos";
+        string leaf = name[(name.LastIndexOf('.') + 1)..];
+        return leaf switch
+        {
+            // Cross-attention's keys and values come from the encoder.
+            "hook_k" or "hook_v" when name.Contains(".cross_attn.") => "[batch, enc_pos, head, d_kv]",
+            "hook_q" or "hook_k" or "hook_v" or "hook_z" => $"[batch, {pos}, head, d_kv]",
+            "hook_attn_scores" or "hook_pattern" => name.Contains(".cross_attn.") ? "[batch, head, dec_pos, enc_pos]" : $"[batch, head, {pos}, {pos}]",
+            "hook_pre" or "hook_post" when name.Contains(".mlp.") => $"[batch, {pos}, d_ff]",
+            "hook_out" when name == "unembed.hook_out" => "[batch, dec_pos, vocab]",
+            _ => $"[batch, {pos}, d_model]",
+        };
+    }
+
     /// <summary>Whether a config.json describes an encoder-decoder this class runs.</summary>
     public static bool Handles(ModelConfig c) => c.ModelType == "t5";
 
@@ -288,8 +310,39 @@ public sealed class HookedEncoderDecoder : IDisposable
         return F.linear(y, Config.Tied ? _w["shared.weight"] : _w["lm_head.weight"]).MoveToOuterDisposeScope();
     }
 
+    /// <summary>An encoder input [1, pos] from text: the tokenizer's ids and EOS, as T5's tokenizer makes them.</summary>
+    public Tensor InputIds(string text)
+    {
+        var tok = Tokenizer ?? throw new MechanistException($"{Name} has no tokenizer: give token ids, or a tokenizer (--tokenizer FILE)");
+        var ids = tok.Encode(text, prependBos: false).Select(i => (long)i).ToList();
+        if (Config.Eos is { } eos) ids.Add(eos);
+        return tensor(ids.ToArray(), new long[] { 1, ids.Count });
+    }
+
+    /// <summary>Decoder ids [1, pos]: the decoder start token, then <paramref name="prefix"/>'s tokens (no EOS) when given.</summary>
+    public Tensor DecoderIds(string? prefix)
+    {
+        var ids = new List<long> { Config.DecoderStart };
+        if (!string.IsNullOrEmpty(prefix))
+        {
+            var tok = Tokenizer ?? throw new MechanistException($"{Name} has no tokenizer: give decoder token ids, or a tokenizer (--tokenizer FILE)");
+            ids.AddRange(tok.Encode(prefix, prependBos: false).Select(i => (long)i));
+        }
+        return tensor(ids.ToArray(), new long[] { 1, ids.Count });
+    }
+
+    /// <summary>One token id for an answer: "#id", or text that the tokenizer makes one token.</summary>
+    public long AnswerId(string answer)
+    {
+        if (answer.StartsWith('#') && long.TryParse(answer[1..], out long raw))
+            return raw >= 0 && raw < Config.VocabSize ? raw : throw new MechanistException($"token id {raw} is outside the vocabulary");
+        var tok = Tokenizer ?? throw new MechanistException($"{Name} has no tokenizer: give answers as #id");
+        var ids = tok.Encode(answer, prependBos: false);
+        return ids.Length == 1 ? ids[0] : throw new MechanistException($"answer '{answer}' is {ids.Length} tokens; give one token or #id");
+    }
+
     /// <summary>A token's display text (its id when there is no tokenizer).</summary>
-    public string TokenText(long id) => Tokenizer?.ToStrTokens(new[] { (int)id })[0] ?? $"#{id}";
+    public string TokenText(long id) => Tokenizer?.DisplayTokens(new[] { id })[0] ?? $"#{id}";
 
     /// <summary>
     /// Greedy decoding from the decoder start token given one encoder input [1, pos] (the decoder is rerun over its prefix each step;

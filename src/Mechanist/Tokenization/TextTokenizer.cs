@@ -25,6 +25,12 @@ public abstract class TextTokenizer
     /// <summary>Whether <see cref="Encode"/> prepends BOS when the caller does not say.</summary>
     public bool PrependBosByDefault { get; set; }
 
+    /// <summary>
+    /// A special token the tokenizer's template puts after the text (BERT's [SEP], T5's &lt;/s&gt;): <see cref="Encode"/> appends it
+    /// unless the caller turns special tokens off (<c>prependBos: false</c>).
+    /// </summary>
+    public int? SuffixId { get; set; }
+
     /// <summary>Number of ids (model vocabulary and added tokens).</summary>
     public abstract int VocabSize { get; }
 
@@ -70,6 +76,7 @@ public abstract class TextTokenizer
             start = pos + token!.Length;
             segment++;
         }
+        if (SuffixId is { } suffix && prependBos != false) ids.Add(suffix);
         return ids.ToArray();
     }
 
@@ -140,6 +147,13 @@ public abstract class TextTokenizer
     /// </summary>
     public string[] ToStrTokens(IEnumerable<int> ids) =>
         ids.Select(id => _addedById.TryGetValue(id, out var c) ? c : TokenText(id)).ToArray();
+
+    /// <summary>
+    /// Each id's text as <see cref="ToStrTokens"/> gives it, or "#id" for an id this tokenizer does not have (a model's embedding
+    /// often has more rows than its tokenizer has tokens, and those rows can still be predicted).
+    /// </summary>
+    public string[] DisplayTokens(IEnumerable<long> ids) =>
+        ids.Select(id => id is >= 0 and <= int.MaxValue && (_addedById.ContainsKey((int)id) || id < VocabSize) ? ToStrTokens(new[] { (int)id })[0] : $"#{id}").ToArray();
 
     /// <summary>The text of one model token, for display.</summary>
     protected virtual string TokenText(int id) { CheckId(id); return DecodeOrdinary(new[] { id }, false); }

@@ -50,6 +50,7 @@ public static class TokenizerLoader
         catch (JsonException e) { throw new InvalidCheckpointException(path, $"invalid JSON: {e.Message}"); }
         var model = root["model"] as JsonObject ?? throw new InvalidCheckpointException(path, "no \"model\" object");
         string type = model["type"]?.GetValue<string>() ?? (model["merges"] != null ? "BPE" : model["vocab"] is JsonArray ? "Unigram" : "WordLevel");
+        if (type == "Unigram") return Finish(ReadUnigram(path, root, model), root);
         var vocab = ReadVocab(path, model["vocab"]);
         TextTokenizer tok = type switch
         {
@@ -60,8 +61,15 @@ public static class TokenizerLoader
                 model["unk_token"]?.GetValue<string>() is { } unk && vocab.TryGetValue(unk, out int u) ? u : null,
                 MetaspacePrepend(root)),
             "WordLevel" => new WordLevelTokenizer(vocab, model["unk_token"]?.GetValue<string>(), WordLevelPattern(root)),
-            _ => throw new MechanistException($"{path}: tokenizer model type '{type}' is not supported (supported: BPE, WordLevel)"),
+            "WordPiece" => ReadWordPiece(vocab, root, model),
+            _ => throw new MechanistException($"{path}: tokenizer model type '{type}' is not supported (supported: BPE, WordPiece, Unigram, WordLevel)"),
         };
+        return Finish(tok, root);
+    }
+
+    /// <summary>Added tokens and the post-processor's special tokens.</summary>
+    static TextTokenizer Finish(TextTokenizer tok, JsonNode root)
+    {
         if (root["added_tokens"] is JsonArray added)
             foreach (var a in added.OfType<JsonObject>())
                 tok.AddSpecialToken(a["content"]!.GetValue<string>(), a["id"]!.GetValue<int>(), a["special"]?.GetValue<bool>() ?? true);
@@ -85,6 +93,31 @@ public static class TokenizerLoader
             tok.BosId = eot; tok.EosId = eot;
         }
         return tok;
+    }
+
+    /// <summary>BERT's WordPiece with its BertNormalizer settings (lowercasing unless the normalizer says otherwise).</summary>
+    static WordPieceTokenizer ReadWordPiece(Dictionary<string, int> vocab, JsonNode root, JsonNode model)
+    {
+        var norm = Flatten(root["normalizer"]).FirstOrDefault(n => n["type"]?.GetValue<string>() == "BertNormalizer");
+        bool Flag(string name, bool fallback) => norm?[name] is JsonValue v && v.TryGetValue(out bool b) ? b : fallback;
+        bool? strip = norm?["strip_accents"] is JsonValue sv && sv.TryGetValue(out bool sb) ? sb : null;
+        return new WordPieceTokenizer(vocab, model["unk_token"]?.GetValue<string>() ?? "[UNK]", model["continuing_subword_prefix"]?.GetValue<string>() ?? "##",
+            model["max_input_chars_per_word"]?.GetValue<int>() ?? 100, lowercase: norm is not null && Flag("lowercase", true), stripAccents: norm is null ? false : strip,
+            handleChineseChars: norm is not null && Flag("handle_chinese_chars", true), cleanText: norm is not null && Flag("clean_text", true));
+    }
+
+    /// <summary>A Unigram model: vocab is [[piece, log-probability], ...] by id.</summary>
+    static UnigramTokenizer ReadUnigram(string path, JsonNode root, JsonNode model)
+    {
+        if (model["vocab"] is not JsonArray arr || arr.Count == 0) throw new InvalidCheckpointException(path, "a Unigram model.vocab must be a non-empty array of [piece, score]");
+        var vocab = arr.Select((e, i) => e is JsonArray pair && pair.Count == 2 && pair[0] is JsonValue p && p.TryGetValue(out string? piece) && pair[1] is JsonValue sc && sc.TryGetValue(out double score)
+            ? (piece, score) : throw new InvalidCheckpointException(path, $"Unigram vocab entry {i} is not [piece, score]")).ToList();
+        int unk = model["unk_id"] is JsonValue u && u.TryGetValue(out int uid) ? uid : throw new InvalidCheckpointException(path, "a Unigram model needs unk_id");
+        var normalizers = Flatten(root["normalizer"]).Select(n => n["type"]?.GetValue<string>()).ToList();
+        // The Metaspace pre-tokenizer marks word starts; "add_prefix_space" false or prepend_scheme "never" leaves the first word unmarked.
+        var meta = Flatten(root["pre_tokenizer"]).FirstOrDefault(n => n["type"]?.GetValue<string>() == "Metaspace");
+        bool prefix = !(meta?["add_prefix_space"] is JsonValue a && a.TryGetValue(out bool ap) && !ap) && meta?["prepend_scheme"]?.GetValue<string>() != "never";
+        return new UnigramTokenizer(vocab, unk, model["byte_fallback"]?.GetValue<bool>() ?? false, nfkc: normalizers.Any(t => t is "Precompiled" or "NFKC"), addPrefixSpace: prefix);
     }
 
     static Dictionary<string, int> ReadVocab(string path, JsonNode? node)
@@ -160,13 +193,23 @@ public static class TokenizerLoader
     {
         foreach (var p in Flatten(root["post_processor"]))
         {
-            if (p["type"]?.GetValue<string>() != "TemplateProcessing") continue;
-            var first = (p["single"] as JsonArray)?.FirstOrDefault();
-            if (first?["SpecialToken"]?["id"]?.GetValue<string>() is { } name && tok.TokenToId(name) is { } id)
+            string? type = p["type"]?.GetValue<string>();
+            if (type == "BertProcessing")
+            {
+                // [CLS] text [SEP], given as ["[SEP]", 102] and ["[CLS]", 101].
+                if (p["cls"] is JsonArray cls && cls.Count == 2) { tok.BosId = cls[1]!.GetValue<int>(); tok.PrependBosByDefault = true; }
+                if (p["sep"] is JsonArray sep && sep.Count == 2) tok.SuffixId = sep[1]!.GetValue<int>();
+                continue;
+            }
+            if (type != "TemplateProcessing" || p["single"] is not JsonArray single || single.Count == 0) continue;
+            if (single[0]?["SpecialToken"]?["id"]?.GetValue<string>() is { } name && tok.TokenToId(name) is { } id)
             {
                 tok.BosId = id;
                 tok.PrependBosByDefault = true;
             }
+            // A special token after the text (BERT's [SEP], T5's </s>) is appended along with the other special tokens.
+            if (single.Count > 1 && single[^1]?["SpecialToken"]?["id"]?.GetValue<string>() is { } last && tok.TokenToId(last) is { } suffix)
+                tok.SuffixId = suffix;
         }
     }
 

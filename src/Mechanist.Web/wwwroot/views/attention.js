@@ -1,42 +1,39 @@
 import { api, esc, show } from '../util.js';
 import { setState } from '../app.js';
 
-// One model run per (model, prompt): clicking a head only redraws from the patterns already here.
-let last = { key: null, result: null };
+// One model run per (model, prompt, decoder): clicking a head or a stack only redraws from the patterns already here.
+let last = { key: null, stacks: null };
 
-async function patterns(s) {
-  const key = JSON.stringify([s.model, s.prompt]);
-  if (last.key !== key) last = { key, result: await api('/api/attention', { model: s.model, prompt: s.prompt }) };
-  return last.result;
+const titles = { self: 'Self-attention', encoder: 'Encoder self-attention', decoder: 'Decoder self-attention', cross: 'Cross-attention (decoder queries, encoder keys)' };
+
+async function stacks(s) {
+  const key = JSON.stringify([s.model, s.prompt, s.decoder]);
+  if (last.key !== key) {
+    const r = await api('/api/attention', { model: s.model, prompt: s.prompt, decoder: s.decoder || null });
+    // A decoder-only or encoder model has one stack, over its own tokens; an encoder-decoder has three.
+    last = { key, stacks: r.stacks ?? [{ name: 'self', hook: 'blocks.L.attn.hook_pattern', queries: r.tokens, keys: r.tokens, causal: r.causal, layers: r.layers, headsPerLayer: r.headsPerLayer, heads: r.heads }] };
+  }
+  return last.stacks;
 }
 
 function drawPattern(canvas, pattern, size) {
-  const n = pattern.length, ctx = canvas.getContext('2d');
-  canvas.width = canvas.height = n; canvas.style.width = canvas.style.height = size + 'px';
-  const img = ctx.createImageData(n, n);
-  for (let q = 0; q < n; q++) for (let k = 0; k < n; k++) {
-    const v = pattern[q][k], o = 4 * (q * n + k), a = Math.round(255 * (1 - Math.sqrt(v)));
+  const rows = pattern.length, cols = pattern[0]?.length ?? 0, ctx = canvas.getContext('2d');
+  canvas.width = cols; canvas.height = rows;
+  const scale = size / Math.max(rows, cols, 1);
+  canvas.style.width = cols * scale + 'px'; canvas.style.height = rows * scale + 'px';
+  const img = ctx.createImageData(cols, rows);
+  for (let q = 0; q < rows; q++) for (let k = 0; k < cols; k++) {
+    const v = pattern[q][k], o = 4 * (q * cols + k), a = Math.round(255 * (1 - Math.sqrt(v)));
     img.data[o] = a; img.data[o + 1] = a; img.data[o + 2] = 255; img.data[o + 3] = 255;
   }
   ctx.putImageData(img, 0, 0);
 }
 
-export async function render(root, s) {
-  const r = await patterns(s);
-  const byLayer = [];
-  for (const h of r.heads) (byLayer[h.layer] ??= [])[h.head] = h.pattern;
-  const layer = Math.min(+s.layer || 0, r.layers - 1), head = Math.min(+s.head || 0, r.headsPerLayer - 1);
-  root.innerHTML = `<h2>Attention patterns <span class="muted">(rows: queries, columns: keys; click a head)</span></h2>
-    <div id="grid">${byLayer.map((heads, l) => `<div class="heads-grid"><b style="width:4rem">L${l}</b>${heads.map((_, h) =>
-      `<div class="head-cell${l === layer && h === head ? ' selected' : ''}" data-l="${l}" data-h="${h}"><canvas></canvas><div>L${l}H${h}</div></div>`).join('')}</div>`).join('')}</div>
-    <h2>L${layer}H${head}: hover a token to see where it attends (blue) and who attends to it (orange)</h2>
-    <div class="tokens" id="attn-tokens">${r.tokens.map((t, i) => `<span class="token" data-i="${i}">${esc(show(t))}</span>`).join('')}</div>`;
-  root.querySelectorAll('.head-cell').forEach(cell => {
-    const l = +cell.dataset.l, h = +cell.dataset.h;
-    drawPattern(cell.querySelector('canvas'), byLayer[l][h], 90);
-    cell.addEventListener('click', () => setState({ layer: l, head: h }));
-  });
-  const pattern = byLayer[layer][head], spans = [...root.querySelectorAll('#attn-tokens .token')];
+const tokenRow = (id, tokens) => `<div class="tokens" id="${id}">${tokens.map((t, i) => `<span class="token" data-i="${i}">${esc(show(t))}</span>`).join('')}</div>`;
+
+// Causal self-attention: one row of tokens; hovering one shades the keys it attends to (blue, earlier) and the queries that attend to it (orange, later).
+function hoverCausal(root, pattern) {
+  const spans = [...root.querySelectorAll('#attn-tokens .token')];
   spans.forEach((span, i) => {
     span.addEventListener('mouseenter', () => spans.forEach((o, k) => {
       const from = pattern[i][k] ?? 0, to = pattern[k]?.[i] ?? 0;
@@ -45,4 +42,50 @@ export async function render(root, s) {
     }));
     span.addEventListener('mouseleave', () => spans.forEach(o => { o.style.background = ''; }));
   });
+}
+
+// Bidirectional or cross-attention: queries above, keys below; a query shades the keys it attends to (blue), a key the queries that attend to it (orange).
+function hoverTwoRows(root, pattern) {
+  const queries = [...root.querySelectorAll('#attn-queries .token')], keys = [...root.querySelectorAll('#attn-keys .token')];
+  const clear = () => [...queries, ...keys].forEach(o => { o.style.background = ''; });
+  queries.forEach((span, q) => {
+    span.addEventListener('mouseenter', () => keys.forEach((o, k) => {
+      const v = pattern[q][k] ?? 0;
+      o.style.background = `rgba(48,86,211,${v})`; o.title = `receives ${(100 * v).toFixed(1)}% of query ${q}`;
+    }));
+    span.addEventListener('mouseleave', clear);
+  });
+  keys.forEach((span, k) => {
+    span.addEventListener('mouseenter', () => queries.forEach((o, q) => {
+      const v = pattern[q]?.[k] ?? 0;
+      o.style.background = `rgba(232,89,12,${v})`; o.title = `gives ${(100 * v).toFixed(1)}% to key ${k}`;
+    }));
+    span.addEventListener('mouseleave', clear);
+  });
+}
+
+export async function render(root, s) {
+  const all = await stacks(s);
+  const st = all.find(x => x.name === s.stack) ?? all[0];
+  const byLayer = [];
+  for (const h of st.heads) (byLayer[h.layer] ??= [])[h.head] = h.pattern;
+  const layer = Math.min(+s.layer || 0, st.layers - 1), head = Math.min(+s.head || 0, st.headsPerLayer - 1);
+  const pattern = byLayer[layer][head];
+  const tabs = all.length > 1 ? `<div class="row" id="attn-stacks">${all.map(x =>
+    `<button type="button" data-stack="${esc(x.name)}"${x === st ? ' class="selected"' : ''}>${esc(titles[x.name] ?? x.name)}</button>`).join('')}</div>` : '';
+  const detail = st.causal && st.queries === st.keys
+    ? `<h2>L${layer}H${head}: hover a token to see where it attends (blue) and who attends to it (orange)</h2>${tokenRow('attn-tokens', st.queries)}`
+    : `<h2>L${layer}H${head}: hover a query to see the keys it attends to (blue), or a key to see the queries attending to it (orange)</h2>
+       <p class="muted">queries</p>${tokenRow('attn-queries', st.queries)}<p class="muted">keys</p>${tokenRow('attn-keys', st.keys)}`;
+  root.innerHTML = `<h2>${esc(titles[st.name] ?? st.name)} <span class="muted">(${esc(st.hook)}; rows: queries, columns: keys; click a head)</span></h2>${tabs}
+    <div id="grid">${byLayer.map((heads, l) => `<div class="heads-grid"><b style="width:4rem">L${l}</b>${heads.map((_, h) =>
+      `<div class="head-cell${l === layer && h === head ? ' selected' : ''}" data-l="${l}" data-h="${h}"><canvas></canvas><div>L${l}H${h}</div></div>`).join('')}</div>`).join('')}</div>
+    ${detail}`;
+  root.querySelectorAll('#attn-stacks button').forEach(b => b.addEventListener('click', () => setState({ stack: b.dataset.stack })));
+  root.querySelectorAll('.head-cell').forEach(cell => {
+    const l = +cell.dataset.l, h = +cell.dataset.h;
+    drawPattern(cell.querySelector('canvas'), byLayer[l][h], 90);
+    cell.addEventListener('click', () => setState({ layer: l, head: h }));
+  });
+  if (root.querySelector('#attn-tokens')) hoverCausal(root, pattern); else hoverTwoRows(root, pattern);
 }

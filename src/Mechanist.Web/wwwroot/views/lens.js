@@ -1,7 +1,7 @@
 import { api, fmt, esc, show, heatTable } from '../util.js';
 
 export async function render(root, s) {
-  const r = await api('/api/lens', { model: s.model, prompt: s.prompt, target: s.target || null, topK: 3 });
+  const r = await api('/api/lens', { model: s.model, prompt: s.prompt, target: s.target || null, topK: 3, decoder: s.decoder || null });
   const layers = r.layers.map(l => l.label);
   const targetMode = r.target != null;
   // Probability of the layer's top token (or of the target) per cell.

@@ -36,7 +36,7 @@ public static class ArchitectureRegistry
     {
         string type = config.ModelType;
         if (HookedEncoderDecoder.Handles(config))
-            throw new MechanistException($"{config.Source}: '{type}' is an encoder-decoder model; 'run' (with --tokens-file for decoder_input_ids), 'generate' and 'hooks' take it, this needs a decoder-only or encoder model");
+            throw new MechanistException($"{config.Source}: '{type}' is an encoder-decoder model; 'run' (with --tokens-file for decoder_input_ids), 'generate', 'hooks', 'lens', 'patch' and 'serve' take it; this command needs a decoder-only or encoder model");
         return All.FirstOrDefault(a => a.ModelTypes.Contains(type))
             ?? throw new MechanistException($"{config.Source}: model_type '{type}' is not supported (supported: {string.Join(", ", SupportedTypes)})");
     }
