@@ -3,8 +3,8 @@ using System.Text;
 namespace Mechanist.Tokenization;
 
 /// <summary>
-/// SentencePiece's Unigram model as Hugging Face's tokenizer.json describes it (T5, ALBERT, XLNet): text is normalised (NFKC, the
-/// common case of SentencePiece's precompiled nmt_nfkc map), split on whitespace with "▁" marking each word's start (Metaspace), and
+/// SentencePiece's Unigram model as Hugging Face's tokenizer.json describes it (T5, ALBERT, XLNet): text is normalised (NFKC's compatibility folds from
+/// <see cref="TextNormalization"/>, the common case of SentencePiece's precompiled nmt_nfkc map), split on whitespace with "▁" marking each word's start (Metaspace), and
 /// each word is segmented by Viterbi into the pieces of highest total log-probability. A character no piece covers becomes the
 /// unknown token, scored 10 below the lowest piece (runs of them fuse into one), or its UTF-8 bytes when the model has byte fallback.
 /// </summary>
@@ -42,7 +42,7 @@ public sealed class UnigramTokenizer : TextTokenizer
     /// <inheritdoc/>
     protected override IEnumerable<int> EncodeOrdinary(string text, bool atTextStart)
     {
-        if (_normalize) text = text.Normalize(NormalizationForm.FormKC);
+        if (_normalize) text = TextNormalization.CompatibilityFold(text);
         var words = text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
         for (int w = 0; w < words.Length; w++)
             foreach (int id in Segment((_prefixSpace || w > 0 ? Space : "") + words[w])) yield return id;

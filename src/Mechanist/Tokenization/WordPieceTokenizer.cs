@@ -51,13 +51,7 @@ public sealed class WordPieceTokenizer : TextTokenizer
             sb.Append(rune.ToString());
         }
         string s = sb.ToString();
-        if (_stripAccents)
-        {
-            var stripped = new StringBuilder(s.Length);
-            foreach (char ch in s.Normalize(NormalizationForm.FormD))
-                if (CharUnicodeInfo.GetUnicodeCategory(ch) != UnicodeCategory.NonSpacingMark) stripped.Append(ch);
-            s = stripped.ToString();
-        }
+        if (_stripAccents) s = TextNormalization.StripAccents(s);
         return _lowercase ? s.ToLowerInvariant() : s;
     }
 
