@@ -51,7 +51,7 @@ public sealed class LensCommand : ICliCommand
                     string top = $"{Render.Token(c.Top[0].Token)} {c.Top[0].Prob:P0}";
                     return c.TargetRank is { } r ? $"{top} [grey]#{r}[/]" : top;
                 })).ToArray());
-            table.AddRow(new[] { "", "loss" }.Concat(result.Layers.Select(l => l.Loss.ToString("F2"))).ToArray());
+            table.AddRow(new[] { "", result.LossTarget == "next token" ? "loss" : $"loss ({result.LossTarget})" }.Concat(result.Layers.Select(l => l.Loss.ToString("F2"))).ToArray());
             console.Write(table);
             if (result.Target != null)
             {

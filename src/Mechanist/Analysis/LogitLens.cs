@@ -14,7 +14,7 @@ public sealed record LensCell(TokenPrediction[] Top, int? TargetRank, double? Ta
 /// <summary>The lens at one point of the residual stream.</summary>
 /// <param name="Label">"3_pre", "3_mid" or "final_post".</param>
 /// <param name="Positions">One cell per position.</param>
-/// <param name="Loss">Mean cross-entropy against the true next tokens (positions 0..n-2; NaN for a one-token prompt).</param>
+/// <param name="Loss">Mean cross-entropy against the true next tokens (positions 0..n-2; NaN for a one-token prompt), or for an encoder against the input token at each position.</param>
 /// <param name="TopTokenLoss">LLM-Microscope's variant: mean −log p of the layer's own top-1 token.</param>
 public sealed record LensLayer(string Label, LensCell[] Positions, double Loss, double TopTokenLoss);
 
@@ -24,7 +24,9 @@ public sealed record LensLayer(string Label, LensCell[] Positions, double Loss, 
 /// <param name="Target">The target token, if any.</param>
 /// <param name="TargetId">Its id.</param>
 /// <param name="Layers">Resid_pre of every layer (and resid_mid when asked), then the final residual.</param>
-public sealed record LogitLensResult(string[] Tokens, long[] Ids, string? Target, long? TargetId, LensLayer[] Layers);
+/// <param name="LossTarget">What each layer's loss is measured against: "next token" (causal models), or "input token" for an encoder
+/// (a masked LM predicts the token at its own position).</param>
+public sealed record LogitLensResult(string[] Tokens, long[] Ids, string? Target, long? TargetId, LensLayer[] Layers, string LossTarget = "next token");
 
 /// <summary>
 /// The logit lens: decode the residual stream after each layer with the final norm and the
@@ -46,7 +48,8 @@ public static class LogitLens
         var strs = TokenText.Of(model, ids);
         int pos = ids.Length;
         var layers = new LensLayer[labels.Length];
-        var next = tensor(ids.Skip(1).ToArray(), ScalarType.Int64, model.Device);
+        bool causal = model.Config.Causal;
+        var next = tensor(ids.Skip(causal ? 1 : 0).ToArray(), ScalarType.Int64, model.Device);
         for (int l = 0; l < labels.Length; l++)
         {
             var lp = logProbs[l];
@@ -65,10 +68,11 @@ public static class LogitLens
                 }
                 cells[p] = new LensCell(top, rank, tprob, tlogit);
             }
-            double loss = pos > 1 ? -lp[..(pos - 1)].gather(1, next.unsqueeze(1)).mean().item<float>() : double.NaN;
+            double loss = !causal ? -lp.gather(1, next.unsqueeze(1)).mean().item<float>()
+                : pos > 1 ? -lp[..(pos - 1)].gather(1, next.unsqueeze(1)).mean().item<float>() : double.NaN;
             double topLoss = -topLp.mean().item<float>();
             layers[l] = new LensLayer(labels[l], cells, loss, topLoss);
         }
-        return new LogitLensResult(strs, ids, target is { } tt ? TokenText.Of(model, tt) : null, target, layers);
+        return new LogitLensResult(strs, ids, target is { } tt ? TokenText.Of(model, tt) : null, target, layers, causal ? "next token" : "input token");
     }
 }

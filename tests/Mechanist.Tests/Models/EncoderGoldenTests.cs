@@ -52,6 +52,24 @@ public class EncoderGoldenTests
         var e = Assert.Throws<MechanistException>(() => model.Generate(new long[] { 1, 2, 3 }, new GenerateOptions { MaxNewTokens = 2 }));
         Assert.Contains("encoder", e.Message);
     }
+
+    [Fact]
+    public void BertsLensEndsAtHfLogitsAndMeasuresLossAgainstTheInputTokens()
+    {
+        var (model, reference) = Open();
+        using var _m = model; using var _r = reference;
+        using var scope = NewDisposeScope();
+        var ids = reference.Read("input_ids")[..1];
+        var lens = Mechanist.Analysis.LogitLens.Run(model, ids, topK: 1);
+        Assert.Equal("input token", lens.LossTarget);
+        // The final layer is the model's output: HF's logits give its top tokens, and its loss is the masked LM's at every position.
+        var hf = reference.Read("logits")[0].log_softmax(-1);
+        var tokens = ids[0].data<long>().ToArray();
+        var last = lens.Layers[^1];
+        for (int p = 0; p < tokens.Length; p++) Assert.Equal(hf[p].argmax().item<long>(), last.Positions[p].Top[0].Id);
+        double loss = Enumerable.Range(0, tokens.Length).Average(p => -hf[p, tokens[p]].item<float>());
+        Assert.True(Math.Abs(loss - last.Loss) < 1e-4, $"{loss} vs {last.Loss}");
+    }
 }
 
 /// <summary>T5 (encoder-decoder) against Hugging Face's own outputs: encoder and decoder states, self- and cross-attention, padding, greedy generation.</summary>

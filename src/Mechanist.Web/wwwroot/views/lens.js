@@ -15,5 +15,5 @@ export async function render(root, s) {
   });
   root.innerHTML = `<h2>Logit lens ${targetMode ? `· target ${esc(show(r.target))} (rank and probability)` : '· top token and probability'}</h2>
     <div id="lens-table" style="overflow-x:auto">${table}</div>
-    <p class="muted">Loss against the next token per layer: ${r.layers.map(l => `${l.label} ${fmt(l.loss)}`).join(' · ')}</p>`;
+    <p class="muted">Loss against the ${esc(r.lossTarget ?? 'next token')} per layer: ${r.layers.map(l => `${l.label} ${fmt(l.loss)}`).join(' · ')}</p>`;
 }
