@@ -61,6 +61,7 @@ public sealed class RunCommand : ICliCommand
             for (int r = 0; r < rows.Length; r++)
             {
                 if (rows[r].Tokens is { } strs) console.MarkupLine($"[grey]prompt:[/] {Markup.Escape(string.Join("|", strs))}");
+                if (rows[r].Position != rows[r].Ids.Length - 1) console.MarkupLine($"[grey]predicted at position {rows[r].Position} (the mask token)[/]");
                 var table = new Table().AddColumns("rank", "id", "token", "logit", "prob");
                 for (int i = 0; i < rows[r].Top.Length; i++)
                 {

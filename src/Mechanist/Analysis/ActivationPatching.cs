@@ -255,11 +255,8 @@ public static class PatchingExperiment
     /// <summary>The last position; for an encoder, the first mask token ([MASK] or &lt;mask&gt;) of the prompt when it has one.</summary>
     static int DefaultPosition(HookedTransformer model, Tensor clean)
     {
-        if (model.Config.Causal || model.Tokenizer is not { } tok) return -1;
-        int? mask = tok.TokenToId("[MASK]") ?? tok.TokenToId("<mask>");
-        foreach (var (id, text) in tok.AddedTokens) if (mask is null && text is "[MASK]" or "<mask>") mask = id;
-        if (mask is null) return -1;
-        int found = Array.IndexOf(clean[0].data<long>().ToArray(), (long)mask.Value);
+        if (model.Config.Causal || TokenText.MaskId(model) is not { } mask) return -1;
+        int found = Array.IndexOf(clean[0].data<long>().ToArray(), mask);
         return found >= 0 ? found : -1;
     }
 }

@@ -14,8 +14,9 @@ public sealed record TokenPrediction(long Id, string Token, double Logit, double
 /// <param name="Ids">Prompt ids (padding dropped).</param>
 /// <param name="Tokens">Prompt token strings, when the model has a tokenizer.</param>
 /// <param name="Bos">Whether the prompt starts with the model's BOS token.</param>
-/// <param name="Top">The most likely next tokens, best first.</param>
-public sealed record PromptPrediction(long[] Ids, string[]? Tokens, bool Bos, TokenPrediction[] Top);
+/// <param name="Top">The most likely next tokens, best first (for an encoder, the tokens at <paramref name="Position"/>).</param>
+/// <param name="Position">The position (among <paramref name="Ids"/>) whose logits <paramref name="Top"/> reads: the last, or an encoder's first mask token.</param>
+public sealed record PromptPrediction(long[] Ids, string[]? Tokens, bool Bos, TokenPrediction[] Top, int Position = -1);
 
 /// <summary>Top-k next tokens: the one implementation behind <c>run</c>, the web's run view, test_prompt and the lens.</summary>
 public static class NextTokens
@@ -34,7 +35,10 @@ public static class NextTokens
         return ids.Select((id, i) => new TokenPrediction(id, names[i], logitValues[i], probValues[i])).ToArray();
     }
 
-    /// <summary>Top-k next tokens at the last real position of each row of <paramref name="tokens"/> [batch, pos], given its logits.</summary>
+    /// <summary>
+    /// Top-k next tokens at the last real position of each row of <paramref name="tokens"/> [batch, pos], given its logits; for an encoder
+    /// (a masked LM) the tokens predicted at the row's first mask token when it has one.
+    /// </summary>
     public static PromptPrediction[] Predict(HookedTransformer model, Tensor tokens, Tensor? mask, Tensor logits, int k)
     {
         if (k <= 0) throw new MechanistException("top-k must be positive");
@@ -48,8 +52,9 @@ public static class NextTokens
             var real = Enumerable.Range(0, n).Where(i => maskValues is null || maskValues[b * n + i] != 0).ToArray();
             if (real.Length == 0) throw new MechanistException($"row {b} has no real tokens (its attention mask is all zero)");
             var ids = real.Select(i => all[b * n + i]).ToArray();
+            int at = !model.Config.Causal && TokenText.MaskId(model) is { } maskId && Array.IndexOf(ids, maskId) is >= 0 and var m ? m : ids.Length - 1;
             rows[b] = new PromptPrediction(ids, model.Tokenizer is null ? null : TokenText.Of(model, ids), bos is { } id && ids[0] == id,
-                Top(model, logits[b, real[^1]], k));
+                Top(model, logits[b, real[at]], k), at);
         }
         return rows;
     }

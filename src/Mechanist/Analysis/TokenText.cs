@@ -30,4 +30,13 @@ public static class TokenText
             throw new MechanistException($"answer '{answer}' is {ids.Length} tokens ({string.Join("|", tok.ToStrTokens(ids))}); give one token (mind the leading space) or #id");
         return ids[0];
     }
+
+    /// <summary>A masked LM's mask token ([MASK] or &lt;mask&gt;) in the model's tokenizer, if it has one.</summary>
+    public static long? MaskId(HookedTransformer model)
+    {
+        if (model.Tokenizer is not { } tok) return null;
+        int? mask = tok.TokenToId("[MASK]") ?? tok.TokenToId("<mask>");
+        foreach (var (id, text) in tok.AddedTokens) if (mask is null && text is "[MASK]" or "<mask>") mask = id;
+        return mask;
+    }
 }

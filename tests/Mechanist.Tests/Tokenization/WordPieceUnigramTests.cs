@@ -115,5 +115,9 @@ public class WordPieceUnigramTests
         Assert.Equal(want, grid.CleanMetric, 4);
         Assert.Equal(1, grid.Scores[0][3], 5);
         Assert.Equal(0, grid.Scores[0][2], 5);
+        // The prompt view's prediction is the [MASK]'s too.
+        var prediction = NextTokens.Run(bert, clean, 3);
+        Assert.Equal(2, prediction.Position);
+        Assert.Equal(bert.Run(clean)[0, 2].argmax().item<long>(), prediction.Top[0].Id);
     }
 }

@@ -16,5 +16,5 @@ export async function render(root, s) {
   }
   root.innerHTML = `<h2>Tokens</h2>${tokensHtml(r.tokens, r.bos)}
     <p class="muted">ids: ${r.ids.join(', ')}</p>
-    <h2>Next token</h2>${nextTable(r.top)}`;
+    <h2>${r.position != null && r.position !== r.ids.length - 1 ? `Predicted at position ${r.position} (the mask token)` : 'Next token'}</h2>${nextTable(r.top)}`;
 }
