@@ -2,7 +2,7 @@ using Microsoft.ML.Tokenizers;
 
 namespace Mechanist.Tokenization;
 
-/// <summary>A SentencePiece tokenizer.model (protobuf), run by Microsoft.ML.Tokenizers.</summary>
+/// <summary>A SentencePiece BPE tokenizer.model (protobuf, as Llama-2's), run by Microsoft.ML.Tokenizers.</summary>
 public sealed class SentencePieceModelTokenizer : TextTokenizer
 {
     readonly SentencePieceTokenizer _sp;
@@ -10,17 +10,23 @@ public sealed class SentencePieceModelTokenizer : TextTokenizer
     SentencePieceModelTokenizer(SentencePieceTokenizer sp)
     {
         _sp = sp;
-        BosId = sp.BeginningOfSentenceId;
-        EosId = sp.EndOfSentenceId;
-        PrependBosByDefault = true;
+        BosId = sp.BeginningOfSentenceId >= 0 ? sp.BeginningOfSentenceId : null;
+        EosId = sp.EndOfSentenceId >= 0 ? sp.EndOfSentenceId : null;
+        PrependBosByDefault = BosId is not null;
     }
 
-    /// <summary>Loads a tokenizer.model file.</summary>
-    public static SentencePieceModelTokenizer Load(string path)
+    /// <summary>
+    /// Loads a tokenizer.model or spiece.model file: a BPE model (Llama-2) runs in Microsoft.ML.Tokenizers; a Unigram model (T5's
+    /// spiece.model, which has no BOS, a case that library does not load) becomes a <see cref="UnigramTokenizer"/> that appends EOS.
+    /// </summary>
+    public static TextTokenizer Load(string path)
     {
         try
         {
-            using var stream = File.OpenRead(path);
+            byte[] bytes = File.ReadAllBytes(path);
+            var proto = ModelProtoReader.Read(bytes);
+            if (proto.Unigram) return proto.ToUnigram();
+            using var stream = new MemoryStream(bytes);
             return new SentencePieceModelTokenizer(LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false));
         }
         catch (Exception e) when (e is not MechanistException)
@@ -28,7 +34,6 @@ public sealed class SentencePieceModelTokenizer : TextTokenizer
             throw new InvalidCheckpointException(path, $"not a readable SentencePiece model: {e.Message}");
         }
     }
-
     /// <inheritdoc/>
     public override int VocabSize => _sp.Vocabulary.Count;
 

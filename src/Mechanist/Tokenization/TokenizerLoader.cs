@@ -11,7 +11,7 @@ public static class TokenizerLoader
 {
     /// <summary>
     /// Loads the tokenizer of a model folder, trying tokenizer.json, then vocab.json + merges.txt,
-    /// then tokenizer.model. Returns null when the folder has none of them.
+    /// then tokenizer.model, spiece.model (T5) and vocab.txt (BERT's WordPiece). Returns null when the folder has none of them.
     /// </summary>
     public static TextTokenizer? FromModelFolder(string dir)
     {
@@ -22,6 +22,10 @@ public static class TokenizerLoader
             tok = FromVocabAndMerges(Path.Combine(dir, "vocab.json"), Path.Combine(dir, "merges.txt"));
         else if (File.Exists(Path.Combine(dir, "tokenizer.model")))
             tok = SentencePieceModelTokenizer.Load(Path.Combine(dir, "tokenizer.model"));
+        else if (File.Exists(Path.Combine(dir, "spiece.model")))
+            tok = SentencePieceModelTokenizer.Load(Path.Combine(dir, "spiece.model"));
+        else if (File.Exists(Path.Combine(dir, "vocab.txt")))
+            tok = FromVocabTxt(Path.Combine(dir, "vocab.txt"));
         if (tok == null) return null;
         ApplyFolderSpecialTokens(tok, dir);
         return tok;
@@ -31,7 +35,7 @@ public static class TokenizerLoader
     public static TextTokenizer FromFile(string path)
     {
         if (Directory.Exists(path))
-            return FromModelFolder(path) ?? throw new MechanistException($"{path}: no tokenizer.json, vocab.json + merges.txt or tokenizer.model in this folder");
+            return FromModelFolder(path) ?? throw new MechanistException($"{path}: no tokenizer.json, vocab.json + merges.txt, tokenizer.model, spiece.model or vocab.txt in this folder");
         if (!File.Exists(path)) throw new MechanistException($"{path}: file not found");
         string name = Path.GetFileName(path);
         if (name.Equals("tokenizer.json", StringComparison.OrdinalIgnoreCase))
@@ -39,7 +43,30 @@ public static class TokenizerLoader
         if (name.EndsWith(".json", StringComparison.OrdinalIgnoreCase)) return FromTokenizerJson(path);
         if (name.EndsWith(".model", StringComparison.OrdinalIgnoreCase)) return SentencePieceModelTokenizer.Load(path);
         if (name.EndsWith(".bin", StringComparison.OrdinalIgnoreCase)) return Llama2cTokenizer.Load(path);
-        throw new MechanistException($"{path}: unknown tokenizer file (expected tokenizer.json, tokenizer.model or a llama2.c .bin)");
+        if (name.Equals("vocab.txt", StringComparison.OrdinalIgnoreCase)) return FromVocabTxt(path);
+        throw new MechanistException($"{path}: unknown tokenizer file (expected tokenizer.json, tokenizer.model, spiece.model, vocab.txt or a llama2.c .bin)");
+    }
+
+    /// <summary>
+    /// BERT's vocab.txt (one WordPiece token per line, the line number its id) with [CLS] … [SEP] around the text; lowercased unless
+    /// tokenizer_config.json beside it says <c>"do_lower_case": false</c>.
+    /// </summary>
+    public static TextTokenizer FromVocabTxt(string path)
+    {
+        var lines = File.ReadAllLines(path);
+        var vocab = new Dictionary<string, int>(lines.Length);
+        for (int i = 0; i < lines.Length; i++) if (lines[i].Length > 0) vocab.TryAdd(lines[i], i);
+        if (vocab.Count == 0) throw new InvalidCheckpointException(path, "empty vocabulary");
+        if (!vocab.ContainsKey("[UNK]")) throw new InvalidCheckpointException(path, "no [UNK] token: not a WordPiece vocabulary");
+        var config = ReadJsonOrNull(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "tokenizer_config.json"));
+        bool lower = config?["do_lower_case"] is not JsonValue v || !v.TryGetValue(out bool b) || b;
+        var tok = new WordPieceTokenizer(vocab, "[UNK]", lowercase: lower);
+        foreach (var special in new[] { "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]" })
+            if (vocab.TryGetValue(special, out int id)) tok.AddSpecialToken(special, id);
+        if (vocab.TryGetValue("[CLS]", out int cls)) { tok.BosId = cls; tok.PrependBosByDefault = true; }
+        if (vocab.TryGetValue("[SEP]", out int sep)) tok.SuffixId = sep;
+        if (vocab.TryGetValue("[PAD]", out int pad)) tok.PadId = pad;
+        return tok;
     }
 
     /// <summary>Loads a Hugging Face tokenizer.json (BPE, byte-level or SentencePiece-style, and WordLevel).</summary>

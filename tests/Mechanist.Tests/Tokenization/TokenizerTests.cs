@@ -51,9 +51,18 @@ public class TokenizerTests
     public void UnknownTokenizerFileIsAClearError()
     {
         using var dir = new TempDir();
-        File.WriteAllText(dir.File("vocab.txt"), "x");
-        var (code, _, err) = CliRunner.Run("tokenize", "--tokenizer", dir.File("vocab.txt"), "--text", "x");
+        File.WriteAllText(dir.File("tokens.dat"), "x");
+        var (code, _, err) = CliRunner.Run("tokenize", "--tokenizer", dir.File("tokens.dat"), "--text", "x");
         Assert.Equal(2, code);
         Assert.Contains("unknown tokenizer file", err);
+        // A vocab.txt is read as BERT's WordPiece vocabulary, and one without [UNK] is refused as such.
+        File.WriteAllText(dir.File("vocab.txt"), "x");
+        (code, _, err) = CliRunner.Run("tokenize", "--tokenizer", dir.File("vocab.txt"), "--text", "x");
+        Assert.Equal(2, code);
+        Assert.Contains("not a WordPiece vocabulary", err);
+        File.WriteAllBytes(dir.File("spiece.model"), new byte[] { 0x0A, 0x05, 0x01 });
+        (code, _, err) = CliRunner.Run("tokenize", "--tokenizer", dir.File("spiece.model"), "--text", "x");
+        Assert.Equal(2, code);
+        Assert.Contains("not a readable SentencePiece model", err);
     }
 }

@@ -91,6 +91,56 @@ public class WordPieceUnigramTests
         Assert.Contains("Unigram vocab entry 5", Assert.Throws<InvalidCheckpointException>(() => TokenizerLoader.FromTokenizerJson(dir.File("bad.json"))).Message);
     }
 
+    /// <summary>A SentencePiece ModelProto in protobuf's wire format: the same Unigram pieces as <see cref="T5Json"/>, T5's special ids.</summary>
+    static byte[] SpieceModel()
+    {
+        static void Varint(List<byte> o, ulong v) { do { byte b = (byte)(v & 0x7F); v >>= 7; o.Add(v != 0 ? (byte)(b | 0x80) : b); } while (v != 0); }
+        static void Key(List<byte> o, int field, int wire) => Varint(o, (ulong)(field << 3 | wire));
+        static void Int(List<byte> o, int field, long v) { Key(o, field, 0); Varint(o, unchecked((ulong)v)); }
+        static void Bytes(List<byte> o, int field, byte[] b) { Key(o, field, 2); Varint(o, (ulong)b.Length); o.AddRange(b); }
+        var model = new List<byte>();
+        var pieces = new (string Piece, float Score, int Type)[] { ("<pad>", 0, 3), ("</s>", 0, 3), ("<unk>", 0, 2), ("▁", -2, 1), ("▁a", -1, 1), ("b", -2, 1),
+            ("▁ab", -5, 1), ("▁abc", -4, 1), ("c", -3, 1), ("bc", -1.5f, 1) };
+        foreach (var (piece, score, type) in pieces)
+        {
+            var p = new List<byte>();
+            Bytes(p, 1, System.Text.Encoding.UTF8.GetBytes(piece));
+            Key(p, 2, 5); p.AddRange(BitConverter.GetBytes(score));
+            Int(p, 3, type);
+            Bytes(model, 1, p.ToArray());
+        }
+        var trainer = new List<byte>();
+        Int(trainer, 3, 1); // model_type UNIGRAM
+        Int(trainer, 40, 2); Int(trainer, 41, -1); Int(trainer, 42, 1); Int(trainer, 43, 0); // unk, bos (none), eos, pad
+        Bytes(model, 2, trainer.ToArray());
+        var normalizer = new List<byte>();
+        Bytes(normalizer, 1, System.Text.Encoding.UTF8.GetBytes("identity"));
+        Int(normalizer, 3, 1); Int(normalizer, 4, 1); Int(normalizer, 5, 1); // add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces
+        Bytes(model, 3, normalizer.ToArray());
+        return model.ToArray();
+    }
+
+    [Fact]
+    public void AT5SpieceModelAndABertVocabTxtGiveTheSameIdsAsTheirTokenizerJson()
+    {
+        using var dir = new TempDir();
+        File.WriteAllBytes(dir.File("spiece.model"), SpieceModel());
+        var sp = TokenizerLoader.FromModelFolder(dir.Path)!;
+        Assert.Contains("Unigram", sp.Kind);
+        // The binary model's pieces give the hand-worked segmentations, with T5's </s> after the text and no BOS.
+        Assert.Equal(new[] { 4, 9, 1 }, sp.Encode("abc"));
+        Assert.Equal(new[] { 4, 5, 3, 2, 1 }, sp.Encode("ab z"));
+        Assert.Equal(new[] { 4, 9 }, sp.Encode("abc", prependBos: false));
+
+        using var bert = new TempDir();
+        File.WriteAllLines(bert.File("vocab.txt"), new[] { "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "hello", ",", "world", "!", "cafe", "##s" });
+        var wp = TokenizerLoader.FromModelFolder(bert.Path)!;
+        Assert.Equal(new[] { 2, 5, 6, 7, 9, 12, 10, 13, 11, 3 }, wp.Encode("Unaffable, Café worlds!"));
+        Assert.Equal(new[] { 2, 8, 4, 3 }, wp.Encode("hello [MASK]"));
+        File.WriteAllText(bert.File("tokenizer_config.json"), """{"do_lower_case": false}""");
+        Assert.Equal(new[] { 2, 1, 3 }, TokenizerLoader.FromModelFolder(bert.Path)!.Encode("Hello"));
+    }
+
     [Fact]
     public void T5TakesTextThroughItsUnigramTokenizerAndBertsPatchingMetricDefaultsToTheMask()
     {
