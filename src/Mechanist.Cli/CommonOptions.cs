@@ -23,7 +23,7 @@ public static class CommonOptions
     /// <summary>--tokenizer FILE (every command that loads a model): use this tokenizer instead of the one beside the weights.</summary>
     public static readonly Option<string> Tokenizer = new("--tokenizer")
     {
-        Description = "A tokenizer file (tokenizer.json, tokenizer.model, vocab.json, llama2.c .bin) to use with --model, for checkpoints without one beside them.",
+        Description = "A tokenizer file (tokenizer.json, tokenizer.model, spiece.model, vocab.txt, vocab.json, llama2.c .bin) to use with --model, for checkpoints without one beside them.",
         Recursive = true,
     };
 

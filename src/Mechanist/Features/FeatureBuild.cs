@@ -235,15 +235,21 @@ public static class FeatureBuild
         }
         var missing = Enumerable.Range(0, first.ShardCount).Except(shards.Select(s => s.Info.ShardIndex)).ToList();
         if (missing.Count > 0) throw new MechanistException($"shard(s) {string.Join(", ", missing)} of {first.ShardCount} are missing");
+        string path = Path.Combine(dir, MergedName);
+        var labels = File.Exists(path) && FeatureStore.ReadInfo(path) is var old && old.DictionaryId == first.DictionaryId ? FeatureStore.Open(path).Labels() : null;
+        var merged = first with { ShardIndex = -1, TextsDone = shards.Sum(s => s.Info.TextsDone), Tokens = shards.Sum(s => s.Info.Tokens), Complete = true };
+        if (shards.Count == 1)
+        {
+            // One shard is already the whole store: copy it rather than read and rewrite every example.
+            FeatureStore.CopyAs(shards[0].Path, path, merged, labels);
+            return merged;
+        }
         var (sketches, effects) = shards[0].ReadSketches();
         foreach (var s in shards.Skip(1))
         {
             var (other, _) = s.ReadSketches();
             for (int li = 0; li < sketches.Length; li++) sketches[li].MergeFrom(other[li]);
         }
-        string path = Path.Combine(dir, MergedName);
-        var labels = File.Exists(path) && FeatureStore.ReadInfo(path) is var old && old.DictionaryId == first.DictionaryId ? FeatureStore.Open(path).Labels() : null;
-        var merged = first with { ShardIndex = -1, TextsDone = shards.Sum(s => s.Info.TextsDone), Tokens = shards.Sum(s => s.Info.Tokens), Complete = true };
         FeatureStore.Write(path, merged, sketches, effects, shards[0].Vocab(), labels);
         return merged;
     }

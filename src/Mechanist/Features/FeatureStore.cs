@@ -120,6 +120,32 @@ public sealed class FeatureStore
         finally { if (File.Exists(tmp)) File.Delete(tmp); }
     }
 
+    /// <summary>
+    /// Writes <paramref name="source"/>'s contents to <paramref name="path"/> under another <paramref name="info"/> and with
+    /// <paramref name="labels"/> (a one-shard merge: a file copy, not a rebuild), atomically.
+    /// </summary>
+    public static void CopyAs(string source, string path, FeatureStoreInfo info, IReadOnlyList<(int LayerIndex, int Feature, string? Label, string? Explanation, string Updated)>? labels)
+    {
+        string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
+        string tmp = System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            File.Copy(source, tmp);
+            using (var c = Connect(tmp, SqliteOpenMode.ReadWrite))
+            {
+                using var tx = c.BeginTransaction();
+                using (var cmd = Prepared(c, "UPDATE meta SET value = $b WHERE key = $a", 2)) Run(cmd, "info", JsonFormat.Serialize(info));
+                Exec(c, "DELETE FROM labels");
+                if (labels is not null)
+                    using (var lab = Prepared(c, "INSERT INTO labels VALUES ($a, $b, $c, $d, $e)", 5))
+                        foreach (var l in labels) Run(lab, (long)l.LayerIndex, (long)l.Feature, l.Label, l.Explanation, l.Updated);
+                tx.Commit();
+            }
+            AtomicFile.Replace(tmp, path);
+        }
+        finally { if (File.Exists(tmp)) File.Delete(tmp); }
+    }
+
     static void Example(SqliteCommand cmd, int li, int f, int kind, int interval, int rank, FeatureExample e) =>
         Run(cmd, (long)li, (long)f, (long)kind, (long)interval, (long)rank, e.Text, (long)e.Position, (double)e.Activation, unchecked((long)e.Hash), (long)e.Start,
             JsonSerializer.Serialize(e.Ids), JsonSerializer.Serialize(e.Acts));
