@@ -21,7 +21,8 @@ public sealed record PromptRequest(string? Model, string? Prompt, string? Target
 /// <param name="Layers">Layers to return (all when empty).</param>
 /// <param name="Heads">Heads to return (all when empty).</param>
 /// <param name="Decoder">An encoder-decoder's decoder text after its start token.</param>
-public sealed record AttentionRequest(string? Model, string? Prompt, int[]? Layers = null, int[]? Heads = null, string? Decoder = null) : IModelRequest;
+/// <param name="Thumbnail">Block-average each pattern to at most this many rows and columns (for a grid of every head); full patterns when absent.</param>
+public sealed record AttentionRequest(string? Model, string? Prompt, int[]? Layers = null, int[]? Heads = null, string? Decoder = null, int? Thumbnail = null) : IModelRequest;
 
 /// <summary>A patching request.</summary>
 /// <param name="Model">Model name.</param>

@@ -160,12 +160,12 @@ public sealed class WorkbenchServer : IAsyncDisposable
         Post<AttentionRequest>("/api/attention", (r, m) =>
         {
             using var tokens = Tokens(m, r.Prompt);
-            return AttentionPatterns.Compute(m, tokens, r.Layers is { Length: > 0 } l ? l : null, r.Heads is { Length: > 0 } h ? h : null);
+            return AttentionPatterns.Compute(m, tokens, r.Layers is { Length: > 0 } l ? l : null, r.Heads is { Length: > 0 } h ? h : null, r.Thumbnail);
         }, (r, t5) =>
         {
             using var input = InputIds(t5, r.Prompt);
             using var decoder = DecoderIds(t5, r.Decoder);
-            return EncoderDecoderAnalyses.Attention(t5, input, decoder, r.Layers is { Length: > 0 } l ? l : null, r.Heads is { Length: > 0 } h ? h : null);
+            return EncoderDecoderAnalyses.Attention(t5, input, decoder, r.Layers is { Length: > 0 } l ? l : null, r.Heads is { Length: > 0 } h ? h : null, r.Thumbnail);
         });
 
         Post<PromptRequest>("/api/lens", (r, m) =>

@@ -13,7 +13,8 @@ namespace Mechanist.Analysis;
 /// <param name="Layers">Layers of the stack.</param>
 /// <param name="HeadsPerLayer">Heads per layer.</param>
 /// <param name="Heads">The selected heads' patterns.</param>
-public sealed record AttentionStack(string Name, string Hook, string[] Queries, string[] Keys, bool Causal, int Layers, int HeadsPerLayer, HeadPattern[] Heads);
+/// <param name="Thumbnail">When set, patterns were block-averaged to at most this many rows and columns; null: full patterns.</param>
+public sealed record AttentionStack(string Name, string Hook, string[] Queries, string[] Keys, bool Causal, int Layers, int HeadsPerLayer, HeadPattern[] Heads, int? Thumbnail = null);
 
 /// <summary>An encoder-decoder's attention on one input: encoder self-attention, decoder self-attention and cross-attention.</summary>
 /// <param name="Stacks">The three stacks, in that order.</param>
@@ -124,10 +125,13 @@ public static class EncoderDecoderAnalyses
 
     /// <summary>
     /// Attention patterns of one input [1, enc_pos] with decoder ids [1, dec_pos]: the selected layers and heads (all when null) of the
-    /// encoder's self-attention, the decoder's self-attention and the decoder's cross-attention.
+    /// encoder's self-attention, the decoder's self-attention and the decoder's cross-attention (block-averaged to at most
+    /// <paramref name="thumbnail"/> cells a side when given, as <see cref="AttentionPatterns.Compute"/>).
     /// </summary>
-    public static EncoderDecoderAttentionResult Attention(HookedEncoderDecoder model, Tensor inputIds, Tensor decoderIds, IReadOnlyCollection<int>? layers = null, IReadOnlyCollection<int>? heads = null)
+    public static EncoderDecoderAttentionResult Attention(HookedEncoderDecoder model, Tensor inputIds, Tensor decoderIds, IReadOnlyCollection<int>? layers = null, IReadOnlyCollection<int>? heads = null,
+        int? thumbnail = null)
     {
+        AttentionPatterns.CheckThumbnail(thumbnail);
         if (inputIds.shape[0] != 1 || decoderIds.shape[0] != 1) throw new MechanistException("attention patterns take one input");
         var c = model.Config;
         var stacks = new[] { ("encoder", "encoder.L.attn.hook_pattern", c.EncoderLayers), ("decoder", "decoder.L.attn.hook_pattern", c.DecoderLayers), ("cross", "decoder.L.cross_attn.hook_pattern", c.DecoderLayers) };
@@ -143,8 +147,8 @@ public static class EncoderDecoderAnalyses
             var dec = decoderIds[0].data<long>().ToArray().Select(model.TokenText).ToArray();
             return new EncoderDecoderAttentionResult(stacks.Select(st =>
             {
-                var patterns = wantedLayers.Where(l => l < st.Item3).SelectMany(l => AttentionPatterns.Of(cache[st.Item2.Replace(".L.", $".{l}.")][0], l, wantedHeads)).ToArray();
-                return new AttentionStack(st.Item1, st.Item2, st.Item1 == "encoder" ? enc : dec, st.Item1 == "decoder" ? dec : enc, st.Item1 == "decoder", st.Item3, c.NHeads, patterns);
+                var patterns = wantedLayers.Where(l => l < st.Item3).SelectMany(l => AttentionPatterns.Of(cache[st.Item2.Replace(".L.", $".{l}.")][0], l, wantedHeads, thumbnail)).ToArray();
+                return new AttentionStack(st.Item1, st.Item2, st.Item1 == "encoder" ? enc : dec, st.Item1 == "decoder" ? dec : enc, st.Item1 == "decoder", st.Item3, c.NHeads, patterns, thumbnail);
             }).ToArray());
         }
         finally { foreach (var t in cache.Values) t.Dispose(); }

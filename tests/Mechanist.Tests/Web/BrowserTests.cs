@@ -99,6 +99,23 @@ public sealed class BrowserTests(WorkbenchFixture fx) : IClassFixture<WorkbenchF
     }
 
     [Fact]
+    public async Task ALongPromptsGridShowsThumbnailsAndTheSelectedHeadInFull()
+    {
+        string prompt = string.Join(" ", Enumerable.Repeat("Lily saw a dog and the dog saw Lily.", 8));
+        var (page, errors) = await Open($"#view=attention&prompt={Uri.EscapeDataString(prompt)}&layer=1&head=2");
+        await page.WaitForSelectorAsync("#attn-tokens .token");
+        int n = await page.Locator("#attn-tokens .token").CountAsync();
+        Assert.True(n > 48, $"{n} tokens");
+        Assert.Contains("thumbnails averaged", await page.InnerTextAsync("#view h2"));
+        // Grid canvases hold 48 x 48 cells; the selected head's canvas every query and key.
+        Assert.Equal(48, await page.EvalOnSelectorAsync<int>(".head-cell canvas", "c => c.width"));
+        Assert.Equal(n, await page.EvalOnSelectorAsync<int>("#attn-selected", "c => c.width"));
+        await page.HoverAsync($"#attn-tokens .token >> nth={n - 1}");
+        Assert.Contains("background", await page.GetAttributeAsync("#attn-tokens .token >> nth=0", "style") ?? "");
+        Assert.Empty(errors);
+    }
+
+    [Fact]
     public async Task ErrorsFromTheApiShowInThePage()
     {
         var (page, errors) = await Open("#view=lens&target=+Lily+Lily");

@@ -45,6 +45,25 @@ public class WorkbenchApiTests(WorkbenchFixture fx) : IClassFixture<WorkbenchFix
         var one = await Json(await Post("/api/attention", new { prompt = Prompt, layers = new[] { 2 }, heads = new[] { 3 } }));
         Assert.Equal(1, one.GetProperty("heads").GetArrayLength());
         Assert.Equal(pattern.GetRawText(), one.GetProperty("heads")[0].GetProperty("pattern").GetRawText());
+        // Thumbnails: each cell is the mean of its block of the full pattern, blocks as PyTorch's adaptive average pooling cuts them
+        // (rows floor(i·n/t) to ceil((i+1)·n/t)).
+        const int t = 3;
+        var thumb = await Json(await Post("/api/attention", new { prompt = Prompt, layers = new[] { 2 }, heads = new[] { 3 }, thumbnail = t }));
+        Assert.Equal(t, thumb.GetProperty("thumbnail").GetInt32());
+        var cells = thumb.GetProperty("heads")[0].GetProperty("pattern");
+        Assert.Equal(t, cells.GetArrayLength());
+        for (int i = 0; i < t; i++)
+            for (int j = 0; j < t; j++)
+            {
+                int r0 = i * n / t, r1 = ((i + 1) * n + t - 1) / t, c0 = j * n / t, c1 = ((j + 1) * n + t - 1) / t;
+                double mean = 0;
+                for (int r = r0; r < r1; r++) for (int c = c0; c < c1; c++) mean += pattern[r][c].GetDouble();
+                mean /= (r1 - r0) * (c1 - c0);
+                Assert.True(Math.Abs(mean - cells[i][j].GetDouble()) < 1e-3, $"thumbnail cell [{i},{j}]: {cells[i][j].GetDouble()} vs {mean}");
+            }
+        var badThumb = await Post("/api/attention", new { prompt = Prompt, thumbnail = 0 });
+        Assert.Equal(HttpStatusCode.BadRequest, badThumb.StatusCode);
+        Assert.Contains("thumbnail", await badThumb.Content.ReadAsStringAsync());
 
         var lens = await Json(await Post("/api/lens", new { prompt = Prompt, target = " Lily" }));
         Assert.Equal(6, lens.GetProperty("layers").GetArrayLength());

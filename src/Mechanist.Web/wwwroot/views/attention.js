@@ -1,19 +1,35 @@
 import { api, esc, show } from '../util.js';
 import { setState } from '../app.js';
 
-// One model run per (model, prompt, decoder): clicking a head or a stack only redraws from the patterns already here.
+// One model run per (model, prompt, decoder) for the grid of every head, whose patterns come block-averaged to at most THUMB
+// cells a side; the selected head's full pattern is fetched on its own when the prompt is longer than that.
+const THUMB = 48;
 let last = { key: null, stacks: null };
+const fullPatterns = new Map();
 
 const titles = { self: 'Self-attention', encoder: 'Encoder self-attention', decoder: 'Decoder self-attention', cross: 'Cross-attention (decoder queries, encoder keys)' };
 
 async function stacks(s) {
   const key = JSON.stringify([s.model, s.prompt, s.decoder]);
   if (last.key !== key) {
-    const r = await api('/api/attention', { model: s.model, prompt: s.prompt, decoder: s.decoder || null });
-    // A decoder-only or encoder model has one stack, over its own tokens; an encoder-decoder has three.
-    last = { key, stacks: r.stacks ?? [{ name: 'self', hook: 'blocks.L.attn.hook_pattern', queries: r.tokens, keys: r.tokens, causal: r.causal, layers: r.layers, headsPerLayer: r.headsPerLayer, heads: r.heads }] };
+    const r = await api('/api/attention', { model: s.model, prompt: s.prompt, decoder: s.decoder || null, thumbnail: THUMB });
+    last = { key, stacks: asStacks(r) };
+    fullPatterns.clear();
   }
   return last.stacks;
+}
+
+// A decoder-only or encoder model has one stack, over its own tokens; an encoder-decoder has three.
+const asStacks = r => r.stacks ?? [{ name: 'self', hook: 'blocks.L.attn.hook_pattern', queries: r.tokens, keys: r.tokens, causal: r.causal, layers: r.layers, headsPerLayer: r.headsPerLayer, heads: r.heads }];
+
+async function fullPattern(s, st, layer, head, thumb) {
+  if (st.queries.length <= THUMB && st.keys.length <= THUMB) return thumb;
+  const key = JSON.stringify([last.key, st.name, layer, head]);
+  if (!fullPatterns.has(key)) {
+    const r = await api('/api/attention', { model: s.model, prompt: s.prompt, decoder: s.decoder || null, layers: [layer], heads: [head] });
+    fullPatterns.set(key, asStacks(r).find(x => x.name === st.name).heads.find(h => h.layer === layer && h.head === head).pattern);
+  }
+  return fullPatterns.get(key);
 }
 
 function drawPattern(canvas, pattern, size) {
@@ -70,14 +86,16 @@ export async function render(root, s) {
   const byLayer = [];
   for (const h of st.heads) (byLayer[h.layer] ??= [])[h.head] = h.pattern;
   const layer = Math.min(+s.layer || 0, st.layers - 1), head = Math.min(+s.head || 0, st.headsPerLayer - 1);
-  const pattern = byLayer[layer][head];
+  const pattern = await fullPattern(s, st, layer, head, byLayer[layer][head]);
   const tabs = all.length > 1 ? `<div class="row" id="attn-stacks">${all.map(x =>
     `<button type="button" data-stack="${esc(x.name)}"${x === st ? ' class="selected"' : ''}>${esc(titles[x.name] ?? x.name)}</button>`).join('')}</div>` : '';
-  const detail = st.causal && st.queries === st.keys
+  const detail = (st.causal && st.queries === st.keys
     ? `<h2>L${layer}H${head}: hover a token to see where it attends (blue) and who attends to it (orange)</h2>${tokenRow('attn-tokens', st.queries)}`
     : `<h2>L${layer}H${head}: hover a query to see the keys it attends to (blue), or a key to see the queries attending to it (orange)</h2>
-       <p class="muted">queries</p>${tokenRow('attn-queries', st.queries)}<p class="muted">keys</p>${tokenRow('attn-keys', st.keys)}`;
-  root.innerHTML = `<h2>${esc(titles[st.name] ?? st.name)} <span class="muted">(${esc(st.hook)}; rows: queries, columns: keys; click a head)</span></h2>${tabs}
+       <p class="muted">queries</p>${tokenRow('attn-queries', st.queries)}<p class="muted">keys</p>${tokenRow('attn-keys', st.keys)}`)
+    + '<canvas id="attn-selected" title="the selected head, every query and key"></canvas>';
+  const pooled = st.queries.length > THUMB || st.keys.length > THUMB ? `; thumbnails averaged over blocks to ${THUMB} cells a side` : '';
+  root.innerHTML = `<h2>${esc(titles[st.name] ?? st.name)} <span class="muted">(${esc(st.hook)}; rows: queries, columns: keys; click a head${pooled})</span></h2>${tabs}
     <div id="grid">${byLayer.map((heads, l) => `<div class="heads-grid"><b style="width:4rem">L${l}</b>${heads.map((_, h) =>
       `<div class="head-cell${l === layer && h === head ? ' selected' : ''}" data-l="${l}" data-h="${h}"><canvas></canvas><div>L${l}H${h}</div></div>`).join('')}</div>`).join('')}</div>
     ${detail}`;
@@ -87,5 +105,6 @@ export async function render(root, s) {
     drawPattern(cell.querySelector('canvas'), byLayer[l][h], 90);
     cell.addEventListener('click', () => setState({ layer: l, head: h }));
   });
+  drawPattern(root.querySelector('#attn-selected'), pattern, 360);
   if (root.querySelector('#attn-tokens')) hoverCausal(root, pattern); else hoverTwoRows(root, pattern);
 }
