@@ -18,12 +18,16 @@ public static class EncoderDecoderInput
         catch (MechanistException) { return false; }
     }
 
-    /// <summary>Loads it (fp32 on the CPU).</summary>
-    public static HookedEncoderDecoder Load(string? spec, ParseResult parse, bool offline) =>
-        HookedEncoderDecoder.Load(BuiltInModels.Resolve(spec), new ModelOpenOptions
+    /// <summary>Loads it (fp32 on the CPU; another --dtype or --device is refused rather than ignored).</summary>
+    public static HookedEncoderDecoder Load(string? spec, ParseResult parse, bool offline)
+    {
+        if (parse.GetValue(CommonOptions.DType) is { } dtype && dtype != "float32") throw new MechanistException($"encoder-decoder models run in float32 for now (--dtype {dtype})");
+        if (parse.GetValue(CommonOptions.Device) is { } device && device != "cpu") throw new MechanistException($"encoder-decoder models run on the CPU for now (--device {device})");
+        return HookedEncoderDecoder.Load(BuiltInModels.Resolve(spec), new ModelOpenOptions
         {
             Offline = offline || new ModelOpenOptions().Offline, TokenizerPath = parse.GetValue(CommonOptions.Tokenizer),
         });
+    }
 
     /// <summary>
     /// Encoder ids, mask and decoder ids: from --tokens-file (input_ids, optional attention_mask and decoder_input_ids), or --prompt / --tokens

@@ -165,6 +165,9 @@ public class EncoderDecoderCliTests
         (code, _, err) = Mechanist.Tests.Cli.CliRunner.Run("heads", "--model", dir);
         Assert.Equal(2, code);
         Assert.Contains("encoder-decoder", err);
+        (code, _, err) = Mechanist.Tests.Cli.CliRunner.Run("run", "--model", dir, "--tokens", "1,2,3", "--dtype", "bfloat16");
+        Assert.Equal(2, code);
+        Assert.Contains("float32 for now", err);
     }
 }
 
