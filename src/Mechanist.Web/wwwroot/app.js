@@ -33,8 +33,10 @@ export function setState(changes, rerender = true) {
 let modelList = [];
 export const getModels = () => modelList;
 
-// The views an encoder-decoder (T5) has; the others answer with the server's message naming the model kind.
+// Views a model kind does not have (greyed out; opened, they show the server's message naming the kind): an encoder-decoder (T5)
+// has only these five; an encoder (BERT) neither generates (Steering) nor has next tokens for the microscope.
 const encoderDecoderViews = ['models', 'run', 'attention', 'lens', 'patch'];
+const unsupported = (kind, view) => kind === 'encoder-decoder' ? !encoderDecoderViews.includes(view) : kind === 'encoder' && ['microscope', 'steer'].includes(view);
 
 async function render() {
   const s = state();
@@ -42,11 +44,12 @@ async function render() {
   document.getElementById('prompt').value = s.prompt;
   document.getElementById('target').value = s.target;
   document.getElementById('model').value = s.model || modelList[0]?.name || '';
-  const encoderDecoder = modelList.find(m => m.name === (s.model || modelList[0]?.name))?.kind === 'encoder-decoder';
+  const kind = modelList.find(m => m.name === (s.model || modelList[0]?.name))?.kind;
+  const encoderDecoder = kind === 'encoder-decoder';
   document.querySelectorAll('#nav a').forEach(a => {
-    const off = encoderDecoder && !encoderDecoderViews.includes(a.dataset.view);
+    const off = unsupported(kind, a.dataset.view);
     a.classList.toggle('unsupported', off);
-    a.title = off ? 'not available for an encoder-decoder model' : '';
+    a.title = off ? `not available for an ${kind} model` : '';
   });
   document.getElementById('decoder').value = s.decoder;
   document.getElementById('decoder-label').style.display = encoderDecoder && ['run', 'attention', 'lens', 'patch'].includes(s.view) ? '' : 'none';

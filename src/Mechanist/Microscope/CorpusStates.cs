@@ -36,6 +36,7 @@ public sealed class CorpusStates : IDisposable
     /// <summary>Tokenizes and runs every text (truncated to the model's context); BOS rows are dropped unless <paramref name="includeBos"/>.</summary>
     public static CorpusStates Collect(HookedTransformer model, IEnumerable<string> texts, IProgress<(int Done, int Total)>? progress = null, bool includeBos = false)
     {
+        RequireCausal(model);
         var tok = model.Tokenizer ?? throw new MechanistException($"{model.Name} has no tokenizer: the microscope needs text");
         var list = texts.Where(t => !string.IsNullOrWhiteSpace(t)).ToList();
         if (list.Count == 0) throw new MechanistException("the microscope needs at least one non-empty text");
@@ -69,4 +70,14 @@ public sealed class CorpusStates : IDisposable
 
     /// <inheritdoc/>
     public void Dispose() { foreach (var t in Layers) t.Dispose(); }
+
+    /// <summary>
+    /// Refuses an encoder (BERT): LLM-Microscope's measures read a causal model's states against its next tokens (the logit lens's loss,
+    /// contextuality, token removal), which a bidirectional masked LM does not predict.
+    /// </summary>
+    public static void RequireCausal(HookedTransformer model)
+    {
+        if (!model.Config.Causal)
+            throw new MechanistException($"{model.Name} is an encoder ({model.Config.Architecture}, bidirectional): the microscope measures causal language models (next-token logit lens, contextuality, token removal)");
+    }
 }

@@ -29,6 +29,7 @@ public sealed class MicroscopeBaseline : IDisposable
     /// <summary>Fits the baseline on <paramref name="texts"/> (default: 40 texts the model writes).</summary>
     public static MicroscopeBaseline Build(HookedTransformer model, IReadOnlyList<string>? texts = null)
     {
+        CorpusStates.RequireCausal(model);
         texts ??= ModelCorpus.Generate(model, 40);
         using var states = CorpusStates.Collect(model, texts);
         var (report, fits) = MicroscopeRunner.Run(model, states, new MicroscopeOptions(PerTextViews: 0));

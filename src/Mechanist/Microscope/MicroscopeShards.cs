@@ -118,6 +118,7 @@ public static class MicroscopeShards
     {
         if (shardCount < 1 || shardIndex < 0 || shardIndex >= shardCount) throw new MechanistException($"--shard {shardIndex}/{shardCount}: the index must be within 0..{shardCount - 1}");
         if (sampleRows < 3) throw new MechanistException("the intrinsic dimension needs a sample of at least 3 rows");
+        CorpusStates.RequireCausal(model);
         long corpusTexts = 0;
         string hash = HarvestJob.CorpusHash(corpus().Where(t => !string.IsNullOrWhiteSpace(t)).Select(t => { corpusTexts++; return t; }));
         if (corpusTexts == 0) throw new MechanistException("the microscope needs at least one non-empty text");

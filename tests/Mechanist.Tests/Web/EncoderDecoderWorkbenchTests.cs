@@ -165,6 +165,7 @@ public sealed class EncoderDecoderWorkbenchTests : IAsyncLifetime
         var row0 = grid.GetProperty("scores")[0].EnumerateArray().Select(v => v.GetDouble()).ToArray();
         for (int p = 0; p < row0.Length; p++) Assert.True(Math.Abs(row0[p] - (p == differs ? 1 : 0)) < 1e-5, $"layer 0 at {p}: {row0[p]}");
         Assert.Contains("metric position 9 is outside", await Refused("/api/patch", new { model = "bert", clean = Prompt, corrupt = Corrupt, answer = "#5", position = 9 }));
+        Assert.Contains("the microscope measures causal language models", await Refused("/api/microscope", new { model = "bert", prompt = Prompt }));
         // The same question to a causal model: nothing after position 1 reaches it.
         Assert.Contains("give the same metric", await Refused("/api/patch", new { model = "toy-4l", clean = Prompt, corrupt = Corrupt, answer = "#5", wrong = "#7", position = 1 }));
     }
