@@ -17,10 +17,11 @@ public sealed class DlaCommand : ICliCommand
         var wrong = new Option<string>("--wrong") { Description = "Wrong token: attribute the logit difference." };
         var neurons = new Option<int>("--neurons") { Description = "Also list the N largest neuron contributions." };
         var top = new Option<int>("--top") { Description = "Heads listed.", DefaultValueFactory = _ => 10 };
+        var position = new Option<int?>("--position") { Description = "Position whose logit is attributed (negative: from the end; default the last, or an encoder's first [MASK])." };
         var json = CommonOptions.Json();
         var cmd = new Command("dla", "Direct logit attribution: which components write the answer.");
         input.AddTo(cmd, tokensFile: false);
-        foreach (var o in new Option[] { answer, wrong, neurons, top, json }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { answer, wrong, neurons, top, position, json }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
             using var model = input.LoadModel(parse, ctx);
@@ -28,7 +29,9 @@ public sealed class DlaCommand : ICliCommand
             using var _t = tokens;
             long a = TokenText.AnswerId(model, parse.GetValue(answer)!);
             long? w = parse.GetValue(wrong) is { } ws ? TokenText.AnswerId(model, ws) : null;
-            var result = DirectLogitAttribution.Compute(model, tokens, a, w, -1, parse.GetValue(neurons));
+            int at = parse.GetValue(position) ?? TokenText.DefaultPosition(model, tokens[0].cpu().data<long>().ToArray());
+            if (at < -tokens.shape[1] || at >= tokens.shape[1]) throw new MechanistException($"--position {at} is outside the prompt's {tokens.shape[1]} tokens");
+            var result = DirectLogitAttribution.Compute(model, tokens, a, w, at, parse.GetValue(neurons));
             if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonFormat.Options)); return 0; }
             var console = Render.Console(ctx);
             var table = new Table().AddColumns("component", "contribution");

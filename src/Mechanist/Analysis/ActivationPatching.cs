@@ -243,20 +243,12 @@ public static class PatchingExperiment
         long a = TokenText.AnswerId(model, answer);
         long? w = string.IsNullOrEmpty(wrong) ? null : TokenText.AnswerId(model, wrong);
         int length = (int)clean.shape[1];
-        int at = position ?? DefaultPosition(model, clean);
+        int at = position ?? TokenText.DefaultPosition(model, clean[0].cpu().data<long>().ToArray());
         if (at < -length || at >= length) throw new MechanistException($"metric position {at} is outside the prompt's {length} tokens (0..{length - 1}, or negative from the end)");
         var m = PatchMetric.Create(metric, a, w, () => model.Run(clean), at);
         var grids = new List<PatchGrid>();
         if (methods != PatchMethods.Attribution) grids.Add(ActivationPatching.Run(model, clean, corrupted, m, target, PatchMethod.Exact));
         if (methods != PatchMethods.Exact) grids.Add(ActivationPatching.Run(model, clean, corrupted, m, target, PatchMethod.Attribution));
         return new PatchingReport(grids.ToArray(), grids.Count == 2 ? grids[0].CorrelationWith(grids[1]) : null);
-    }
-
-    /// <summary>The last position; for an encoder, the first mask token ([MASK] or &lt;mask&gt;) of the prompt when it has one.</summary>
-    static int DefaultPosition(HookedTransformer model, Tensor clean)
-    {
-        if (model.Config.Causal || TokenText.MaskId(model) is not { } mask) return -1;
-        int found = Array.IndexOf(clean[0].data<long>().ToArray(), mask);
-        return found >= 0 ? found : -1;
     }
 }

@@ -52,7 +52,7 @@ public static class NextTokens
             var real = Enumerable.Range(0, n).Where(i => maskValues is null || maskValues[b * n + i] != 0).ToArray();
             if (real.Length == 0) throw new MechanistException($"row {b} has no real tokens (its attention mask is all zero)");
             var ids = real.Select(i => all[b * n + i]).ToArray();
-            int at = !model.Config.Causal && TokenText.MaskId(model) is { } maskId && Array.IndexOf(ids, maskId) is >= 0 and var m ? m : ids.Length - 1;
+            int at = TokenText.DefaultPosition(model, ids) is >= 0 and var m ? m : ids.Length - 1;
             rows[b] = new PromptPrediction(ids, model.Tokenizer is null ? null : TokenText.Of(model, ids), bos is { } id && ids[0] == id,
                 Top(model, logits[b, real[at]], k), at);
         }

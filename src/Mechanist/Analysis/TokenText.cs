@@ -39,4 +39,11 @@ public static class TokenText
         foreach (var (id, text) in tok.AddedTokens) if (mask is null && text is "[MASK]" or "<mask>") mask = id;
         return mask;
     }
+
+    /// <summary>The position an analysis reads by default: the last (−1), or for an encoder the prompt's first mask token when it has one.</summary>
+    public static int DefaultPosition(HookedTransformer model, long[] ids)
+    {
+        if (model.Config.Causal || MaskId(model) is not { } mask) return -1;
+        return Array.IndexOf(ids, mask);
+    }
 }

@@ -123,8 +123,15 @@ public sealed class ActivationCache : IDisposable
     public (Tensor Stack, string[] Labels) DecomposeResid(int? layer = null, bool mlpInput = false, bool applyLn = false, bool includeEmbeds = true)
     {
         int n = Model.Config.NLayers, upTo = layer ?? n;
+        if (Model.Config.PostLayerNorm)
+            throw new MechanistException($"{Model.Name} normalises its residual stream after every block (post-LN, as BERT): the stream is not a sum of the components' outputs, so it does not decompose");
         var parts = new List<Tensor>(); var labels = new List<string>();
-        if (includeEmbeds)
+        if (includeEmbeds && Model.Config.EmbeddingNorm)
+        {
+            // The embedding is normalised before the first block (BLOOM): what the blocks add to is block 0's input.
+            parts.Add(this[HookKind.ResidPre, 0]); labels.Add("embed");
+        }
+        else if (includeEmbeds)
         {
             parts.Add(this[HookNames.Embed]); labels.Add("embed");
             if (Contains(HookNames.PosEmbed)) { parts.Add(this[HookNames.PosEmbed]); labels.Add("pos_embed"); }
