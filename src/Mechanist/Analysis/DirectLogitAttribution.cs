@@ -48,9 +48,11 @@ public static class DirectLogitAttribution
         var headAttr = Attribute(cache, heads, headLabels, pos, answers, wrongs).ToList();
         for (int l = 0; l < cfg.NLayers; l++)
             if (model.Weights.Blocks[l].Bo is { } bo)
-                headAttr.Add(Attribute(cache, bo.expand(1, 1, tokens.shape[1], cfg.DModel), new[] { $"L{l} b_O" }, pos, answers, wrongs)[0]);
+                headAttr.Add(Attribute(cache, cache.FreezePostNorm(bo.expand(1, 1, tokens.shape[1], cfg.DModel), l, mlp: false), new[] { $"L{l} b_O" }, pos, answers, wrongs)[0]);
 
         Contribution[]? neurons = null;
+        if (topNeurons > 0 && cfg.AttnOnly) throw new MechanistException($"{model.Name} is attention-only: it has no neurons to attribute");
+        if (topNeurons > 0 && cfg.Moe is not null) throw new MechanistException($"{model.Name} is a mixture of experts: its neurons belong to experts each token may not use; attribute the MLP outputs instead");
         if (topNeurons > 0)
         {
             var all = new List<Contribution>();
@@ -58,7 +60,7 @@ public static class DirectLogitAttribution
             {
                 var post = cache[HookKind.MlpPost, l][0, pos]; // [d_mlp]
                 var perNeuron = (post.unsqueeze(1) * model.Weights.Blocks[l].WOut.t().to(post.dtype)).unsqueeze(1).unsqueeze(1); // [d_mlp,1,1,d]
-                var expanded = perNeuron.expand(-1, 1, tokens.shape[1], -1);
+                var expanded = cache.FreezePostNorm(perNeuron.expand(-1, 1, tokens.shape[1], -1), l, mlp: true);
                 var values = Attribute(cache, expanded, Enumerable.Range(0, cfg.DMlp).Select(n => $"L{l}N{n}").ToArray(), pos, answers, wrongs);
                 all.AddRange(values);
             }

@@ -166,10 +166,29 @@ public sealed class ActivationCache : IDisposable
                 var wo = Model.Weights.Blocks[l].Wo.view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);
                 result = einsum("bphd,hdm->bphm", this[HookKind.Z, l], wo);
             }
+            // Through a post-attention norm (Gemma-2/3, OLMo-2) with its scale frozen, the heads still add up to hook_attn_out.
+            if (cfg.PostNorms) result = FreezePostNorm(result.permute(2, 0, 1, 3), l, mlp: false).permute(1, 2, 0, 3);
             for (int h = 0; h < cfg.NHeads; h++) { parts.Add(result.select(2, h)); labels.Add($"L{l}H{h}"); }
         }
         var stack = stack_(parts);
         return (applyLn ? ApplyLnToStack(stack, layer) : stack, labels.ToArray());
+    }
+
+    /// <summary>
+    /// Parts [..., batch, pos, d_model] of layer <paramref name="layer"/>'s attention (or MLP) output taken through the norm that
+    /// follows it in models with post-norms (Gemma-2/3, OLMo-2), linearly: the norm's cached scale is frozen and its weight applied,
+    /// so parts that sum to the sub-layer's raw output sum to <c>hook_attn_out</c> (<c>hook_mlp_out</c>). Unchanged without post-norms.
+    /// </summary>
+    public Tensor FreezePostNorm(Tensor parts, int layer, bool mlp)
+    {
+        var cfg = Model.Config;
+        if (!cfg.PostNorms) return parts;
+        var scale = this[mlp ? HookKind.Ln2PostScale : HookKind.Ln1PostScale, layer]; // [batch, pos, 1]
+        var x = cfg.Norm is NormKind.LayerNorm or NormKind.LayerNormNoAffine ? parts - parts.mean(new long[] { -1 }, keepdim: true) : parts;
+        x = x / scale.to(x.dtype);
+        var w = mlp ? Model.Weights.Blocks[layer].PostMlpNormW : Model.Weights.Blocks[layer].PostAttnNormW;
+        if (w is null) return x;
+        return cfg.Norm == NormKind.RmsNormPlusOne ? x * (w.to(x.dtype) + 1) : x * w.to(x.dtype);
     }
 
     /// <summary>

@@ -34,7 +34,35 @@ public class DlaAcrossArchitecturesTests
             Assert.Equal(want, r.Metric, 4);
             double sum = r.Components.Sum(c => c.Value) + r.Constant;
             Assert.True(Math.Abs(sum - want) < 1e-3 * Math.Max(1, Math.Abs(want)), $"{arch} at {r.Position}: components sum to {sum}, the model says {want}");
+            // Each layer's heads (and its output bias) add up to its attention output, post-attention norms included.
+            for (int l = 0; l < model.Config.NLayers; l++)
+            {
+                double heads = r.Heads.Where(h => h.Label.StartsWith($"L{l}H") || h.Label == $"L{l} b_O").Sum(h => h.Value);
+                double attn = r.Components.Single(c => c.Label == $"{l}_attn_out").Value;
+                Assert.True(Math.Abs(heads - attn) < 1e-3 * Math.Max(1, Math.Abs(attn)), $"{arch} layer {l}: heads sum to {heads}, attn_out gives {attn}");
+            }
         }
+        if (model.Config.Moe is not null)
+        {
+            Assert.Contains("mixture of experts", Assert.Throws<MechanistException>(() => DirectLogitAttribution.Compute(model, tokens, 5, 7, -1, 1)).Message);
+            return;
+        }
+        // Every neuron: each layer's neurons (and its MLP output bias, taken through the same frozen norms) add up to its MLP output.
+        var all = DirectLogitAttribution.Compute(model, tokens, 5, 7, -1, model.Config.NLayers * model.Config.DMlp);
+        var cache = model.RunWithCache(tokens).Cache;
+        using (cache)
+            for (int l = 0; l < model.Config.NLayers; l++)
+            {
+                double neurons = all.Neurons!.Where(n => n.Label.StartsWith($"L{l}N")).Sum(n => n.Value);
+                double bias = 0;
+                if (model.Weights.Blocks[l].BOut is { } bOut)
+                {
+                    var b = cache.FreezePostNorm(bOut.expand(1, 1, tokens.shape[1], model.Config.DModel), l, mlp: true);
+                    bias = cache.LogitAttrs(cache.ApplyLnToStack(b[.., .., ^1..], null, false, (int)tokens.shape[1] - 1)[.., .., 0], new long[] { 5 }, new long[] { 7 })[0, 0].item<float>();
+                }
+                double mlp = all.Components.Single(c => c.Label == $"{l}_mlp_out").Value;
+                Assert.True(Math.Abs(neurons + bias - mlp) < 1e-3 * Math.Max(1, Math.Abs(mlp)), $"{arch} layer {l}: neurons sum to {neurons} + bias {bias}, mlp_out gives {mlp}");
+            }
     }
 
     [Fact]
