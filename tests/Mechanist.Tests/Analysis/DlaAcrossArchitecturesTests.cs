@@ -76,3 +76,27 @@ public class DlaAcrossArchitecturesTests
         Assert.Contains("post-LN", e.Message);
     }
 }
+
+/// <summary>The logit lens on every golden architecture: its last layer decodes to the model's own output distribution.</summary>
+public class LensAcrossArchitecturesTests
+{
+    [Theory]
+    [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
+    public void TheLastLensLayerIsTheModelsOutput(string arch)
+    {
+        string dir = SharedData.PathOf("golden", "models", arch);
+        using var model = HookedTransformer.Load(dir, new LoadOptions { Open = new ModelOpenOptions { Offline = true } });
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var scope = NewDisposeScope();
+        var tokens = reference.Read("input_ids")[..1];
+        var lens = LogitLens.Run(model, tokens, target: 5, topK: 1);
+        Assert.Equal(model.Config.NLayers + 1, lens.Layers.Length);
+        var logProbs = reference.Read("logits")[0].log_softmax(-1); // HF's own logits
+        var last = lens.Layers[^1];
+        for (int p = 0; p < tokens.shape[1]; p++)
+        {
+            Assert.Equal(logProbs[p].argmax().item<long>(), last.Positions[p].Top[0].Id);
+            Assert.True(Math.Abs(Math.Exp(logProbs[p, 5].item<float>()) - last.Positions[p].TargetProb!.Value) < 1e-4, $"{arch} position {p}");
+        }
+    }
+}
