@@ -65,6 +65,31 @@ public class DlaAcrossArchitecturesTests
             }
     }
 
+    [Theory]
+    [MemberData(nameof(WeightProcessingTests.Architectures), MemberType = typeof(WeightProcessingTests))]
+    public void AfterWeightProcessingTheComponentsStillSumToTheLogitDifference(string arch)
+    {
+        if (arch.StartsWith("gemma2")) return; // soft-capped: refused above
+        string dir = SharedData.PathOf("golden", "models", arch);
+        using var model = HookedTransformer.Load(dir, new LoadOptions { Open = new ModelOpenOptions { Offline = true } });
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        WeightProcessing.Apply(model, new WeightProcessingOptions());
+        using var scope = NewDisposeScope();
+        var tokens = reference.Read("input_ids")[..1];
+        var r = DirectLogitAttribution.Compute(model, tokens, 5, 7);
+        // HF's logits: processing must not have changed the difference either.
+        var hf = reference.Read("logits")[0, -1];
+        double want = hf[5].item<float>() - hf[7].item<float>();
+        double sum = r.Components.Sum(c => c.Value) + r.Constant;
+        Assert.True(Math.Abs(sum - want) < 1e-3 * Math.Max(1, Math.Abs(want)), $"{arch} processed: components sum to {sum}, HF says {want}");
+        for (int l = 0; l < model.Config.NLayers; l++)
+        {
+            double heads = r.Heads.Where(h => h.Label.StartsWith($"L{l}H") || h.Label == $"L{l} b_O").Sum(h => h.Value);
+            double attn = r.Components.Single(c => c.Label == $"{l}_attn_out").Value;
+            Assert.True(Math.Abs(heads - attn) < 1e-3 * Math.Max(1, Math.Abs(attn)), $"{arch} processed layer {l}: heads sum to {heads}, attn_out gives {attn}");
+        }
+    }
+
     [Fact]
     public void APostLnEncoderIsRefusedWithTheReason()
     {
@@ -97,6 +122,37 @@ public class LensAcrossArchitecturesTests
         {
             Assert.Equal(logProbs[p].argmax().item<long>(), last.Positions[p].Top[0].Id);
             Assert.True(Math.Abs(Math.Exp(logProbs[p, 5].item<float>()) - last.Positions[p].TargetProb!.Value) < 1e-4, $"{arch} position {p}");
+        }
+    }
+}
+
+/// <summary>Activation patching on every golden architecture, checked by its identities.</summary>
+public class PatchingAcrossArchitecturesTests
+{
+    [Theory]
+    [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
+    public void RestoringTheOneChangedEmbeddingRestoresTheCleanRun(string arch)
+    {
+        string dir = SharedData.PathOf("golden", "models", arch);
+        using var model = HookedTransformer.Load(dir, new LoadOptions { Open = new ModelOpenOptions { Offline = true } });
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var scope = NewDisposeScope();
+        var clean = reference.Read("input_ids")[..1];
+        int n = (int)clean.shape[1], changed = n - 3; // near the end: within reach of the last position even through sliding windows
+        var corrupt = clean.clone();
+        corrupt[0, changed] = (clean[0, changed].item<long>() + 1) % model.Config.VocabSize;
+        var grid = ActivationPatching.Run(model, clean, corrupt, new PatchMetric.LogitDiff(5, 7), PatchTarget.Resid);
+        // Layer 0's input differs at one position only: restoring it there gives the clean run (1), anywhere else changes nothing (0).
+        for (int p = 0; p < n; p++) Assert.True(Math.Abs(grid.Scores[0][p] - (p == changed ? 1 : 0)) < 1e-4, $"{arch} layer 0 position {p}: {grid.Scores[0][p]}");
+        // Causal: positions before the change never differ, at any layer.
+        for (int l = 0; l < model.Config.NLayers; l++)
+            for (int p = 0; p < changed; p++) Assert.True(Math.Abs(grid.Scores[l][p]) < 1e-4, $"{arch} layer {l} position {p}: {grid.Scores[l][p]}");
+        if (arch == "mistral_swa")
+        {
+            // A change further back than three layers of a 4-token window can carry never reaches the last position.
+            var early = clean.clone();
+            early[0, 2] = (clean[0, 2].item<long>() + 1) % model.Config.VocabSize;
+            Assert.Contains("give the same metric", Assert.Throws<MechanistException>(() => ActivationPatching.Run(model, clean, early, new PatchMetric.LogitDiff(5, 7), PatchTarget.Resid)).Message);
         }
     }
 }
