@@ -31,7 +31,7 @@ public sealed class GenerateCommand : ICliCommand
                 var (encoderIds, _, _) = EncoderDecoderInput.Read(input, parse, t5);
                 using var _e = encoderIds;
                 var (ids, _) = t5.Generate(encoderIds, parse.GetValue(maxNew));
-                string decoded = t5.Tokenizer?.Decode(ids.Skip(1).Select(i => (int)i), skipSpecial: true) ?? string.Join(" ", ids);
+                string decoded = t5.Tokenizer?.DecodeLenient(ids.Skip(1), skipSpecial: true) ?? string.Join(" ", ids);
                 if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(new { ids, text = decoded }, JsonFormat.Options));
                 else ctx.Out.WriteLine(decoded);
                 return 0;
@@ -44,7 +44,7 @@ public sealed class GenerateCommand : ICliCommand
                 MaxNewTokens = parse.GetValue(maxNew), Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK),
                 TopP = parse.GetValue(topP), Seed = parse.GetValue(seed),
             });
-            string text = model.Tokenizer?.Decode(result.Ids.Select(i => (int)i), skipSpecial: true) ?? string.Join(" ", result.Ids);
+            string text = model.Tokenizer?.DecodeLenient(result.Ids, skipSpecial: true) ?? string.Join(" ", result.Ids);
             if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(new { ids = result.Ids, text }, JsonFormat.Options));
             else ctx.Out.WriteLine(text);
             return 0;

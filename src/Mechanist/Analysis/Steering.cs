@@ -64,7 +64,7 @@ public static class Steering
         foreach (var prompt in prompts)
         {
             var ids = tok.Encode(prompt).Select(i => (long)i).ToArray();
-            string Continue(GenerateOptions o) => tok.Decode(model.Generate(ids, o).NewIds.Select(i => (int)i), skipSpecial: true);
+            string Continue(GenerateOptions o) => tok.DecodeLenient(model.Generate(ids, o).NewIds, skipSpecial: true);
             samples.Add(new SteeringSample(prompt, Continue(options), Continue(options with { Hooks = options.Hooks.Append(Hook(vector, layer, coefficient)).ToList() })));
         }
         using var norm = vector.norm();

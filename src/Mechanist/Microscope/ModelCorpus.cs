@@ -18,7 +18,7 @@ public static class ModelCorpus
                 MaxNewTokens = Math.Min(maxTokens, model.Config.NCtx - 1), Temperature = temperature, Seed = seed + i,
                 StopTokens = new[] { (int)bos }.Concat(tok.EosId is { } e ? new[] { e } : Array.Empty<int>()).ToArray(),
             });
-            string text = tok.Decode(result.NewIds.Select(x => (int)x), skipSpecial: true).Trim();
+            string text = tok.DecodeLenient(result.NewIds, skipSpecial: true).Trim();
             int stop = text.LastIndexOf('.');
             if (stop > 10) text = text[..(stop + 1)];
             if (text.Length > 10) texts.Add(text);

@@ -149,6 +149,24 @@ public abstract class TextTokenizer
         ids.Select(id => _addedById.TryGetValue(id, out var c) ? c : TokenText(id)).ToArray();
 
     /// <summary>
+    /// Decodes as <see cref="Decode"/> does, but writes an id this tokenizer does not have (a model's padded embedding rows can be
+    /// generated) as "⟨#id⟩" instead of failing.
+    /// </summary>
+    public string DecodeLenient(IEnumerable<long> ids, bool skipSpecial = false)
+    {
+        var sb = new StringBuilder();
+        var run = new List<int>();
+        void Flush() { if (run.Count > 0) { sb.Append(Decode(run, skipSpecial)); run.Clear(); } }
+        foreach (long id in ids)
+        {
+            if (id is >= 0 and <= int.MaxValue && (_addedById.ContainsKey((int)id) || id < VocabSize)) run.Add((int)id);
+            else { Flush(); sb.Append($"⟨#{id}⟩"); }
+        }
+        Flush();
+        return sb.ToString();
+    }
+
+    /// <summary>
     /// Each id's text as <see cref="ToStrTokens"/> gives it, or "#id" for an id this tokenizer does not have (a model's embedding
     /// often has more rows than its tokenizer has tokens, and those rows can still be predicted).
     /// </summary>

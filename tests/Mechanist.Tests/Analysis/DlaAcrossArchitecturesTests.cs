@@ -186,3 +186,47 @@ public class HookedGenerationAcrossArchitecturesTests
         Assert.True(plain.StepLogits[0].Zip(cached.StepLogits[0]).Max(p => Math.Abs(p.First - p.Second)) > 1e-3);
     }
 }
+
+/// <summary>
+/// The other analyses on every golden architecture (with the built-in word-level tokenizer, whose ids fit the 512-token vocabularies):
+/// they run, and their numbers are finite and in range. Generated ids beyond the tokenizer's 401 tokens must not break decoding.
+/// </summary>
+public class AnalysesAcrossArchitecturesTests
+{
+    [Theory]
+    [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
+    public void EveryAnalysisRunsWithFiniteInRangeNumbers(string arch)
+    {
+        string dir = SharedData.PathOf("golden", "models", arch);
+        var open = new ModelOpenOptions { Offline = true, TokenizerPath = Path.Combine(SharedData.RepoRoot, "models", "toy-4l", "tokenizer.json") };
+        using var model = HookedTransformer.Load(dir, new LoadOptions { Open = open });
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var scope = NewDisposeScope();
+        var cfg = model.Config;
+        static bool Finite(double v) => double.IsFinite(v);
+
+        var heads = HeadDetector.Run(model);
+        Assert.Equal(cfg.NLayers * cfg.NHeads, heads.Heads.Length);
+        Assert.All(heads.Heads, h => Assert.True(h.PreviousToken is >= 0 and <= 1 && h.Induction is >= 0 and <= 1 && h.DuplicateToken is >= 0 and <= 1, $"{arch} L{h.Layer}H{h.Head}"));
+
+        var tokens = reference.Read("input_ids")[..1];
+        var ablation = Ablation.HeadGrid(model, tokens, new PatchMetric.LogitDiff(5, 7), AblationKind.Mean, reference.Read("input_ids"));
+        Assert.Equal(cfg.NLayers, ablation.Values.Length);
+        Assert.All(ablation.Values.SelectMany(v => v), v => Assert.True(Finite(v)));
+
+        Assert.All(HeadCircuits.CopyingScores(model), s => Assert.True(Finite(s.CopyingScore)));
+        Assert.All(HeadCircuits.CompositionScores(model), s => Assert.True(Finite(s.Score)));
+
+        var clean = model.ToTokens("Alice went to the park"); var corrupt = model.ToTokens("Ben went to the park");
+        var both = PatchingExperiment.Run(model, clean, corrupt, "#5", "#7", null, PatchTarget.Heads, PatchMethods.Both);
+        Assert.True(both.Correlation is null || Finite(both.Correlation.Value));
+        Assert.All(both.Grids.SelectMany(g => g.Scores.SelectMany(r => r)), v => Assert.True(Finite(v)));
+
+        var report = Mechanist.Microscope.MicroscopeRunner.Run(model, new[] { "Alice went to the park with Ben", "Ben saw a dog in the park" }, new Mechanist.Microscope.MicroscopeOptions());
+        Assert.All(report.Linearity, v => Assert.True(v is >= -1e-6 and <= 1 + 1e-6, $"{arch} linearity {v}"));
+
+        using var vector = Steering.Vector(model, new[] { "Alice went" }, new[] { "Ben went" }, 1);
+        var steered = Steering.Compare(model, vector, 1, 2, new[] { "Alice went to the" }, new GenerateOptions { MaxNewTokens = 4 });
+        Assert.Single(steered.Samples);
+    }
+}

@@ -63,6 +63,10 @@ public class WordPieceUnigramTests
         Assert.Equal(new[] { 8, 10 }, tok.Encode("hello\tworld", prependBos: false));
         Assert.Equal("unaffable, cafe worlds!", tok.Decode(new[] { 5, 6, 7, 9, 12, 10, 13, 11 }));
         Assert.Equal("hello world", tok.Decode(new[] { 2, 8, 10, 3 }, skipSpecial: true));
+        // An id the tokenizer lacks (a model's padded embedding rows) fails Decode but is written out by DecodeLenient and DisplayTokens.
+        Assert.Throws<MechanistException>(() => tok.Decode(new[] { 8, 99 }));
+        Assert.Equal("hello⟨#99⟩world", tok.DecodeLenient(new long[] { 8, 99, 10 }));
+        Assert.Equal(new[] { "hello", "#99" }, tok.DisplayTokens(new long[] { 8, 99 }));
 
         // Older BERT files say the same with BertProcessing.
         using var older = new TempDir();
