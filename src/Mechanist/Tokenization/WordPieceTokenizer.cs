@@ -128,6 +128,7 @@ public sealed class WordPieceTokenizer : TextTokenizer
     public override string Decode(IEnumerable<int> ids, bool skipSpecial = false)
     {
         var kept = ids.Where(id => !(skipSpecial && IsSpecial(id))).ToList();
+        foreach (int id in kept) if (!AddedTokens.ContainsKey(id)) CheckId(id);
         // Added tokens are words of their own: decode the whole run together so spaces fall between them and the pieces.
         return DecodeOrdinary(kept, true);
     }
