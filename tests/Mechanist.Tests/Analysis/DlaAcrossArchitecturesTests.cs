@@ -225,6 +225,16 @@ public class AnalysesAcrossArchitecturesTests
         var report = Mechanist.Microscope.MicroscopeRunner.Run(model, new[] { "Alice went to the park with Ben", "Ben saw a dog in the park" }, new Mechanist.Microscope.MicroscopeOptions());
         Assert.All(report.Linearity, v => Assert.True(v is >= -1e-6 and <= 1 + 1e-6, $"{arch} linearity {v}"));
 
+        // Two prompts that differ in their last word: a causal model's states before it are identical, at it they differ.
+        var comparison = PromptComparison.Compare(model, "Alice went to the park", "Alice went to the store");
+        var resid = comparison.Distances.Single(d => d.Activation == "resid_post");
+        int last = comparison.TokensA.Length - 1;
+        foreach (var layer in resid.L2Distance)
+        {
+            for (int p = 0; p < last; p++) Assert.True(layer[p] < 1e-4, $"{arch} position {p}: {layer[p]}");
+            Assert.True(layer[last] > 1e-3, $"{arch} last position: {layer[last]}");
+        }
+
         using var vector = Steering.Vector(model, new[] { "Alice went" }, new[] { "Ben went" }, 1);
         var steered = Steering.Compare(model, vector, 1, 2, new[] { "Alice went to the" }, new GenerateOptions { MaxNewTokens = 4 });
         Assert.Single(steered.Samples);
