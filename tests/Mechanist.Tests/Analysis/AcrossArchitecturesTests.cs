@@ -6,6 +6,17 @@ using static TorchSharp.torch;
 
 namespace Mechanist.Tests.Analysis;
 
+/// <summary>A golden model and HF's reference tensors for it (optionally with the built-in word-level tokenizer, whose ids fit its vocabulary).</summary>
+static class Golden
+{
+    public static (HookedTransformer Model, SafetensorsFile Reference) Open(string arch, bool tokenizer = false)
+    {
+        string dir = SharedData.PathOf("golden", "models", arch);
+        var open = new ModelOpenOptions { Offline = true, TokenizerPath = tokenizer ? Path.Combine(SharedData.RepoRoot, "models", "toy-4l", "tokenizer.json") : null };
+        return (HookedTransformer.Load(dir, new LoadOptions { Open = open }), SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors")));
+    }
+}
+
 /// <summary>
 /// Direct logit attribution on every golden architecture: the components and the constant add up to the logit (difference) the model
 /// itself outputs, or the attribution is refused with the reason it would not.
@@ -16,9 +27,8 @@ public class DlaAcrossArchitecturesTests
     [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
     public void ComponentsSumToTheModelsLogitDifferenceOrAreRefused(string arch)
     {
-        string dir = SharedData.PathOf("golden", "models", arch);
-        using var model = HookedTransformer.Load(dir, new LoadOptions { Open = new ModelOpenOptions { Offline = true } });
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        var (model, reference) = Golden.Open(arch);
+        using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var tokens = reference.Read("input_ids")[..1];
         if (arch.StartsWith("gemma2"))
@@ -70,9 +80,8 @@ public class DlaAcrossArchitecturesTests
     public void AfterWeightProcessingTheComponentsStillSumToTheLogitDifference(string arch)
     {
         if (arch.StartsWith("gemma2")) return; // soft-capped: refused above
-        string dir = SharedData.PathOf("golden", "models", arch);
-        using var model = HookedTransformer.Load(dir, new LoadOptions { Open = new ModelOpenOptions { Offline = true } });
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        var (model, reference) = Golden.Open(arch);
+        using var _m = model; using var _r = reference;
         WeightProcessing.Apply(model, new WeightProcessingOptions());
         using var scope = NewDisposeScope();
         var tokens = reference.Read("input_ids")[..1];
@@ -93,9 +102,8 @@ public class DlaAcrossArchitecturesTests
     [Fact]
     public void APostLnEncoderIsRefusedWithTheReason()
     {
-        string dir = SharedData.PathOf("golden", "models", "bert");
-        using var model = HookedTransformer.Load(dir, new LoadOptions { Open = new ModelOpenOptions { Offline = true } });
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        var (model, reference) = Golden.Open("bert");
+        using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var e = Assert.Throws<MechanistException>(() => DirectLogitAttribution.Compute(model, reference.Read("input_ids")[..1], 5, 7));
         Assert.Contains("post-LN", e.Message);
@@ -109,9 +117,8 @@ public class LensAcrossArchitecturesTests
     [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
     public void TheLastLensLayerIsTheModelsOutput(string arch)
     {
-        string dir = SharedData.PathOf("golden", "models", arch);
-        using var model = HookedTransformer.Load(dir, new LoadOptions { Open = new ModelOpenOptions { Offline = true } });
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        var (model, reference) = Golden.Open(arch);
+        using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var tokens = reference.Read("input_ids")[..1];
         var lens = LogitLens.Run(model, tokens, target: 5, topK: 1);
@@ -133,9 +140,8 @@ public class PatchingAcrossArchitecturesTests
     [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
     public void RestoringTheOneChangedEmbeddingRestoresTheCleanRun(string arch)
     {
-        string dir = SharedData.PathOf("golden", "models", arch);
-        using var model = HookedTransformer.Load(dir, new LoadOptions { Open = new ModelOpenOptions { Offline = true } });
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        var (model, reference) = Golden.Open(arch);
+        using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var clean = reference.Read("input_ids")[..1];
         int n = (int)clean.shape[1], changed = n - 3; // near the end: within reach of the last position even through sliding windows
@@ -164,9 +170,8 @@ public class HookedGenerationAcrossArchitecturesTests
     [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
     public void CachedAndUncachedGenerationAgreeWithAHeadAblatedAndTheResidualSteered(string arch)
     {
-        string dir = SharedData.PathOf("golden", "models", arch);
-        using var model = HookedTransformer.Load(dir, new LoadOptions { Open = new ModelOpenOptions { Offline = true } });
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        var (model, reference) = Golden.Open(arch);
+        using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var prompt = reference.Read("input_ids")[0, ..6].data<long>().ToArray();
         var steer = model.Weights.WE[prompt[1]].to(ScalarType.Float32).clone();
@@ -197,10 +202,8 @@ public class AnalysesAcrossArchitecturesTests
     [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
     public void EveryAnalysisRunsWithFiniteInRangeNumbers(string arch)
     {
-        string dir = SharedData.PathOf("golden", "models", arch);
-        var open = new ModelOpenOptions { Offline = true, TokenizerPath = Path.Combine(SharedData.RepoRoot, "models", "toy-4l", "tokenizer.json") };
-        using var model = HookedTransformer.Load(dir, new LoadOptions { Open = open });
-        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        var (model, reference) = Golden.Open(arch, tokenizer: true);
+        using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var cfg = model.Config;
         static bool Finite(double v) => double.IsFinite(v);
