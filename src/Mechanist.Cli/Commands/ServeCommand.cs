@@ -40,6 +40,8 @@ public sealed class ServeCommand : ICliCommand
             foreach (var spec in parse.GetValue(transcoders) ?? Array.Empty<string>())
             {
                 var kv = spec.Split('=', 2);
+                if (kv.Length == 2 && served.Any(m => m.EncoderDecoder is { } ed && ModelRegistry.DisplayName(ed.Name) == kv[0]))
+                    throw new MechanistException($"--transcoders '{spec}': {kv[0]} is an encoder-decoder; transcoders trace decoder-only models");
                 if (kv.Length != 2 || !loaded.Any(m => ModelRegistry.DisplayName(m) == kv[0])) throw new MechanistException($"--transcoders '{spec}': give MODEL=DIR for a served model ({string.Join(", ", loaded.Select(ModelRegistry.DisplayName))})");
                 if (!Mechanist.Dictionaries.Formats.CircuitTracerFormat.IsFolder(kv[1])) throw new MechanistException($"--transcoders: {kv[1]} is not a circuit-tracer transcoder folder");
                 dirs[kv[0]] = kv[1];
