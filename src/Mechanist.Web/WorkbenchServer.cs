@@ -195,7 +195,7 @@ public sealed class WorkbenchServer : IAsyncDisposable
 
         Post<ModelRequest>("/api/heads", (r, m) => _models.Heads(ModelName(r.Model), m));
 
-        Post<PatchRequest>("/api/patch", (r, m) =>
+        PostCancellable<PatchRequest>("/api/patch", (r, m, ct) =>
         {
             using var clean = Tokens(m, r.Clean, "clean");
             using var corrupt = Tokens(m, r.Corrupt, "corrupt");
@@ -205,8 +205,8 @@ public sealed class WorkbenchServer : IAsyncDisposable
                 "exact" => PatchMethods.Exact, "attribution" => PatchMethods.Attribution, "both" => PatchMethods.Both,
                 var other => throw new MechanistException($"'method' must be exact, attribution or both (got '{Trim(other)}')"),
             };
-            return PatchingExperiment.Run(m, clean, corrupt, r.Answer, r.Wrong, r.Metric, PatchTargets.Parse(r.What ?? "resid"), method, r.Position);
-        }, (r, t5) =>
+            return PatchingExperiment.Run(m, clean, corrupt, r.Answer, r.Wrong, r.Metric, PatchTargets.Parse(r.What ?? "resid"), method, r.Position, ct);
+        }, (r, t5, ct) =>
         {
             if (r.What is { Length: > 0 } what && what != "resid") throw new MechanistException($"an encoder-decoder patches the residual stream only ('what': resid; got '{Trim(what)}')");
             if (r.Method is { Length: > 0 } how && how != "exact") throw new MechanistException($"an encoder-decoder is patched exactly only ('method': exact; got '{Trim(how)}')");
@@ -217,7 +217,7 @@ public sealed class WorkbenchServer : IAsyncDisposable
             using var corrupt = InputIds(t5, r.Corrupt, "corrupt");
             using var decoder = DecoderIds(t5, r.Decoder);
             long? wrong = string.IsNullOrEmpty(r.Wrong) ? null : t5.AnswerId(r.Wrong);
-            return new PatchingReport(EncoderDecoderAnalyses.Patch(t5, clean, corrupt, decoder, t5.AnswerId(r.Answer), wrong), null);
+            return new PatchingReport(EncoderDecoderAnalyses.Patch(t5, clean, corrupt, decoder, t5.AnswerId(r.Answer), wrong, ct), null);
         });
 
         MapFeatures();
@@ -407,10 +407,10 @@ public sealed class WorkbenchServer : IAsyncDisposable
 
     /// <summary>A model request; <paramref name="encoderDecoder"/> answers it for an encoder-decoder (without one, such a model is refused by kind).</summary>
     void Post<T>(string path, Func<T, HookedTransformer, object> handler, Func<T, HookedEncoderDecoder, object>? encoderDecoder = null) where T : class, IModelRequest =>
-        PostCancellable<T>(path, (r, m, _) => handler(r, m), encoderDecoder);
+        PostCancellable<T>(path, (r, m, _) => handler(r, m), encoderDecoder is null ? null : (r, m, _) => encoderDecoder(r, m));
 
-    /// <summary>A model request whose handler sees the request's cancellation (the client went away) and may stop early.</summary>
-    void PostCancellable<T>(string path, Func<T, HookedTransformer, CancellationToken, object> handler, Func<T, HookedEncoderDecoder, object>? encoderDecoder = null)
+    /// <summary>A model request whose handlers see the request's cancellation (the client went away) and may stop early.</summary>
+    void PostCancellable<T>(string path, Func<T, HookedTransformer, CancellationToken, object> handler, Func<T, HookedEncoderDecoder, CancellationToken, object>? encoderDecoder = null)
         where T : class, IModelRequest
     {
         _app.MapPost(path, async (HttpContext ctx) =>
@@ -423,7 +423,7 @@ public sealed class WorkbenchServer : IAsyncDisposable
                 var t5 = encoderDecoder is null ? null : _models.EncoderDecoder(request.Model);
                 var model = t5 is null ? _models.Get(request.Model) : null;
                 // Serialised here, inside the slot and the error handling, while the tensors behind lazy results live.
-                var bytes = await Task.Run(() => (t5 is null ? handler(request, model!, ctx.RequestAborted) : encoderDecoder!(request, t5)) is var result && result is RawJson raw
+                var bytes = await Task.Run(() => (t5 is null ? handler(request, model!, ctx.RequestAborted) : encoderDecoder!(request, t5, ctx.RequestAborted)) is var result && result is RawJson raw
                     ? System.Text.Encoding.UTF8.GetBytes(raw.Json) : JsonSerializer.SerializeToUtf8Bytes(result, Json), ctx.RequestAborted);
                 return Results.Bytes(bytes, "application/json; charset=utf-8");
             }

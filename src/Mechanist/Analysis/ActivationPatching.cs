@@ -86,8 +86,9 @@ public sealed record PatchGrid(PatchTarget Target, PatchMethod Method, string Me
 /// </summary>
 public static class ActivationPatching
 {
-    /// <summary>Computes a patching grid.</summary>
-    public static PatchGrid Run(HookedTransformer model, Tensor clean, Tensor corrupted, PatchMetric metric, PatchTarget target, PatchMethod method = PatchMethod.Exact)
+    /// <summary>Computes a patching grid; <paramref name="ct"/> is checked before every patched run (a grid is one forward per cell).</summary>
+    public static PatchGrid Run(HookedTransformer model, Tensor clean, Tensor corrupted, PatchMetric metric, PatchTarget target, PatchMethod method = PatchMethod.Exact,
+        CancellationToken ct = default)
     {
         if (clean.shape[0] != 1 || corrupted.shape[0] != 1) throw new MechanistException("patching takes one clean and one corrupted prompt");
         if (clean.shape[1] != corrupted.shape[1])
@@ -108,6 +109,7 @@ public static class ActivationPatching
         {
             foreach (var cell in cells)
             {
+                ct.ThrowIfCancellationRequested();
                 using var cellScope = NewDisposeScope();
                 var source = cleanCache[cell.Hook];
                 var hook = new ForwardHookSpec(cell.Hook, (x, _) => cell.Patch(x, source));
@@ -237,7 +239,7 @@ public static class PatchingExperiment
     /// the clean prompt's first mask token when it has one.
     /// </summary>
     public static PatchingReport Run(HookedTransformer model, Tensor clean, Tensor corrupted, string answer, string? wrong, string? metric,
-        PatchTarget target, PatchMethods methods = PatchMethods.Exact, int? position = null)
+        PatchTarget target, PatchMethods methods = PatchMethods.Exact, int? position = null, CancellationToken ct = default)
     {
         using var scope = NewDisposeScope();
         long a = TokenText.AnswerId(model, answer);
@@ -247,8 +249,8 @@ public static class PatchingExperiment
         if (at < -length || at >= length) throw new MechanistException($"metric position {at} is outside the prompt's {length} tokens (0..{length - 1}, or negative from the end)");
         var m = PatchMetric.Create(metric, a, w, () => model.Run(clean), at);
         var grids = new List<PatchGrid>();
-        if (methods != PatchMethods.Attribution) grids.Add(ActivationPatching.Run(model, clean, corrupted, m, target, PatchMethod.Exact));
-        if (methods != PatchMethods.Exact) grids.Add(ActivationPatching.Run(model, clean, corrupted, m, target, PatchMethod.Attribution));
+        if (methods != PatchMethods.Attribution) grids.Add(ActivationPatching.Run(model, clean, corrupted, m, target, PatchMethod.Exact, ct));
+        if (methods != PatchMethods.Exact) grids.Add(ActivationPatching.Run(model, clean, corrupted, m, target, PatchMethod.Attribution, ct));
         return new PatchingReport(grids.ToArray(), grids.Count == 2 ? grids[0].CorrelationWith(grids[1]) : null);
     }
 }

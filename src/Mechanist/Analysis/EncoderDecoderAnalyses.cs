@@ -78,7 +78,7 @@ public static class EncoderDecoderAnalyses
     /// at one encoder position, or a decoder layer's input at one decoder position) taken from the clean run; the score is the answer −
     /// wrong logit difference at the last decoder position, normalised so that the clean run is 1 and the corrupted run 0.
     /// </summary>
-    public static PatchGrid[] Patch(HookedEncoderDecoder model, Tensor clean, Tensor corrupted, Tensor decoderIds, long answer, long? wrong = null)
+    public static PatchGrid[] Patch(HookedEncoderDecoder model, Tensor clean, Tensor corrupted, Tensor decoderIds, long answer, long? wrong = null, CancellationToken ct = default)
     {
         if (!clean.shape.SequenceEqual(corrupted.shape)) throw new MechanistException($"clean and corrupted inputs differ in length ({clean.shape[1]} vs {corrupted.shape[1]} tokens)");
         if (clean.shape[0] != 1) throw new MechanistException("patching takes one clean and one corrupted prompt");
@@ -107,6 +107,7 @@ public static class EncoderDecoderAnalyses
                     var source = cleanCache[name];
                     for (int p = 0; p < positions; p++)
                     {
+                        ct.ThrowIfCancellationRequested();
                         using var step = NewDisposeScope();
                         int at = p;
                         var hook = new ForwardHookSpec(HookFilter.Named(name), (x, _) => { var y = x.clone(); y[.., at] = source[.., at]; return y; });
