@@ -279,19 +279,22 @@ public sealed class FeatureStoreTests
     /// <summary>A loopback HTTP server answering POST /v1/chat/completions with a canned reply.</summary>
     sealed class FakeChatServer : IDisposable
     {
-        readonly HttpListener _listener = new();
+        HttpListener _listener = new();
         readonly Task _loop;
 
         public FakeChatServer(Func<string, (int Status, string Body)> reply)
         {
+            // A port the OS just handed out (not a random guess, which can collide with Kestrel's ephemeral ports under parallel tests);
+            // a fresh listener per attempt, since one whose Start failed keeps the failed prefix.
             for (int attempt = 0; ; attempt++)
             {
-                int port = Random.Shared.Next(20000, 60000);
+                int port;
+                using (var probe = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0)) { probe.Start(); port = ((IPEndPoint)probe.LocalEndpoint).Port; probe.Stop(); }
                 Url = $"http://127.0.0.1:{port}/";
-                _listener.Prefixes.Clear();
+                _listener = new HttpListener();
                 _listener.Prefixes.Add(Url);
                 try { _listener.Start(); break; }
-                catch (HttpListenerException) when (attempt < 20) { }
+                catch (HttpListenerException) when (attempt < 20) { try { _listener.Close(); } catch (HttpListenerException) { } }
             }
             _loop = Task.Run(async () =>
             {
@@ -311,6 +314,10 @@ public sealed class FeatureStoreTests
 
         public string Url { get; private set; } = "";
 
-        public void Dispose() { _listener.Stop(); _listener.Close(); }
+        public void Dispose()
+        {
+            try { _listener.Stop(); _listener.Close(); }
+            catch (HttpListenerException) { } // releasing a loopback port must not fail the test
+        }
     }
 }
