@@ -1,3 +1,6 @@
+using Mechanist.IO;
+using Mechanist.Models;
+
 namespace Mechanist.Tests;
 
 /// <summary>Locates ../shared (reference data beside the repository) from the test's working folder.</summary>
@@ -27,6 +30,20 @@ public static class SharedData
                 if (File.Exists(Path.Combine(dir.FullName, "Mechanist.sln"))) return dir.FullName;
             throw new DirectoryNotFoundException("repository root not found");
         }
+    }
+
+    /// <summary>
+    /// Offline loading with the built-in word-level tokenizer (401 ids): the golden models ship without a tokenizer, and these ids fit
+    /// their 512-token vocabularies.
+    /// </summary>
+    public static ModelOpenOptions WithToyTokenizer => new() { Offline = true, TokenizerPath = Path.Combine(RepoRoot, "models", "toy-4l", "tokenizer.json") };
+
+    /// <summary>A golden model (offline; with the toy tokenizer when asked) and HF's reference tensors for it; the caller disposes both.</summary>
+    public static (HookedTransformer Model, SafetensorsFile Reference) Golden(string arch, bool toyTokenizer = false)
+    {
+        string dir = PathOf("golden", "models", arch);
+        var open = toyTokenizer ? WithToyTokenizer : new ModelOpenOptions { Offline = true };
+        return (HookedTransformer.Load(dir, new LoadOptions { Open = open }), SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors")));
     }
 }
 

@@ -135,12 +135,12 @@ public static class EncoderDecoderAnalyses
         AttentionPatterns.CheckThumbnail(thumbnail);
         if (inputIds.shape[0] != 1 || decoderIds.shape[0] != 1) throw new MechanistException("attention patterns take one input");
         var c = model.Config;
-        var stacks = new[] { ("encoder", "encoder.L.attn.hook_pattern", c.EncoderLayers), ("decoder", "decoder.L.attn.hook_pattern", c.DecoderLayers), ("cross", "decoder.L.cross_attn.hook_pattern", c.DecoderLayers) };
+        var stacks = new (string Name, string Hook, int Layers)[] { ("encoder", "encoder.L.attn.hook_pattern", c.EncoderLayers), ("decoder", "decoder.L.attn.hook_pattern", c.DecoderLayers), ("cross", "decoder.L.cross_attn.hook_pattern", c.DecoderLayers) };
         // A layer asked for must exist in some stack; each stack returns the asked layers it has.
         int deepest = Math.Max(c.EncoderLayers, c.DecoderLayers);
         var (wantedLayers, wantedHeads) = AttentionPatterns.Select(deepest, c.NHeads, layers, heads);
         using var scope = NewDisposeScope();
-        var names = stacks.SelectMany(st => wantedLayers.Where(l => l < st.Item3).Select(l => st.Item2.Replace(".L.", $".{l}."))).ToHashSet();
+        var names = stacks.SelectMany(st => wantedLayers.Where(l => l < st.Layers).Select(l => st.Hook.Replace(".L.", $".{l}."))).ToHashSet();
         var (_, cache) = model.RunWithCache(inputIds, decoderIds, null, names.Contains);
         try
         {
@@ -148,8 +148,8 @@ public static class EncoderDecoderAnalyses
             var dec = decoderIds[0].data<long>().ToArray().Select(model.TokenText).ToArray();
             return new EncoderDecoderAttentionResult(stacks.Select(st =>
             {
-                var patterns = wantedLayers.Where(l => l < st.Item3).SelectMany(l => AttentionPatterns.Of(cache[st.Item2.Replace(".L.", $".{l}.")][0], l, wantedHeads, thumbnail)).ToArray();
-                return new AttentionStack(st.Item1, st.Item2, st.Item1 == "encoder" ? enc : dec, st.Item1 == "decoder" ? dec : enc, st.Item1 == "decoder", st.Item3, c.NHeads, patterns, thumbnail);
+                var patterns = wantedLayers.Where(l => l < st.Layers).SelectMany(l => AttentionPatterns.Of(cache[st.Hook.Replace(".L.", $".{l}.")][0], l, wantedHeads, thumbnail)).ToArray();
+                return new AttentionStack(st.Name, st.Hook, st.Name == "encoder" ? enc : dec, st.Name == "decoder" ? dec : enc, st.Name == "decoder", st.Layers, c.NHeads, patterns, thumbnail);
             }).ToArray());
         }
         finally { foreach (var t in cache.Values) t.Dispose(); }

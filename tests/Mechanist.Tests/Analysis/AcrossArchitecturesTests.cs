@@ -6,17 +6,6 @@ using static TorchSharp.torch;
 
 namespace Mechanist.Tests.Analysis;
 
-/// <summary>A golden model and HF's reference tensors for it (optionally with the built-in word-level tokenizer, whose ids fit its vocabulary).</summary>
-static class Golden
-{
-    public static (HookedTransformer Model, SafetensorsFile Reference) Open(string arch, bool tokenizer = false)
-    {
-        string dir = SharedData.PathOf("golden", "models", arch);
-        var open = new ModelOpenOptions { Offline = true, TokenizerPath = tokenizer ? Path.Combine(SharedData.RepoRoot, "models", "toy-4l", "tokenizer.json") : null };
-        return (HookedTransformer.Load(dir, new LoadOptions { Open = open }), SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors")));
-    }
-}
-
 /// <summary>
 /// Direct logit attribution on every golden architecture: the components and the constant add up to the logit (difference) the model
 /// itself outputs, or the attribution is refused with the reason it would not.
@@ -27,7 +16,7 @@ public class DlaAcrossArchitecturesTests
     [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
     public void ComponentsSumToTheModelsLogitDifferenceOrAreRefused(string arch)
     {
-        var (model, reference) = Golden.Open(arch);
+        var (model, reference) = SharedData.Golden(arch);
         using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var tokens = reference.Read("input_ids")[..1];
@@ -80,7 +69,7 @@ public class DlaAcrossArchitecturesTests
     public void AfterWeightProcessingTheComponentsStillSumToTheLogitDifference(string arch)
     {
         if (arch.StartsWith("gemma2")) return; // soft-capped: refused above
-        var (model, reference) = Golden.Open(arch);
+        var (model, reference) = SharedData.Golden(arch);
         using var _m = model; using var _r = reference;
         WeightProcessing.Apply(model, new WeightProcessingOptions());
         using var scope = NewDisposeScope();
@@ -102,7 +91,7 @@ public class DlaAcrossArchitecturesTests
     [Fact]
     public void APostLnEncoderIsRefusedWithTheReason()
     {
-        var (model, reference) = Golden.Open("bert");
+        var (model, reference) = SharedData.Golden("bert");
         using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var e = Assert.Throws<MechanistException>(() => DirectLogitAttribution.Compute(model, reference.Read("input_ids")[..1], 5, 7));
@@ -117,7 +106,7 @@ public class LensAcrossArchitecturesTests
     [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
     public void TheLastLensLayerIsTheModelsOutput(string arch)
     {
-        var (model, reference) = Golden.Open(arch);
+        var (model, reference) = SharedData.Golden(arch);
         using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var tokens = reference.Read("input_ids")[..1];
@@ -140,7 +129,7 @@ public class PatchingAcrossArchitecturesTests
     [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
     public void RestoringTheOneChangedEmbeddingRestoresTheCleanRun(string arch)
     {
-        var (model, reference) = Golden.Open(arch);
+        var (model, reference) = SharedData.Golden(arch);
         using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var clean = reference.Read("input_ids")[..1];
@@ -170,7 +159,7 @@ public class HookedGenerationAcrossArchitecturesTests
     [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
     public void CachedAndUncachedGenerationAgreeWithAHeadAblatedAndTheResidualSteered(string arch)
     {
-        var (model, reference) = Golden.Open(arch);
+        var (model, reference) = SharedData.Golden(arch);
         using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var prompt = reference.Read("input_ids")[0, ..6].data<long>().ToArray();
@@ -202,7 +191,7 @@ public class AnalysesAcrossArchitecturesTests
     [MemberData(nameof(GoldenModelTests.Architectures), MemberType = typeof(GoldenModelTests))]
     public void EveryAnalysisRunsWithFiniteInRangeNumbers(string arch)
     {
-        var (model, reference) = Golden.Open(arch, tokenizer: true);
+        var (model, reference) = SharedData.Golden(arch, toyTokenizer: true);
         using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var cfg = model.Config;

@@ -17,12 +17,7 @@ public class GoldenModelTests
     public static IEnumerable<object[]> Architectures() =>
         new[] { "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "olmo", "mistral_swa", "gemma2_swa", "llama_rope_llama3", "llama_rope_linear", "qwen3", "gemma3", "starcoder2", "stablelm", "phi", "opt", "gptj", "cohere", "falcon", "olmo2", "bloom", "mixtral", "qwen2_moe" }.Select(a => new object[] { a });
 
-    static (HookedTransformer Model, SafetensorsFile Reference) Open(string arch)
-    {
-        string dir = SharedData.PathOf("golden", "models", arch);
-        var model = HookedTransformer.Load(dir, new LoadOptions { Open = new ModelOpenOptions { Offline = true } });
-        return (model, SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors")));
-    }
+    static (HookedTransformer Model, SafetensorsFile Reference) Open(string arch) => SharedData.Golden(arch);
 
     [Theory]
     [MemberData(nameof(Architectures))]

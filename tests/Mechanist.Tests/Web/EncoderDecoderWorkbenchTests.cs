@@ -20,10 +20,9 @@ public sealed class EncoderDecoderWorkbenchTests : IAsyncLifetime
     WorkbenchServer _server = null!;
     HttpClient _client = null!;
     const string Prompt = "Alice went to the park", Corrupt = "Alice went to the store";
-    static readonly ModelOpenOptions Open = new() { Offline = true, TokenizerPath = Path.Combine(SharedData.RepoRoot, "models", "toy-4l", "tokenizer.json") };
 
-    static HookedEncoderDecoder LoadT5() => HookedEncoderDecoder.Load(SharedData.PathOf("golden", "models", "t5"), Open);
-    static HookedTransformer LoadBert() => HookedTransformer.Load(SharedData.PathOf("golden", "models", "bert"), new LoadOptions { Open = Open });
+    static HookedEncoderDecoder LoadT5() => HookedEncoderDecoder.Load(SharedData.PathOf("golden", "models", "t5"), SharedData.WithToyTokenizer);
+    static HookedTransformer LoadBert() => HookedTransformer.Load(SharedData.PathOf("golden", "models", "bert"), new LoadOptions { Open = SharedData.WithToyTokenizer });
 
     public async Task InitializeAsync()
     {

@@ -20,8 +20,7 @@ public sealed class ExpertRoutingTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var open = new ModelOpenOptions { Offline = true, TokenizerPath = Path.Combine(SharedData.RepoRoot, "models", "toy-4l", "tokenizer.json") };
-        var mixtral = HookedTransformer.Load(SharedData.PathOf("golden", "models", "mixtral"), new LoadOptions { Open = open });
+        var mixtral = HookedTransformer.Load(SharedData.PathOf("golden", "models", "mixtral"), new LoadOptions { Open = SharedData.WithToyTokenizer });
         var toy = HookedTransformer.Load(Path.Combine(SharedData.RepoRoot, "models", "toy-4l"));
         _server = WorkbenchServer.Create(new[] { mixtral, toy }, new WorkbenchOptions { Port = 0 });
         await _server.StartAsync();
@@ -41,8 +40,7 @@ public sealed class ExpertRoutingTests : IAsyncLifetime
         // The shown experts are the top-2 of the softmax of the router logits, best first.
         using (var scope = NewDisposeScope())
         {
-            var open = new ModelOpenOptions { Offline = true, TokenizerPath = Path.Combine(SharedData.RepoRoot, "models", "toy-4l", "tokenizer.json") };
-            using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", "mixtral"), new LoadOptions { Open = open });
+                using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", "mixtral"), new LoadOptions { Open = SharedData.WithToyTokenizer });
             var (_, cache) = model.RunWithCache(model.ToTokens(Prompt));
             using var _c = cache;
             for (int l = 0; l < 3; l++)
