@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using System.CommandLine;
 using Mechanist.IO;
 using Mechanist.Models;
@@ -38,7 +39,7 @@ public static class EncoderDecoderInput
         string? prompt = parse.GetValue(input.Prompt), ids = parse.GetValue(input.Tokens), file = input.HasTokensFile ? parse.GetValue(input.TokensFile) : null;
         int given = new[] { prompt, ids, file }.Count(x => x != null);
         if (given != 1) throw new MechanistException("give exactly one of --prompt, --tokens or --tokens-file");
-        Tensor Start(long batch) => full(new long[] { batch, 1 }, (long)model.Config.DecoderStart, ScalarType.Int64);
+        Tensor Start(long batch) => SafeOps.FullInt(new long[] { batch, 1 }, model.Config.DecoderStart);
         if (prompt != null) return (model.InputIds(prompt), null, Start(1));
         if (ids != null)
         {

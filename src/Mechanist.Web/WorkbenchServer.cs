@@ -22,20 +22,21 @@ public sealed class WorkbenchServer : IAsyncDisposable
     readonly WebApplication _app;
     readonly ModelRegistry _models;
     readonly WorkbenchOptions _options;
+    readonly ListenAddress _listen;
     readonly SemaphoreSlim _slots;
     readonly List<Features.FeatureStore> _stores;
 
     /// <summary>JSON settings of every answer: the library's one setting.</summary>
     public static JsonSerializerOptions Json => JsonFormat.Options;
 
-    WorkbenchServer(WebApplication app, ModelRegistry models, WorkbenchOptions options)
+    WorkbenchServer(WebApplication app, ModelRegistry models, WorkbenchOptions options, ListenAddress listen)
     {
-        _app = app; _models = models; _options = options;
+        _app = app; _models = models; _options = options; _listen = listen;
         _stores = options.FeatureStores.Select(Features.FeatureStore.Open).ToList();
-        GraphDir = options.GraphDir ?? Path.Combine(Path.GetTempPath(), "mechanist-workbench-graphs");
+        GraphDir = options.GraphDir ?? GraphFolders.PrivateDefault();
         Directory.CreateDirectory(GraphDir);
         _slots = new SemaphoreSlim(options.MaxConcurrentAnalyses);
-        Loopback = IsLoopback(options.Host);
+        Loopback = listen.Loopback;
         AccessToken = Loopback ? null : options.AccessToken ?? Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(24)).ToLowerInvariant();
     }
 
@@ -51,9 +52,6 @@ public sealed class WorkbenchServer : IAsyncDisposable
     /// <summary>The address to open in a browser (with the token when one is needed).</summary>
     public string BrowserUrl => AccessToken is null ? Url : $"{Url}/?token={AccessToken}";
 
-    static bool IsLoopback(string host) =>
-        host is "localhost" || (System.Net.IPAddress.TryParse(host.Trim('[', ']'), out var ip) && System.Net.IPAddress.IsLoopback(ip));
-
     const string TokenCookie = "mechanist_token";
 
     /// <summary>
@@ -66,10 +64,10 @@ public sealed class WorkbenchServer : IAsyncDisposable
         if (name.Length == 0) return false;
         if (name.Equals("localhost", StringComparison.OrdinalIgnoreCase) || (System.Net.IPAddress.TryParse(name, out var ip) && System.Net.IPAddress.IsLoopback(ip))) return true;
         if (Loopback) return false;
-        if (name.Equals(_options.Host.Trim('[', ']'), StringComparison.OrdinalIgnoreCase)) return true;
+        if (_listen.Address is { } bound && System.Net.IPAddress.TryParse(name, out var asked) && (asked.IsIPv4MappedToIPv6 ? asked.MapToIPv4() : asked).Equals(bound)) return true;
         if (_options.AllowedHosts.Any(h => h.Equals(name, StringComparison.OrdinalIgnoreCase))) return true;
         // Bound to every interface: the machine's own addresses and name.
-        if (_options.Host is "0.0.0.0" or "::" or "[::]")
+        if (_listen.AllInterfaces)
         {
             if (name.Equals(System.Net.Dns.GetHostName(), StringComparison.OrdinalIgnoreCase)) return true;
             if (System.Net.IPAddress.TryParse(name, out var addr))
@@ -99,6 +97,7 @@ public sealed class WorkbenchServer : IAsyncDisposable
     /// <summary>Builds the server over already loaded models of any kind, the first being the default (the server owns them).</summary>
     public static WorkbenchServer Create(IEnumerable<ServedModel> models, WorkbenchOptions options)
     {
+        var listen = ListenAddress.Parse(options.Host);
         var registry = new ModelRegistry(models) { TranscoderDirs = options.Transcoders };
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -107,10 +106,13 @@ public sealed class WorkbenchServer : IAsyncDisposable
             k.Limits.MaxRequestBodySize = options.MaxRequestBytes;
             k.Limits.MaxRequestHeadersTotalSize = 32 * 1024;
             k.AddServerHeader = false;
+            // Exactly the address given: Kestrel's URL form binds every interface for a host it cannot parse.
+            if (listen.Address is { } ip) k.Listen(ip, options.Port);
+            else if (options.Port == 0) k.Listen(System.Net.IPAddress.Loopback, 0);
+            else k.ListenLocalhost(options.Port);
         });
-        builder.WebHost.UseUrls($"http://{(options.Host.Contains(':') ? $"[{options.Host}]" : options.Host)}:{options.Port}");
         var app = builder.Build();
-        var server = new WorkbenchServer(app, registry, options);
+        var server = new WorkbenchServer(app, registry, options, listen);
         server.Map();
         return server;
     }
@@ -133,6 +135,7 @@ public sealed class WorkbenchServer : IAsyncDisposable
             ctx.Response.Headers["X-Content-Type-Options"] = "nosniff";
             if (!HostAllowed(ctx.Request.Host)) { await Error(ctx, 421, $"this server does not answer for host '{Trim(ctx.Request.Host.Host)}'"); return; }
             if (!TokenValid(ctx)) { await Error(ctx, 401, "this workbench needs its access token (printed when it started): open the URL with ?token=…"); return; }
+            if (WorkbenchSecurity.CrossOriginWrite(ctx.Request) is { } refused) { await Error(ctx, 403, refused); return; }
             if (AccessToken is not null && ctx.Request.Query.ContainsKey("token"))
                 ctx.Response.Cookies.Append(TokenCookie, AccessToken, new CookieOptions { HttpOnly = true, SameSite = SameSiteMode.Strict, Path = "/" });
             ctx.Response.Headers["Content-Security-Policy"] = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:";
@@ -254,20 +257,20 @@ public sealed class WorkbenchServer : IAsyncDisposable
     {
         _app.MapGet("/api/graphs", () =>
         {
-            string index = Path.Combine(GraphDir, "graph-metadata.json");
-            return Results.Text(File.Exists(index) ? File.ReadAllText(index) : "{\"graphs\":[]}", "application/json; charset=utf-8");
+            string? index = GraphFolders.Existing(GraphDir, "graph-metadata.json");
+            return Results.Text(index is null ? "{\"graphs\":[]}" : File.ReadAllText(index), "application/json; charset=utf-8");
         });
         _app.MapGet("/api/graphs/{slug}", (string slug) =>
         {
             if (!Slug.IsMatch(slug)) return Fail(404, "no such graph");
-            string path = Path.Combine(GraphDir, slug + ".json");
-            return File.Exists(path) ? Results.Text(File.ReadAllText(path), "application/json; charset=utf-8") : Fail(404, $"no graph '{slug}'");
+            string? path = GraphFolders.Existing(GraphDir, slug + ".json");
+            return path is null ? Fail(404, $"no graph '{slug}'")
+                : Results.Stream(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete), "application/json; charset=utf-8");
         });
         _app.MapPost("/api/graphs/{slug}/state", async (HttpContext ctx, string slug) =>
         {
             if (!Slug.IsMatch(slug)) return Fail(404, "no such graph");
-            string path = Path.Combine(GraphDir, slug + ".json");
-            if (!File.Exists(path)) return Fail(404, $"no graph '{slug}'");
+            if (GraphFolders.Existing(GraphDir, slug + ".json") is null) return Fail(404, $"no graph '{slug}'");
             var (request, failure) = await ReadJson<GraphStateRequest>(ctx);
             if (request is null) return failure!;
             var pinned = request.PinnedIds ?? Array.Empty<string>();
@@ -275,17 +278,15 @@ public sealed class WorkbenchServer : IAsyncDisposable
             if (pinned.Length > 5000 || groups.Length > 500 || pinned.Concat(groups.SelectMany(g => g ?? Array.Empty<string>())).Any(id => id is null || id.Length > 200))
                 return Fail(400, "too many pinned nodes or supernodes, or an id over 200 characters");
             if (groups.Any(g => g is null || g.Length < 2)) return Fail(400, "a supernode is [name, node id, ...] with at least one node");
-            // One writer at a time per server; the file is replaced atomically, so a kill leaves the old or the new state.
+            // One writer at a time per folder (saves and finished traces); the file is streamed into a temp file and
+            // renamed, so a kill leaves the old or the new state and memory stays independent of the graph's size.
             await _graphWrite.WaitAsync(ctx.RequestAborted);
             try
             {
-                var root = System.Text.Json.Nodes.JsonNode.Parse(await File.ReadAllTextAsync(path, ctx.RequestAborted))!.AsObject();
-                var q = root["qParams"] as System.Text.Json.Nodes.JsonObject ?? new System.Text.Json.Nodes.JsonObject();
-                q["pinnedIds"] = new System.Text.Json.Nodes.JsonArray(pinned.Select(p => (System.Text.Json.Nodes.JsonNode?)p).ToArray());
-                q["supernodes"] = new System.Text.Json.Nodes.JsonArray(groups.Select(g => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonArray(g.Select(x => (System.Text.Json.Nodes.JsonNode?)x).ToArray())).ToArray());
-                root["qParams"] = q;
-                IO.AtomicFile.WriteText(path, root.ToJsonString());
+                string path = GraphFolders.Existing(GraphDir, slug + ".json") ?? throw new MechanistException($"no graph '{slug}'");
+                await Task.Run(() => GraphState.Save(path, pinned, groups), ctx.RequestAborted);
             }
+            catch (MechanistException e) { return Fail(422, e.Message); }
             finally { _graphWrite.Release(); }
             return Results.Json(new { saved = slug, pinned = pinned.Length, supernodes = groups.Length }, Json);
         });
@@ -300,12 +301,23 @@ public sealed class WorkbenchServer : IAsyncDisposable
             int maxFeatures = Math.Clamp(r.MaxFeatureNodes ?? 400, 1, 5000);
             string slug = "g-" + Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes($"{name}\n{r.Prompt}\n{maxFeatures}\n{node}\n{edge}")))[..12].ToLowerInvariant();
             string path = Path.Combine(GraphDir, slug + ".json");
-            lock (_graphIndexLock)
+            // Traces run concurrently, each into its own temp file; only the commit (carry the saved state over, rename,
+            // index) is serialised with saves.
+            string tmp = Path.Combine(GraphDir, $".{slug}.{Guid.NewGuid():N}.tracing");
+            try
             {
-                Attribution.GraphTrace.Write(m, bundle, tokens, path, new Attribution.AttributionOptions(MaxFeatureNodes: maxFeatures, Progress: (_, _) => ct.ThrowIfCancellationRequested()),
-                    node, edge, scan: name, promptText: r.Prompt);
-                Attribution.GraphFile.UpdateIndex(path);
+                Attribution.GraphTrace.Write(m, bundle, tokens, tmp, new Attribution.AttributionOptions(MaxFeatureNodes: maxFeatures, Progress: (_, _) => ct.ThrowIfCancellationRequested()),
+                    node, edge, slug: slug, scan: name, promptText: r.Prompt);
+                _graphWrite.Wait(ct);
+                try
+                {
+                    if (GraphFolders.Existing(GraphDir, slug + ".json") is { } old) GraphState.CarryOver(old, tmp);
+                    File.Move(tmp, path, overwrite: true);
+                    Attribution.GraphFile.UpdateIndex(path);
+                }
+                finally { _graphWrite.Release(); }
             }
+            finally { if (File.Exists(tmp)) File.Delete(tmp); }
             return new RawJson(File.ReadAllText(path));
         });
 
@@ -346,7 +358,6 @@ public sealed class WorkbenchServer : IAsyncDisposable
     }
 
     readonly SemaphoreSlim _graphWrite = new(1);
-    readonly object _graphIndexLock = new();
 
     /// <summary>Runs a feature-store query under the analysis slots, abandoned when the client goes away.</summary>
     async Task<IResult> Query(HttpContext ctx, int id, Func<Features.FeatureStore, object> query)

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Reporting;
 using System.CommandLine;
 using System.Diagnostics;
@@ -323,9 +324,9 @@ public sealed class BenchCommand : ICliCommand
         int L = cfg.NLayers, d = cfg.DModel;
         manual_seed(1);
         var clt = new Dictionaries.CrossLayerTranscoder(
-            Enumerable.Range(0, L).Select(_ => randn(features, d) / MathF.Sqrt(d)).ToArray(),
+            Enumerable.Range(0, L).Select(_ => randn(features, d).Div(Math.Sqrt(d))).ToArray(),
             Enumerable.Range(0, L).Select(_ => zeros(features)).ToArray(),
-            Enumerable.Range(0, L).Select(i => randn(features, L - i, d) * 0.02f).ToArray(),
+            Enumerable.Range(0, L).Select(i => randn(features, L - i, d).Mul(0.02f)).ToArray(),
             Enumerable.Range(0, L).Select(_ => zeros(d)).ToArray(), Dictionaries.DictionaryActivation.TopK, topK: k);
         using var _clt = clt;
         ctx.Err.WriteLine($"GPT-2-small-shaped model ({model.Weights.ParameterCount:N0} parameters, context {cfg.NCtx}), random CLT: {L} layers x {features} features, top-{k}");

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Hooks;
 using Mechanist.Models;
 using static TorchSharp.torch;
@@ -72,19 +73,19 @@ public static class HeadDetector
             ? tensor(pool.ToArray()).index_select(0, randint(0, pool.Count, new long[] { batch * sequenceLength }, generator: generator)).view(batch, sequenceLength)
             : randint(low, cfg.VocabSize, new long[] { batch, sequenceLength }, generator: generator)).to(model.Device);
         long bos = cfg.BosTokenId ?? model.Tokenizer?.BosId ?? 0;
-        var tokens = cat(new[] { full(new long[] { batch, 1 }, bos, ScalarType.Int64, model.Device), random, random }, 1);
+        var tokens = cat(new[] { SafeOps.FullInt(new long[] { batch, 1 }, bos, ScalarType.Int64, model.Device), random, random }, 1);
         var (logits, cache) = model.RunWithCache(tokens, model.HookPoints.Selector(HookKind.Pattern));
         using var _c = cache;
         var ids = tokens.to(ScalarType.Int64);
         int n = (int)tokens.shape[1];
 
         // Detection patterns [batch, query, key].
-        var q = arange(n, device: model.Device).unsqueeze(1); var k = arange(n, device: model.Device).unsqueeze(0);
-        var previous = (k == q - 1).to(ScalarType.Float32).expand(batch, n, n);
+        var q = SafeOps.Arange(n, device: model.Device).unsqueeze(1); var k = SafeOps.Arange(n, device: model.Device).unsqueeze(0);
+        var previous = (k == q.Sub(1)).to(ScalarType.Float32).expand(batch, n, n);
         var same = ids.unsqueeze(2) == ids.unsqueeze(1); // token[q] == token[k]
         var duplicate = same.logical_and((k < q).unsqueeze(0)).to(ScalarType.Float32);
-        var shifted = cat(new[] { full(new long[] { batch, 1 }, -1L, ScalarType.Int64, model.Device), ids[.., ..^1] }, 1); // token[k-1]
-        var induction = (ids.unsqueeze(2) == shifted.unsqueeze(1)).logical_and((k <= q).unsqueeze(0)).logical_and((k >= 1).unsqueeze(0)).to(ScalarType.Float32);
+        var shifted = cat(new[] { SafeOps.FullInt(new long[] { batch, 1 }, -1L, ScalarType.Int64, model.Device), ids[.., ..^1] }, 1); // token[k-1]
+        var induction = (ids.unsqueeze(2) == shifted.unsqueeze(1)).logical_and((k <= q).unsqueeze(0)).logical_and(k.Ge(1).unsqueeze(0)).to(ScalarType.Float32);
 
         var heads = new List<HeadScores>();
         for (int l = 0; l < cfg.NLayers; l++)

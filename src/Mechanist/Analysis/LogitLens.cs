@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Hooks;
 using Mechanist.Models;
 using static TorchSharp.torch;
@@ -62,7 +63,7 @@ public static class LogitLens
                 if (target is { } t)
                 {
                     double tl = lp[p, t].item<float>();
-                    rank = (int)(lp[p] > tl).sum().item<long>();
+                    rank = (int)lp[p].Gt(tl).sum().item<long>();
                     tprob = Math.Exp(tl);
                     tlogit = lensLogits[l, p, t].item<float>();
                 }

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Hooks;
 using Mechanist.Models;
 using static TorchSharp.torch;
@@ -41,8 +42,8 @@ public static class PromptComparison
                 var dot = (x * y).sum(new long[] { -1 });
                 var norms = x.norm(1, true).squeeze(-1) * y.norm(1, true).squeeze(-1);
                 // Two zero vectors are identical (distance 0), not undefined.
-                var similarity = where(norms > 0, dot / norms.clamp_min(1e-300), ones_like(dot));
-                cos[l] = (1 - similarity).clamp_min(0).cpu().data<double>().ToArray();
+                var similarity = where(norms.Gt(0), dot / norms.ClampMin(1e-300), ones_like(dot));
+                cos[l] = similarity.RSub(1.0).ClampMin(0.0).cpu().data<double>().ToArray();
                 l2[l] = (x - y).norm(1, false).cpu().data<double>().ToArray();
             }
             return new ActivationDistance(HookRegistry.ShortName(kind), cos, l2);

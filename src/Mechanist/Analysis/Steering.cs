@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Hooks;
 using Mechanist.Models;
 using static TorchSharp.torch;
@@ -37,9 +38,9 @@ public static class Steering
             foreach (var p in prompts)
             {
                 var (_, cache) = model.RunWithCache(model.ToTokens(p), n => n == name);
-                using (cache) sum += cache[name][0].to(ScalarType.Float32).mean(new long[] { 0 });
+                using (cache) sum = sum.Add(cache[name][0].to(ScalarType.Float32).mean(new long[] { 0 }));
             }
-            return sum / prompts.Count;
+            return sum.Div(prompts.Count);
         }
         return (Mean(positive) - Mean(negative)).MoveToOuterDisposeScope();
     }
@@ -48,10 +49,10 @@ public static class Steering
     public static ForwardHookSpec Hook(Tensor vector, int layer, double coefficient, int fromPosition = 0) =>
         new(HookRegistry.NameOf(HookKind.ResidPre, layer), (x, _) =>
         {
-            var add = (vector * coefficient).to(x.dtype);
-            if (fromPosition <= 0) return x + add;
+            var add = vector.Mul(coefficient).to(x.dtype);
+            if (fromPosition <= 0) return x.Add(add);
             var result = x.clone();
-            if (fromPosition < x.shape[1]) result[.., fromPosition..] += add;
+            if (fromPosition < x.shape[1]) result[.., fromPosition..].AddInPlace(add);
             return result;
         });
 

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using System.Globalization;
 using Mechanist.Analysis;
 
@@ -37,6 +38,8 @@ public static class InterventionExperiment
         var features = where[2].Split(',').Select(x => long.TryParse(x, out long f) ? f : throw new MechanistException(bad)).ToArray();
         bool scale = parts[1].StartsWith('x');
         if (!double.TryParse(scale ? parts[1][1..] : parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double v)) throw new MechanistException(bad);
+        if (!double.IsFinite(v)) throw new MechanistException($"'{spec}': the value must be a finite number (NaN, infinities and numbers beyond ±1.8e308 are refused)");
+        if (where[1] == "*" && positions <= 1) throw new MechanistException($"'{spec}': position * means every position after BOS, and this prompt has only BOS");
         int[] at = where[1] == "*" ? Enumerable.Range(1, positions - 1).ToArray()
             : int.TryParse(where[1], out int p) ? new[] { p < 0 ? positions + p : p } : throw new MechanistException(bad);
         var list = new List<FeatureIntervention>();
@@ -64,6 +67,7 @@ public static class InterventionExperiment
     public static InterventionReport Run(ReplacementModel rm, IReadOnlyList<string> specs, InterventionMode mode, int topK = 10, int generate = 0)
     {
         if (specs.Count == 0) throw new MechanistException("give at least one intervention (LAYER:POSITION:FEATURE=VALUE)");
+        if (generate < 0) throw new MechanistException($"the number of tokens to generate must be 0 or more (got {generate})");
         var everyNew = specs.Where(x => x.Split(':') is { Length: 3 } w && w[1] == "*" && !x.Split('=').Last().StartsWith('x'))
             .SelectMany(x => Parse(x, rm).GroupBy(iv => (iv.Layer, iv.Feature)).Select(grp => grp.First())).ToList();
         return Run(rm, specs.SelectMany(s => Parse(s, rm)).ToArray(), mode, topK, generate, everyNew);
@@ -85,6 +89,9 @@ public static class InterventionExperiment
     public static InterventionReport Run(ReplacementModel rm, FeatureIntervention[] interventions, InterventionMode mode, int topK, int generate,
         IReadOnlyList<FeatureIntervention>? everyNew)
     {
+        if (generate < 0) throw new MechanistException($"the number of tokens to generate must be 0 or more (got {generate})");
+        if (topK < 1) throw new MechanistException($"top-k must be 1 or more (got {topK})");
+        foreach (var iv in interventions) TensorChecks.RequireFinite(iv.Value, $"the value of feature {iv.Layer}:{iv.Position}:{iv.Feature}");
         var model = rm.Model;
         using var result = Interventions.Run(rm, interventions, mode);
         GeneratedPair? generated = null;

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Dictionaries;
 using Mechanist.Hooks;
 using Mechanist.Models;
@@ -166,7 +167,7 @@ public static class Interventions
                         var now = current(group.Key).to(ScalarType.Float32).to(x.device).index(new TensorIndex[] { TensorIndex.Tensor(pos), TensorIndex.Tensor(feat) });
                         var change = tensor(ivs.Select(iv => (float)iv.Value).ToArray(), device: x.device) - now;
                         var rows = d.DecoderRows(group.Key, l, feat).to(x.dtype);
-                        delta[0].index_add_(0, pos, rows * change.to(x.dtype).unsqueeze(1), 1.0);
+                        delta[0].IndexAddInPlace(0, pos, rows * change.to(x.dtype).unsqueeze(1));
                     }
                     return delta;
                 }
@@ -179,8 +180,8 @@ public static class Interventions
                         owner.Recorded[l] = pre[0].DetachFromDisposeScope();
                         var clean = rm.Clean[outName];
                         var skipNow = d.Skip(l, x); var skipClean = d.Skip(l, rm.Clean[SplicePoints.Under(outName, SplicePoints.Input)]);
-                        var output = skipNow is null ? clean.clone() : clean + skipNow - skipClean!;
-                        return output + Delta(i => rm.Activations[i]);
+                        var output = skipNow is null ? clean.clone() : clean.Add(skipNow) - skipClean!;
+                        return output.Add(Delta(i => rm.Activations[i]));
                     }
                     case InterventionMode.Free:
                     {
@@ -189,7 +190,7 @@ public static class Interventions
                         _acts[l] = acts.DetachFromDisposeScope();
                         owner.Recorded[l]?.Dispose();
                         owner.Recorded[l] = acts[0].DetachFromDisposeScope();
-                        return mlp() + Delta(i => _acts[i]![0]);
+                        return mlp().Add(Delta(i => _acts[i]![0]));
                     }
                     default:
                     {
@@ -200,14 +201,14 @@ public static class Interventions
                         owner.Recorded[l]?.Dispose();
                         owner.Recorded[l] = acts[0].DetachFromDisposeScope();
                         var recon = d.DecoderBias(l).expand(x.shape[0], x.shape[1], -1);
-                        for (int i = 0; i <= l; i++) if (d.WritesTo(i, l)) recon = recon + d.Decode(i, l, _acts[i]!);
-                        if (d.Skip(l, x) is { } skip) recon = recon + skip;
+                        for (int i = 0; i <= l; i++) if (d.WritesTo(i, l)) recon = recon.Add(d.Decode(i, l, _acts[i]!));
+                        if (d.Skip(l, x) is { } skip) recon = recon.Add(skip);
                         // The clean error, with BOS's taken against the BOS-zeroed reconstruction (b_dec + skip) so the clean run is exact.
                         var error = rm.Errors[l].unsqueeze(0).to(recon.dtype).clone();
                         var cleanOut = rm.Clean[outName];
-                        var bosRecon = d.DecoderBias(l) + (d.Skip(l, rm.Clean[SplicePoints.Under(outName, SplicePoints.Input)][.., ..1]) is { } s0 ? s0[0, 0] : zeros_like(d.DecoderBias(l)));
+                        var bosRecon = d.DecoderBias(l).Add(d.Skip(l, rm.Clean[SplicePoints.Under(outName, SplicePoints.Input)][.., ..1]) is { } s0 ? s0[0, 0] : zeros_like(d.DecoderBias(l)));
                         error[0, 0] = cleanOut[0, 0] - bosRecon;
-                        return recon + error;
+                        return recon.Add(error);
                     }
                 }
             }

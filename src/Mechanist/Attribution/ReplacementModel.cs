@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Dictionaries;
 using Mechanist.Hooks;
 using Mechanist.Models;
@@ -94,7 +95,7 @@ public sealed class ReplacementModel : IDisposable
                 });
                 var y = mlp().detach();
                 // A source added here must get a gradient even where nothing upstream is live (no skip): a fresh leaf.
-                return owner.Dictionary.Skip(site.Layer, x) is { } skip ? skip + (y - skip).detach() : y.requires_grad_(true);
+                return owner.Dictionary.Skip(site.Layer, x) is { } skip ? skip.Add((y - skip).detach()) : y.requires_grad_(true);
             }
 
             public void Dispose() { }

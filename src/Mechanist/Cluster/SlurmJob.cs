@@ -36,33 +36,62 @@ public sealed record SlurmSubmission(string? ArrayJob, string? MergeJob, int[] T
 /// <summary>Writes sbatch scripts for a <see cref="SlurmPlan"/> and submits them; also a Kubernetes Indexed Job for the same plan.</summary>
 public static class SlurmJob
 {
-    /// <summary>Quotes one word for a POSIX shell.</summary>
-    public static string Quote(string word) => word.Length > 0 && word.All(c => char.IsLetterOrDigit(c) || "-_./:=,@%+".Contains(c)) ? word : "'" + word.Replace("'", "'\\''") + "'";
+    /// <summary>Quotes one word for a POSIX shell (any character but NUL; a newline stays inside the quotes).</summary>
+    public static string Quote(string word) => word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || "-_./:=,@%+".Contains(c)) ? word : "'" + word.Replace("'", "'\\''") + "'";
+
+    /// <summary>
+    /// A value for an <c>#SBATCH</c> line: sbatch reads these lines itself (not the shell), splitting at spaces and at an
+    /// unquoted '#', honouring double quotes and backslash escapes; a line break cannot be written there at all.
+    /// </summary>
+    public static string SbatchValue(string what, string value)
+    {
+        if (value.IndexOfAny(new[] { '\n', '\r', '\0' }) >= 0) throw new MechanistException($"{what} contains a line break or NUL, which an #SBATCH line cannot hold: {Shorten(value)}");
+        return value.All(c => char.IsAsciiLetterOrDigit(c) || "-_./:=,@%+".Contains(c)) ? value : "\"" + value.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\"";
+    }
+
+    /// <summary>Refuses a line break or NUL in a word that goes into a script or a YAML file, naming it.</summary>
+    static void CheckWord(string what, string value)
+    {
+        if (value.IndexOfAny(new[] { '\n', '\r', '\0' }) >= 0) throw new MechanistException($"{what} contains a line break or NUL: {Shorten(value)}");
+    }
+
+    static string Shorten(string s) => (s.Length > 80 ? s[..80] + "…" : s).Replace("\n", "\\n").Replace("\r", "\\r").Replace("\0", "\\0");
+
+    static void CheckPlan(SlurmPlan plan)
+    {
+        CheckWord("the job name", plan.Name); CheckWord("the program", plan.Program); CheckWord("the work folder", plan.WorkDir);
+        foreach (var a in plan.Arguments) CheckWord("an argument", a);
+        foreach (var a in plan.MergeArguments) CheckWord("a merge argument", a);
+    }
+
+    /// <summary>A YAML double-quoted scalar (JSON string syntax is valid YAML).</summary>
+    static string Yaml(string value) => System.Text.Json.JsonSerializer.Serialize(value);
 
     /// <summary>Writes the array and merge scripts for <paramref name="tasks"/> (array indices) and returns their paths.</summary>
     public static (string Array, string Merge) WriteScripts(SlurmPlan plan, IReadOnlyList<int> tasks)
     {
         if (tasks.Count == 0) throw new MechanistException("no array tasks to submit");
         if (tasks.Any(t => t < 0 || t >= plan.Shards)) throw new MechanistException($"array tasks must be within 0..{plan.Shards - 1}");
+        CheckPlan(plan);
         Directory.CreateDirectory(Path.Combine(plan.WorkDir, "logs"));
         var r = plan.Resources;
         string logs = Path.GetFullPath(Path.Combine(plan.WorkDir, "logs"));
         var head = new StringBuilder();
         head.AppendLine("#!/bin/bash");
-        head.AppendLine($"#SBATCH --job-name={Quote(plan.Name)}");
+        head.AppendLine($"#SBATCH --job-name={SbatchValue("the job name", plan.Name)}");
         head.AppendLine($"#SBATCH --cpus-per-task={r.CpusPerTask}");
-        if (r.Memory is { } m) head.AppendLine($"#SBATCH --mem={Quote(m)}");
-        if (r.Time is { } t) head.AppendLine($"#SBATCH --time={Quote(t)}");
-        if (r.Partition is { } p) head.AppendLine($"#SBATCH --partition={Quote(p)}");
+        if (r.Memory is { } m) head.AppendLine($"#SBATCH --mem={SbatchValue("--mem", m)}");
+        if (r.Time is { } t) head.AppendLine($"#SBATCH --time={SbatchValue("--time", t)}");
+        if (r.Partition is { } p) head.AppendLine($"#SBATCH --partition={SbatchValue("--partition", p)}");
         if (r.Gpus > 0) head.AppendLine($"#SBATCH --gpus-per-task={r.Gpus}");
         var array = new StringBuilder(head.ToString());
         array.AppendLine($"#SBATCH --array={string.Join(",", tasks.OrderBy(x => x))}");
-        array.AppendLine($"#SBATCH --output={logs}/task-%A_%a.log");
+        array.AppendLine($"#SBATCH --output={SbatchValue("the log folder", logs + "/task-%A_%a.log")}");
         array.AppendLine("set -euo pipefail");
         array.AppendLine($"# Task i of the array runs shard i of {plan.Shards}; a resubmitted task resumes after its last complete chunk.");
         array.AppendLine($"exec {plan.Program} {string.Join(" ", plan.Arguments.Select(Quote))} --shard \"${{SLURM_ARRAY_TASK_ID}}/{plan.Shards}\"");
         var merge = new StringBuilder(head.ToString().Replace($"--cpus-per-task={r.CpusPerTask}", "--cpus-per-task=1"));
-        merge.AppendLine($"#SBATCH --output={logs}/merge-%j.log");
+        merge.AppendLine($"#SBATCH --output={SbatchValue("the log folder", logs + "/merge-%j.log")}");
         merge.AppendLine("set -euo pipefail");
         merge.AppendLine($"exec {plan.Program} {string.Join(" ", plan.MergeArguments.Select(Quote))}");
         string arrayPath = Path.Combine(plan.WorkDir, "array.sbatch"), mergePath = Path.Combine(plan.WorkDir, "merge.sbatch");
@@ -103,7 +132,11 @@ public static class SlurmJob
     /// </summary>
     public static string KubernetesIndexedJob(SlurmPlan plan, string image, string volumeClaim, string mountPath)
     {
+        CheckPlan(plan);
+        CheckWord("the image", image); CheckWord("the volume claim", volumeClaim); CheckWord("the mount path", mountPath);
         var r = plan.Resources;
+        if (r.Memory is { } mem) CheckWord("--mem", mem);
+        string shardCommand = $"exec mechanist {string.Join(" ", plan.Arguments.Select(Quote))} --shard \"$JOB_COMPLETION_INDEX/{plan.Shards}\"";
         return $$"""
             # Each pod runs shard $JOB_COMPLETION_INDEX of {{plan.Shards}}; a restarted pod resumes its shard. Apply, wait for completion, then run the merge:
             #   kubectl apply -f this.yaml && kubectl wait --for=condition=complete job/{{plan.Name}} --timeout=24h
@@ -111,7 +144,7 @@ public static class SlurmJob
             apiVersion: batch/v1
             kind: Job
             metadata:
-              name: {{plan.Name}}
+              name: {{Yaml(plan.Name)}}
             spec:
               completionMode: Indexed
               completions: {{plan.Shards}}
@@ -122,16 +155,16 @@ public static class SlurmJob
                   restartPolicy: Never
                   containers:
                     - name: shard
-                      image: {{image}}
+                      image: {{Yaml(image)}}
                       command: ["/bin/sh", "-c"]
-                      args: ["exec mechanist {{string.Join(" ", plan.Arguments.Select(Quote)).Replace("\"", "\\\"")}} --shard \"$JOB_COMPLETION_INDEX/{{plan.Shards}}\""]
+                      args: [{{Yaml(shardCommand)}}]
                       resources:
-                        requests: { cpu: "{{r.CpusPerTask}}"{{(r.Memory is { } m ? $", memory: \"{m}i\"" : "")}} }
+                        requests: { cpu: "{{r.CpusPerTask}}"{{(r.Memory is { } m ? $", memory: {Yaml(m + "i")}" : "")}} }
                       volumeMounts:
-                        - { name: data, mountPath: {{mountPath}} }
+                        - { name: data, mountPath: {{Yaml(mountPath)}} }
                   volumes:
                     - name: data
-                      persistentVolumeClaim: { claimName: {{volumeClaim}} }
+                      persistentVolumeClaim: { claimName: {{Yaml(volumeClaim)}} }
             """ + "\n";
     }
 }

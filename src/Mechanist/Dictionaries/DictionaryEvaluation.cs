@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Hooks;
 using Mechanist.Models;
 using static TorchSharp.torch;
@@ -43,8 +44,8 @@ public static class DictionaryEvaluation
         var recon = Enumerable.Range(0, layers).Select(j =>
         {
             var r = d.DecoderBias(j).expand(x.shape[0], -1);
-            for (int i = 0; i <= j; i++) if (d.WritesTo(i, j)) r = r + d.Decode(i, j, acts[i]);
-            return d.Skip(j, x.select(1, j)) is { } s ? r + s : r;
+            for (int i = 0; i <= j; i++) if (d.WritesTo(i, j)) r = r.Add(d.Decode(i, j, acts[i]));
+            return d.Skip(j, x.select(1, j)) is { } s ? r.Add(s) : r;
         }).ToArray();
         return (stack(acts, 1), stack(recon, 1));
     }
@@ -55,7 +56,7 @@ public static class DictionaryEvaluation
         var input = x.select(1, 0);
         var acts = d.Encode(input);
         var recon = d.Decode(acts);
-        if (d.Skip(input) is { } s) recon = recon + s;
+        if (d.Skip(input) is { } s) recon = recon.Add(s);
         return (acts.unsqueeze(1), recon.unsqueeze(1));
     }
 
@@ -67,7 +68,7 @@ public static class DictionaryEvaluation
         Tensor? fires = null;
         long n = data.Rows;
         using var targetMean = data.Targets.mean(new long[] { 0 });                         // [L, d]
-        using var variance = (data.Targets - targetMean).pow(2).sum(-1).mean(new long[] { 0 }); // [L]
+        using var variance = (data.Targets - targetMean).Square().sum(-1).mean(new long[] { 0 }); // [L]
         try
         {
             for (long start = 0; start < n; start += chunk)
@@ -81,16 +82,16 @@ public static class DictionaryEvaluation
                     ISparseDictionary s => Reconstruct(s, x),
                     _ => throw new MechanistException($"{dictionary.GetType().Name} is not a dictionary"),
                 };
-                var err = (recon - y).pow(2).sum(-1).sum(new long[] { 0 }).to(ScalarType.Float64).data<double>().ToArray();
-                var active = (acts > 0);
+                var err = (recon - y).Square().sum(-1).sum(new long[] { 0 }).to(ScalarType.Float64).data<double>().ToArray();
+                var active = acts.Gt(0);
                 var count = active.to(ScalarType.Float64).sum(new long[] { 0, 2 }).data<double>().ToArray();
                 for (int l = 0; l < layers; l++) { sq[l] += err[l]; l0[l] += count[l]; }
                 var f = active.to(ScalarType.Int64).sum(new long[] { 0 });                                      // [L, f]
-                if (fires is null) fires = f.DetachFromDisposeScope(); else fires.add_(f);
+                if (fires is null) fires = f.DetachFromDisposeScope(); else fires.AddInPlace(f);
             }
             var v = variance.to(ScalarType.Float64).data<double>().ToArray();
-            var dead = (fires! == 0).to(ScalarType.Float64).mean(new long[] { 1 }).data<double>().ToArray();
-            var dense = (fires!.to(ScalarType.Float64) > 0.1 * n).to(ScalarType.Float64).mean(new long[] { 1 }).data<double>().ToArray();
+            var dead = fires!.Eq(0).to(ScalarType.Float64).mean(new long[] { 1 }).data<double>().ToArray();
+            var dense = fires!.to(ScalarType.Float64).Gt(0.1 * n).to(ScalarType.Float64).mean(new long[] { 1 }).data<double>().ToArray();
             return Enumerable.Range(0, layers).Select(l => new DictionaryLayerMetrics(l, sq[l] / n, sq[l] / n / v[l], l0[l] / n, dead[l], dense[l])).ToArray();
         }
         finally { fires?.Dispose(); }
@@ -120,14 +121,14 @@ public static class DictionaryEvaluation
             var lpSpliced = model.Run(ids, options with { Splices = new[] { splice } }).to(ScalarType.Float32).log_softmax(-1);
             var lpZero = model.Run(ids, options with { Hooks = new[] { zero } }).to(ScalarType.Float32).log_softmax(-1);
             var next = ids[.., 1..].unsqueeze(-1);
-            var scored = (mask[.., 1..] > 0).to(ScalarType.Float32);                      // real next tokens
+            var scored = mask[.., 1..].Gt(0).to(ScalarType.Float32);                      // real next tokens
             double Nll(Tensor lp) => -(lp[.., ..^1].gather(-1, next).squeeze(-1) * scored).sum().item<float>();
             clean += Nll(lpClean); spliced += Nll(lpSpliced); ablated += Nll(lpZero);
             tokens += (long)scored.sum().item<float>();
-            var real = (mask > 0);
+            var real = mask.Gt(0);
             kl += ((lpClean.exp() * (lpClean - lpSpliced)).sum(-1) * real.to(ScalarType.Float32)).sum().item<float>();
             var same = (lpClean.argmax(-1) == lpSpliced.argmax(-1)).logical_and(real);
-            var sure = (lpClean.max(-1).values > Math.Log(0.5)).logical_and(real);
+            var sure = lpClean.max(-1).values.Gt(Math.Log(0.5)).logical_and(real);
             agree += same.sum().item<long>();
             positions += real.sum().item<long>();
             confident += sure.sum().item<long>();

@@ -84,9 +84,10 @@ public static class DictionaryJob
             var layers = DictionaryEvaluation.Layers(dict, held);
             ISplice splice = bundle is SaeBundle sb ? sb.Splice(ErrorTerm.None) : ((TranscoderBundle)bundle).Splice(ErrorTerm.None);
             var spliced = DictionaryEvaluation.Spliced(model, evalList, splice, targets, o.EvalTokens);
-            double tps = c.Steps * (double)c.BatchSize / Math.Max(1e-9, result.TrainSeconds);
+            // Only this run's steps: a resumed run timed its own steps, not the ones before the kill.
+            double tps = result.StepsRun * (double)c.BatchSize / Math.Max(1e-9, result.TrainSeconds);
             return new TrainedDictionary(bundle, o, new DictionaryEvaluationResult(layers, spliced), result.Losses, train.Rows, result.TrainSeconds, tps,
-                result.FlopsPerStep * c.Steps / Math.Max(1e-9, result.TrainSeconds));
+                result.FlopsPerStep * result.StepsRun / Math.Max(1e-9, result.TrainSeconds));
         }
         catch { bundle.Dispose(); throw; }
     }

@@ -12,7 +12,9 @@ namespace Mechanist.Dictionaries;
 /// <param name="File">File name inside the shard folder.</param>
 /// <param name="Rows">Tokens (rows) in it.</param>
 /// <param name="TextsEnd">Index (in the shard's own text sequence) just past the last text it holds.</param>
-public sealed record HarvestChunk(string File, long Rows, long TextsEnd);
+/// <param name="Bytes">The file's size when written (absent in manifests from before it was recorded).</param>
+/// <param name="Sha256">SHA-256 of the file when written (absent in manifests from before it was recorded).</param>
+public sealed record HarvestChunk(string File, long Rows, long TextsEnd, long? Bytes = null, string? Sha256 = null);
 
 /// <summary>What a shard of a harvest holds; merged manifests list every shard's chunks.</summary>
 /// <param name="Model">Model name.</param>
@@ -84,6 +86,9 @@ public static class HarvestJob
             manifest = existing;
         }
         var chunks = manifest.Chunks.ToList();
+        // A killed run leaves the temp file of the manifest or of the chunk it was writing.
+        AtomicFile.RemoveStaleTemps(manifestPath);
+        AtomicFile.RemoveStaleTemps(Path.Combine(dir, $"shard-{o.ShardIndex}-of-{o.ShardCount}-chunk-{chunks.Count:D5}.safetensors"));
         long tokens = manifest.Tokens, textIndex = chunks.Count > 0 ? chunks[^1].TextsEnd : 0;
         var pendingIn = new List<string>();
         while (tokens < o.MaxTokens && textIndex < shardTexts.Count)
@@ -104,7 +109,8 @@ public static class HarvestJob
             {
                 string file = $"shard-{o.ShardIndex}-of-{o.ShardCount}-chunk-{chunks.Count:D5}.safetensors";
                 WriteChunk(Path.Combine(dir, file), set, ids, o, chunks.Count);
-                chunks.Add(new HarvestChunk(file, set.Rows, end));
+                var (bytes, sha) = Fingerprint(Path.Combine(dir, file));
+                chunks.Add(new HarvestChunk(file, set.Rows, end, bytes, sha));
                 tokens += set.Rows;
             }
             textIndex = end;
@@ -129,6 +135,44 @@ public static class HarvestJob
             tensors[o.Hooks[h]] = (o.BFloat16 ? rows.to(ScalarType.BFloat16) : rows).contiguous();
         }
         SafetensorsWriter.Write(path, tensors, new Dictionary<string, string> { ["producer"] = "mechanist harvest" });
+    }
+
+    /// <summary>Size and SHA-256 of a written chunk, recorded in the manifest and checked by <see cref="Merge"/>.</summary>
+    static (long Bytes, string Sha256) Fingerprint(string path)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+        return (stream.Length, Convert.ToHexString(SHA256.HashData(stream)).ToLowerInvariant());
+    }
+
+    /// <summary>
+    /// Checks one chunk against its manifest: a plain file name inside the folder (no path, no link), its recorded size
+    /// and (with <paramref name="checksum"/>) SHA-256, and a header whose tensors have the manifest's rows, hooks and dtype.
+    /// </summary>
+    static void VerifyChunk(string dir, HarvestManifest m, HarvestChunk c, bool checksum)
+    {
+        string where = $"shard {m.ShardIndex}: chunk '{(c.File.Length > 80 ? c.File[..80] + "…" : c.File)}'";
+        if (string.IsNullOrEmpty(c.File) || c.File != Path.GetFileName(c.File) || c.File.Contains('/') || c.File.Contains('\\') || c.File is "." or "..")
+            throw new MechanistException($"{where} is not a file name inside the harvest folder");
+        if (c.Rows <= 0) throw new MechanistException($"{where} has {c.Rows} rows");
+        string path = Path.Combine(dir, c.File);
+        var info = new FileInfo(path);
+        if (!info.Exists) throw new MechanistException($"{where} is missing");
+        if (info.LinkTarget is not null) throw new MechanistException($"{where} is a symbolic link; a harvest holds its own files");
+        if (c.Bytes is { } size && info.Length != size) throw new MechanistException($"{where} is {info.Length:N0} bytes but was written as {size:N0} (truncated or replaced)");
+        if (checksum && c.Sha256 is { } sha && Fingerprint(path).Sha256 != sha) throw new MechanistException($"{where}: its SHA-256 differs from the one recorded when it was written (corrupt or replaced)");
+        SafetensorsFile f;
+        try { f = SafetensorsFile.Open(path); }
+        catch (MechanistException e) { throw new MechanistException($"{where}: {e.Message}"); }
+        using (f)
+        {
+            foreach (var name in m.Hooks.Append("token_ids"))
+            {
+                if (!f.Contains(name)) throw new MechanistException($"{where} has no tensor '{name}'");
+                var shape = f.ShapeOf(name);
+                if (shape.Length == 0 || shape[0] != c.Rows || (name == "token_ids" ? shape.Length != 1 : shape.Length != 2))
+                    throw new MechanistException($"{where}: '{name}' is [{string.Join(", ", shape)}], the manifest says {c.Rows} rows");
+            }
+        }
     }
 
     /// <summary>Reads a manifest; a clear error for a corrupt one.</summary>
@@ -156,9 +200,12 @@ public static class HarvestJob
             if (m.CorpusHash != first.CorpusHash) throw new MechanistException($"{Path.GetFileName(f)} comes from another corpus than {Path.GetFileName(shards[0].File)}");
             if (m.ShardCount != first.ShardCount) throw new MechanistException($"{Path.GetFileName(f)} belongs to a plan of {m.ShardCount} shards, {Path.GetFileName(shards[0].File)} to one of {first.ShardCount}");
             if (!m.Complete) throw new MechanistException($"shard {m.ShardIndex} of {m.ShardCount} is not complete (resume it with the same command)");
-            foreach (var c in m.Chunks)
-                if (!File.Exists(Path.Combine(dir, c.File))) throw new MechanistException($"shard {m.ShardIndex}: chunk {c.File} is missing");
+            if (m.ShardIndex < 0 || m.ShardIndex >= m.ShardCount) throw new MechanistException($"{Path.GetFileName(f)}: shard index {m.ShardIndex} is outside its plan of {m.ShardCount}");
+            if (m.Chunks.Sum(c => c.Rows) != m.Tokens) throw new MechanistException($"shard {m.ShardIndex}: its chunks hold {m.Chunks.Sum(c => c.Rows):N0} rows but the manifest says {m.Tokens:N0} tokens");
+            foreach (var c in m.Chunks) VerifyChunk(dir, m, c, checksum: true);
         }
+        var duplicated = shards.GroupBy(s => s.M.ShardIndex).FirstOrDefault(g => g.Count() > 1);
+        if (duplicated is not null) throw new MechanistException($"shard {duplicated.Key} has more than one manifest");
         var missing = Enumerable.Range(0, first.ShardCount).Except(shards.Select(s => s.M.ShardIndex)).ToList();
         if (missing.Count > 0) throw new MechanistException($"shard(s) {string.Join(", ", missing)} of {first.ShardCount} are missing");
         var merged = first with
@@ -180,6 +227,7 @@ public static class HarvestJob
             path = single.Length == 1 ? single[0] : throw new MechanistException($"{dir}: no manifest.json (merge the shards first: mechanist harvest merge {dir})");
         }
         var m = ReadManifest(path);
+        foreach (var c in m.Chunks) VerifyChunk(dir, m, c, checksum: false);
         foreach (var h in inputHooks.Concat(targetHooks))
             if (!m.Hooks.Contains(h)) throw new MechanistException($"{dir}: the harvest has no '{h}' (it has {string.Join(", ", m.Hooks)})");
         bool same = inputHooks.SequenceEqual(targetHooks);

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Hooks;
 using Mechanist.Models;
 using static TorchSharp.torch;
@@ -65,7 +66,7 @@ public sealed class SaeSplice(string hookPoint, ISparseDictionary sae, ErrorTerm
             var recon = fire(SplicePoints.Under(p, SplicePoints.Recons), owner.sae.Decode(acts));
             if (owner.error == ErrorTerm.None) return recon.to(value.dtype);
             err = fire(SplicePoints.Under(p, SplicePoints.Error), owner.error == ErrorTerm.Detached ? err.detach() : err);
-            return (recon + err).to(value.dtype);
+            return recon.Add(err).to(value.dtype);
         }
 
         public Tensor? ReplaceMlp(MlpSite site, Func<Tensor> mlp, FireHook fire) => null;
@@ -137,8 +138,8 @@ public sealed class TranscoderSplice(ICrossLayerDictionary dictionary, Transcode
             Tensor Reconstruct(int upTo, Func<int, Tensor> actsOf)
             {
                 var sum = d.DecoderBias(upTo).expand(x.shape[0], x.shape[1], -1);
-                for (int i = 0; i <= upTo; i++) if (d.WritesTo(i, upTo)) sum = sum + d.Decode(i, upTo, actsOf(i));
-                return skip is null ? sum : sum + skip;
+                for (int i = 0; i <= upTo; i++) if (d.WritesTo(i, upTo)) sum = sum.Add(d.Decode(i, upTo, actsOf(i)));
+                return skip is null ? sum : sum.Add(skip);
             }
             _acts[l] = acts;
             var cleanRecon = Reconstruct(l, i => _acts[i]!);
@@ -148,7 +149,7 @@ public sealed class TranscoderSplice(ICrossLayerDictionary dictionary, Transcode
             if (owner.error == ErrorTerm.None) return recon.to(site.Input.dtype);
             var err = mlp().to(recon.dtype) - cleanRecon;
             err = fire(SplicePoints.Under(p, SplicePoints.Error), owner.error == ErrorTerm.Detached ? err.detach() : err);
-            return (recon + err).to(site.Input.dtype);
+            return recon.Add(err).to(site.Input.dtype);
         }
     }
 }

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -88,7 +89,7 @@ public sealed class Transcoder : ISparseDictionary
     public Tensor Encode(Tensor x) => DictionaryActivations.Apply(Activation, PreActivations(x), Threshold, TopK);
 
     /// <inheritdoc/>
-    public Tensor Decode(Tensor activations) => matmul(activations, WDec) + BDec;
+    public Tensor Decode(Tensor activations) => matmul(activations, WDec).Add(BDec);
 
     /// <inheritdoc/>
     public Tensor? Skip(Tensor x) => WSkip is null ? null : F.linear(x.to(WSkip.dtype), WSkip);
@@ -97,7 +98,7 @@ public sealed class Transcoder : ISparseDictionary
     public Tensor Forward(Tensor x)
     {
         var recon = Decode(Encode(x));
-        return Skip(x) is { } s ? recon + s : recon;
+        return Skip(x) is { } s ? recon.Add(s) : recon;
     }
 
     /// <inheritdoc/>
@@ -122,7 +123,7 @@ public static class Sparse
         using var scope = NewDisposeScope();
         var nz = acts.nonzero(); // [nnz, 2]
         var rows = nz[.., 0].contiguous(); var features = nz[.., 1].contiguous();
-        var values = acts.flatten().index_select(0, rows * acts.shape[1] + features);
+        var values = acts.flatten().index_select(0, rows.Mul(acts.shape[1]).Add(features));
         return new SparseActivations(rows.MoveToOuterDisposeScope(), features.MoveToOuterDisposeScope(), values.MoveToOuterDisposeScope());
     }
 }

@@ -1,3 +1,4 @@
+using Mechanist.IO;
 using Mechanist.Analysis;
 using Mechanist.Dictionaries;
 using Mechanist.Models;
@@ -46,6 +47,7 @@ public static class FeatureBuild
         if (corpusTexts == 0) throw new MechanistException("the corpus has no usable text");
         Directory.CreateDirectory(dir);
         string path = Path.Combine(dir, ShardName(o.ShardIndex, o.ShardCount));
+        AtomicFile.RemoveStaleTemps(path); // what a killed run of this shard left behind
         var info = new FeatureStoreInfo(model.Name, dictionary, source.Identity, source.Kind, source.Layers, source.DDict, hash, corpusTexts,
             o.ShardIndex, o.ShardCount, 0, 0, false, o.Sketch);
         FeatureSketch[] sketches; FeatureEffects[] effects;

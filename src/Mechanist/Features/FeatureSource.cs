@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using System.Security.Cryptography;
 using Mechanist.Dictionaries;
 using Mechanist.Dictionaries.Formats;
@@ -94,11 +95,11 @@ public sealed class FeatureSource : IDisposable
     public Tensor OutputDirections(int index)
     {
         using var scope = NewDisposeScope();
-        var all = arange(DDict, ScalarType.Int64);
+        var all = SafeOps.Arange(DDict);
         Tensor result = _bundle switch
         {
             TranscoderBundle t => Enumerable.Range(index, t.Dictionary.NLayers - index).Where(target => t.Dictionary.WritesTo(index, target))
-                .Select(target => t.Dictionary.DecoderRows(index, target, all).to(ScalarType.Float32)).Aggregate((a, b) => a + b),
+                .Select(target => t.Dictionary.DecoderRows(index, target, all).to(ScalarType.Float32)).Aggregate((a, b) => a.Add(b)),
             SaeBundle s => s.Sae.DecoderRows(all).to(ScalarType.Float32),
             _ => throw new InvalidOperationException(),
         };
@@ -110,7 +111,7 @@ public sealed class FeatureSource : IDisposable
     {
         if (_bundle is not TranscoderBundle t || Kind != "clt") return null;
         using var scope = NewDisposeScope();
-        var all = arange(DDict, ScalarType.Int64);
+        var all = SafeOps.Arange(DDict);
         int n = t.Dictionary.NLayers;
         var norms = new float[DDict][];
         for (int f = 0; f < DDict; f++) norms[f] = new float[n];

@@ -30,6 +30,8 @@ public sealed class FeatureStore
         return c;
     }
 
+    static readonly string[] RequiredTables = { "meta", "vocab", "layers", "features", "examples", "labels" };
+
     /// <summary>Opens a store; a clear error for a missing file or one that is not a feature store.</summary>
     public static FeatureStore Open(string path)
     {
@@ -51,6 +53,15 @@ public sealed class FeatureStore
                 return cmd.ExecuteScalar() as string;
             }
             if (Meta("schema") is not { } schema || schema != SchemaVersion.ToString()) throw new MechanistException($"{path}: not a Mechanist feature store (schema {SchemaVersion})");
+            var tables = new HashSet<string>(StringComparer.Ordinal);
+            using (var list = c.CreateCommand())
+            {
+                list.CommandText = "SELECT name FROM sqlite_master WHERE type = 'table'";
+                using var rows = list.ExecuteReader();
+                while (rows.Read()) tables.Add(rows.GetString(0));
+            }
+            var missing = RequiredTables.Where(t => !tables.Contains(t)).ToList();
+            if (missing.Count > 0) throw new MechanistException($"{path}: corrupt feature store: table(s) {string.Join(", ", missing)} missing (rebuild it with mechanist features build)");
             return JsonSerializer.Deserialize<FeatureStoreInfo>(Meta("info") ?? "null", JsonFormat.Options) ?? throw new JsonException("no info");
         }
         catch (SqliteException e) { throw new MechanistException($"{path}: not a feature store ({e.Message.Split('\n')[0]})"); }
@@ -66,7 +77,7 @@ public sealed class FeatureStore
     {
         string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
         Directory.CreateDirectory(dir);
-        string tmp = System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
+        string tmp = System.IO.Path.Combine(dir, AtomicFile.TempName(path));
         try
         {
             using (var c = Connect(tmp, SqliteOpenMode.ReadWriteCreate))
@@ -127,7 +138,7 @@ public sealed class FeatureStore
     public static void CopyAs(string source, string path, FeatureStoreInfo info, IReadOnlyList<(int LayerIndex, int Feature, string? Label, string? Explanation, string Updated)>? labels)
     {
         string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
-        string tmp = System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
+        string tmp = System.IO.Path.Combine(dir, AtomicFile.TempName(path));
         try
         {
             File.Copy(source, tmp);

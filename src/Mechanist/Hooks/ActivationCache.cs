@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.IO;
 using Mechanist.Models;
 using TorchSharp;
@@ -188,7 +189,7 @@ public sealed class ActivationCache : IDisposable
         x = x / scale.to(x.dtype);
         var w = mlp ? Model.Weights.Blocks[layer].PostMlpNormW : Model.Weights.Blocks[layer].PostAttnNormW;
         if (w is null) return x;
-        return cfg.Norm == NormKind.RmsNormPlusOne ? x * (w.to(x.dtype) + 1) : x * w.to(x.dtype);
+        return cfg.Norm == NormKind.RmsNormPlusOne ? x * w.to(x.dtype).Add(1L) : x * w.to(x.dtype);
     }
 
     /// <summary>

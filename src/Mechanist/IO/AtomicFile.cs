@@ -12,7 +12,7 @@ public static class AtomicFile
         string full = System.IO.Path.GetFullPath(path);
         string dir = System.IO.Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
-        string tmp = System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        string tmp = System.IO.Path.Combine(dir, TempName(full));
         try
         {
             using (var stream = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
@@ -27,6 +27,40 @@ public static class AtomicFile
             try { File.Delete(tmp); } catch (IOException) { }
             throw;
         }
+    }
+
+    /// <summary>The name of a temporary file for <paramref name="path"/>: hidden, beside it, carrying this process's id (see <see cref="RemoveStaleTemps"/>).</summary>
+    public static string TempName(string path) => $".{System.IO.Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+
+    /// <summary>
+    /// Removes the temporary files (and SQLite journals beside them) that processes no longer running left for
+    /// <paramref name="path"/>; a killed writer leaves its temp file behind. Returns how many were removed.
+    /// </summary>
+    public static int RemoveStaleTemps(string path)
+    {
+        string full = System.IO.Path.GetFullPath(path);
+        string dir = System.IO.Path.GetDirectoryName(full)!;
+        if (!Directory.Exists(dir)) return 0;
+        string prefix = "." + System.IO.Path.GetFileName(full) + ".";
+        int removed = 0;
+        foreach (var file in Directory.EnumerateFiles(dir, prefix + "*"))
+        {
+            string name = System.IO.Path.GetFileName(file);
+            string rest = name[prefix.Length..];
+            int dot = rest.IndexOf('.');
+            if (dot <= 0 || !int.TryParse(rest[..dot], out int pid)) continue;
+            if (!(rest.EndsWith(".tmp", StringComparison.Ordinal) || rest.EndsWith(".tmp-journal", StringComparison.Ordinal) || rest.EndsWith(".tmp-wal", StringComparison.Ordinal))) continue;
+            if (pid == Environment.ProcessId || ProcessAlive(pid)) continue;
+            try { File.Delete(file); removed++; } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+        return removed;
+    }
+
+    static bool ProcessAlive(int pid)
+    {
+        try { using var p = System.Diagnostics.Process.GetProcessById(pid); return !p.HasExited; }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
     }
 
     /// <summary>Flushes a finished temporary file to disk and renames it over <paramref name="path"/> (a file written by another library, e.g. SQLite).</summary>

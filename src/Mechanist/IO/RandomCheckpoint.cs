@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using static TorchSharp.torch;
@@ -92,7 +93,7 @@ public static class RandomCheckpoint
         {
             if (t.Norm) return gemma ? zeros(t.Shape, dtype.ToTorch()) : ones(t.Shape, dtype.ToTorch());
             using var r = randn(t.Shape, generator: gen);
-            return r.mul_(0.02).to(dtype.ToTorch());
+            return r.MulInPlace(0.02).to(dtype.ToTorch());
         })).ToList();
 
         var shards = new List<List<SafetensorsWriter.LazyTensor>> { new() };

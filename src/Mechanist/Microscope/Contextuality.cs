@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Models;
 using Mechanist.Training;
 using static TorchSharp.torch;
@@ -63,8 +64,8 @@ public static class Contextuality
         int dd = decoder.Config.DModel;
         var dev = model.Device;
         var poolLogits = zeros(depths, ScalarType.Float32, dev).DetachFromDisposeScope();
-        var w1 = (randn(2 * d, d) / Math.Sqrt(d)).to(dev).DetachFromDisposeScope(); var b1 = zeros(2 * d, device: dev).DetachFromDisposeScope();
-        var w2 = (randn(dd, 2 * d) / Math.Sqrt(2 * d)).to(dev).DetachFromDisposeScope(); var b2 = zeros(dd, device: dev).DetachFromDisposeScope();
+        var w1 = randn(2 * d, d).Div(Math.Sqrt(d)).to(dev).DetachFromDisposeScope(); var b1 = zeros(2 * d, device: dev).DetachFromDisposeScope();
+        var w2 = randn(dd, 2 * d).Div(Math.Sqrt(2 * d)).to(dev).DetachFromDisposeScope(); var b2 = zeros(dd, device: dev).DetachFromDisposeScope();
         var stacked = stack(states.Layers.Select(l => l.to(ScalarType.Float32)).ToArray(), 1).to(dev).DetachFromDisposeScope(); // [rows, depths, d]
         var parameters = new List<Tensor> { poolLogits, w1, b1, w2, b2 }.Concat(decoder.Weights.Named().Select(p => p.Tensor)).ToList();
         List<double> losses;
@@ -151,7 +152,7 @@ public static class Contextuality
         var sequence = cat(new[] { soft, embedded }, 1);                           // [n, k, dd]
         var logits = decoder.Run(sequence, new RunOptions { InputIsEmbeddings = true, EnableGrad = reduce });
         var flat = F.cross_entropy(logits.reshape(n * k, -1), targets.flatten(), ignore_index: -100, reduction: nn.Reduction.None).view(n, k);
-        var mask = (targets != -100).to(ScalarType.Float32);
+        var mask = targets.Ne(-100).to(ScalarType.Float32);
         var perItem = (flat * mask).sum(1) / mask.sum(1);
         return reduce ? (perItem.mean(), null) : (perItem.mean(), perItem.cpu().data<float>().Select(x => (double)x).ToArray());
     }

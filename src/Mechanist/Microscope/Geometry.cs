@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using static TorchSharp.torch;
 
 namespace Mechanist.Microscope;
@@ -31,9 +32,9 @@ public static class Geometry
         public double[] RowErrors(Tensor x, Tensor y, long fittedRows)
         {
             using var scope = NewDisposeScope();
-            var xt = (x.to(ScalarType.Float64) - MeanX) / NormX;
-            var yt = (y.to(ScalarType.Float64) - MeanY) / NormY;
-            return ((matmul(xt, A) - yt).norm(1, false) * Math.Sqrt(fittedRows)).data<double>().ToArray();
+            var xt = (x.to(ScalarType.Float64) - MeanX).Div(NormX);
+            var yt = (y.to(ScalarType.Float64) - MeanY).Div(NormY);
+            return (matmul(xt, A) - yt).norm(1, false).Mul(Math.Sqrt(fittedRows)).data<double>().ToArray();
         }
 
         /// <inheritdoc/>
@@ -53,9 +54,9 @@ public static class Geometry
         var xc = xd - mx; var yc = yd - my;
         double nx = xc.norm().item<double>(), ny = yc.norm().item<double>();
         if (nx == 0 || ny == 0) throw new MechanistException("linearity needs varying hidden states (all rows are equal)");
-        var xn = xc / nx; var yn = yc / ny;
+        var xn = xc.Div(nx); var yn = yc.Div(ny);
         var a = linalg.lstsq(xn, yn).Solution;
-        double residual = (matmul(xn, a) - yn).pow(2).sum().item<double>();
+        double residual = (matmul(xn, a) - yn).Square().sum().item<double>();
         return new LinearFit(mx.DetachFromDisposeScope(), my.DetachFromDisposeScope(), nx, ny, a.DetachFromDisposeScope(), 1 - residual);
     }
 
@@ -69,10 +70,10 @@ public static class Geometry
         // Repeated tokens give identical points (zero distances): estimate on the distinct points.
         var x = points.to(ScalarType.Float64).unique(true, false, false, 0).Item1;
         var d = cdist(x, x);
-        d = d.masked_fill(eye(d.shape[0], dtype: ScalarType.Bool), double.PositiveInfinity);
+        d = d.MaskedFill(eye(d.shape[0], dtype: ScalarType.Bool), double.PositiveInfinity);
         var (near, _) = d.topk(2, dim: 1, largest: false);
         var r1 = near[.., 0]; var r2 = near[.., 1];
-        var valid = r1 > 0;
+        var valid = r1.Gt(0);
         var mu = (r2[valid] / r1[valid]).sort().Values.data<double>().ToArray();
         int n = mu.Length;
         if (n < 3) throw new MechanistException("TwoNN needs at least three distinct points");
@@ -92,7 +93,7 @@ public static class Geometry
         using var scope = NewDisposeScope();
         var x = points.to(ScalarType.Float64);
         var xc = x - x.mean(new long[] { 0 }, keepdim: true);
-        return AnisotropyOfCovariance(matmul(xc.t(), xc) / Math.Max(1, x.shape[0] - 1), iterations, seed);
+        return AnisotropyOfCovariance(matmul(xc.t(), xc).Div(Math.Max(1, x.shape[0] - 1)), iterations, seed);
     }
 
     /// <summary>Largest eigenvalue / trace of a covariance matrix [d, d] (float64), exactly and by power iteration.</summary>
@@ -116,12 +117,12 @@ public static class Geometry
     public static double LinearityFromMoments(long n, Tensor sumX, Tensor sumY, Tensor xtx, Tensor xty, double sumYSquared)
     {
         using var scope = NewDisposeScope();
-        var cxx = xtx - outer(sumX, sumX) / n;
-        var cxy = xty - outer(sumX, sumY) / n;
+        var cxx = xtx - outer(sumX, sumX).Div(n);
+        var cxy = xty - outer(sumX, sumY).Div(n);
         double nx2 = cxx.trace().item<double>();
         double ny2 = sumYSquared - sumY.dot(sumY).item<double>() / n;
         if (nx2 <= 0 || ny2 <= 0) throw new MechanistException("linearity needs varying hidden states (all rows are equal)");
-        var g = cxx / nx2; var b = cxy / Math.Sqrt(nx2 * ny2);
+        var g = cxx.Div(nx2); var b = cxy.Div(Math.Sqrt(nx2 * ny2));
         var a = linalg.lstsq(g, b).Solution;
         double residual = 1 - 2 * (a * b).sum().item<double>() + (a * matmul(g, a)).sum().item<double>();
         return 1 - residual;

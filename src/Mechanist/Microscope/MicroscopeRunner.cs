@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Models;
 using static TorchSharp.torch;
 
@@ -83,7 +84,7 @@ public static class MicroscopeRunner
 
     static Tensor SampleRows(int rows, int max)
     {
-        if (rows <= max) return arange(rows);
+        if (rows <= max) return SafeOps.Arange(rows);
         return randperm(rows, generator: new Generator(0))[..max].sort().Values;
     }
 

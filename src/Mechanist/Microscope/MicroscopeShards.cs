@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using System.Text.Json;
 using Mechanist.Dictionaries;
 using Mechanist.IO;
@@ -51,8 +52,8 @@ public static class MicroscopeShards
 
         public void Add(Moments o, int sampleRows)
         {
-            for (int l = 0; l < Sum.Length; l++) { Sum[l].add_(o.Sum[l]); Gram[l].add_(o.Gram[l]); }
-            for (int l = 0; l < Cross.Length; l++) Cross[l].add_(o.Cross[l]);
+            for (int l = 0; l < Sum.Length; l++) { Sum[l].AddInPlace(o.Sum[l]); Gram[l].AddInPlace(o.Gram[l]); }
+            for (int l = 0; l < Cross.Length; l++) Cross[l].AddInPlace(o.Cross[l]);
             for (int l = 0; l < LensSum.Length; l++) { LensSum[l] += o.LensSum[l]; TopSum[l] += o.TopSum[l]; }
             LensCount += o.LensCount; TopCount += o.TopCount;
             KeepSample(cat(new[] { Sample, o.Sample }, 0), cat(new[] { SampleHash, o.SampleHash }, 0), sampleRows);
@@ -241,7 +242,7 @@ public static class MicroscopeShards
         for (int l = 0; l < depths; l++)
         {
             using var scope = NewDisposeScope();
-            var cov = (m.Gram[l] - outer(m.Sum[l], m.Sum[l]) / rows) / Math.Max(1, rows - 1);
+            var cov = (m.Gram[l] - outer(m.Sum[l], m.Sum[l]).Div(rows)).Div(Math.Max(1, rows - 1));
             (aniso[l], power[l]) = Geometry.AnisotropyOfCovariance(cov);
             // TwoNN on the sample in row order of (text, position) is order-free; the sample is the rows with the smallest hashes.
             id[l] = Geometry.TwoNN(m.Sample.select(1, l));

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Hooks;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -70,20 +71,20 @@ public sealed partial class HookedTransformer
     static long Sample(Tensor logits, GenerateOptions o, Generator? generator)
     {
         if (o.Temperature == 0) return logits.argmax().item<long>();
-        var scaled = logits / o.Temperature;
+        var scaled = logits.Div(o.Temperature);
         if (o.TopK > 0 && o.TopK < scaled.shape[0])
         {
             var kth = scaled.topk(o.TopK).values[-1];
-            scaled = scaled.masked_fill(scaled < kth, double.NegativeInfinity);
+            scaled = scaled.MaskedFill(scaled < kth, double.NegativeInfinity);
         }
         if (o.TopP < 1.0)
         {
             var (sorted, order) = scaled.sort(descending: true);
             var cumulative = sorted.softmax(-1).cumsum(-1);
             // Drop a token when the tokens before it already reach p (the first token always stays).
-            var drop = (cumulative - sorted.softmax(-1)) >= o.TopP;
+            var drop = (cumulative - sorted.softmax(-1)).Ge(o.TopP);
             var dropOriginal = zeros_like(drop).scatter(0, order, drop);
-            scaled = scaled.masked_fill(dropOriginal, double.NegativeInfinity);
+            scaled = scaled.MaskedFill(dropOriginal, double.NegativeInfinity);
         }
         var probs = scaled.softmax(-1);
         return multinomial(probs, 1, generator: generator).item<long>();

@@ -205,27 +205,27 @@ public sealed class HookedEncoderDecoder : IDisposable
     Tensor Norm(Tensor x, string weight)
     {
         var xf = x.to(ScalarType.Float32);
-        return _w[weight] * (xf * xf.square().mean(new long[] { -1 }, keepdim: true).add(Scalars.Of(Config.Eps), Scalars.One).rsqrt()).to(x.dtype);
+        return _w[weight] * (xf * xf.Square().mean(new long[] { -1 }, keepdim: true).add(Scalars.Of(Config.Eps), Scalars.One).rsqrt()).to(x.dtype);
     }
 
     /// <summary>T5's relative-position bias [1, heads, queries, keys] from block 0's table.</summary>
     Tensor PositionBias(long queries, long keys, bool bidirectional, string table)
     {
-        var rel = arange(keys, dtype: ScalarType.Int64).unsqueeze(0) - arange(queries, dtype: ScalarType.Int64).unsqueeze(1);
+        var rel = SafeOps.Arange(keys).unsqueeze(0) - SafeOps.Arange(queries).unsqueeze(1);
         int n = Config.Buckets;
         var buckets = zeros_like(rel);
         if (bidirectional)
         {
             n /= 2;
-            buckets = buckets + (rel > 0).to(ScalarType.Int64) * n;
+            buckets = buckets.Add(rel.Gt(0).to(ScalarType.Int64).Mul((long)n));
             rel = rel.abs();
         }
         else rel = -rel.clamp_max(Scalars.Int(0));
         int maxExact = n / 2;
-        var isSmall = rel < maxExact;
-        var large = (rel.to(ScalarType.Float32) / maxExact).log() / Math.Log(Config.MaxDistance / (double)maxExact) * (n - maxExact);
-        var largeBucket = (large.to(ScalarType.Int64) + maxExact).clamp_max(Scalars.Int(n - 1));
-        buckets = buckets + where(isSmall, rel, largeBucket);
+        var isSmall = rel.Lt(maxExact);
+        var large = rel.to(ScalarType.Float32).Div(maxExact).log().Div(Math.Log(Config.MaxDistance / (double)maxExact)).Mul((double)(n - maxExact));
+        var largeBucket = large.to(ScalarType.Int64).Add((long)maxExact).clamp_max(Scalars.Int(n - 1));
+        buckets = buckets.Add(where(isSmall, rel, largeBucket));
         return _w[table].index_select(0, buckets.flatten()).view(buckets.shape[0], buckets.shape[1], -1).permute(2, 0, 1).unsqueeze(0);
     }
 

@@ -143,7 +143,7 @@ public sealed partial class HookedTransformer
 
     Tensor DefaultPositions(long batch, long pos, int past, Tensor? mask)
     {
-        if (mask is null) return arange(past, past + pos, dtype: ScalarType.Int64, device: Device).unsqueeze(0).expand(batch, pos);
+        if (mask is null) return SafeOps.Arange(past, past + pos, device: Device).unsqueeze(0).expand(batch, pos);
         // Left padding: real tokens count from 0; pad slots get 0 (they are masked anyway).
         var cumulative = mask.to(ScalarType.Int64).cumsum(1).sub(Scalars.Int(1));
         return cumulative.clamp_min(Scalars.Int(0))[.., past..];
@@ -165,7 +165,7 @@ public sealed partial class HookedTransformer
             slopes.AddRange(Enumerable.Range(0, Math.Min(closest, h - closest)).Select(i => Math.Pow(extra, 1 + 2 * i)));
         }
         var keyPos = mask is null
-            ? arange(keys, dtype: ScalarType.Float32, device: Device).unsqueeze(0).expand(batch, keys)
+            ? SafeOps.Arange(keys, ScalarType.Float32, Device).unsqueeze(0).expand(batch, keys)
             : mask.to(ScalarType.Int64).cumsum(1).sub(Scalars.Int(1)).mul(mask.to(ScalarType.Int64)).to(ScalarType.Float32);
         var slope = tensor(slopes.Select(x => (float)x).ToArray(), device: Device).view(1, h, 1, 1);
         return slope * keyPos.view(batch, 1, 1, keys);
@@ -175,12 +175,12 @@ public sealed partial class HookedTransformer
     Tensor BuildMask(long batch, long pos, int past, Tensor? padding, bool sliding)
     {
         long keys = past + pos;
-        var q = arange(past, keys, dtype: ScalarType.Int64, device: Device).unsqueeze(1);
-        var k = arange(0, keys, dtype: ScalarType.Int64, device: Device).unsqueeze(0);
+        var q = SafeOps.Arange(past, keys, device: Device).unsqueeze(1);
+        var k = SafeOps.Arange(0, keys, device: Device).unsqueeze(0);
         var masked = Config.Causal ? k > q : zeros(new long[] { pos, keys }, ScalarType.Bool, Device);
-        if (sliding) masked = masked.logical_or(q - k >= Config.SlidingWindow!.Value);
+        if (sliding) masked = masked.logical_or((q - k).Ge(Config.SlidingWindow!.Value));
         masked = masked.view(1, 1, pos, keys);
-        if (padding is not null) masked = masked.logical_or(padding.eq(0).view(batch, 1, 1, keys));
+        if (padding is not null) masked = masked.logical_or(padding.Eq(0).view(batch, 1, 1, keys));
         return masked;
     }
 
@@ -324,7 +324,7 @@ public sealed partial class HookedTransformer
             // The same operand layouts as the unfused path, so the same kernel sums in the same order: there the keys are
             // transposed before heads are repeated for GQA (a contiguous [b, h, dh, p] copy), a view otherwise.
             var kt = Config.HeadsPerKvHead > 1 ? kd.transpose(2, 3).contiguous() : kd.transpose(2, 3);
-            var x = matmul(qd, kt) * scale;
+            var x = matmul(qd, kt).Mul(scale);
             return x.masked_fill(causal, Scalars.Of(MinValue(x.dtype)));
         }
         if (scores) cache.StoreLazy(n.AttnScores, Scores, qd, kd);
@@ -360,7 +360,7 @@ public sealed partial class HookedTransformer
     Tensor RmsNormHead(Tensor x, Tensor weight)
     {
         var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);
-        var normed = xf * xf.square().mean(new long[] { -1 }, keepdim: true).add(Scalars.Of(Config.NormEps), Scalars.One).rsqrt();
+        var normed = xf * xf.Square().mean(new long[] { -1 }, keepdim: true).add(Scalars.Of(Config.NormEps), Scalars.One).rsqrt();
         return weight * normed.to(x.dtype);
     }
 
@@ -371,7 +371,7 @@ public sealed partial class HookedTransformer
         var xf = x.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? x.to(ScalarType.Float32) : x;
         bool centre = kind is NormKind.LayerNorm or NormKind.LayerNormNoAffine;
         var centred = centre ? xf.sub(xf.mean(new long[] { -1 }, keepdim: true)) : xf;
-        var scale = centred.square().mean(new long[] { -1 }, keepdim: true).add(Scalars.Of(Config.NormEps), Scalars.One).sqrt();
+        var scale = centred.Square().mean(new long[] { -1 }, keepdim: true).add(Scalars.Of(Config.NormEps), Scalars.One).sqrt();
         if (o.FreezeNormScales) scale = scale.detach();
         scale = Hook(s, scaleName, layer, scale);
         var normalized = Hook(s, normalizedName, layer, centred / scale);
@@ -381,7 +381,7 @@ public sealed partial class HookedTransformer
         {
             NormKind.RmsNorm => weight! * normalized.to(x.dtype),
             NormKind.RmsNormPlusOne => (normalized * weight!.to(xf.dtype).add(Scalars.One, Scalars.One)).to(x.dtype),
-            NormKind.LayerNorm => (bias is null ? normalized * weight! : weight is null ? normalized + bias.to(xf.dtype) : torch.addcmul(bias.to(xf.dtype), normalized, weight!.to(xf.dtype), Scalars.One)).to(x.dtype),
+            NormKind.LayerNorm => (bias is null ? normalized * weight! : weight is null ? normalized.Add(bias.to(xf.dtype)) : torch.addcmul(bias.to(xf.dtype), normalized, weight!.to(xf.dtype), Scalars.One)).to(x.dtype),
             _ => normalized.to(x.dtype),
         };
     }

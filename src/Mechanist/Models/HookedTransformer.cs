@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Hooks;
 using Mechanist.IO;
 using Mechanist.Models.Architectures;
@@ -274,7 +275,7 @@ public sealed partial class HookedTransformer
         var rows = Weights.WU.index_select(0, ids).to(ScalarType.Float32);
         // After weight processing the final norm's weight is folded into W_U and is gone (null).
         var gain = Weights.LnFinalW is not { } w || Config.Norm == NormKind.LayerNormNoAffine ? null
-            : Config.Norm == NormKind.RmsNormPlusOne ? 1.0f + w.to(ScalarType.Float32)
+            : Config.Norm == NormKind.RmsNormPlusOne ? w.to(ScalarType.Float32).Add(1.0)
             : w.to(ScalarType.Float32);
         return (gain is null ? rows : rows * gain).MoveToOuterDisposeScope();
     }

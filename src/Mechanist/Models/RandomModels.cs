@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using static TorchSharp.torch;
 
 namespace Mechanist.Models;
@@ -39,7 +40,7 @@ public static class RandomModels
     {
         manual_seed(seed);
         using var scope = NewDisposeScope();
-        Tensor R(params long[] shape) => (randn(shape) * 0.02f).to(dtype).DetachFromDisposeScope();
+        Tensor R(params long[] shape) => randn(shape).Mul(0.02f).to(dtype).DetachFromDisposeScope();
         Tensor Z(params long[] shape) => zeros(shape, dtype).DetachFromDisposeScope();
         Tensor O(params long[] shape) => ones(shape, dtype).DetachFromDisposeScope();
         long d = cfg.DModel, q = cfg.NHeads * cfg.DHead, kv = cfg.NKvHeads * cfg.DHead, m = cfg.DMlp;

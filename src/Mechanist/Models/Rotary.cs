@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using static TorchSharp.torch;
 
 namespace Mechanist.Models;
@@ -16,7 +17,7 @@ public sealed class Rotary : IDisposable
         RotaryDim = cfg.RotaryDim; Interleaved = cfg.RotaryInterleaved;
         using var scope = NewDisposeScope();
         var invFreq = InverseFrequencies(cfg);
-        var positions = arange(0, cfg.NCtx, dtype: ScalarType.Float32);
+        var positions = SafeOps.Arange(0, cfg.NCtx, dtype: ScalarType.Float32);
         var freqs = positions.unsqueeze(1) * invFreq.unsqueeze(0);
         // Half-split: [f0..fn, f0..fn]; interleaved pairs: [f0, f0, f1, f1, ...].
         var emb = Interleaved ? freqs.repeat_interleave(2, -1) : cat(new[] { freqs, freqs }, -1);
@@ -34,17 +35,17 @@ public sealed class Rotary : IDisposable
     public static Tensor InverseFrequencies(TransformerConfig cfg)
     {
         int d = cfg.RotaryDim;
-        var exponents = arange(0, d, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / d;
-        var inv = 1.0f / pow(cfg.RopeTheta, exponents);
+        var exponents = SafeOps.Arange(0, d, 2).to(ScalarType.Float32).Div(d);
+        var inv = SafeOps.PowOf(cfg.RopeTheta, exponents).RDiv(1.0);
         if (cfg.RopeScaling is not { } s) return inv;
-        if (s.Type == "linear") return inv / s.Factor;
+        if (s.Type == "linear") return inv.Div(s.Factor);
         // Llama 3.1: keep high frequencies, divide low ones by the factor, interpolate between.
         double lowWavelen = s.OriginalMaxPositions / s.LowFreqFactor, highWavelen = s.OriginalMaxPositions / s.HighFreqFactor;
-        var wavelen = 2 * Math.PI / inv;
-        var scaled = where(wavelen > lowWavelen, inv / s.Factor, inv);
-        var smooth = (s.OriginalMaxPositions / wavelen - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
-        var smoothed = (1 - smooth) * scaled / s.Factor + smooth * scaled;
-        var isMedium = (wavelen >= highWavelen).logical_and(wavelen <= lowWavelen);
+        var wavelen = inv.RDiv(2 * Math.PI);
+        var scaled = where(wavelen.Gt(lowWavelen), inv.Div(s.Factor), inv);
+        var smooth = wavelen.RDiv(s.OriginalMaxPositions).Sub(s.LowFreqFactor).Div(s.HighFreqFactor - s.LowFreqFactor);
+        var smoothed = (smooth.RSub(1.0) * scaled).Div(s.Factor).Add(smooth * scaled);
+        var isMedium = wavelen.Ge(highWavelen).logical_and(wavelen.Le(lowWavelen));
         return where(isMedium, smoothed, scaled);
     }
 

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using static TorchSharp.torch;
 
 namespace Mechanist.Models;
@@ -81,7 +82,7 @@ public static class WeightProcessing
                 // Each query head reads its kv head's value bias; the pattern sums to 1 over keys.
                 var bvPerHead = b.Bv.view(cfg.NKvHeads, cfg.DHead).repeat_interleave(cfg.HeadsPerKvHead, 0).reshape(cfg.NHeads * cfg.DHead);
                 var shift = matmul(b.Wo, bvPerHead);
-                b.Bo = b.Bo is null ? shift.DetachFromDisposeScope() : Replace(b.Bo, b.Bo + shift);
+                b.Bo = b.Bo is null ? shift.DetachFromDisposeScope() : Replace(b.Bo, b.Bo.Add(shift));
                 b.Bv = Replace(b.Bv, zeros_like(b.Bv));
             }
         }
@@ -89,13 +90,13 @@ public static class WeightProcessing
 
     /// <summary>The effective per-dimension gain and bias of a norm (Gemma's weight is an offset from 1).</summary>
     static (Tensor? Gain, Tensor? Bias) Gain(TransformerConfig cfg, Tensor? weight, Tensor? bias) =>
-        (weight is null ? null : cfg.Norm == NormKind.RmsNormPlusOne ? 1.0f + weight.to(ScalarType.Float32) : weight.to(ScalarType.Float32), bias);
+        (weight is null ? null : cfg.Norm == NormKind.RmsNormPlusOne ? weight.to(ScalarType.Float32).Add(1.0) : weight.to(ScalarType.Float32), bias);
 
     /// <summary>W' = W·diag(g), b' = b + W·β: the linear map absorbs the norm's affine part.</summary>
     static (Tensor W, Tensor? B) Fold(Tensor weight, Tensor? bias, Tensor? gain, Tensor? normBias)
     {
         var wf = weight.to(ScalarType.Float32);
-        var newBias = normBias is null ? bias : (bias is null ? matmul(wf, normBias.to(ScalarType.Float32)) : bias.to(ScalarType.Float32) + matmul(wf, normBias.to(ScalarType.Float32)));
+        var newBias = normBias is null ? bias : (bias is null ? matmul(wf, normBias.to(ScalarType.Float32)) : bias.to(ScalarType.Float32).Add(matmul(wf, normBias.to(ScalarType.Float32))));
         var newWeight = gain is null ? weight : (wf * gain.unsqueeze(0)).to(weight.dtype);
         var result = (newWeight.DetachFromDisposeScope(), newBias?.to(weight.dtype).DetachFromDisposeScope());
         if (!ReferenceEquals(newWeight, weight)) weight.Dispose();

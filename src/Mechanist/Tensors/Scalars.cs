@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
 using TorchSharp;
 
+#pragma warning disable RS0030 // rooted for the process, so safe to pass to any native call
+
 namespace Mechanist.Tensors;
 
 /// <summary>

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Models;
 using Mechanist.Training;
 using TorchSharp;
@@ -42,7 +43,7 @@ public static class Trainer
         {
             var rng = new Random(HashCode.Combine(c.Seed, step));
             var starts = Enumerable.Range(0, c.BatchSize).Select(_ => (long)rng.NextInt64(stream.Length - c.SeqLen - 1)).ToArray();
-            var index = tensor(starts).unsqueeze(1) + arange(c.SeqLen + 1).unsqueeze(0);
+            var index = tensor(starts).unsqueeze(1).Add(SafeOps.Arange(c.SeqLen + 1).unsqueeze(0));
             var batch = data.index_select(0, index.flatten()).view(c.BatchSize, c.SeqLen + 1).to(model.Device);
             var logits = model.Run(batch[.., ..^1], new RunOptions { EnableGrad = true });
             return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[2]), batch[.., 1..].reshape(-1));

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using static TorchSharp.torch;
 
 namespace Mechanist.Training;
@@ -45,18 +46,18 @@ public sealed class AdamW : IDisposable
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var grads = _parameters.Select(p => p.grad).ToList();
-        double norm = Math.Sqrt(grads.Where(g => g is not null).Sum(g => g!.pow(2).sum().item<float>()));
+        double norm = Math.Sqrt(grads.Where(g => g is not null).Sum(g => g!.Square().sum().item<float>()));
         double scale = norm > clip ? clip / (norm + 1e-6) : 1.0;
         StepCount++;
         double bias1 = 1 - Math.Pow(Beta1, StepCount), bias2 = 1 - Math.Pow(Beta2, StepCount);
         for (int i = 0; i < _parameters.Count; i++)
         {
             if (grads[i] is not { } grad) continue;
-            var p = _parameters[i]; var g = grad * scale;
-            _m[i].mul_(Beta1).add_(g, 1 - Beta1);
-            _v[i].mul_(Beta2).addcmul_(g, g, 1 - Beta2);
-            if (p.dim() >= 2 && weightDecay > 0) p.mul_(1 - lr * weightDecay);
-            p.sub_((_m[i] / bias1) / ((_v[i] / bias2).sqrt() + Eps) * lr);
+            var p = _parameters[i]; var g = grad.Mul(scale);
+            _m[i].MulInPlace(Beta1).AddScaledInPlace(g, 1 - Beta1);
+            _v[i].MulInPlace(Beta2).AddcmulInPlace(g, g, 1 - Beta2);
+            if (p.dim() >= 2 && weightDecay > 0) p.MulInPlace(1 - lr * weightDecay);
+            p.sub_(_m[i].Div(bias1).div(_v[i].Div(bias2).sqrt().Add(Eps)).Mul(lr));
         }
         return norm;
     }

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Analysis;
 using Mechanist.IO;
 using Mechanist.Models;
@@ -167,7 +168,7 @@ public class HookedGenerationAcrossArchitecturesTests
         var hooks = new[]
         {
             new Mechanist.Hooks.ForwardHookSpec(Mechanist.Hooks.HookFilter.Named("blocks.1.attn.hook_z"), (z, _) => { var y = z.clone(); y[.., .., 0] = 0; return y; }),
-            new Mechanist.Hooks.ForwardHookSpec(Mechanist.Hooks.HookFilter.Named("blocks.2.hook_resid_pre"), (x, _) => x + steer.to(x.dtype)),
+            new Mechanist.Hooks.ForwardHookSpec(Mechanist.Hooks.HookFilter.Named("blocks.2.hook_resid_pre"), (x, _) => x.Add(steer.to(x.dtype))),
         };
         GenerationResult Run(bool cache) => model.Generate(prompt, new GenerateOptions { MaxNewTokens = 6, UseKvCache = cache, Hooks = hooks, ReturnLogits = true });
         var cached = Run(true); var full = Run(false);

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Analysis;
 using Mechanist.Hooks;
 using Mechanist.Models;
@@ -116,8 +117,8 @@ public class AnalysisTests
         using var model = RandomModels.Create(cfg, seed: 3);
         // The huge norm scale amplifies the fused kernel's rounding differences: a no-op hook on every pattern keeps attention unfused.
         using var unfused = model.Hooks(new ForwardHookSpec(HookFilter.Where(model.HookPoints.Selector(HookKind.Pattern)), (_, _) => null));
-        foreach (var b in model.Weights.Blocks) { b.Ln1W!.fill_(1e5f); b.Ln2W!.fill_(1e5f); }
-        model.Weights.LnFinalW!.fill_(1e5f);
+        foreach (var b in model.Weights.Blocks) { b.Ln1W!.FillInPlace(1e5f); b.Ln2W!.FillInPlace(1e5f); }
+        model.Weights.LnFinalW!.FillInPlace(1e5f);
         using var clean = tensor(new long[] { 1, 5, 7, 9, 11, 13 }, new long[] { 1, 6 });
         using var corrupt = tensor(new long[] { 1, 5, 8, 9, 11, 13 }, new long[] { 1, 6 });
         var metric = new PatchMetric.LogitDiff(3, 4);
@@ -157,7 +158,7 @@ public class AnalysisTests
         using var vector = Steering.Vector(model, positive, negative, layer: 0);
         // By hand: the residual entering layer 0 of a Llama model is the token embedding.
         Tensor MeanEmbedding(string p) => model.Weights.WE.index_select(0, model.ToTokens(p)[0]).mean(new long[] { 0 });
-        using var expected = (MeanEmbedding("happy") + MeanEmbedding("glad day")) / 2 - MeanEmbedding("sad");
+        using var expected = MeanEmbedding("happy").Add(MeanEmbedding("glad day")).Div(2) - MeanEmbedding("sad");
         TensorAssert.Close(expected, vector, 1e-6, "steering vector");
         var result = Steering.Compare(model, vector, 0, 8.0, new[] { "Once upon a time" }, new GenerateOptions { MaxNewTokens = 8 });
         // The steered text is greedy decoding with 8 × the vector added to the embeddings, by hand.
@@ -165,7 +166,7 @@ public class AnalysisTests
         for (int step = 0; step < 8; step++)
         {
             using var x = tensor(ids.ToArray(), new long[] { 1, ids.Count });
-            using var logits = model.RunWithHooks(x, new[] { new ForwardHookSpec("blocks.0.hook_resid_pre", (r, _) => r + 8.0 * vector) });
+            using var logits = model.RunWithHooks(x, new[] { new ForwardHookSpec("blocks.0.hook_resid_pre", (r, _) => r.Add(vector.Mul(8.0))) });
             ids.Add(logits[0, -1].argmax().item<long>());
         }
         Assert.Equal(model.Tokenizer.Decode(ids.Skip(ids.Count - 8).Select(i => (int)i), skipSpecial: true), result.Samples[0].Steered);
@@ -193,7 +194,7 @@ public class AnalysisTests
         var b = model.Weights.Blocks[0];
         using (no_grad()) b.Wo[.., ..dh].copy_(b.Wv[..dh].t());
         Assert.Equal(1.0, HeadCircuits.CopyingScores(model).Single(s => s.Layer == 0 && s.Head == 0).CopyingScore, 6);
-        using (no_grad()) b.Wo[.., ..dh].mul_(-1);
+        using (no_grad()) b.Wo[.., ..dh].MulInPlace(-1);
         Assert.Equal(-1.0, HeadCircuits.CopyingScores(model).Single(s => s.Layer == 0 && s.Head == 0).CopyingScore, 6);
 
         using var qk = HeadCircuits.QK(model, 1, 3);

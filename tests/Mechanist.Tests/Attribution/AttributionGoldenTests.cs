@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using System.Text.Json;
 using Mechanist.Attribution;
 using Mechanist.Dictionaries.Formats;
@@ -70,7 +71,7 @@ public class AttributionGoldenTests
         double max = expected.abs().max().item<float>();
         TensorAssert.Close(expected, graph.DenseAdjacency(), 1e-5 * max, $"{name}: adjacency");
         // Structural zeros are exact.
-        var zero = expected == 0;
+        var zero = expected.Eq(0);
         Assert.Equal(0f, graph.DenseAdjacency().masked_select(zero).abs().max().item<float>());
     }
 

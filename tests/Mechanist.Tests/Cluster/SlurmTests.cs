@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Dictionaries;
 using Mechanist.IO;
 using Mechanist.Tests.Cli;
@@ -27,7 +28,7 @@ public sealed class SlurmTests
         {
             using var f = SafetensorsFile.Open(Path.Combine(dir, c.File));
             using var ids = f.Read("token_ids");
-            using var sum = m.Hooks.Select(h => f.Read(h).sum(new long[] { 1 })).Aggregate((a, b) => a + b);
+            using var sum = m.Hooks.Select(h => f.Read(h).sum(new long[] { 1 })).Aggregate((a, b) => a.Add(b));
             rows.AddRange(ids.data<long>().ToArray().Zip(sum.data<float>().ToArray().Select(s => Math.Round(s, 2))));
         }
         rows.Sort();

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Dictionaries;
 using Mechanist.Hooks;
 using Mechanist.Models;
@@ -70,7 +71,7 @@ public class DictionaryContractTests
         int d = model.Config.DModel;
         string point = model.HookPoints.Name(HookKind.ResidPost, 1);
         manual_seed(0);
-        using var sae = new Transcoder(randn(16, d), randn(16), randn(16, d) * 0.1, zeros(d)); // a poor SAE: large errors
+        using var sae = new Transcoder(randn(16, d), randn(16), randn(16, d).Mul(0.1), zeros(d)); // a poor SAE: large errors
         var splice = new SaeSplice(point, sae);
         var options = new RunOptions { Splices = new[] { splice } };
         var plain = model.Run(Tokens());
@@ -79,7 +80,7 @@ public class DictionaryContractTests
         TensorAssert.Close(plain, spliced, 1e-5, "SAE + error term is exact");
         // The reconstruction is acts · W_dec + b_dec, by hand.
         var acts = cache[point + ".hook_sae_acts_post"];
-        TensorAssert.Close(matmul(nn.functional.relu(matmul(cache[point + ".hook_sae_input"], sae.WEnc.t()) + sae.BEnc), sae.WDec), cache[point + ".hook_sae_recons"], 1e-5, "recons");
+        TensorAssert.Close(matmul(nn.functional.relu(matmul(cache[point + ".hook_sae_input"], sae.WEnc.t()).Add(sae.BEnc)), sae.WDec), cache[point + ".hook_sae_recons"], 1e-5, "recons");
         Assert.Equal(new long[] { 1, 8, 16 }, acts.shape);
         // Zeroing the error leaves the reconstruction alone: logits change.
         var noError = model.Run(Tokens(), options with { Hooks = new[] { new ForwardHookSpec(point + ".hook_sae_error", (x, _) => zeros_like(x)) } });
@@ -95,7 +96,7 @@ public class DictionaryContractTests
         using var scope = NewDisposeScope();
         int d = model.Config.DModel, n = model.Config.NLayers, f = 12;
         manual_seed(3);
-        var layers = Enumerable.Range(0, n).Select(_ => new Transcoder(randn(f, d), randn(f) * 0.1, randn(f, d) * 0.2, randn(d) * 0.1, wSkip: randn(d, d) * 0.05)).ToList();
+        var layers = Enumerable.Range(0, n).Select(_ => new Transcoder(randn(f, d), randn(f).Mul(0.1), randn(f, d).Mul(0.2), randn(d).Mul(0.1), wSkip: randn(d, d).Mul(0.05))).ToList();
         using var set = new TranscoderSet(layers);
         var (plainLogits, plain) = model.RunWithCache(Tokens());
         using var _p = plain;
@@ -107,7 +108,7 @@ public class DictionaryContractTests
         using var _r = replaced;
         var t0 = layers[0];
         var x = replaced[HookKind.ResidMid, 0];
-        var expected = matmul(nn.functional.relu(matmul(x, t0.WEnc.t()) + t0.BEnc), t0.WDec) + t0.BDec + matmul(x, t0.WSkip!.t());
+        var expected = matmul(nn.functional.relu(matmul(x, t0.WEnc.t()).Add(t0.BEnc)), t0.WDec).Add(t0.BDec).Add(matmul(x, t0.WSkip!.t()));
         TensorAssert.Close(expected, replaced[HookKind.MlpOut, 0], 1e-4, "transcoder output at layer 0");
         TensorAssert.Close(plain[HookKind.ResidMid, 0], x, 1e-5, "layer 0 reads the unchanged residual");
 
@@ -126,7 +127,7 @@ public class DictionaryContractTests
         manual_seed(5);
         using var clt = new CrossLayerTranscoder(
             Enumerable.Range(0, n).Select(_ => randn(f, d)).ToArray(), Enumerable.Range(0, n).Select(_ => zeros(f)).ToArray(),
-            Enumerable.Range(0, n).Select(i => randn(f, n - i, d) * 0.1).ToArray(), Enumerable.Range(0, n).Select(_ => zeros(d)).ToArray());
+            Enumerable.Range(0, n).Select(i => randn(f, n - i, d).Mul(0.1)).ToArray(), Enumerable.Range(0, n).Select(_ => zeros(d)).ToArray());
         var splice = new TranscoderSplice(clt);
         var (_, clean) = model.RunWithCache(Tokens(), options: new RunOptions { Splices = new[] { splice } });
         using var _c = clean;
@@ -138,7 +139,7 @@ public class DictionaryContractTests
         var (_, edited) = model.RunWithCache(Tokens(), options: new RunOptions { Splices = new[] { splice }, Hooks = new[] { edit } });
         using var _e = edited;
         var delta0 = edited[HookKind.MlpOut, 0] - clean[HookKind.MlpOut, 0];
-        TensorAssert.Close((5 - old) * clt.WDec(0)[2, 0], delta0[0, 3], 1e-4, "layer 0's output moves along the decoder row");
+        TensorAssert.Close(clt.WDec(0)[2, 0].Mul(5 - old), delta0[0, 3], 1e-4, "layer 0's output moves along the decoder row");
         TensorAssert.Close(zeros(3, d), delta0[0, ..3], 0, "earlier positions are untouched");
         Assert.True((edited[HookKind.MlpOut, n - 1] - clean[HookKind.MlpOut, n - 1])[0, 3].abs().max().item<float>() > 1e-3);
     }

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Dictionaries;
 using Mechanist.Dictionaries.Formats;
 using Mechanist.Dictionaries.Training;
@@ -25,11 +26,11 @@ public class DictionaryTrainingTests
         var perfect = DictionaryEvaluation.Layers(identity, data, chunk: 32)[0];
         Assert.Equal(0.0, perfect.Fvu, 9);
         // L0 by hand: every nonzero coordinate fires exactly one of its two features.
-        Assert.Equal((x != 0).to(ScalarType.Float64).sum().item<double>() / 100, perfect.L0, 9);
-        using var empty = new Transcoder(zeros(3, d), full(3, -1f), zeros(3, d), zeros(d));
+        Assert.Equal(x.Ne(0).to(ScalarType.Float64).sum().item<double>() / 100, perfect.L0, 9);
+        using var empty = new Transcoder(zeros(3, d), SafeOps.Full(new long[] { 3 }, -1f), zeros(3, d), zeros(d));
         var none = DictionaryEvaluation.Layers(empty, data)[0];
         // Reconstructing nothing leaves the whole second moment: FVU = E‖x‖² / E‖x − x̄‖².
-        double second = x.pow(2).sum(-1).mean().item<float>(), variance = (x - x.mean(new long[] { 0 })).pow(2).sum(-1).mean().item<float>();
+        double second = x.Square().sum(-1).mean().item<float>(), variance = (x - x.mean(new long[] { 0 })).Square().sum(-1).mean().item<float>();
         Assert.Equal(second / variance, none.Fvu, 4);
         Assert.Equal(1.0, none.DeadFraction);
         Assert.Equal(0.0, none.L0);
@@ -58,14 +59,14 @@ public class DictionaryTrainingTests
         using var scope = NewDisposeScope();
         var acts = dict.Activate(dict.PreActivations(x), training: true);
         // K·B = 20 activations per layer over the batch, however they spread over tokens.
-        Assert.All(Enumerable.Range(0, 3), l => Assert.Equal(20L, (acts.select(1, l) > 0).sum().item<long>()));
+        Assert.All(Enumerable.Range(0, 3), l => Assert.Equal(20L, acts.select(1, l).Gt(0).sum().item<long>()));
         // Changing layer 2's features moves only layer 2's reconstruction; layer 0's moves every layer.
         var recon = dict.Decode(acts, x);
-        var bumped2 = acts.clone(); bumped2[.., 2] += 1;
+        var bumped2 = acts.clone(); bumped2[.., 2].AddInPlace(1L);
         var r2 = dict.Decode(bumped2, x);
         TensorAssert.Close(recon[.., ..2], r2[.., ..2], 0, "layers before 2");
         Assert.True((recon[.., 2] - r2[.., 2]).abs().max().item<float>() > 1e-3);
-        var bumped0 = acts.clone(); bumped0[.., 0] += 1;
+        var bumped0 = acts.clone(); bumped0[.., 0].AddInPlace(1L);
         Assert.All(Enumerable.Range(0, 3), l => Assert.True((recon[.., l] - dict.Decode(bumped0, x)[.., l]).abs().max().item<float>() > 1e-3));
     }
 
@@ -77,8 +78,8 @@ public class DictionaryTrainingTests
         features /= features.norm(1, true);
         var codes = zeros(rows, f);
         var idx = rand(new long[] { rows, f }, generator: g).topk(k, dim: -1).indexes;
-        codes.scatter_(-1, idx, 1 + rand(new long[] { rows, k }, generator: g));
-        return ((matmul(codes, features) * scale).unsqueeze(1), features);
+        codes.scatter_(-1, idx, rand(new long[] { rows, k }, generator: g).Add(1L));
+        return (matmul(codes, features).Mul(scale).unsqueeze(1), features);
     }
 
     [Fact]
@@ -98,7 +99,7 @@ public class DictionaryTrainingTests
         // Most true features have a learned decoder row pointing their way.
         using var rowsDec = sae.WDec / sae.WDec.norm(1, true);
         using var cos = matmul(truth, rowsDec.t()).max(1).values;
-        Assert.True((cos > 0.9).sum().item<long>() >= 20, $"matched features: {(cos > 0.9).sum().item<long>()} of 24");
+        Assert.True(cos.Gt(0.9).sum().item<long>() >= 20, $"matched features: {cos.Gt(0.9).sum().item<long>()} of 24");
     }
 
     [Fact]
@@ -131,7 +132,7 @@ public class DictionaryTrainingTests
         Assert.Equal(1.0, perfect.LossRecovered, 4);
         Assert.Equal(1.0, perfect.TopTokenAgreement);
         Assert.Equal(0.0, perfect.Kl, 5);
-        using var empty = new Transcoder(zeros(4, d), full(4, -1f), zeros(4, d), zeros(d));
+        using var empty = new Transcoder(zeros(4, d), SafeOps.Full(new long[] { 4 }, -1f), zeros(4, d), zeros(d));
         var nothing = DictionaryEvaluation.Spliced(model, texts, new SaeSplice(hook, empty, ErrorTerm.None), new[] { hook });
         Assert.Equal(0.0, nothing.LossRecovered, 6);
         Assert.Equal(nothing.ZeroAblatedLoss, nothing.SplicedLoss, 6);
@@ -149,7 +150,7 @@ public class DictionaryTrainingTests
         File.WriteAllText(tmp.File("lens/cfg.json"), "{\"architecture\": \"standard\", \"d_in\": 6, \"d_sae\": 10, \"hook_name\": \"blocks.1.hook_resid_post\", \"apply_b_dec_to_input\": true, \"model_name\": \"m\"}");
         using var bundle = SaeLensFormat.Load(tmp.File("lens"));
         using var x = randn(5, 6);
-        TensorAssert.Close(nn.functional.relu(matmul(x - bDec, wEnc) + bEnc), bundle.Sae.Encode(x), 1e-5, "encode with b_dec applied to the input");
+        TensorAssert.Close(nn.functional.relu(matmul(x - bDec, wEnc).Add(bEnc)), bundle.Sae.Encode(x), 1e-5, "encode with b_dec applied to the input");
         Assert.Equal("blocks.1.hook_resid_post", bundle.HookName);
         SaeLensFormat.Save(bundle, tmp.File("saved"));
         using var again = SaeLensFormat.Load(tmp.File("saved"));

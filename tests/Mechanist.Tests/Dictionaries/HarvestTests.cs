@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Dictionaries;
 using Mechanist.IO;
 using Mechanist.Models;
@@ -23,7 +24,7 @@ public class HarvestTests
             using var f = SafetensorsFile.Open(Path.Combine(dir, c.File));
             using var ids = f.Read("token_ids");
             using var a = f.Read(Hooks[0]); using var b = f.Read(Hooks[1]);
-            using var sums = a.sum(new long[] { 1 }) + b.sum(new long[] { 1 });
+            using var sums = a.sum(new long[] { 1 }).Add(b.sum(new long[] { 1 }));
             rows.AddRange(ids.data<long>().ToArray().Zip(sums.data<float>().ToArray().Select(s => Math.Round(s, 2))));
         }
         rows.Sort();

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using System.Net;
 using System.Text;
 using System.Text.Json;
@@ -102,7 +103,7 @@ public sealed class FeatureStoreTests
         Assert.True(ambiguous * 10 < checkedTop, $"{ambiguous} ambiguous of {checkedTop}");
         // Logit effects: the decoder summed over the layers a layer-0 feature writes to, times W_U.
         var d0 = store.Dashboard(0, 776);
-        using (var rows = Enumerable.Range(0, 4).Select(t => bundle.Dictionary.DecoderRows(0, t, tensor(new long[] { 776 }))).Aggregate((a, b) => a + b))
+        using (var rows = Enumerable.Range(0, 4).Select(t => bundle.Dictionary.DecoderRows(0, t, tensor(new long[] { 776 }))).Aggregate((a, b) => a.Add(b)))
         using (var logits = matmul(rows, model.Weights.WU.t())[0])
         {
             var (values, indices) = logits.topk(3);

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Microscope;
 using Mechanist.Models;
 using Mechanist.Tests.Cli;
@@ -100,9 +101,9 @@ public class MicroscopeTests
         manual_seed(1);
         using var x = randn(500, 16, ScalarType.Float64);
         using var a = randn(16, 16, ScalarType.Float64);
-        using var linear = Geometry.FitLinear(x, matmul(x, a) + 3.0);
+        using var linear = Geometry.FitLinear(x, matmul(x, a).Add(3.0));
         Assert.Equal(1.0, linear.Score, 9);
-        using var nonlinear = Geometry.FitLinear(x, (x * 3).sin() * x.pow(2));
+        using var nonlinear = Geometry.FitLinear(x, x.Mul(3L).sin() * x.Square());
         Assert.True(nonlinear.Score < 0.3, $"nonlinear map scored {nonlinear.Score}");
     }
 

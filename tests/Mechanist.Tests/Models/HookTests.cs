@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Hooks;
 using Mechanist.IO;
 using Mechanist.Models;
@@ -27,9 +28,9 @@ public class HookTests
         // By hand: LayerNorm(resid_mid) with ln_f's weights, then x W_U^T.
         var x = cache["resid_mid", last].to(ScalarType.Float64);
         var centred = x - x.mean(new long[] { -1 }, keepdim: true);
-        var normed = centred / (centred.pow(2).mean(new long[] { -1 }, keepdim: true) + 1e-5).sqrt();
+        var normed = centred / centred.Square().mean(new long[] { -1 }, keepdim: true).Add(1e-5).sqrt();
         var w = model.Weights;
-        var expected = matmul(normed * w.LnFinalW!.to(ScalarType.Float64) + w.LnFinalB!.to(ScalarType.Float64), w.WU.to(ScalarType.Float64).t());
+        var expected = matmul((normed * w.LnFinalW!.to(ScalarType.Float64)).Add(w.LnFinalB!.to(ScalarType.Float64)), w.WU.to(ScalarType.Float64).t());
         TensorAssert.Close(expected, ablated, 1e-4, "logits with the last MLP zeroed");
     }
 
@@ -64,9 +65,9 @@ public class HookTests
         TensorAssert.Close(seen!, cache["resid_mid", 1], 0, "cached activation vs the one the hook saw");
         for (int l = 0; l < model.Config.NLayers; l++)
         {
-            TensorAssert.Close(cache["resid_pre", l] + cache["attn_out", l], cache["resid_mid", l], 1e-6, $"resid_mid {l}");
-            TensorAssert.Close(cache["resid_mid", l] + cache["mlp_out", l], cache["resid_post", l], 1e-6, $"resid_post {l}");
-            TensorAssert.Close(cache["result", l].sum(2) + model.Weights.Blocks[l].Bo!, cache["attn_out", l], 1e-5, $"per-head results sum to attn_out {l}");
+            TensorAssert.Close(cache["resid_pre", l].Add(cache["attn_out", l]), cache["resid_mid", l], 1e-6, $"resid_mid {l}");
+            TensorAssert.Close(cache["resid_mid", l].Add(cache["mlp_out", l]), cache["resid_post", l], 1e-6, $"resid_post {l}");
+            TensorAssert.Close(cache["result", l].sum(2).Add(model.Weights.Blocks[l].Bo!), cache["attn_out", l], 1e-5, $"per-head results sum to attn_out {l}");
         }
         var (parts, labels) = cache.DecomposeResid();
         Assert.Equal("embed", labels[0]); Assert.Equal("pos_embed", labels[1]);
@@ -96,7 +97,7 @@ public class HookTests
             var q = lazy[rotary ? HookKind.RotQ : HookKind.Q, l].to(ScalarType.Float64).permute(0, 2, 1, 3);
             var k = lazy[rotary ? HookKind.RotK : HookKind.K, l].to(ScalarType.Float64).permute(0, 2, 1, 3).repeat_interleave(cfg.HeadsPerKvHead, dim: 1);
             long p = q.shape[2];
-            var byHand = (matmul(q, k.transpose(2, 3)) * cfg.AttnScale).masked_fill(ones(p, p).triu(1).to(ScalarType.Bool), double.NegativeInfinity).softmax(-1);
+            var byHand = matmul(q, k.transpose(2, 3)).Mul(cfg.AttnScale).MaskedFill(ones(p, p).triu(1).to(ScalarType.Bool), double.NegativeInfinity).softmax(-1);
             TensorAssert.Close(byHand.to(ScalarType.Float32), lazy["pattern", l], 1e-6, $"{arch} pattern {l} by hand");
             // The unfused run's pattern: equal up to what the fused kernel's rounding in earlier layers carries forward.
             TensorAssert.Close(eager["pattern", l], lazy["pattern", l], 1e-5, $"{arch} pattern {l}");
@@ -166,13 +167,13 @@ public class HookTests
         // A backward hook that doubles the gradient at resid_pre 1 doubles the gradient reaching the embedding.
         var (_, doubled) = model.RunWithCacheAndGrad(tokens, Metric, options: new RunOptions
         {
-            BackwardHooks = new[] { new BackwardHookSpec("blocks.1.hook_resid_pre", (g, _) => g * 2) },
+            BackwardHooks = new[] { new BackwardHookSpec("blocks.1.hook_resid_pre", (g, _) => g.Mul(2L)) },
         });
         using var _d = doubled;
         var viaResidual = cache["blocks.0.hook_resid_pre_grad"];
         Assert.True(viaResidual.abs().max().item<float>() > 1e-4);
         TensorAssert.Close(cache["blocks.1.hook_resid_pre_grad"], doubled["blocks.1.hook_resid_pre_grad"], 1e-6, "the hook point's own gradient is unchanged");
-        TensorAssert.Close(2 * cache[HookNames.Embed + "_grad"], doubled[HookNames.Embed + "_grad"], 1e-5, "gradient upstream of the hook doubles");
+        TensorAssert.Close(cache[HookNames.Embed + "_grad"].Mul(2L), doubled[HookNames.Embed + "_grad"], 1e-5, "gradient upstream of the hook doubles");
     }
 
     [Fact]

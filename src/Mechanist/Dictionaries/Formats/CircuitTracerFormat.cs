@@ -86,7 +86,7 @@ public static class CircuitTracerFormat
         if (shape.Length > 0 && !actual.SequenceEqual(shape))
             throw new InvalidCheckpointException(f.Path, $"tensor '{name}' is [{string.Join(", ", actual)}]; expected [{string.Join(", ", shape)}]");
         using var t = f.Read(name);
-        return t.to(ScalarType.Float32, device);
+        return Tensors.TensorChecks.RequireFinite(t.to(ScalarType.Float32, device), name, f.Path);
     }
 
     static DictionaryActivation ActivationOf(string? activation, bool hasThreshold) =>

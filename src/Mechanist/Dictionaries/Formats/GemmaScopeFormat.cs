@@ -26,7 +26,7 @@ public static partial class GemmaScopeFormat
                     using var stream = entry.Open();
                     arrays[entry.Name[..^4]] = ReadNpy(stream, $"{file}:{entry.Name}");
                 }
-            Tensor Take(string name) => arrays.Remove(name, out var t) ? t.to(ScalarType.Float32, device ?? CPU) : throw new InvalidCheckpointException(file, $"missing array '{name}'");
+            Tensor Take(string name) => arrays.Remove(name, out var t) ? Tensors.TensorChecks.RequireFinite(t.to(ScalarType.Float32, device ?? CPU), name, file) : throw new InvalidCheckpointException(file, $"missing array '{name}'");
             using var wEncIn = Take("W_enc");
             var sae = new Transcoder(wEncIn.t().contiguous(), Take("b_enc"), Take("W_dec"), Take("b_dec"), DictionaryActivation.JumpReLU, Take("threshold"));
             return new SaeBundle(sae, hookName, "");

@@ -49,7 +49,7 @@ public static class SaeLensFormat
         {
             if (!f.Contains(name)) throw new InvalidCheckpointException(weights, $"missing tensor '{name}'");
             using var t = f.Read(name);
-            return t.to(ScalarType.Float32, device);
+            return Tensors.TensorChecks.RequireFinite(t.to(ScalarType.Float32, device), name, weights);
         }
         using var wEncIn = Take("W_enc");                 // [d_in, d_sae]
         var wDec = Take("W_dec");                           // [d_sae, d_in]

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.Training;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -41,7 +42,8 @@ public readonly record struct DictionaryTrainProgress(int Step, int Steps, doubl
 /// <param name="Fvus">Mean FVU per step.</param>
 /// <param name="TrainSeconds">Wall time of the optimisation.</param>
 /// <param name="FlopsPerStep">Multiply-adds × 2 of one forward and backward pass (≈ 3 × forward).</param>
-public sealed record DictionaryTrainResult(IDisposable Dictionary, double[] Losses, double[] Fvus, double TrainSeconds, double FlopsPerStep);
+/// <param name="StepsRun">Steps this process ran (fewer than the configured steps after a resume): the throughput's numerator.</param>
+public sealed record DictionaryTrainResult(IDisposable Dictionary, double[] Losses, double[] Fvus, double TrainSeconds, double FlopsPerStep, int StepsRun);
 
 /// <summary>Trains a dictionary on collected activations (see <see cref="ActivationHarvest"/>), with the shared <see cref="TrainingLoop"/>.</summary>
 public static class DictionaryTrainer
@@ -59,11 +61,17 @@ public static class DictionaryTrainer
 
         // Normalise every layer's inputs and targets to mean norm √d (the scales are folded back on export).
         double[] inScale = Scales(data.Inputs, dIn), outScale = ReferenceEquals(data.Inputs, data.Targets) ? inScale : Scales(data.Targets, dOut);
-        using var inS = tensor(inScale, ScalarType.Float32).view(1, -1, 1);
-        using var outS = tensor(outScale, ScalarType.Float32).view(1, -1, 1);
-        using var targetMean = (data.Targets.mean(new long[] { 0 }) * outS[0]).to(ScalarType.Float32);
-        // Per-layer variance of the normalised targets: the MSE divided by it is the FVU.
-        using var targetVar = ((data.Targets * outS) - targetMean).pow(2).sum(-1).mean(new long[] { 0 }); // [L]
+        // Temporaries live in a dispose scope (which roots them): outside one, a GC may finalize a temporary mid-call.
+        Tensor inS, outS, targetMean, targetVar;
+        using (NewDisposeScope())
+        {
+            inS = tensor(inScale, ScalarType.Float32).view(1, -1, 1).DetachFromDisposeScope();
+            outS = tensor(outScale, ScalarType.Float32).view(1, -1, 1).DetachFromDisposeScope();
+            targetMean = (data.Targets.mean(new long[] { 0 }) * outS[0]).to(ScalarType.Float32).DetachFromDisposeScope();
+            // Per-layer variance of the normalised targets: the MSE divided by it is the FVU.
+            targetVar = ((data.Targets * outS) - targetMean).Square().sum(-1).mean(new long[] { 0 }).DetachFromDisposeScope(); // [L]
+        }
+        using var _inS = inS; using var _outS = outS; using var _targetMean = targetMean; using var _targetVar = targetVar;
         using var dict = new TrainableDictionary(c.Kind, c.Activation, layers, dIn, dOut, c.Features, c.K, targetMean, c.Seed);
         using var optimizer = new AdamW(dict.Parameters, beta1: 0.9, beta2: 0.999);
         using var sinceFired = zeros(layers, c.Features, dtype: ScalarType.Int64);
@@ -72,8 +80,10 @@ public static class DictionaryTrainer
         var sw = System.Diagnostics.Stopwatch.StartNew();
 
         (int Epoch, Tensor? Order) shuffled = (-1, null);
+        int stepsRun = 0;
         Tensor Loss(int step)
         {
+            stepsRun++;
             // Batches in a seeded random order per pass over the data, so a resumed run sees the same batches.
             long perEpoch = n / c.BatchSize;
             int epoch = (int)(step / perEpoch); long offset = step % perEpoch * c.BatchSize;
@@ -88,7 +98,7 @@ public static class DictionaryTrainer
             var pre = dict.PreActivations(x);
             var acts = dict.Activate(pre, training: true);
             var recon = dict.Decode(acts, x);
-            var mse = (recon - y).pow(2).sum(-1).mean(new long[] { 0 });          // [L]
+            var mse = (recon - y).Square().sum(-1).mean(new long[] { 0 });          // [L]
             var fvu = mse / targetVar;
             var loss = fvu.sum();
             double warm = Math.Min(1.0, (step + 1) / Math.Max(1.0, c.SparsityWarmup * c.Steps));
@@ -96,22 +106,22 @@ public static class DictionaryTrainer
             switch (c.Activation)
             {
                 case TrainActivation.ReLU:
-                    loss = loss + c.Sparsity * warm * (acts * norms).sum(new long[] { 1, 2 }).mean();
+                    loss = loss.Add((acts * norms).sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
                     break;
                 case TrainActivation.JumpReLU:
-                    loss = loss + c.Sparsity * warm * (c.TanhScale * acts * norms).tanh().sum(new long[] { 1, 2 }).mean();
-                    loss = loss + c.PreActivation * (F.relu(dict.LogThreshold!.exp().unsqueeze(0) - pre) * norms).sum(new long[] { 1, 2 }).mean();
+                    loss = loss.Add((acts.Mul(c.TanhScale) * norms).tanh().sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
+                    loss = loss.Add((F.relu(dict.LogThreshold!.exp().unsqueeze(0) - pre) * norms).sum(new long[] { 1, 2 }).mean().Mul(c.PreActivation));
                     break;
                 default:
-                    loss = loss + c.AuxK * AuxLoss(dict, pre, y - recon.detach(), sinceFired, c);
+                    loss = loss.Add(AuxLoss(dict, pre, y - recon.detach(), sinceFired, c).Mul(c.AuxK));
                     break;
             }
             using (no_grad())
             {
-                var fired = (acts > 0).any(0);                                     // [L, f]
-                sinceFired.add_(c.BatchSize).masked_fill_(fired, 0);
+                var fired = acts.Gt(0).any(0);                                     // [L, f]
+                sinceFired.AddInPlace((long)c.BatchSize).MaskedFillInPlace(fired, 0L);
                 lastFvu = fvu.mean().item<float>();
-                lastL0 = (acts > 0).to(ScalarType.Float32).sum(-1).mean().item<float>();
+                lastL0 = acts.Gt(0).to(ScalarType.Float32).sum(-1).mean().item<float>();
                 fvus.Add(lastFvu);
             }
             return loss;
@@ -119,7 +129,7 @@ public static class DictionaryTrainer
 
         var relay = progress is null ? null : new SyncProgress<TrainProgress>(p =>
         {
-            double dead; using (var d = (sinceFired > c.DeadAfterTokens).to(ScalarType.Float32).mean()) dead = d.item<float>();
+            double dead; using (var d = sinceFired.Gt(c.DeadAfterTokens).to(ScalarType.Float32).mean()) dead = d.item<float>();
             progress.Report(new DictionaryTrainProgress(p.Step, p.Steps, p.Loss, lastFvu, lastL0, dead, p.TokensPerSecond));
         });
         var schedule = new LearningRateSchedule.WarmupCosine(c.LearningRate, Math.Min(c.WarmupSteps, c.Steps), c.Steps);
@@ -130,7 +140,7 @@ public static class DictionaryTrainer
         shuffled.Order?.Dispose();
         double decoderMacs = c.Kind == DictionaryKind.Clt ? (double)c.Features * dOut * layers * (layers + 1) / 2 : (double)c.Features * dOut * layers;
         double forwardMacs = (double)c.Features * dIn * layers + decoderMacs + (c.Kind == DictionaryKind.SkipTranscoder ? (double)dIn * dOut * layers : 0);
-        return new DictionaryTrainResult(dict.Export(inScale, outScale), losses.ToArray(), fvus.ToArray(), seconds, 3 * 2 * forwardMacs * c.BatchSize);
+        return new DictionaryTrainResult(dict.Export(inScale, outScale), losses.ToArray(), fvus.ToArray(), seconds, 3 * 2 * forwardMacs * c.BatchSize, stepsRun);
     }
 
     static double[] Scales(Tensor rows, int d)
@@ -146,15 +156,15 @@ public static class DictionaryTrainer
     /// </summary>
     static Tensor AuxLoss(TrainableDictionary dict, Tensor pre, Tensor residual, Tensor sinceFired, DictionaryTrainConfig c)
     {
-        var dead = (sinceFired > c.DeadAfterTokens).unsqueeze(0);                     // [1, L, f]
+        var dead = sinceFired.Gt(c.DeadAfterTokens).unsqueeze(0);                     // [1, L, f]
         long deadCount = dead.sum().item<long>();
         if (deadCount == 0) return zeros(1).sum();
         int kAux = (int)Math.Min(Math.Min(2 * c.K, dict.Features), Math.Max(1, deadCount / dict.Layers));
-        var masked = F.relu(pre).masked_fill(dead.logical_not(), 0);
+        var masked = F.relu(pre).MaskedFill(dead.logical_not(), 0L);
         var acts = DictionaryActivations.Apply(DictionaryActivation.TopK, masked, k: kAux);
         var own = dict.Kind == DictionaryKind.Clt ? stack(dict.WDecCross!.Select(w => w.select(1, 0)).ToArray(), 0) : dict.WDec!; // [L, f, d]
         var auxRecon = einsum("blf,lfd->bld", acts, own);
-        var err = (auxRecon - residual).pow(2).sum(-1).mean();
-        return err / residual.pow(2).sum(-1).mean().clamp_min(1e-12);
+        var err = (auxRecon - residual).Square().sum(-1).mean();
+        return err / residual.Square().sum(-1).mean().ClampMin(1e-12);
     }
 }

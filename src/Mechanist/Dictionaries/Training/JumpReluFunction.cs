@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,8 +33,8 @@ public sealed class JumpReluFunction : autograd.SingleTensorFunction<JumpReluFun
         var x = saved[0]; var theta = saved[1];
         double eps = (double)ctx.get_data("bandwidth");
         var gx = grad * (x > theta).to(grad.dtype);
-        var window = ((x - theta).abs() < eps / 2).to(grad.dtype);
-        var gTheta = (grad * window * (-theta / eps)).reshape(-1, theta.numel()).sum(new long[] { 0 }).reshape(theta.shape);
+        var window = (x - theta).abs().Lt(eps / 2).to(grad.dtype);
+        var gTheta = (grad * window * (-theta).Div(eps)).reshape(-1, theta.numel()).sum(new long[] { 0 }).reshape(theta.shape);
         return new List<Tensor> { gx, gTheta, null! };
     }
 }
@@ -62,8 +63,8 @@ public sealed class StepFunction : autograd.SingleTensorFunction<StepFunction>
         var saved = ctx.get_saved_variables();
         var x = saved[0]; var theta = saved[1];
         double eps = (double)ctx.get_data("bandwidth");
-        var window = ((x - theta).abs() < eps / 2).to(grad.dtype);
-        var gTheta = (grad * window * (-1.0 / eps)).reshape(-1, theta.numel()).sum(new long[] { 0 }).reshape(theta.shape);
+        var window = (x - theta).abs().Lt(eps / 2).to(grad.dtype);
+        var gTheta = (grad * window).Mul(-1.0 / eps).reshape(-1, theta.numel()).sum(new long[] { 0 }).reshape(theta.shape);
         return new List<Tensor> { zeros_like(x), gTheta, null! };
     }
 }

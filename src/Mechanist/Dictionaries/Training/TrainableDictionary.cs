@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -50,14 +51,14 @@ public sealed class TrainableDictionary : IDisposable
         enc = enc / enc.norm(-1, true);
         double decScale = 1.0 / Math.Sqrt(features);
         if (kind == DictionaryKind.Clt)
-            WDecCross = Enumerable.Range(0, layers).Select(i => P(randn(new long[] { features, layers - i, dOut }, generator: g) * (decScale / Math.Sqrt(layers - i)))).ToArray();
+            WDecCross = Enumerable.Range(0, layers).Select(i => P(randn(new long[] { features, layers - i, dOut }, generator: g).Mul(decScale / Math.Sqrt(layers - i)))).ToArray();
         // An SAE starts tied: each feature reads along the unit direction it writes (Gao et al. 2024).
-        else WDec = P(kind == DictionaryKind.Sae ? enc.clone() : randn(new long[] { layers, features, dOut }, generator: g) * decScale);
+        else WDec = P(kind == DictionaryKind.Sae ? enc.clone() : randn(new long[] { layers, features, dOut }, generator: g).Mul(decScale));
         WEnc = P(enc);
         BEnc = P(zeros(layers, features));
         BDec = P(targetMean.to(ScalarType.Float32).clone());
         if (kind == DictionaryKind.SkipTranscoder) WSkip = P(zeros(layers, dOut, dIn));
-        if (activation == TrainActivation.JumpReLU) LogThreshold = P(full(layers, features, Math.Log(0.5)));
+        if (activation == TrainActivation.JumpReLU) LogThreshold = P(SafeOps.Full(new long[] { layers, features }, Math.Log(0.5)));
         if (activation == TrainActivation.BatchTopK) BatchThreshold = zeros(layers).DetachFromDisposeScope();
     }
 
@@ -89,11 +90,11 @@ public sealed class TrainableDictionary : IDisposable
 
     /// <summary>Norm of each feature's decoder, concatenated over the layers it writes: [L, f].</summary>
     public Tensor DecoderNorms() => Kind == DictionaryKind.Clt
-        ? stack(WDecCross!.Select(w => w.pow(2).sum(new long[] { 1, 2 }).sqrt()).ToArray(), 0)
-        : WDec!.pow(2).sum(-1).sqrt();
+        ? stack(WDecCross!.Select(w => w.Square().sum(new long[] { 1, 2 }).sqrt()).ToArray(), 0)
+        : WDec!.Square().sum(-1).sqrt();
 
     /// <summary>Pre-activations [B, L, f] of inputs [B, L, d_in].</summary>
-    public Tensor PreActivations(Tensor x) => einsum("bld,lfd->blf", x, WEnc) + BEnc;
+    public Tensor PreActivations(Tensor x) => einsum("bld,lfd->blf", x, WEnc).Add(BEnc);
 
     /// <summary>Activations from pre-activations, with the training-time sparsity mechanism.</summary>
     public Tensor Activate(Tensor pre, bool training)
@@ -112,9 +113,9 @@ public sealed class TrainableDictionary : IDisposable
                 var kept = zeros_like(perLayer).scatter(-1, indices, values);
                 using (no_grad())
                 {
-                    var smallest = where(values > 0, values, full_like(values, double.PositiveInfinity)).min(-1).values;
+                    var smallest = where(values.Gt(0), values, SafeOps.FullLike(values, double.PositiveInfinity)).min(-1).values;
                     var valid = isfinite(smallest);
-                    BatchThreshold!.copy_(where(valid, BatchThreshold * 0.99 + smallest.nan_to_num(0, 0, 0) * 0.01, BatchThreshold));
+                    BatchThreshold!.copy_(where(valid, BatchThreshold.Mul(0.99).Add(smallest.nan_to_num(0, 0, 0).Mul(0.01)), BatchThreshold));
                 }
                 return kept.reshape(Layers, b, Features).permute(1, 0, 2);
         }
@@ -131,12 +132,12 @@ public sealed class TrainableDictionary : IDisposable
             for (int i = 0; i < Layers; i++)
             {
                 var contrib = einsum("bf,fkd->bkd", acts.select(1, i), WDecCross![i]); // [B, L − i, d]
-                for (int j = i; j < Layers; j++) parts[j] = parts[j] + contrib.select(1, j - i);
+                for (int j = i; j < Layers; j++) parts[j] = parts[j].Add(contrib.select(1, j - i));
             }
             recon = stack(parts, 1);
         }
-        else recon = einsum("blf,lfd->bld", acts, WDec!) + BDec;
-        if (WSkip is not null) recon = recon + einsum("bli,loi->blo", x, WSkip);
+        else recon = einsum("blf,lfd->bld", acts, WDec!).Add(BDec);
+        if (WSkip is not null) recon = recon.Add(einsum("bli,loi->blo", x, WSkip));
         return recon;
     }
 
@@ -153,16 +154,16 @@ public sealed class TrainableDictionary : IDisposable
             TrainActivation.ReLU => (DictionaryActivation.ReLU, (Tensor?[]?)null, 0),
             TrainActivation.TopK => (DictionaryActivation.TopK, null, K),
             TrainActivation.JumpReLU => (DictionaryActivation.JumpReLU, Enumerable.Range(0, Layers).Select(l => (Tensor?)LogThreshold![l].exp().clone()).ToArray(), 0),
-            _ => (DictionaryActivation.JumpReLU, Enumerable.Range(0, Layers).Select(l => (Tensor?)full(Features, BatchThreshold![l].item<float>())).ToArray(), 0),
+            _ => (DictionaryActivation.JumpReLU, Enumerable.Range(0, Layers).Select(l => (Tensor?)SafeOps.Full(new long[] { Features }, BatchThreshold![l].item<float>())).ToArray(), 0),
         };
-        Tensor Enc(int l) => (WEnc[l] * inScale[l]).contiguous();
-        Tensor Bdec(int l) => (BDec[l] / outScale[l]).contiguous();
+        Tensor Enc(int l) => WEnc[l].Mul(inScale[l]).contiguous();
+        Tensor Bdec(int l) => BDec[l].Div(outScale[l]).contiguous();
         if (Kind == DictionaryKind.Clt)
             return new CrossLayerTranscoder(Enumerable.Range(0, Layers).Select(Enc).ToArray(), Enumerable.Range(0, Layers).Select(l => BEnc[l].clone()).ToArray(),
                 Enumerable.Range(0, Layers).Select(i => (WDecCross![i] / tensor(outScale[i..]).view(1, -1, 1)).to(ScalarType.Float32).contiguous()).ToArray(),
                 Enumerable.Range(0, Layers).Select(Bdec).ToArray(), act, thresholds, k);
-        var layers = Enumerable.Range(0, Layers).Select(l => new Transcoder(Enc(l), BEnc[l].clone(), (WDec![l] / outScale[l]).contiguous(), Bdec(l), act,
-            thresholds?[l], k, WSkip is null ? null : (WSkip[l] * (inScale[l] / outScale[l])).contiguous())).ToList();
+        var layers = Enumerable.Range(0, Layers).Select(l => new Transcoder(Enc(l), BEnc[l].clone(), WDec![l].Div(outScale[l]).contiguous(), Bdec(l), act,
+            thresholds?[l], k, WSkip is null ? null : WSkip[l].Mul(inScale[l] / outScale[l]).contiguous())).ToList();
         return Layers == 1 ? layers[0] : new TranscoderSet(layers);
     }
 

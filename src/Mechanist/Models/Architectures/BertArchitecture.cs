@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.IO;
 
 namespace Mechanist.Models.Architectures;
@@ -39,7 +40,7 @@ public sealed class BertArchitecture : IArchitecture
         {
             WE = r.Take("bert.embeddings.word_embeddings.weight", cfg.VocabSize, d),
             // Every token has type 0: its embedding rides with the positions (hook_pos_embed holds both).
-            WPos = types is null ? positions.clone() : positions + types[0],
+            WPos = types is null ? positions.clone() : positions.Add(types[0]),
             EmbedLnW = r.Take("bert.embeddings.LayerNorm.weight", d), EmbedLnB = r.Take("bert.embeddings.LayerNorm.bias", d),
             HeadDenseW = r.Take("cls.predictions.transform.dense.weight", d, d), HeadDenseB = r.Take("cls.predictions.transform.dense.bias", d),
             LnFinalW = r.Take("cls.predictions.transform.LayerNorm.weight", d), LnFinalB = r.Take("cls.predictions.transform.LayerNorm.bias", d),

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.IO;
 
 namespace Mechanist.Models.Architectures;
@@ -37,7 +38,7 @@ public sealed class CohereArchitecture : IArchitecture
             }.WithAttention(r, cfg, b + "self_attn.");
         });
         // logits = (x · W_Eᵀ) · logit_scale: the scale lives in an untied copy of the unembedding, so every analysis reads true logits.
-        if (cfg.LogitScale != 1.0) w.WU = w.WU * cfg.LogitScale;
+        if (cfg.LogitScale != 1.0) w.WU = w.WU.Mul(cfg.LogitScale);
         return w;
     }
 }

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.IO;
 using static TorchSharp.torch;
 
@@ -188,7 +189,7 @@ public sealed class GemmaArchitecture : IArchitecture
             {
                 // Stored as offsets: the per-head norms scale by (1 + w), folded in here.
                 using var q = r.Take(b + "self_attn.q_norm.weight", cfg.DHead); using var k = r.Take(b + "self_attn.k_norm.weight", cfg.DHead);
-                block.QNormW = q + 1; block.KNormW = k + 1;
+                block.QNormW = q.Add(1L); block.KNormW = k.Add(1L);
             }
             return block;
         });

@@ -1,0 +1,148 @@
+using System.Buffers;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Mechanist.IO;
+
+/// <summary>
+/// Reads or replaces one top-level property of a large JSON object file in a single streaming pass, holding only a
+/// buffer and that property in memory (a graph file with saved pins may be hundreds of megabytes).
+/// </summary>
+public static class JsonStreaming
+{
+    const int InitialBuffer = 1 << 16;
+
+    /// <summary>The value of top-level <paramref name="property"/> of the JSON object in <paramref name="path"/>, or null when absent.</summary>
+    /// <exception cref="MechanistException">The file is not a JSON object.</exception>
+    public static JsonNode? ReadTopLevelProperty(string path, string property)
+    {
+        using var input = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, InitialBuffer);
+        var captured = new ArrayBufferWriter<byte>();
+        bool found = false;
+        using (var capture = new Utf8JsonWriter(captured))
+            Pass(path, input, output: null, property, replacement: null, capture, ref found);
+        return found ? JsonNode.Parse(captured.WrittenSpan) : null;
+    }
+
+    /// <summary>
+    /// Rewrites <paramref name="path"/> atomically with top-level <paramref name="property"/> replaced by what
+    /// <paramref name="writeValue"/> writes (appended when absent); every other token is copied as it streams.
+    /// </summary>
+    /// <exception cref="MechanistException">The file is not a JSON object.</exception>
+    public static void ReplaceTopLevelProperty(string path, string property, Action<Utf8JsonWriter> writeValue)
+    {
+        AtomicFile.Write(path, output =>
+        {
+            using var input = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, InitialBuffer);
+            using var writer = new Utf8JsonWriter(output, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, SkipValidation = false });
+            bool found = false;
+            Pass(path, input, writer, property, writeValue, capture: null, ref found);
+            writer.Flush();
+        });
+    }
+
+    /// <summary>
+    /// One pass over the object: tokens go to <paramref name="output"/> (when given), except the value of the top-level
+    /// <paramref name="property"/>, which goes to <paramref name="capture"/> (when given) and is replaced by
+    /// <paramref name="replacement"/> (written before the closing brace when the property was absent).
+    /// </summary>
+    static void Pass(string path, Stream input, Utf8JsonWriter? output, string property, Action<Utf8JsonWriter>? replacement, Utf8JsonWriter? capture, ref bool found)
+    {
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(InitialBuffer);
+        try
+        {
+            int length = 0; bool final = false;
+            var state = new JsonReaderState();
+            bool inTarget = false, sawRoot = false;
+            int targetDepth = -1;
+            while (true)
+            {
+                if (!final && length < buffer.Length)
+                {
+                    int n = input.Read(buffer, length, buffer.Length - length);
+                    if (n == 0) final = true; else length += n;
+                }
+                var reader = new Utf8JsonReader(buffer.AsSpan(0, length), final, state);
+                bool progressed = false;
+                try
+                {
+                    while (reader.Read())
+                    {
+                        progressed = true;
+                        if (!sawRoot)
+                        {
+                            if (reader.TokenType != JsonTokenType.StartObject) throw new MechanistException($"{path}: not a JSON object");
+                            sawRoot = true;
+                            output?.WriteStartObject();
+                            continue;
+                        }
+                        if (!inTarget && reader.CurrentDepth == 1 && reader.TokenType == JsonTokenType.PropertyName && reader.ValueTextEquals(property))
+                        {
+                            found = inTarget = true; targetDepth = -1;
+                            continue;
+                        }
+                        if (inTarget)
+                        {
+                            if (capture is not null) Copy(ref reader, capture);
+                            if (targetDepth < 0) targetDepth = reader.CurrentDepth;
+                            bool ends = reader.TokenType is JsonTokenType.StartObject or JsonTokenType.StartArray ? false : reader.CurrentDepth == targetDepth;
+                            if (ends)
+                            {
+                                inTarget = false;
+                                if (output is not null && replacement is not null) { output.WritePropertyName(property); replacement(output); }
+                            }
+                            continue;
+                        }
+                        if (reader.CurrentDepth == 0 && reader.TokenType == JsonTokenType.EndObject)
+                        {
+                            if (!found && output is not null && replacement is not null) { output.WritePropertyName(property); replacement(output); }
+                            output?.WriteEndObject();
+                            return;
+                        }
+                        if (output is not null) Copy(ref reader, output);
+                        if (output is not null && output.BytesPending > InitialBuffer) output.Flush();
+                    }
+                }
+                catch (JsonException e) { throw new MechanistException($"{path}: not valid JSON ({e.Message})"); }
+                if (final && !progressed) throw new MechanistException($"{path}: not valid JSON (it ends before the object closes)");
+                state = reader.CurrentState;
+                int consumed = (int)reader.BytesConsumed;
+                int left = length - consumed;
+                if (consumed == 0 && left == buffer.Length)
+                {
+                    // One token larger than the buffer: grow it.
+                    var bigger = ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
+                    Buffer.BlockCopy(buffer, 0, bigger, 0, length);
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = bigger;
+                }
+                else Buffer.BlockCopy(buffer, consumed, buffer, 0, left);
+                length = left;
+                if (final && left == 0) throw new MechanistException($"{path}: not valid JSON (it ends before the object closes)");
+            }
+        }
+        finally { ArrayPool<byte>.Shared.Return(buffer); }
+    }
+
+    static void Copy(ref Utf8JsonReader reader, Utf8JsonWriter writer)
+    {
+        switch (reader.TokenType)
+        {
+            case JsonTokenType.StartObject: writer.WriteStartObject(); break;
+            case JsonTokenType.EndObject: writer.WriteEndObject(); break;
+            case JsonTokenType.StartArray: writer.WriteStartArray(); break;
+            case JsonTokenType.EndArray: writer.WriteEndArray(); break;
+            case JsonTokenType.PropertyName:
+                if (reader.ValueIsEscaped) writer.WritePropertyName(reader.GetString()!); else writer.WritePropertyName(reader.ValueSpan);
+                break;
+            case JsonTokenType.String:
+                if (reader.ValueIsEscaped) writer.WriteStringValue(reader.GetString()); else writer.WriteStringValue(reader.ValueSpan);
+                break;
+            case JsonTokenType.Number: writer.WriteRawValue(reader.ValueSpan, skipInputValidation: true); break;
+            case JsonTokenType.True: writer.WriteBooleanValue(true); break;
+            case JsonTokenType.False: writer.WriteBooleanValue(false); break;
+            case JsonTokenType.Null: writer.WriteNullValue(); break;
+        }
+    }
+}
