@@ -30,6 +30,7 @@ public static class MechanistCli
                      new TokenizeCommand(), new ConvertCommand(), new RunCommand(), new GenerateCommand(), new HooksCommand(), new LensCommand(), new DlaCommand(), new PatchCommand(), new AblateCommand(), new HeadsCommand(), new DictCommand(), new HarvestCommand(), new TraceCommand(), new InterveneCommand(), new ShowcaseCommand(), new SlurmCommand(), new FeaturesCommand(), new SteerCommand(), new CompareCommand(), new BenchCommand(), new ToyCommand(), new DemoCommand(), new MicroscopeCommand(), new ServeCommand(),
                  })
             root.Subcommands.Add(command.Build(context));
+        CountOptions.AddValidators(root);
 
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

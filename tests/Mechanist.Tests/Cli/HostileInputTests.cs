@@ -182,6 +182,30 @@ public class HostileInputTests
         Assert.Contains("only BOS", err);
     }
 
+    [Theory]
+    [InlineData("harvest --tokens -5 --out X", "--tokens must be at least 1 (got -5)")]
+    [InlineData("microscope --generate -5", "--generate must be 0 or more (got -5)")]
+    [InlineData("lens --prompt hi --top-k -2", "--top-k must be at least 1 (got -2)")]
+    [InlineData("features build --texts -5 --out X", "--texts must be at least 1 (got -5)")]
+    [InlineData("dict train --steps 0 --out X", "--steps must be at least 1 (got 0)")]
+    [InlineData("trace --prompt hi --max-feature-nodes -1 --out X", "--max-feature-nodes must be at least 1 (got -1)")]
+    [InlineData("generate --prompt hi --max-new-tokens -5", "--max-new-tokens must be 0 or more (got -5)")]
+    public void NegativeCountsAreRefusedInEveryCommand(string args, string expected)
+    {
+        using var dir = new TempDir();
+        var (code, _, err) = CliRunner.Run(args.Split(' ').Select(a => a == "X" ? dir.File("out") : a).ToArray());
+        Assert.Equal(2, code);
+        Assert.Contains(expected, err);
+        Assert.False(Directory.Exists(dir.File("out")));
+    }
+
+    [Fact]
+    public void GenerateStillSamplesFromEveryTokenWithTopKZero()
+    {
+        var (code, _, err) = CliRunner.Run("generate", "--prompt", "The capital of", "--top-k", "0", "--temperature", "1", "--max-new-tokens", "2");
+        Assert.True(code == 0, err);
+    }
+
     // ---- feature stores and temp files ----
 
     [Fact]

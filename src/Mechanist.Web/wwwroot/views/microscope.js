@@ -1,4 +1,4 @@
-import { api, show, heatTable, lineChart } from '../util.js';
+import { api, esc, show, heatTable, lineChart } from '../util.js';
 
 export async function render(root, s) {
   const r = await api('/api/microscope', { model: s.model, prompt: s.prompt });
@@ -13,5 +13,5 @@ export async function render(root, s) {
     <div id="nonlinearity" style="overflow-x:auto">${heatTable(pairs, cols, r.nonlinearity)}</div>
     <h2>Logit-lens loss per token (nats)</h2>
     <div style="overflow-x:auto">${heatTable(r.depths, cols, r.lensLoss, { digits: 1 })}</div>
-    <p class="muted">Token classes: ${r.classes.map((c, i) => `${show(r.tokens[i])}=${c}`).join(' ')}</p>`;
+    <p class="muted">Token classes: ${r.classes.map((c, i) => `${esc(show(r.tokens[i]))}=${esc(c)}`).join(' ')}</p>`;
 }
