@@ -21,6 +21,22 @@ public static class BuiltInModels
     public static string DefaultPath() => Find(ToyPresets.DefaultName)
         ?? throw new MechanistException($"the built-in model '{ToyPresets.DefaultName}' was not found (looked for models/{ToyPresets.DefaultName}); pass --model");
 
+    /// <summary>
+    /// For a --model value that failed to load and is neither a path on disk nor a built-in name: what to say first
+    /// (the built-in names, the closest one, and that a hub id needs the hub or its cache). Null for paths.
+    /// </summary>
+    public static string? Unknown(string spec)
+    {
+        if (File.Exists(spec) || Directory.Exists(spec) || spec.Contains(Path.DirectorySeparatorChar) && !IsHubId(spec)) return null;
+        if (Find(spec) is not null) return null;
+        var names = ToyPresets.All.Select(p => p.Name).ToList();
+        string? closest = names.OrderBy(n => Mechanist.Hooks.HookRegistry.Levenshtein(n, spec)).FirstOrDefault(n => Mechanist.Hooks.HookRegistry.Levenshtein(n, spec) <= 2);
+        return $"--model '{(spec.Length > 80 ? spec[..80] + "…" : spec)}' is not a built-in model ({string.Join(", ", names)}){(closest is null ? "" : $"; did you mean {closest}?")}, "
+            + "not a file or folder here, and not found as a hub id";
+    }
+
+    static bool IsHubId(string spec) => spec.Count(c => c == '/') == 1 && !spec.StartsWith('/') && !spec.StartsWith('.');
+
     /// <summary>A --model value: a built-in model's name resolves to its folder.</summary>
     public static string Resolve(string? spec) => spec == null ? DefaultPath() : Find(spec) ?? spec;
 }

@@ -4,7 +4,8 @@ using System.Globalization;
 namespace Mechanist.Cli;
 
 /// <summary>
-/// Counts (tokens, texts, steps, batches, top-k, …) are refused below their least meaningful value in every command,
+/// Numbers given on the command line are checked at parse time, the same way in every command: floating-point values must
+/// be finite, and counts (tokens, texts, steps, batches, top-k, …) are refused below their least meaningful value in every command,
 /// the same way, at parse time: a negative count was silently clamped, ignored or treated as zero before.
 /// </summary>
 public static class CountOptions
@@ -23,12 +24,25 @@ public static class CountOptions
         "--generate", "--per-interval", "--max-new-tokens", "--neurons", "--gpus",
     };
 
-    /// <summary>Adds the bound check to every integer option named in the two sets, in every subcommand.</summary>
+    /// <summary>
+    /// Adds the bound check to every integer option named in the two sets, and a finiteness check to every
+    /// floating-point option (NaN, infinities and overflowing literals such as 1e400), in every subcommand.
+    /// </summary>
     public static void AddValidators(Command command)
     {
         foreach (var option in command.Options)
         {
             var type = Nullable.GetUnderlyingType(option.ValueType) ?? option.ValueType;
+            if (type == typeof(double) || type == typeof(float))
+            {
+                option.Validators.Add(result =>
+                {
+                    foreach (var token in result.Tokens)
+                        if (double.TryParse(token.Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && (!double.IsFinite(v) || (type == typeof(float) && !float.IsFinite((float)v))))
+                            result.AddError($"{option.Name} must be a finite number (got {token.Value})");
+                });
+                continue;
+            }
             if (type != typeof(int) && type != typeof(long)) continue;
             // generate --top-k 0 samples from every token.
             bool zeroAllowed = NonNegative.Contains(option.Name) || (command.Name == "generate" && option.Name == "--top-k");

@@ -37,8 +37,18 @@ public sealed class ModelInput
     public HookedTransformer LoadModel(ParseResult parse, CliContext ctx) => Load(parse.GetValue(Model), parse, parse.GetValue(Offline), ctx);
 
     /// <summary>Loads a model (a built-in name, folder, file or hub id) with the global --device/--dtype.</summary>
-    public static HookedTransformer Load(string? spec, ParseResult parse, bool offline, CliContext ctx) =>
-        HookedTransformer.Load(BuiltInModels.Resolve(spec), new LoadOptions
+    public static HookedTransformer Load(string? spec, ParseResult parse, bool offline, CliContext ctx)
+    {
+        string resolved = BuiltInModels.Resolve(spec);
+        try { return LoadResolved(resolved, parse, offline, ctx); }
+        catch (MechanistException e) when (spec is not null && BuiltInModels.Unknown(spec) is { } hint)
+        {
+            throw new MechanistException($"{hint} ({e.Message})", e);
+        }
+    }
+
+    static HookedTransformer LoadResolved(string resolved, ParseResult parse, bool offline, CliContext ctx) =>
+        HookedTransformer.Load(resolved, new LoadOptions
         {
             DType = HookedTransformer.DTypeFor(parse.GetValue(CommonOptions.DType)!),
             Device = parse.GetValue(CommonOptions.Device)!,

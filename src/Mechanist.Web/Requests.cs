@@ -79,8 +79,9 @@ public sealed record GraphStateRequest(string[]? PinnedIds, string[][]? Supernod
 /// <param name="SwapPrompt">Instead of <paramref name="Set"/>: a donor prompt whose features at its last position replace those at <paramref name="SwapPosition"/>.</param>
 /// <param name="SwapPosition">Where the swap lands in the prompt (negative: from the end; default the last token).</param>
 /// <param name="SwapLayers">Layers swapped (default: all).</param>
+/// <param name="Tokens">The prompt as token ids (a graph file's prompt_token_ids), used instead of <paramref name="Prompt"/> when given.</param>
 public sealed record InterveneRequest(string? Model, string? Prompt, string[]? Set, string? Mode = null, int? TopK = null, int? Generate = null,
-    string? SwapPrompt = null, int? SwapPosition = null, int[]? SwapLayers = null) : IModelRequest;
+    string? SwapPrompt = null, int? SwapPosition = null, int[]? SwapLayers = null, long[]? Tokens = null) : IModelRequest;
 
 /// <summary>Activation addition: the vector mean(positive) − mean(negative) at a layer, added with a coefficient while generating.</summary>
 /// <param name="Model">Model name.</param>

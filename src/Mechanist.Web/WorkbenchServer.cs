@@ -323,7 +323,8 @@ public sealed class WorkbenchServer : IAsyncDisposable
 
         PostCancellable<InterveneRequest>("/api/intervene", (r, m, ct) =>
         {
-            using var tokens = Tokens(m, r.Prompt);
+            // A graph's own token ids when the page has them (a traced prompt's display text need not tokenize back into it).
+            using var tokens = r.Tokens is { Length: > 0 } ids ? TokenIds(m, ids) : Tokens(m, r.Prompt);
             var bundle = _models.Transcoders(ModelName(r.Model), m);
             var mode = (r.Mode ?? "free") switch
             {
@@ -414,6 +415,15 @@ public sealed class WorkbenchServer : IAsyncDisposable
             throw new MechanistException($"'{field}' is {n} tokens; this model's context is {m.Config.NCtx}");
         }
         return tokens;
+    }
+
+    /// <summary>Token ids given by the page (a graph file's prompt_token_ids), checked against the model.</summary>
+    static Tensor TokenIds(HookedTransformer m, long[] ids)
+    {
+        if (ids.Length > m.Config.NCtx) throw new MechanistException($"'tokens' has {ids.Length} ids; this model's context is {m.Config.NCtx}");
+        foreach (long id in ids)
+            if (id < 0 || id >= m.Config.VocabSize) throw new MechanistException($"'tokens' holds id {id}, outside the vocabulary (0..{m.Config.VocabSize - 1})");
+        return tensor(ids, new long[] { 1, ids.Length }, ScalarType.Int64, m.Device);
     }
 
     /// <summary>A model request; <paramref name="encoderDecoder"/> answers it for an encoder-decoder (without one, such a model is refused by kind).</summary>

@@ -18,7 +18,11 @@ public sealed class InterveneCommand : ICliCommand
     {
         var input = new ModelInput();
         var transcoders = new Option<string>("--transcoders") { Description = "Transcoder or CLT folder (default: the built-in model's shipped CLT)." };
-        var set = new Option<string[]>("--set") { Description = "LAYER:POSITION:FEATURE=VALUE (repeatable; POSITION negative from the end or * for every position; FEATURE a comma list for a supernode; VALUE xK scales the activation).", Required = true, AllowMultipleArgumentsPerToken = true };
+        var set = new Option<string[]>("--set") { Description = "LAYER:POSITION:FEATURE=VALUE (repeatable; POSITION negative from the end or * for every position; FEATURE a comma list for a supernode; VALUE xK scales the activation).", AllowMultipleArgumentsPerToken = true };
+        var swapFrom = new Option<string>("--swap-from") { Description = "Instead of --set: a donor prompt whose active features at --swap-donor-position replace the prompt's at --swap-position (a concept swap, e.g. \"The capital of Oregon is\")." };
+        var swapLayers = new Option<string>("--swap-layers") { Description = "Layers swapped: a range 0-1 or a list 0,2 (default: every layer)." };
+        var swapPosition = new Option<int>("--swap-position") { Description = "Where the swap lands in the prompt (negative: from the end).", DefaultValueFactory = _ => -1 };
+        var swapDonorPosition = new Option<int>("--swap-donor-position") { Description = "Which donor position's features are taken (negative: from the end).", DefaultValueFactory = _ => -1 };
         var mode = new Option<string>("--mode") { Description = "free (attention frozen, the rest recomputed; circuit-tracer's default), constrained (direct effects only) or replacement.", DefaultValueFactory = _ => "free" };
         var topK = new Option<int>("--top-k") { Description = "Tokens shown.", DefaultValueFactory = _ => 10 };
         var json = CommonOptions.Json();
@@ -26,9 +30,13 @@ public sealed class InterveneCommand : ICliCommand
         mode.AcceptOnlyFromAmong("free", "constrained", "replacement");
         var cmd = new Command("intervene", "Set transcoder features at positions and compare the model's next-token predictions before and after.");
         input.AddTo(cmd, tokensFile: false);
-        foreach (var o in new Option[] { transcoders, set, mode, topK, json, generate }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { transcoders, set, swapFrom, swapLayers, swapPosition, swapDonorPosition, mode, topK, json, generate }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
+            string[]? sets = parse.GetValue(set) is { Length: > 0 } given ? given : null;
+            string? donorText = parse.GetValue(swapFrom);
+            if ((sets is null) == (donorText is null)) throw new MechanistException("give --set LAYER:POSITION:FEATURE=VALUE or --swap-from \"PROMPT\" (one of them)");
+            var layers = ParseLayers(parse.GetValue(swapLayers));
             using var model = input.LoadModel(parse, ctx);
             string dir = parse.GetValue(transcoders) ?? (BuiltInModels.Find(parse.GetValue(input.Model) ?? ToyPresets.DefaultName) is { } m && Directory.Exists(Path.Combine(m, "clt"))
                 ? Path.Combine(m, "clt") : throw new MechanistException("give --transcoders DIR (only built-in models ship transcoders)"));
@@ -37,7 +45,15 @@ public sealed class InterveneCommand : ICliCommand
             using var _t = tokens;
             var m2 = parse.GetValue(mode) switch { "constrained" => InterventionMode.Constrained, "replacement" => InterventionMode.Replacement, _ => InterventionMode.Free };
             using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
-            var report = InterventionExperiment.Run(rm, parse.GetValue(set)!, m2, Math.Max(1, parse.GetValue(topK)), parse.GetValue(generate));
+            InterventionReport report;
+            if (sets is not null) report = InterventionExperiment.Run(rm, sets, m2, parse.GetValue(topK), parse.GetValue(generate));
+            else
+            {
+                using var donorTokens = model.ToTokens(donorText!, parse.GetValue(input.NoBos) ? false : null);
+                using var donor = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, donorTokens);
+                report = InterventionExperiment.Swap(rm, donor, parse.GetValue(swapPosition), layers, m2, parse.GetValue(topK), parse.GetValue(generate), parse.GetValue(swapDonorPosition));
+                ctx.Err.WriteLine($"swapped {report.Interventions.Length} feature setting(s) from \"{donorText}\"");
+            }
             int k = report.Before.Length;
             var generated = report.Generated;
             if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(report, JsonFormat.Options)); return 0; }
@@ -53,5 +69,15 @@ public sealed class InterveneCommand : ICliCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>"0-1" or "0,2" → the layers; null → every layer.</summary>
+    static int[]? ParseLayers(string? spec)
+    {
+        if (string.IsNullOrWhiteSpace(spec)) return null;
+        string bad = $"--swap-layers '{spec}': give a range such as 0-1 or a list such as 0,2";
+        if (spec.Split('-') is { Length: 2 } range && int.TryParse(range[0], out int a) && int.TryParse(range[1], out int b) && a <= b)
+            return Enumerable.Range(a, b - a + 1).ToArray();
+        return spec.Split(',').Select(x => int.TryParse(x.Trim(), out int l) ? l : throw new MechanistException(bad)).ToArray();
     }
 }

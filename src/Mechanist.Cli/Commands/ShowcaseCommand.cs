@@ -44,7 +44,7 @@ public sealed class ShowcaseCommand : ICliCommand
             // The graph file (with the frontend index) and its picture, from the graph the showcase traces.
             void WriteGraph(AttributionGraph graph, PrunedGraph pruned, IReadOnlyList<int> path)
             {
-                GraphFile.Write(graphPath, graph, pruned, pruned: true, slug: slug, scan: "toy-4l-clt", tokenText: id => TokenText.Of(model, id));
+                GraphFile.Write(graphPath, graph, pruned, pruned: true, slug: slug, scan: "toy-4l-clt", tokenText: id => TokenText.Of(model, id), promptText: TwoHopCircuit.Prompt(c));
                 GraphFile.UpdateIndex(graphPath);
                 var onPath = path.Select(i => graph.Nodes[i]).ToHashSet();
                 GraphPicture.Write(Path.Combine(dir, slug + ".png"), graph, pruned, TokenText.Of(model, graph.TokenIds), id => TokenText.Of(model, id),

@@ -54,7 +54,7 @@ public sealed class TraceCommand : ICliCommand
             string scan = Path.GetFileName(dir.TrimEnd('/'));
 
             // One prompt → one graph file; prints a summary and the top features when asked.
-            void TraceTo(TorchSharp.torch.Tensor tokens, string path, bool print)
+            void TraceTo(TorchSharp.torch.Tensor tokens, string path, bool print, string? promptText)
             {
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 double lastReport = 0;
@@ -66,7 +66,7 @@ public sealed class TraceCommand : ICliCommand
                         lastReport = clock.Elapsed.TotalSeconds;
                         ctx.Err.WriteLine($"  rows {done}/{planned}, {done / Math.Max(1e-9, clock.Elapsed.TotalSeconds):F1} rows/s");
                     }), parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold), !parse.GetValue(noPrune), scan: scan,
-                    inspect: print ? PrintTop : null);
+                    inspect: print ? PrintTop : null, promptText: promptText);
                 ctx.Out.WriteLine($"{summary.Nodes} nodes ({summary.ActiveFeatures} active features, {summary.LogitTargets} logit targets), " +
                     $"kept {summary.KeptNodes} nodes and {summary.KeptEdges} edges; replacement {summary.Replacement:F3}, completeness {summary.Completeness:F3}; " +
                     $"{summary.Seconds:F1} s -> {path}");
@@ -89,14 +89,14 @@ public sealed class TraceCommand : ICliCommand
                 var m = TraceBatch.Run(promptList, outDir, shardIndex, shardCount, model.Name, scan, (k, path) =>
                 {
                     using var t = model.ToTokens(promptList[k], parse.GetValue(input.NoBos) ? false : null);
-                    TraceTo(t, path, print: false);
+                    TraceTo(t, path, print: false, promptList[k]);
                 });
                 ctx.Out.WriteLine($"shard {shardIndex}/{shardCount}: {m.Done.Length} graph(s) in {outDir}" + (shardCount > 1 ? $"; when every shard is done: mechanist trace merge {outDir}" : ""));
                 if (shardCount == 1) TraceBatch.Merge(outDir);
                 return 0;
             }
             var (tokens, _) = input.ReadInput(parse, model);
-            using (tokens) TraceTo(tokens, parse.GetValue(output)!, print: true);
+            using (tokens) TraceTo(tokens, parse.GetValue(output)!, print: true, parse.GetValue(input.Prompt));
             GraphFile.UpdateIndex(parse.GetValue(output)!);
             return 0;
         });

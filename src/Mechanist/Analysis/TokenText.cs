@@ -28,6 +28,10 @@ public static class TokenText
         var ids = tok.Encode(answer, prependBos: false);
         if (ids.Length != 1)
             throw new MechanistException($"answer '{answer}' is {ids.Length} tokens ({string.Join("|", tok.ToStrTokens(ids))}); give one token (mind the leading space) or #id");
+        // A word the vocabulary lacks encodes to the unknown token: tracking <unk> is never what was asked.
+        string piece = tok.ToStrTokens(ids)[0];
+        if (piece is "<unk>" or "[UNK]" or "<|unk|>" && answer.Trim() != piece)
+            throw new MechanistException($"answer '{answer}' is not in {model.Name}'s vocabulary (it encodes to {piece}); give a token the model knows (mind the leading space) or #id");
         return ids[0];
     }
 

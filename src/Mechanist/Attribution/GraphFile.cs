@@ -111,6 +111,9 @@ public static class GraphFile
             w.WriteString("slug", slug); w.WriteString("scan", scan);
             w.WriteStartArray("transcoder_list"); w.WriteEndArray();
             w.WriteStartArray("prompt_tokens"); foreach (var t in labels) w.WriteStringValue(t); w.WriteEndArray();
+            // The ids themselves (circuit-tracer's frontend ignores the field): interventions and re-traces use them,
+            // never a re-tokenisation of display text.
+            w.WriteStartArray("prompt_token_ids"); foreach (var id in graph.TokenIds) w.WriteNumberValue(id); w.WriteEndArray();
             // The prompt as given, when known (a word-level vocabulary's tokens do not concatenate back into it).
             w.WriteString("prompt", promptText ?? string.Concat(labels));
             if (pruned) w.WriteNumber("node_threshold", nodeThreshold); else w.WriteNull("node_threshold");

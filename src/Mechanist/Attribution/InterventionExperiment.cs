@@ -76,12 +76,18 @@ public static class InterventionExperiment
     /// <summary>
     /// A concept swap run and reported: the features active at <paramref name="position"/> of the traced prompt are replaced by those
     /// active at the last position of <paramref name="donor"/> (traced with the same model and transcoders), in <paramref name="layers"/>
-    /// (default: every layer); see <see cref="Interventions.Swap"/>.
+    /// (default: every layer), or at <paramref name="donorPosition"/> of the donor (negative: from its end); see <see cref="Interventions.Swap"/>.
     /// </summary>
-    public static InterventionReport Swap(ReplacementModel rm, ReplacementModel donor, int position, IReadOnlyCollection<int>? layers, InterventionMode mode, int topK = 10, int generate = 0)
+    public static InterventionReport Swap(ReplacementModel rm, ReplacementModel donor, int position, IReadOnlyCollection<int>? layers, InterventionMode mode, int topK = 10, int generate = 0,
+        int donorPosition = -1)
     {
-        int at = position < 0 ? (int)rm.Tokens.shape[1] + position : position;
-        var interventions = Interventions.Swap(rm, at, donor, (int)donor.Tokens.shape[1] - 1, layers);
+        int n = (int)rm.Tokens.shape[1], nd = (int)donor.Tokens.shape[1];
+        int at = position < 0 ? n + position : position, from = donorPosition < 0 ? nd + donorPosition : donorPosition;
+        if (at < 1 || at >= n) throw new MechanistException($"the swap position {position} is outside the prompt's positions 1..{n - 1} (BOS is never swapped)");
+        if (from < 1 || from >= nd) throw new MechanistException($"the donor position {donorPosition} is outside the donor's positions 1..{nd - 1}");
+        foreach (int layer in layers ?? Array.Empty<int>())
+            if (layer < 0 || layer >= rm.Activations.shape[0]) throw new MechanistException($"swap layer {layer} is outside 0..{rm.Activations.shape[0] - 1}");
+        var interventions = Interventions.Swap(rm, at, donor, from, layers);
         return Run(rm, interventions.ToArray(), mode, topK, generate, null);
     }
 

@@ -237,7 +237,7 @@ public sealed class HookRegistry
     }
 
     /// <summary>Edit distance, for name suggestions.</summary>
-    internal static int Levenshtein(string a, string b)
+    public static int Levenshtein(string a, string b)
     {
         var d = new int[b.Length + 1];
         for (int j = 0; j <= b.Length; j++) d[j] = j;

@@ -190,6 +190,9 @@ public class HostileInputTests
     [InlineData("dict train --steps 0 --out X", "--steps must be at least 1 (got 0)")]
     [InlineData("trace --prompt hi --max-feature-nodes -1 --out X", "--max-feature-nodes must be at least 1 (got -1)")]
     [InlineData("generate --prompt hi --max-new-tokens -5", "--max-new-tokens must be 0 or more (got -5)")]
+    [InlineData("steer --positive happy --negative sad --layer 1 --coef NaN --prompt hi", "--coef must be a finite number (got NaN)")]
+    [InlineData("generate --prompt hi --temperature 1e400", "--temperature must be a finite number (got 1e400)")]
+    [InlineData("trace --prompt hi --node-threshold -Infinity --out X", "--node-threshold must be a finite number")]
     public void NegativeCountsAreRefusedInEveryCommand(string args, string expected)
     {
         using var dir = new TempDir();
@@ -204,6 +207,50 @@ public class HostileInputTests
     {
         var (code, _, err) = CliRunner.Run("generate", "--prompt", "The capital of", "--top-k", "0", "--temperature", "1", "--max-new-tokens", "2");
         Assert.True(code == 0, err);
+    }
+
+    [Theory]
+    [InlineData("toy-4", "did you mean toy-4l?")]
+    [InlineData("toy4l", "did you mean toy-4l?")]
+    [InlineData("no-such-model-xyz", "is not a built-in model (toy-4l, attn-only-2l)")]
+    public void AMistypedBuiltInModelNamesTheBuiltInModels(string model, string expected)
+    {
+        var (code, _, err) = CliRunner.Run("run", "--model", model, "--prompt", "hi", "--offline");
+        Assert.Equal(2, code);
+        Assert.Contains(expected, err);
+    }
+
+    [Fact]
+    public void AnUnknownTargetWordIsAnErrorNotUnk()
+    {
+        var (code, _, err) = CliRunner.Run("lens", "--prompt", Prompt, "--target", " Zanzibarqq");
+        Assert.Equal(2, code);
+        Assert.Contains("not in", err);
+        Assert.Contains("<unk>", err);
+        (code, _, err) = CliRunner.Run("lens", "--prompt", Prompt, "--target", " Austin");
+        Assert.True(code == 0, err);
+    }
+
+    [Fact]
+    public void InterveneSwapsAConceptFromAnotherPrompt()
+    {
+        var (code, stdout, err) = CliRunner.Run("intervene", "--prompt", Prompt, "--swap-from", "The capital of Oregon is", "--json");
+        Assert.True(code == 0, err);
+        using var report = JsonDocument.Parse(stdout);
+        Assert.Contains("Austin", report.RootElement.GetProperty("before")[0].GetProperty("token").GetString());
+        Assert.Contains("Salem", report.RootElement.GetProperty("after")[0].GetProperty("token").GetString());
+        Assert.True(report.RootElement.GetProperty("interventions").GetArrayLength() > 0);
+        // Only layer 3 swapped: fewer feature settings.
+        (code, stdout, err) = CliRunner.Run("intervene", "--prompt", Prompt, "--swap-from", "The capital of Oregon is", "--swap-layers", "3", "--json");
+        Assert.True(code == 0, err);
+        using var late = JsonDocument.Parse(stdout);
+        Assert.True(late.RootElement.GetProperty("interventions").GetArrayLength() < report.RootElement.GetProperty("interventions").GetArrayLength());
+        (code, _, err) = CliRunner.Run("intervene", "--prompt", Prompt);
+        Assert.Equal(2, code);
+        Assert.Contains("--swap-from", err);
+        (code, _, err) = CliRunner.Run("intervene", "--prompt", Prompt, "--swap-from", "The capital of Oregon is", "--swap-layers", "0-9");
+        Assert.Equal(2, code);
+        Assert.Contains("swap layer 4 is outside", err);
     }
 
     // ---- feature stores and temp files ----

@@ -211,6 +211,31 @@ public class HostileRequestTests : IClassFixture<HostileFixture>
     }
 
     [Fact]
+    public async Task ACliTracedGraphCarriesItsPromptAndItsTokenIdsDriveInterventions()
+    {
+        const string prompt = "The capital of the state containing Dallas is";
+        using var dir = new TempDir();
+        var (code, _, err) = CliRunner.Run("trace", "--prompt", prompt, "--out", dir.File("dallas.json"));
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(File.ReadAllText(dir.File("dallas.json")));
+        var meta = doc.RootElement.GetProperty("metadata");
+        Assert.Equal(prompt, meta.GetProperty("prompt").GetString());
+        var ids = meta.GetProperty("prompt_token_ids").EnumerateArray().Select(e => e.GetInt64()).ToArray();
+        Assert.Equal(meta.GetProperty("prompt_tokens").GetArrayLength(), ids.Length);
+        // The display text run together does not tokenize back into the prompt; the ids are what the page sends.
+        string display = string.Concat(meta.GetProperty("prompt_tokens").EnumerateArray().Select(t => t.GetString()));
+        var swap = await _fx.Client.PostAsJsonAsync("/api/intervene", new { prompt = display, tokens = ids, swapPrompt = "The capital of Oregon is" });
+        Assert.Equal(HttpStatusCode.OK, swap.StatusCode);
+        using var swapped = JsonDocument.Parse(await swap.Content.ReadAsStringAsync());
+        Assert.Contains("Salem", swapped.RootElement.GetProperty("after")[0].GetProperty("token").GetString());
+        var pinned = await _fx.Client.PostAsJsonAsync("/api/intervene", new { prompt = display, tokens = ids, set = new[] { $"0:{ids.Length - 1}:776=x0" } });
+        Assert.Equal(HttpStatusCode.OK, pinned.StatusCode);
+        var bad = await _fx.Client.PostAsJsonAsync("/api/intervene", new { tokens = new long[] { 0, 999_999 }, set = new[] { "0:1:1=0" } });
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        Assert.Contains("outside the vocabulary", (await bad.Content.ReadFromJsonAsync<ErrorResponse>())!.Error);
+    }
+
+    [Fact]
     public void TheDefaultGraphsFolderIsPrivateToTheUser()
     {
         if (OperatingSystem.IsWindows()) return;

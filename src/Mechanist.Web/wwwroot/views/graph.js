@@ -398,7 +398,9 @@ async function show(root, s, graph, slug) {
     const run = async body => {
       const out = el.querySelector('#intervene-result');
       out.innerHTML = '<p class="muted">Running…</p>';
-      try { report(await api('/api/intervene', { model: state().model || undefined, prompt: graph.metadata.prompt, generate: Number(el.querySelector('#intervene-generate').value) || 0, topK: 5, ...body })); }
+      // The graph's own token ids when it carries them: display text need not tokenize back into the traced prompt.
+      const ids = Array.isArray(graph.metadata.prompt_token_ids) ? graph.metadata.prompt_token_ids : undefined;
+      try { report(await api('/api/intervene', { model: state().model || undefined, prompt: graph.metadata.prompt, tokens: ids, generate: Number(el.querySelector('#intervene-generate').value) || 0, topK: 5, ...body })); }
       catch (err) { out.innerHTML = `<p class="error">${esc(err.message)}</p>`; }
     };
     el.querySelector('#swap-form').addEventListener('submit', e => {
