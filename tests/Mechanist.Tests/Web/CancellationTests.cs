@@ -12,7 +12,7 @@ namespace Mechanist.Tests.Web;
 public sealed class CancellationTests
 {
     static readonly string Clean = string.Join(" ", Enumerable.Repeat("Lily saw a dog and the dog saw Lily .", 6));
-    static readonly string Corrupt = string.Join(" ", Enumerable.Repeat("Lily saw a dog and the dog saw Lily .", 5).Append("Tim saw a dog and the dog saw Lily ."));
+    static readonly string Corrupt = string.Join(" ", Enumerable.Repeat("Lily saw a dog and the dog saw Lily .", 5).Append("Anna saw a dog and the dog saw Lily ."));
 
     [Fact]
     public void PatchingStopsAtTheNextCellOnceCancelled()
@@ -21,7 +21,7 @@ public sealed class CancellationTests
         using var scope = NewDisposeScope();
         using var cts = new CancellationTokenSource();
         cts.Cancel();
-        Assert.ThrowsAny<OperationCanceledException>(() => PatchingExperiment.Run(model, model.ToTokens(Clean), model.ToTokens(Corrupt), " Lily", " Tim", null, PatchTarget.HeadsPos, ct: cts.Token));
+        Assert.ThrowsAny<OperationCanceledException>(() => PatchingExperiment.Run(model, model.ToTokens(Clean), model.ToTokens(Corrupt), " Lily", " Anna", null, PatchTarget.HeadsPos, ct: cts.Token));
     }
 
     [Fact]
@@ -34,7 +34,7 @@ public sealed class CancellationTests
         using var client = new HttpClient { BaseAddress = new Uri(server.Url) };
         using (var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(500)))
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => client.PostAsJsonAsync("/api/patch",
-                new { clean = Clean, corrupt = Corrupt, answer = " Lily", wrong = " Tim", what = "heads-pos" }, cts.Token));
+                new { clean = Clean, corrupt = Corrupt, answer = " Lily", wrong = " Anna", what = "heads-pos" }, cts.Token));
         // Had the grid gone on, this would wait 1 s for the slot and get 503.
         var next = await client.PostAsJsonAsync("/api/run", new { prompt = "Lily saw" });
         Assert.Equal(HttpStatusCode.OK, next.StatusCode);

@@ -212,6 +212,43 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
     }
 
     [Fact]
+    public async Task AGraphTracedByTheCliSwapsAndIntervenesInTheWorkbench()
+    {
+        // Traced with the CLI; its display tokens run together ("<bos>Thecapitalof…") do not tokenize back into the prompt,
+        // so the old files' metadata.prompt broke every intervention. The page now sends the graph's token ids.
+        using var dir = new TempDir();
+        var (code, _, err) = Cli.CliRunner.Run("trace", "--prompt", "The capital of the state containing Dallas is", "--out", dir.File("cli-dallas.json"));
+        Assert.True(code == 0, err);
+        string path = Path.Combine(fx.Server.GraphDir, "cli-dallas.json");
+        var root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("cli-dallas.json")))!;
+        var meta = root["metadata"]!;
+        meta["slug"] = "cli-dallas";
+        meta["prompt"] = string.Concat(meta["prompt_tokens"]!.AsArray().Select(t => (string)t!)); // as files traced before carried it
+        var feature = root["nodes"]!.AsArray().First(n => (string)n!["feature_type"]! == "cross layer transcoder" && (int)n!["ctx_idx"]! == 8)!;
+        root["qParams"] = new System.Text.Json.Nodes.JsonObject
+        {
+            ["pinnedIds"] = new System.Text.Json.Nodes.JsonArray((string)feature["node_id"]!),
+            ["supernodes"] = new System.Text.Json.Nodes.JsonArray(),
+        };
+        File.WriteAllText(path, root.ToJsonString());
+        Mechanist.Attribution.GraphFile.UpdateIndex(path);
+
+        var (playwright, browser, page, errors) = await Browser($"{fx.Server.Url}/#view=graph&graph=cli-dallas");
+        using var _p = playwright; await using var _b = browser;
+        await page.WaitForFunctionAsync("() => window.mechanistGraph.explorer?.pinned.size === 1", null, new PageWaitForFunctionOptions { Timeout = 60_000 });
+        await page.FillAsync("#swap-prompt", "The capital of Oregon is");
+        await page.FillAsync("#swap-layers", "0");
+        await page.ClickAsync("#swap-form button");
+        await page.WaitForFunctionAsync("() => document.querySelector('#intervene-result').dataset.after === 'Salem'", null, new PageWaitForFunctionOptions { Timeout = 60_000 });
+        // The pinned feature set to x0 runs (before: "'0:8:776=x0': … positions 0..2").
+        await page.FillAsync("[data-target='0']", "x0");
+        await page.ClickAsync("#intervene-form button");
+        await page.WaitForFunctionAsync("() => document.querySelector('#intervene-result p.muted')?.textContent.includes('feature setting')", null, new PageWaitForFunctionOptions { Timeout = 60_000 });
+        Assert.Null(await page.QuerySelectorAsync("#intervene-result p.error"));
+        Assert.Empty(errors);
+    }
+
+    [Fact]
     public async Task TheSteeringPlaygroundShowsUnsteeredAndSteeredContinuationsSideBySide()
     {
         var (playwright, browser, page, errors) = await Browser($"{fx.Server.Url}/#view=steer");
