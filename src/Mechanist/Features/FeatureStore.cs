@@ -310,12 +310,65 @@ public sealed class FeatureStore
             if (li < 0) throw new MechanistException($"the dictionary has no layer {ml} (it has {string.Join(", ", Info.Layers)})");
             where.Add("f.layer_index = $layer"); cmd.Parameters.AddWithValue("$layer", li);
         }
-        cmd.CommandText = $"SELECT {HitColumns} FROM {HitFrom} {(where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "")} ORDER BY f.count DESC, f.layer_index, f.feature LIMIT {limit}";
-        using var r = cmd.ExecuteReader();
+        bool text = !string.IsNullOrEmpty(query) && where.Count > 0 && where[0].StartsWith("(f.search", StringComparison.Ordinal);
+        // A text query ranks every match by relevance first, so it reads them all (the LIKE filter keeps them few).
+        cmd.CommandText = $"SELECT {HitColumns} FROM {HitFrom} {(where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "")} ORDER BY f.count DESC, f.layer_index, f.feature LIMIT {(text ? MaxRanked : limit)}";
         var hits = new List<FeatureHit>();
-        while (r.Read()) hits.Add(ReadHit(r));
-        return hits;
+        using (var r = cmd.ExecuteReader()) while (r.Read()) hits.Add(ReadHit(r));
+        if (!text) return hits;
+        var relevance = Relevance(c, query!, hits);
+        string q = query!.ToLowerInvariant();
+        return hits.OrderByDescending(h => string.Equals(h.UserLabel?.Trim(), query, StringComparison.OrdinalIgnoreCase))
+            .ThenByDescending(h => relevance.GetValueOrDefault((h.LayerIndex, h.Feature)))
+            .ThenByDescending(h => h.Label.ToLowerInvariant().Contains(q))
+            .ThenByDescending(h => h.Count).ThenBy(h => h.LayerIndex).ThenBy(h => h.Feature)
+            .Take(limit).ToList();
     }
+
+    /// <summary>Text matches ranked by relevance at most (more are cut by frequency first).</summary>
+    const int MaxRanked = 20_000;
+
+    /// <summary>
+    /// The share of each feature's top-example activation that sits on a token that is the query (weight 1) or right
+    /// after it (weight ½), damped by how many of its top examples do (n / (n + 4)): a feature whose top examples are the
+    /// query token scores near 1, a dense feature that fires everywhere or one stray firing next to the query low.
+    /// </summary>
+    Dictionary<(int, int), double> Relevance(SqliteConnection c, string query, IReadOnlyList<FeatureHit> hits)
+    {
+        string wanted = NormalizeToken(query);
+        var ids = new HashSet<long>();
+        using (var cmd = c.CreateCommand())
+        {
+            cmd.CommandText = "SELECT id, text FROM vocab";
+            using var r = cmd.ExecuteReader();
+            while (r.Read()) if (NormalizeToken(r.GetString(1)) == wanted) ids.Add(r.GetInt64(0));
+        }
+        if (ids.Count == 0 || hits.Count == 0) return new();
+        var candidates = hits.Select(h => (h.LayerIndex, h.Feature)).ToHashSet();
+        var on = new Dictionary<(int, int), double>(); var all = new Dictionary<(int, int), double>(); var count = new Dictionary<(int, int), int>();
+        using (var cmd = c.CreateCommand())
+        {
+            cmd.CommandText = "SELECT layer_index, feature, position, start, activation, ids FROM examples WHERE kind = 0";
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+            {
+                var key = (r.GetInt32(0), r.GetInt32(1));
+                if (!candidates.Contains(key)) continue;
+                double act = Math.Max(0, r.GetDouble(4));
+                int at = (int)(r.GetInt64(2) - r.GetInt64(3));
+                var tokens = JsonSerializer.Deserialize<long[]>(r.GetString(5)) ?? Array.Empty<long>();
+                double weight = at >= 0 && at < tokens.Length && ids.Contains(tokens[at]) ? 1 : at >= 1 && at - 1 < tokens.Length && ids.Contains(tokens[at - 1]) ? 0.5 : 0;
+                all[key] = all.GetValueOrDefault(key) + act;
+                if (weight == 0) continue;
+                on[key] = on.GetValueOrDefault(key) + weight * act;
+                count[key] = count.GetValueOrDefault(key) + 1;
+            }
+        }
+        return on.Where(kv => all[kv.Key] > 0).ToDictionary(kv => kv.Key, kv => kv.Value / all[kv.Key] * count[kv.Key] / (count[kv.Key] + 4.0));
+    }
+
+    /// <summary>A token's text as a word: without the leading space markers of byte-level and SentencePiece vocabularies, lower case.</summary>
+    static string NormalizeToken(string token) => token.Replace('\u0120', ' ').Replace('\u2581', ' ').Trim().ToLowerInvariant();
 
     /// <summary>The shown label (the user's, else the automatic one) of each (model layer, feature) that exists, keyed "L:F".</summary>
     public Dictionary<string, string> LabelsOf(IReadOnlyList<(int Layer, int Feature)> features)

@@ -253,6 +253,36 @@ public class HostileInputTests
         Assert.Contains("swap layer 4 is outside", err);
     }
 
+    [Fact]
+    public void SearchRanksFeaturesThatFireOnTheQueryTokenFirst()
+    {
+        using var dir = new TempDir();
+        var (code, _, err) = CliRunner.Run("features", "build", "--texts", "1500", "--out", dir.Path);
+        Assert.True(code == 0, err);
+        var store = Mechanist.Features.FeatureStore.Open(dir.File("features.db"));
+        var hits = store.Search("dallas", limit: 5);
+        // Ranked by frequency before, the densest feature (firing on most tokens, its contexts naming Dallas too) came first.
+        var densest = store.Search("dallas", limit: 1000).MaxBy(h => h.Count)!;
+        Assert.DoesNotContain(hits, h => (h.Layer, h.Feature) == (densest.Layer, densest.Feature));
+        // Each of the first five has top examples firing on "Dallas" or right after it.
+        foreach (var h in hits)
+        {
+            var top = store.Dashboard(h.Layer, h.Feature).Top;
+            Assert.Contains(top, e => e.Tokens[e.MaxIndex].Trim() == "Dallas" || (e.MaxIndex > 0 && e.Tokens[e.MaxIndex - 1].Trim() == "Dallas"));
+        }
+        var all = store.Search("dallas", limit: 1000);
+        Assert.True(all.Count > 5, $"{all.Count} matches");
+        // A user label equal to the query ranks first.
+        var last = all[^1];
+        store.SetLabel(last.Layer, last.Feature, "dallas");
+        Assert.Equal((last.Layer, last.Feature), (store.Search("dallas", limit: 1)[0].Layer, store.Search("dallas", limit: 1)[0].Feature));
+        (code, var stdout, err) = CliRunner.Run("features", "search", "--db", dir.Path, "dallas", "--json");
+        Assert.True(code == 0, err);
+        using var json = JsonDocument.Parse(stdout);
+        Assert.Equal(last.Layer, json.RootElement[0].GetProperty("layer").GetInt32());
+        Assert.Equal(last.Feature, json.RootElement[0].GetProperty("feature").GetInt32());
+    }
+
     // ---- feature stores and temp files ----
 
     [Fact]

@@ -56,8 +56,8 @@ public class GcStressTests
         { "intervene", new[] { "intervene", "--prompt", "The capital of the state containing Dallas is", "--set", "0:*:776=x0", "--generate", "8" } },
         { "harvest", new[] { "harvest", "--texts", "200", "--tokens", "3000", "--chunk-tokens", "1000", "--out", "{dir}/harvest" } },
         { "dict train", new[] { "dict", "train", "--kind", "transcoder", "--steps", "200", "--batch", "64", "--features", "128", "--tokens", "4000", "--eval-tokens", "500", "--out", "{dir}/dict" } },
-        { "features build", new[] { "features", "build", "--texts", "200", "--out", "{dir}/features" } },
-        { "microscope", new[] { "microscope", "--generate", "12", "--ctx-steps", "60", "--removal-lengths", "8,16" } },
+        { "features build", new[] { "features", "build", "--texts", "100", "--out", "{dir}/features" } },
+        { "microscope", new[] { "microscope", "--generate", "8", "--ctx-steps", "40", "--removal-lengths", "8,16" } },
     };
 
     [Theory]

@@ -58,7 +58,7 @@ public class WorkbenchLoadTests
             var statuses = new System.Collections.Concurrent.ConcurrentBag<(int Kind, HttpStatusCode Status, string Body)>();
             var rss = new List<(double Seconds, long Bytes)>();
             var clock = Stopwatch.StartNew();
-            var duration = TimeSpan.FromSeconds(36);
+            var duration = TimeSpan.FromSeconds(27);
             async Task Client(int c)
             {
                 for (int i = c; clock.Elapsed < duration; i += 5)
