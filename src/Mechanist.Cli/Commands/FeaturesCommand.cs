@@ -118,10 +118,28 @@ public sealed class FeaturesCommand : ICliCommand
             if (s.Explanation is { } e) console.MarkupLine($"explanation: {Markup.Escape(e)}");
             console.MarkupLine($"promotes: {Markup.Escape(string.Join("  ", d.TopLogits.Take(8).Select(t => $"{t.Token.Trim()} {t.Value:+0.00;-0.00}")))}");
             console.MarkupLine($"suppresses: {Markup.Escape(string.Join("  ", d.BottomLogits.Take(8).Select(t => $"{t.Token.Trim()} {t.Value:+0.00;-0.00}")))}");
-            var table = new Table().AddColumn("act").AddColumn("context");
-            foreach (var ex in d.Top.Take(10))
-                table.AddRow($"{ex.Activation:F3}", string.Concat(ex.Tokens.Select((t, i) => i == ex.MaxIndex ? $"[bold yellow]«{Markup.Escape(t)}»[/]" : Markup.Escape(t))));
+            string Context(ShownExample ex) => string.Concat(ex.Tokens.Select((t, i) => i == ex.MaxIndex ? $"[bold yellow]«{Markup.Escape(t)}»[/]" : Markup.Escape(t)));
+            if (d.DecoderNorms is { Length: > 0 } norms)
+                console.MarkupLine($"decoder norm into layer: {string.Join("  ", norms.Select((n, l) => $"L{l} {n:F2}"))}");
+            // The activation histogram as bars (quarter-octave bins with firings).
+            if (d.Histogram.Length > 0)
+            {
+                console.MarkupLine("[bold]activations[/] (firings per bin)");
+                var chart = new BarChart().Width(60);
+                foreach (var b in d.Histogram)
+                    chart.AddItem(double.IsPositiveInfinity(b.High) ? $"≥{b.Low:G3}" : $"{b.Low:G3}–{b.High:G3}", b.Count, Color.SteelBlue);
+                console.Write(chart);
+            }
+            var table = new Table().Title("top examples").AddColumn("act").AddColumn("context");
+            foreach (var ex in d.Top.Take(10)) table.AddRow($"{ex.Activation:F3}", Context(ex));
             console.Write(table);
+            // Sampled examples from each octave of activation (the whole range, not only the top).
+            var sampled = new Table().Title("sampled by activation octave").AddColumn("octave").AddColumn("firings").AddColumn("act").AddColumn("context");
+            foreach (var interval in d.Intervals.Where(i => i.Examples.Length > 0))
+                foreach (var (ex, k) in interval.Examples.Select((ex, k) => (ex, k)))
+                    sampled.AddRow(k == 0 ? $"{interval.Low:G3}–{(double.IsPositiveInfinity(interval.High) ? "∞" : interval.High.ToString("G3"))}" : "",
+                        k == 0 ? interval.Count.ToString("N0") : "", $"{ex.Activation:F3}", Context(ex));
+            if (sampled.Rows.Count > 0) console.Write(sampled);
             return 0;
         });
         return cmd;

@@ -281,6 +281,14 @@ public class HostileInputTests
         using var json = JsonDocument.Parse(stdout);
         Assert.Equal(last.Layer, json.RootElement[0].GetProperty("layer").GetInt32());
         Assert.Equal(last.Feature, json.RootElement[0].GetProperty("feature").GetInt32());
+        // features show in the terminal: the histogram as bars, the octave samples and the CLT's decoder norms.
+        (code, stdout, err) = CliRunner.Run("features", "show", "--db", dir.Path, "0:776");
+        Assert.True(code == 0, err);
+        var dash = store.Dashboard(0, 776);
+        Assert.Contains("activations", stdout);
+        Assert.Contains(dash.Histogram.Max(b => b.Count).ToString(), stdout);
+        Assert.Contains("sampled by activation octave", stdout);
+        Assert.Contains("decoder norm into layer: L0 ", stdout);
     }
 
     // ---- feature stores and temp files ----
