@@ -47,6 +47,7 @@ public static class TraceBatch
         if (prompts.Count == 0) throw new MechanistException("the prompt file has no prompts");
         Directory.CreateDirectory(dir);
         string manifestPath = Path.Combine(dir, ManifestName(index, count)), hash = Hash(prompts);
+        if (Directory.Exists(dir)) AtomicFile.RemoveStaleTemps(manifestPath);
         var done = new SortedSet<int>();
         if (File.Exists(manifestPath))
         {

@@ -125,6 +125,7 @@ public static class MicroscopeShards
         if (corpusTexts == 0) throw new MechanistException("the microscope needs at least one non-empty text");
         Directory.CreateDirectory(dir);
         string path = Path.Combine(dir, ShardName(shardIndex, shardCount));
+        AtomicFile.RemoveStaleTemps(path); // what a killed run of this shard left behind
         int depths = model.Config.NLayers + 1, d = model.Config.DModel;
         var info = new MicroscopeShardInfo(model.Name, hash, corpusTexts, shardIndex, shardCount, 0, 0, false, includeBos, sampleRows);
         Moments state;

@@ -39,6 +39,8 @@ public static class TrainingLoop
     {
         var losses = new List<double>();
         var extra = o.ExtraState ?? Array.Empty<Tensor>();
+        if (o.CheckpointDir is { } stale && Directory.Exists(stale))
+            foreach (var file in new[] { StateFile, TensorFile }) AtomicFile.RemoveStaleTemps(Path.Combine(stale, file)); // a killed run's temp files
         int start = o.CheckpointDir is { } dir ? Resume(dir, optimizer, losses, extra) : 0;
         var sw = Stopwatch.StartNew();
         long tokens = 0;

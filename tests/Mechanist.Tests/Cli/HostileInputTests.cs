@@ -348,9 +348,13 @@ public class HostileInputTests
         var first = DictionaryTrainer.Train(data, c, dir.Path);
         ((IDisposable)first.Dictionary).Dispose();
         Assert.Equal(10, first.StepsRun);
+        // A kill mid-checkpoint leaves a temp file of a process that is gone; the resumed run removes it.
+        string stale = dir.File($".optimizer.safetensors.{int.MaxValue - 1}.{Guid.NewGuid():N}.tmp");
+        File.WriteAllText(stale, "partial");
         var resumed = DictionaryTrainer.Train(data, c with { Steps = 16 }, dir.Path);
         ((IDisposable)resumed.Dictionary).Dispose();
         Assert.Equal(16, resumed.Losses.Length);
         Assert.Equal(6, resumed.StepsRun);
+        Assert.False(File.Exists(stale));
     }
 }
