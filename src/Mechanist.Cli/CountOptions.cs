@@ -15,7 +15,7 @@ public static class CountOptions
     {
         "--tokens", "--texts", "--steps", "--batch", "--top-k", "--seq-len", "--features", "--k", "--chunk-tokens", "--eval-tokens",
         "--ctx-steps", "--max-texts", "--checkpoint-tokens", "--batch-texts", "--max-logits", "--max-feature-nodes", "--shards",
-        "--cpus-per-task", "--repeats",
+        "--cpus-per-task", "--repeats", "--max-edges-per-row",
     };
 
     /// <summary>Options that count something and may be 0 (none).</summary>

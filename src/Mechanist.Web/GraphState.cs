@@ -14,10 +14,13 @@ public static class GraphState
     /// <exception cref="MechanistException">The file is not a JSON object.</exception>
     public static void Save(string path, IReadOnlyList<string> pinned, IReadOnlyList<string[]> supernodes)
     {
-        var q = JsonStreaming.ReadTopLevelProperty(path, "qParams") as JsonObject ?? new JsonObject();
-        q["pinnedIds"] = new JsonArray(pinned.Select(p => (JsonNode?)p).ToArray());
-        q["supernodes"] = new JsonArray(supernodes.Select(g => (JsonNode?)new JsonArray(g.Select(x => (JsonNode?)x).ToArray())).ToArray());
-        JsonStreaming.ReplaceTopLevelProperty(path, "qParams", w => q.WriteTo(w));
+        JsonStreaming.UpdateTopLevelProperty(path, "qParams", old =>
+        {
+            var q = old as JsonObject ?? new JsonObject();
+            q["pinnedIds"] = new JsonArray(pinned.Select(p => (JsonNode?)p).ToArray());
+            q["supernodes"] = new JsonArray(supernodes.Select(g => (JsonNode?)new JsonArray(g.Select(x => (JsonNode?)x).ToArray())).ToArray());
+            return q;
+        });
     }
 
     /// <summary>
@@ -30,9 +33,12 @@ public static class GraphState
         try { old = JsonStreaming.ReadTopLevelProperty(oldPath, "qParams") as JsonObject; }
         catch (MechanistException) { return; }
         if (old is null || (old["pinnedIds"] is not JsonArray { Count: > 0 } && old["supernodes"] is not JsonArray { Count: > 0 })) return;
-        var fresh = JsonStreaming.ReadTopLevelProperty(newPath, "qParams") as JsonObject ?? new JsonObject();
-        foreach (var key in new[] { "pinnedIds", "supernodes" })
-            if (old[key] is { } value) fresh[key] = value.DeepClone();
-        JsonStreaming.ReplaceTopLevelProperty(newPath, "qParams", w => fresh.WriteTo(w));
+        JsonStreaming.UpdateTopLevelProperty(newPath, "qParams", current =>
+        {
+            var fresh = current as JsonObject ?? new JsonObject();
+            foreach (var key in new[] { "pinnedIds", "supernodes" })
+                if (old[key] is { } value) fresh[key] = value.DeepClone();
+            return fresh;
+        });
     }
 }

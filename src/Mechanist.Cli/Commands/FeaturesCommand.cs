@@ -58,7 +58,6 @@ public sealed class FeaturesCommand : ICliCommand
             if (ctxParts.Length != 2 || !int.TryParse(ctxParts[0], out int before) || !int.TryParse(ctxParts[1], out int after) || before < 0 || after < 0)
                 throw new MechanistException($"--context '{parse.GetValue(context)}': give BEFORE,AFTER token counts, e.g. 12,4");
             if (parse.GetValue(batchTexts) is < 1 or > 4096) throw new MechanistException("--batch-texts must be within 1..4096");
-            if (parse.GetValue(checkpoint) < 1) throw new MechanistException("--checkpoint-tokens must be at least 1");
             string modelName = parse.GetValue(model) ?? ToyPresets.DefaultName;
             string dictDir = parse.GetValue(dict) ?? TraceCommand.DefaultTranscoders(parse.GetValue(model));
             Func<IEnumerable<string>> texts0;

@@ -26,7 +26,6 @@ public sealed class RunCommand : ICliCommand
         cmd.SetAction(parse =>
         {
             int k = parse.GetValue(topK);
-            if (k <= 0) throw new MechanistException("--top-k must be positive");
             Regex? filter = null;
             if (parse.GetValue(names) is { } rx)
             {

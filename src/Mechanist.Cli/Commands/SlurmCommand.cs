@@ -43,7 +43,6 @@ public sealed class SlurmCommand : ICliCommand
         cmd.SetAction(parse =>
         {
             int n = parse.GetValue(shards);
-            if (n < 1) throw new MechanistException("--shards must be at least 1");
             var args = parse.GetValue(command)!.ToList();
             if (args.Contains("--shard")) throw new MechanistException("leave --shard out: each task gets its own");
             string Out() => args.IndexOf("--out") is var i && i >= 0 && i + 1 < args.Count ? Path.GetFullPath(args[i + 1]) : throw new MechanistException($"the {args[0]} command needs --out DIR");

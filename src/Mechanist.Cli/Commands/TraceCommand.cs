@@ -35,7 +35,6 @@ public sealed class TraceCommand : ICliCommand
         foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures, maxEdges, prompts, shard }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
-            if (parse.GetValue(maxLogits) < 1) throw new MechanistException("--max-logits must be at least 1");
             foreach (var (name, v) in new[] { ("--logit-prob", parse.GetValue(logitProb)), ("--node-threshold", parse.GetValue(nodeThreshold)), ("--edge-threshold", parse.GetValue(edgeThreshold)) })
                 if (!(v > 0 && v <= 1)) throw new MechanistException($"{name} must be in (0, 1]");
             string? promptFile = parse.GetValue(prompts);
@@ -49,8 +48,8 @@ public sealed class TraceCommand : ICliCommand
             using var bundle = CircuitTracerFormat.Load(dir, model.Device);
             var targets = (parse.GetValue(target) ?? Array.Empty<string>()).Select(t => new LogitTarget(TokenText.AnswerId(model, t))).ToList();
             if (parse.GetValue(targetDiff) is { Length: 2 } diff) targets.Add(new LogitTarget(TokenText.AnswerId(model, diff[0]), TokenText.AnswerId(model, diff[1])));
-            int? maxFeatureNodes = parse.GetValue(maxFeatures) is { } mf ? (mf >= 1 ? mf : throw new MechanistException("--max-feature-nodes must be at least 1")) : null;
-            int? maxEdgesPerRow = parse.GetValue(maxEdges) is { } me ? (me >= 1 ? me : throw new MechanistException("--max-edges-per-row must be at least 1")) : null;
+            // Counts (--max-logits, --max-feature-nodes, --max-edges-per-row) are checked at parse time (CountOptions).
+            int? maxFeatureNodes = parse.GetValue(maxFeatures), maxEdgesPerRow = parse.GetValue(maxEdges);
             string scan = Path.GetFileName(dir.TrimEnd('/'));
 
             // One prompt → one graph file; prints a summary and the top features when asked.

@@ -6,7 +6,7 @@ using System.Text.Json.Nodes;
 namespace Mechanist.IO;
 
 /// <summary>
-/// Reads or replaces one top-level property of a large JSON object file in a single streaming pass, holding only a
+/// Reads or updates one top-level property of a large JSON object file in a single streaming pass, holding only a
 /// buffer and that property in memory (a graph file with saved pins may be hundreds of megabytes).
 /// </summary>
 public static class JsonStreaming
@@ -26,18 +26,25 @@ public static class JsonStreaming
     }
 
     /// <summary>
-    /// Rewrites <paramref name="path"/> atomically with top-level <paramref name="property"/> replaced by what
-    /// <paramref name="writeValue"/> writes (appended when absent); every other token is copied as it streams.
+    /// Rewrites <paramref name="path"/> atomically in one streaming pass with top-level <paramref name="property"/> replaced
+    /// by <paramref name="update"/> of its old value (null when absent; the new value is then appended); every other token is
+    /// copied as it streams.
     /// </summary>
     /// <exception cref="MechanistException">The file is not a JSON object.</exception>
-    public static void ReplaceTopLevelProperty(string path, string property, Action<Utf8JsonWriter> writeValue)
+    public static void UpdateTopLevelProperty(string path, string property, Func<JsonNode?, JsonNode> update)
     {
         AtomicFile.Write(path, output =>
         {
             using var input = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, InitialBuffer);
-            using var writer = new Utf8JsonWriter(output, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, SkipValidation = false });
+            using var writer = new Utf8JsonWriter(output, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+            var captured = new ArrayBufferWriter<byte>();
+            using var capture = new Utf8JsonWriter(captured);
             bool found = false;
-            Pass(path, input, writer, property, writeValue, capture: null, ref found);
+            Pass(path, input, writer, property, w =>
+            {
+                capture.Flush();
+                update(captured.WrittenCount > 0 ? JsonNode.Parse(captured.WrittenSpan) : null).WriteTo(w);
+            }, capture, ref found);
             writer.Flush();
         });
     }
@@ -45,7 +52,8 @@ public static class JsonStreaming
     /// <summary>
     /// One pass over the object: tokens go to <paramref name="output"/> (when given), except the value of the top-level
     /// <paramref name="property"/>, which goes to <paramref name="capture"/> (when given) and is replaced by
-    /// <paramref name="replacement"/> (written before the closing brace when the property was absent).
+    /// <paramref name="replacement"/>, called once that value has been captured (or before the closing brace when the
+    /// property was absent).
     /// </summary>
     static void Pass(string path, Stream input, Utf8JsonWriter? output, string property, Action<Utf8JsonWriter>? replacement, Utf8JsonWriter? capture, ref bool found)
     {
@@ -64,12 +72,10 @@ public static class JsonStreaming
                     if (n == 0) final = true; else length += n;
                 }
                 var reader = new Utf8JsonReader(buffer.AsSpan(0, length), final, state);
-                bool progressed = false;
                 try
                 {
                     while (reader.Read())
                     {
-                        progressed = true;
                         if (!sawRoot)
                         {
                             if (reader.TokenType != JsonTokenType.StartObject) throw new MechanistException($"{path}: not a JSON object");
@@ -105,7 +111,8 @@ public static class JsonStreaming
                     }
                 }
                 catch (JsonException e) { throw new MechanistException($"{path}: not valid JSON ({e.Message})"); }
-                if (final && !progressed) throw new MechanistException($"{path}: not valid JSON (it ends before the object closes)");
+                // The last block was read whole without closing the object: empty, or cut short.
+                if (final) throw new MechanistException($"{path}: not valid JSON (it ends before the object closes)");
                 state = reader.CurrentState;
                 int consumed = (int)reader.BytesConsumed;
                 int left = length - consumed;
@@ -119,7 +126,6 @@ public static class JsonStreaming
                 }
                 else Buffer.BlockCopy(buffer, consumed, buffer, 0, left);
                 length = left;
-                if (final && left == 0) throw new MechanistException($"{path}: not valid JSON (it ends before the object closes)");
             }
         }
         finally { ArrayPool<byte>.Shared.Return(buffer); }

@@ -94,9 +94,6 @@ public static class SafeOps
     /// <summary><paramref name="a"/> /= <paramref name="value"/>, in place.</summary>
     public static Tensor DivInPlace(this Tensor a, double value) { using var s = value.ToScalar(); var r = a.div_(s); GC.KeepAlive(a); return r; }
 
-    /// <summary><paramref name="a"/> / <paramref name="value"/> rounded down (integer tensors stay integer).</summary>
-    public static Tensor FloorDiv(this Tensor a, long value) { using var s = value.ToScalar(); var r = a.div(s, RoundingMode.floor); GC.KeepAlive(a); return r; }
-
     /// <summary><paramref name="value"/> / <paramref name="a"/>, elementwise.</summary>
     public static Tensor RDiv(this Tensor a, double value)
     {
@@ -206,14 +203,5 @@ public static class SafeOps
     {
         using var a = start.ToScalar(); using var b = stop.ToScalar(); using var c = step.ToScalar();
         return arange(a, b, c, dtype ?? ScalarType.Int64, device);
-    }
-
-    // ---- reading one number ----
-
-    /// <summary>The single element of <paramref name="a"/> as a double (any dtype; TorchSharp's <c>ToDouble()</c> goes through a temporary Scalar).</summary>
-    public static double Value(this Tensor a)
-    {
-        using var d = a.to(ScalarType.Float64).cpu();
-        return d.item<double>();
     }
 }

@@ -9,41 +9,12 @@ using Mechanist.Web;
 
 namespace Mechanist.Tests.Web;
 
-/// <summary>The built-in model with its CLT and a small feature store, for the workbench's write endpoints.</summary>
-public sealed class HostileFixture : IAsyncLifetime
-{
-    readonly TempDir _dir = new();
-    public WorkbenchServer Server { get; private set; } = null!;
-    public HttpClient Client { get; private set; } = null!;
-    public string GraphDir => Path.Combine(_dir.Path, "graphs");
-
-    public async Task InitializeAsync()
-    {
-        var (code, _, err) = CliRunner.Run("features", "build", "--texts", "60", "--out", _dir.Path);
-        if (code != 0) throw new InvalidOperationException(err);
-        var model = HookedTransformer.Load(Path.Combine(SharedData.RepoRoot, "models", "toy-4l"));
-        Server = WorkbenchServer.Create(new[] { model }, new WorkbenchOptions
-        {
-            Port = 0, FeatureStores = new[] { Path.Combine(_dir.Path, "features.db") }, GraphDir = GraphDir,
-            Transcoders = new Dictionary<string, string> { ["toy-4l"] = Path.Combine(SharedData.RepoRoot, "models", "toy-4l", "clt") },
-        });
-        await Server.StartAsync();
-        Client = new HttpClient { BaseAddress = new Uri(Server.Url), Timeout = TimeSpan.FromSeconds(120) };
-    }
-
-    public async Task DisposeAsync()
-    {
-        Client.Dispose();
-        await Server.DisposeAsync();
-        _dir.Dispose();
-    }
-}
-
 /// <summary>Findings of adversarial runs against the workbench, each a request that was answered wrongly before.</summary>
-public class HostileRequestTests : IClassFixture<HostileFixture>
+public class HostileRequestTests : IClassFixture<FeatureWorkbenchFixture>
 {
-    readonly HostileFixture _fx;
-    public HostileRequestTests(HostileFixture fx) => _fx = fx;
+    readonly FeatureWorkbenchFixture _fx;
+    string GraphDir => _fx.Server.GraphDir;
+    public HostileRequestTests(FeatureWorkbenchFixture fx) => _fx = fx;
 
     static HookedTransformer Stories() => HookedTransformer.Load(SharedData.PathOf("models", "stories260K", "stories260K.bin"));
 
@@ -142,7 +113,7 @@ public class HostileRequestTests : IClassFixture<HostileFixture>
         Assert.Equal(HttpStatusCode.Forbidden, (await c.SendAsync(Json(HttpMethod.Post, "/api/graph", new { prompt = "The capital of" }, origin: "http://evil.example.com"))).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await c.SendAsync(Json(HttpMethod.Post, "/api/graphs/g-x/state", new { pinnedIds = new[] { "a" } }, origin: "http://evil.example.com"))).StatusCode);
         // The label was never written; the page's own origin (and a script without Origin) still writes.
-        var store = Mechanist.Features.FeatureStore.Open(Path.Combine(Path.GetDirectoryName(_fx.GraphDir)!, "features.db"));
+        var store = Mechanist.Features.FeatureStore.Open(_fx.Store);
         Assert.NotEqual("planted", store.Dashboard(0, 1).Summary.UserLabel);
         Assert.Equal(HttpStatusCode.OK, (await c.SendAsync(Json(HttpMethod.Post, label, new { label = "mine" }, origin: own, fetchSite: "same-origin"))).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await c.SendAsync(Json(HttpMethod.Post, label, new { label = "mine" }))).StatusCode);
@@ -154,10 +125,10 @@ public class HostileRequestTests : IClassFixture<HostileFixture>
     [Fact]
     public async Task APlantedLinkInTheGraphsFolderIsNeverFollowed()
     {
-        Directory.CreateDirectory(_fx.GraphDir);
+        Directory.CreateDirectory(GraphDir);
         using var outside = new TempDir();
         File.WriteAllText(outside.File("secret.json"), "{\"secret\": \"do not serve\"}");
-        File.CreateSymbolicLink(Path.Combine(_fx.GraphDir, "g-planted.json"), outside.File("secret.json"));
+        File.CreateSymbolicLink(Path.Combine(GraphDir, "g-planted.json"), outside.File("secret.json"));
         var get = await _fx.Client.GetAsync("/api/graphs/g-planted");
         Assert.Equal(HttpStatusCode.NotFound, get.StatusCode);
         Assert.DoesNotContain("do not serve", await get.Content.ReadAsStringAsync());
@@ -169,13 +140,13 @@ public class HostileRequestTests : IClassFixture<HostileFixture>
     [Fact]
     public async Task SavingStateOnAMalformedGraphAnswersAJsonError()
     {
-        Directory.CreateDirectory(_fx.GraphDir);
-        File.WriteAllText(Path.Combine(_fx.GraphDir, "g-broken.json"), "{\"metadata\": {\"slug\": \"g-broken\"}, \"nodes\": [1, 2,");
+        Directory.CreateDirectory(GraphDir);
+        File.WriteAllText(Path.Combine(GraphDir, "g-broken.json"), "{\"metadata\": {\"slug\": \"g-broken\"}, \"nodes\": [1, 2,");
         var save = await _fx.Client.SendAsync(Json(HttpMethod.Post, "/api/graphs/g-broken/state", new { pinnedIds = new[] { "0_1_2" } }));
         Assert.Equal((HttpStatusCode)422, save.StatusCode);
         var error = await save.Content.ReadFromJsonAsync<ErrorResponse>();
         Assert.Contains("not valid JSON", error!.Error);
-        Assert.Equal("{\"metadata\": {\"slug\": \"g-broken\"}, \"nodes\": [1, 2,", File.ReadAllText(Path.Combine(_fx.GraphDir, "g-broken.json")));
+        Assert.Equal("{\"metadata\": {\"slug\": \"g-broken\"}, \"nodes\": [1, 2,", File.ReadAllText(Path.Combine(GraphDir, "g-broken.json")));
     }
 
     [Fact]
@@ -191,11 +162,11 @@ public class HostileRequestTests : IClassFixture<HostileFixture>
         Assert.Equal(HttpStatusCode.OK, saved.StatusCode);
         var again = await _fx.Client.PostAsJsonAsync("/api/graph", body);
         Assert.Equal(HttpStatusCode.OK, again.StatusCode);
-        using var retraced = JsonDocument.Parse(File.ReadAllText(Path.Combine(_fx.GraphDir, slug + ".json")));
+        using var retraced = JsonDocument.Parse(File.ReadAllText(Path.Combine(GraphDir, slug + ".json")));
         var q = retraced.RootElement.GetProperty("qParams");
         Assert.Equal(ids, q.GetProperty("pinnedIds").EnumerateArray().Select(e => e.GetString()!).ToArray());
         Assert.Equal(new[] { "group", ids[0], ids[1] }, q.GetProperty("supernodes")[0].EnumerateArray().Select(e => e.GetString()!).ToArray());
-        Assert.Empty(Directory.GetFiles(_fx.GraphDir, ".*")); // no temp file left
+        Assert.Empty(Directory.GetFiles(GraphDir, ".*")); // no temp file left
     }
 
     [Fact]
