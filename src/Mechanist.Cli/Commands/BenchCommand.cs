@@ -195,7 +195,7 @@ public sealed class BenchCommand : ICliCommand
             Note: $"{acts.Rows / (harvestMs / 1000):N0} tokens/s ({acts.Rows:N0} tokens, 8 activations of 128 floats each)");
         const int steps = 30, batch = 1024;
         var result = DictionaryTrainer.Train(acts, new DictionaryTrainConfig(DictionaryKind.Clt, TrainActivation.TopK, 1024, 16, Steps: steps, BatchSize: batch, WarmupSteps: 1));
-        ((IDisposable)result.Dictionary).Dispose();
+        result.Dictionary.Dispose();
         double stepMs = result.TrainSeconds / steps * 1000, peak = GemmPeak(repeats), rate = result.FlopsPerStep / (stepMs / 1000);
         yield return new Row("toy-4l: CLT training step (4 layers, 1024 features/layer, top-16)", stepMs, stepMs,
             Note: $"{batch / (stepMs / 1000):N0} tokens/s; {rate / 1e9:F1} GFLOP/s = {rate / peak:P0} of the GEMM peak measured in this run ({peak / 1e9:F0} GFLOP/s)");

@@ -66,9 +66,9 @@ public sealed class DictCommand : ICliCommand
         var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder: a killed run resumes from it." };
         var generate = new Option<int>("--generate") { Description = "Without --corpus (and not a built-in model): how many texts the model writes for itself.", DefaultValueFactory = _ => 3000 };
         var activations = new Option<string>("--activations") { Description = "Train on a merged harvest folder (mechanist harvest ... && mechanist harvest merge) instead of harvesting in memory." };
-        kind.AcceptOnlyFromAmong("sae", "transcoder", "skip-transcoder", "clt");
-        activation.AcceptOnlyFromAmong("topk", "batchtopk", "jumprelu", "relu");
-        input.AcceptOnlyFromAmong("resid", "normalized");
+        kind.AcceptOnlyFromAmong(DictionaryNames.Kinds.Names);
+        activation.AcceptOnlyFromAmong(DictionaryNames.TrainActivations.Names);
+        input.AcceptOnlyFromAmong(DictionaryNames.Inputs.Names.Where(n => DictionaryNames.Inputs.TryParse(n, out var i) && TranscoderInputs.HasOwnHookPoint(i)).ToArray());
         var cmd = new Command("train", "Train a dictionary on a model's activations and save it with a card (defaults: a top-k CLT on the built-in model).")
         { model, offline, kind, activation, features, k, sparsity, steps, batch, lr, tokens, evalTokens, corpus, hook, input, seed, output, overwrite, checkpoint, activations, generate };
         cmd.SetAction(parse =>
@@ -78,11 +78,10 @@ public sealed class DictCommand : ICliCommand
                 throw new MechanistException($"{outDir}: the folder exists and is not empty (pass --overwrite to replace it)");
             using var m = ModelInput.Load(parse.GetValue(model), parse, parse.GetValue(offline), ctx);
             var config = new DictionaryTrainConfig(
-                parse.GetValue(kind) switch { "sae" => DictionaryKind.Sae, "transcoder" => DictionaryKind.Transcoder, "skip-transcoder" => DictionaryKind.SkipTranscoder, _ => DictionaryKind.Clt },
-                parse.GetValue(activation) switch { "batchtopk" => TrainActivation.BatchTopK, "jumprelu" => TrainActivation.JumpReLU, "relu" => TrainActivation.ReLU, _ => TrainActivation.TopK },
+                DictionaryNames.Kinds.Parse(parse.GetValue(kind)!), DictionaryNames.TrainActivations.Parse(parse.GetValue(activation)!),
                 parse.GetValue(features) ?? 8 * m.Config.DModel, parse.GetValue(k), parse.GetValue(sparsity),
                 Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch), LearningRate: parse.GetValue(lr), Seed: parse.GetValue(seed));
-            var options = new DictionaryJobOptions(config, parse.GetValue(input) == "normalized" ? TranscoderInput.Normalized : TranscoderInput.Resid,
+            var options = new DictionaryJobOptions(config, DictionaryNames.Inputs.Parse(parse.GetValue(input)!),
                 parse.GetValue(hook), parse.GetValue(tokens), parse.GetValue(evalTokens));
             var (train, eval, description) = Texts(parse.GetValue(corpus), parse.GetValue(model), m, parse.GetValue(seed), ctx, parse.GetValue(generate));
             ctx.Err.WriteLine($"{m.Name}: {config.Kind}, {config.Activation}, {config.Features} features per layer; text: {description}");
@@ -109,11 +108,6 @@ public sealed class DictCommand : ICliCommand
                 $"loss recovered {s.LossRecovered:P1}, KL {s.Kl:F4}, top-1 agreement {s.TopTokenAgreement:P1} ({s.ConfidentAgreement:P1} where the model's top token has p ≥ 0.5: {s.ConfidentShare:P0} of positions)");
     }
 
-    /// <summary>Loads a dictionary folder of either format.</summary>
-    public static IDisposable LoadFolder(string dir) =>
-        CircuitTracerFormat.IsFolder(dir) ? CircuitTracerFormat.Load(dir)
-        : SaeLensFormat.IsFolder(dir) ? SaeLensFormat.Load(dir)
-        : throw new MechanistException($"{dir}: not a dictionary folder (circuit-tracer config.yaml or SAELens cfg.json + sae_weights.safetensors)");
 
     Command Eval(CliContext ctx)
     {
@@ -127,25 +121,14 @@ public sealed class DictCommand : ICliCommand
         cmd.SetAction(parse =>
         {
             using var m = ModelInput.Load(parse.GetValue(model), parse, parse.GetValue(offline), ctx);
-            using var bundle = LoadFolder(parse.GetValue(dict)!);
+            using var bundle = DictionaryBundle.Load(parse.GetValue(dict)!);
             var (_, texts, _) = Texts(parse.GetValue(corpus), parse.GetValue(model), m, 0, ctx);
             var list = CorpusReader.TakeTokens(m.Tokenizer ?? throw new MechanistException($"{m.Name} has no tokenizer"), texts, parse.GetValue(tokens));
-            DictionaryEvaluationResult result;
-            if (bundle is SaeBundle sae)
-            {
-                using var held = ActivationHarvest.Collect(m, list, new[] { sae.HookName }, new[] { sae.HookName }, parse.GetValue(tokens));
-                result = new DictionaryEvaluationResult(DictionaryEvaluation.Layers(sae.Sae, held),
-                    DictionaryEvaluation.Spliced(m, list, sae.Splice(ErrorTerm.None), new[] { sae.HookName }, parse.GetValue(tokens)));
-            }
-            else
-            {
-                var tb = (TranscoderBundle)bundle;
-                var splice = tb.Splice(ErrorTerm.None);
-                splice.AddedPoints(m.HookPoints).ToList(); // checks layers and width against the model
-                var (inputs, targets) = DictionaryJob.Hooks(m, DictionaryKind.Clt, tb.Input, null);
-                using var held = ActivationHarvest.Collect(m, list, inputs, targets, parse.GetValue(tokens));
-                result = new DictionaryEvaluationResult(DictionaryEvaluation.Layers(tb.Dictionary, held), DictionaryEvaluation.Spliced(m, list, splice, targets, parse.GetValue(tokens)));
-            }
+            bundle.CheckFits(m);
+            var (inputs, targets) = bundle.HarvestHooks(m);
+            using var held = ActivationHarvest.Collect(m, list, inputs, targets, parse.GetValue(tokens));
+            var result = new DictionaryEvaluationResult(DictionaryEvaluation.Layers(bundle.Dictionary, held),
+                DictionaryEvaluation.Spliced(m, list, bundle.Splice(ErrorTerm.None), targets, parse.GetValue(tokens)));
             if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonFormat.Options)); return 0; }
             PrintEvaluation(ctx, result);
             return 0;
@@ -161,18 +144,8 @@ public sealed class DictCommand : ICliCommand
         cmd.SetAction(parse =>
         {
             string folder = parse.GetValue(dir)!;
-            using var bundle = LoadFolder(folder);
-            object info = bundle switch
-            {
-                SaeBundle s => new { format = "saelens", kind = "sae", hook = s.HookName, model = s.ModelName, dIn = s.Sae.DIn, features = s.Sae.DDict, activation = s.Sae.Activation, k = s.Sae.TopK },
-                TranscoderBundle t => new
-                {
-                    format = "circuit-tracer", kind = t.Dictionary is CrossLayerTranscoder ? "clt" : (t.Dictionary is TranscoderSet ts && ts.Layers[0].WSkip is not null ? "skip-transcoder" : "transcoder"),
-                    input = t.Input, model = t.ModelName, layers = t.Dictionary.NLayers, dModel = t.Dictionary.DModel, features = t.Dictionary.DDict,
-                    activation = t.Dictionary switch { CrossLayerTranscoder c => c.Activation, TranscoderSet s2 => s2.Layers[0].Activation, _ => DictionaryActivation.ReLU },
-                },
-                _ => throw new MechanistException("unknown dictionary"),
-            };
+            using var bundle = DictionaryBundle.Load(folder);
+            var info = bundle.Describe();
             if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(info, JsonFormat.Options)); return 0; }
             foreach (var p in info.GetType().GetProperties()) ctx.Out.WriteLine($"{p.Name,-12} {p.GetValue(info)}");
             return 0;

@@ -40,7 +40,7 @@ public sealed class HarvestCommand : ICliCommand
             if (parse.GetValue(hooks) is { } h) hookList = h.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             else
             {
-                var (ins, outs) = DictionaryJob.Hooks(m, Mechanist.Dictionaries.Training.DictionaryKind.Clt, TranscoderInput.Resid, null);
+                var (ins, outs) = DictionaryJob.Hooks(m, DictionaryKind.Clt, TranscoderInput.Resid, null);
                 hookList = ins.Concat(outs).ToArray();
             }
             List<string> list;

@@ -39,7 +39,7 @@ public sealed record ModelSummary(string Name, string Architecture, int Layers, 
     {
         var c = m.Config;
         return new ModelSummary(name ?? m.Name, c.Architecture, c.NLayers, c.DModel, c.NHeads, c.NKvHeads, c.DHead, c.AttnOnly ? 0 : c.DMlp,
-            c.VocabSize, c.NCtx, m.Weights.ParameterCount, m.HookPoints.Firing(attnResult).Select(p => new HookPointInfo(p.Name, p.Shape)).ToArray(),
+            c.VocabSize, c.NCtx, m.Weights.ParameterCount, m.HookPoints.Firing(attnResult).Select(p => new HookPointInfo(p.Name, p.Shape.ToString())).ToArray(),
             c.Causal ? "decoder" : "encoder");
     }
 }

@@ -171,13 +171,8 @@ public static class Attributor
                     var node = nodes[t];
                     var x = forward[inputs[node.Layer]];
                     perLayer[node.Layer] ??= zeros_like(x);
-                    var row = d switch
-                    {
-                        CrossLayerTranscoder c => c.WEnc(node.Layer)[node.Index],
-                        TranscoderSet s => s.Layers[node.Layer].WEnc[node.Index],
-                        _ => throw new MechanistException($"{d.GetType().Name}: no encoder rows"),
-                    };
-                    perLayer[node.Layer]![r, node.Position] = row.to(x.dtype);
+                    using var index = Mechanist.Tensors.SafeOps.FullInt(new long[] { 1 }, node.Index);
+                    perLayer[node.Layer]![r, node.Position] = d.EncoderRows(node.Layer, index)[0].to(x.dtype);
                 }
                 else
                 {

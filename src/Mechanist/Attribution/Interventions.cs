@@ -71,13 +71,11 @@ public static class Interventions
         int last = Math.Min(model.Config.NCtx, prompt.Length + maxNewTokens);
         var all = interventions.Concat(Enumerable.Range(prompt.Length, Math.Max(0, last - prompt.Length))
             .SelectMany(p => (atEveryNewPosition ?? Array.Empty<FeatureIntervention>()).Select(iv => iv with { Position = p }))).ToList();
-        var splice = new InterventionSplice(rm, all, InterventionMode.Free) { Incremental = useKvCache };
         var result = model.Generate(prompt, new GenerateOptions
         {
-            MaxNewTokens = Math.Max(0, last - prompt.Length), UseKvCache = useKvCache, Splices = new[] { splice },
+            MaxNewTokens = Math.Max(0, last - prompt.Length), UseKvCache = useKvCache, Splices = new[] { Splice(rm, all, InterventionMode.Free) },
             StopTokens = (stopTokens ?? Array.Empty<long>()).Select(t => (int)t).ToArray(),
         });
-        foreach (var t in splice.Recorded) t?.Dispose();
         return result.NewIds;
     }
 
@@ -114,45 +112,49 @@ public static class Interventions
                 var clean = rm.Clean[p.Name];
                 hooks.Add(new ForwardHookSpec(p.Name, (_, _) => clean));
             }
-        var splice = new InterventionSplice(rm, interventions, mode);
+        Tensor?[]? recorded = null;
+        var splice = new InterventionSplice(rm, interventions, mode, run => recorded = run);
         var logits = model.Run(rm.Tokens, new RunOptions { FusedAttention = false, Hooks = hooks, Splices = new[] { splice } });
-        var acts = stack(splice.Recorded.Select(a => a!).ToArray());
+        var acts = stack(recorded!.Select(a => a!).ToArray());
+        foreach (var t in recorded!) t?.Dispose();
         acts[.., 0] = 0;
         return new InterventionResult(logits[0].to(ScalarType.Float32).MoveToOuterDisposeScope(), acts.to(ScalarType.Float32).MoveToOuterDisposeScope());
     }
 
-    sealed class InterventionSplice(ReplacementModel rm, IReadOnlyList<FeatureIntervention> interventions, InterventionMode mode) : ISplice
+    /// <summary>
+    /// A splice applying <paramref name="interventions"/> (at absolute positions) in <paramref name="mode"/>; it holds no state
+    /// between runs, so one splice serves any number of runs, KV-cache generation steps included (each continues at its
+    /// site's <see cref="MlpSite.Past"/>).
+    /// </summary>
+    public static ISplice Splice(ReplacementModel rm, IReadOnlyList<FeatureIntervention> interventions, InterventionMode mode) =>
+        new InterventionSplice(rm, interventions, mode, null);
+
+    // finished receives each run's feature activations per layer [T, d_dict] (ownership passes) when the run ends; when null they are disposed.
+    sealed class InterventionSplice(ReplacementModel rm, IReadOnlyList<FeatureIntervention> interventions, InterventionMode mode, Action<Tensor?[]>? finished) : ISplice
     {
-        public readonly Tensor?[] Recorded = new Tensor?[rm.Model.Config.NLayers];
         readonly ReplacementModel rm = rm;
         readonly IReadOnlyList<FeatureIntervention> interventions = interventions;
         readonly InterventionMode mode = mode;
+        readonly Action<Tensor?[]>? finished = finished;
 
-        public IEnumerable<(string Parent, string Suffix, string Shape)> AddedPoints(HookRegistry registry) => Array.Empty<(string, string, string)>();
-
-        /// <summary>Positions already run (generation with a KV cache: each run continues where the last one stopped).</summary>
-        public int Consumed;
-
-        /// <summary>Whether runs continue one another (KV-cache generation) rather than each starting at position 0.</summary>
-        public bool Incremental;
+        public IEnumerable<(string Parent, string Suffix, HookShape Shape)> AddedPoints(HookRegistry registry) => Array.Empty<(string, string, HookShape)>();
 
         public ISpliceRun Start(HookedTransformer model) => new Run(this);
 
         sealed class Run(InterventionSplice owner) : ISpliceRun
         {
-            readonly Tensor?[] _acts = new Tensor?[owner.Recorded.Length];
-            readonly int _offset = owner.Incremental ? owner.Consumed : 0;
+            readonly Tensor?[] _acts = new Tensor?[owner.rm.Model.Config.NLayers];
+            readonly Tensor?[] _recorded = new Tensor?[owner.rm.Model.Config.NLayers];
 
             public Tensor? AtHook(string name, Tensor value, FireHook fire) => null;
 
             public Tensor? ReplaceMlp(MlpSite site, Func<Tensor> mlp, FireHook fire)
             {
                 var rm = owner.rm; var d = rm.Dictionary; int l = site.Layer;
-                var x = rm.Input switch { TranscoderInput.Resid => site.Resid, TranscoderInput.Normalized => site.Normalized, _ => site.Input };
+                var x = site.Read(rm.Input);
                 var reg = rm.Model.HookPoints;
                 string outName = reg.Name(HookKind.MlpOut, l);
-                int T = (int)x.shape[1];
-                if (owner.Incremental && l == reg.Layers - 1) owner.Consumed = _offset + T;
+                int T = (int)x.shape[1], _offset = site.Past;
                 Tensor Delta(Func<int, Tensor> current)
                 {
                     // Σ over interventions on features of layers i ≤ l that write to l: (value − current) · W_dec(i→l)[f] at their
@@ -176,8 +178,8 @@ public static class Interventions
                     case InterventionMode.Constrained:
                     {
                         var pre = F(d, l, x, activate: false);
-                        owner.Recorded[l]?.Dispose();
-                        owner.Recorded[l] = pre[0].DetachFromDisposeScope();
+                        _recorded[l]?.Dispose();
+                        _recorded[l] = pre[0].DetachFromDisposeScope();
                         var clean = rm.Clean[outName];
                         var skipNow = d.Skip(l, x); var skipClean = d.Skip(l, rm.Clean[SplicePoints.Under(outName, SplicePoints.Input)]);
                         var output = skipNow is null ? clean.clone() : clean.Add(skipNow) - skipClean!;
@@ -188,8 +190,8 @@ public static class Interventions
                         var acts = F(d, l, x, activate: true);
                         acts[.., 0] = 0;
                         _acts[l] = acts.DetachFromDisposeScope();
-                        owner.Recorded[l]?.Dispose();
-                        owner.Recorded[l] = acts[0].DetachFromDisposeScope();
+                        _recorded[l]?.Dispose();
+                        _recorded[l] = acts[0].DetachFromDisposeScope();
                         return mlp().Add(Delta(i => _acts[i]![0]));
                     }
                     default:
@@ -198,8 +200,8 @@ public static class Interventions
                         acts[.., 0] = 0;
                         foreach (var iv in owner.interventions.Where(iv => iv.Layer == l)) acts[0, iv.Position, iv.Feature] = (float)iv.Value;
                         _acts[l] = acts.DetachFromDisposeScope();
-                        owner.Recorded[l]?.Dispose();
-                        owner.Recorded[l] = acts[0].DetachFromDisposeScope();
+                        _recorded[l]?.Dispose();
+                        _recorded[l] = acts[0].DetachFromDisposeScope();
                         var recon = d.DecoderBias(l).expand(x.shape[0], x.shape[1], -1);
                         for (int i = 0; i <= l; i++) if (d.WritesTo(i, l)) recon = recon.Add(d.Decode(i, l, _acts[i]!));
                         if (d.Skip(l, x) is { } skip) recon = recon.Add(skip);
@@ -213,14 +215,14 @@ public static class Interventions
                 }
             }
 
-            static Tensor F(ICrossLayerDictionary d, int l, Tensor x, bool activate) => activate ? d.Encode(l, x) : d switch
-            {
-                CrossLayerTranscoder c => nn.functional.linear(x, c.WEnc(l), c.BEnc(l)),
-                TranscoderSet s => s.Layers[l].PreActivations(x),
-                _ => throw new MechanistException($"{d.GetType().Name}: no pre-activations"),
-            };
+            static Tensor F(ICrossLayerDictionary d, int l, Tensor x, bool activate) => activate ? d.Encode(l, x) : d.PreActivations(l, x);
 
-            public void Dispose() { foreach (var t in _acts) t?.Dispose(); }
+            public void Dispose()
+            {
+                foreach (var t in _acts) t?.Dispose();
+                if (owner.finished is { } hand) hand(_recorded);
+                else foreach (var t in _recorded) t?.Dispose();
+            }
         }
     }
 }

@@ -73,9 +73,9 @@ public sealed class ReplacementModel : IDisposable
     /// <summary>MLP output = its true value, with the gradient of skip(x_in) only: skip + (true − skip).detach().</summary>
     sealed class FrozenMlps(ReplacementModel owner) : ISplice
     {
-        public IEnumerable<(string Parent, string Suffix, string Shape)> AddedPoints(HookRegistry registry)
+        public IEnumerable<(string Parent, string Suffix, HookShape Shape)> AddedPoints(HookRegistry registry)
         {
-            string resid = registry.Get(HookKind.ResidPost, 0).Shape;
+            var resid = registry.Get(HookKind.ResidPost, 0).Shape;
             for (int l = 0; l < registry.Layers; l++) yield return (registry.Name(HookKind.MlpOut, l), SplicePoints.Input, resid);
         }
 
@@ -87,12 +87,7 @@ public sealed class ReplacementModel : IDisposable
 
             public Tensor? ReplaceMlp(MlpSite site, Func<Tensor> mlp, FireHook fire)
             {
-                var x = fire(SplicePoints.Under(model.HookPoints.Name(HookKind.MlpOut, site.Layer), SplicePoints.Input), owner.Input switch
-                {
-                    TranscoderInput.Resid => site.Resid,
-                    TranscoderInput.Normalized => site.Normalized,
-                    _ => site.Input,
-                });
+                var x = fire(SplicePoints.Under(model.HookPoints.Name(HookKind.MlpOut, site.Layer), SplicePoints.Input), site.Read(owner.Input));
                 var y = mlp().detach();
                 // A source added here must get a gradient even where nothing upstream is live (no skip): a fresh leaf.
                 return owner.Dictionary.Skip(site.Layer, x) is { } skip ? skip.Add((y - skip).detach()) : y.requires_grad_(true);

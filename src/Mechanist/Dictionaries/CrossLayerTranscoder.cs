@@ -32,10 +32,14 @@ public sealed class CrossLayerTranscoder : ICrossLayerDictionary
         Activation = activation; TopK = topK;
     }
 
-    /// <summary>Activation function.</summary>
+    /// <inheritdoc/>
     public DictionaryActivation Activation { get; }
-    /// <summary>k of a TopK activation.</summary>
+    /// <inheritdoc/>
     public int TopK { get; }
+    /// <inheritdoc/>
+    public DictionaryKind Kind => DictionaryKind.Clt;
+    /// <inheritdoc/>
+    public ISparseDictionary? Layer(int layer) => null;
 
     /// <inheritdoc/>
     public int NLayers => _wEnc.Length;
@@ -57,8 +61,13 @@ public sealed class CrossLayerTranscoder : ICrossLayerDictionary
     public bool WritesTo(int source, int target) => source <= target && target < NLayers;
 
     /// <inheritdoc/>
-    public Tensor Encode(int layer, Tensor x) =>
-        DictionaryActivations.Apply(Activation, F.linear(x.to(_wEnc[layer].dtype), _wEnc[layer], _bEnc[layer]), _threshold[layer], TopK);
+    public Tensor PreActivations(int layer, Tensor x) => F.linear(x.to(_wEnc[layer].dtype), _wEnc[layer], _bEnc[layer]);
+
+    /// <inheritdoc/>
+    public Tensor Encode(int layer, Tensor x) => DictionaryActivations.Apply(Activation, PreActivations(layer, x), _threshold[layer], TopK);
+
+    /// <inheritdoc/>
+    public Tensor EncoderRows(int layer, Tensor features) => _wEnc[layer].index_select(0, features.to(ScalarType.Int64, _wEnc[layer].device));
 
     /// <inheritdoc/>
     public Tensor Decode(int source, int target, Tensor activations)
@@ -88,11 +97,26 @@ public sealed class CrossLayerTranscoder : ICrossLayerDictionary
     }
 }
 
-/// <summary>One <see cref="Transcoder"/> per layer, seen as a cross-layer dictionary that writes only to its own layer.</summary>
-public sealed class TranscoderSet(IReadOnlyList<Transcoder> layers) : ICrossLayerDictionary
+/// <summary>One single-layer dictionary per layer (per-layer transcoders; an SAE is a set of one), seen as a cross-layer dictionary that writes only to its own layer.</summary>
+public sealed class TranscoderSet(IReadOnlyList<ISparseDictionary> layers) : ICrossLayerDictionary
 {
-    /// <summary>The per-layer transcoders.</summary>
-    public IReadOnlyList<Transcoder> Layers { get; } = layers.Count > 0 ? layers : throw new MechanistException("a transcoder set needs at least one layer");
+    /// <summary>The per-layer dictionaries (all of one kind and width).</summary>
+    public IReadOnlyList<ISparseDictionary> Layers { get; } = layers.Count == 0 ? throw new MechanistException("a transcoder set needs at least one layer")
+        : layers.Any(l => l.Kind != layers[0].Kind || l.DIn != layers[0].DIn || l.DOut != layers[0].DOut || l.DDict != layers[0].DDict)
+            ? throw new MechanistException("the layers of a transcoder set must be of one kind and width") : layers;
+
+    /// <inheritdoc/>
+    public DictionaryKind Kind => Layers[0].Kind;
+    /// <inheritdoc/>
+    public DictionaryActivation Activation => Layers[0].Activation;
+    /// <inheritdoc/>
+    public int TopK => Layers[0].TopK;
+    /// <inheritdoc/>
+    public ISparseDictionary? Layer(int layer) => Layers[layer];
+    /// <inheritdoc/>
+    public Tensor PreActivations(int layer, Tensor x) => Layers[layer].PreActivations(x);
+    /// <inheritdoc/>
+    public Tensor EncoderRows(int layer, Tensor features) => Layers[layer].EncoderRows(features);
 
     /// <inheritdoc/>
     public int NLayers => Layers.Count;
@@ -109,10 +133,10 @@ public sealed class TranscoderSet(IReadOnlyList<Transcoder> layers) : ICrossLaye
 
     /// <inheritdoc/>
     public Tensor Decode(int source, int target, Tensor activations) =>
-        source == target ? matmul(activations, Layers[source].WDec) : throw new MechanistException($"a per-layer transcoder of layer {source} writes only to layer {source} (asked for {target})");
+        source == target ? Layers[source].DecodeWithoutBias(activations) : throw new MechanistException($"a per-layer transcoder of layer {source} writes only to layer {source} (asked for {target})");
 
     /// <inheritdoc/>
-    public Tensor DecoderBias(int target) => Layers[target].BDec;
+    public Tensor DecoderBias(int target) => Layers[target].DecoderBias;
 
     /// <inheritdoc/>
     public Tensor? Skip(int layer, Tensor x) => Layers[layer].Skip(x);

@@ -60,8 +60,15 @@ public static class DictionaryEvaluation
         return (acts.unsqueeze(1), recon.unsqueeze(1));
     }
 
-    /// <summary>Per-layer metrics on held-out activations (in chunks, so any size fits).</summary>
-    public static DictionaryLayerMetrics[] Layers(object dictionary, ActivationSet data, int chunk = 4096)
+    /// <summary>Per-layer metrics of transcoders or a CLT on held-out activations (in chunks, so any size fits).</summary>
+    public static DictionaryLayerMetrics[] Layers(ICrossLayerDictionary dictionary, ActivationSet data, int chunk = 4096) =>
+        Layers(x => Reconstruct(dictionary, x), data, chunk);
+
+    /// <summary>Per-layer metrics of a single-layer dictionary on held-out activations [N, 1, d].</summary>
+    public static DictionaryLayerMetrics[] Layers(ISparseDictionary dictionary, ActivationSet data, int chunk = 4096) =>
+        Layers(x => Reconstruct(dictionary, x), data, chunk);
+
+    static DictionaryLayerMetrics[] Layers(Func<Tensor, (Tensor Acts, Tensor Recon)> reconstruct, ActivationSet data, int chunk)
     {
         int layers = (int)data.Inputs.shape[1];
         var sq = new double[layers]; var l0 = new double[layers];
@@ -76,12 +83,7 @@ public static class DictionaryEvaluation
                 using var scope = NewDisposeScope();
                 long len = Math.Min(chunk, n - start);
                 var x = data.Inputs.narrow(0, start, len); var y = data.Targets.narrow(0, start, len);
-                var (acts, recon) = dictionary switch
-                {
-                    ICrossLayerDictionary c => Reconstruct(c, x),
-                    ISparseDictionary s => Reconstruct(s, x),
-                    _ => throw new MechanistException($"{dictionary.GetType().Name} is not a dictionary"),
-                };
+                var (acts, recon) = reconstruct(x);
                 var err = (recon - y).Square().sum(-1).sum(new long[] { 0 }).to(ScalarType.Float64).data<double>().ToArray();
                 var active = acts.Gt(0);
                 var count = active.to(ScalarType.Float64).sum(new long[] { 0, 2 }).data<double>().ToArray();

@@ -19,7 +19,7 @@ public sealed record DictionaryJobOptions(DictionaryTrainConfig Config, Transcod
     long TrainTokens = 200_000, long EvalTokens = 20_000);
 
 /// <summary>A trained dictionary with its evaluation and training curve.</summary>
-/// <param name="Bundle">A <see cref="TranscoderBundle"/> (transcoders, CLT) or an <see cref="SaeBundle"/>.</param>
+/// <param name="Bundle">The dictionary with its site.</param>
 /// <param name="Options">How it was trained.</param>
 /// <param name="Evaluation">Held-out evaluation.</param>
 /// <param name="Losses">Loss per step.</param>
@@ -27,7 +27,7 @@ public sealed record DictionaryJobOptions(DictionaryTrainConfig Config, Transcod
 /// <param name="TrainSeconds">Optimisation time.</param>
 /// <param name="TokensPerSecond">Training throughput.</param>
 /// <param name="FlopsPerSecond">Training FLOP rate (3 × forward multiply-adds × 2 per token).</param>
-public sealed record TrainedDictionary(IDisposable Bundle, DictionaryJobOptions Options, DictionaryEvaluationResult Evaluation, double[] Losses,
+public sealed record TrainedDictionary(DictionaryBundle Bundle, DictionaryJobOptions Options, DictionaryEvaluationResult Evaluation, double[] Losses,
     long TrainTokens, double TrainSeconds, double TokensPerSecond, double FlopsPerSecond) : IDisposable
 {
     /// <inheritdoc/>
@@ -37,25 +37,13 @@ public sealed record TrainedDictionary(IDisposable Bundle, DictionaryJobOptions 
 /// <summary>The whole job behind <c>mechanist dict train</c>: harvest, train, evaluate on held-out text, save with a card.</summary>
 public static class DictionaryJob
 {
-    /// <summary>The input and target hooks per layer for a kind.</summary>
+    /// <summary>The input and target hooks per layer for a kind: an SAE's one hook point (default: the middle layer's resid_post), or the transcoder sites.</summary>
     public static (string[] Inputs, string[] Targets) Hooks(HookedTransformer model, DictionaryKind kind, TranscoderInput input, string? saeHook)
     {
-        var reg = model.HookPoints;
-        if (kind == DictionaryKind.Sae)
-        {
-            string hook = saeHook ?? reg.Name(HookKind.ResidPost, model.Config.NLayers / 2);
-            reg.Check(hook);
-            return (new[] { hook }, new[] { hook });
-        }
-        if (model.Config.AttnOnly) throw new MechanistException($"{model.Name} has no MLPs for transcoders to replace");
-        if (model.Config.ParallelResidual && input == TranscoderInput.Resid) throw new MechanistException("with a parallel residual the MLP reads resid_pre: use --input normalized or mlp-in");
-        var inputs = Enumerable.Range(0, model.Config.NLayers).Select(l => input switch
-        {
-            TranscoderInput.Resid => reg.Name(HookKind.ResidMid, l),
-            TranscoderInput.Normalized => reg.Name(HookKind.Ln2Normalized, l),
-            _ => throw new MechanistException("--input mlp-in has no hook point of its own here; use resid or normalized"),
-        }).ToArray();
-        return (inputs, Enumerable.Range(0, model.Config.NLayers).Select(l => reg.Name(HookKind.MlpOut, l)).ToArray());
+        if (kind.ReplacesMlps()) return TranscoderInputs.HarvestHooks(model, input);
+        string hook = saeHook ?? model.HookPoints.Name(HookKind.ResidPost, model.Config.NLayers / 2);
+        model.HookPoints.Check(hook);
+        return (new[] { hook }, new[] { hook });
     }
 
     /// <summary>
@@ -72,18 +60,14 @@ public static class DictionaryJob
         using var train = harvestDir is null ? ActivationHarvest.Collect(model, trainTexts, inputs, targets, o.TrainTokens)
             : HarvestJob.Load(harvestDir, inputs, targets, o.TrainTokens);
         var result = DictionaryTrainer.Train(train, c, checkpointDir, progress, ct);
-        IDisposable bundle = c.Kind == DictionaryKind.Sae
-            ? new SaeBundle((Transcoder)result.Dictionary, inputs[0], model.Name)
-            : new TranscoderBundle(result.Dictionary as ICrossLayerDictionary ?? new TranscoderSet(new[] { (Transcoder)result.Dictionary }), o.Input, model.Name);
+        var bundle = DictionaryBundle.Of(result.Dictionary, model.Name, o.Input, inputs[0]);
         try
         {
             stage?.Report("evaluating on held-out text");
             var evalList = CorpusReader.TakeTokens(model.Tokenizer!, evalTexts, o.EvalTokens);
             using var held = ActivationHarvest.Collect(model, evalList, inputs, targets, o.EvalTokens);
-            var dict = bundle is SaeBundle s ? (object)s.Sae : ((TranscoderBundle)bundle).Dictionary;
-            var layers = DictionaryEvaluation.Layers(dict, held);
-            ISplice splice = bundle is SaeBundle sb ? sb.Splice(ErrorTerm.None) : ((TranscoderBundle)bundle).Splice(ErrorTerm.None);
-            var spliced = DictionaryEvaluation.Spliced(model, evalList, splice, targets, o.EvalTokens);
+            var layers = DictionaryEvaluation.Layers(bundle.Dictionary, held);
+            var spliced = DictionaryEvaluation.Spliced(model, evalList, bundle.Splice(ErrorTerm.None), targets, o.EvalTokens);
             // Only this run's steps: a resumed run timed its own steps, not the ones before the kill.
             double tps = result.StepsRun * (double)c.BatchSize / Math.Max(1e-9, result.TrainSeconds);
             return new TrainedDictionary(bundle, o, new DictionaryEvaluationResult(layers, spliced), result.Losses, train.Rows, result.TrainSeconds, tps,
@@ -109,11 +93,7 @@ public static class DictionaryJob
             AtomicFile.WriteText(Path.Combine(folder, "README.md"), Card(t, command));
         }
         // The card and metrics go into the same temp folder, so the whole folder appears at once.
-        switch (t.Bundle)
-        {
-            case TranscoderBundle tb: CircuitTracerFormat.Save(tb, dir, overwrite, Extras); break;
-            case SaeBundle sb: SaeLensFormat.Save(sb, dir, overwrite, Extras); break;
-        }
+        t.Bundle.Save(dir, overwrite, Extras);
     }
 
     /// <summary>A model card: what was trained, on what, how well, and how to reproduce it.</summary>

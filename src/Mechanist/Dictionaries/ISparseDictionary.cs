@@ -28,11 +28,32 @@ public interface ISparseDictionary : IDisposable
     /// <summary>Number of features.</summary>
     int DDict { get; }
 
+    /// <summary>What it is (an SAE, a transcoder, a skip transcoder).</summary>
+    DictionaryKind Kind { get; }
+
+    /// <summary>Its activation function.</summary>
+    DictionaryActivation Activation { get; }
+
+    /// <summary>k of a TopK activation (0 otherwise).</summary>
+    int TopK { get; }
+
+    /// <summary>Pre-activations x·W_encᵀ + b_enc [..., d_dict] (before the activation function).</summary>
+    Tensor PreActivations(Tensor x);
+
     /// <summary>Feature activations [..., d_dict] (after the activation function).</summary>
     Tensor Encode(Tensor x);
 
+    /// <summary>Encoder rows of some features [k, d_in]: the directions whose dot product with the input gives their pre-activations.</summary>
+    Tensor EncoderRows(Tensor features);
+
     /// <summary>The reconstruction from activations alone: acts · W_dec + b_dec [..., d_out] (no skip term).</summary>
     Tensor Decode(Tensor activations);
+
+    /// <summary>What the features write, acts · W_dec [..., d_out], without the decoder bias.</summary>
+    Tensor DecodeWithoutBias(Tensor activations);
+
+    /// <summary>Decoder bias b_dec [d_out].</summary>
+    Tensor DecoderBias { get; }
 
     /// <summary>The skip term of <paramref name="x"/> (a linear path beside the features), or null when there is none.</summary>
     Tensor? Skip(Tensor x);
@@ -59,6 +80,24 @@ public interface ICrossLayerDictionary : IDisposable
 
     /// <summary>Features per layer.</summary>
     int DDict { get; }
+
+    /// <summary>A transcoder set (per-layer or skip transcoders) or a cross-layer transcoder.</summary>
+    DictionaryKind Kind { get; }
+
+    /// <summary>Its activation function.</summary>
+    DictionaryActivation Activation { get; }
+
+    /// <summary>k of a TopK activation (0 otherwise).</summary>
+    int TopK { get; }
+
+    /// <summary>Layer <paramref name="layer"/> as a single-layer dictionary, when its features write only to their own layer; null for a CLT.</summary>
+    ISparseDictionary? Layer(int layer);
+
+    /// <summary>Pre-activations [..., d_dict] of layer <paramref name="layer"/>'s features on its MLP input.</summary>
+    Tensor PreActivations(int layer, Tensor x);
+
+    /// <summary>Encoder rows [k, d_model] of some features of layer <paramref name="layer"/>.</summary>
+    Tensor EncoderRows(int layer, Tensor features);
 
     /// <summary>Whether layer <paramref name="source"/>'s features write to layer <paramref name="target"/>.</summary>
     bool WritesTo(int source, int target);

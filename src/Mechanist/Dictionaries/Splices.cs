@@ -16,17 +16,6 @@ public enum ErrorTerm
     Live,
 }
 
-/// <summary>Where a transcoder reads the MLP's input.</summary>
-public enum TranscoderInput
-{
-    /// <summary>The residual stream the MLP reads (hook_resid_mid).</summary>
-    Resid,
-    /// <summary>ln2's normalised input before its weight (ln2.hook_normalized).</summary>
-    Normalized,
-    /// <summary>The MLP's own input (after ln2's weight and bias).</summary>
-    MlpInput,
-}
-
 /// <summary>
 /// An SAE spliced at a hook point, as SAELens's HookedSAETransformer does. It adds the points
 /// <c>{point}.hook_sae_input</c>, <c>.hook_sae_acts_post</c>, <c>.hook_sae_recons</c> and <c>.hook_sae_error</c>;
@@ -40,12 +29,13 @@ public sealed class SaeSplice(string hookPoint, ISparseDictionary sae, ErrorTerm
     readonly ErrorTerm error = error;
 
     /// <inheritdoc/>
-    public IEnumerable<(string Parent, string Suffix, string Shape)> AddedPoints(HookRegistry registry)
+    public IEnumerable<(string Parent, string Suffix, HookShape Shape)> AddedPoints(HookRegistry registry)
     {
         var p = registry.Find(hookPoint) ?? throw new MechanistException($"cannot splice an SAE at unknown hook point '{hookPoint}'");
-        if (!p.Shape.EndsWith($", {sae.DIn}]")) throw new MechanistException($"the SAE reads width {sae.DIn}, but {hookPoint} is {p.Shape}");
+        if (!p.Shape.IsPerPosition || p.Shape.Width != sae.DIn)
+            throw new MechanistException($"the SAE reads [batch, pos, {sae.DIn}], but {hookPoint} is {p.Shape}");
         if (sae.DIn != sae.DOut) throw new MechanistException($"an SAE must write what it reads (d_in {sae.DIn}, d_out {sae.DOut})");
-        string acts = $"[batch, pos, {sae.DDict}]";
+        var acts = HookShape.BatchPos(sae.DDict);
         return new[] { (hookPoint, SplicePoints.Input, p.Shape), (hookPoint, SplicePoints.Acts, acts), (hookPoint, SplicePoints.Recons, p.Shape), (hookPoint, SplicePoints.Error, p.Shape) };
     }
 
@@ -91,13 +81,13 @@ public sealed class TranscoderSplice(ICrossLayerDictionary dictionary, Transcode
     public ICrossLayerDictionary Dictionary { get; } = dictionary;
 
     /// <inheritdoc/>
-    public IEnumerable<(string Parent, string Suffix, string Shape)> AddedPoints(HookRegistry registry)
+    public IEnumerable<(string Parent, string Suffix, HookShape Shape)> AddedPoints(HookRegistry registry)
     {
         if (Dictionary.NLayers != registry.Layers) throw new MechanistException($"the transcoders have {Dictionary.NLayers} layers; the model has {registry.Layers}");
         if (!registry.Has(HookKind.MlpOut)) throw new MechanistException("this model has no MLPs to replace");
         var resid = registry.Get(HookKind.ResidPost, 0).Shape;
-        if (!resid.EndsWith($", {Dictionary.DModel}]")) throw new MechanistException($"the transcoders have d_model {Dictionary.DModel}; the model's residual is {resid}");
-        string acts = $"[batch, pos, {Dictionary.DDict}]";
+        if (resid.Width != Dictionary.DModel) throw new MechanistException($"the transcoders have d_model {Dictionary.DModel}; the model's residual is {resid}");
+        var acts = HookShape.BatchPos(Dictionary.DDict);
         for (int l = 0; l < registry.Layers; l++)
         {
             string p = registry.Name(HookKind.MlpOut, l);
@@ -127,12 +117,7 @@ public sealed class TranscoderSplice(ICrossLayerDictionary dictionary, Transcode
         {
             var d = owner.Dictionary; int l = site.Layer;
             string p = model.HookPoints.Name(HookKind.MlpOut, l);
-            var x = fire(SplicePoints.Under(p, SplicePoints.Input), owner.input switch
-            {
-                TranscoderInput.Resid => site.Resid,
-                TranscoderInput.Normalized => site.Normalized,
-                _ => site.Input,
-            });
+            var x = fire(SplicePoints.Under(p, SplicePoints.Input), site.Read(owner.input));
             var acts = d.Encode(l, x);
             var skip = d.Skip(l, x);
             Tensor Reconstruct(int upTo, Func<int, Tensor> actsOf)

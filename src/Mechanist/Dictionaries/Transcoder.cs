@@ -45,7 +45,7 @@ public sealed class Transcoder : ISparseDictionary
 {
     /// <summary>Builds a dictionary from its tensors (ownership passes to it).</summary>
     public Transcoder(Tensor wEnc, Tensor bEnc, Tensor wDec, Tensor bDec, DictionaryActivation activation = DictionaryActivation.ReLU,
-        Tensor? threshold = null, int topK = 0, Tensor? wSkip = null)
+        Tensor? threshold = null, int topK = 0, Tensor? wSkip = null, DictionaryKind? kind = null)
     {
         if (wEnc.dim() != 2 || wDec.dim() != 2 || wEnc.shape[0] != wDec.shape[0])
             throw new MechanistException($"W_enc [{string.Join(", ", wEnc.shape)}] and W_dec [{string.Join(", ", wDec.shape)}] must be [d_dict, d_in] and [d_dict, d_out]");
@@ -55,8 +55,14 @@ public sealed class Transcoder : ISparseDictionary
             throw new MechanistException($"a JumpReLU needs a threshold of {wEnc.shape[0]} values");
         if (wSkip is not null && !wSkip.shape.SequenceEqual(new[] { wDec.shape[1], wEnc.shape[1] }))
             throw new MechanistException($"W_skip must be [{wDec.shape[1]}, {wEnc.shape[1]}]");
+        if (kind == DictionaryKind.Clt) throw new MechanistException("a single-layer transcoder is not a CLT");
+        if (kind == DictionaryKind.Sae && (wEnc.shape[1] != wDec.shape[1] || wSkip is not null)) throw new MechanistException("an SAE writes what it reads (d_in = d_out, no skip)");
         WEnc = wEnc; BEnc = bEnc; WDec = wDec; BDec = bDec; Activation = activation; Threshold = threshold; TopK = topK; WSkip = wSkip;
+        Kind = kind ?? (wSkip is null ? DictionaryKind.Transcoder : DictionaryKind.SkipTranscoder);
     }
+
+    /// <inheritdoc/>
+    public DictionaryKind Kind { get; }
 
     /// <summary>Encoder [d_dict, d_in].</summary>
     public Tensor WEnc { get; }
@@ -66,11 +72,11 @@ public sealed class Transcoder : ISparseDictionary
     public Tensor WDec { get; }
     /// <summary>Decoder bias [d_out].</summary>
     public Tensor BDec { get; }
-    /// <summary>Activation function.</summary>
+    /// <inheritdoc/>
     public DictionaryActivation Activation { get; }
     /// <summary>JumpReLU thresholds [d_dict], or null.</summary>
     public Tensor? Threshold { get; }
-    /// <summary>k of a TopK activation (0 otherwise).</summary>
+    /// <inheritdoc/>
     public int TopK { get; }
     /// <summary>Skip [d_out, d_in], or null.</summary>
     public Tensor? WSkip { get; }
@@ -82,7 +88,7 @@ public sealed class Transcoder : ISparseDictionary
     /// <inheritdoc/>
     public int DDict => (int)WEnc.shape[0];
 
-    /// <summary>Pre-activations x·W_encᵀ + b_enc [..., d_dict].</summary>
+    /// <inheritdoc/>
     public Tensor PreActivations(Tensor x) => F.linear(x.to(WEnc.dtype), WEnc, BEnc);
 
     /// <inheritdoc/>
@@ -90,6 +96,12 @@ public sealed class Transcoder : ISparseDictionary
 
     /// <inheritdoc/>
     public Tensor Decode(Tensor activations) => matmul(activations, WDec).Add(BDec);
+
+    /// <inheritdoc/>
+    public Tensor DecodeWithoutBias(Tensor activations) => matmul(activations, WDec);
+
+    /// <inheritdoc/>
+    public Tensor DecoderBias => BDec;
 
     /// <inheritdoc/>
     public Tensor? Skip(Tensor x) => WSkip is null ? null : F.linear(x.to(WSkip.dtype), WSkip);
@@ -103,6 +115,9 @@ public sealed class Transcoder : ISparseDictionary
 
     /// <inheritdoc/>
     public SparseActivations EncodeSparse(Tensor x) => Sparse.Of(Encode(x).reshape(-1, DDict));
+
+    /// <inheritdoc/>
+    public Tensor EncoderRows(Tensor features) => WEnc.index_select(0, features.to(ScalarType.Int64, WEnc.device));
 
     /// <inheritdoc/>
     public Tensor DecoderRows(Tensor features) => WDec.index_select(0, features.to(ScalarType.Int64, WDec.device));

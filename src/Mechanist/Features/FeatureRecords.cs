@@ -4,7 +4,7 @@ namespace Mechanist.Features;
 /// <param name="Model">Model name.</param>
 /// <param name="Dictionary">Dictionary folder as given.</param>
 /// <param name="DictionaryId">Fingerprint of the dictionary's files.</param>
-/// <param name="DictionaryKind">"clt", "transcoders" or "sae".</param>
+/// <param name="DictionaryKind">sae, transcoder, skip-transcoder or clt (<see cref="Dictionaries.DictionaryNames.Kinds"/>; older stores say "transcoders" for a transcoder set).</param>
 /// <param name="Layers">The model layer of each dictionary layer.</param>
 /// <param name="DDict">Features per layer.</param>
 /// <param name="CorpusHash">SHA-256 of the corpus texts.</param>
@@ -70,7 +70,7 @@ public sealed record FeatureHit(int LayerIndex, int Layer, int Feature, string L
 
 /// <summary>Everything a feature page shows.</summary>
 /// <param name="Summary">Counts and labels.</param>
-/// <param name="DictionaryKind">"clt", "transcoders" or "sae".</param>
+/// <param name="DictionaryKind">sae, transcoder, skip-transcoder or clt (<see cref="Dictionaries.DictionaryNames.Kinds"/>; older stores say "transcoders" for a transcoder set).</param>
 /// <param name="Histogram">Activation histogram (quarter-octave bins that hold any).</param>
 /// <param name="TopLogits">Tokens it promotes.</param>
 /// <param name="BottomLogits">Tokens it suppresses.</param>

@@ -16,13 +16,12 @@ namespace Mechanist.Features;
 /// </summary>
 public sealed class FeatureSource : IDisposable
 {
-    readonly IDisposable _bundle;
+    readonly DictionaryBundle _bundle;
 
-    readonly Func<int, Tensor, Tensor> _encode;
-
-    FeatureSource(IDisposable bundle, ISplice? splice, string[] inputHooks, Func<int, Tensor, Tensor> encode, int[] layers, int dDict, string kind, string identity)
+    FeatureSource(DictionaryBundle bundle, string[] inputHooks, int[] layers, string identity)
     {
-        _bundle = bundle; Splice = splice; InputHooks = inputHooks; _encode = encode; Layers = layers; DDict = dDict; Kind = kind; Identity = identity;
+        _bundle = bundle; InputHooks = inputHooks; Layers = layers; Identity = identity;
+        Splice = bundle.ReadsOwnHookPoints ? null : bundle.Splice(ErrorTerm.Detached);
     }
 
     /// <summary>A splice to run with, when the input has no hook point of its own (its error term keeps the forward the model's own); else null.</summary>
@@ -32,60 +31,32 @@ public sealed class FeatureSource : IDisposable
     public string[] InputHooks { get; }
 
     /// <summary>Feature activations [..., d_dict] of dictionary layer <paramref name="index"/> from its input.</summary>
-    public Tensor Encode(int index, Tensor x) => _encode(index, x);
+    public Tensor Encode(int index, Tensor x) => _bundle.Dictionary.Encode(index, x);
 
     /// <summary>The layer number of each dictionary layer (the model layer; an SAE: its hook's layer).</summary>
     public int[] Layers { get; }
 
     /// <summary>Features per layer.</summary>
-    public int DDict { get; }
+    public int DDict => _bundle.Dictionary.DDict;
 
-    /// <summary>"clt", "transcoders" or "sae".</summary>
-    public string Kind { get; }
+    /// <summary>The dictionary's kind, as <see cref="DictionaryNames.Kinds"/> spells it.</summary>
+    public string Kind => DictionaryNames.Kinds.Name(_bundle.Kind);
 
     /// <summary>A fingerprint of the dictionary's files (names, sizes and the first and last MiB of each).</summary>
     public string Identity { get; }
 
-    /// <summary>Loads a circuit-tracer transcoder folder or an SAELens SAE folder for <paramref name="model"/>.</summary>
+    /// <summary>Loads a dictionary folder (any supported format) for <paramref name="model"/>.</summary>
     public static FeatureSource Load(HookedTransformer model, string dir)
     {
         if (!Directory.Exists(dir)) throw new MechanistException($"{dir}: dictionary folder not found");
         string identity = Fingerprint(dir);
-        if (CircuitTracerFormat.IsFolder(dir))
+        var bundle = DictionaryBundle.Load(dir, model.Device);
+        try
         {
-            var bundle = CircuitTracerFormat.Load(dir, model.Device);
-            try
-            {
-                var splice = bundle.Splice(ErrorTerm.Detached);
-                // Checks the widths and layer count against the model.
-                _ = model.HookPointsFor(new RunOptions { Splices = new[] { splice } });
-                int n = bundle.Dictionary.NLayers;
-                var reg = model.HookPoints;
-                var hooks = Enumerable.Range(0, n).Select(l => bundle.Input switch
-                {
-                    TranscoderInput.Resid => reg.Name(model.Config.ParallelResidual ? HookKind.ResidPre : HookKind.ResidMid, l),
-                    TranscoderInput.Normalized => reg.Name(HookKind.Ln2Normalized, l),
-                    _ => SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Input),
-                }).ToArray();
-                bool cross = Enumerable.Range(0, n).Any(s => Enumerable.Range(s + 1, n - s - 1).Any(t => bundle.Dictionary.WritesTo(s, t)));
-                return new FeatureSource(bundle, bundle.Input == TranscoderInput.MlpInput ? splice : null, hooks, (l, x) => bundle.Dictionary.Encode(l, x),
-                    Enumerable.Range(0, n).ToArray(), bundle.Dictionary.DDict, cross ? "clt" : "transcoders", identity);
-            }
-            catch { bundle.Dispose(); throw; }
+            bundle.CheckFits(model);
+            return new FeatureSource(bundle, bundle.InputHooks(model), bundle.ModelLayers(model), identity);
         }
-        if (SaeLensFormat.IsFolder(dir))
-        {
-            var bundle = SaeLensFormat.Load(dir, model.Device);
-            try
-            {
-                var splice = bundle.Splice(ErrorTerm.Detached);
-                _ = model.HookPointsFor(new RunOptions { Splices = new[] { splice } });
-                int layer = model.HookPoints.Find(bundle.HookName)?.Layer ?? 0;
-                return new FeatureSource(bundle, null, new[] { bundle.HookName }, (_, x) => bundle.Sae.Encode(x), new[] { Math.Max(0, layer) }, bundle.Sae.DDict, "sae", identity);
-            }
-            catch { bundle.Dispose(); throw; }
-        }
-        throw new MechanistException($"{dir}: neither a circuit-tracer transcoder folder (config.yaml) nor an SAELens folder (cfg.json + sae_weights.safetensors)");
+        catch { bundle.Dispose(); throw; }
     }
 
     /// <summary>
@@ -95,30 +66,27 @@ public sealed class FeatureSource : IDisposable
     public Tensor OutputDirections(int index)
     {
         using var scope = NewDisposeScope();
+        var d = _bundle.Dictionary;
         var all = SafeOps.Arange(DDict);
-        Tensor result = _bundle switch
-        {
-            TranscoderBundle t => Enumerable.Range(index, t.Dictionary.NLayers - index).Where(target => t.Dictionary.WritesTo(index, target))
-                .Select(target => t.Dictionary.DecoderRows(index, target, all).to(ScalarType.Float32)).Aggregate((a, b) => a.Add(b)),
-            SaeBundle s => s.Sae.DecoderRows(all).to(ScalarType.Float32),
-            _ => throw new InvalidOperationException(),
-        };
+        var result = Enumerable.Range(index, d.NLayers - index).Where(target => d.WritesTo(index, target))
+            .Select(target => d.DecoderRows(index, target, all).to(ScalarType.Float32)).Aggregate((a, b) => a.Add(b));
         return result.cpu().MoveToOuterDisposeScope();
     }
 
     /// <summary>For a CLT: each feature's decoder norm into every model layer [d_dict][layers] (0 where it does not write); otherwise null.</summary>
     public float[][]? DecoderNorms(int index)
     {
-        if (_bundle is not TranscoderBundle t || Kind != "clt") return null;
+        var d = _bundle.Dictionary;
+        if (d.Kind != DictionaryKind.Clt) return null;
         using var scope = NewDisposeScope();
         var all = SafeOps.Arange(DDict);
-        int n = t.Dictionary.NLayers;
+        int n = d.NLayers;
         var norms = new float[DDict][];
         for (int f = 0; f < DDict; f++) norms[f] = new float[n];
         for (int target = index; target < n; target++)
         {
-            if (!t.Dictionary.WritesTo(index, target)) continue;
-            var v = t.Dictionary.DecoderRows(index, target, all).to(ScalarType.Float32).norm(1, false).cpu().data<float>().ToArray();
+            if (!d.WritesTo(index, target)) continue;
+            var v = d.DecoderRows(index, target, all).to(ScalarType.Float32).norm(1, false).cpu().data<float>().ToArray();
             for (int f = 0; f < DDict; f++) norms[f][target] = v[f];
         }
         return norms;

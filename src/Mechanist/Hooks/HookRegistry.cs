@@ -20,10 +20,10 @@ public enum HookKind
 /// <param name="Name">TransformerLens name, e.g. <c>blocks.3.attn.hook_pattern</c>.</param>
 /// <param name="Kind">What it holds.</param>
 /// <param name="Layer">Block index, or null for model-level points.</param>
-/// <param name="Shape">Shape for a [batch, pos] input, with "batch" and "pos" symbolic.</param>
+/// <param name="Shape">Shape for a [batch, pos] input, with batch and pos symbolic.</param>
 /// <param name="Order">Position in forward order.</param>
 /// <param name="NeedsAttnResult">Fires only in runs with <see cref="RunOptions.UseAttnResult"/> (per-head outputs cost memory).</param>
-public sealed record HookPoint(string Name, HookKind Kind, int? Layer, string Shape, int Order, bool NeedsAttnResult = false);
+public sealed record HookPoint(string Name, HookKind Kind, int? Layer, HookShape Shape, int Order, bool NeedsAttnResult = false);
 
 /// <summary>
 /// Every hook point of one model, built once from its configuration: the single place where hook
@@ -175,7 +175,7 @@ public sealed class HookRegistry
     /// This registry plus points that a spliced module adds beneath a parent point, named
     /// "{parent}.{suffix}" as SAELens names them (e.g. <c>blocks.3.hook_mlp_out.hook_sae_acts_post</c>).
     /// </summary>
-    public HookRegistry With(IEnumerable<(string Parent, string Suffix, string Shape)> added)
+    public HookRegistry With(IEnumerable<(string Parent, string Suffix, HookShape Shape)> added)
     {
         var list = new List<HookPoint>(_points);
         foreach (var (parent, suffix, shape) in added)
@@ -194,10 +194,10 @@ public sealed class HookRegistry
 
     static List<HookPoint> Build(TransformerConfig c)
     {
-        string d = c.DModel.ToString(), h = c.NHeads.ToString(), kv = c.NKvHeads.ToString(), dh = c.DHead.ToString();
-        string resid = $"[batch, pos, {d}]", scale = "[batch, pos, 1]", mlp = $"[batch, pos, {c.DMlp}]";
+        long d = c.DModel, h = c.NHeads, kv = c.NKvHeads, dh = c.DHead, B = HookShape.Batch, P = HookShape.Pos;
+        HookShape resid = HookShape.BatchPos(d), scale = HookShape.BatchPos(1), mlp = HookShape.BatchPos(c.DMlp);
         var points = new List<HookPoint>();
-        void Add(HookKind kind, int layer, string shape, bool needsResult = false) =>
+        void Add(HookKind kind, int layer, HookShape shape, bool needsResult = false) =>
             points.Add(new HookPoint(NameOf(kind, layer), kind, IsModelLevel(kind) ? null : layer, shape, points.Count, needsResult));
 
         Add(HookKind.Embed, -1, resid);
@@ -206,11 +206,11 @@ public sealed class HookRegistry
         {
             Add(HookKind.ResidPre, l, resid);
             if (c.PreNorms) { Add(HookKind.Ln1Scale, l, scale); Add(HookKind.Ln1Normalized, l, resid); }
-            Add(HookKind.Q, l, $"[batch, pos, {h}, {dh}]"); Add(HookKind.K, l, $"[batch, pos, {kv}, {dh}]"); Add(HookKind.V, l, $"[batch, pos, {kv}, {dh}]");
-            if (c.Positional == PositionKind.Rotary) { Add(HookKind.RotQ, l, $"[batch, pos, {h}, {dh}]"); Add(HookKind.RotK, l, $"[batch, pos, {kv}, {dh}]"); }
-            Add(HookKind.AttnScores, l, $"[batch, {h}, pos, pos]"); Add(HookKind.Pattern, l, $"[batch, {h}, pos, pos]");
-            Add(HookKind.Z, l, $"[batch, pos, {h}, {dh}]");
-            Add(HookKind.Result, l, $"[batch, pos, {h}, {d}]", needsResult: true);
+            Add(HookKind.Q, l, HookShape.BatchPos(h, dh)); Add(HookKind.K, l, HookShape.BatchPos(kv, dh)); Add(HookKind.V, l, HookShape.BatchPos(kv, dh));
+            if (c.Positional == PositionKind.Rotary) { Add(HookKind.RotQ, l, HookShape.BatchPos(h, dh)); Add(HookKind.RotK, l, HookShape.BatchPos(kv, dh)); }
+            Add(HookKind.AttnScores, l, new HookShape(B, h, P, P)); Add(HookKind.Pattern, l, new HookShape(B, h, P, P));
+            Add(HookKind.Z, l, HookShape.BatchPos(h, dh));
+            Add(HookKind.Result, l, HookShape.BatchPos(h, d), needsResult: true);
             if (c.PostNorms) { Add(HookKind.Ln1PostScale, l, scale); Add(HookKind.Ln1PostNormalized, l, resid); }
             Add(HookKind.AttnOut, l, resid);
             if (c.AttnOnly) { Add(HookKind.ResidPost, l, resid); continue; }
@@ -218,9 +218,9 @@ public sealed class HookRegistry
             if (c.PreNorms) { Add(HookKind.Ln2Scale, l, scale); Add(HookKind.Ln2Normalized, l, resid); }
             if (c.Moe is { } moe)
             {
-                Add(HookKind.RouterLogits, l, $"[batch, pos, {moe.Experts}]");
-                Add(HookKind.ExpertIndices, l, $"[batch, pos, {moe.TopK}]"); Add(HookKind.ExpertWeights, l, $"[batch, pos, {moe.TopK}]");
-                Add(HookKind.ExpertOut, l, $"[batch, pos, {moe.TopK}, {d}]");
+                Add(HookKind.RouterLogits, l, HookShape.BatchPos(moe.Experts));
+                Add(HookKind.ExpertIndices, l, HookShape.BatchPos(moe.TopK)); Add(HookKind.ExpertWeights, l, HookShape.BatchPos(moe.TopK));
+                Add(HookKind.ExpertOut, l, HookShape.BatchPos(moe.TopK, d));
             }
             else
             {
@@ -232,7 +232,7 @@ public sealed class HookRegistry
             Add(HookKind.MlpOut, l, resid); Add(HookKind.ResidPost, l, resid);
         }
         Add(HookKind.LnFinalScale, -1, scale); Add(HookKind.LnFinalNormalized, -1, resid);
-        Add(HookKind.UnembedIn, -1, resid); Add(HookKind.UnembedOut, -1, $"[batch, pos, {c.VocabSize}]");
+        Add(HookKind.UnembedIn, -1, resid); Add(HookKind.UnembedOut, -1, HookShape.BatchPos(c.VocabSize));
         return points;
     }
 

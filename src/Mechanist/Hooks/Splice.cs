@@ -11,7 +11,8 @@ public delegate Tensor FireHook(string name, Tensor value);
 /// <param name="Resid">The residual stream the MLP reads (resid_mid, or resid_pre with a parallel residual).</param>
 /// <param name="Normalized">ln2's normalised input before its weight (ln2.hook_normalized).</param>
 /// <param name="Input">The MLP's input (after ln2's weight and bias).</param>
-public sealed record MlpSite(int Layer, Tensor Resid, Tensor Normalized, Tensor Input);
+/// <param name="Past">Positions already run before this one's first (a KV-cache run continues at this absolute position).</param>
+public sealed record MlpSite(int Layer, Tensor Resid, Tensor Normalized, Tensor Input, int Past = 0);
 
 /// <summary>
 /// Something spliced into a run: a sparse dictionary at a hook point, or transcoders in place of the
@@ -21,7 +22,7 @@ public sealed record MlpSite(int Layer, Tensor Resid, Tensor Normalized, Tensor 
 public interface ISplice
 {
     /// <summary>The points it adds, each beneath an existing point: (parent, suffix, shape).</summary>
-    IEnumerable<(string Parent, string Suffix, string Shape)> AddedPoints(HookRegistry registry);
+    IEnumerable<(string Parent, string Suffix, HookShape Shape)> AddedPoints(HookRegistry registry);
 
     /// <summary>State for one run of <paramref name="model"/>.</summary>
     ISpliceRun Start(HookedTransformer model);

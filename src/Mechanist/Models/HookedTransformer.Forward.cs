@@ -20,6 +20,8 @@ public sealed partial class HookedTransformer
         public readonly Dictionary<string, Tensor> GradSources = new();
         /// <summary>ALiBi's bias [batch, heads, 1, keys] for this run, when the model uses it.</summary>
         public Tensor? Alibi;
+        /// <summary>Positions already in the KV cache before this run's first.</summary>
+        public int Past;
     }
 
     Tensor Execute(Tensor input, RunOptions o, ForwardState s)
@@ -70,7 +72,7 @@ public sealed partial class HookedTransformer
         if (start < 0 || start > cfg.NLayers || stop < start || stop > cfg.NLayers)
             throw new MechanistException($"layers {start}..{stop} are outside the model's 0..{cfg.NLayers}");
         long batch = input.shape[0], pos = input.shape[1];
-        int past = o.KvCache?.Length ?? 0;
+        int past = s.Past = o.KvCache?.Length ?? 0;
         if (past + pos > cfg.NCtx) throw new MechanistException($"{past + pos} positions exceed the model's context of {cfg.NCtx}");
 
         var mask = o.AttentionMask?.to(Device);
@@ -208,7 +210,7 @@ public sealed partial class HookedTransformer
         }
         Tensor? mlpOut = null;
         foreach (var splice in s.Splices)
-            if ((mlpOut = splice.ReplaceMlp(new MlpSite(l, mlpResid, normalized, mlpIn), TrueMlp, (hn, v) => Hook(s, hn, l, v))) is not null) break;
+            if ((mlpOut = splice.ReplaceMlp(new MlpSite(l, mlpResid, normalized, mlpIn, s.Past), TrueMlp, (hn, v) => Hook(s, hn, l, v))) is not null) break;
         mlpOut = Hook(s, n.MlpOut, l, mlpOut ?? TrueMlp());
 
         var post = cfg.ParallelResidual ? mlpOut.add(attnOut, Mechanist.Tensors.Scalars.One).add(resid, Mechanist.Tensors.Scalars.One) : mid.add(mlpOut, Mechanist.Tensors.Scalars.One);
@@ -224,7 +226,7 @@ public sealed partial class HookedTransformer
         mid = Hook(s, n.ResidMid, l, mid);
         Tensor? mlpOut = null;
         foreach (var splice in s.Splices)
-            if ((mlpOut = splice.ReplaceMlp(new MlpSite(l, mid, mid, mid), () => Mlp(s, l, mid), (hn, v) => Hook(s, hn, l, v))) is not null) break;
+            if ((mlpOut = splice.ReplaceMlp(new MlpSite(l, mid, mid, mid, s.Past), () => Mlp(s, l, mid), (hn, v) => Hook(s, hn, l, v))) is not null) break;
         mlpOut = Hook(s, n.MlpOut, l, mlpOut ?? Mlp(s, l, mid));
         var post = Norm(s, o, mid.add(mlpOut, Scalars.One), cfg.Norm, w.Ln2W, w.Ln2B, n.Ln2Scale, n.Ln2Normalized, l, out _);
         return Hook(s, n.ResidPost, l, post);

@@ -122,5 +122,14 @@ public class InterventionGenerationTests
         var rerun = Interventions.Generate(rm, swap, 8, everyNew, useKvCache: false);
         Assert.Equal(rerun, cached);
         Assert.NotEqual(Interventions.Generate(rm, swap, 8), cached);
+
+        // A splice holds no state between runs: the same one serves two KV-cache generations (and a plain run) alike.
+        var splice = Interventions.Splice(rm, swap, InterventionMode.Free);
+        var options = new Mechanist.Models.GenerateOptions { MaxNewTokens = 3, StopTokens = Array.Empty<int>(), Splices = new[] { splice } };
+        var first = model.Generate(prompt, options).NewIds;
+        var second = model.Generate(prompt, options).NewIds;
+        Assert.Equal("Salem", Mechanist.Analysis.TokenText.Of(model, first[0]));
+        Assert.Equal(first, second);
+        Assert.Equal(Interventions.Generate(rm, swap, 3), first);
     }
 }

@@ -79,7 +79,11 @@ public class DictCliTests
 
         (code, _, err) = CliRunner.Run("dict", "info", dir.File("nothing-here"));
         Assert.Equal(2, code);
-        Assert.Contains("not a dictionary folder", err);
+        Assert.Contains("dictionary folder not found", err);
+        Directory.CreateDirectory(dir.File("empty"));
+        (code, _, err) = CliRunner.Run("dict", "info", dir.File("empty"));
+        Assert.Equal(2, code);
+        Assert.Contains("neither a circuit-tracer transcoder folder (config.yaml) nor an SAELens folder", err);
 
         Directory.CreateDirectory(dir.File("taken")); File.WriteAllText(dir.File("taken/x"), "keep me");
         (code, _, err) = CliRunner.Run("dict", "train", "-m", Stories, "--corpus", corpus, "--out", dir.File("taken"));

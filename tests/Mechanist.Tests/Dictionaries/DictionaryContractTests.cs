@@ -64,6 +64,49 @@ public class DictionaryContractTests
     }
 
     [Fact]
+    public void EveryDictionaryGivesItsEncoderRowsPreActivationsAndKindThroughTheContract()
+    {
+        // Hand-made weights: the contract must hand back exactly these rows and x·W_encᵀ + b_enc.
+        using var wEnc = tensor(new float[] { 1, 0, 2, 0, 1, -1 }, new long[] { 2, 3 });
+        using var bEnc = tensor(new float[] { 0.5f, -4f });
+        using var x = tensor(new float[] { 1, 2, 3 }, new long[] { 1, 3 });
+        using var two = tensor(new long[] { 1 });
+        ICrossLayerDictionary clt = new CrossLayerTranscoder(new[] { wEnc.clone() }, new[] { bEnc.clone() }, new[] { zeros(2, 1, 3) }, new[] { zeros(3) });
+        ICrossLayerDictionary set = new TranscoderSet(new ISparseDictionary[] { new Transcoder(wEnc.clone(), bEnc.clone(), zeros(2, 3), zeros(3), wSkip: zeros(3, 3)) });
+        using var _c = clt; using var _s = set;
+        foreach (var d in new[] { clt, set })
+        {
+            Assert.Equal(new float[] { 0, 1, -1 }, d.EncoderRows(0, two).data<float>().ToArray());
+            Assert.Equal(new float[] { 1 + 6 + 0.5f, 2 - 3 - 4 }, d.PreActivations(0, x).data<float>().ToArray());
+            Assert.Equal(new float[] { 7.5f, 0 }, d.Encode(0, x).data<float>().ToArray());
+        }
+        Assert.Equal(DictionaryKind.Clt, clt.Kind);
+        Assert.Null(clt.Layer(0));
+        Assert.Equal(DictionaryKind.SkipTranscoder, set.Kind);
+        Assert.Equal("skip-transcoder", DictionaryNames.Kinds.Name(set.Kind));
+        // Older feature stores and circuit-tracer spell kinds their own way; each reads back as one kind.
+        Assert.Equal(DictionaryKind.Transcoder, DictionaryNames.Kinds.Parse("transcoders"));
+        Assert.Equal(DictionaryKind.Clt, DictionaryNames.Kinds.Parse("cross_layer_transcoder"));
+        Assert.Equal(TranscoderInput.Normalized, DictionaryNames.InputHooks.Parse("ln2.hook_normalized"));
+        Assert.Equal("unknown dictionary kind 'crosscoder' (use sae, transcoder, skip-transcoder, clt)",
+            Assert.Throws<MechanistException>(() => DictionaryNames.Kinds.Parse("crosscoder")).Message);
+        // A set's layers must be of one kind.
+        Assert.Throws<MechanistException>(() => new TranscoderSet(new ISparseDictionary[] { IdentitySae(3), new Transcoder(zeros(6, 3), zeros(6), zeros(6, 3), zeros(3), wSkip: zeros(3, 3)) }));
+    }
+
+    [Fact]
+    public void AnSaeIsRefusedAtAPointThatIsNotOneVectorPerPosition()
+    {
+        using var model = Gpt2();
+        int dh = model.Config.DHead;
+        // hook_z is [batch, pos, heads, d_head]: its last width matches an SAE of d_head inputs, but it is not one vector per position.
+        using var sae = IdentitySae(dh);
+        var splice = new SaeSplice(model.HookPoints.Name(HookKind.Z, 0), sae);
+        var e = Assert.Throws<MechanistException>(() => model.Run(Tokens(), new RunOptions { Splices = new[] { splice } }));
+        Assert.Contains($"[batch, pos, {model.Config.NHeads}, {dh}]", e.Message);
+    }
+
+    [Fact]
     public void AnSaeWithItsErrorTermLeavesTheRunUnchangedAndFiresItsPoints()
     {
         using var model = Gpt2();

@@ -90,7 +90,8 @@ public class DictionaryTrainingTests
         using var data = new ActivationSet(rows, rows, 1);
         var config = new DictionaryTrainConfig(DictionaryKind.Sae, TrainActivation.TopK, Features: 48, K: 3, Steps: 600, BatchSize: 256, LearningRate: 3e-3, WarmupSteps: 20, DeadAfterTokens: 20_000);
         var result = DictionaryTrainer.Train(data, config);
-        using var sae = (Transcoder)result.Dictionary;
+        using var set = result.Dictionary;
+        var sae = (Transcoder)set.Layer(0)!;
         // Exported in raw units (inputs were normalised while training): the held-out FVU is the training FVU.
         var metrics = DictionaryEvaluation.Layers(sae, data)[0];
         Assert.True(metrics.Fvu < 0.05, $"FVU {metrics.Fvu}; training FVU at 50/150/300/599: {result.Fvus[50]:F3} {result.Fvus[150]:F3} {result.Fvus[300]:F3} {result.Fvus[599]:F3}");
@@ -115,7 +116,8 @@ public class DictionaryTrainingTests
         Assert.Throws<OperationCanceledException>(() => DictionaryTrainer.Train(data, config, b.Path, new SyncProgress<DictionaryTrainProgress>(p => { if (p.Step == 25) cts.Cancel(); }), cts.Token));
         var resumed = DictionaryTrainer.Train(data, config, b.Path);
         Assert.Equal(whole.Losses, resumed.Losses);
-        using var x = (Transcoder)whole.Dictionary; using var y = (Transcoder)resumed.Dictionary;
+        using var xs = whole.Dictionary; using var ys = resumed.Dictionary;
+        var x = (Transcoder)xs.Layer(0)!; var y = (Transcoder)ys.Layer(0)!;
         TensorAssert.Close(x.WDec, y.WDec, 0, "decoder after resume");
     }
 

@@ -25,8 +25,11 @@ public class HookRegistryTests
         Assert.Equal(new[] { "hook_embed", "hook_pos_embed" }, model.HookPoints.Points.Take(2).Select(p => p.Name));
         Assert.Equal(new[] { "ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_in", "unembed.hook_out" }, model.HookPoints.Points.TakeLast(4).Select(p => p.Name));
         var c = model.Config;
-        Assert.Equal($"[batch, pos, {c.NHeads}, {c.DHead}]", model.HookPoints.Get(HookKind.Z, 1).Shape);
-        Assert.Equal($"[batch, pos, {c.VocabSize}]", model.HookPoints.Get(HookKind.UnembedOut).Shape);
+        Assert.Equal($"[batch, pos, {c.NHeads}, {c.DHead}]", model.HookPoints.Get(HookKind.Z, 1).Shape.ToString());
+        Assert.Equal($"[batch, pos, {c.VocabSize}]", model.HookPoints.Get(HookKind.UnembedOut).Shape.ToString());
+        Assert.Equal(c.VocabSize, model.HookPoints.Get(HookKind.UnembedOut).Shape.Width);
+        Assert.True(model.HookPoints.Get(HookKind.Pattern, 0).Shape.Fits(new long[] { 2, c.NHeads, 7, 7 }));
+        Assert.False(model.HookPoints.Get(HookKind.Pattern, 0).Shape.Fits(new long[] { 2, c.NHeads + 1, 7, 7 }));
         Assert.Equal(HookKind.Pattern, HookRegistry.ParseShortName("attn"));
         Assert.Equal("blocks.2.attn.hook_pattern", HookNames.Act("pattern", 2));
     }
@@ -66,7 +69,7 @@ public class HookRegistryTests
     {
         using var model = Load("gpt2");
         // A spliced point named like a pattern must not be taken for one.
-        var extended = model.HookPoints.With(new[] { ("blocks.0.attn.hook_z", "hook_pattern", "[batch, pos, 4]") });
+        var extended = model.HookPoints.With(new[] { ("blocks.0.attn.hook_z", "hook_pattern", HookShape.BatchPos(4)) });
         Assert.True(extended.Contains("blocks.0.attn.hook_z.hook_pattern"));
         Assert.Equal(HookKind.Spliced, extended.Find("blocks.0.attn.hook_z.hook_pattern")!.Kind);
         var patterns = extended.OfKind(HookKind.Pattern).Select(p => p.Name).ToArray();

@@ -4,19 +4,6 @@ using static TorchSharp.torch;
 
 namespace Mechanist.Dictionaries.Formats;
 
-/// <summary>A transcoder set or cross-layer transcoder with where it reads and writes.</summary>
-/// <param name="Dictionary">The dictionary.</param>
-/// <param name="Input">Where its features read (hook_resid_mid, ln2.hook_normalized or mlp.hook_in).</param>
-/// <param name="ModelName">The model it was trained for (a label).</param>
-public sealed record TranscoderBundle(ICrossLayerDictionary Dictionary, TranscoderInput Input, string ModelName) : IDisposable
-{
-    /// <summary>A splice of these transcoders in place of the MLPs.</summary>
-    public TranscoderSplice Splice(ErrorTerm error = ErrorTerm.Detached) => new(Dictionary, Input, error);
-
-    /// <inheritdoc/>
-    public void Dispose() => Dictionary.Dispose();
-}
-
 /// <summary>
 /// circuit-tracer's on-disk formats: a folder with <c>config.yaml</c> (model_kind, model_name,
 /// feature_input_hook, feature_output_hook, optional activation / k) and either per-layer files
@@ -39,26 +26,25 @@ public static class CircuitTracerFormat
         if (!File.Exists(configPath)) throw new MechanistException($"{dir}: no {ConfigFile} (not a circuit-tracer transcoder folder)");
         var cfg = ReadConfig(configPath);
         string kind = Get(cfg, "model_kind", configPath) ?? "";
-        var input = Get(cfg, "feature_input_hook", configPath) switch
-        {
-            null or "hook_resid_mid" => TranscoderInput.Resid,
-            "ln2.hook_normalized" => TranscoderInput.Normalized,
-            "mlp.hook_in" => TranscoderInput.MlpInput,
-            var other => throw new InvalidCheckpointException(configPath, $"feature_input_hook '{other}' is not supported (use hook_resid_mid, ln2.hook_normalized or mlp.hook_in)"),
-        };
+        string inputHook = Get(cfg, "feature_input_hook", configPath) ?? DictionaryNames.InputHooks.Name(TranscoderInput.Resid);
+        if (!DictionaryNames.InputHooks.TryParse(inputHook, out var input))
+            throw new InvalidCheckpointException(configPath, $"feature_input_hook '{inputHook}' is not supported (use {string.Join(", ", DictionaryNames.InputHooks.Names)})");
         string output = Get(cfg, "feature_output_hook", configPath) ?? "hook_mlp_out";
         if (output is not ("hook_mlp_out" or "mlp.hook_out"))
             throw new InvalidCheckpointException(configPath, $"feature_output_hook '{output}' is not supported (transcoders here write hook_mlp_out / mlp.hook_out)");
         string? activation = Get(cfg, "activation", configPath);
         int k = Get(cfg, "k", configPath) is { } ks ? int.TryParse(ks, out int kv) && kv > 0 ? kv : throw new InvalidCheckpointException(configPath, $"k '{ks}' is not a positive integer") : 0;
-        if (activation is not (null or "relu" or "topk" or "jumprelu")) throw new InvalidCheckpointException(configPath, $"activation '{activation}' is not supported (relu, jumprelu, topk)");
-        if (activation == "topk" && k == 0) throw new InvalidCheckpointException(configPath, "activation topk needs k");
+        DictionaryActivation? named = null;
+        if (activation is not null)
+            named = DictionaryNames.Activations.TryParse(activation, out var a) ? a
+                : throw new InvalidCheckpointException(configPath, $"activation '{activation}' is not supported ({string.Join(", ", DictionaryNames.Activations.Names)})");
+        if (named == DictionaryActivation.TopK && k == 0) throw new InvalidCheckpointException(configPath, "activation topk needs k");
         string name = Get(cfg, "model_name", configPath) ?? "";
         device ??= CPU;
         ICrossLayerDictionary dictionary = kind switch
         {
-            "transcoder_set" => LoadSet(dir, activation, k, device),
-            "cross_layer_transcoder" => LoadClt(dir, activation, k, device),
+            "transcoder_set" => LoadSet(dir, named, k, device),
+            "cross_layer_transcoder" => LoadClt(dir, named, k, device),
             _ => throw new InvalidCheckpointException(configPath, $"model_kind '{kind}' is not supported (transcoder_set or cross_layer_transcoder)"),
         };
         return new TranscoderBundle(dictionary, input, name);
@@ -89,12 +75,12 @@ public static class CircuitTracerFormat
         return Tensors.TensorChecks.RequireFinite(t.to(ScalarType.Float32, device), name, f.Path);
     }
 
-    static DictionaryActivation ActivationOf(string? activation, bool hasThreshold) =>
-        hasThreshold ? DictionaryActivation.JumpReLU : activation == "topk" ? DictionaryActivation.TopK : DictionaryActivation.ReLU;
+    static DictionaryActivation ActivationOf(DictionaryActivation? activation, bool hasThreshold) =>
+        hasThreshold ? DictionaryActivation.JumpReLU : activation == DictionaryActivation.TopK ? DictionaryActivation.TopK : DictionaryActivation.ReLU;
 
-    static TranscoderSet LoadSet(string dir, string? activation, int k, Device device)
+    static TranscoderSet LoadSet(string dir, DictionaryActivation? activation, int k, Device device)
     {
-        var layers = new List<Transcoder>();
+        var layers = new List<ISparseDictionary>();
         try
         {
             for (int i = 0; File.Exists(Path.Combine(dir, $"layer_{i}.safetensors")); i++)
@@ -117,7 +103,7 @@ public static class CircuitTracerFormat
         catch { foreach (var t in layers) t.Dispose(); throw; }
     }
 
-    static CrossLayerTranscoder LoadClt(string dir, string? activation, int k, Device device)
+    static CrossLayerTranscoder LoadClt(string dir, DictionaryActivation? activation, int k, Device device)
     {
         int n = 0;
         while (File.Exists(Path.Combine(dir, $"W_enc_{n}.safetensors"))) n++;
@@ -152,25 +138,24 @@ public static class CircuitTracerFormat
     /// <summary>Writes a bundle in circuit-tracer's layout (atomically: the folder appears complete or not at all).</summary>
     public static void Save(TranscoderBundle bundle, string dir, bool overwrite = false, Action<string>? alsoWrite = null)
     {
-        string input = bundle.Input switch { TranscoderInput.Normalized => "ln2.hook_normalized", TranscoderInput.MlpInput => "mlp.hook_in", _ => "hook_resid_mid" };
+        string input = DictionaryNames.InputHooks.Name(bundle.Input);
         AtomicFolder.Write(dir, tmp =>
         {
             var lines = new List<string>
             {
                 $"model_name: {bundle.ModelName}",
-                $"model_kind: {(bundle.Dictionary is CrossLayerTranscoder ? "cross_layer_transcoder" : "transcoder_set")}",
+                $"model_kind: {(bundle.Kind == DictionaryKind.Clt ? "cross_layer_transcoder" : "transcoder_set")}",
                 $"feature_input_hook: {input}",
                 "feature_output_hook: hook_mlp_out",
             };
             switch (bundle.Dictionary)
             {
                 case TranscoderSet set:
-                    var a = set.Layers[0];
-                    if (a.Activation == DictionaryActivation.ReLU) lines.Add("activation: relu");
-                    if (a.Activation == DictionaryActivation.TopK) { lines.Add("activation: topk"); lines.Add($"k: {a.TopK}"); }
+                    if (set.Activation == DictionaryActivation.ReLU) lines.Add("activation: relu");
+                    if (set.Activation == DictionaryActivation.TopK) { lines.Add("activation: topk"); lines.Add($"k: {set.TopK}"); }
                     for (int i = 0; i < set.NLayers; i++)
                     {
-                        var t = set.Layers[i];
+                        var t = set.Layers[i] as Transcoder ?? throw new MechanistException($"{set.Layers[i].GetType().Name} has no circuit-tracer format");
                         var tensors = new Dictionary<string, Tensor> { ["W_enc"] = t.WEnc, ["W_dec"] = t.WDec, ["b_enc"] = t.BEnc, ["b_dec"] = t.BDec };
                         if (t.Threshold is { } th) tensors["activation_function.threshold"] = th;
                         if (t.WSkip is { } sk) tensors["W_skip"] = sk;

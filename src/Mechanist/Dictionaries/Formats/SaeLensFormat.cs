@@ -5,19 +5,6 @@ using static TorchSharp.torch;
 
 namespace Mechanist.Dictionaries.Formats;
 
-/// <summary>An SAE with the hook point it reads.</summary>
-/// <param name="Sae">The SAE.</param>
-/// <param name="HookName">Its hook point (TransformerLens name).</param>
-/// <param name="ModelName">The model it was trained for.</param>
-public sealed record SaeBundle(Transcoder Sae, string HookName, string ModelName) : IDisposable
-{
-    /// <summary>A splice of this SAE at its hook point.</summary>
-    public SaeSplice Splice(ErrorTerm error = ErrorTerm.Detached) => new(HookName, Sae, error);
-
-    /// <inheritdoc/>
-    public void Dispose() => Sae.Dispose();
-}
-
 /// <summary>
 /// SAELens's format: <c>cfg.json</c> (architecture standard / jumprelu / topk, d_in, d_sae, hook_name, model_name,
 /// apply_b_dec_to_input, activation_fn_kwargs.k) and <c>sae_weights.safetensors</c> with W_enc [d_in, d_sae],
@@ -57,15 +44,11 @@ public static class SaeLensFormat
         if (wEncIn.dim() != 2 || wDec.dim() != 2 || wEncIn.shape[1] != wDec.shape[0] || wEncIn.shape[0] != wDec.shape[1])
             throw new InvalidCheckpointException(weights, $"W_enc [{string.Join(", ", wEncIn.shape)}] and W_dec [{string.Join(", ", wDec.shape)}] must be [d_in, d_sae] and [d_sae, d_in]");
         if (applyBDec) { var folded = bEnc - matmul(bDec, wEncIn); bEnc.Dispose(); bEnc = folded; }
-        var (act, threshold) = arch switch
-        {
-            "standard" => (DictionaryActivation.ReLU, (Tensor?)null),
-            "jumprelu" => (DictionaryActivation.JumpReLU, Take("threshold")),
-            "topk" => (DictionaryActivation.TopK, null),
-            _ => throw new InvalidCheckpointException(cfgPath, $"architecture '{arch}' is not supported (standard, jumprelu, topk)"),
-        };
+        if (!DictionaryNames.Activations.TryParse(arch, out var act))
+            throw new InvalidCheckpointException(cfgPath, $"architecture '{arch}' is not supported (standard, jumprelu, topk)");
+        var threshold = act == DictionaryActivation.JumpReLU ? Take("threshold") : null;
         if (act == DictionaryActivation.TopK && k <= 0) throw new InvalidCheckpointException(cfgPath, "a topk SAE needs activation_fn_kwargs.k");
-        var sae = new Transcoder(wEncIn.t().contiguous(), bEnc, wDec, bDec, act, threshold, k);
+        var sae = new Transcoder(wEncIn.t().contiguous(), bEnc, wDec, bDec, act, threshold, k, kind: DictionaryKind.Sae);
         return new SaeBundle(sae, hook, cfg["model_name"]?.GetValue<string>() ?? "");
     }
 
@@ -85,7 +68,7 @@ public static class SaeLensFormat
             SafetensorsWriter.Write(Path.Combine(tmp, "sae_weights.safetensors"), tensors);
             var cfg = new JsonObject
             {
-                ["architecture"] = sae.Activation switch { DictionaryActivation.JumpReLU => "jumprelu", DictionaryActivation.TopK => "topk", _ => "standard" },
+                ["architecture"] = sae.Activation == DictionaryActivation.ReLU ? "standard" : DictionaryNames.Activations.Name(sae.Activation),
                 ["d_in"] = sae.DIn, ["d_sae"] = sae.DDict, ["hook_name"] = bundle.HookName, ["model_name"] = bundle.ModelName,
                 ["dtype"] = "float32", ["device"] = "cpu", ["apply_b_dec_to_input"] = false, ["normalize_activations"] = "none",
                 ["activation_fn_kwargs"] = sae.Activation == DictionaryActivation.TopK ? new JsonObject { ["k"] = sae.TopK } : new JsonObject(),

@@ -37,13 +37,13 @@ public sealed record DictionaryTrainConfig(DictionaryKind Kind, TrainActivation 
 public readonly record struct DictionaryTrainProgress(int Step, int Steps, double Loss, double Fvu, double L0, double DeadFraction, double TokensPerSecond);
 
 /// <summary>What training produced.</summary>
-/// <param name="Dictionary">The dictionary in raw units (a Transcoder, TranscoderSet or CrossLayerTranscoder).</param>
+/// <param name="Dictionary">The dictionary in raw units (an SAE is a set of one layer: <c>Dictionary.Layer(0)</c>).</param>
 /// <param name="Losses">Loss per step.</param>
 /// <param name="Fvus">Mean FVU per step.</param>
 /// <param name="TrainSeconds">Wall time of the optimisation.</param>
 /// <param name="FlopsPerStep">Multiply-adds × 2 of one forward and backward pass (≈ 3 × forward).</param>
 /// <param name="StepsRun">Steps this process ran (fewer than the configured steps after a resume): the throughput's numerator.</param>
-public sealed record DictionaryTrainResult(IDisposable Dictionary, double[] Losses, double[] Fvus, double TrainSeconds, double FlopsPerStep, int StepsRun);
+public sealed record DictionaryTrainResult(ICrossLayerDictionary Dictionary, double[] Losses, double[] Fvus, double TrainSeconds, double FlopsPerStep, int StepsRun);
 
 /// <summary>Trains a dictionary on collected activations (see <see cref="ActivationHarvest"/>), with the shared <see cref="TrainingLoop"/>.</summary>
 public static class DictionaryTrainer

@@ -4,19 +4,6 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace Mechanist.Dictionaries.Training;
 
-/// <summary>What kind of dictionary to train.</summary>
-public enum DictionaryKind
-{
-    /// <summary>A sparse autoencoder: reads and reconstructs one hook point.</summary>
-    Sae,
-    /// <summary>Per-layer transcoders: each reads its layer's MLP input and predicts the MLP output.</summary>
-    Transcoder,
-    /// <summary>Per-layer transcoders with a linear skip path W_skip.</summary>
-    SkipTranscoder,
-    /// <summary>A cross-layer transcoder: layer-i features write to every layer j ≥ i.</summary>
-    Clt,
-}
-
 /// <summary>The activation function and its sparsity mechanism while training.</summary>
 public enum TrainActivation
 {
@@ -144,9 +131,9 @@ public sealed class TrainableDictionary : IDisposable
     /// <summary>
     /// The trained dictionary in raw units: inputs were multiplied by <paramref name="inScale"/>[l] and targets by
     /// <paramref name="outScale"/>[l] while training, so W_enc·s_in, W_dec / s_out, b_dec / s_out, W_skip·s_in / s_out.
-    /// Returns a <see cref="Transcoder"/> for one layer, else a <see cref="TranscoderSet"/> or <see cref="CrossLayerTranscoder"/>.
+    /// Returns a <see cref="CrossLayerTranscoder"/>, or a <see cref="TranscoderSet"/> (of one layer for an SAE).
     /// </summary>
-    public IDisposable Export(double[] inScale, double[] outScale)
+    public ICrossLayerDictionary Export(double[] inScale, double[] outScale)
     {
         using var noGrad = no_grad();
         var (act, thresholds, k) = Activation switch
@@ -163,8 +150,8 @@ public sealed class TrainableDictionary : IDisposable
                 Enumerable.Range(0, Layers).Select(i => (WDecCross![i] / tensor(outScale[i..]).view(1, -1, 1)).to(ScalarType.Float32).contiguous()).ToArray(),
                 Enumerable.Range(0, Layers).Select(Bdec).ToArray(), act, thresholds, k);
         var layers = Enumerable.Range(0, Layers).Select(l => new Transcoder(Enc(l), BEnc[l].clone(), WDec![l].Div(outScale[l]).contiguous(), Bdec(l), act,
-            thresholds?[l], k, WSkip is null ? null : WSkip[l].Mul(inScale[l] / outScale[l]).contiguous())).ToList();
-        return Layers == 1 ? layers[0] : new TranscoderSet(layers);
+            thresholds?[l], k, WSkip is null ? null : WSkip[l].Mul(inScale[l] / outScale[l]).contiguous(), Kind)).ToList();
+        return new TranscoderSet(layers);
     }
 
     /// <inheritdoc/>
