@@ -37,6 +37,17 @@ public static class BuiltInModels
 
     static bool IsHubId(string spec) => spec.Count(c => c == '/') == 1 && !spec.StartsWith('/') && !spec.StartsWith('.');
 
+    /// <summary>The dictionary a built-in model ships (its CLT, in models/NAME/clt), or null for any other model.</summary>
+    public static string? Transcoders(string? modelSpec) =>
+        Find(modelSpec ?? ToyPresets.DefaultName) is { } dir && Directory.Exists(Path.Combine(dir, ShippedDictionary))
+            ? Path.Combine(dir, ShippedDictionary) : null;
+
+    /// <summary>The shipped dictionary of a built-in model, or a clear error saying to give one.</summary>
+    public static string RequireTranscoders(string? modelSpec) =>
+        Transcoders(modelSpec) ?? throw new MechanistException("give --transcoders DIR (only built-in models ship transcoders)");
+
+    const string ShippedDictionary = "clt";
+
     /// <summary>A --model value: a built-in model's name resolves to its folder.</summary>
     public static string Resolve(string? spec) => spec == null ? DefaultPath() : Find(spec) ?? spec;
 }

@@ -232,7 +232,7 @@ public sealed class BenchCommand : ICliCommand
     static IEnumerable<Row> FeatureRows(string dir)
     {
         using var toy = HookedTransformer.Load(BuiltInModels.DefaultPath());
-        string clt = Path.Combine(BuiltInModels.DefaultPath(), "clt");
+        string clt = BuiltInModels.RequireTranscoders(null);
         foreach (int texts in new[] { 5_000, 20_000 })
         {
             using var source = Features.FeatureSource.Load(toy, clt);
@@ -340,7 +340,7 @@ public sealed class BenchCommand : ICliCommand
             using var tokens = randint(0, cfg.VocabSize, new long[] { 1, t }, generator: new Generator((ulong)t));
             using var rm = Attribution.ReplacementModel.Build(model, clt, Dictionaries.TranscoderInput.Resid, tokens);
             long active = rm.Activations.count_nonzero().item<long>();
-            using var graph = Attribution.Attributor.Attribute(rm, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: batch, MaxFeatureNodes: maxFeatureNodes));
+            var graph = Attribution.Attributor.Attribute(rm, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: batch, MaxFeatureNodes: maxFeatureNodes));
             using var pruned = Attribution.Pruning.Prune(graph);
             double ms = sw.Elapsed.TotalMilliseconds, peak = PeakRssMb() - rssBefore;
             long n = graph.Nodes.Length, nAll = n - graph.Nodes.Count(x => x.Kind == Attribution.NodeKind.Feature) + active;

@@ -38,8 +38,7 @@ public sealed class InterveneCommand : ICliCommand
             if ((sets is null) == (donorText is null)) throw new MechanistException("give --set LAYER:POSITION:FEATURE=VALUE or --swap-from \"PROMPT\" (one of them)");
             var layers = ParseLayers(parse.GetValue(swapLayers));
             using var model = input.LoadModel(parse, ctx);
-            string dir = parse.GetValue(transcoders) ?? (BuiltInModels.Find(parse.GetValue(input.Model) ?? ToyPresets.DefaultName) is { } m && Directory.Exists(Path.Combine(m, "clt"))
-                ? Path.Combine(m, "clt") : throw new MechanistException("give --transcoders DIR (only built-in models ship transcoders)"));
+            string dir = parse.GetValue(transcoders) ?? BuiltInModels.RequireTranscoders(parse.GetValue(input.Model));
             using var bundle = CircuitTracerFormat.Load(dir, model.Device);
             var (tokens, _) = input.ReadInput(parse, model);
             using var _t = tokens;

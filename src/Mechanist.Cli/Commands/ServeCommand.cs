@@ -36,7 +36,7 @@ public sealed class ServeCommand : ICliCommand
             foreach (var f in stores) Mechanist.Features.FeatureStore.Open(f);
             var dirs = new Dictionary<string, string>();
             foreach (var m in loaded)
-                if (BuiltInModels.Find(ModelRegistry.DisplayName(m)) is { } builtIn && Directory.Exists(Path.Combine(builtIn, "clt"))) dirs[ModelRegistry.DisplayName(m)] = Path.Combine(builtIn, "clt");
+                if (BuiltInModels.Transcoders(ModelRegistry.DisplayName(m)) is { } shipped) dirs[ModelRegistry.DisplayName(m)] = shipped;
             foreach (var spec in parse.GetValue(transcoders) ?? Array.Empty<string>())
             {
                 var kv = spec.Split('=', 2);

@@ -33,7 +33,7 @@ public sealed class ShowcaseCommand : ICliCommand
             string dir = parse.GetValue(output)!;
             string modelDir = BuiltInModels.DefaultPath();
             using var model = HookedTransformer.Load(modelDir);
-            using var bundle = CircuitTracerFormat.Load(Path.Combine(modelDir, "clt"), model.Device);
+            using var bundle = CircuitTracerFormat.Load(BuiltInModels.RequireTranscoders(null), model.Device);
             string c = parse.GetValue(city)!;
             if (!ToyWorld.States.Any(s => s.Cities.Contains(c))) throw new MechanistException($"'{c}' is not a (non-capital) city of the toy world");
             var m = Enum.Parse<InterventionMode>(parse.GetValue(mode)!, ignoreCase: true);

@@ -122,8 +122,6 @@ public sealed class TraceCommand : ICliCommand
     /// <summary>The shipped CLT of a built-in model.</summary>
     internal static string DefaultTranscoders(string? modelSpec)
     {
-        string name = modelSpec ?? ToyPresets.DefaultName;
-        if (BuiltInModels.Find(name) is { } modelDir && Directory.Exists(Path.Combine(modelDir, "clt"))) return Path.Combine(modelDir, "clt");
-        throw new MechanistException("give --transcoders DIR (only built-in models ship transcoders)");
+        return BuiltInModels.RequireTranscoders(modelSpec);
     }
 }

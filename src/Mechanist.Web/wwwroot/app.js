@@ -1,5 +1,6 @@
-// The workbench shell: URL state, the shared prompt form, and view dispatch.
+// The workbench shell: the shared prompt form and view dispatch (views share state through state.js, never through this file).
 import { api, esc } from './util.js';
+import { state, setState, getModels, setModels, onStateUnchanged } from './state.js';
 import * as models from './views/models.js';
 import * as run from './views/run.js';
 import * as attention from './views/attention.js';
@@ -13,26 +14,6 @@ import * as steer from './views/steer.js';
 import * as experts from './views/experts.js';
 
 const views = { models, run, attention, lens, microscope, heads, patch, features, graph, steer, experts };
-const defaults = { view: 'run', prompt: 'When Mary and John went to the store, John gave a drink to', target: '' };
-
-export function state() {
-  const p = new URLSearchParams(location.hash.slice(1));
-  return Object.fromEntries(['view', 'model', 'prompt', 'target', 'clean', 'corrupt', 'answer', 'wrong', 'what', 'layer', 'head', 'store', 'q', 'feature', 'graph', 'gprompt', 'pinned', 'groups', 'nt', 'et', 'sub', 'decoder', 'stack', 'pos']
-    .map(k => [k, p.get(k) ?? defaults[k] ?? '']));
-}
-
-export function setState(changes, rerender = true) {
-  const next = { ...state(), ...changes };
-  const p = new URLSearchParams();
-  for (const [k, v] of Object.entries(next)) if (v !== '' && v != null) p.set(k, v);
-  const hash = '#' + p.toString();
-  if (location.hash === hash) { if (rerender) render(); return; }
-  if (rerender) location.hash = hash; else history.replaceState(null, '', hash);
-}
-
-let modelList = [];
-export const getModels = () => modelList;
-
 // Views a model kind does not have (greyed out; opened, they show the server's message naming the kind): an encoder-decoder (T5)
 // has only these five; an encoder (BERT) neither generates (Steering) nor has next tokens for the microscope.
 const encoderDecoderViews = ['models', 'run', 'attention', 'lens', 'patch'];
@@ -40,6 +21,7 @@ const unsupported = (kind, view) => kind === 'encoder-decoder' ? !encoderDecoder
 
 async function render() {
   const s = state();
+  const modelList = getModels();
   document.querySelectorAll('#nav a').forEach(a => a.classList.toggle('active', a.dataset.view === s.view));
   document.getElementById('prompt').value = s.prompt;
   document.getElementById('target').value = s.target;
@@ -66,7 +48,9 @@ async function render() {
 }
 
 async function start() {
-  modelList = await api('/api/models');
+  setModels(await api('/api/models'));
+  const modelList = getModels();
+  onStateUnchanged(render);
   const select = document.getElementById('model');
   select.innerHTML = modelList.map(m => `<option>${esc(m.name)}</option>`).join('');
   document.querySelectorAll('#nav a').forEach(a => a.addEventListener('click', () => setState({ view: a.dataset.view })));

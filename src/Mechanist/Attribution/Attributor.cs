@@ -39,16 +39,14 @@ public sealed record GraphNode(NodeKind Kind, int Layer, int Position, long Inde
 /// <param name="TokenIds">The prompt.</param>
 /// <param name="Nodes">Features (by layer, position, feature), errors (layer-major), tokens, logits (by probability).</param>
 /// <param name="Edges">A[target, source], sparse: the source's direct effect on the target's readout.</param>
-public sealed record AttributionGraph(long[] TokenIds, GraphNode[] Nodes, SparseAdjacency Edges) : IDisposable
+/// <remarks>All managed memory (no tensors): nothing to dispose.</remarks>
+public sealed record AttributionGraph(long[] TokenIds, GraphNode[] Nodes, SparseAdjacency Edges)
 {
     /// <summary>A graph from a dense [n, n] adjacency (its nonzero entries become the edges).</summary>
     public AttributionGraph(long[] tokenIds, GraphNode[] nodes, Tensor adjacency) : this(tokenIds, nodes, SparseAdjacency.FromDense(adjacency)) { }
 
     /// <summary>The dense [n, n] float32 adjacency (small graphs and tests; n² floats).</summary>
     public Tensor DenseAdjacency() => Edges.ToDense();
-
-    /// <inheritdoc/>
-    public void Dispose() { }
 }
 
 /// <summary>How to attribute.</summary>
@@ -192,7 +190,7 @@ public static class Attributor
             for (int l = 0; l < L; l++)
             {
                 if (grids[l] is not { } grid) continue;
-                var sum = zeros(T, rows, grid.Slots);
+                var sum = zeros(T, rows, grid.Slots, device: model.Device);
                 for (int j = l; j < L; j++)
                 {
                     if (!d.WritesTo(l, j)) continue;

@@ -14,6 +14,13 @@ namespace Mechanist.Attribution;
 /// </summary>
 public static class GraphFile
 {
+    /// <summary>
+    /// circuit-tracer's node <c>feature_type</c> names: the only ones we write, and those its files use (any other type reads as a feature).
+    /// The workbench's graph view compares against these names.
+    /// </summary>
+    public static readonly NameTable<NodeKind> FeatureTypes = new("graph node type",
+        new[] { (NodeKind.Feature, "cross layer transcoder"), (NodeKind.Error, "mlp reconstruction error"), (NodeKind.Token, "embedding"), (NodeKind.Logit, "logit") });
+
     /// <summary>Writes the graph atomically. <paramref name="tokenText"/> names tokens (default "&lt;id&gt;", as for models without a tokenizer).</summary>
     public static void Write(string path, AttributionGraph graph, PrunedGraph influence, bool pruned, double nodeThreshold = 0.8,
         string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null, string? promptText = null)
@@ -143,10 +150,7 @@ public static class GraphFile
                 w.WriteNumber("feature", feature);
                 w.WriteString("layer", node.Kind == NodeKind.Token ? "E" : node.Layer.ToString(CultureInfo.InvariantCulture));
                 w.WriteNumber("ctx_idx", node.Position);
-                w.WriteString("feature_type", node.Kind switch
-                {
-                    NodeKind.Feature => "cross layer transcoder", NodeKind.Error => "mlp reconstruction error", NodeKind.Token => "embedding", _ => "logit",
-                });
+                w.WriteString("feature_type", FeatureTypes.Name(node.Kind));
                 WriteFloat(w, "token_prob", node.Kind == NodeKind.Logit ? (float)(node.Probability ?? 0) : 0f);
                 w.WriteBoolean("is_target_logit", node.Kind == NodeKind.Logit && firstLogit);
                 if (node.Kind == NodeKind.Logit) firstLogit = false;
@@ -193,11 +197,7 @@ public static class GraphFile
 /// <param name="Prompt">metadata.prompt.</param>
 /// <param name="NodeThreshold">metadata.node_threshold (null for an unpruned graph).</param>
 /// <param name="CumulativeInfluence">Each node's "influence" (null for logits).</param>
-public sealed record GraphFileContents(AttributionGraph Graph, string Prompt, double? NodeThreshold, double?[] CumulativeInfluence) : IDisposable
-{
-    /// <inheritdoc/>
-    public void Dispose() => Graph.Dispose();
-}
+public sealed record GraphFileContents(AttributionGraph Graph, string Prompt, double? NodeThreshold, double?[] CumulativeInfluence);
 
 /// <summary>Reads circuit-tracer's graph JSON.</summary>
 public static class GraphFileReader
@@ -225,12 +225,12 @@ public static class GraphFileReader
                     string type = n.GetProperty("feature_type").GetString()!;
                     int pos = n.GetProperty("ctx_idx").GetInt32();
                     var parts = id.Split('_');
-                    GraphNode node = type switch
+                    GraphNode node = (GraphFile.FeatureTypes.TryParse(type, out var kind) ? kind : NodeKind.Feature) switch
                     {
-                        "embedding" => new GraphNode(NodeKind.Token, -1, pos, long.Parse(parts[1], CultureInfo.InvariantCulture)),
-                        "logit" => new GraphNode(NodeKind.Logit, int.Parse(parts[0], CultureInfo.InvariantCulture), pos, long.Parse(parts[1], CultureInfo.InvariantCulture),
+                        NodeKind.Token => new GraphNode(NodeKind.Token, -1, pos, long.Parse(parts[1], CultureInfo.InvariantCulture)),
+                        NodeKind.Logit => new GraphNode(NodeKind.Logit, int.Parse(parts[0], CultureInfo.InvariantCulture), pos, long.Parse(parts[1], CultureInfo.InvariantCulture),
                             Probability: n.GetProperty("token_prob").GetDouble()),
-                        "mlp reconstruction error" => new GraphNode(NodeKind.Error, int.Parse(parts[0], CultureInfo.InvariantCulture), pos, -1),
+                        NodeKind.Error => new GraphNode(NodeKind.Error, int.Parse(parts[0], CultureInfo.InvariantCulture), pos, -1),
                         _ => new GraphNode(NodeKind.Feature, int.Parse(parts[0], CultureInfo.InvariantCulture), pos, long.Parse(parts[1], CultureInfo.InvariantCulture),
                             n.TryGetProperty("activation", out var a) && a.ValueKind == JsonValueKind.Number ? a.GetDouble() : null),
                     };

@@ -32,7 +32,7 @@ public static class GraphTrace
         if (tokens.shape[1] > model.Config.NCtx) throw new MechanistException($"the prompt is {tokens.shape[1]} tokens; the model's context is {model.Config.NCtx}");
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
-        using var graph = Attributor.Attribute(rm, options);
+        var graph = Attributor.Attribute(rm, options);
         using var pruned = Pruning.Prune(graph, nodeThreshold, edgeThreshold);
         var scores = Pruning.Scores(graph, pruned);
         GraphFile.Write(path, graph, pruned, prune, nodeThreshold, slug: slug ?? System.IO.Path.GetFileNameWithoutExtension(path), scan: scan,

@@ -58,7 +58,7 @@ public sealed class FeatureStore
             {
                 list.CommandText = "SELECT name FROM sqlite_master WHERE type = 'table'";
                 using var rows = list.ExecuteReader();
-                while (rows.Read()) tables.Add(rows.GetString(0));
+                while (rows.Read()) tables.Add(rows.Text("name"));
             }
             var missing = RequiredTables.Where(t => !tables.Contains(t)).ToList();
             if (missing.Count > 0) throw new MechanistException($"{path}: corrupt feature store: table(s) {string.Join(", ", missing)} missing (rebuild it with mechanist features build)");
@@ -187,7 +187,7 @@ public sealed class FeatureStore
         cmd.CommandText = "SELECT text FROM vocab ORDER BY id";
         var list = new List<string>();
         using var r = cmd.ExecuteReader();
-        while (r.Read()) list.Add(r.GetString(0));
+        while (r.Read()) list.Add(r.Text("text"));
         return list.ToArray();
     }
 
@@ -203,7 +203,7 @@ public sealed class FeatureStore
         {
             cmd.CommandText = "SELECT layer_index, tokens FROM layers";
             using var r = cmd.ExecuteReader();
-            while (r.Read()) sketches[r.GetInt32(0)].Tokens = r.GetInt64(1);
+            while (r.Read()) sketches[r.Int("layer_index")].Tokens = r.Long("tokens");
         }
         using (var cmd = c.CreateCommand())
         {
@@ -211,12 +211,12 @@ public sealed class FeatureStore
             using var r = cmd.ExecuteReader();
             while (r.Read())
             {
-                int li = r.GetInt32(0), f = r.GetInt32(1); var s = sketches[li];
-                s.Count[f] = r.GetInt64(2); s.Sum[f] = r.GetDouble(3); s.Max[f] = (float)r.GetDouble(4);
-                JsonSerializer.Deserialize<long[]>(r.GetString(5))!.CopyTo(s.Histogram, f * FeatureSketch.HistogramBins);
-                top[li][f] = JsonSerializer.Deserialize<TokenValue[]>(r.GetString(6), JsonFormat.Options)!;
-                bottom[li][f] = JsonSerializer.Deserialize<TokenValue[]>(r.GetString(7), JsonFormat.Options)!;
-                if (!r.IsDBNull(8)) (norms[li] ??= new float[Info.DDict][])[f] = JsonSerializer.Deserialize<float[]>(r.GetString(8))!;
+                int li = r.Int("layer_index"), f = r.Int("feature"); var s = sketches[li];
+                s.Count[f] = r.Long("count"); s.Sum[f] = r.Double("sum"); s.Max[f] = (float)r.Double("max");
+                JsonSerializer.Deserialize<long[]>(r.Text("histogram"))!.CopyTo(s.Histogram, f * FeatureSketch.HistogramBins);
+                top[li][f] = JsonSerializer.Deserialize<TokenValue[]>(r.Text("top_logits"), JsonFormat.Options)!;
+                bottom[li][f] = JsonSerializer.Deserialize<TokenValue[]>(r.Text("bottom_logits"), JsonFormat.Options)!;
+                if (r.TextOrNull("decoder_norms") is { } dn) (norms[li] ??= new float[Info.DDict][])[f] = JsonSerializer.Deserialize<float[]>(dn)!;
             }
         }
         using (var cmd = c.CreateCommand())
@@ -225,18 +225,18 @@ public sealed class FeatureStore
             using var r = cmd.ExecuteReader();
             while (r.Read())
             {
-                var s = sketches[r.GetInt32(0)]; int f = r.GetInt32(1);
-                var e = ReadExample(r, 4);
-                if (r.GetInt32(2) == 0) (s.Top[f] ??= new List<FeatureExample>()).Add(e);
-                else (s.Sampled[f * FeatureSketch.Intervals + r.GetInt32(3)] ??= new List<FeatureExample>()).Add(e);
+                var s = sketches[r.Int("layer_index")]; int f = r.Int("feature");
+                var e = ReadExample(r);
+                if (r.Int("kind") == 0) (s.Top[f] ??= new List<FeatureExample>()).Add(e);
+                else (s.Sampled[f * FeatureSketch.Intervals + r.Int("interval")] ??= new List<FeatureExample>()).Add(e);
             }
         }
         return (sketches, Enumerable.Range(0, sketches.Length).Select(li => new FeatureEffects(top[li], bottom[li], norms[li])).ToArray());
     }
 
-    static FeatureExample ReadExample(SqliteDataReader r, int at) =>
-        new(r.GetInt64(at), r.GetInt32(at + 1), (float)r.GetDouble(at + 2), unchecked((ulong)r.GetInt64(at + 3)), r.GetInt32(at + 4),
-            JsonSerializer.Deserialize<long[]>(r.GetString(at + 5))!, JsonSerializer.Deserialize<float[]>(r.GetString(at + 6))!);
+    static FeatureExample ReadExample(SqliteDataReader r) =>
+        new(r.Long("text"), r.Int("position"), (float)r.Double("activation"), unchecked((ulong)r.Long("hash")), r.Int("start"),
+            JsonSerializer.Deserialize<long[]>(r.Text("ids"))!, JsonSerializer.Deserialize<float[]>(r.Text("acts"))!);
 
     /// <summary>The user labels and explanations (carried over when a store is rebuilt).</summary>
     public List<(int LayerIndex, int Feature, string? Label, string? Explanation, string Updated)> Labels()
@@ -246,7 +246,7 @@ public sealed class FeatureStore
         cmd.CommandText = "SELECT layer_index, feature, label, explanation, updated FROM labels";
         using var r = cmd.ExecuteReader();
         var list = new List<(int, int, string?, string?, string)>();
-        while (r.Read()) list.Add((r.GetInt32(0), r.GetInt32(1), r.IsDBNull(2) ? null : r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3), r.GetString(4)));
+        while (r.Read()) list.Add((r.Int("layer_index"), r.Int("feature"), r.TextOrNull("label"), r.TextOrNull("explanation"), r.Text("updated")));
         return list;
     }
 
@@ -275,11 +275,11 @@ public sealed class FeatureStore
 
     FeatureHit ReadHit(SqliteDataReader r)
     {
-        int li = r.GetInt32(0);
-        string auto = r.GetString(2); string? user = r.IsDBNull(3) ? null : r.GetString(3);
-        long count = r.GetInt64(5), tokens = r.GetInt64(8);
-        return new FeatureHit(li, Info.Layers[li], r.GetInt32(1), string.IsNullOrWhiteSpace(user) ? auto : user, auto, user, r.IsDBNull(4) ? null : r.GetString(4),
-            count, tokens, tokens == 0 ? 0 : (double)count / tokens, (float)r.GetDouble(7), count == 0 ? 0 : r.GetDouble(6) / count);
+        int li = r.Int("layer_index");
+        string auto = r.Text("auto_label"); string? user = r.TextOrNull("label");
+        long count = r.Long("count"), tokens = r.Long("tokens");
+        return new FeatureHit(li, Info.Layers[li], r.Int("feature"), string.IsNullOrWhiteSpace(user) ? auto : user, auto, user, r.TextOrNull("explanation"),
+            count, tokens, tokens == 0 ? 0 : (double)count / tokens, (float)r.Double("max"), count == 0 ? 0 : r.Double("sum") / count);
     }
 
     /// <summary>
@@ -341,7 +341,7 @@ public sealed class FeatureStore
         {
             cmd.CommandText = "SELECT id, text FROM vocab";
             using var r = cmd.ExecuteReader();
-            while (r.Read()) if (NormalizeToken(r.GetString(1)) == wanted) ids.Add(r.GetInt64(0));
+            while (r.Read()) if (NormalizeToken(r.Text("text")) == wanted) ids.Add(r.Long("id"));
         }
         if (ids.Count == 0 || hits.Count == 0) return new();
         var candidates = hits.Select(h => (h.LayerIndex, h.Feature)).ToHashSet();
@@ -352,11 +352,11 @@ public sealed class FeatureStore
             using var r = cmd.ExecuteReader();
             while (r.Read())
             {
-                var key = (r.GetInt32(0), r.GetInt32(1));
+                var key = (r.Int("layer_index"), r.Int("feature"));
                 if (!candidates.Contains(key)) continue;
-                double act = Math.Max(0, r.GetDouble(4));
-                int at = (int)(r.GetInt64(2) - r.GetInt64(3));
-                var tokens = JsonSerializer.Deserialize<long[]>(r.GetString(5)) ?? Array.Empty<long>();
+                double act = Math.Max(0, r.Double("activation"));
+                int at = (int)(r.Long("position") - r.Long("start"));
+                var tokens = JsonSerializer.Deserialize<long[]>(r.Text("ids")) ?? Array.Empty<long>();
                 double weight = at >= 0 && at < tokens.Length && ids.Contains(tokens[at]) ? 1 : at >= 1 && at - 1 < tokens.Length && ids.Contains(tokens[at - 1]) ? 0.5 : 0;
                 all[key] = all.GetValueOrDefault(key) + act;
                 if (weight == 0) continue;
@@ -384,7 +384,7 @@ public sealed class FeatureStore
             if (index < 0) continue;
             li.Value = index; fp.Value = feature;
             using var r = cmd.ExecuteReader();
-            if (r.Read()) result[$"{layer}:{feature}"] = r.IsDBNull(1) || string.IsNullOrWhiteSpace(r.GetString(1)) ? r.GetString(0) : r.GetString(1);
+            if (r.Read()) result[$"{layer}:{feature}"] = string.IsNullOrWhiteSpace(r.TextOrNull("label")) ? r.Text("auto_label") : r.Text("label");
         }
         return result;
     }
@@ -397,7 +397,7 @@ public sealed class FeatureStore
         cmd.CommandText = "SELECT layer_index, feature FROM features WHERE count > 0 ORDER BY layer_index, feature";
         using var r = cmd.ExecuteReader();
         var list = new List<(int, int)>();
-        while (r.Read()) list.Add((Info.Layers[r.GetInt32(0)], r.GetInt32(1)));
+        while (r.Read()) list.Add((Info.Layers[r.Int("layer_index")], r.Int("feature")));
         return list;
     }
 
@@ -423,10 +423,10 @@ public sealed class FeatureStore
             using var r = cmd.ExecuteReader();
             if (!r.Read()) throw new MechanistException($"{Path}: feature {layer}:{feature} is missing from the store");
             hit = ReadHit(r);
-            hist = JsonSerializer.Deserialize<long[]>(r.GetString(9))!;
-            topLogits = JsonSerializer.Deserialize<TokenValue[]>(r.GetString(10), JsonFormat.Options)!;
-            bottomLogits = JsonSerializer.Deserialize<TokenValue[]>(r.GetString(11), JsonFormat.Options)!;
-            norms = r.IsDBNull(12) ? null : JsonSerializer.Deserialize<float[]>(r.GetString(12));
+            hist = JsonSerializer.Deserialize<long[]>(r.Text("histogram"))!;
+            topLogits = JsonSerializer.Deserialize<TokenValue[]>(r.Text("top_logits"), JsonFormat.Options)!;
+            bottomLogits = JsonSerializer.Deserialize<TokenValue[]>(r.Text("bottom_logits"), JsonFormat.Options)!;
+            norms = r.TextOrNull("decoder_norms") is { } dn ? JsonSerializer.Deserialize<float[]>(dn) : null;
         }
         var top = new List<ShownExample>(); var sampled = new Dictionary<int, List<ShownExample>>();
         using (var cmd = c.CreateCommand())
@@ -436,10 +436,11 @@ public sealed class FeatureStore
             using var r = cmd.ExecuteReader();
             while (r.Read())
             {
-                var e = ReadExample(r, 2);
+                var e = ReadExample(r);
                 var shown = new ShownExample(e.Text, e.Position, e.Activation, e.Ids.Select(Tok).ToArray(), e.Acts, e.Position - e.Start);
-                if (r.GetInt32(0) == 0) top.Add(shown);
-                else (sampled.TryGetValue(r.GetInt32(1), out var list) ? list : sampled[r.GetInt32(1)] = new List<ShownExample>()).Add(shown);
+                int interval = r.Int("interval");
+                if (r.Int("kind") == 0) top.Add(shown);
+                else (sampled.TryGetValue(interval, out var list) ? list : sampled[interval] = new List<ShownExample>()).Add(shown);
             }
         }
         var bins = Enumerable.Range(0, FeatureSketch.HistogramBins).Where(b => hist[b] > 0)
@@ -482,4 +483,14 @@ public sealed class FeatureStore
         cmd.ExecuteNonQuery();
         tx.Commit();
     }
+}
+
+/// <summary>Reads SQLite columns by name, so a query's column order can change without shifting what is read.</summary>
+static class SqliteColumns
+{
+    public static int Int(this SqliteDataReader r, string column) => r.GetInt32(r.GetOrdinal(column));
+    public static long Long(this SqliteDataReader r, string column) => r.GetInt64(r.GetOrdinal(column));
+    public static double Double(this SqliteDataReader r, string column) => r.GetDouble(r.GetOrdinal(column));
+    public static string Text(this SqliteDataReader r, string column) => r.GetString(r.GetOrdinal(column));
+    public static string? TextOrNull(this SqliteDataReader r, string column) => r.IsDBNull(r.GetOrdinal(column)) ? null : r.GetString(r.GetOrdinal(column));
 }

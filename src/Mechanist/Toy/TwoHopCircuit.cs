@@ -84,7 +84,7 @@ public static class TwoHopCircuit
         // The Dallas graph.
         using var tokens = model.ToTokens(Prompt(city));
         using var rm = ReplacementModel.Build(model, clt, input, tokens);
-        using var graph = Attributor.Attribute(rm);
+        var graph = Attributor.Attribute(rm);
         using var pruned = Pruning.Prune(graph);
         var scores = Pruning.Scores(graph, pruned);
         var labels = TokenText.Of(model, graph.TokenIds);
@@ -130,7 +130,7 @@ public static class TwoHopCircuit
                 using var t = model.ToTokens(Prompt(c));
                 using var r = ReplacementModel.Build(model, clt, input, t);
                 int cityPos = (int)t.shape[1] - 2, last = (int)t.shape[1] - 1;
-                using (var g = Attributor.Attribute(r))
+                var g = Attributor.Attribute(r);
                 using (var p = Pruning.Prune(g))
                 {
                     var (path, src) = StrongestPath(g, p);

@@ -58,7 +58,7 @@ public class AttributionGoldenTests
         using var scope = NewDisposeScope();
         TensorAssert.Close(reference.Read("activations"), rm.Activations, 1e-5 * 6, $"{name}: activations");
         TensorAssert.Close(reference.Read("error_vectors"), rm.Errors, 1e-5 * 40, $"{name}: error vectors");
-        using var graph = Attributor.Attribute(rm, new AttributionOptions(BatchSize: 16));
+        var graph = Attributor.Attribute(rm, new AttributionOptions(BatchSize: 16));
         // The node list: kinds, layers, positions, indices, in the reference's order.
         var expectedNodes = ReferenceNodes(reference);
         Assert.Equal(expectedNodes.Length, graph.Nodes.Length);
@@ -84,7 +84,7 @@ public class AttributionGoldenTests
         using var scope = NewDisposeScope();
         // The reference's own adjacency and node list, so this checks pruning alone.
         var nodes = ReferenceNodes(reference);
-        using var graph = new AttributionGraph(reference.Read("input_ids").data<long>().ToArray(), nodes, reference.Read("adjacency"));
+        var graph = new AttributionGraph(reference.Read("input_ids").data<long>().ToArray(), nodes, reference.Read("adjacency"));
         using var pruned = Pruning.Prune(graph);
         var influence = reference.Read("node_influence").to(ScalarType.Float64).data<double>().ToArray();
         var cumulative = reference.Read("cumulative_influence").to(ScalarType.Float64).data<double>().ToArray();
@@ -111,7 +111,7 @@ public class AttributionGoldenTests
         string dir = SharedData.PathOf("golden", "attribution", name);
         using var c = new Case(name);
         var rm = c.Rm;
-        using var graph = Attributor.Attribute(rm);
+        var graph = Attributor.Attribute(rm);
         using var pruned = Pruning.Prune(graph);
         double max = graph.DenseAdjacency().abs().max().item<float>();
         foreach (var (file, isPruned) in new[] { ("graph.json", false), ("graph_pruned.json", true) })
@@ -167,7 +167,7 @@ public class AttributionGoldenTests
                 }
         }
         // Self-consistency: a constrained change of the source by δ changes every target by A·δ/a.
-        using var graph = Attributor.Attribute(rm);
+        var graph = Attributor.Attribute(rm);
         int s0 = 0; var node = graph.Nodes[s0];
         using var zeroed = Interventions.Run(rm, new[] { new FeatureIntervention(node.Layer, node.Position, node.Index, 0) }, InterventionMode.Constrained);
         using var cleanRun = Interventions.Run(rm, new[] { new FeatureIntervention(node.Layer, node.Position, node.Index, node.Activation!.Value) }, InterventionMode.Constrained);
@@ -190,7 +190,7 @@ public class AttributionGoldenTests
         var expected = reference.Read("adjacency");
         int n = (int)expected.shape[0], firstLogit = n - logitIds.Length;
         double max = expected.abs().max().item<float>();
-        using var graph = Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(logitIds[1]), new LogitTarget(logitIds[0], logitIds[1]) }));
+        var graph = Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(logitIds[1]), new LogitTarget(logitIds[0], logitIds[1]) }));
         int m = graph.Nodes.Length;
         Assert.Equal(n - logitIds.Length + 2, m);
         // The first custom row is the reference's row of that logit; the difference row is row(a) − row(b), over the non-logit columns.
@@ -201,7 +201,7 @@ public class AttributionGoldenTests
         // Any direction: W_U[a] − W_U[b] given as a raw d_model vector gives the reference's difference row too.
         var wu = c.Model.Weights.WU.to(ScalarType.Float32);
         var direction = (wu[logitIds[0]] - wu[logitIds[1]]).data<float>().ToArray();
-        using var byDirection = Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(logitIds[0], Direction: direction) }));
+        var byDirection = Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(logitIds[0], Direction: direction) }));
         TensorAssert.Close(expected[firstLogit, cols] - expected[firstLogit + 1, cols], byDirection.DenseAdjacency()[^1, cols], 2e-5 * max, "direction target");
         Assert.Throws<MechanistException>(() => Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(logitIds[0], Direction: new float[3]) })));
         Assert.Throws<MechanistException>(() => Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(100_000) })));
@@ -231,8 +231,8 @@ public class AttributionGoldenTests
         using var scope = NewDisposeScope();
         var expected = c.Reference.Read("adjacency");
         double max = expected.abs().max().item<float>();
-        using var full = Attributor.Attribute(c.Rm);
-        using var limited = Attributor.Attribute(c.Rm, new AttributionOptions(BatchSize: 8, MaxFeatureNodes: 20));
+        var full = Attributor.Attribute(c.Rm);
+        var limited = Attributor.Attribute(c.Rm, new AttributionOptions(BatchSize: 8, MaxFeatureNodes: 20));
         Assert.Equal(20, limited.Nodes.Count(x => x.Kind == NodeKind.Feature));
         Assert.Equal(full.Nodes.Length - full.Nodes.Count(x => x.Kind == NodeKind.Feature) + 20, limited.Nodes.Length);
         // Every edge among the kept nodes is the reference's edge between the same two nodes.
@@ -253,14 +253,14 @@ public class AttributionGoldenTests
         using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
         using var scope = NewDisposeScope();
         var ids = ReferenceNodes(reference).Select(x => x.Id).ToList();
-        using var contents = GraphFileReader.Read(Path.Combine(dir, "graph.json"));
+        var contents = GraphFileReader.Read(Path.Combine(dir, "graph.json"));
         Assert.Null(contents.NodeThreshold);
         Assert.Equal(reference.Read("input_ids").data<long>().ToArray(), contents.Graph.TokenIds);
         var map = tensor(contents.Graph.Nodes.Select(x => (long)ids.IndexOf(x.Id)).ToArray());
         Assert.DoesNotContain(-1L, map.data<long>().ToArray());
         // The unpruned file holds every nonzero edge: the adjacency comes back exactly (shortest round-trip decimals).
         TensorAssert.Close(reference.Read("adjacency").index_select(0, map).index_select(1, map), contents.Graph.DenseAdjacency(), 0, $"{name}: adjacency read back");
-        using var pruned = GraphFileReader.Read(Path.Combine(dir, "graph_pruned.json"));
+        var pruned = GraphFileReader.Read(Path.Combine(dir, "graph_pruned.json"));
         Assert.Equal(0.8, pruned.NodeThreshold);
         Assert.Equal(reference.Read("edge_mask").sum().item<long>(), pruned.Graph.Edges.Count);
         using var tmp = new TempDir();

@@ -59,7 +59,7 @@ public class SparseGraphTests
         var (reference, rm) = (c.Reference, c.Rm);
         using var scope = NewDisposeScope();
         const int cap = 6;
-        using var graph = Attributor.Attribute(rm, new AttributionOptions(MaxEdgesPerRow: cap));
+        var graph = Attributor.Attribute(rm, new AttributionOptions(MaxEdgesPerRow: cap));
         var expected = reference.Read("adjacency").to(ScalarType.Float32).data<float>().ToArray();
         int n = graph.Nodes.Length;
         double max = expected.Max(Math.Abs);

@@ -1,5 +1,5 @@
 import { api, esc, show } from '../util.js';
-import { setState } from '../app.js';
+import { setState } from '../state.js';
 
 // One model run per (model, prompt, decoder) for the grid of every head, whose patterns come block-averaged to at most THUMB
 // cells a side; the selected head's full pattern is fetched on its own when the prompt is longer than that.

@@ -1,6 +1,6 @@
 // Feature pages: search a feature store, then one feature's dashboard (examples with token shading, histogram, logits, label).
 import { api, esc, fmt, num } from '../util.js';
-import { setState } from '../app.js';
+import { setState } from '../state.js';
 
 // One example: each token shaded by the feature's activation there (relative to the feature's max), the firing token outlined.
 export function exampleHtml(e, max) {

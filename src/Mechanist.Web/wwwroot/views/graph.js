@@ -1,7 +1,7 @@
 // Attribution-graph explorer: nodes by layer × position on a canvas, edges by weight (width) and sign (colour),
 // hover highlights neighbours, click opens the feature's card, pins, supernodes, thresholds, interventions.
 import { api, esc, fmt, num } from '../util.js';
-import { setState, state } from '../app.js';
+import { setState, state } from '../state.js';
 import { card } from './features.js';
 
 // Row of a node: embeddings at the bottom, then layers, logits on top.
@@ -237,7 +237,7 @@ export class Explorer {
 
 // The feature of a feature node ("L_F_P"), or null.
 export function featureOf(n) {
-  if (n.feature_type !== 'cross layer transcoder' && n.feature_type !== 'per-layer transcoder') return null;
+  if (n.feature_type !== 'cross layer transcoder') return null;
   const [layer, feature] = n.node_id.split('_').map(Number);
   return Number.isFinite(layer) && Number.isFinite(feature) && feature >= 0 ? { layer, feature, position: n.ctx_idx } : null;
 }

@@ -1,5 +1,5 @@
 import { esc } from '../util.js';
-import { getModels } from '../app.js';
+import { getModels } from '../state.js';
 
 export async function render(root) {
   root.innerHTML = getModels().map(m => `

@@ -1,5 +1,5 @@
 import { api, esc, fmt, heatTable } from '../util.js';
-import { setState, getModels } from '../app.js';
+import { setState, getModels } from '../state.js';
 
 const example = { clean: 'When Mary and John went to the store, John gave a drink to', corrupt: 'When Mary and John went to the store, Mary gave a drink to', answer: ' Mary', wrong: ' John' };
 let targets = null;
