@@ -28,4 +28,6 @@ public sealed record WorkbenchOptions
     public string? GraphDir { get; init; }
     /// <summary>Extra names the Host header may carry (e.g. the machine's DNS name when bound beyond loopback).</summary>
     public IReadOnlyList<string> AllowedHosts { get; init; } = Array.Empty<string>();
+    /// <summary>Sees analyses start and end, and traces make progress (null: nobody watches).</summary>
+    public IAnalysisObserver? Observer { get; init; }
 }

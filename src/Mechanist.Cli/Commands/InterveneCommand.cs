@@ -27,7 +27,7 @@ public sealed class InterveneCommand : ICliCommand
         var topK = new Option<int>("--top-k") { Description = "Tokens shown.", DefaultValueFactory = _ => 10 };
         var json = CommonOptions.Json();
         var generate = new Option<int>("--generate") { Description = "Also generate this many tokens greedily without and with the interventions (free mode; attention recomputed over new tokens; a * position applies at every new token).", DefaultValueFactory = _ => 0 };
-        mode.AcceptOnlyFromAmong("free", "constrained", "replacement");
+        mode.AcceptOnlyFromAmong(AttributionVocabulary.Modes.Names);
         var cmd = new Command("intervene", "Set transcoder features at positions and compare the model's next-token predictions before and after.");
         input.AddTo(cmd, tokensFile: false);
         foreach (var o in new Option[] { transcoders, set, swapFrom, swapLayers, swapPosition, swapDonorPosition, mode, topK, json, generate }) cmd.Options.Add(o);
@@ -42,7 +42,7 @@ public sealed class InterveneCommand : ICliCommand
             using var bundle = CircuitTracerFormat.Load(dir, model.Device);
             var (tokens, _) = input.ReadInput(parse, model);
             using var _t = tokens;
-            var m2 = parse.GetValue(mode) switch { "constrained" => InterventionMode.Constrained, "replacement" => InterventionMode.Replacement, _ => InterventionMode.Free };
+            var m2 = AttributionVocabulary.Modes.Parse(parse.GetValue(mode)!);
             using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
             InterventionReport report;
             if (sets is not null) report = InterventionExperiment.Run(rm, sets, m2, parse.GetValue(topK), parse.GetValue(generate));

@@ -24,7 +24,7 @@ public sealed class PatchCommand : ICliCommand
         var decoder = new Option<string>("--decoder") { Description = "Encoder-decoders: the decoder's text after its start token (the answer is the next decoder token)." };
         var json = CommonOptions.Json();
         what.AcceptOnlyFromAmong(PatchTargets.Names);
-        method.AcceptOnlyFromAmong("exact", "attribution", "both");
+        method.AcceptOnlyFromAmong(PatchVocabulary.Methods.Names);
         metricOpt.AcceptOnlyFromAmong(PatchMetric.Names.Prepend("").ToArray());
         var cmd = new Command("patch", "Activation (or attribution) patching from a clean into a corrupted prompt.")
         { input.Model, input.Offline, input.NoBos, clean, corrupt, answer, wrong, metricOpt, what, method, position, decoder, json };
@@ -34,10 +34,8 @@ public sealed class PatchCommand : ICliCommand
             if (EncoderDecoderInput.Is(parse.GetValue(input.Model)))
             {
                 // T5: the encoder input is patched; the decoder reads its start token (and --decoder's tokens), and the answer is its next output token.
-                if (parse.GetValue(what) != "resid" || parse.GetValue(method) != "exact" || parse.GetValue(metricOpt) is { Length: > 0 })
-                    throw new MechanistException("for an encoder-decoder, patch runs --what resid --method exact with the logit (difference) metric");
+                PatchVocabulary.CheckEncoderDecoder(parse.GetValue(what), parse.GetValue(method), parse.GetValue(metricOpt), parse.GetValue(position));
                 using var t5 = EncoderDecoderInput.Load(parse.GetValue(input.Model), parse, parse.GetValue(input.Offline));
-                if (parse.GetValue(position) is not null) throw new MechanistException("for an encoder-decoder the metric reads the decoder's last position: give --decoder instead of --position");
                 using var c = t5.InputIds(parse.GetValue(clean)!); using var x = t5.InputIds(parse.GetValue(corrupt)!);
                 using var start = t5.DecoderIds(parse.GetValue(decoder));
                 long? wrongId = parse.GetValue(wrong) is { } wr ? t5.AnswerId(wr) : null;
@@ -50,7 +48,7 @@ public sealed class PatchCommand : ICliCommand
                 bool? bos = parse.GetValue(input.NoBos) ? false : null;
                 using var cleanTokens = model.ToTokens(parse.GetValue(clean)!, bos);
                 using var corruptTokens = model.ToTokens(parse.GetValue(corrupt)!, bos);
-                var methods = parse.GetValue(method) switch { "attribution" => PatchMethods.Attribution, "both" => PatchMethods.Both, _ => PatchMethods.Exact };
+                var methods = PatchVocabulary.Methods.Parse(parse.GetValue(method)!);
                 report = PatchingExperiment.Run(model, cleanTokens, corruptTokens, parse.GetValue(answer)!, parse.GetValue(wrong), parse.GetValue(metricOpt),
                     PatchTargets.Parse(parse.GetValue(what)), methods, parse.GetValue(position));
             }

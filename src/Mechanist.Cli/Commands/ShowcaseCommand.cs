@@ -25,7 +25,7 @@ public sealed class ShowcaseCommand : ICliCommand
         var output = new Option<string>("--out") { Description = "Folder for the page (README.md), the picture, the graph JSON and the report JSON.", DefaultValueFactory = _ => "docs/circuit-tracing" };
         var city = new Option<string>("--city") { Description = "The city of the traced two-hop prompt.", DefaultValueFactory = _ => "Dallas" };
         var mode = new Option<string>("--mode") { Description = "Intervention mode of the swaps: free, constrained or replacement.", DefaultValueFactory = _ => "free" };
-        mode.AcceptOnlyFromAmong("free", "constrained", "replacement");
+        mode.AcceptOnlyFromAmong(AttributionVocabulary.Modes.Names);
         var lines = new Option<int>("--corpus-lines") { Description = "Toy-corpus lines scanned for the features' top tokens.", DefaultValueFactory = _ => 3000 };
         var cmd = new Command("showcase", "Circuit tracing on the built-in model: the two-hop graph, its path and features, and the state-swap table, as a docs page.") { output, city, mode, lines };
         cmd.SetAction(parse =>
@@ -36,7 +36,7 @@ public sealed class ShowcaseCommand : ICliCommand
             using var bundle = CircuitTracerFormat.Load(BuiltInModels.RequireTranscoders(null), model.Device);
             string c = parse.GetValue(city)!;
             if (!ToyWorld.States.Any(s => s.Cities.Contains(c))) throw new MechanistException($"'{c}' is not a (non-capital) city of the toy world");
-            var m = Enum.Parse<InterventionMode>(parse.GetValue(mode)!, ignoreCase: true);
+            var m = AttributionVocabulary.Modes.Parse(parse.GetValue(mode)!);
             string slug = c.ToLowerInvariant(), graphPath = Path.Combine(dir, slug + ".json");
             GraphFile.CheckIndex(graphPath);
             var clock = System.Diagnostics.Stopwatch.StartNew();

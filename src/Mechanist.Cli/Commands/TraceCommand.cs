@@ -19,8 +19,8 @@ public sealed class TraceCommand : ICliCommand
         var transcoders = new Option<string>("--transcoders") { Description = "Transcoder or CLT folder (circuit-tracer format). Default: the built-in model's shipped CLT." };
         var maxLogits = new Option<int>("--max-logits") { Description = "At most this many logit targets.", DefaultValueFactory = _ => 10 };
         var logitProb = new Option<double>("--logit-prob") { Description = "Logit targets until their cumulative probability reaches this.", DefaultValueFactory = _ => 0.95 };
-        var nodeThreshold = new Option<double>("--node-threshold") { Description = "Keep nodes holding this share of the influence.", DefaultValueFactory = _ => 0.8 };
-        var edgeThreshold = new Option<double>("--edge-threshold") { Description = "Keep edges holding this share of the edge scores.", DefaultValueFactory = _ => 0.98 };
+        var nodeThreshold = new Option<double>("--node-threshold") { Description = "Keep nodes holding this share of the influence.", DefaultValueFactory = _ => AttributionVocabulary.DefaultNodeThreshold };
+        var edgeThreshold = new Option<double>("--edge-threshold") { Description = "Keep edges holding this share of the edge scores.", DefaultValueFactory = _ => AttributionVocabulary.DefaultEdgeThreshold };
         var noPrune = new Option<bool>("--no-prune") { Description = "Write every nonzero edge." };
         var batch = new Option<int>("--batch") { Description = "Target rows per backward pass.", DefaultValueFactory = _ => 32 };
         var maxFeatures = new Option<int?>("--max-feature-nodes") { Description = "Keep at most this many features, visited in order of estimated influence (default: all active features)." };
@@ -35,8 +35,8 @@ public sealed class TraceCommand : ICliCommand
         foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures, maxEdges, prompts, shard }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
-            foreach (var (name, v) in new[] { ("--logit-prob", parse.GetValue(logitProb)), ("--node-threshold", parse.GetValue(nodeThreshold)), ("--edge-threshold", parse.GetValue(edgeThreshold)) })
-                if (!(v > 0 && v <= 1)) throw new MechanistException($"{name} must be in (0, 1]");
+            AttributionVocabulary.Share("logit probability", parse.GetValue(logitProb));
+            AttributionVocabulary.Thresholds(parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold));
             string? promptFile = parse.GetValue(prompts);
             if (promptFile is null) GraphFile.CheckIndex(parse.GetValue(output)!);
             else if (parse.GetValue(input.Prompt) is not null || parse.GetValue(input.Tokens) is not null) throw new MechanistException("give --prompts FILE or one prompt, not both");

@@ -27,15 +27,27 @@ public sealed class CancellationTests
     [Fact]
     public async Task AnAbandonedPatchFreesTheOnlyAnalysisSlot()
     {
-        // One slot; a request waits at most 1 s for it. The heads × positions grid below (976 patched runs) takes several seconds.
+        // One slot, no queue. The client gives up once the patch holds the slot; the analysis sees its request aborted and ends
+        // as abandoned (not answered after running on for nobody), and the slot serves the next request.
+        using var clientGone = new CancellationTokenSource();
+        var observer = new RecordingObserver
+        {
+            OnStarted = (endpoint, aborted) =>
+            {
+                if (endpoint != "/api/patch") return;
+                clientGone.Cancel();
+                Assert.True(aborted.WaitHandle.WaitOne(TimeSpan.FromSeconds(60)), "the server never saw the client go away");
+            },
+        };
         await using var server = WorkbenchServer.Create(new[] { HookedTransformer.Load(Path.Combine(SharedData.RepoRoot, "models", "toy-4l")) },
-            new WorkbenchOptions { Port = 0, MaxConcurrentAnalyses = 1, QueueTimeout = TimeSpan.FromSeconds(1) });
+            new WorkbenchOptions { Port = 0, MaxConcurrentAnalyses = 1, QueueTimeout = TimeSpan.Zero, Observer = observer });
         await server.StartAsync();
         using var client = new HttpClient { BaseAddress = new Uri(server.Url) };
-        using (var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(500)))
-            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => client.PostAsJsonAsync("/api/patch",
-                new { clean = Clean, corrupt = Corrupt, answer = " Lily", wrong = " Anna", what = "heads-pos" }, cts.Token));
-        // Had the grid gone on, this would wait 1 s for the slot and get 503.
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => client.PostAsJsonAsync("/api/patch",
+            new { clean = Clean, corrupt = Corrupt, answer = " Lily", wrong = " Anna", what = "heads-pos" }, clientGone.Token));
+        Assert.True(await observer.EndedSignal.WaitAsync(TimeSpan.FromSeconds(60)));
+        Assert.Equal(("/api/patch", AnalysisOutcome.Abandoned), observer.Ends.Single());
+        // With no queue, a slot still held would answer 503 at once.
         var next = await client.PostAsJsonAsync("/api/run", new { prompt = "Lily saw" });
         Assert.Equal(HttpStatusCode.OK, next.StatusCode);
     }

@@ -140,7 +140,7 @@ public sealed class EncoderDecoderWorkbenchTests : IAsyncLifetime
         foreach (var path in new[] { "/api/microscope", "/api/experts", "/api/graph", "/api/heads" })
             Assert.Contains("encoder-decoder model (t5)", await Refused(path, new { model = "t5", prompt = Prompt }));
         Assert.Contains("residual stream only", await Refused("/api/patch", new { model = "t5", clean = Prompt, corrupt = Corrupt, answer = "#5", what = "mlp" }));
-        Assert.Contains("'decoder' instead of 'position'", await Refused("/api/patch", new { model = "t5", clean = Prompt, corrupt = Corrupt, answer = "#5", position = 1 }));
+        Assert.Contains("give the decoder text instead of a position", await Refused("/api/patch", new { model = "t5", clean = Prompt, corrupt = Corrupt, answer = "#5", position = 1 }));
         Assert.Contains("1024 at most", await Refused("/api/run", new { model = "t5", prompt = string.Join(" ", Enumerable.Repeat(".", 1100)) }));
     }
 

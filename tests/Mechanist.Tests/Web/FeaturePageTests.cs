@@ -297,7 +297,12 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         bad = await fx.Client.PostAsJsonAsync("/api/steer", new { prompt = "Alice", positive = Array.Empty<string>(), negative = new[] { "x" } });
         Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
         bad = await fx.Client.PostAsJsonAsync("/api/graph", new { prompt = "x", nodeThreshold = 3 });
-        Assert.Contains("thresholds", await bad.Content.ReadAsStringAsync());
+        string webError = JsonDocument.Parse(await bad.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetString()!;
+        Assert.Equal("the node threshold must be in (0, 1] (got 3)", webError);
+        // The CLI parses through the same vocabulary: the same words.
+        var (code, _, cliErr) = Mechanist.Tests.Cli.CliRunner.Run("trace", "--prompt", "x", "--node-threshold", "3", "--out", Path.Combine(Path.GetTempPath(), "never-written.json"));
+        Assert.Equal(2, code);
+        Assert.Contains(webError, cliErr);
     }
 
     [Fact]

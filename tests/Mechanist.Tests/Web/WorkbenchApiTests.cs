@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using Mechanist.Web;
 
 namespace Mechanist.Tests.Web;
 
@@ -67,6 +68,10 @@ public class WorkbenchApiTests(WorkbenchFixture fx) : IClassFixture<WorkbenchFix
 
         var lens = await Json(await Post("/api/lens", new { prompt = Prompt, target = " Lily" }));
         Assert.Equal(6, lens.GetProperty("layers").GetArrayLength());
+        // The lens and patching answers are the library's records, field for field.
+        using var m = Mechanist.Models.HookedTransformer.Load(SharedData.PathOf("models", "stories260K", "stories260K.bin"));
+        using (var tokens = m.ToTokens(Prompt))
+            Assert.Equal(Mechanist.Reporting.JsonFormat.Serialize(Mechanist.Analysis.LogitLens.Run(m, tokens, Mechanist.Analysis.TokenText.AnswerId(m, " Lily"), 3)), lens.GetRawText());
         var micro = await Json(await Post("/api/microscope", new { prompt = Prompt }));
         Assert.Equal(5, micro.GetProperty("nonlinearity").GetArrayLength());
         var heads = await Json(await Post("/api/heads", new { model = "stories260K" }));
@@ -78,6 +83,10 @@ public class WorkbenchApiTests(WorkbenchFixture fx) : IClassFixture<WorkbenchFix
         }));
         Assert.Equal(5, patch.GetProperty("grids")[0].GetProperty("scores").GetArrayLength());
         Assert.Equal("heads", patch.GetProperty("grids")[0].GetProperty("target").GetString());
+        using (var clean = m.ToTokens("Lily and Tim went to the park. Tim gave the ball to"))
+        using (var corrupt = m.ToTokens("Lily and Tim went to the park. Lily gave the ball to"))
+            Assert.Equal(Mechanist.Reporting.JsonFormat.Serialize(Mechanist.Analysis.PatchingExperiment.Run(m, clean, corrupt, " Lily", " Tim", null, Mechanist.Analysis.PatchTarget.Heads)),
+                patch.GetRawText());
         var targets = await Json(await fx.Client.GetAsync("/api/patch-targets"));
         Assert.Equal(new[] { "resid", "attn", "mlp", "heads", "heads-pos", "head-qkv" }, targets.EnumerateArray().Select(t => t.GetString()));
         var headsPos = await Json(await Post("/api/patch", new
@@ -146,12 +155,38 @@ public class WorkbenchApiTests(WorkbenchFixture fx) : IClassFixture<WorkbenchFix
         Assert.Equal(404, (int)traversal.StatusCode);
         Assert.Equal(404, (int)(await fx.Client.GetAsync("/api/nope")).StatusCode);
 
-        // 100 parallel requests: every one gets an answer (200, or 503 when the queue is full), never a hang or a crash.
-        var tasks = Enumerable.Range(0, 100).Select(i => Post(i % 2 == 0 ? "/api/run" : "/api/attention", new { prompt = $"Lily saw {i} dogs." })).ToList();
-        var results = await Task.WhenAll(tasks);
-        Assert.All(results, x => Assert.Contains((int)x.StatusCode, new[] { 200, 503 }));
-        Assert.True(results.Count(x => x.StatusCode == HttpStatusCode.OK) >= 50);
         Assert.Equal(HttpStatusCode.OK, (await Post("/api/run", new { prompt = Prompt })).StatusCode);
+    }
+
+    [Fact]
+    public async Task RequestsBeyondTheSlotsAreRefusedAndTheRestAnswered()
+    {
+        // Two slots, no queue; the first two analyses are held until the other 18 requests have been answered: exactly 18
+        // refusals (503), then exactly 2 answers, and the server goes on serving.
+        const int slots = 2, requests = 20;
+        using var holding = new CountdownEvent(slots);
+        using var release = new ManualResetEventSlim();
+        var observer = new RecordingObserver
+        {
+            OnStarted = (_, _) =>
+            {
+                if (release.IsSet) return;
+                holding.Signal();
+                Assert.True(release.Wait(TimeSpan.FromSeconds(120)), "never released");
+            },
+        };
+        await using var server = WorkbenchServer.Create(new[] { Mechanist.Models.HookedTransformer.Load(SharedData.PathOf("models", "stories260K", "stories260K.bin")) },
+            new WorkbenchOptions { Port = 0, MaxConcurrentAnalyses = slots, QueueTimeout = TimeSpan.Zero, Observer = observer });
+        await server.StartAsync();
+        using var client = new HttpClient { BaseAddress = new Uri(server.Url), Timeout = TimeSpan.FromSeconds(180) };
+        Task<HttpResponseMessage> Send(int i) => client.PostAsJsonAsync(i % 2 == 0 ? "/api/run" : "/api/attention", new { prompt = $"Lily saw {i} dogs." });
+        var held = Enumerable.Range(0, slots).Select(Send).ToList();
+        Assert.True(holding.Wait(TimeSpan.FromSeconds(60)), "the first analyses never started");
+        var refused = await Task.WhenAll(Enumerable.Range(slots, requests - slots).Select(Send));
+        Assert.All(refused, r => Assert.Equal(HttpStatusCode.ServiceUnavailable, r.StatusCode));
+        release.Set();
+        Assert.All(await Task.WhenAll(held), r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
+        Assert.Equal(HttpStatusCode.OK, (await client.PostAsJsonAsync("/api/run", new { prompt = Prompt })).StatusCode);
     }
 
     [Fact]
