@@ -147,8 +147,26 @@ public class MicroscopeTests
         Assert.Equal(2, report.Contextuality!.PerText.Count);
         Assert.Equal(1.0, report.Contextuality.LayerWeights.Sum(), 5);
         Assert.Contains(report.Removal!, c => c.Removed == WordClasses.Punctuation && c.Points.Length == 2);
-        // The last depth's logit-lens loss is the model's own loss (the final norm is applied either way).
-        Assert.True(report.LensLoss[^1] < report.LensLoss[0]);
+        // The last depth's logit-lens loss is the model's own loss (the final norm is applied either way): token for token,
+        // −log p(next token) from the model's logits.
+        Assert.NotEmpty(report.PerText);
+        foreach (var view in report.PerText)
+        {
+            using var tokens = model.ToTokens(Sentences[view.Index]);
+            using var logProbs = model.Run(tokens)[0].to(ScalarType.Float64).log_softmax(-1);
+            var ids = tokens[0].data<long>().ToArray();
+            var last = view.LensLoss[^1];
+            Assert.Equal(ids.Length, last.Length);
+            int compared = 0;
+            for (int j = 0; j + 1 < ids.Length; j++)
+            {
+                if (double.IsNaN(last[j])) continue;
+                Assert.Equal(-logProbs[j, ids[j + 1]].item<double>(), last[j], 4);
+                compared++;
+            }
+            Assert.True(compared >= ids.Length - 2, $"{compared} of {ids.Length} positions compared");
+            Assert.True(double.IsNaN(last[^1]));
+        }
     }
 
     [Fact]
