@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Mechanist.Cli.Bench;
 using Mechanist.Cli.Commands;
 
 namespace Mechanist.Cli;

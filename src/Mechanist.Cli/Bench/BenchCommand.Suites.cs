@@ -12,92 +12,12 @@ using Mechanist.Microscope;
 using Mechanist.Models;
 using static TorchSharp.torch;
 
-namespace Mechanist.Cli.Commands;
+namespace Mechanist.Cli.Bench;
 
-/// <summary>
-/// <c>mechanist bench</c>: forward speed, cache and hook overhead, generation, load time and memory on a
-/// random GPT-2-small model, the machine's GEMM throughput, and the analyses; optionally the PyTorch
-/// peer on the very same weights, with ratios, written to BENCHMARKS.md.
-/// </summary>
-public sealed class BenchCommand : ICliCommand
+/// <summary>The suites: rows measured on random and built-in models, and the PyTorch peer.</summary>
+public sealed partial class BenchCommand
 {
-    /// <summary>One measured row.</summary>
-    public sealed record Row(string Name, double MedianMs, double MinMs, double? PeerMedianMs = null, string? Note = null)
-    {
-        /// <summary>Mechanist / peer (lower is better for Mechanist).</summary>
-        public double? Ratio => PeerMedianMs is { } p && p > 0 ? MedianMs / p : null;
-    }
-
-    /// <inheritdoc/>
-    public Command Build(CliContext ctx)
-    {
-        var repeats = new Option<int>("--repeats") { Description = "Timed repetitions per row.", DefaultValueFactory = _ => 5 };
-        var threads = new Option<int>("--threads") { Description = "Torch threads for both sides (0: all cores).", DefaultValueFactory = _ => 0 };
-        var peer = new Option<string>("--peer") { Description = "The PyTorch peer script (bench/peer/gpt2_forward.py), run with /usr/bin/python3 on the same weights." };
-        var markdown = new Option<string>("--markdown") { Description = "Write the table to this Markdown file (BENCHMARKS.md)." };
-        var fileMb = new Option<int>("--file-mb") { Description = "Size of the safetensors file for the mmap-open row (0: skip).", DefaultValueFactory = _ => 500 };
-        var json = CommonOptions.Json();
-        var suite = new Option<string>("--suite") { Description = "all; dictionaries (harvesting and dictionary training on the built-in model only); or large (Llama-3.2-1B- and Gemma-2-2B-shaped random checkpoints in bf16: load, memory, forward, cache, generation).", DefaultValueFactory = _ => "all" };
-        suite.AcceptOnlyFromAmong("all", "dictionaries", "large", "attribution", "features", "moe");
-        var tokenCounts = new Option<string>("--attribution-tokens") { Description = "Prompt lengths of the attribution suite.", DefaultValueFactory = _ => "128,512,2048" };
-        var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json, suite, tokenCounts };
-        cmd.SetAction(parse =>
-        {
-            int t = parse.GetValue(threads) is > 0 and var tt ? tt : Environment.ProcessorCount;
-            set_num_threads(t);
-            int n = Math.Max(1, parse.GetValue(repeats));
-            string dir = Path.Combine(Path.GetTempPath(), "mechanist-bench-" + Guid.NewGuid().ToString("N"));
-            try
-            {
-                var summary = new Dictionary<string, string>();
-                List<Row> rows;
-                if (parse.GetValue(suite) == "dictionaries")
-                {
-                    using var toy = HookedTransformer.Load(BuiltInModels.DefaultPath());
-                    rows = DictionaryRows(toy, n).ToList();
-                }
-                else if (parse.GetValue(suite) == "attribution")
-                {
-                    var lengths = parse.GetValue(tokenCounts)!.Split(',').Select(x => int.TryParse(x, out int v) && v > 1 ? v : throw new MechanistException($"--attribution-tokens: '{x}' is not a length above 1")).ToArray();
-                    rows = AttributionScaleRows(lengths, ctx, summary).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
-                }
-                else if (parse.GetValue(suite) == "moe")
-                    rows = MoeRows(n).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
-                else if (parse.GetValue(suite) == "features")
-                    rows = FeatureRows(dir).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
-                else if (parse.GetValue(suite) == "large")
-                    rows = LargeModelRows(dir, Math.Min(n, 3), ctx, summary).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
-                else rows = Measure(dir, n, parse.GetValue(fileMb), ctx, out summary);
-                if (parse.GetValue(peer) is { } script) AddPeer(rows, summary, script, dir, t, n, ctx);
-                if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(new { rows, summary }, JsonFormat.Options));
-                else
-                {
-                    ctx.Out.WriteLine($"{"row",-40} {"median ms",10} {"peer ms",10} {"ratio",7}  note");
-                    foreach (var r in rows) ctx.Out.WriteLine($"{r.Name,-40} {r.MedianMs,10:F1} {r.PeerMedianMs?.ToString("F1") ?? "",10} {r.Ratio?.ToString("F2") ?? "",7}  {r.Note}");
-                    foreach (var (k, v) in summary) ctx.Out.WriteLine($"{k}: {v}");
-                }
-                if (parse.GetValue(markdown) is { } md)
-                {
-                    // A peer whose BLAS runs far below this machine's would flatter every ratio: refuse to publish it.
-                    if (parse.GetValue(peer) is not null && (double.IsNaN(PeerGemm) || PeerGemm < 0.5 * OwnGemm))
-                        throw new MechanistException($"the peer's GEMM ({PeerGemm / 1e9:F0} GFLOP/s) is below half of libtorch's on this machine ({OwnGemm / 1e9:F0} GFLOP/s): its BLAS is misconfigured " +
-                            "(install libopenblas0-pthread; see the 'peer BLAS' line), so BENCHMARKS.md was not written");
-                    string which = parse.GetValue(suite)!;
-                    string? old = File.Exists(md) ? File.ReadAllText(md) : null;
-                    AtomicFile.WriteText(md, which == "all" ? Markdown(rows, summary, t) + KeptSections(old) : WithSection(old, which, SuiteMarkdown(which, rows, summary, t)));
-                    ctx.Err.WriteLine($"wrote {md}");
-                }
-            }
-            finally
-            {
-                foreach (var d in new[] { dir, dir + "-llama" }) if (Directory.Exists(d)) Directory.Delete(d, true);
-            }
-            return 0;
-        });
-        return cmd;
-    }
-
-    static List<Row> Measure(string dir, int repeats, int fileMb, CliContext ctx, out Dictionary<string, string> summary)
+    static List<Row> Measure(string dir, int repeats, int fileMb, CliContext ctx, GemmRates gemm, out Dictionary<string, string> summary)
     {
         var rows = new List<Row>();
         summary = new Dictionary<string, string>();
@@ -142,7 +62,7 @@ public sealed class BenchCommand : ICliCommand
                 double d = cfg.DModel, l = cfg.NLayers, perToken = 2 * l * (4 * d * d + 2 * d * cfg.DMlp) + 2 * d * cfg.VocabSize + 4 * l * t * d;
                 double achieved = perToken * t / (row.MedianMs / 1000);
                 double peak = GemmPeak(repeats);
-                OwnGemm = peak;
+                gemm.Own = peak;
                 summary["GEMM peak (libtorch fp32, 1024x768 @ 768x3072)"] = $"{peak / 1e9:F1} GFLOP/s";
                 summary["forward 1x1024 achieved"] = $"{achieved / 1e9:F1} GFLOP/s = {achieved / peak:P0} of GEMM peak";
             }
@@ -352,33 +272,6 @@ public sealed class BenchCommand : ICliCommand
         }
     }
 
-    /// <summary>A "Key:   value kB" line of a /proc file, in kB; null when absent.</summary>
-    static long? ProcKb(string file, string key)
-    {
-        foreach (var line in File.ReadLines(file))
-            if (line.StartsWith(key + ":")) return long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]);
-        return null;
-    }
-
-    static long MemAvailableBytes() => ProcKb("/proc/meminfo", "MemAvailable") * 1024 ?? long.MaxValue;
-
-    static double RssMb() => ProcKb("/proc/self/status", "VmRSS") / 1024.0 ?? double.NaN;
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
-    static extern int MallocTrim(nuint pad);
-
-    /// <summary>Returns freed native heap to the OS (glibc keeps it otherwise), so RSS deltas measure what is live.</summary>
-    static void ReleaseFreedHeap()
-    {
-        try { MallocTrim(0); } catch (DllNotFoundException) { } catch (EntryPointNotFoundException) { }
-    }
-
-    /// <summary>Resets the kernel's peak-RSS mark of this process (writing 5 to /proc/self/clear_refs), so VmHWM measures one step.</summary>
-    static void ResetPeakRss()
-    {
-        try { File.WriteAllText("/proc/self/clear_refs", "5"); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-    }
-
     static double GemmPeak(int repeats)
     {
         using var a = randn(1024, 768); using var b = randn(768, 3072);
@@ -392,7 +285,7 @@ public sealed class BenchCommand : ICliCommand
     /// kernel's GEMM is not correct (checked against float64), the run is repeated with the overrides kept. The BLAS library,
     /// its kernel and both GEMM peaks go into the summary.
     /// </summary>
-    static void AddPeer(List<Row> rows, Dictionary<string, string> summary, string script, string dir, int threads, int repeats, CliContext ctx)
+    static void AddPeer(List<Row> rows, Dictionary<string, string> summary, string script, string dir, int threads, int repeats, CliContext ctx, GemmRates gemm)
     {
         if (!File.Exists(script)) throw new MechanistException($"{script}: peer script not found");
         JsonDocument Run(bool unsetOverrides)
@@ -428,7 +321,7 @@ public sealed class BenchCommand : ICliCommand
             ctx.Err.WriteLine($"peer: PyTorch {root.GetProperty("torch").GetString()}, {root.GetProperty("threads").GetInt32()} threads, BLAS: {libraries}");
             summary["peer BLAS"] = $"{(libraries.Length > 0 ? libraries : "none reported")}; configuration: {config}";
             summary["peer GEMM (PyTorch, same shapes)"] = $"{root.GetProperty("gemm_gflops").GetDouble():F1} GFLOP/s (PyTorch {root.GetProperty("torch").GetString()})";
-            PeerGemm = root.GetProperty("gemm_gflops").GetDouble() * 1e9;
+            gemm.Peer = root.GetProperty("gemm_gflops").GetDouble() * 1e9;
             foreach (var peerRow in root.GetProperty("rows").EnumerateObject())
             {
                 int i = rows.FindIndex(r => r.Name == peerRow.Name);
@@ -437,146 +330,4 @@ public sealed class BenchCommand : ICliCommand
         }
     }
 
-    /// <summary>The peer's GEMM rate of the last peer run (FLOP/s), or NaN.</summary>
-    static double PeerGemm = double.NaN;
-
-    /// <summary>Our GEMM rate of the last measurement (FLOP/s), or NaN.</summary>
-    static double OwnGemm = double.NaN;
-
-    static string Markdown(List<Row> rows, Dictionary<string, string> summary, int threads)
-    {
-        var sb = new StringBuilder();
-        sb.AppendLine("# Benchmarks");
-        sb.AppendLine();
-        sb.AppendLine($"Measured {DateTime.UtcNow:yyyy-MM-dd} on {Environment.ProcessorCount} cores ({System.Runtime.InteropServices.RuntimeInformation.OSDescription}), {threads} threads on both sides, fp32, CPU.");
-        sb.AppendLine("Model: GPT-2 small with random weights (124M parameters), written as a Hugging Face folder and read by both sides.");
-        sb.AppendLine("Peer: the same forward written directly in PyTorch (Debian's python3-torch with OpenBLAS), `bench/peer/gpt2_forward.py`.");
-        sb.AppendLine();
-        sb.AppendLine("Regenerate: `bench/run.sh` (builds Release, then `mechanist bench --peer bench/peer/gpt2_forward.py --markdown BENCHMARKS.md`).");
-        sb.AppendLine();
-        sb.AppendLine("| row | Mechanist median (ms) | PyTorch median (ms) | Mechanist / PyTorch | note |");
-        sb.AppendLine("|---|---:|---:|---:|---|");
-        foreach (var r in rows)
-            sb.AppendLine($"| {r.Name} | {r.MedianMs:F1} | {r.PeerMedianMs?.ToString("F1") ?? "–"} | {r.Ratio?.ToString("F2") ?? "–"} | {r.Note} |");
-        sb.AppendLine();
-        foreach (var (k, v) in summary) sb.AppendLine($"- {k}: {v}");
-        sb.AppendLine();
-        sb.AppendLine(Reading);
-        return sb.ToString();
-    }
-
-    static string SectionStart(string suite) => $"<!-- bench suite {suite} -->";
-    static string SectionEnd(string suite) => $"<!-- end of bench suite {suite} -->";
-    static readonly string[] Suites = { "dictionaries", "large", "attribution", "features", "moe", "graph-explorer" };
-
-    /// <summary>The suite sections of an existing file, kept when the main suite rewrites it.</summary>
-    static string KeptSections(string? old)
-    {
-        if (old is null) return "";
-        var sb = new StringBuilder();
-        foreach (var suite in Suites)
-        {
-            int a = old.IndexOf(SectionStart(suite), StringComparison.Ordinal), b = old.IndexOf(SectionEnd(suite), StringComparison.Ordinal);
-            if (a >= 0 && b > a) sb.AppendLine().Append(old, a, b - a + SectionEnd(suite).Length).AppendLine();
-        }
-        return sb.ToString();
-    }
-
-    /// <summary>The file with one suite's section replaced (or appended).</summary>
-    static string WithSection(string? old, string suite, string section)
-    {
-        string block = SectionStart(suite) + "\n" + section.TrimEnd() + "\n" + SectionEnd(suite);
-        if (old is null) return block + "\n";
-        int a = old.IndexOf(SectionStart(suite), StringComparison.Ordinal), b = old.IndexOf(SectionEnd(suite), StringComparison.Ordinal);
-        return a >= 0 && b > a ? old[..a] + block + old[(b + SectionEnd(suite).Length)..] : old.TrimEnd() + "\n\n" + block + "\n";
-    }
-
-    static string SuiteMarkdown(string suite, List<Row> rows, Dictionary<string, string> summary, int threads)
-    {
-        var sb = new StringBuilder();
-        sb.AppendLine(suite switch
-        {
-            "large" => "## Billion-parameter models (`bench --suite large`)",
-            "attribution" => "## Attribution graphs at scale (`bench --suite attribution`)",
-            "features" => "## Feature dashboards (`bench --suite features`)",
-            "moe" => "## Mixture of experts (`bench --suite moe`)",
-            _ => "## Dictionaries (`bench --suite dictionaries`)",
-        });
-        sb.AppendLine();
-        sb.AppendLine($"Measured {DateTime.UtcNow:yyyy-MM-dd} on {Environment.ProcessorCount} cores, {threads} threads, CPU.");
-        sb.AppendLine(suite switch
-        {
-            "large" => "Random weights in the exact shapes of Llama-3.2-1B and Gemma-2-2B, written in bf16 as sharded Hugging Face folders (`RandomCheckpoint`), loaded in bf16 and in fp32. " +
-                "RSS deltas are over the process before the load (freed heap returned to the OS first); \"peak\" is the kernel's high-water mark for that step.",
-            "attribution" => "A GPT-2-small-shaped model (context widened to 2,048) with a random CLT (12 layers x 1,024 features, top-8 per position): the trace visits the 16 most " +
-                "influential features (`--max-feature-nodes 16`) plus up to 5 logits, computes every edge into them, and prunes. Edges are stored sparse from the start; " +
-                "the dense columns show what an n x n float32 adjacency would take for the same nodes, and for a graph that makes every active feature a node (circuit-tracer's " +
-                "adjacency is n x n over its nodes). The peak RSS is the whole trace's, dominated by the activations kept for the backward passes (4 prompt copies), which grow linearly with the prompt.",
-            "moe" => "A Mixtral-shaped model (`RandomModels.MixtralShapedConfig`: Mixtral-8x7B's layout, 8 SwiGLU experts, top-2, at d_model 1,024 and 8 layers, " +
-                "random weights, fp32). Expert FLOPs spent = expert rows computed / (tokens × experts), counted from the chosen experts of every layer; the " +
-                "all-experts row runs the same weights with top-8 routing (every expert on every token), what a dense evaluation of the experts would cost.",
-            "features" => "`features build` on the built-in model and its shipped CLT (4 layers × 1,024 features; top-20 examples and 4 per octave per feature, " +
-                "12 + 4 tokens of context) over two sizes of the toy corpus, one process each size, checkpoints every 200K tokens. Peak RSS is the kernel's high-water " +
-                "mark over the build (reset before it); the store's size is bounded by the features, not the corpus, and so is the memory.",
-            _ => "",
-        });
-        sb.AppendLine();
-        sb.AppendLine("| row | median (ms) | note |");
-        sb.AppendLine("|---|---:|---|");
-        foreach (var r in rows) sb.AppendLine($"| {r.Name} | {r.MedianMs:F0} | {r.Note} |");
-        sb.AppendLine();
-        foreach (var (k, v) in summary) sb.AppendLine($"- {k}: {v}");
-        return sb.ToString();
-    }
-
-    const string Reading = """
-        ## Reading the table
-
-        - The peer is Debian's python3-torch (1.13) on OpenBLAS (libopenblas0-pthread); the "peer BLAS" line says which
-          library and kernel it ran and how it was configured (OpenBLAS's own kernel choice unless that one computes wrong
-          results). Mechanist runs libtorch 2.10's kernels. The two GEMM lines are both peaks on the same shapes; `bench`
-          refuses to write this file when the peer's GEMM is below half of Mechanist's.
-        - GEMM kernels depend on the CPU: libtorch's statically linked oneMKL runs its AVX2 kernels on AMD processors even
-          where they have AVX-512, while OpenBLAS picks its own kernel per CPU. On an AMD EPYC with AVX-512 the peer's GEMM
-          was about 2x Mechanist's (OpenBLAS Cooperlake kernel, 426 vs 206 GFLOP/s); on this run's CPU (see the "peer BLAS"
-          line: OpenBLAS's Zen kernel, no AVX-512) both run AVX2 kernels and the two peaks are within 10 %.
-        - Rows of about 0.2 s (1x128) vary by ±25% from run to run on a 2-core VM; the hook rows are within that noise.
-        - A plain forward uses libtorch's fused attention (nothing reads the scores or the pattern). A full cache keeps it and
-          rebuilds scores and patterns from the cached queries and keys when they are read: the "full cache" rows are the
-          cache's cost, the "every pattern read" row adds materialising all 12 layers' scores and patterns. The peer has no
-          fused attention (torch 1.13 lacks scaled_dot_product_attention), which is part of the 1x1024 ratio.
-        - Dictionary rows: harvesting throughput and a CLT training step on the built-in model, the step's FLOP rate against
-          the GEMM peak measured in the same run.
-        """;
-
-    static Row Time(string name, int repeats, Action action)
-    {
-        action(); // warm-up
-        var times = new List<double>();
-        for (int i = 0; i < repeats; i++)
-        {
-            var sw = Stopwatch.StartNew();
-            action();
-            times.Add(sw.Elapsed.TotalMilliseconds);
-        }
-        times.Sort();
-        return new Row(name, times[times.Count / 2], times[0]);
-    }
-
-    static Row OpenLargeFile(int mb)
-    {
-        string dir = Path.Combine(Path.GetTempPath(), "mechanist-bench-file-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        try
-        {
-            string path = Path.Combine(dir, "large.safetensors");
-            using (var scope = NewDisposeScope())
-                SafetensorsWriter.Write(path, Enumerable.Range(0, Math.Max(1, mb / 16)).Select(i => KeyValuePair.Create($"layer.{i}.weight", zeros(4L * 1024 * 1024))));
-            var row = Time($"open {new FileInfo(path).Length / 1e6:F0} MB safetensors", 5, () => SafetensorsFile.Open(path).Dispose());
-            return row with { Note = "memory-mapped; header parsed and validated" };
-        }
-        finally { Directory.Delete(dir, true); }
-    }
-
-    static double PeakRssMb() => ProcKb("/proc/self/status", "VmHWM") / 1024.0 ?? double.NaN;
 }
