@@ -53,7 +53,7 @@ public sealed class FeaturesCommand : ICliCommand
         { model, offline, dict, corpus, texts, maxTexts, shard, topK, perInterval, context, checkpoint, seed, batchTexts, output };
         cmd.SetAction(parse =>
         {
-            var (index, count) = HarvestCommand.ParseShard(parse.GetValue(shard));
+            var (index, count) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));
             var ctxParts = parse.GetValue(context)!.Split(',', StringSplitOptions.TrimEntries);
             if (ctxParts.Length != 2 || !int.TryParse(ctxParts[0], out int before) || !int.TryParse(ctxParts[1], out int after) || before < 0 || after < 0)
                 throw new MechanistException($"--context '{parse.GetValue(context)}': give BEFORE,AFTER token counts, e.g. 12,4");

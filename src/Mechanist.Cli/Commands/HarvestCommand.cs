@@ -7,15 +7,6 @@ namespace Mechanist.Cli.Commands;
 /// <summary><c>mechanist harvest</c> (one shard of a corpus-scale activation harvest) and <c>mechanist harvest merge DIR</c>.</summary>
 public sealed class HarvestCommand : ICliCommand
 {
-    /// <summary>Parses "i/N".</summary>
-    public static (int Index, int Count) ParseShard(string? s)
-    {
-        if (string.IsNullOrEmpty(s)) return (0, 1);
-        var parts = s.Split('/');
-        if (parts.Length == 2 && int.TryParse(parts[0], out int i) && int.TryParse(parts[1], out int n) && n >= 1 && i >= 0 && i < n) return (i, n);
-        throw new MechanistException($"--shard '{s}': give i/N with 0 ≤ i < N, e.g. 0/4");
-    }
-
     /// <inheritdoc/>
     public Command Build(CliContext ctx)
     {
@@ -34,7 +25,7 @@ public sealed class HarvestCommand : ICliCommand
         { model, offline, hooks, corpus, texts, tokens, shard, chunk, bf16, seed, output };
         cmd.SetAction(parse =>
         {
-            var (index, count) = ParseShard(parse.GetValue(shard));
+            var (index, count) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));
             using var m = ModelInput.Load(parse.GetValue(model), parse, parse.GetValue(offline), ctx);
             string[] hookList;
             if (parse.GetValue(hooks) is { } h) hookList = h.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);

@@ -43,7 +43,7 @@ public sealed class MicroscopeCommand : ICliCommand
             var texts = Texts(parse.GetValue(text), parse.GetValue(textFile), parse.GetValue(corpus), parse.GetValue(generate), model);
             if (parse.GetValue(output) is { } outDir)
             {
-                var (index, count) = HarvestCommand.ParseShard(parse.GetValue(shard));
+                var (index, count) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 var info = MicroscopeShards.Run(model, () => texts, index, count, outDir, parse.GetValue(includeBos),
                     progress: new Mechanist.Training.SyncProgress<(long Texts, long Tokens)>(p =>

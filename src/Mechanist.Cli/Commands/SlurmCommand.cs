@@ -46,19 +46,12 @@ public sealed class SlurmCommand : ICliCommand
             var args = parse.GetValue(command)!.ToList();
             if (args.Contains("--shard")) throw new MechanistException("leave --shard out: each task gets its own");
             string Out() => args.IndexOf("--out") is var i && i >= 0 && i + 1 < args.Count ? Path.GetFullPath(args[i + 1]) : throw new MechanistException($"the {args[0]} command needs --out DIR");
-            var (merge, finished) = args[0] switch
-            {
-                "harvest" => (new[] { "harvest", "merge", Out() }, CompleteHarvestShards(Out(), n)),
-                "trace" when args.Contains("--prompts") => (new[] { "trace", "merge", Out() }, CompleteTraceShards(Out(), n)),
-                "features" when args.Count > 1 && args[1] == "build" => (new[] { "features", "merge", Out() }, CompleteShards(Out(), n, FeatureBuild.ShardName, p => FeatureStore.ReadInfo(p).Complete)),
-                "microscope" when args.Contains("--corpus") || args.Contains("--text-file") => (new[] { "microscope", "merge", Out() },
-                    CompleteShards(Out(), n, MicroscopeShards.ShardName, p => MicroscopeShards.ReadInfo(p).Complete)),
-                _ => throw new MechanistException($"'{args[0]}' is not a shard-aware command (supported: harvest, features build, microscope --corpus C, trace --prompts FILE)"),
-            };
+            var job = ShardAwareCommands.For(args);
+            var merge = job.MergeWords.Append(Out()).ToArray();
+            var finished = job.CompleteShards(Out(), n);
             if (args.IndexOf("--out") is var o && o >= 0) args[o + 1] = Out();
             var resources = new SlurmResources(parse.GetValue(cpus), parse.GetValue(mem), parse.GetValue(time), parse.GetValue(partition), parse.GetValue(gpus));
-            string name = $"mechanist-{args[0]}";
-            if (args[0] == "features") name += "-build";
+            string name = $"mechanist-{job.Name}";
             string work = Path.Combine(Out(), "slurm");
             if (kubernetes)
             {
@@ -84,18 +77,6 @@ public sealed class SlurmCommand : ICliCommand
         });
         return cmd;
     }
-
-    /// <summary>Shards of a harvest whose manifest says complete.</summary>
-    static List<int> CompleteHarvestShards(string dir, int n) =>
-        Enumerable.Range(0, n).Where(i => File.Exists(Path.Combine(dir, HarvestJob.ManifestName(i, n))) && HarvestJob.ReadManifest(Path.Combine(dir, HarvestJob.ManifestName(i, n))).Complete).ToList();
-
-    /// <summary>Shards whose state file says complete.</summary>
-    static List<int> CompleteShards(string dir, int n, Func<int, int, string> name, Func<string, bool> complete) =>
-        Enumerable.Range(0, n).Where(i => File.Exists(Path.Combine(dir, name(i, n))) && complete(Path.Combine(dir, name(i, n)))).ToList();
-
-    /// <summary>Shards of a batch trace whose manifest says complete.</summary>
-    static List<int> CompleteTraceShards(string dir, int n) =>
-        Enumerable.Range(0, n).Where(i => File.Exists(Path.Combine(dir, Attribution.TraceBatch.ManifestName(i, n))) && Attribution.TraceBatch.Read(Path.Combine(dir, Attribution.TraceBatch.ManifestName(i, n))).Complete).ToList();
 
     /// <summary>This program as a command line: the apphost, or "dotnet path/Mechanist.Cli.dll".</summary>
     static string ThisProgram()

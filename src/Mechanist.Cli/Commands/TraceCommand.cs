@@ -41,7 +41,7 @@ public sealed class TraceCommand : ICliCommand
             if (promptFile is null) GraphFile.CheckIndex(parse.GetValue(output)!);
             else if (parse.GetValue(input.Prompt) is not null || parse.GetValue(input.Tokens) is not null) throw new MechanistException("give --prompts FILE or one prompt, not both");
             var promptList = promptFile is null ? null : ReadPrompts(promptFile);
-            var (shardIndex, shardCount) = HarvestCommand.ParseShard(parse.GetValue(shard));
+            var (shardIndex, shardCount) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));
             if (promptFile is null && parse.GetValue(shard) is not null) throw new MechanistException("--shard goes with --prompts FILE");
             using var model = input.LoadModel(parse, ctx);
             string dir = parse.GetValue(transcoders) ?? DefaultTranscoders(parse.GetValue(input.Model));

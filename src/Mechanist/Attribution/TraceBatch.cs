@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using Mechanist.Cluster;
 using Mechanist.IO;
 using Mechanist.Reporting;
 
@@ -30,6 +31,20 @@ public static class TraceBatch
     /// <summary>The manifest of shard i of N.</summary>
     public static string ManifestName(int index, int count) => $"trace-manifest-{index}-of-{count}.json";
 
+    /// <summary>A batch trace as a sharded job: trace-manifest-I-of-N.json per shard; one model, transcoders and prompt list.</summary>
+    public static readonly IShardKind<TraceManifest> Shards = new TraceShards();
+
+    sealed class TraceShards : IShardKind<TraceManifest>
+    {
+        public string What => "batch trace";
+        public string FileName(ShardPlan plan) => ManifestName(plan.Index, plan.Count);
+        public string FilePattern => "trace-manifest-*-of-*.json";
+        public TraceManifest Read(string path) => TraceBatch.Read(path);
+        public ShardPlan PlanOf(TraceManifest m) => new(m.ShardIndex, m.ShardCount);
+        public bool IsComplete(TraceManifest m) => m.Complete;
+        public IEnumerable<(string Label, string Value)> Identity(TraceManifest m) => new[] { ("model", m.Model), ("set of transcoders", m.Transcoders), ("prompt list", m.PromptsHash) };
+    }
+
     /// <summary>SHA-256 of the prompts (one per line).</summary>
     public static string Hash(IReadOnlyList<string> prompts) => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join("\n", prompts)))).ToLowerInvariant();
 
@@ -43,20 +58,14 @@ public static class TraceBatch
     /// <summary>Runs (or resumes) shard <paramref name="index"/> of <paramref name="count"/>; <paramref name="traceOne"/> writes prompt k's graph to the given path.</summary>
     public static TraceManifest Run(IReadOnlyList<string> prompts, string dir, int index, int count, string model, string transcoders, Action<int, string> traceOne)
     {
-        if (count < 1 || index < 0 || index >= count) throw new MechanistException($"--shard {index}/{count}: the index must be within 0..{count - 1}");
+        var plan = new ShardPlan(index, count).Checked();
         if (prompts.Count == 0) throw new MechanistException("the prompt file has no prompts");
-        Directory.CreateDirectory(dir);
         string manifestPath = Path.Combine(dir, ManifestName(index, count)), hash = Hash(prompts);
-        if (Directory.Exists(dir)) AtomicFile.RemoveStaleTemps(manifestPath);
         var done = new SortedSet<int>();
-        if (File.Exists(manifestPath))
-        {
-            var old = Read(manifestPath);
-            if (old.PromptsHash != hash || old.Model != model || old.Transcoders != transcoders)
-                throw new MechanistException($"{manifestPath} belongs to another batch (other prompts, model or transcoders): use another --out");
+        var fresh = new TraceManifest(model, transcoders, hash, index, count, prompts.Count, Array.Empty<int>(), false);
+        if (ShardedJobs.Resume(Shards, dir, plan, fresh) is { } old)
             foreach (int k in old.Done) if (File.Exists(Path.Combine(dir, GraphName(k)))) done.Add(k);
-        }
-        var mine = Enumerable.Range(0, prompts.Count).Where(k => k % count == index).ToList();
+        var mine = Enumerable.Range(0, prompts.Count).Where(k => plan.Takes(k)).ToList();
         TraceManifest Save(bool complete)
         {
             var m = new TraceManifest(model, transcoders, hash, index, count, prompts.Count, done.ToArray(), complete);
@@ -68,6 +77,7 @@ public static class TraceBatch
             traceOne(k, Path.Combine(dir, GraphName(k)));
             done.Add(k);
             Save(complete: false);
+            ShardedJobs.PauseIfAsked(dir, plan);
         }
         return Save(complete: true);
     }
@@ -79,20 +89,8 @@ public static class TraceBatch
     /// </summary>
     public static TraceManifest Merge(string dir)
     {
-        if (!Directory.Exists(dir)) throw new MechanistException($"{dir}: not a folder");
-        var files = Directory.GetFiles(dir, "trace-manifest-*-of-*.json").OrderBy(f => f, StringComparer.Ordinal).ToList();
-        if (files.Count == 0) throw new MechanistException($"{dir}: no shard manifests (trace-manifest-I-of-N.json)");
-        var shards = files.Select(f => (File: Path.GetFileName(f), M: Read(f))).ToList();
+        var shards = ShardedJobs.CheckComplete(Shards, dir).Select(s => (File: Path.GetFileName(s.Path), M: s.State)).ToList();
         var first = shards[0];
-        foreach (var (f, m) in shards)
-        {
-            if (m.Model != first.M.Model || m.Transcoders != first.M.Transcoders) throw new MechanistException($"{f} traced another model or transcoders than {first.File}");
-            if (m.PromptsHash != first.M.PromptsHash) throw new MechanistException($"{f} comes from another prompt list than {first.File}");
-            if (m.ShardCount != first.M.ShardCount) throw new MechanistException($"{f} belongs to a plan of {m.ShardCount} shards, {first.File} to one of {first.M.ShardCount}");
-            if (!m.Complete) throw new MechanistException($"shard {m.ShardIndex} of {m.ShardCount} is not complete (resume it with the same command)");
-        }
-        var missing = Enumerable.Range(0, first.M.ShardCount).Except(shards.Select(s => s.M.ShardIndex)).ToList();
-        if (missing.Count > 0) throw new MechanistException($"shard(s) {string.Join(", ", missing)} of {first.M.ShardCount} are missing");
         var all = shards.SelectMany(s => s.M.Done).ToList();
         if (all.Count != all.Distinct().Count()) throw new MechanistException("a prompt was traced by two shards");
         var absent = Enumerable.Range(0, first.M.Prompts).Except(all).ToList();

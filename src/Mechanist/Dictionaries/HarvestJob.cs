@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
-using System.Text;
 using System.Text.Json;
+using Mechanist.Cluster;
 using Mechanist.IO;
 using Mechanist.Models;
 using Mechanist.Reporting;
@@ -51,43 +51,38 @@ public static class HarvestJob
     /// <summary>The manifest file of shard i of N.</summary>
     public static string ManifestName(int index, int count) => $"manifest-{index}-of-{count}.json";
 
-    /// <summary>SHA-256 over the texts (length-prefixed), the identity of a corpus.</summary>
-    public static string CorpusHash(IEnumerable<string> texts)
+    /// <summary>A harvest as a sharded job: manifest-I-of-N.json per shard; one model, hook points, dtype, corpus and budget.</summary>
+    public static readonly IShardKind<HarvestManifest> Shards = new HarvestShards();
+
+    sealed class HarvestShards : IShardKind<HarvestManifest>
     {
-        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        foreach (var t in texts)
+        public string What => "harvest";
+        public string FileName(ShardPlan plan) => ManifestName(plan.Index, plan.Count);
+        public string FilePattern => "manifest-*-of-*.json";
+        public HarvestManifest Read(string path) => ReadManifest(path);
+        public ShardPlan PlanOf(HarvestManifest m) => new(m.ShardIndex, m.ShardCount);
+        public bool IsComplete(HarvestManifest m) => m.Complete;
+        public IEnumerable<(string Label, string Value)> Identity(HarvestManifest m) => new[]
         {
-            var bytes = Encoding.UTF8.GetBytes(t);
-            sha.AppendData(BitConverter.GetBytes(bytes.Length));
-            sha.AppendData(bytes);
-        }
-        return Convert.ToHexString(sha.GetHashAndReset()).ToLowerInvariant();
+            ("model", m.Model), ("set of hook points", string.Join(",", m.Hooks)), ("dtype", m.DType), ("corpus", m.CorpusHash), ("token budget", m.MaxTokens.ToString()),
+        };
     }
 
     /// <summary>Runs (or resumes) one shard; returns its manifest.</summary>
     public static HarvestManifest Run(HookedTransformer model, IReadOnlyList<string> texts, HarvestOptions o, string dir,
         IProgress<(long Tokens, long Max)>? progress = null, CancellationToken ct = default)
     {
-        if (o.ShardCount < 1 || o.ShardIndex < 0 || o.ShardIndex >= o.ShardCount) throw new MechanistException($"--shard {o.ShardIndex}/{o.ShardCount}: the index must be within 0..{o.ShardCount - 1}");
+        var plan = new ShardPlan(o.ShardIndex, o.ShardCount).Checked();
         if (o.Hooks.Length == 0) throw new MechanistException("name at least one hook point to harvest");
         foreach (var h in o.Hooks) model.HookPoints.Check(h);
         if (texts.Count == 0) throw new MechanistException("the corpus has no usable text");
-        Directory.CreateDirectory(dir);
-        string hash = CorpusHash(texts);
         string manifestPath = Path.Combine(dir, ManifestName(o.ShardIndex, o.ShardCount));
-        var shardTexts = texts.Where((_, i) => i % o.ShardCount == o.ShardIndex).ToList();
-        var manifest = new HarvestManifest(model.Name, o.Hooks, o.BFloat16 ? "bfloat16" : "float32", hash, o.ShardIndex, o.ShardCount, o.MaxTokens, 0, false, Array.Empty<HarvestChunk>());
-        if (File.Exists(manifestPath))
-        {
-            var existing = ReadManifest(manifestPath);
-            if (existing.CorpusHash != hash || !existing.Hooks.SequenceEqual(o.Hooks) || existing.Model != model.Name || existing.DType != manifest.DType || existing.MaxTokens != o.MaxTokens)
-                throw new MechanistException($"{manifestPath}: this folder holds another harvest (model, hooks, dtype, budget or corpus differ); use a new folder");
-            if (existing.Complete) return existing;
-            manifest = existing;
-        }
+        var shardTexts = plan.Select(texts).Select(x => x.Item).ToList();
+        var fresh = new HarvestManifest(model.Name, o.Hooks, o.BFloat16 ? "bfloat16" : "float32", ShardedJobs.CorpusHash(texts), o.ShardIndex, o.ShardCount, o.MaxTokens, 0, false, Array.Empty<HarvestChunk>());
+        var manifest = ShardedJobs.Resume(Shards, dir, plan, fresh) ?? fresh;
+        if (manifest.Complete) return manifest;
         var chunks = manifest.Chunks.ToList();
-        // A killed run leaves the temp file of the manifest or of the chunk it was writing.
-        AtomicFile.RemoveStaleTemps(manifestPath);
+        // A killed run leaves the temp file of the chunk it was writing (the manifest's is cleared on resume).
         AtomicFile.RemoveStaleTemps(Path.Combine(dir, $"shard-{o.ShardIndex}-of-{o.ShardCount}-chunk-{chunks.Count:D5}.safetensors"));
         long tokens = manifest.Tokens, textIndex = chunks.Count > 0 ? chunks[^1].TextsEnd : 0;
         var pendingIn = new List<string>();
@@ -117,6 +112,7 @@ public static class HarvestJob
             manifest = manifest with { Tokens = tokens, Chunks = chunks.ToArray() };
             AtomicFile.WriteText(manifestPath, JsonFormat.Serialize(manifest));
             progress?.Report((tokens, o.MaxTokens));
+            ShardedJobs.PauseIfAsked(dir, plan, ct);
         }
         manifest = manifest with { Complete = true };
         AtomicFile.WriteText(manifestPath, JsonFormat.Serialize(manifest));
@@ -188,30 +184,17 @@ public static class HarvestJob
     /// </summary>
     public static HarvestManifest Merge(string dir)
     {
-        if (!Directory.Exists(dir)) throw new MechanistException($"{dir}: harvest folder not found");
-        var files = Directory.GetFiles(dir, "manifest-*-of-*.json").Order(StringComparer.Ordinal).ToList();
-        if (files.Count == 0) throw new MechanistException($"{dir}: no shard manifests (manifest-I-of-N.json)");
-        var shards = files.Select(f => (File: f, M: ReadManifest(f))).ToList();
-        var first = shards[0].M;
-        foreach (var (f, m) in shards)
+        var shards = ShardedJobs.CheckComplete(Shards, dir).Select(s => s.State).ToList();
+        foreach (var m in shards)
         {
-            if (m.Model != first.Model) throw new MechanistException($"{Path.GetFileName(f)} is for model '{m.Model}', {Path.GetFileName(shards[0].File)} for '{first.Model}'");
-            if (!m.Hooks.SequenceEqual(first.Hooks) || m.DType != first.DType) throw new MechanistException($"{Path.GetFileName(f)} harvested other hook points or another dtype than {Path.GetFileName(shards[0].File)}");
-            if (m.CorpusHash != first.CorpusHash) throw new MechanistException($"{Path.GetFileName(f)} comes from another corpus than {Path.GetFileName(shards[0].File)}");
-            if (m.ShardCount != first.ShardCount) throw new MechanistException($"{Path.GetFileName(f)} belongs to a plan of {m.ShardCount} shards, {Path.GetFileName(shards[0].File)} to one of {first.ShardCount}");
-            if (!m.Complete) throw new MechanistException($"shard {m.ShardIndex} of {m.ShardCount} is not complete (resume it with the same command)");
-            if (m.ShardIndex < 0 || m.ShardIndex >= m.ShardCount) throw new MechanistException($"{Path.GetFileName(f)}: shard index {m.ShardIndex} is outside its plan of {m.ShardCount}");
             if (m.Chunks.Sum(c => c.Rows) != m.Tokens) throw new MechanistException($"shard {m.ShardIndex}: its chunks hold {m.Chunks.Sum(c => c.Rows):N0} rows but the manifest says {m.Tokens:N0} tokens");
             foreach (var c in m.Chunks) VerifyChunk(dir, m, c, checksum: true);
         }
-        var duplicated = shards.GroupBy(s => s.M.ShardIndex).FirstOrDefault(g => g.Count() > 1);
-        if (duplicated is not null) throw new MechanistException($"shard {duplicated.Key} has more than one manifest");
-        var missing = Enumerable.Range(0, first.ShardCount).Except(shards.Select(s => s.M.ShardIndex)).ToList();
-        if (missing.Count > 0) throw new MechanistException($"shard(s) {string.Join(", ", missing)} of {first.ShardCount} are missing");
+        var first = shards[0];
         var merged = first with
         {
-            ShardIndex = -1, MaxTokens = shards.Sum(s => s.M.MaxTokens), Tokens = shards.Sum(s => s.M.Tokens), Complete = true,
-            Chunks = shards.OrderBy(s => s.M.ShardIndex).SelectMany(s => s.M.Chunks).ToArray(),
+            ShardIndex = -1, MaxTokens = shards.Sum(s => s.MaxTokens), Tokens = shards.Sum(s => s.Tokens), Complete = true,
+            Chunks = shards.SelectMany(s => s.Chunks).ToArray(),
         };
         AtomicFile.WriteText(Path.Combine(dir, "manifest.json"), JsonFormat.Serialize(merged));
         return merged;

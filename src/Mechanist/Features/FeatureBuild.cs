@@ -1,5 +1,6 @@
 using Mechanist.IO;
 using Mechanist.Analysis;
+using Mechanist.Cluster;
 using Mechanist.Dictionaries;
 using Mechanist.Models;
 using static TorchSharp.torch;
@@ -34,35 +35,46 @@ public static class FeatureBuild
     /// <summary>File name of the merged store.</summary>
     public const string MergedName = "features.db";
 
+    /// <summary>A feature build as a sharded job: features-I-of-N.db per shard (the store is its own state); one model, dictionary, corpus and settings.</summary>
+    public static readonly IShardKind<FeatureStoreInfo> Shards = new FeatureShards();
+
+    sealed class FeatureShards : IShardKind<FeatureStoreInfo>
+    {
+        public string What => "build";
+        public string FileName(ShardPlan plan) => ShardName(plan.Index, plan.Count);
+        public string FilePattern => "features-*-of-*.db";
+        public FeatureStoreInfo Read(string path) => FeatureStore.ReadInfo(path);
+        public ShardPlan PlanOf(FeatureStoreInfo i) => new(i.ShardIndex, i.ShardCount);
+        public bool IsComplete(FeatureStoreInfo i) => i.Complete;
+        public IEnumerable<(string Label, string Value)> Identity(FeatureStoreInfo i) => new[]
+        {
+            ("model", i.Model), ("dictionary", i.DictionaryId), ("corpus", i.CorpusHash), ("setting of examples per feature", i.Settings.ToString()),
+        };
+    }
+
     /// <summary>Runs (or resumes) one shard and returns its state; <paramref name="corpus"/> enumerates the whole corpus afresh each call.</summary>
     public static FeatureStoreInfo Run(HookedTransformer model, FeatureSource source, string dictionary, Func<IEnumerable<string>> corpus, FeatureBuildOptions o, string dir,
         IProgress<FeatureBuildProgress>? progress = null, CancellationToken ct = default)
     {
-        if (o.ShardCount < 1 || o.ShardIndex < 0 || o.ShardIndex >= o.ShardCount) throw new MechanistException($"--shard {o.ShardIndex}/{o.ShardCount}: the index must be within 0..{o.ShardCount - 1}");
+        var plan = new ShardPlan(o.ShardIndex, o.ShardCount).Checked();
         if (o.Sketch.TopK < 1 || o.Sketch.TopK > 1000 || o.Sketch.PerInterval < 0 || o.Sketch.PerInterval > 100 || o.Sketch.Before < 0 || o.Sketch.After < 0 || o.Sketch.Before + o.Sketch.After > 1000)
             throw new MechanistException("examples per feature: --top-k in 1..1000, --per-interval in 0..100, context windows of at most 1,000 tokens");
         var tok = model.Tokenizer ?? throw new MechanistException($"{model.Name} has no tokenizer: feature dashboards need text");
         long corpusTexts = 0;
-        string hash = HarvestJob.CorpusHash(corpus().Select(t => { corpusTexts++; return t; }));
+        string hash = ShardedJobs.CorpusHash(corpus().Select(t => { corpusTexts++; return t; }));
         if (corpusTexts == 0) throw new MechanistException("the corpus has no usable text");
-        Directory.CreateDirectory(dir);
         string path = Path.Combine(dir, ShardName(o.ShardIndex, o.ShardCount));
-        AtomicFile.RemoveStaleTemps(path); // what a killed run of this shard left behind
         var info = new FeatureStoreInfo(model.Name, dictionary, source.Identity, source.Kind, source.Layers, source.DDict, hash, corpusTexts,
             o.ShardIndex, o.ShardCount, 0, 0, false, o.Sketch);
         FeatureSketch[] sketches; FeatureEffects[] effects;
         string[] vocab = TokenText.Of(model, Enumerable.Range(0, model.Config.VocabSize).Select(i => (long)i));
         // Stored token strings concatenate into the text; a word-level vocabulary's words need their spaces back.
         if (tok.Kind == "word-level") vocab = vocab.Select(v => " " + v).ToArray();
-        if (File.Exists(path))
+        if (ShardedJobs.Resume(Shards, dir, plan, info) is { } existing)
         {
-            var store = FeatureStore.Open(path);
-            var e = store.Info;
-            if (e.Model != info.Model || e.DictionaryId != info.DictionaryId || e.CorpusHash != hash || e.Settings != o.Sketch || e.ShardCount != o.ShardCount || e.ShardIndex != o.ShardIndex)
-                throw new MechanistException($"{path}: this folder holds another build (model, dictionary, corpus, settings or shard plan differ); use a new folder");
-            if (e.Complete) return e;
-            (sketches, effects) = store.ReadSketches();
-            info = e;
+            if (existing.Complete) return existing;
+            (sketches, effects) = FeatureStore.Open(path).ReadSketches();
+            info = existing;
         }
         else
         {
@@ -71,7 +83,7 @@ public static class FeatureBuild
         }
 
         long textsDone = info.TextsDone, tokens = info.Tokens, sinceSave = 0;
-        var shardTexts = corpus().Select((t, i) => (Text: t, Index: (long)i)).Where(x => x.Index % o.ShardCount == o.ShardIndex).Skip((int)Math.Min(int.MaxValue, textsDone));
+        var shardTexts = plan.Select(corpus()).Skip((int)Math.Min(int.MaxValue, textsDone));
         var batch = new List<(long Index, long[] Ids)>();
         void Flush()
         {
@@ -93,6 +105,7 @@ public static class FeatureBuild
             {
                 FeatureStore.Write(path, info with { TextsDone = textsDone, Tokens = tokens }, sketches, effects, vocab);
                 sinceSave = 0;
+                ShardedJobs.PauseIfAsked(dir, plan, ct);
             }
         }
         Flush();
@@ -219,24 +232,8 @@ public static class FeatureBuild
     /// </summary>
     public static FeatureStoreInfo Merge(string dir)
     {
-        if (!Directory.Exists(dir)) throw new MechanistException($"{dir}: feature build folder not found");
-        var files = Directory.GetFiles(dir, "features-*-of-*.db").Order(StringComparer.Ordinal).ToList();
-        if (files.Count == 0) throw new MechanistException($"{dir}: no shard stores (features-I-of-N.db)");
-        var shards = files.Select(f => FeatureStore.Open(f)).ToList();
-        var first = shards[0].Info; string firstName = Path.GetFileName(shards[0].Path);
-        foreach (var s in shards)
-        {
-            var m = s.Info; string name = Path.GetFileName(s.Path);
-            if (m.Model != first.Model) throw new MechanistException($"{name} is for model '{m.Model}', {firstName} for '{first.Model}'");
-            if (m.DictionaryId != first.DictionaryId) throw new MechanistException($"{name} was built with another dictionary than {firstName}");
-            if (m.CorpusHash != first.CorpusHash) throw new MechanistException($"{name} comes from another corpus than {firstName}");
-            if (m.Settings != first.Settings) throw new MechanistException($"{name} keeps other examples per feature than {firstName}");
-            if (m.ShardCount != first.ShardCount) throw new MechanistException($"{name} belongs to a plan of {m.ShardCount} shards, {firstName} to one of {first.ShardCount}");
-            if (Path.GetFileName(s.Path) != ShardName(m.ShardIndex, m.ShardCount)) throw new MechanistException($"{name} holds shard {m.ShardIndex} of {m.ShardCount}: renamed or copied?");
-            if (!m.Complete) throw new MechanistException($"shard {m.ShardIndex} of {m.ShardCount} is not complete (resume it with the same command)");
-        }
-        var missing = Enumerable.Range(0, first.ShardCount).Except(shards.Select(s => s.Info.ShardIndex)).ToList();
-        if (missing.Count > 0) throw new MechanistException($"shard(s) {string.Join(", ", missing)} of {first.ShardCount} are missing");
+        var shards = ShardedJobs.CheckComplete(Shards, dir).Select(s => FeatureStore.Open(s.Path)).ToList();
+        var first = shards[0].Info;
         string path = Path.Combine(dir, MergedName);
         var labels = File.Exists(path) && FeatureStore.ReadInfo(path) is var old && old.DictionaryId == first.DictionaryId ? FeatureStore.Open(path).Labels() : null;
         var merged = first with { ShardIndex = -1, TextsDone = shards.Sum(s => s.Info.TextsDone), Tokens = shards.Sum(s => s.Info.Tokens), Complete = true };

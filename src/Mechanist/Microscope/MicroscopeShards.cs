@@ -1,6 +1,6 @@
 using Mechanist.Tensors;
 using System.Text.Json;
-using Mechanist.Dictionaries;
+using Mechanist.Cluster;
 using Mechanist.IO;
 using Mechanist.Models;
 using Mechanist.Reporting;
@@ -33,6 +33,23 @@ public static class MicroscopeShards
 {
     /// <summary>File of shard i of N.</summary>
     public static string ShardName(int index, int count) => $"microscope-{index}-of-{count}.safetensors";
+
+    /// <summary>A corpus-scale microscope run as a sharded job: microscope-I-of-N.safetensors per shard; one model, corpus and settings.</summary>
+    public static readonly IShardKind<MicroscopeShardInfo> Shards = new MicroscopeShardKind();
+
+    sealed class MicroscopeShardKind : IShardKind<MicroscopeShardInfo>
+    {
+        public string What => "microscope run";
+        public string FileName(ShardPlan plan) => ShardName(plan.Index, plan.Count);
+        public string FilePattern => "microscope-*-of-*.safetensors";
+        public MicroscopeShardInfo Read(string path) => ReadInfo(path);
+        public ShardPlan PlanOf(MicroscopeShardInfo i) => new(i.ShardIndex, i.ShardCount);
+        public bool IsComplete(MicroscopeShardInfo i) => i.Complete;
+        public IEnumerable<(string Label, string Value)> Identity(MicroscopeShardInfo i) => new[]
+        {
+            ("model", i.Model), ("corpus", i.CorpusHash), ("setting (BOS rows, sample size)", $"{i.IncludeBos}, {i.SampleRows}"),
+        };
+    }
 
     sealed class Moments : IDisposable
     {
@@ -117,23 +134,18 @@ public static class MicroscopeShards
     public static MicroscopeShardInfo Run(HookedTransformer model, Func<IEnumerable<string>> corpus, int shardIndex, int shardCount, string dir, bool includeBos = false,
         int sampleRows = 3000, long checkpointTokens = 50_000, int chunkTexts = 64, IProgress<(long Texts, long Tokens)>? progress = null, CancellationToken ct = default)
     {
-        if (shardCount < 1 || shardIndex < 0 || shardIndex >= shardCount) throw new MechanistException($"--shard {shardIndex}/{shardCount}: the index must be within 0..{shardCount - 1}");
+        var plan = new ShardPlan(shardIndex, shardCount).Checked();
         if (sampleRows < 3) throw new MechanistException("the intrinsic dimension needs a sample of at least 3 rows");
         CorpusStates.RequireCausal(model);
         long corpusTexts = 0;
-        string hash = HarvestJob.CorpusHash(corpus().Where(t => !string.IsNullOrWhiteSpace(t)).Select(t => { corpusTexts++; return t; }));
+        string hash = ShardedJobs.CorpusHash(corpus().Where(t => !string.IsNullOrWhiteSpace(t)).Select(t => { corpusTexts++; return t; }));
         if (corpusTexts == 0) throw new MechanistException("the microscope needs at least one non-empty text");
-        Directory.CreateDirectory(dir);
         string path = Path.Combine(dir, ShardName(shardIndex, shardCount));
-        AtomicFile.RemoveStaleTemps(path); // what a killed run of this shard left behind
         int depths = model.Config.NLayers + 1, d = model.Config.DModel;
         var info = new MicroscopeShardInfo(model.Name, hash, corpusTexts, shardIndex, shardCount, 0, 0, false, includeBos, sampleRows);
         Moments state;
-        if (File.Exists(path))
+        if (ShardedJobs.Resume(Shards, dir, plan, info) is { } e)
         {
-            var e = ReadInfo(path);
-            if (e.Model != info.Model || e.CorpusHash != hash || e.ShardCount != shardCount || e.ShardIndex != shardIndex || e.IncludeBos != includeBos || e.SampleRows != sampleRows)
-                throw new MechanistException($"{path}: this folder holds another microscope run (model, corpus, settings or shard plan differ); use a new folder");
             if (e.Complete) return e;
             using var f = SafetensorsFile.Open(path);
             state = Moments.Read(f, depths);
@@ -148,8 +160,7 @@ public static class MicroscopeShards
                 SafetensorsWriter.Write(path, state.Tensors(), new Dictionary<string, string> { ["microscope"] = JsonFormat.Serialize(info), ["producer"] = "mechanist microscope" });
             }
             long sinceSave = 0;
-            var texts = corpus().Where(t => !string.IsNullOrWhiteSpace(t)).Select((t, i) => (Text: t, Index: (long)i))
-                .Where(x => x.Index % shardCount == shardIndex).Skip((int)Math.Min(int.MaxValue, info.TextsDone));
+            var texts = plan.Select(corpus().Where(t => !string.IsNullOrWhiteSpace(t))).Select(x => (Text: x.Item, x.Index)).Skip((int)Math.Min(int.MaxValue, info.TextsDone));
             foreach (var chunk in texts.Chunk(chunkTexts))
             {
                 ct.ThrowIfCancellationRequested();
@@ -177,7 +188,7 @@ public static class MicroscopeShards
                 info = info with { TextsDone = info.TextsDone + chunk.Length, Tokens = info.Tokens + states.RowCount };
                 sinceSave += states.RowCount;
                 progress?.Report((info.TextsDone, info.Tokens));
-                if (sinceSave >= checkpointTokens) { Save(); sinceSave = 0; }
+                if (sinceSave >= checkpointTokens) { Save(); sinceSave = 0; ShardedJobs.PauseIfAsked(dir, plan, ct); }
             }
             info = info with { Complete = true };
             Save();
@@ -191,23 +202,8 @@ public static class MicroscopeShards
     /// </summary>
     public static MicroscopeReport Merge(HookedTransformer? model, string dir)
     {
-        if (!Directory.Exists(dir)) throw new MechanistException($"{dir}: microscope folder not found");
-        var files = Directory.GetFiles(dir, "microscope-*-of-*.safetensors").Order(StringComparer.Ordinal).ToList();
-        if (files.Count == 0) throw new MechanistException($"{dir}: no microscope shards (microscope-I-of-N.safetensors)");
-        var shards = files.Select(f => (File: f, Info: ReadInfo(f))).ToList();
-        var first = shards[0].Info; string firstName = Path.GetFileName(shards[0].File);
-        foreach (var (file, m) in shards)
-        {
-            string name = Path.GetFileName(file);
-            if (m.Model != first.Model) throw new MechanistException($"{name} is for model '{m.Model}', {firstName} for '{first.Model}'");
-            if (m.CorpusHash != first.CorpusHash) throw new MechanistException($"{name} comes from another corpus than {firstName}");
-            if (m.IncludeBos != first.IncludeBos || m.SampleRows != first.SampleRows) throw new MechanistException($"{name} was run with other settings than {firstName}");
-            if (m.ShardCount != first.ShardCount) throw new MechanistException($"{name} belongs to a plan of {m.ShardCount} shards, {firstName} to one of {first.ShardCount}");
-            if (name != ShardName(m.ShardIndex, m.ShardCount)) throw new MechanistException($"{name} holds shard {m.ShardIndex} of {m.ShardCount}: renamed or copied?");
-            if (!m.Complete) throw new MechanistException($"shard {m.ShardIndex} of {m.ShardCount} is not complete (resume it with the same command)");
-        }
-        var missing = Enumerable.Range(0, first.ShardCount).Except(shards.Select(s => s.Info.ShardIndex)).ToList();
-        if (missing.Count > 0) throw new MechanistException($"shard(s) {string.Join(", ", missing)} of {first.ShardCount} are missing");
+        var shards = ShardedJobs.CheckComplete(Shards, dir).Select(s => (File: s.Path, Info: s.State)).ToList();
+        var first = shards[0].Info;
         if (model is not null && model.Name != first.Model) throw new MechanistException($"the shards are for model '{first.Model}', not '{model.Name}'");
 
         Moments? total = null;
