@@ -83,10 +83,11 @@ public sealed class RunCommand : ICliCommand
             if (dumpPath is not null)
             {
                 var (l, cache) = model.RunWithCache(ids, decoder, mask, filter == null ? null : n => filter.IsMatch(n));
-                var tensors = new Dictionary<string, Tensor>(cache.Select(kv => KeyValuePair.Create(kv.Key, kv.Value.to(ScalarType.Float32).contiguous()))) { ["logits"] = l.contiguous() };
-                Mechanist.IO.SafetensorsWriter.Write(dumpPath, tensors, new Dictionary<string, string> { ["producer"] = "mechanist run", ["model"] = model.Name });
-                ctx.Err.WriteLine($"wrote {dumpPath}: logits and {cache.Count} activations");
-                foreach (var t in cache.Values) t.Dispose();
+                using (cache)
+                {
+                    cache.Save(dumpPath, new Dictionary<string, Tensor> { ["logits"] = l });
+                    ctx.Err.WriteLine($"wrote {dumpPath}: logits and {cache.Names.Count} activations");
+                }
                 logits = l;
             }
             else logits = model.Forward(ids, decoder, mask);

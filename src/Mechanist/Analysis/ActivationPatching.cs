@@ -84,7 +84,7 @@ public sealed record PatchGrid(PatchTarget Target, PatchMethod Method, string Me
 /// prompt with one activation taken from the clean run, and see how much of the clean behaviour
 /// returns. Attribution patching approximates the same grid with gradients.
 /// </summary>
-public static class ActivationPatching
+public static partial class ActivationPatching
 {
     /// <summary>Computes a patching grid; <paramref name="ct"/> is checked before every patched run (a grid is one forward per cell).</summary>
     public static PatchGrid Run(HookedTransformer model, Tensor clean, Tensor corrupted, PatchMetric metric, PatchTarget target, PatchMethod method = PatchMethod.Exact,
@@ -228,6 +228,37 @@ public enum PatchMethods
     Attribution,
     /// <summary>Both, with their correlation.</summary>
     Both,
+}
+
+/// <summary>Exact patching of residual points position by position, for any model that can run with a hook (an encoder-decoder's stacks).</summary>
+public static partial class ActivationPatching
+{
+    /// <summary>
+    /// One grid: for each hook point in <paramref name="hooks"/> (a row) and each position (a column), the corrupted run with that point's
+    /// activation at that position taken from <paramref name="clean"/>; <paramref name="patchedMetric"/> runs the corrupted input with a hook and
+    /// returns the metric. Scores are normalised so that the clean run is 1 and the corrupted run 0.
+    /// </summary>
+    public static PatchGrid PositionGrid(string metric, string[] hooks, string[] rowLabels, string[] columns, ActivationCache clean, Func<ForwardHookSpec, double> patchedMetric,
+        double cleanMetric, double corruptedMetric, CancellationToken ct = default)
+    {
+        double span = cleanMetric - corruptedMetric;
+        if (Math.Abs(span) < 1e-9) throw new MechanistException("the metric is the same on the clean and the corrupted input: nothing to patch");
+        var scores = new double[hooks.Length][];
+        for (int l = 0; l < hooks.Length; l++)
+        {
+            scores[l] = new double[columns.Length];
+            var source = clean[hooks[l]];
+            for (int p = 0; p < columns.Length; p++)
+            {
+                ct.ThrowIfCancellationRequested();
+                using var step = NewDisposeScope();
+                int at = p;
+                var hook = new ForwardHookSpec(HookFilter.Named(hooks[l]), (x, _) => { var y = x.clone(); y[.., at] = source[.., at]; return y; });
+                scores[l][p] = (patchedMetric(hook) - corruptedMetric) / span;
+            }
+        }
+        return new PatchGrid(PatchTarget.Resid, PatchMethod.Exact, metric, rowLabels, columns, scores, cleanMetric, corruptedMetric);
+    }
 }
 
 /// <summary>A patching experiment from words: what the CLI's <c>patch</c> and the web's patch view both run.</summary>

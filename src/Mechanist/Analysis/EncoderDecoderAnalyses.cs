@@ -36,42 +36,25 @@ public static class EncoderDecoderAnalyses
 {
     /// <summary>
     /// The logit lens on the decoder: the decoder embedding and each decoder block's output, decoded through the final norm and unembedding,
-    /// at every decoder position; losses against the teacher-forced next decoder token.
+    /// at every decoder position; losses against the teacher-forced next decoder token (the same lens and records as a decoder model's).
     /// </summary>
     public static LogitLensResult Lens(HookedEncoderDecoder model, Tensor inputIds, Tensor decoderIds, Tensor? mask = null, long? target = null, int topK = 5)
     {
         if (decoderIds.shape[0] != 1) throw new MechanistException("the lens takes one prompt");
         using var scope = NewDisposeScope();
-        var names = new[] { "hook_decoder_embed" }.Concat(Enumerable.Range(0, model.Config.DecoderLayers).Select(l => $"decoder.{l}.hook_resid_post")).ToArray();
+        var reg = model.HookPoints;
+        var names = new[] { reg.Name(HookStack.Decoder, HookKind.Embed) }
+            .Concat(Enumerable.Range(0, model.Config.DecoderLayers).Select(l => reg.Name(HookStack.Decoder, HookKind.ResidPost, l))).ToArray();
         var (_, cache) = model.RunWithCache(inputIds, decoderIds, mask, names.Contains);
-        try
-        {
-            var ids = decoderIds[0].data<long>().ToArray();
-            var labels = new[] { "dec_emb" }.Concat(Enumerable.Range(1, model.Config.DecoderLayers).Select(l => $"dec {l}")).ToArray();
-            var layers = names.Select((name, i) =>
-            {
-                var logProbs = model.UnembedDecoderResidual(cache[name][0]).log_softmax(-1);
-                var probs = logProbs.exp();
-                var cells = Enumerable.Range(0, ids.Length).Select(p =>
-                {
-                    var (v, idx) = logProbs[p].topk(Math.Min(topK, model.Config.VocabSize));
-                    var top = idx.data<long>().ToArray().Select((id, j) => new TokenPrediction(id, model.TokenText(id), v[j].item<float>(), probs[p, id].item<float>())).ToArray();
-                    int? rank = null; double? prob = null, logit = null;
-                    if (target is { } t)
-                    {
-                        rank = (int)(logProbs[p] > logProbs[p, t]).sum().item<long>();
-                        prob = probs[p, t].item<float>(); logit = logProbs[p, t].item<float>();
-                    }
-                    return new LensCell(top, rank, prob, logit);
-                }).ToArray();
-                double loss = ids.Length < 2 ? double.NaN : Enumerable.Range(0, ids.Length - 1).Average(p => -logProbs[p, ids[p + 1]].item<float>());
-                double topLoss = Enumerable.Range(0, ids.Length).Average(p => -logProbs[p].max().item<float>());
-                return new LensLayer(labels[i], cells, loss, topLoss);
-            }).ToArray();
-            return new LogitLensResult(ids.Select(model.TokenText).ToArray(), ids, target is { } tt ? model.TokenText(tt) : null, target, layers);
-        }
-        finally { foreach (var t in cache.Values) t.Dispose(); }
+        using var _c = cache;
+        var ids = decoderIds[0].data<long>().ToArray();
+        var labels = new[] { "dec_emb" }.Concat(Enumerable.Range(1, model.Config.DecoderLayers).Select(l => $"dec {l}")).ToArray();
+        var residuals = stack(names.Select(n => cache[n][0]).ToArray());                 // [layers, dec_pos, d]
+        var layers = LogitLens.Layers(labels, model.UnembedDecoderResidual(residuals), ids, Texts(model), target, topK, causal: true);
+        return new LogitLensResult(Texts(model)(ids), ids, target is { } tt ? model.TokenText(tt) : null, target, layers);
     }
+
+    static Func<long[], string[]> Texts(HookedEncoderDecoder model) => ids => ids.Select(model.TokenText).ToArray();
 
     /// <summary>
     /// Activation patching of the encoder input: the corrupted encoder input runs with one residual activation (an encoder layer's input
@@ -88,40 +71,22 @@ public static class EncoderDecoderAnalyses
             var last = logits[0, -1];
             return last[answer].item<float>() - (wrong is { } w ? last[w].item<float>() : 0);
         }
-        var names = Enumerable.Range(0, model.Config.EncoderLayers).Select(l => $"encoder.{l}.hook_resid_pre")
-            .Concat(Enumerable.Range(0, model.Config.DecoderLayers).Select(l => $"decoder.{l}.hook_resid_pre")).ToHashSet();
-        var (cleanLogits, cleanCache) = model.RunWithCache(clean, decoderIds, null, names.Contains);
-        try
+        var reg = model.HookPoints;
+        string[] Inputs(HookStack stack, int layers) => Enumerable.Range(0, layers).Select(l => reg.Name(stack, HookKind.ResidPre, l)).ToArray();
+        var encoder = Inputs(HookStack.Encoder, model.Config.EncoderLayers);
+        var decoder = Inputs(HookStack.Decoder, model.Config.DecoderLayers);
+        var (cleanLogits, cleanCache) = model.RunWithCache(clean, decoderIds, null, encoder.Concat(decoder).ToHashSet().Contains);
+        using var _c = cleanCache;
+        double cleanMetric = Metric(cleanLogits), corruptMetric = Metric(model.Forward(corrupted, decoderIds));
+        string metric = wrong is null ? $"logit of {model.TokenText(answer)}" : $"logit({model.TokenText(answer)}) − logit({model.TokenText(wrong.Value)})";
+        double Patched(ForwardHookSpec hook) => Metric(model.Forward(corrupted, decoderIds, null, new[] { hook }));
+        var encTokens = clean[0].data<long>().ToArray().Select((id, p) => $"{p} {model.TokenText(id)}").ToArray();
+        var decTokens = decoderIds[0].data<long>().ToArray().Select((id, p) => $"{p} {model.TokenText(id)}").ToArray();
+        return new[]
         {
-            double cleanMetric = Metric(cleanLogits), corruptMetric = Metric(model.Forward(corrupted, decoderIds));
-            double span = cleanMetric - corruptMetric;
-            if (Math.Abs(span) < 1e-9) throw new MechanistException("the metric is the same on the clean and the corrupted input: nothing to patch");
-            string metric = wrong is null ? $"logit of {model.TokenText(answer)}" : $"logit({model.TokenText(answer)}) − logit({model.TokenText(wrong.Value)})";
-            PatchGrid Grid(string stack, int layers, int positions, string[] columns)
-            {
-                var scores = new double[layers][];
-                for (int l = 0; l < layers; l++)
-                {
-                    scores[l] = new double[positions];
-                    string name = $"{stack}.{l}.hook_resid_pre";
-                    var source = cleanCache[name];
-                    for (int p = 0; p < positions; p++)
-                    {
-                        ct.ThrowIfCancellationRequested();
-                        using var step = NewDisposeScope();
-                        int at = p;
-                        var hook = new ForwardHookSpec(HookFilter.Named(name), (x, _) => { var y = x.clone(); y[.., at] = source[.., at]; return y; });
-                        scores[l][p] = (Metric(model.Forward(corrupted, decoderIds, null, new[] { hook })) - corruptMetric) / span;
-                    }
-                }
-                return new PatchGrid(PatchTarget.Resid, PatchMethod.Exact, $"{stack}: {metric}", Enumerable.Range(0, layers).Select(l => $"{stack} {l}").ToArray(),
-                    columns, scores, cleanMetric, corruptMetric);
-            }
-            var encTokens = clean[0].data<long>().ToArray().Select((id, p) => $"{p} {model.TokenText(id)}").ToArray();
-            var decTokens = decoderIds[0].data<long>().ToArray().Select((id, p) => $"{p} {model.TokenText(id)}").ToArray();
-            return new[] { Grid("encoder", model.Config.EncoderLayers, (int)clean.shape[1], encTokens), Grid("decoder", model.Config.DecoderLayers, (int)decoderIds.shape[1], decTokens) };
-        }
-        finally { foreach (var t in cleanCache.Values) t.Dispose(); }
+            ActivationPatching.PositionGrid($"encoder: {metric}", encoder, encoder.Select((_, l) => $"encoder {l}").ToArray(), encTokens, cleanCache, Patched, cleanMetric, corruptMetric, ct),
+            ActivationPatching.PositionGrid($"decoder: {metric}", decoder, decoder.Select((_, l) => $"decoder {l}").ToArray(), decTokens, cleanCache, Patched, cleanMetric, corruptMetric, ct),
+        };
     }
 
     /// <summary>
@@ -135,24 +100,31 @@ public static class EncoderDecoderAnalyses
         AttentionPatterns.CheckThumbnail(thumbnail);
         if (inputIds.shape[0] != 1 || decoderIds.shape[0] != 1) throw new MechanistException("attention patterns take one input");
         var c = model.Config;
-        var stacks = new (string Name, string Hook, int Layers)[] { ("encoder", "encoder.L.attn.hook_pattern", c.EncoderLayers), ("decoder", "decoder.L.attn.hook_pattern", c.DecoderLayers), ("cross", "decoder.L.cross_attn.hook_pattern", c.DecoderLayers) };
+        var reg = model.HookPoints;
+        var stacks = new (string Name, HookStack Stack, HookKind Kind, int Layers)[]
+        {
+            ("encoder", HookStack.Encoder, HookKind.Pattern, c.EncoderLayers), ("decoder", HookStack.Decoder, HookKind.Pattern, c.DecoderLayers),
+            ("cross", HookStack.Decoder, HookKind.CrossPattern, c.DecoderLayers),
+        };
+        string Hook((string Name, HookStack Stack, HookKind Kind, int Layers) st, int l) => reg.Name(st.Stack, st.Kind, l);
+        // The record names the stack's hook with L for the layer, as the registry spells layer 0's.
+        string Display((string Name, HookStack Stack, HookKind Kind, int Layers) st) => Hook(st, 0).Replace(".0.", ".L.");
         // A layer asked for must exist in some stack; each stack returns the asked layers it has.
         int deepest = Math.Max(c.EncoderLayers, c.DecoderLayers);
         var (wantedLayers, wantedHeads) = AttentionPatterns.Select(deepest, c.NHeads, layers, heads);
         using var scope = NewDisposeScope();
-        var names = stacks.SelectMany(st => wantedLayers.Where(l => l < st.Layers).Select(l => st.Hook.Replace(".L.", $".{l}."))).ToHashSet();
+        var names = stacks.SelectMany(st => wantedLayers.Where(l => l < st.Layers).Select(l => Hook(st, l))).ToHashSet();
         var (_, cache) = model.RunWithCache(inputIds, decoderIds, null, names.Contains);
-        try
+        using (cache)
         {
             var enc = inputIds[0].data<long>().ToArray().Select(model.TokenText).ToArray();
             var dec = decoderIds[0].data<long>().ToArray().Select(model.TokenText).ToArray();
             return new EncoderDecoderAttentionResult(stacks.Select(st =>
             {
-                var patterns = wantedLayers.Where(l => l < st.Layers).SelectMany(l => AttentionPatterns.Of(cache[st.Hook.Replace(".L.", $".{l}.")][0], l, wantedHeads, thumbnail)).ToArray();
-                return new AttentionStack(st.Name, st.Hook, st.Name == "encoder" ? enc : dec, st.Name == "decoder" ? dec : enc, st.Name == "decoder", st.Layers, c.NHeads, patterns, thumbnail);
+                var patterns = wantedLayers.Where(l => l < st.Layers).SelectMany(l => AttentionPatterns.Of(cache[Hook(st, l)][0], l, wantedHeads, thumbnail)).ToArray();
+                return new AttentionStack(st.Name, Display(st), st.Name == "encoder" ? enc : dec, st.Name == "decoder" ? dec : enc, st.Name == "decoder", st.Layers, c.NHeads, patterns, thumbnail);
             }).ToArray());
         }
-        finally { foreach (var t in cache.Values) t.Dispose(); }
     }
 
     /// <summary>The top next decoder tokens after <paramref name="decoderIds"/> [1, dec_pos], and the greedy output from the start token.</summary>

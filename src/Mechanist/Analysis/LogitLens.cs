@@ -43,14 +43,25 @@ public static class LogitLens
         var (_, cache) = model.RunWithCache(tokens, model.HookPoints.Selector(HookKind.ResidPre, HookKind.ResidMid, HookKind.ResidPost));
         using var _c = cache;
         var (stack, labels) = cache.AccumulatedResid(includeMid: includeMid);
-        var lensLogits = model.UnembedResidual(stack[.., 0]).to(ScalarType.Float32); // [layers, pos, vocab]
-        var logProbs = lensLogits.log_softmax(-1);
         var ids = tokens[0].data<long>().ToArray();
-        var strs = TokenText.Of(model, ids);
+        bool causal = model.Config.Causal;
+        var layers = Layers(labels, model.UnembedResidual(stack[.., 0]), ids, x => TokenText.Of(model, x), target, topK, causal);
+        return new LogitLensResult(TokenText.Of(model, ids), ids, target is { } tt ? TokenText.Of(model, tt) : null, target, layers, causal ? "next token" : "input token");
+    }
+
+    /// <summary>
+    /// The lens of any model from its residual streams: <paramref name="lensLogits"/> [layers, pos, vocab] are what the
+    /// unembedding (with the final norm) makes of each labelled residual; losses are against the next token
+    /// (<paramref name="causal"/>) or the token at each position. Logits are logits, probabilities their softmax.
+    /// </summary>
+    public static LensLayer[] Layers(string[] labels, Tensor lensLogits, long[] ids, Func<long[], string[]> text, long? target, int topK, bool causal)
+    {
+        using var scope = NewDisposeScope();
+        var logits = lensLogits.to(ScalarType.Float32);
+        var logProbs = logits.log_softmax(-1);
         int pos = ids.Length;
         var layers = new LensLayer[labels.Length];
-        bool causal = model.Config.Causal;
-        var next = tensor(ids.Skip(causal ? 1 : 0).ToArray(), ScalarType.Int64, model.Device);
+        var next = tensor(ids.Skip(causal ? 1 : 0).ToArray(), ScalarType.Int64, logits.device);
         for (int l = 0; l < labels.Length; l++)
         {
             var lp = logProbs[l];
@@ -58,14 +69,14 @@ public static class LogitLens
             var cells = new LensCell[pos];
             for (int p = 0; p < pos; p++)
             {
-                var top = NextTokens.Top(model, lensLogits[l, p], topK);
+                var top = NextTokens.Top(text, logits[l, p], topK);
                 int? rank = null; double? tprob = null, tlogit = null;
                 if (target is { } t)
                 {
                     double tl = lp[p, t].item<float>();
                     rank = (int)lp[p].Gt(tl).sum().item<long>();
                     tprob = Math.Exp(tl);
-                    tlogit = lensLogits[l, p, t].item<float>();
+                    tlogit = logits[l, p, t].item<float>();
                 }
                 cells[p] = new LensCell(top, rank, tprob, tlogit);
             }
@@ -74,6 +85,6 @@ public static class LogitLens
             double topLoss = -topLp.mean().item<float>();
             layers[l] = new LensLayer(labels[l], cells, loss, topLoss);
         }
-        return new LogitLensResult(strs, ids, target is { } tt ? TokenText.Of(model, tt) : null, target, layers, causal ? "next token" : "input token");
+        return layers;
     }
 }

@@ -22,7 +22,10 @@ public sealed record PromptPrediction(long[] Ids, string[]? Tokens, bool Bos, To
 public static class NextTokens
 {
     /// <summary>The <paramref name="k"/> most likely tokens of one row of logits [vocab] (or log-probabilities: probabilities are its softmax).</summary>
-    public static TokenPrediction[] Top(HookedTransformer model, Tensor logits, int k)
+    public static TokenPrediction[] Top(HookedTransformer model, Tensor logits, int k) => Top(ids => TokenText.Of(model, ids), logits, k);
+
+    /// <summary>The <paramref name="k"/> most likely tokens of one row of logits [vocab], named by <paramref name="text"/> (any model's tokenizer).</summary>
+    public static TokenPrediction[] Top(Func<long[], string[]> text, Tensor logits, int k)
     {
         using var scope = NewDisposeScope();
         var row = logits.to(ScalarType.Float32);
@@ -31,7 +34,7 @@ public static class NextTokens
         var ids = indices.cpu().data<long>().ToArray();
         var logitValues = values.cpu().data<float>().ToArray();
         var probValues = probs.index_select(0, indices).cpu().data<float>().ToArray();
-        var names = TokenText.Of(model, ids);
+        var names = text(ids);
         return ids.Select((id, i) => new TokenPrediction(id, names[i], logitValues[i], probValues[i])).ToArray();
     }
 

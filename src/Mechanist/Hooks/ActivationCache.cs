@@ -19,11 +19,23 @@ public sealed class ActivationCache : IDisposable
     readonly List<string> _order = new();
     readonly List<Tensor> _owned = new();
 
-    /// <summary>Creates an empty cache for <paramref name="model"/>.</summary>
-    public ActivationCache(HookedTransformer model) => Model = model;
+    readonly HookedTransformer? _model;
 
-    /// <summary>The model the activations come from.</summary>
-    public HookedTransformer Model { get; }
+    /// <summary>Creates an empty cache for <paramref name="model"/>.</summary>
+    public ActivationCache(HookedTransformer model) : this(model.HookPoints, model.Name) => _model = model;
+
+    /// <summary>Creates an empty cache for a model with these hook points (an encoder-decoder's cache).</summary>
+    public ActivationCache(HookRegistry registry, string modelName) { Registry = registry; ModelName = modelName; }
+
+    /// <summary>The hook points of the model the activations come from.</summary>
+    public HookRegistry Registry { get; }
+
+    /// <summary>The model's name.</summary>
+    public string ModelName { get; }
+
+    /// <summary>The decoder-only (or encoder) model the activations come from; residual decompositions and logit attributions need it.</summary>
+    public HookedTransformer Model => _model ?? throw new MechanistException(
+        $"{ModelName} is an encoder-decoder: residual stacks, decompositions and logit attributions of this cache need a decoder-only or encoder model");
 
     /// <summary>Cached names, in recording order.</summary>
     public IReadOnlyCollection<string> Names => _order;
@@ -43,13 +55,16 @@ public sealed class ActivationCache : IDisposable
 
     /// <summary>The activation at a hook point.</summary>
     public Tensor this[string name] => _tensors.TryGetValue(name, out var t) ? t : Materialize(name) ??
-        throw new MechanistException($"'{name}' is not in the cache" + (Model.HookPoints.Contains(name.EndsWith("_grad") ? name[..^5] : name) ? " (it was not selected when running)" : "; 'mechanist hooks' lists hook point names"));
+        throw new MechanistException($"'{name}' is not in the cache" + (Registry.Contains(name.EndsWith("_grad") ? name[..^5] : name) ? " (it was not selected when running)" : "; 'mechanist hooks' lists hook point names"));
 
     /// <summary>The activation of a kind at a layer ("resid_pre", "pattern", "q", "post", ...).</summary>
     public Tensor this[string kind, int layer] => this[HookNames.Act(kind, layer)];
 
     /// <summary>The activation of a kind at a layer.</summary>
-    public Tensor this[HookKind kind, int layer] => this[Model.HookPoints.Name(kind, layer)];
+    public Tensor this[HookKind kind, int layer] => this[Registry.Name(kind, layer)];
+
+    /// <summary>The activation of a kind at a layer of one stack (an encoder-decoder's encoder or decoder).</summary>
+    public Tensor this[HookStack stack, HookKind kind, int layer] => this[Registry.Name(stack, kind, layer)];
 
     internal void Store(string name, Tensor t)
     {
@@ -228,7 +243,7 @@ public sealed class ActivationCache : IDisposable
         using var scope = NewDisposeScope();
         var all = _order.Select(n => new KeyValuePair<string, Tensor>(n, this[n].to(ScalarType.Float32).cpu()))
             .Concat((extra ?? new Dictionary<string, Tensor>()).Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.to(ScalarType.Float32).cpu())));
-        SafetensorsWriter.Write(path, all, new Dictionary<string, string> { ["model"] = Model.Name, ["producer"] = "mechanist" });
+        SafetensorsWriter.Write(path, all, new Dictionary<string, string> { ["model"] = ModelName, ["producer"] = "mechanist" });
     }
 
     static Tensor stack_(List<Tensor> parts) =>

@@ -11,9 +11,22 @@ public enum HookKind
     Ln1PostScale, Ln1PostNormalized, AttnOut, ResidMid, Ln2Scale, Ln2Normalized,
     MlpPre, MlpPreLinear, MlpPost, RouterLogits, ExpertIndices, ExpertWeights, ExpertOut, Ln2PostScale, Ln2PostNormalized, MlpOut, ResidPost,
     LnFinalScale, LnFinalNormalized, UnembedIn, UnembedOut,
+    // An encoder-decoder's decoder blocks: cross-attention to the encoder, and the norm before the MLP.
+    CrossQ, CrossK, CrossV, CrossAttnScores, CrossPattern, CrossZ, CrossAttnOut, ResidMidCross, Ln3Normalized,
     /// <summary>A point added by something spliced into a run (a sparse dictionary's activations, say).</summary>
     Spliced,
 #pragma warning restore CS1591
+}
+
+/// <summary>Which stack of blocks a hook point belongs to.</summary>
+public enum HookStack
+{
+    /// <summary>A decoder-only or encoder-only model's one stack (<c>blocks.L.…</c>).</summary>
+    Main,
+    /// <summary>An encoder-decoder's encoder (<c>encoder.L.…</c>).</summary>
+    Encoder,
+    /// <summary>An encoder-decoder's decoder (<c>decoder.L.…</c>).</summary>
+    Decoder,
 }
 
 /// <summary>One hook point of a model.</summary>
@@ -23,7 +36,8 @@ public enum HookKind
 /// <param name="Shape">Shape for a [batch, pos] input, with batch and pos symbolic.</param>
 /// <param name="Order">Position in forward order.</param>
 /// <param name="NeedsAttnResult">Fires only in runs with <see cref="RunOptions.UseAttnResult"/> (per-head outputs cost memory).</param>
-public sealed record HookPoint(string Name, HookKind Kind, int? Layer, HookShape Shape, int Order, bool NeedsAttnResult = false);
+/// <param name="Stack">The stack it belongs to (an encoder-decoder has two).</param>
+public sealed record HookPoint(string Name, HookKind Kind, int? Layer, HookShape Shape, int Order, bool NeedsAttnResult = false, HookStack Stack = HookStack.Main);
 
 /// <summary>
 /// Every hook point of one model, built once from its configuration: the single place where hook
@@ -35,7 +49,7 @@ public sealed class HookRegistry
 {
     readonly List<HookPoint> _points;
     readonly Dictionary<string, HookPoint> _byName;
-    readonly Dictionary<(HookKind, int), HookPoint> _byKindLayer;
+    readonly Dictionary<(HookStack, HookKind, int), HookPoint> _byKindLayer;
 
     /// <summary>The registry of a model with this configuration.</summary>
     public HookRegistry(TransformerConfig cfg) : this(Build(cfg), cfg.NLayers) { }
@@ -46,7 +60,7 @@ public sealed class HookRegistry
         Layers = layers;
         _byName = points.ToDictionary(p => p.Name, StringComparer.Ordinal);
         _byKindLayer = new();
-        foreach (var p in points.Where(p => p.Kind != HookKind.Spliced)) _byKindLayer[(p.Kind, p.Layer ?? -1)] = p;
+        foreach (var p in points.Where(p => p.Kind != HookKind.Spliced)) _byKindLayer[(p.Stack, p.Kind, p.Layer ?? -1)] = p;
     }
 
     /// <summary>Number of blocks.</summary>
@@ -134,15 +148,22 @@ public sealed class HookRegistry
     };
 
     /// <summary>The point of a kind at a layer; a clear error when this model has none.</summary>
-    public HookPoint Get(HookKind kind, int layer = -1)
+    public HookPoint Get(HookKind kind, int layer = -1) => Get(HookStack.Main, kind, layer);
+
+    /// <summary>The point of a kind at a layer of one stack (an encoder-decoder's encoder or decoder); a clear error when there is none.</summary>
+    public HookPoint Get(HookStack stack, HookKind kind, int layer = -1)
     {
-        if (_byKindLayer.TryGetValue((kind, IsModelLevel(kind) ? -1 : layer), out var p)) return p;
+        if (_byKindLayer.TryGetValue((stack, kind, IsModelLevel(kind) ? -1 : layer), out var p)) return p;
+        if (stack != HookStack.Main) throw new MechanistException($"this model has no {kind} hook point at {stack.ToString().ToLowerInvariant()} layer {layer}");
         if (!IsModelLevel(kind) && (layer < 0 || layer >= Layers)) throw new MechanistException($"layer {layer} is outside the model's 0..{Layers - 1}");
         throw new MechanistException($"this model has no {NameOf(kind, layer)} hook point");
     }
 
     /// <summary>The name of a kind at a layer, checked against this model.</summary>
     public string Name(HookKind kind, int layer = -1) => Get(kind, layer).Name;
+
+    /// <summary>The name of a kind at a layer of one stack, checked against this model.</summary>
+    public string Name(HookStack stack, HookKind kind, int layer = -1) => Get(stack, kind, layer).Name;
 
     /// <summary>Whether this model has a point of this kind (at any layer).</summary>
     public bool Has(HookKind kind) => _points.Any(p => p.Kind == kind);
@@ -187,6 +208,60 @@ public sealed class HookRegistry
             list.Insert(at, new HookPoint(name, HookKind.Spliced, p.Layer, shape, 0));
         }
         return new HookRegistry(list.Select((x, i) => x with { Order = i }).ToList(), Layers);
+    }
+
+    /// <summary>
+    /// The registry of a T5-style encoder-decoder, with TransformerLens's encoder-decoder names: <c>hook_embed</c>,
+    /// <c>encoder.L.…</c>, <c>encoder_final_ln.hook_normalized</c>, <c>hook_decoder_embed</c>, <c>decoder.L.…</c> (with
+    /// <c>cross_attn.…</c>), <c>decoder_final_ln.hook_normalized</c>, <c>unembed.hook_in/out</c>.
+    /// </summary>
+    public static HookRegistry ForEncoderDecoder(EncoderDecoderConfig c)
+    {
+        long d = c.DModel, h = c.NHeads, dk = c.DKv, B = HookShape.Batch, E = HookShape.EncPos, D = HookShape.DecPos;
+        var points = new List<HookPoint>();
+        void Add(string name, HookStack stack, HookKind kind, int? layer, params long[] dims) =>
+            points.Add(new HookPoint(name, kind, layer, new HookShape(dims), points.Count, Stack: stack));
+        void Block(HookStack stack, int l)
+        {
+            string p = $"{(stack == HookStack.Encoder ? "encoder" : "decoder")}.{l}.";
+            long P = stack == HookStack.Encoder ? E : D;
+            Add(p + "hook_resid_pre", stack, HookKind.ResidPre, l, B, P, d);
+            Add(p + "ln1.hook_normalized", stack, HookKind.Ln1Normalized, l, B, P, d);
+            Add(p + "attn.hook_q", stack, HookKind.Q, l, B, P, h, dk);
+            Add(p + "attn.hook_k", stack, HookKind.K, l, B, P, h, dk);
+            Add(p + "attn.hook_v", stack, HookKind.V, l, B, P, h, dk);
+            Add(p + "attn.hook_attn_scores", stack, HookKind.AttnScores, l, B, h, P, P);
+            Add(p + "attn.hook_pattern", stack, HookKind.Pattern, l, B, h, P, P);
+            Add(p + "attn.hook_z", stack, HookKind.Z, l, B, P, h, dk);
+            Add(p + "hook_attn_out", stack, HookKind.AttnOut, l, B, P, d);
+            Add(p + "hook_resid_mid", stack, HookKind.ResidMid, l, B, P, d);
+            Add(p + "ln2.hook_normalized", stack, HookKind.Ln2Normalized, l, B, P, d);
+            if (stack == HookStack.Decoder)
+            {
+                Add(p + "cross_attn.hook_q", stack, HookKind.CrossQ, l, B, D, h, dk);
+                Add(p + "cross_attn.hook_k", stack, HookKind.CrossK, l, B, E, h, dk);
+                Add(p + "cross_attn.hook_v", stack, HookKind.CrossV, l, B, E, h, dk);
+                Add(p + "cross_attn.hook_attn_scores", stack, HookKind.CrossAttnScores, l, B, h, D, E);
+                Add(p + "cross_attn.hook_pattern", stack, HookKind.CrossPattern, l, B, h, D, E);
+                Add(p + "cross_attn.hook_z", stack, HookKind.CrossZ, l, B, D, h, dk);
+                Add(p + "hook_cross_attn_out", stack, HookKind.CrossAttnOut, l, B, D, d);
+                Add(p + "hook_resid_mid_cross", stack, HookKind.ResidMidCross, l, B, D, d);
+                Add(p + "ln3.hook_normalized", stack, HookKind.Ln3Normalized, l, B, D, d);
+            }
+            Add(p + "mlp.hook_pre", stack, HookKind.MlpPre, l, B, P, c.DFf);
+            Add(p + "mlp.hook_post", stack, HookKind.MlpPost, l, B, P, c.DFf);
+            Add(p + "hook_mlp_out", stack, HookKind.MlpOut, l, B, P, d);
+            Add(p + "hook_resid_post", stack, HookKind.ResidPost, l, B, P, d);
+        }
+        Add("hook_embed", HookStack.Encoder, HookKind.Embed, null, B, E, d);
+        for (int l = 0; l < c.EncoderLayers; l++) Block(HookStack.Encoder, l);
+        Add("encoder_final_ln.hook_normalized", HookStack.Encoder, HookKind.LnFinalNormalized, null, B, E, d);
+        Add("hook_decoder_embed", HookStack.Decoder, HookKind.Embed, null, B, D, d);
+        for (int l = 0; l < c.DecoderLayers; l++) Block(HookStack.Decoder, l);
+        Add("decoder_final_ln.hook_normalized", HookStack.Decoder, HookKind.LnFinalNormalized, null, B, D, d);
+        Add("unembed.hook_in", HookStack.Decoder, HookKind.UnembedIn, null, B, D, d);
+        Add("unembed.hook_out", HookStack.Decoder, HookKind.UnembedOut, null, B, D, c.VocabSize);
+        return new HookRegistry(points, Math.Max(c.EncoderLayers, c.DecoderLayers));
     }
 
     static bool IsModelLevel(HookKind k) => k is HookKind.Embed or HookKind.PosEmbed or HookKind.LnFinalScale or HookKind.LnFinalNormalized

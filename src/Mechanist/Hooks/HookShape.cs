@@ -11,13 +11,17 @@ public sealed class HookShape : IEquatable<HookShape>
     public const long Batch = -1;
     /// <summary>A positions dimension (queries or keys).</summary>
     public const long Pos = -2;
+    /// <summary>An encoder-decoder's encoder positions.</summary>
+    public const long EncPos = -3;
+    /// <summary>An encoder-decoder's decoder positions.</summary>
+    public const long DecPos = -4;
 
     readonly long[] _dims;
 
     /// <summary>A shape from its dimensions (<see cref="Batch"/> and <see cref="Pos"/> for the symbolic ones).</summary>
     public HookShape(params long[] dims)
     {
-        if (dims.Length == 0 || dims.Any(d => d < Pos)) throw new ArgumentException("a hook shape needs dimensions", nameof(dims));
+        if (dims.Length == 0 || dims.Any(d => d < DecPos)) throw new ArgumentException("a hook shape needs dimensions", nameof(dims));
         _dims = (long[])dims.Clone();
     }
 
@@ -31,13 +35,13 @@ public sealed class HookShape : IEquatable<HookShape>
     public long Width => _dims[^1];
 
     /// <summary>Whether this is a [batch, pos, d] activation (one vector per position).</summary>
-    public bool IsPerPosition => _dims.Length == 3 && _dims[0] == Batch && _dims[1] == Pos && _dims[2] > 0;
+    public bool IsPerPosition => _dims.Length == 3 && _dims[0] == Batch && _dims[1] is Pos or EncPos or DecPos && _dims[2] > 0;
 
     /// <summary>Whether a concrete tensor shape fits (any batch and position counts).</summary>
     public bool Fits(IReadOnlyList<long> actual) => actual.Count == _dims.Length && _dims.Zip(actual).All(p => p.First < 0 || p.First == p.Second);
 
     /// <inheritdoc/>
-    public override string ToString() => "[" + string.Join(", ", _dims.Select(d => d switch { Batch => "batch", Pos => "pos", _ => d.ToString() })) + "]";
+    public override string ToString() => "[" + string.Join(", ", _dims.Select(d => d switch { Batch => "batch", Pos => "pos", EncPos => "enc_pos", DecPos => "dec_pos", _ => d.ToString() })) + "]";
 
     /// <inheritdoc/>
     public bool Equals(HookShape? other) => other is not null && _dims.SequenceEqual(other._dims);

@@ -37,11 +37,37 @@ public sealed class HookedEncoderDecoder : IDisposable
 {
     readonly Dictionary<string, Tensor> _w;
 
+    readonly HookScopes _hookScopes;
+    readonly BlockNames[] _encoder, _decoder;
+
     HookedEncoderDecoder(EncoderDecoderConfig cfg, Dictionary<string, Tensor> weights, TextTokenizer? tokenizer, string name)
     {
         Config = cfg; _w = weights; Tokenizer = tokenizer; Name = name;
-        HookNames = BuildHookNames(cfg);
+        HookPoints = HookRegistry.ForEncoderDecoder(cfg);
+        _hookScopes = new HookScopes(() => HookPoints);
+        _encoder = Enumerable.Range(0, cfg.EncoderLayers).Select(l => new BlockNames(HookPoints, HookStack.Encoder, l)).ToArray();
+        _decoder = Enumerable.Range(0, cfg.DecoderLayers).Select(l => new BlockNames(HookPoints, HookStack.Decoder, l)).ToArray();
     }
+
+    /// <summary>The hook points of one block, asked of the registry once (the registry is where names are spelled).</summary>
+    sealed class BlockNames(HookRegistry r, HookStack stack, int l)
+    {
+        HookPoint? Maybe(HookKind k) => stack == HookStack.Decoder || k is not (HookKind.CrossQ or HookKind.CrossK or HookKind.CrossV or HookKind.CrossAttnScores
+            or HookKind.CrossPattern or HookKind.CrossZ or HookKind.CrossAttnOut or HookKind.ResidMidCross or HookKind.Ln3Normalized) ? r.Get(stack, k, l) : null;
+        string N(HookKind k) => Maybe(k)?.Name ?? "";
+        public readonly string ResidPre = r.Name(stack, HookKind.ResidPre, l), Ln1 = r.Name(stack, HookKind.Ln1Normalized, l), AttnOut = r.Name(stack, HookKind.AttnOut, l),
+            ResidMid = r.Name(stack, HookKind.ResidMid, l), Ln2 = r.Name(stack, HookKind.Ln2Normalized, l), MlpPre = r.Name(stack, HookKind.MlpPre, l),
+            MlpPost = r.Name(stack, HookKind.MlpPost, l), MlpOut = r.Name(stack, HookKind.MlpOut, l), ResidPost = r.Name(stack, HookKind.ResidPost, l);
+        public readonly AttentionNames Self = new(r.Name(stack, HookKind.Q, l), r.Name(stack, HookKind.K, l), r.Name(stack, HookKind.V, l),
+            r.Name(stack, HookKind.AttnScores, l), r.Name(stack, HookKind.Pattern, l), r.Name(stack, HookKind.Z, l));
+        public AttentionNames Cross => new(N(HookKind.CrossQ), N(HookKind.CrossK), N(HookKind.CrossV), N(HookKind.CrossAttnScores), N(HookKind.CrossPattern), N(HookKind.CrossZ));
+        public string CrossOut => N(HookKind.CrossAttnOut);
+        public string ResidMidCross => N(HookKind.ResidMidCross);
+        public string Ln3 => N(HookKind.Ln3Normalized);
+        public int Layer => l;
+    }
+
+    sealed record AttentionNames(string Q, string K, string V, string Scores, string Pattern, string Z);
 
     /// <summary>Configuration.</summary>
     public EncoderDecoderConfig Config { get; }
@@ -49,30 +75,17 @@ public sealed class HookedEncoderDecoder : IDisposable
     public TextTokenizer? Tokenizer { get; }
     /// <summary>Name (what the user passed).</summary>
     public string Name { get; }
-    /// <summary>Every hook point, in forward order.</summary>
-    public IReadOnlyList<string> HookNames { get; }
+    /// <summary>Every hook point (names, kinds, stacks and shapes), built from the configuration: the one place its names are spelled.</summary>
+    public HookRegistry HookPoints { get; }
+
+    /// <summary>Every hook point's name, in forward order.</summary>
+    public IReadOnlyList<string> HookNames => HookPoints.Points.Select(p => p.Name).ToList();
 
     /// <summary>Parameter count (the shared embedding counted once).</summary>
     public long ParameterCount => _w.Values.Sum(t => t.numel());
 
-    /// <summary>
-    /// A hook point's shape for an encoder input [batch, enc_pos] and decoder input [batch, dec_pos], in the words <c>mechanist hooks</c> uses.
-    /// </summary>
-    public string HookShape(string name)
-    {
-        string pos = name.StartsWith("encoder") || name == "hook_embed" ? "enc_pos" : "dec_pos";
-        string leaf = name[(name.LastIndexOf('.') + 1)..];
-        return leaf switch
-        {
-            // Cross-attention's keys and values come from the encoder.
-            "hook_k" or "hook_v" when name.Contains(".cross_attn.") => "[batch, enc_pos, head, d_kv]",
-            "hook_q" or "hook_k" or "hook_v" or "hook_z" => $"[batch, {pos}, head, d_kv]",
-            "hook_attn_scores" or "hook_pattern" => name.Contains(".cross_attn.") ? "[batch, head, dec_pos, enc_pos]" : $"[batch, head, {pos}, {pos}]",
-            "hook_pre" or "hook_post" when name.Contains(".mlp.") => $"[batch, {pos}, d_ff]",
-            "hook_out" when name == "unembed.hook_out" => "[batch, dec_pos, vocab]",
-            _ => $"[batch, {pos}, d_model]",
-        };
-    }
+    /// <summary>A hook point's shape for an encoder input [batch, enc_pos] and decoder input [batch, dec_pos], as <c>mechanist hooks</c> prints it.</summary>
+    public string HookShape(string name) => (HookPoints.Find(name) ?? throw new MechanistException($"unknown hook point '{name}' for {Name}")).Shape.ToString();
 
     /// <summary>Whether a config.json describes an encoder-decoder this class runs.</summary>
     public static bool Handles(ModelConfig c) => c.ModelType == "t5";
@@ -128,59 +141,51 @@ public sealed class HookedEncoderDecoder : IDisposable
         return new HookedEncoderDecoder(cfg, w, source.Tokenizer, source.Name);
     }
 
-    static List<string> BuildHookNames(EncoderDecoderConfig c)
+    /// <summary>One run's hooks and cache: every point fires through <see cref="HookDispatch"/>, as in every model.</summary>
+    sealed class Run(IReadOnlyList<ForwardHookSpec> hooks, ActivationCache? cache, Func<string, bool>? cached)
     {
-        var n = new List<string> { "hook_embed" };
-        for (int l = 0; l < c.EncoderLayers; l++)
-            n.AddRange(new[] { "hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z",
-                "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post" }.Select(s => $"encoder.{l}.{s}"));
-        n.Add("encoder_final_ln.hook_normalized");
-        n.Add("hook_decoder_embed");
-        for (int l = 0; l < c.DecoderLayers; l++)
-            n.AddRange(new[] { "hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z",
-                "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "cross_attn.hook_q", "cross_attn.hook_k", "cross_attn.hook_v", "cross_attn.hook_attn_scores",
-                "cross_attn.hook_pattern", "cross_attn.hook_z", "hook_cross_attn_out", "hook_resid_mid_cross", "ln3.hook_normalized", "mlp.hook_pre", "mlp.hook_post",
-                "hook_mlp_out", "hook_resid_post" }.Select(s => $"decoder.{l}.{s}"));
-        n.AddRange(new[] { "decoder_final_ln.hook_normalized", "unembed.hook_in", "unembed.hook_out" });
-        return n;
-    }
-
-    /// <summary>One run's hooks and cache.</summary>
-    sealed class Run(IReadOnlyList<ForwardHookSpec> hooks, Func<string, bool>? cache)
-    {
-        public readonly Dictionary<string, Tensor> Cache = new();
-        public Tensor Hook(string name, Tensor x)
+        public Tensor Hook(string name, int? layer, Tensor x)
         {
-            foreach (var h in hooks) if (h.Filter.Matches(name)) x = h.Hook(x, new HookContext(name, LayerOf(name))) ?? x;
-            if (cache?.Invoke(name) == true) Cache[name] = x.detach().clone().DetachFromDisposeScope();
+            x = HookDispatch.Forward(hooks, name, layer, x);
+            if (cache is not null && cached?.Invoke(name) != false) cache.Store(name, x.detach().clone());
             return x;
         }
     }
 
-    static int? LayerOf(string name)
-    {
-        var parts = name.Split('.');
-        return parts.Length > 1 && (parts[0] is "encoder" or "decoder") && int.TryParse(parts[1], out int l) ? l : null;
-    }
-
     /// <summary>Checks a hook name (with the same kind of suggestion the decoder models give).</summary>
-    public void CheckHook(string name)
+    public void CheckHook(string name) => HookPoints.Check(name);
+
+    /// <summary>
+    /// Hooks active until the returned handle is disposed (<c>using var _ = model.Hooks(...)</c>), visible only to runs in the
+    /// same async flow, as the decoder models' scoped hooks.
+    /// </summary>
+    public IDisposable Hooks(params ForwardHookSpec[] hooks) => _hookScopes.Add(hooks);
+
+    /// <summary>Adds a hook that stays until <see cref="ResetHooks"/>.</summary>
+    public void AddPermanentHook(HookFilter filter, ForwardHook hook) => _hookScopes.AddPermanent(filter, hook);
+
+    /// <summary>Removes all permanent hooks.</summary>
+    public void ResetHooks() => _hookScopes.Reset();
+
+    Run NewRun(IReadOnlyList<ForwardHookSpec>? hooks, ActivationCache? cache, Func<string, bool>? cached)
     {
-        if (HookNames.Contains(name)) return;
-        var close = HookNames.OrderBy(n => HookRegistry.Levenshtein(n, name)).First();
-        throw new MechanistException($"unknown hook point '{name}' for {Name} (did you mean '{close}'?)");
+        foreach (var h in hooks ?? Array.Empty<ForwardHookSpec>()) if (h.Filter.ExactName is { } n) HookPoints.Check(n);
+        var all = _hookScopes.Active();
+        all.AddRange(hooks ?? Array.Empty<ForwardHookSpec>());
+        return new Run(all, cache, cached);
     }
 
     /// <summary>Logits [batch, dec_pos, vocab] of a teacher-forced run; hooks may read or replace activations.</summary>
     public Tensor Forward(Tensor inputIds, Tensor decoderInputIds, Tensor? attentionMask = null, IReadOnlyList<ForwardHookSpec>? hooks = null) =>
-        Execute(inputIds, decoderInputIds, attentionMask, new Run(hooks ?? Array.Empty<ForwardHookSpec>(), null));
+        Execute(inputIds, decoderInputIds, attentionMask, NewRun(hooks, null, null));
 
-    /// <summary>Logits and the activations at every hook point that <paramref name="names"/> accepts (all by default); the caller owns the cached tensors.</summary>
-    public (Tensor Logits, Dictionary<string, Tensor> Cache) RunWithCache(Tensor inputIds, Tensor decoderInputIds, Tensor? attentionMask = null, Func<string, bool>? names = null)
+    /// <summary>Logits and the activations at every hook point that <paramref name="names"/> accepts (all by default); dispose the cache when done.</summary>
+    public (Tensor Logits, ActivationCache Cache) RunWithCache(Tensor inputIds, Tensor decoderInputIds, Tensor? attentionMask = null, Func<string, bool>? names = null,
+        IReadOnlyList<ForwardHookSpec>? hooks = null)
     {
-        var run = new Run(Array.Empty<ForwardHookSpec>(), names ?? (_ => true));
-        var logits = Execute(inputIds, decoderInputIds, attentionMask, run);
-        return (logits, run.Cache);
+        var cache = new ActivationCache(HookPoints, Name);
+        try { return (Execute(inputIds, decoderInputIds, attentionMask, NewRun(hooks, cache, names)), cache); }
+        catch { cache.Dispose(); throw; }
     }
 
     Tensor Execute(Tensor inputIds, Tensor decoderIds, Tensor? mask, Run run)
@@ -229,24 +234,24 @@ public sealed class HookedEncoderDecoder : IDisposable
         return _w[table].index_select(0, buckets.flatten()).view(buckets.shape[0], buckets.shape[1], -1).permute(2, 0, 1).unsqueeze(0);
     }
 
-    Tensor Attention(Run run, string p, Tensor x, Tensor kv, Tensor bias, string w)
+    Tensor Attention(Run run, AttentionNames n, int l, Tensor x, Tensor kv, Tensor bias, string w)
     {
         long b = x.shape[0], q = x.shape[1], k = kv.shape[1]; int h = Config.NHeads, dk = Config.DKv;
-        var qh = run.Hook(p + "hook_q", F.linear(x, _w[w + "q.weight"]).view(b, q, h, dk));
-        var kh = run.Hook(p + "hook_k", F.linear(kv, _w[w + "k.weight"]).view(b, k, h, dk));
-        var vh = run.Hook(p + "hook_v", F.linear(kv, _w[w + "v.weight"]).view(b, k, h, dk));
+        var qh = run.Hook(n.Q, l, F.linear(x, _w[w + "q.weight"]).view(b, q, h, dk));
+        var kh = run.Hook(n.K, l, F.linear(kv, _w[w + "k.weight"]).view(b, k, h, dk));
+        var vh = run.Hook(n.V, l, F.linear(kv, _w[w + "v.weight"]).view(b, k, h, dk));
         // T5 does not divide the scores by sqrt(d_kv); the bias carries positions and the mask.
-        var scores = run.Hook(p + "hook_attn_scores", matmul(qh.permute(0, 2, 1, 3), kh.permute(0, 2, 3, 1)).add(bias, Scalars.One));
-        var pattern = run.Hook(p + "hook_pattern", F.softmax(scores.to(ScalarType.Float32), -1).to(scores.dtype));
-        var z = run.Hook(p + "hook_z", matmul(pattern, vh.permute(0, 2, 1, 3)).permute(0, 2, 1, 3));
+        var scores = run.Hook(n.Scores, l, matmul(qh.permute(0, 2, 1, 3), kh.permute(0, 2, 3, 1)).add(bias, Scalars.One));
+        var pattern = run.Hook(n.Pattern, l, F.softmax(scores.to(ScalarType.Float32), -1).to(scores.dtype));
+        var z = run.Hook(n.Z, l, matmul(pattern, vh.permute(0, 2, 1, 3)).permute(0, 2, 1, 3));
         return F.linear(z.reshape(b, q, h * dk), _w[w + "o.weight"]);
     }
 
-    Tensor FeedForward(Run run, string p, Tensor x, string w)
+    Tensor FeedForward(Run run, BlockNames n, Tensor x, string w)
     {
         Tensor Act(Tensor t) => Config.Activation == "relu" ? F.relu(t) : F.gelu(t, TorchSharp.Modules.GELU.Approximate.tanh);
-        var pre = run.Hook(p + "mlp.hook_pre", F.linear(x, _w[w + (Config.Gated ? "wi_0.weight" : "wi.weight")]));
-        var post = run.Hook(p + "mlp.hook_post", Config.Gated ? Act(pre) * F.linear(x, _w[w + "wi_1.weight"]) : Act(pre));
+        var pre = run.Hook(n.MlpPre, n.Layer, F.linear(x, _w[w + (Config.Gated ? "wi_0.weight" : "wi.weight")]));
+        var post = run.Hook(n.MlpPost, n.Layer, Config.Gated ? Act(pre) * F.linear(x, _w[w + "wi_1.weight"]) : Act(pre));
         return F.linear(post, _w[w + "wo.weight"]);
     }
 
@@ -260,45 +265,45 @@ public sealed class HookedEncoderDecoder : IDisposable
     Tensor Encode(Tensor ids, Tensor? mask, Run run)
     {
         long b = ids.shape[0], p = ids.shape[1];
-        var x = run.Hook("hook_embed", _w["shared.weight"].index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1));
+        var x = run.Hook(HookPoints.Name(HookStack.Encoder, HookKind.Embed), null, _w["shared.weight"].index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1));
         var bias = PositionBias(p, p, true, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight").add(MaskBias(mask, b, p), Scalars.One);
-        for (int l = 0; l < Config.EncoderLayers; l++)
+        foreach (var n in _encoder)
         {
-            string h = $"encoder.{l}.", w = $"encoder.block.{l}.layer.";
-            x = run.Hook(h + "hook_resid_pre", x);
-            var n1 = run.Hook(h + "ln1.hook_normalized", Norm(x, w + "0.layer_norm.weight"));
-            var attn = run.Hook(h + "hook_attn_out", Attention(run, h + "attn.", n1, n1, bias, w + "0.SelfAttention."));
-            x = run.Hook(h + "hook_resid_mid", x.add(attn, Scalars.One));
-            var mlp = run.Hook(h + "hook_mlp_out", FeedForward(run, h, run.Hook(h + "ln2.hook_normalized", Norm(x, w + "1.layer_norm.weight")), w + "1.DenseReluDense."));
-            x = run.Hook(h + "hook_resid_post", x.add(mlp, Scalars.One));
+            int l = n.Layer; string w = $"encoder.block.{l}.layer.";
+            x = run.Hook(n.ResidPre, l, x);
+            var n1 = run.Hook(n.Ln1, l, Norm(x, w + "0.layer_norm.weight"));
+            var attn = run.Hook(n.AttnOut, l, Attention(run, n.Self, l, n1, n1, bias, w + "0.SelfAttention."));
+            x = run.Hook(n.ResidMid, l, x.add(attn, Scalars.One));
+            var mlp = run.Hook(n.MlpOut, l, FeedForward(run, n, run.Hook(n.Ln2, l, Norm(x, w + "1.layer_norm.weight")), w + "1.DenseReluDense."));
+            x = run.Hook(n.ResidPost, l, x.add(mlp, Scalars.One));
         }
-        return run.Hook("encoder_final_ln.hook_normalized", Norm(x, "encoder.final_layer_norm.weight"));
+        return run.Hook(HookPoints.Name(HookStack.Encoder, HookKind.LnFinalNormalized), null, Norm(x, "encoder.final_layer_norm.weight"));
     }
 
     Tensor Decode(Tensor ids, Tensor enc, Tensor? encMask, Run run)
     {
         long b = ids.shape[0], p = ids.shape[1], e = enc.shape[1];
-        var y = run.Hook("hook_decoder_embed", _w["shared.weight"].index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1));
+        var y = run.Hook(HookPoints.Name(HookStack.Decoder, HookKind.Embed), null, _w["shared.weight"].index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1));
         var causal = ones(p, p, dtype: ScalarType.Bool).triu(1);
         var selfBias = PositionBias(p, p, false, "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
             .masked_fill(causal, Scalars.Of(float.MinValue));
         var crossBias = MaskBias(encMask, b, e);
-        for (int l = 0; l < Config.DecoderLayers; l++)
+        foreach (var n in _decoder)
         {
-            string h = $"decoder.{l}.", w = $"decoder.block.{l}.layer.";
-            y = run.Hook(h + "hook_resid_pre", y);
-            var n1 = run.Hook(h + "ln1.hook_normalized", Norm(y, w + "0.layer_norm.weight"));
-            y = run.Hook(h + "hook_resid_mid", y.add(run.Hook(h + "hook_attn_out", Attention(run, h + "attn.", n1, n1, selfBias, w + "0.SelfAttention.")), Scalars.One));
-            var n2 = run.Hook(h + "ln2.hook_normalized", Norm(y, w + "1.layer_norm.weight"));
-            y = run.Hook(h + "hook_resid_mid_cross", y.add(run.Hook(h + "hook_cross_attn_out", Attention(run, h + "cross_attn.", n2, enc, crossBias, w + "1.EncDecAttention.")), Scalars.One));
-            var n3 = run.Hook(h + "ln3.hook_normalized", Norm(y, w + "2.layer_norm.weight"));
-            y = run.Hook(h + "hook_resid_post", y.add(run.Hook(h + "hook_mlp_out", FeedForward(run, h, n3, w + "2.DenseReluDense.")), Scalars.One));
+            int l = n.Layer; string w = $"decoder.block.{l}.layer.";
+            y = run.Hook(n.ResidPre, l, y);
+            var n1 = run.Hook(n.Ln1, l, Norm(y, w + "0.layer_norm.weight"));
+            y = run.Hook(n.ResidMid, l, y.add(run.Hook(n.AttnOut, l, Attention(run, n.Self, l, n1, n1, selfBias, w + "0.SelfAttention.")), Scalars.One));
+            var n2 = run.Hook(n.Ln2, l, Norm(y, w + "1.layer_norm.weight"));
+            y = run.Hook(n.ResidMidCross, l, y.add(run.Hook(n.CrossOut, l, Attention(run, n.Cross, l, n2, enc, crossBias, w + "1.EncDecAttention.")), Scalars.One));
+            var n3 = run.Hook(n.Ln3, l, Norm(y, w + "2.layer_norm.weight"));
+            y = run.Hook(n.ResidPost, l, y.add(run.Hook(n.MlpOut, l, FeedForward(run, n, n3, w + "2.DenseReluDense.")), Scalars.One));
         }
-        y = run.Hook("decoder_final_ln.hook_normalized", Norm(y, "decoder.final_layer_norm.weight"));
+        y = run.Hook(HookPoints.Name(HookStack.Decoder, HookKind.LnFinalNormalized), null, Norm(y, "decoder.final_layer_norm.weight"));
         // Tied embeddings: the decoder output is rescaled by d_model^-0.5 before the shared unembedding.
         if (Config.Tied) y = y.mul(Scalars.Of(Math.Pow(Config.DModel, -0.5)));
-        y = run.Hook("unembed.hook_in", y);
-        return run.Hook("unembed.hook_out", F.linear(y, Config.Tied ? _w["shared.weight"] : _w["lm_head.weight"]));
+        y = run.Hook(HookPoints.Name(HookStack.Decoder, HookKind.UnembedIn), null, y);
+        return run.Hook(HookPoints.Name(HookStack.Decoder, HookKind.UnembedOut), null, F.linear(y, Config.Tied ? _w["shared.weight"] : _w["lm_head.weight"]));
     }
 
     /// <summary>Logits from any decoder residual [..., d_model]: the decoder's final norm, the tied rescale and the unembedding (the logit lens).</summary>
@@ -354,7 +359,7 @@ public sealed class HookedEncoderDecoder : IDisposable
         if (maxNewTokens < 1) throw new MechanistException("generate needs at least one new token");
         using var noGrad = no_grad();
         Check(inputIds, "input_ids");
-        var run = new Run(Array.Empty<ForwardHookSpec>(), null);
+        var run = NewRun(null, null, null);
         using var scope = NewDisposeScope();
         var enc = Encode(inputIds, null, run);
         var ids = new List<long> { Config.DecoderStart };

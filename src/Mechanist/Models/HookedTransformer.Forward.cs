@@ -39,15 +39,7 @@ public sealed partial class HookedTransformer
     Tensor Hook(ForwardState s, string name, int? layer, Tensor x)
     {
         var ctx = new HookContext(name, layer);
-        foreach (var spec in s.Forward)
-        {
-            if (!spec.Filter.Matches(name)) continue;
-            var replaced = spec.Hook(x, ctx);
-            if (replaced is null) continue;
-            if (!replaced.shape.SequenceEqual(x.shape))
-                throw new MechanistException($"hook at '{name}' returned shape [{string.Join(", ", replaced.shape)}] for an activation of shape [{string.Join(", ", x.shape)}]");
-            x = replaced.device == x.device && replaced.dtype == x.dtype ? replaced : replaced.to(x.dtype, x.device);
-        }
+        x = HookDispatch.Forward(s.Forward, name, layer, x);
         foreach (var splice in s.Splices)
             if (splice.AtHook(name, x, (n, v) => Hook(s, n, layer, v)) is { } spliced) x = spliced;
         foreach (var spec in s.Backward)

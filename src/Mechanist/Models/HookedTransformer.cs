@@ -32,8 +32,7 @@ public sealed partial class HookedTransformer : IDisposable
     readonly BlockHookNames[] _blockNames;
     readonly HookRegistry _hookPoints;
     readonly Rotary? _rotary, _localRotary;
-    readonly List<ForwardHookSpec> _permanentHooks = new();
-    readonly AsyncLocal<ScopedHooks?> _scopedHooks = new();
+    readonly HookScopes _hookScopes;
 
     /// <summary>Builds a model from a configuration and its weights (ownership of the weights passes to the model).</summary>
     public HookedTransformer(TransformerConfig config, TransformerWeights weights, TextTokenizer? tokenizer = null, string name = "model")
@@ -43,6 +42,7 @@ public sealed partial class HookedTransformer : IDisposable
         Device = weights.WE.device;
         DType = weights.WE.dtype;
         _hookPoints = new HookRegistry(config);
+        _hookScopes = new HookScopes(() => _hookPoints);
         _blockNames = Enumerable.Range(0, config.NLayers).Select(l => new BlockHookNames(l)).ToArray();
         if (config.Positional == PositionKind.Rotary) _rotary = new Rotary(config, Device);
         if (config.Positional == PositionKind.Rotary && config.LocalRopeTheta is { } local) _localRotary = new Rotary(config with { RopeTheta = local, RopeScaling = null }, Device);
@@ -124,42 +124,21 @@ public sealed partial class HookedTransformer : IDisposable
         options.Splices.Count == 0 ? _hookPoints : _hookPoints.With(options.Splices.SelectMany(sp => sp.AddedPoints(_hookPoints)));
 
     /// <summary>Adds a hook that stays until <see cref="ResetHooks"/> (TransformerLens's permanent hooks).</summary>
-    public void AddPermanentHook(HookFilter filter, ForwardHook hook)
-    {
-        if (filter.ExactName is { } n) _hookPoints.Check(n);
-        lock (_permanentHooks) _permanentHooks.Add(new ForwardHookSpec(filter, hook));
-    }
+    public void AddPermanentHook(HookFilter filter, ForwardHook hook) => _hookScopes.AddPermanent(filter, hook);
 
     /// <summary>Removes all permanent hooks.</summary>
-    public void ResetHooks() { lock (_permanentHooks) _permanentHooks.Clear(); }
+    public void ResetHooks() => _hookScopes.Reset();
 
     /// <summary>
     /// Hooks active until the returned handle is disposed (<c>using var _ = model.Hooks(...)</c>). They are
     /// visible only to runs in the same async flow, so concurrent callers never see each other's hooks.
     /// </summary>
-    public IDisposable Hooks(params ForwardHookSpec[] hooks)
-    {
-        foreach (var h in hooks) if (h.Filter.ExactName is { } n) _hookPoints.Check(n);
-        var scoped = new ScopedHooks(hooks, _scopedHooks.Value, this);
-        _scopedHooks.Value = scoped;
-        return scoped;
-    }
-
-    sealed class ScopedHooks(IReadOnlyList<ForwardHookSpec> hooks, ScopedHooks? parent, HookedTransformer owner) : IDisposable
-    {
-        public IReadOnlyList<ForwardHookSpec> Hooks { get; } = hooks;
-        public ScopedHooks? Parent { get; } = parent;
-        public void Dispose() { if (owner._scopedHooks.Value == this) owner._scopedHooks.Value = Parent; }
-    }
+    public IDisposable Hooks(params ForwardHookSpec[] hooks) => _hookScopes.Add(hooks);
 
     /// <summary>The forward hooks of a run (permanent, scoped, then the run's own), every exact name checked.</summary>
     List<ForwardHookSpec> ActiveForwardHooks(RunOptions o, HookRegistry points)
     {
-        var all = new List<ForwardHookSpec>();
-        lock (_permanentHooks) all.AddRange(_permanentHooks);
-        var scopes = new Stack<ScopedHooks>();
-        for (var s = _scopedHooks.Value; s != null; s = s.Parent) scopes.Push(s);
-        foreach (var s in scopes) all.AddRange(s.Hooks);
+        var all = _hookScopes.Active();
         foreach (var h in o.Hooks) if (h.Filter.ExactName is { } n) CheckFires(points, n, o, "hook point");
         foreach (var h in o.BackwardHooks) if (h.Filter.ExactName is { } n) CheckFires(points, n, o, "backward hook point");
         all.AddRange(o.Hooks);

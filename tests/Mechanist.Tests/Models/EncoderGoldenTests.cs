@@ -83,7 +83,7 @@ public class EncoderDecoderGoldenTests
         return (HookedEncoderDecoder.Load(dir, new ModelOpenOptions { Offline = true }), SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors")));
     }
 
-    static void CheckStates(HookedEncoderDecoder model, SafetensorsFile reference, Dictionary<string, Tensor> cache, Tensor logits, string suffix, Tensor? encoderRows)
+    static void CheckStates(HookedEncoderDecoder model, SafetensorsFile reference, ActivationCache cache, Tensor logits, string suffix, Tensor? encoderRows)
     {
         Tensor Enc(Tensor t) => encoderRows is null ? t : t[encoderRows];
         TensorAssert.Close(reference.Read($"logits{suffix}"), logits, Tol, $"t5 logits{suffix}");
@@ -109,12 +109,44 @@ public class EncoderDecoderGoldenTests
         using var _m = model; using var _r = reference;
         using var scope = NewDisposeScope();
         var (logits, cache) = model.RunWithCache(reference.Read("input_ids"), reference.Read("decoder_input_ids"));
-        CheckStates(model, reference, cache, logits, "", null);
+        using (cache) CheckStates(model, reference, cache, logits, "", null);
         var mask = reference.Read("attention_mask_padded");
         (logits, cache) = model.RunWithCache(reference.Read("input_ids_padded"), reference.Read("decoder_input_ids"), mask);
-        CheckStates(model, reference, cache, logits, "_padded", mask.to(ScalarType.Bool));
+        using (cache) CheckStates(model, reference, cache, logits, "_padded", mask.to(ScalarType.Bool));
         Assert.Contains("decoder.1.cross_attn.hook_pattern", model.HookNames);
         Assert.Contains("did you mean 'decoder.1.cross_attn.hook_pattern'", Assert.Throws<MechanistException>(() => model.CheckHook("decoder.1.cross_attn.hook_patern")).Message);
+    }
+
+    [Fact]
+    public void T5HooksRunOnTheSharedRuntimeCheckedAndScopedAsEveryModels()
+    {
+        var (model, reference) = Open();
+        using var _m = model; using var _r = reference;
+        using var scope = NewDisposeScope();
+        var input = reference.Read("input_ids"); var decoder = reference.Read("decoder_input_ids");
+        var c = model.Config;
+        // The registry knows both stacks by kind, with shapes as numbers.
+        var cross = model.HookPoints.Get(HookStack.Decoder, HookKind.CrossPattern, 1);
+        Assert.Equal("decoder.1.cross_attn.hook_pattern", cross.Name);
+        Assert.Equal("[batch, " + c.NHeads + ", dec_pos, enc_pos]", cross.Shape.ToString());
+        Assert.Equal(c.DModel, model.HookPoints.Get(HookStack.Encoder, HookKind.ResidPost, 0).Shape.Width);
+        // A hook returning the wrong shape is refused, as in a decoder model (it used to be taken silently).
+        string point = model.HookPoints.Name(HookStack.Encoder, HookKind.ResidPost, 0);
+        var bad = new ForwardHookSpec(point, (x, _) => x[.., ..1]);
+        Assert.Contains($"hook at '{point}' returned shape", Assert.Throws<MechanistException>(() => model.Forward(input, decoder, null, new[] { bad })).Message);
+        // Scoped hooks apply to every run in their scope, then stop; the cache is an ActivationCache read by stack, kind and layer.
+        var plain = model.Forward(input, decoder);
+        using (model.Hooks(new ForwardHookSpec(model.HookPoints.Name(HookStack.Decoder, HookKind.MlpOut, 0), (x, _) => zeros_like(x))))
+        {
+            var (ablated, cache) = model.RunWithCache(input, decoder);
+            using (cache)
+            {
+                Assert.Equal(0.0, cache[HookStack.Decoder, HookKind.MlpOut, 0].abs().sum().item<float>());
+                Assert.True((ablated - plain).abs().max().item<float>() > 1e-4);
+            }
+        }
+        TensorAssert.Close(plain, model.Forward(input, decoder), 0, "after the scope");
+        Assert.Throws<MechanistException>(() => model.Hooks(new ForwardHookSpec("decoder.9.hook_mlp_out", (x, _) => x)));
     }
 
     [Fact]

@@ -60,7 +60,7 @@ public sealed class EncoderDecoderWorkbenchTests : IAsyncLifetime
         Assert.Equal(3, models[0].GetProperty("encoderLayers").GetInt32());
         Assert.Equal(2, models[0].GetProperty("layers").GetInt32());
         Assert.Contains(models[0].GetProperty("hooks").EnumerateArray(), h => h.GetProperty("name").GetString() == "decoder.1.cross_attn.hook_pattern"
-            && h.GetProperty("shape").GetString() == "[batch, head, dec_pos, enc_pos]");
+            && h.GetProperty("shape").GetString() == "[batch, 4, dec_pos, enc_pos]");
         Assert.Equal("encoder", models[1].GetProperty("kind").GetString());
         Assert.Equal("decoder", models[2].GetProperty("kind").GetString());
 
@@ -107,7 +107,7 @@ public sealed class EncoderDecoderWorkbenchTests : IAsyncLifetime
                 }
             }
         }
-        finally { foreach (var t in cache.Values) t.Dispose(); }
+        finally { cache.Dispose(); }
         var oneHead = await Post("/api/attention", new { model = "t5", prompt = Prompt, layers = new[] { 2 }, heads = new[] { 1 } });
         // Layer 2 exists in the encoder only; each stack returns the asked layers it has.
         Assert.Equal(new[] { 1, 0, 0 }, oneHead.GetProperty("stacks").EnumerateArray().Select(s => s.GetProperty("heads").GetArrayLength()));
