@@ -147,6 +147,18 @@ public class EncoderDecoderGoldenTests
         }
         TensorAssert.Close(plain, model.Forward(input, decoder), 0, "after the scope");
         Assert.Throws<MechanistException>(() => model.Hooks(new ForwardHookSpec("decoder.9.hook_mlp_out", (x, _) => x)));
+
+        // The lens's last row is the model's own output, and its records hold logits as logits (a decoder model's lens does too):
+        // the top token's logit is the model's logit there, its probability the softmax.
+        var lens = Mechanist.Analysis.EncoderDecoderAnalyses.Lens(model, input[..1], decoder[..1]);
+        var last = model.Forward(input[..1], decoder[..1])[0];
+        for (int p = 0; p < lens.Ids.Length; p++)
+        {
+            var top = lens.Layers[^1].Positions[p].Top[0];
+            Assert.Equal(last[p].argmax().item<long>(), top.Id);
+            Assert.Equal(last[p].max().item<float>(), top.Logit, 3);
+            Assert.Equal(last[p].softmax(-1).max().item<float>(), top.Prob, 4);
+        }
     }
 
     [Fact]
