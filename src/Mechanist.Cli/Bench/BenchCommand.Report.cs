@@ -1,16 +1,4 @@
-using Mechanist.Tensors;
-using Mechanist.Reporting;
-using System.CommandLine;
-using System.Diagnostics;
 using System.Text;
-using System.Text.Json;
-using Mechanist.Analysis;
-using Mechanist.Dictionaries;
-using Mechanist.Dictionaries.Training;
-using Mechanist.IO;
-using Mechanist.Microscope;
-using Mechanist.Models;
-using static TorchSharp.torch;
 
 namespace Mechanist.Cli.Bench;
 

@@ -221,29 +221,29 @@ public sealed class HookRegistry
         var points = new List<HookPoint>();
         void Add(string name, HookStack stack, HookKind kind, int? layer, params long[] dims) =>
             points.Add(new HookPoint(name, kind, layer, new HookShape(dims), points.Count, Stack: stack));
+        void Attention(string p, HookStack stack, int l, HookKind[] k, long queries, long keys)
+        {
+            Add(p + "hook_q", stack, k[0], l, B, queries, h, dk);
+            Add(p + "hook_k", stack, k[1], l, B, keys, h, dk);
+            Add(p + "hook_v", stack, k[2], l, B, keys, h, dk);
+            Add(p + "hook_attn_scores", stack, k[3], l, B, h, queries, keys);
+            Add(p + "hook_pattern", stack, k[4], l, B, h, queries, keys);
+            Add(p + "hook_z", stack, k[5], l, B, queries, h, dk);
+        }
         void Block(HookStack stack, int l)
         {
             string p = $"{(stack == HookStack.Encoder ? "encoder" : "decoder")}.{l}.";
             long P = stack == HookStack.Encoder ? E : D;
             Add(p + "hook_resid_pre", stack, HookKind.ResidPre, l, B, P, d);
             Add(p + "ln1.hook_normalized", stack, HookKind.Ln1Normalized, l, B, P, d);
-            Add(p + "attn.hook_q", stack, HookKind.Q, l, B, P, h, dk);
-            Add(p + "attn.hook_k", stack, HookKind.K, l, B, P, h, dk);
-            Add(p + "attn.hook_v", stack, HookKind.V, l, B, P, h, dk);
-            Add(p + "attn.hook_attn_scores", stack, HookKind.AttnScores, l, B, h, P, P);
-            Add(p + "attn.hook_pattern", stack, HookKind.Pattern, l, B, h, P, P);
-            Add(p + "attn.hook_z", stack, HookKind.Z, l, B, P, h, dk);
+            Attention(p + "attn.", stack, l, new[] { HookKind.Q, HookKind.K, HookKind.V, HookKind.AttnScores, HookKind.Pattern, HookKind.Z }, P, P);
             Add(p + "hook_attn_out", stack, HookKind.AttnOut, l, B, P, d);
             Add(p + "hook_resid_mid", stack, HookKind.ResidMid, l, B, P, d);
             Add(p + "ln2.hook_normalized", stack, HookKind.Ln2Normalized, l, B, P, d);
             if (stack == HookStack.Decoder)
             {
-                Add(p + "cross_attn.hook_q", stack, HookKind.CrossQ, l, B, D, h, dk);
-                Add(p + "cross_attn.hook_k", stack, HookKind.CrossK, l, B, E, h, dk);
-                Add(p + "cross_attn.hook_v", stack, HookKind.CrossV, l, B, E, h, dk);
-                Add(p + "cross_attn.hook_attn_scores", stack, HookKind.CrossAttnScores, l, B, h, D, E);
-                Add(p + "cross_attn.hook_pattern", stack, HookKind.CrossPattern, l, B, h, D, E);
-                Add(p + "cross_attn.hook_z", stack, HookKind.CrossZ, l, B, D, h, dk);
+                // Decoder queries over encoder keys and values.
+                Attention(p + "cross_attn.", stack, l, new[] { HookKind.CrossQ, HookKind.CrossK, HookKind.CrossV, HookKind.CrossAttnScores, HookKind.CrossPattern, HookKind.CrossZ }, D, E);
                 Add(p + "hook_cross_attn_out", stack, HookKind.CrossAttnOut, l, B, D, d);
                 Add(p + "hook_resid_mid_cross", stack, HookKind.ResidMidCross, l, B, D, d);
                 Add(p + "ln3.hook_normalized", stack, HookKind.Ln3Normalized, l, B, D, d);
