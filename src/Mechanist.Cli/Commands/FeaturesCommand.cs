@@ -217,18 +217,28 @@ public sealed class FeaturesCommand : ICliCommand
     static Command ExportCommand(CliContext ctx)
     {
         var db = Db();
-        var output = new Option<string>("--out") { Description = "Folder; features go to DIR/features/SCAN/INDEX.json as circuit-tracer's frontend reads them.", Required = true };
-        var scan = new Option<string>("--scan") { Description = "Scan name (default: the dictionary folder's name)." };
-        var features = new Option<string>("--features") { Description = "Comma-separated LAYER:FEATURE list (default: every feature that fired)." };
-        var cmd = new Command("export", "Export features as circuit-tracer / Neuronpedia feature JSON files.") { db, output, scan, features };
+        var output = new Option<string>("--out") { Description = "Folder. bin: index.json.gz and layer_L.bin at its top (serve it as circuit-tracer's features_dir); json: DIR/features/SCAN/INDEX.json.", Required = true };
+        var layout = new Option<string>("--layout") { Description = "bin (circuit-tracer's newest layout: an index and one binary file per layer) or json (one file per feature, the older layout and Neuronpedia's).", DefaultValueFactory = _ => "bin" };
+        var scan = new Option<string>("--scan") { Description = "transcoder_id written in each feature; with --layout json also the folder name (default: the dictionary folder's name)." };
+        var features = new Option<string>("--features") { Description = "With --layout json: comma-separated LAYER:FEATURE list (default: every feature that fired). The bin layout holds every feature." };
+        layout.AcceptOnlyFromAmong("bin", "json");
+        var cmd = new Command("export", "Export features in circuit-tracer's feature layouts (its frontend and Neuronpedia read them).") { db, output, layout, scan, features };
         cmd.SetAction(parse =>
         {
             var store = OpenStore(parse.GetValue(db)!);
+            string scanName = parse.GetValue(scan) ?? Path.GetFileName(store.Info.Dictionary.TrimEnd('/', '\\'));
+            string dir = parse.GetValue(output)!;
+            if (parse.GetValue(layout) == "bin")
+            {
+                if (parse.GetValue(features) is not null) throw new MechanistException("--features goes with --layout json: the bin layout holds every feature");
+                int records = FeatureExport.WriteBinary(store, dir, scanName);
+                ctx.Out.WriteLine($"wrote {records:N0} feature records ({store.Info.Layers.Length} layer file(s)) and index.json.gz to {dir}");
+                return 0;
+            }
             var list = parse.GetValue(features)?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
                 .Select(s => { var (li, f) = store.Resolve(s); return (store.Info.Layers[li], f); }).ToList();
-            string scanName = parse.GetValue(scan) ?? Path.GetFileName(store.Info.Dictionary.TrimEnd('/', '\\'));
-            int n = FeatureExport.Write(store, parse.GetValue(output)!, scanName, list);
-            ctx.Out.WriteLine($"wrote {n:N0} feature file(s) to {Path.Combine(parse.GetValue(output)!, "features", scanName)}");
+            int n = FeatureExport.Write(store, dir, scanName, list);
+            ctx.Out.WriteLine($"wrote {n:N0} feature file(s) to {Path.Combine(dir, "features", scanName)}");
             return 0;
         });
         return cmd;

@@ -27,12 +27,13 @@ public sealed class TraceCommand : ICliCommand
         var maxEdges = new Option<int?>("--max-edges-per-row") { Description = "Keep at most this many edges into each node (the largest |A|; the rest still count in the row's normalisation). Default: every nonzero edge." };
         var output = new Option<string>("--out") { Description = "Graph JSON file (circuit-tracer's frontend schema); with --prompts, a folder of them.", Required = true };
         var prompts = new Option<string>("--prompts") { Description = "A file of prompts, one per line: one graph each (prompt-00000.json, ...) in the --out folder." };
+        var scanOption = new Option<string>("--scan") { Description = "metadata.scan of the graph: where circuit-tracer's frontend finds features (default: the transcoder folder's absolute path, as circuit-tracer writes for local transcoders; serve a 'features export' folder as its features_dir)." };
         var shard = new Option<string>("--shard") { Description = "With --prompts: i/N, trace prompts i, i+N, ... (merge the shards with 'mechanist trace merge DIR')." };
         var target = new Option<string[]>("--target") { Description = "A token to attribute (repeatable; \" Austin\" or #id) instead of the most likely ones." };
         var targetDiff = new Option<string[]>("--target-diff") { Description = "Attribute a logit difference: two tokens, e.g. --target-diff \" Austin\" \" Dallas\".", Arity = new ArgumentArity(2, 2), AllowMultipleArgumentsPerToken = true };
         var cmd = new Command("trace", "Attribution graph of a prompt: features, errors and tokens to the top logits, pruned, as circuit-tracer graph JSON.");
         input.AddTo(cmd, tokensFile: false);
-        foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures, maxEdges, prompts, shard }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures, maxEdges, prompts, shard, scanOption }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
             AttributionVocabulary.Share("logit probability", parse.GetValue(logitProb));
@@ -50,7 +51,7 @@ public sealed class TraceCommand : ICliCommand
             if (parse.GetValue(targetDiff) is { Length: 2 } diff) targets.Add(new LogitTarget(TokenText.AnswerId(model, diff[0]), TokenText.AnswerId(model, diff[1])));
             // Counts (--max-logits, --max-feature-nodes, --max-edges-per-row) are checked at parse time (CountOptions).
             int? maxFeatureNodes = parse.GetValue(maxFeatures), maxEdgesPerRow = parse.GetValue(maxEdges);
-            string scan = Path.GetFileName(dir.TrimEnd('/'));
+            string scan = parse.GetValue(scanOption) ?? Path.GetFullPath(dir).TrimEnd('/', '\\');
 
             // One prompt → one graph file; prints a summary and the top features when asked.
             void TraceTo(TorchSharp.torch.Tensor tokens, string path, bool print, string? promptText)

@@ -219,7 +219,7 @@ public sealed class FeatureStoreTests
         Assert.Equal("Texas cities", card.GetProperty("summary").GetProperty("label").GetString());
         Assert.NotEqual("Texas cities", card.GetProperty("summary").GetProperty("autoLabel").GetString());
 
-        (code, stdout, err) = CliRunner.Run("features", "export", "--db", dir.Path, "--out", export.Path, "--features", first);
+        (code, stdout, err) = CliRunner.Run("features", "export", "--db", dir.Path, "--out", export.Path, "--layout", "json", "--features", first);
         Assert.True(code == 0, err);
         var parts = first.Split(':').Select(int.Parse).ToArray();
         long index = (long)(parts[0] + parts[1]) * (parts[0] + parts[1] + 1) / 2 + parts[1];
@@ -231,6 +231,56 @@ public sealed class FeatureStoreTests
         int at = ex.GetProperty("train_token_ind").GetInt32();
         Assert.Equal(card.GetProperty("top")[0].GetProperty("activation").GetSingle(), ex.GetProperty("tokens_acts_list")[at].GetSingle(), 5);
         Assert.Equal(card.GetProperty("summary").GetProperty("max").GetSingle(), file.GetProperty("act_max").GetSingle(), 5);
+
+        // circuit-tracer's newest layout, read as its frontend reads it: index.json.gz (a list by layer of {filename, offsets}), the
+        // feature's byte range of the layer's .bin, a 4-byte little-endian length, zlib-compressed JSON; the Cantor index unpaired.
+        using var bin = new TempDir();
+        (code, _, err) = CliRunner.Run("features", "export", "--db", dir.Path, "--out", bin.Path);
+        Assert.True(code == 0, err);
+        var store = FeatureStore.Open(Path.Combine(dir.Path, FeatureBuild.MergedName));
+        JsonElement indexJson;
+        using (var gz = new System.IO.Compression.GZipStream(File.OpenRead(Path.Combine(bin.Path, "index.json.gz")), System.IO.Compression.CompressionMode.Decompress))
+            indexJson = JsonSerializer.Deserialize<JsonElement>(gz);
+        long w = (long)Math.Floor((Math.Sqrt(8.0 * index + 1) - 1) / 2), y = index - (w * w + w) / 2, x = w - y;   // cantorUnpair
+        Assert.Equal((parts[0], parts[1]), ((int)x, (int)y));
+        var entry = indexJson[(int)x];
+        var offsets = entry.GetProperty("offsets").EnumerateArray().Select(o => o.GetInt64()).ToArray();
+        Assert.Equal(store.Info.DDict + 1, offsets.Length);
+        Assert.Equal(new FileInfo(Path.Combine(bin.Path, entry.GetProperty("filename").GetString()!)).Length, offsets[^1]);
+        var bytes = File.ReadAllBytes(Path.Combine(bin.Path, entry.GetProperty("filename").GetString()!))[(int)offsets[y]..(int)offsets[y + 1]];
+        int length = bytes[0] | bytes[1] << 8 | bytes[2] << 16 | bytes[3] << 24;
+        Assert.Equal(bytes.Length - 4, length);
+        JsonElement feature;
+        using (var z = new System.IO.Compression.ZLibStream(new MemoryStream(bytes, 4, length), System.IO.Compression.CompressionMode.Decompress))
+            feature = JsonSerializer.Deserialize<JsonElement>(z);
+        var dashboard = store.Dashboard(parts[0], parts[1]);
+        Assert.Equal(index, feature.GetProperty("index").GetInt64());
+        Assert.Equal(dashboard.Summary.Frequency, feature.GetProperty("activation_frequency").GetDouble(), 9);
+        // Percentiles ascending, 100 of them, the last the maximum, each inside the store's quarter-octave bin where its rank falls.
+        var q = feature.GetProperty("quantile_values").EnumerateArray().Select(v => v.GetDouble()).ToArray();
+        double min = feature.GetProperty("act_min").GetDouble(), max = feature.GetProperty("act_max").GetDouble();
+        Assert.Equal(100, q.Length);
+        Assert.Equal(q.Order(), q);
+        Assert.Equal(dashboard.Summary.Max, q[^1], 5);
+        long total = dashboard.Histogram.Sum(b => b.Count), seen = 0;
+        foreach (var b in dashboard.Histogram)
+        {
+            for (int i = 0; i < 99; i++)
+            {
+                double rank = (i + 1) / 100.0 * total;
+                if (rank > seen && rank <= seen + b.Count) Assert.InRange(q[i], b.Low - 1e-9, Math.Min(b.High, dashboard.Summary.Max) + 1e-9);
+            }
+            seen += b.Count;
+        }
+        // The histogram counts every firing between act_min and act_max, and every firing shown lies there.
+        Assert.Equal(dashboard.Summary.Count, feature.GetProperty("histogram").EnumerateArray().Sum(v => v.GetDouble()), 1);
+        foreach (var group in feature.GetProperty("examples_quantiles").EnumerateArray())
+            foreach (var e in group.GetProperty("examples").EnumerateArray())
+            {
+                var acts = e.GetProperty("tokens_acts_list").EnumerateArray().Select(a => a.GetDouble()).ToArray();
+                Assert.Equal(e.GetProperty("tokens").GetArrayLength(), acts.Length);
+                Assert.All(acts.Where(a => a > 0), a => Assert.InRange(a, min - 1e-6, max + 1e-6));
+            }
 
         // Bad input: unknown feature, bad spec, missing store.
         Assert.Contains("out of range", CliRunner.Run("features", "show", "--db", dir.Path, "0:99999").Err);
