@@ -28,7 +28,7 @@ public sealed record FeatureSketchSettings(int TopK = 20, int PerInterval = 4, i
 /// <summary>
 /// What a streaming pass keeps for every feature of one dictionary layer, in memory bounded by the number of features
 /// (never by the corpus): firing count, activation sum and maximum, a histogram of activations in quarter-octave bins,
-/// the top-k examples (a window repeated token for token counts once, as its best occurrence), and per octave of activation the examples with the smallest hashes (a bottom-k sample, so that
+/// the top-k examples (a window repeated token for token counts once, as its best occurrence), and per octave of activation the distinct windows with the smallest hashes (a bottom-k sample, so that
 /// sketches of disjoint shards merge into exactly the sketch of the whole corpus).
 /// </summary>
 public sealed class FeatureSketch
@@ -139,6 +139,15 @@ public sealed class FeatureSketch
 
     void InsertSample(List<FeatureExample> sample, FeatureExample e)
     {
+        // A window repeated token for token counts once, as its occurrence with the smallest hash: the sample is then exactly the
+        // distinct windows with the smallest such hashes, whatever the order of occurrences or shards (one eviction argument as for the top).
+        for (int j = 0; j < sample.Count; j++)
+            if (sample[j].Ids.AsSpan().SequenceEqual(e.Ids))
+            {
+                if (e.Hash >= sample[j].Hash) return;
+                sample.RemoveAt(j);
+                break;
+            }
         int i = sample.Count;
         while (i > 0 && e.Hash < sample[i - 1].Hash) i--;
         sample.Insert(i, e);

@@ -88,14 +88,18 @@ public sealed class FeatureStoreTests
                 for (int i = 0; i < want.Count; i++) Near(want[i].A, d.Top[i].Activation);
                 // The firing token is marked and its activation is in the window.
                 foreach (var e in d.Top) Assert.Equal(e.Activation, e.Acts[e.MaxIndex]);
-                // Per octave: the examples with the smallest hashes of (layer, feature, text, position).
+                // Per octave: the distinct windows whose smallest hash of (layer, feature, text, position) over their occurrences is
+                // smallest, each as that occurrence (a repeated text never shows twice).
                 foreach (var interval in d.Intervals)
                 {
                     int i = (int)Math.Round(Math.Log2(Math.Max(interval.Low, Math.Pow(2, -10)))) + 10;
                     var inInterval = group.Where(x => Math.Clamp((int)Math.Floor(Math.Log2(x.A)) + 10, 0, 19) == i).ToList();
                     Assert.Equal(inInterval.Count, interval.Count);
-                    var sample = inInterval.OrderBy(x => FeatureSketch.HashOf(l, group.Key, x.Text, x.Pos)).Take(Small.PerInterval).Select(x => (x.Text, x.Pos));
-                    Assert.Equal(sample, interval.Examples.Select(e => (e.Text, e.Position)));
+                    var distinct = new List<(ulong Hash, long Text, int Pos, long[] W)>();
+                    foreach (var x in inInterval.OrderBy(x => FeatureSketch.HashOf(l, group.Key, x.Text, x.Pos)))
+                        if (!distinct.Any(y => y.W.SequenceEqual(x.Window))) distinct.Add((FeatureSketch.HashOf(l, group.Key, x.Text, x.Pos), x.Text, x.Pos, x.Window));
+                    Assert.Equal(distinct.Take(Small.PerInterval).Select(x => (x.Text, x.Pos)), interval.Examples.Select(e => (e.Text, e.Position)));
+                    Assert.Equal(interval.Examples.Length, interval.Examples.Select(e => string.Join(",", e.Tokens)).Distinct().Count());
                 }
                 checkedTop++;
             }
