@@ -113,7 +113,7 @@ public sealed class DictCommand : ICliCommand
     {
         var model = CommonOptions.Model(required: false);
         var offline = CommonOptions.Offline();
-        var dict = new Option<string>("--dict") { Description = "Dictionary folder (circuit-tracer or SAELens format).", Required = true };
+        var dict = new Option<string>("--dict") { Description = "Dictionary folder (circuit-tracer or SAELens format), or a hub repository org/name[@revision].", Required = true };
         var corpus = new Option<string>("--corpus") { Description = "Evaluation texts (default: held-out toy corpus for built-in models, else texts the model writes)." };
         var tokens = new Option<long>("--tokens") { Description = "Tokens to evaluate on.", DefaultValueFactory = _ => 20_000 };
         var json = CommonOptions.Json();
@@ -121,7 +121,7 @@ public sealed class DictCommand : ICliCommand
         cmd.SetAction(parse =>
         {
             using var m = ModelInput.Load(parse.GetValue(model), parse, parse.GetValue(offline), ctx);
-            using var bundle = DictionaryBundle.Load(parse.GetValue(dict)!);
+            using var bundle = DictionaryBundle.Load(DictionaryInput.Resolve(parse.GetValue(dict)!, parse.GetValue(offline), ctx));
             var (_, texts, _) = Texts(parse.GetValue(corpus), parse.GetValue(model), m, 0, ctx);
             var list = CorpusReader.TakeTokens(m.Tokenizer ?? throw new MechanistException($"{m.Name} has no tokenizer"), texts, parse.GetValue(tokens));
             bundle.CheckFits(m);
@@ -138,13 +138,13 @@ public sealed class DictCommand : ICliCommand
 
     Command Info(CliContext ctx)
     {
-        var dir = new Argument<string>("folder") { Description = "Dictionary folder." };
+        var dir = new Argument<string>("folder") { Description = "Dictionary folder, or a hub repository org/name[@revision]." };
         var json = CommonOptions.Json();
         var cmd = new Command("info", "Describe a dictionary folder: format, kind, layers, widths, activation, where it reads.") { dir, json };
         cmd.SetAction(parse =>
         {
             string folder = parse.GetValue(dir)!;
-            using var bundle = DictionaryBundle.Load(folder);
+            using var bundle = DictionaryBundle.Load(DictionaryInput.Resolve(folder, offline: false, ctx));
             var info = bundle.Describe();
             if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(info, JsonFormat.Options)); return 0; }
             foreach (var p in info.GetType().GetProperties()) ctx.Out.WriteLine($"{p.Name,-12} {p.GetValue(info)}");

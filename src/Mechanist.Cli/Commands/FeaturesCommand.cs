@@ -37,7 +37,7 @@ public sealed class FeaturesCommand : ICliCommand
     {
         var model = CommonOptions.Model(required: false);
         var offline = CommonOptions.Offline();
-        var dict = new Option<string>("--dict") { Description = "Dictionary folder: circuit-tracer transcoders/CLT or an SAELens SAE (default for built-in models: their CLT)." };
+        var dict = new Option<string>("--dict") { Description = "Dictionary folder or hub repository (org/name[@revision]): circuit-tracer transcoders/CLT or an SAELens SAE (default for built-in models: their CLT)." };
         var corpus = new Option<string>("--corpus") { Description = "Text file (one per line), JSONL with \"text\", or a folder of them. Default for built-in models: the toy corpus (--texts lines)." };
         var texts = new Option<int>("--texts") { Description = "Lines of the toy corpus when no --corpus is given.", DefaultValueFactory = _ => 5_000 };
         var maxTexts = new Option<long>("--max-texts") { Description = "Read only the corpus's first N texts." };
@@ -59,7 +59,7 @@ public sealed class FeaturesCommand : ICliCommand
                 throw new MechanistException($"--context '{parse.GetValue(context)}': give BEFORE,AFTER token counts, e.g. 12,4");
             if (parse.GetValue(batchTexts) is < 1 or > 4096) throw new MechanistException("--batch-texts must be within 1..4096");
             string modelName = parse.GetValue(model) ?? ToyPresets.DefaultName;
-            string dictDir = parse.GetValue(dict) ?? TraceCommand.DefaultTranscoders(parse.GetValue(model));
+            string dictDir = parse.GetValue(dict) is { } given ? DictionaryInput.Resolve(given, parse.GetValue(offline), ctx) : TraceCommand.DefaultTranscoders(parse.GetValue(model));
             Func<IEnumerable<string>> texts0;
             if (parse.GetValue(corpus) is { } c) { _ = CorpusReader.Read(c); texts0 = () => CorpusReader.Read(c); }
             else if (ToyPresets.All.Any(p => p.Name == modelName)) { int n = parse.GetValue(texts), s = parse.GetValue(seed); texts0 = () => new ToyCorpus(s + 1000).Lines(n); }

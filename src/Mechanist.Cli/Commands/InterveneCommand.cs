@@ -17,7 +17,7 @@ public sealed class InterveneCommand : ICliCommand
     public Command Build(CliContext ctx)
     {
         var input = new ModelInput();
-        var transcoders = new Option<string>("--transcoders") { Description = "Transcoder or CLT folder (default: the built-in model's shipped CLT)." };
+        var transcoders = new Option<string>("--transcoders") { Description = "Transcoder or CLT folder, or a hub repository org/name[@revision] (default: the built-in model's shipped CLT)." };
         var set = new Option<string[]>("--set") { Description = "LAYER:POSITION:FEATURE=VALUE (repeatable; POSITION negative from the end or * for every position; FEATURE a comma list for a supernode; VALUE xK scales the activation).", AllowMultipleArgumentsPerToken = true };
         var swapFrom = new Option<string>("--swap-from") { Description = "Instead of --set: a donor prompt whose active features at --swap-donor-position replace the prompt's at --swap-position (a concept swap, e.g. \"The capital of Oregon is\")." };
         var swapLayers = new Option<string>("--swap-layers") { Description = "Layers swapped: a range 0-1 or a list 0,2 (default: every layer)." };
@@ -38,7 +38,7 @@ public sealed class InterveneCommand : ICliCommand
             if ((sets is null) == (donorText is null)) throw new MechanistException("give --set LAYER:POSITION:FEATURE=VALUE or --swap-from \"PROMPT\" (one of them)");
             var layers = ParseLayers(parse.GetValue(swapLayers));
             using var model = input.LoadModel(parse, ctx);
-            string dir = parse.GetValue(transcoders) ?? BuiltInModels.RequireTranscoders(parse.GetValue(input.Model));
+            string dir = parse.GetValue(transcoders) is { } transcoderSpec ? DictionaryInput.Resolve(transcoderSpec, parse.GetValue(input.Offline), ctx) : BuiltInModels.RequireTranscoders(parse.GetValue(input.Model));
             using var bundle = CircuitTracerFormat.Load(dir, model.Device);
             var (tokens, _) = input.ReadInput(parse, model);
             using var _t = tokens;

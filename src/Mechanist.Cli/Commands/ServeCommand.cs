@@ -15,7 +15,7 @@ public sealed class ServeCommand : ICliCommand
         var host = new Option<string>("--host") { Description = "Address to bind (loopback by default).", DefaultValueFactory = _ => "127.0.0.1" };
         var offline = CommonOptions.Offline();
         var features = new Option<string[]>("--features") { Description = "Feature stores to browse and label (features.db or its build folder; repeatable)." };
-        var transcoders = new Option<string[]>("--transcoders") { Description = "MODEL=DIR: circuit-tracer transcoders for a served model's graphs and interventions (repeatable; built-in models bring their CLT)." };
+        var transcoders = new Option<string[]>("--transcoders") { Description = "MODEL=DIR or MODEL=org/name[@revision]: circuit-tracer transcoders for a served model's graphs and interventions (repeatable; built-in models bring their CLT)." };
         var graphs = new Option<string>("--graphs") { Description = "Folder where traced graphs and their saved pins and supernodes are kept (default: mechanist-graphs in the temp folder)." };
         var cmd = new Command("serve", "Serve the web workbench locally.") { models, port, host, offline, features, transcoders, graphs };
         cmd.SetAction(async (parse, ct) =>
@@ -43,8 +43,9 @@ public sealed class ServeCommand : ICliCommand
                 if (kv.Length == 2 && served.Any(m => m.EncoderDecoder is { } ed && ModelRegistry.DisplayName(ed.Name) == kv[0]))
                     throw new MechanistException($"--transcoders '{spec}': {kv[0]} is an encoder-decoder; transcoders trace decoder-only models");
                 if (kv.Length != 2 || !loaded.Any(m => ModelRegistry.DisplayName(m) == kv[0])) throw new MechanistException($"--transcoders '{spec}': give MODEL=DIR for a served model ({string.Join(", ", loaded.Select(ModelRegistry.DisplayName))})");
-                if (!Mechanist.Dictionaries.Formats.CircuitTracerFormat.IsFolder(kv[1])) throw new MechanistException($"--transcoders: {kv[1]} is not a circuit-tracer transcoder folder");
-                dirs[kv[0]] = kv[1];
+                string folder = DictionaryInput.Resolve(kv[1], offline: false, ctx);
+                if (!Mechanist.Dictionaries.Formats.CircuitTracerFormat.IsFolder(folder)) throw new MechanistException($"--transcoders: {kv[1]} is not a circuit-tracer transcoder folder");
+                dirs[kv[0]] = folder;
             }
             await using var server = WorkbenchServer.Create(served, new WorkbenchOptions { Host = parse.GetValue(host)!, Port = p, FeatureStores = stores, Transcoders = dirs,
                 GraphDir = parse.GetValue(graphs) });

@@ -16,7 +16,7 @@ public sealed class TraceCommand : ICliCommand
     public Command Build(CliContext ctx)
     {
         var input = new ModelInput();
-        var transcoders = new Option<string>("--transcoders") { Description = "Transcoder or CLT folder (circuit-tracer format). Default: the built-in model's shipped CLT." };
+        var transcoders = new Option<string>("--transcoders") { Description = "Transcoder or CLT folder (circuit-tracer format), or a hub repository org/name[@revision] resolved in the Hugging Face cache and downloaded when missing. Default: the built-in model's shipped CLT." };
         var maxLogits = new Option<int>("--max-logits") { Description = "At most this many logit targets.", DefaultValueFactory = _ => 10 };
         var logitProb = new Option<double>("--logit-prob") { Description = "Logit targets until their cumulative probability reaches this.", DefaultValueFactory = _ => 0.95 };
         var nodeThreshold = new Option<double>("--node-threshold") { Description = "Keep nodes holding this share of the influence.", DefaultValueFactory = _ => AttributionVocabulary.DefaultNodeThreshold };
@@ -45,7 +45,7 @@ public sealed class TraceCommand : ICliCommand
             var (shardIndex, shardCount) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));
             if (promptFile is null && parse.GetValue(shard) is not null) throw new MechanistException("--shard goes with --prompts FILE");
             using var model = input.LoadModel(parse, ctx);
-            string dir = parse.GetValue(transcoders) ?? DefaultTranscoders(parse.GetValue(input.Model));
+            string dir = parse.GetValue(transcoders) is { } given ? DictionaryInput.Resolve(given, parse.GetValue(input.Offline), ctx) : DefaultTranscoders(parse.GetValue(input.Model));
             using var bundle = CircuitTracerFormat.Load(dir, model.Device);
             var targets = (parse.GetValue(target) ?? Array.Empty<string>()).Select(t => new LogitTarget(TokenText.AnswerId(model, t))).ToList();
             if (parse.GetValue(targetDiff) is { Length: 2 } diff) targets.Add(new LogitTarget(TokenText.AnswerId(model, diff[0]), TokenText.AnswerId(model, diff[1])));

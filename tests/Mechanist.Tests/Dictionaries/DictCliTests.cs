@@ -79,7 +79,7 @@ public class DictCliTests
 
         (code, _, err) = CliRunner.Run("dict", "info", dir.File("nothing-here"));
         Assert.Equal(2, code);
-        Assert.Contains("dictionary folder not found", err);
+        Assert.Contains("not a folder here, and not a hub repository id", err);
         Directory.CreateDirectory(dir.File("empty"));
         (code, _, err) = CliRunner.Run("dict", "info", dir.File("empty"));
         Assert.Equal(2, code);
