@@ -330,8 +330,9 @@ public sealed class FeatureStore
 
     /// <summary>
     /// The share of each feature's top-example activation that sits on a token that is the query (weight 1) or right
-    /// after it (weight ½), damped by how many of its top examples do (n / (n + 4)): a feature whose top examples are the
-    /// query token scores near 1, a dense feature that fires everywhere or one stray firing next to the query low.
+    /// after it (weight ½), times the feature's largest activation, damped by how many of its top examples do (n / (n + 2))
+    /// and by how dense it is (1 − firing frequency): a strong feature whose top examples are the query (or what follows it)
+    /// comes first; a weak one that fires on every name, a dense one, or one stray firing next to the query comes later.
     /// </summary>
     Dictionary<(int, int), double> Relevance(SqliteConnection c, string query, IReadOnlyList<FeatureHit> hits)
     {
@@ -346,6 +347,7 @@ public sealed class FeatureStore
         if (ids.Count == 0 || hits.Count == 0) return new();
         var candidates = hits.Select(h => (h.LayerIndex, h.Feature)).ToHashSet();
         var on = new Dictionary<(int, int), double>(); var all = new Dictionary<(int, int), double>(); var count = new Dictionary<(int, int), int>();
+        var max = new Dictionary<(int, int), double>();
         using (var cmd = c.CreateCommand())
         {
             cmd.CommandText = "SELECT layer_index, feature, position, start, activation, ids FROM examples WHERE kind = 0";
@@ -359,12 +361,15 @@ public sealed class FeatureStore
                 var tokens = JsonSerializer.Deserialize<long[]>(r.Text("ids")) ?? Array.Empty<long>();
                 double weight = at >= 0 && at < tokens.Length && ids.Contains(tokens[at]) ? 1 : at >= 1 && at - 1 < tokens.Length && ids.Contains(tokens[at - 1]) ? 0.5 : 0;
                 all[key] = all.GetValueOrDefault(key) + act;
+                max[key] = Math.Max(max.GetValueOrDefault(key), act);
                 if (weight == 0) continue;
                 on[key] = on.GetValueOrDefault(key) + weight * act;
                 count[key] = count.GetValueOrDefault(key) + 1;
             }
         }
-        return on.Where(kv => all[kv.Key] > 0).ToDictionary(kv => kv.Key, kv => kv.Value / all[kv.Key] * count[kv.Key] / (count[kv.Key] + 4.0));
+        var density = hits.ToDictionary(h => (h.LayerIndex, h.Feature), h => h.Frequency);
+        return on.Where(kv => all[kv.Key] > 0).ToDictionary(kv => kv.Key,
+            kv => kv.Value / all[kv.Key] * max[kv.Key] * count[kv.Key] / (count[kv.Key] + 2.0) * (1 - density.GetValueOrDefault(kv.Key)));
     }
 
     /// <summary>A token's text as a word: without the leading space markers of byte-level and SentencePiece vocabularies, lower case.</summary>

@@ -264,6 +264,8 @@ public class HostileInputTests
         // Ranked by frequency before, the densest feature (firing on most tokens, its contexts naming Dallas too) came first.
         var densest = store.Search("dallas", limit: 1000).MaxBy(h => h.Count)!;
         Assert.DoesNotContain(hits, h => (h.Layer, h.Feature) == (densest.Layer, densest.Feature));
+        // The Dallas features of the two-hop circuit (0:776 and 1:559 in its graph, firing right after "Dallas") are among the first five.
+        Assert.Contains(hits, h => (h.Layer, h.Feature) is (0, 776) or (1, 559));
         // Each of the first five has top examples firing on "Dallas" or right after it.
         foreach (var h in hits)
         {
