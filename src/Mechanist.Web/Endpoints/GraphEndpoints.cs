@@ -66,7 +66,7 @@ public sealed class GraphEndpoints(AnalysisRunner runner, RequestInputs inputs, 
         string name = models.Resolve(r.Model);
         var bundle = models.Transcoders(name, m);
         var (node, edge) = AttributionVocabulary.Thresholds(r.NodeThreshold, r.EdgeThreshold);
-        int maxFeatures = Math.Clamp(r.MaxFeatureNodes ?? 400, 1, 5000);
+        int maxFeatures = Math.Clamp(r.MaxFeatureNodes ?? AttributionVocabulary.DefaultWorkbenchFeatureNodes, 1, 5000);
         string slug = "g-" + Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes($"{name}\n{r.Prompt}\n{maxFeatures}\n{node}\n{edge}")))[..12].ToLowerInvariant();
         string path = Path.Combine(graphDir, slug + ".json");
         string tmp = Path.Combine(graphDir, $".{slug}.{Guid.NewGuid():N}.tracing");

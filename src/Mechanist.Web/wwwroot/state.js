@@ -2,7 +2,7 @@
 // this module; views never import the shell.
 const defaults = { view: 'run', prompt: 'When Mary and John went to the store, John gave a drink to', target: '' };
 const keys = ['view', 'model', 'prompt', 'target', 'clean', 'corrupt', 'answer', 'wrong', 'what', 'layer', 'head', 'store', 'q', 'feature', 'graph', 'gprompt',
-  'pinned', 'groups', 'nt', 'et', 'sub', 'decoder', 'stack', 'pos'];
+  'pinned', 'groups', 'nt', 'et', 'sub', 'decoder', 'stack', 'pos', 'budget'];
 
 export function state() {
   const p = new URLSearchParams(location.hash.slice(1));

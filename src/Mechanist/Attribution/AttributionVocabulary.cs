@@ -12,6 +12,9 @@ public static class AttributionVocabulary
     /// <summary>Default share of the edge scores kept by edge pruning (circuit-tracer's default).</summary>
     public const double DefaultEdgeThreshold = 0.98;
 
+    /// <summary>The workbench's default feature-node budget of a trace (the CLI's default is every active feature); either is written in the graph's metadata.</summary>
+    public const int DefaultWorkbenchFeatureNodes = 400;
+
     /// <summary>Intervention modes: free (circuit-tracer's default), constrained, replacement.</summary>
     public static readonly NameTable<InterventionMode> Modes = new("intervention mode",
         new[] { (InterventionMode.Free, "free"), (InterventionMode.Constrained, "constrained"), (InterventionMode.Replacement, "replacement") });

@@ -23,9 +23,9 @@ public static class GraphFile
 
     /// <summary>Writes the graph atomically. <paramref name="tokenText"/> names tokens (default "&lt;id&gt;", as for models without a tokenizer).</summary>
     public static void Write(string path, AttributionGraph graph, PrunedGraph influence, bool pruned, double nodeThreshold = 0.8,
-        string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null, string? promptText = null)
+        string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null, string? promptText = null, int? maxFeatureNodes = null)
     {
-        var text = Serialize(graph, influence, pruned, nodeThreshold, slug, scan, tokenText, promptText);
+        var text = Serialize(graph, influence, pruned, nodeThreshold, slug, scan, tokenText, promptText, maxFeatureNodes);
         AtomicFile.WriteText(path, text);
     }
 
@@ -90,9 +90,9 @@ public static class GraphFile
         return old.Select(g => g!).ToList();
     }
 
-    /// <summary>The JSON text.</summary>
+    /// <summary>The JSON text; <paramref name="maxFeatureNodes"/>, when the trace had a feature budget, is written as metadata.max_feature_nodes.</summary>
     public static string Serialize(AttributionGraph graph, PrunedGraph influence, bool pruned, double nodeThreshold = 0.8,
-        string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null, string? promptText = null)
+        string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null, string? promptText = null, int? maxFeatureNodes = null)
     {
         int n = graph.Nodes.Length;
         tokenText ??= id => $"<{id}>";
@@ -124,6 +124,9 @@ public static class GraphFile
             // The prompt as given, when known (a word-level vocabulary's tokens do not concatenate back into it).
             w.WriteString("prompt", promptText ?? string.Concat(labels));
             if (pruned) w.WriteNumber("node_threshold", nodeThreshold); else w.WriteNull("node_threshold");
+            // Ours (circuit-tracer's frontend ignores it): the feature-node budget the trace visited, so a reader knows why two
+            // traces of one prompt differ.
+            if (maxFeatureNodes is { } budget) w.WriteNumber("max_feature_nodes", budget);
             w.WriteNumber("schema_version", 1);
             w.WriteEndObject();
             w.WriteStartObject("qParams");

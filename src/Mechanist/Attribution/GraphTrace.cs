@@ -36,7 +36,7 @@ public static class GraphTrace
         using var pruned = Pruning.Prune(graph, nodeThreshold, edgeThreshold);
         var scores = Pruning.Scores(graph, pruned);
         GraphFile.Write(path, graph, pruned, prune, nodeThreshold, slug: slug ?? System.IO.Path.GetFileNameWithoutExtension(path), scan: scan,
-            tokenText: model.Tokenizer is null ? null : id => TokenText.Of(model, id), promptText: promptText);
+            tokenText: model.Tokenizer is null ? null : id => TokenText.Of(model, id), promptText: promptText, maxFeatureNodes: options.MaxFeatureNodes);
         inspect?.Invoke(graph, pruned);
         return new GraphTraceSummary(path, graph.Nodes.Length, graph.Nodes.Count(n => n.Kind == NodeKind.Feature), graph.Nodes.Count(n => n.Kind == NodeKind.Logit),
             pruned.NodeMask.Count(k => k), pruned.KeptEdges, scores.Replacement, scores.Completeness, clock.Elapsed.TotalSeconds);

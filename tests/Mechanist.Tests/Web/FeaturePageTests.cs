@@ -151,6 +151,10 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         // The side panel is drawn last (after the node labels load); node positions on screen are final only then.
         await page.WaitForSelectorAsync("#graph-pins h3");
         Assert.Contains("graph=g-", page.Url);
+        // The feature budget is asked in the form, sent, written in the graph's metadata and said above the graph.
+        Assert.Contains("with a budget of 400 feature nodes", await page.InnerTextAsync("#graph-budget-note"));
+        Assert.Equal(400, await page.EvaluateAsync<int>(
+            "async () => (await (await fetch('/api/graphs/' + new URLSearchParams(location.hash.slice(1)).get('graph'))).json()).metadata.max_feature_nodes"));
         // The most influential features at the last position ("is").
         var top = await page.EvaluateAsync<string[]>(@"() => window.mechanistGraph.explorer.data.nodes
             .filter(n => n.feature_type === 'cross layer transcoder' && n.ctx_idx === 8).sort((a, b) => a.influence - b.influence).slice(0, 10).map(n => n.node_id)");

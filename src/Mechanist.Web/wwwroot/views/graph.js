@@ -260,6 +260,7 @@ export async function render(root, s) {
   root.innerHTML = `<h2>Attribution graph</h2>
     <form id="graph-form" class="inline">
       <input id="graph-prompt" size="50" value="${esc(s.gprompt || 'The capital of the state containing Dallas is')}">
+      <label title="features visited in order of estimated influence (the CLI's trace visits every active feature unless --max-feature-nodes)">feature budget <input id="graph-budget" type="number" min="1" max="5000" value="${esc(s.budget || '400')}" style="width:5em"></label>
       <button type="submit">Trace</button>
       <select id="graph-saved"><option value="">saved graphs…</option>${saved.graphs.map(g => `<option value="${esc(g.slug)}"${g.slug === s.graph ? ' selected' : ''}>${esc(g.prompt ?? g.slug)}</option>`).join('')}</select>
       <label class="file">open JSON <input id="graph-file" type="file" accept=".json,application/json"></label>
@@ -278,8 +279,9 @@ export async function render(root, s) {
     const prompt = root.querySelector('#graph-prompt').value;
     root.querySelector('#graph-message').innerHTML = '<p class="muted">Tracing…</p>';
     try {
-      const g = await api('/api/graph', { model: s.model, prompt });
-      setState({ graph: g.metadata.slug, gprompt: prompt, pinned: '', groups: '' });
+      const budget = Number(root.querySelector('#graph-budget').value) || 400;
+      const g = await api('/api/graph', { model: s.model, prompt, maxFeatureNodes: budget });
+      setState({ graph: g.metadata.slug, gprompt: prompt, budget: String(budget), pinned: '', groups: '' });
     } catch (err) { root.querySelector('#graph-message').innerHTML = `<p class="error">${esc(err.message)}</p>`; }
   });
   root.querySelector('#graph-saved').addEventListener('change', e => { if (e.target.value) setState({ graph: e.target.value, pinned: '', groups: '' }); });
@@ -294,7 +296,9 @@ export async function render(root, s) {
 
 async function show(root, s, graph, slug) {
   if (!Array.isArray(graph?.nodes) || !Array.isArray(graph?.links)) throw new Error('a graph file has "nodes" and "links" arrays');
-  root.querySelector('#graph-message').innerHTML = '';
+  const meta = graph.metadata ?? {};
+  const features = graph.nodes.filter(n => featureOf(n)).length;
+  root.querySelector('#graph-message').innerHTML = `<p class="muted" id="graph-budget-note">${features} feature nodes shown; traced ${meta.max_feature_nodes ? `with a budget of ${esc(String(meta.max_feature_nodes))} feature nodes` : 'over every active feature (no budget recorded)'}</p>`;
   const data = prepare(graph);
   const canvas = root.querySelector('#graph-canvas');
   canvas.style.height = Math.min(900, Math.max(420, data.height * Math.min(1, (canvas.clientWidth - 20) / data.width) + 40)) + 'px';
