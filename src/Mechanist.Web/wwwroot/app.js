@@ -17,7 +17,12 @@ const views = { models, run, attention, lens, microscope, heads, patch, features
 // Views a model kind does not have (greyed out; opened, they show the server's message naming the kind): an encoder-decoder (T5)
 // has only these five; an encoder (BERT) neither generates (Steering) nor has next tokens for the microscope.
 const encoderDecoderViews = ['models', 'run', 'attention', 'lens', 'patch'];
-const unsupported = (kind, view) => kind === 'encoder-decoder' ? !encoderDecoderViews.includes(view) : kind === 'encoder' && ['microscope', 'steer'].includes(view);
+// Expert routing needs a mixture-of-experts model.
+const unsupported = (model, view) => {
+  const kind = model?.kind;
+  if (kind === 'encoder-decoder') return !encoderDecoderViews.includes(view);
+  return (kind === 'encoder' && ['microscope', 'steer'].includes(view)) || (view === 'experts' && !(model?.experts > 0));
+};
 
 async function render() {
   const s = state();
@@ -26,12 +31,13 @@ async function render() {
   document.getElementById('prompt').value = s.prompt;
   document.getElementById('target').value = s.target;
   document.getElementById('model').value = s.model || modelList[0]?.name || '';
-  const kind = modelList.find(m => m.name === (s.model || modelList[0]?.name))?.kind;
+  const model = modelList.find(m => m.name === (s.model || modelList[0]?.name));
+  const kind = model?.kind;
   const encoderDecoder = kind === 'encoder-decoder';
   document.querySelectorAll('#nav a').forEach(a => {
-    const off = unsupported(kind, a.dataset.view);
+    const off = unsupported(model, a.dataset.view);
     a.classList.toggle('unsupported', off);
-    a.title = off ? `not available for an ${kind} model` : '';
+    a.title = !off ? '' : a.dataset.view === 'experts' && kind !== 'encoder-decoder' ? 'needs a mixture-of-experts model' : `not available for an ${kind} model`;
   });
   document.getElementById('decoder').value = s.decoder;
   document.getElementById('decoder-label').style.display = encoderDecoder && ['run', 'attention', 'lens', 'patch'].includes(s.view) ? '' : 'none';

@@ -23,8 +23,9 @@ public sealed record HookPointInfo(string Name, string Shape);
 /// <param name="Hooks">Hook points in forward order.</param>
 /// <param name="Kind">"decoder" (causal LM), "encoder" (bidirectional, e.g. BERT) or "encoder-decoder" (T5).</param>
 /// <param name="EncoderLayers">Encoder blocks of an encoder-decoder (<paramref name="Layers"/> are then its decoder blocks); 0 otherwise.</param>
+/// <param name="Experts">Experts per MLP of a mixture-of-experts model; 0 for a dense one.</param>
 public sealed record ModelSummary(string Name, string Architecture, int Layers, int DModel, int Heads, int KvHeads, int DHead, int DMlp,
-    int Vocab, int Context, long Parameters, HookPointInfo[] Hooks, string Kind = "decoder", int EncoderLayers = 0)
+    int Vocab, int Context, long Parameters, HookPointInfo[] Hooks, string Kind = "decoder", int EncoderLayers = 0, int Experts = 0)
 {
     /// <summary>The summary of an encoder-decoder (context 0: relative positions set no limit).</summary>
     public static ModelSummary Of(HookedEncoderDecoder m, string? name = null)
@@ -40,6 +41,6 @@ public sealed record ModelSummary(string Name, string Architecture, int Layers, 
         var c = m.Config;
         return new ModelSummary(name ?? m.Name, c.Architecture, c.NLayers, c.DModel, c.NHeads, c.NKvHeads, c.DHead, c.AttnOnly ? 0 : c.DMlp,
             c.VocabSize, c.NCtx, m.Weights.ParameterCount, m.HookPoints.Firing(attnResult).Select(p => new HookPointInfo(p.Name, p.Shape.ToString())).ToArray(),
-            c.Causal ? "decoder" : "encoder");
+            c.Causal ? "decoder" : "encoder", Experts: c.Moe?.Experts ?? 0);
     }
 }

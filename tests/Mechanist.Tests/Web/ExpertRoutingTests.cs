@@ -62,5 +62,14 @@ public sealed class ExpertRoutingTests : IAsyncLifetime
         Assert.Equal(3 * tokens * 2, await page.Locator("#routing .expert").CountAsync());
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = FeaturePageTests.ScreenshotPath("experts.png"), FullPage = true });
         Assert.Empty(errors);
+        // The models list says which models have experts; the Experts view is greyed out for a dense one, and not for the MoE
+        // (opened anyway, it shows the server's refusal).
+        Assert.DoesNotContain("unsupported", await page.GetAttributeAsync("#nav a[data-view=experts]", "class") ?? "");
+        await page.SelectOptionAsync("#model", "toy-4l");
+        await page.WaitForFunctionAsync("() => document.querySelector('#nav a[data-view=experts]').classList.contains('unsupported')");
+        Assert.Equal("needs a mixture-of-experts model", await page.GetAttributeAsync("#nav a[data-view=experts]", "title"));
+        Assert.DoesNotContain("unsupported", await page.GetAttributeAsync("#nav a[data-view=run]", "class") ?? "");
+        await page.WaitForSelectorAsync("#view .error");
+        Assert.Contains("no mixture-of-experts layers", await page.InnerTextAsync("#view .error"));
     }
 }
