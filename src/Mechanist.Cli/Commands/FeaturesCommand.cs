@@ -120,6 +120,8 @@ public sealed class FeaturesCommand : ICliCommand
             string Context(ShownExample ex) => string.Concat(ex.Tokens.Select((t, i) => i == ex.MaxIndex ? $"[bold yellow]«{Markup.Escape(t)}»[/]" : Markup.Escape(t)));
             if (d.DecoderNorms is { Length: > 0 } norms)
                 console.MarkupLine($"decoder norm into layer: {string.Join("  ", norms.Select((n, l) => $"L{l} {n:F2}"))}");
+            if (d.Similar is { Length: > 0 } near)
+                console.MarkupLine($"similar (output-direction cosine): {string.Join("  ", near.Select(n => $"{n.Layer}:{n.Feature} {n.Cosine:F2}"))}");
             // The activation histogram as bars (quarter-octave bins with firings).
             if (d.Histogram.Length > 0)
             {

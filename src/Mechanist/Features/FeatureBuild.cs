@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.IO;
 using Mechanist.Analysis;
 using Mechanist.Cluster;
@@ -79,7 +80,8 @@ public static class FeatureBuild
         else
         {
             sketches = source.Layers.Select((_, li) => new FeatureSketch(li, source.DDict, o.Sketch)).ToArray();
-            effects = source.Layers.Select((_, li) => Effects(model, source, li, o.Logits, vocab)).ToArray();
+            var similar = Similar(source, SimilarCount);
+            effects = source.Layers.Select((_, li) => Effects(model, source, li, o.Logits, vocab) with { Similar = similar[li] }).ToArray();
         }
 
         long textsDone = info.TextsDone, tokens = info.Tokens, sinceSave = 0;
@@ -200,6 +202,42 @@ public static class FeatureBuild
     }
 
     /// <summary>The top and bottom logits of every feature of a layer (its output direction · W_U) and, for a CLT, its decoder norms.</summary>
+    /// <summary>Similar features kept per feature.</summary>
+    public const int SimilarCount = 8;
+
+    /// <summary>
+    /// Per dictionary layer and feature, the <paramref name="k"/> other features (of any layer) whose output directions (a CLT
+    /// feature's: the sum of its decoders) have the largest cosine with its own, largest first; dead directions (zero) have none.
+    /// </summary>
+    public static SimilarFeature[][][] Similar(FeatureSource source, int k)
+    {
+        using var scope = NewDisposeScope();
+        int layers = source.Layers.Length, f = source.DDict;
+        var all = cat(Enumerable.Range(0, layers).Select(li => source.OutputDirections(li)).ToArray(), 0);          // [layers·f, d]
+        var norms = all.norm(1, true);
+        var unit = all.div(norms.ClampMin(1e-12));
+        k = Math.Min(k, layers * f - 1);
+        var result = Enumerable.Range(0, layers).Select(_ => new SimilarFeature[f][]).ToArray();
+        var alive = norms.squeeze(1).Gt(0).data<bool>().ToArray();
+        for (int s = 0; s < layers * f; s += 512)
+        {
+            using var chunk = NewDisposeScope();
+            int e = Math.Min(layers * f, s + 512);
+            var cos = matmul(unit[s..e], unit.t());                                                                   // [rows, layers·f]
+            cos.index_put_(SafeOps.Full(new long[] { e - s }, -2f), SafeOps.Arange(e - s), SafeOps.Arange(s, e));      // never oneself
+            var (values, indices) = cos.topk(Math.Max(1, k), 1);
+            var v = values.data<float>().ToArray(); var ix = indices.data<long>().ToArray();
+            for (int row = s; row < e; row++)
+            {
+                int j = row - s;
+                result[row / f][row % f] = !alive[row] || k < 1 ? Array.Empty<SimilarFeature>()
+                    : Enumerable.Range(0, k).Where(x => alive[ix[j * k + x]]).Select(x => new SimilarFeature(source.Layers[(int)(ix[j * k + x] / f)], (int)(ix[j * k + x] % f), Math.Round(v[j * k + x], 4))).ToArray();
+            }
+        }
+        return result;
+    }
+
+    /// <summary>Top and bottom logits (and for a CLT decoder norms) of each feature of dictionary layer <paramref name="layerIndex"/>.</summary>
     public static FeatureEffects Effects(HookedTransformer model, FeatureSource source, int layerIndex, int k, string[] vocab)
     {
         using var scope = NewDisposeScope();

@@ -28,7 +28,14 @@ public sealed record TokenValue(string Token, long Id, float Value);
 /// <param name="TopLogits">Per feature, the tokens whose logits its output direction raises most (W_dec · W_U).</param>
 /// <param name="BottomLogits">Per feature, the tokens it lowers most.</param>
 /// <param name="DecoderNorms">For a CLT: per feature, its decoder norm into each model layer.</param>
-public sealed record FeatureEffects(TokenValue[][] TopLogits, TokenValue[][] BottomLogits, float[][]? DecoderNorms);
+/// <param name="Similar">Per feature, the features whose output directions are closest (see <see cref="FeatureBuild.Similar"/>).</param>
+public sealed record FeatureEffects(TokenValue[][] TopLogits, TokenValue[][] BottomLogits, float[][]? DecoderNorms, SimilarFeature[][]? Similar = null);
+
+/// <summary>A feature whose output direction is close to another's.</summary>
+/// <param name="Layer">Its model layer.</param>
+/// <param name="Feature">Its index.</param>
+/// <param name="Cosine">Cosine similarity of the two features' output directions (a CLT feature's: the sum of its decoders).</param>
+public sealed record SimilarFeature(int Layer, int Feature, double Cosine);
 
 /// <summary>One bin of a feature's activation histogram.</summary>
 /// <param name="Low">Lower edge.</param>
@@ -77,5 +84,6 @@ public sealed record FeatureHit(int LayerIndex, int Layer, int Feature, string L
 /// <param name="DecoderNorms">For a CLT: decoder norm per model layer.</param>
 /// <param name="Top">Top-activating examples.</param>
 /// <param name="Intervals">Sampled examples per activation interval, highest first.</param>
+/// <param name="Similar">The features (of any layer) whose output directions are closest, closest first (empty for stores built before they were kept).</param>
 public sealed record FeatureDashboard(FeatureHit Summary, string DictionaryKind, HistogramBin[] Histogram, TokenValue[] TopLogits, TokenValue[] BottomLogits,
-    float[]? DecoderNorms, ShownExample[] Top, ExampleInterval[] Intervals);
+    float[]? DecoderNorms, ShownExample[] Top, ExampleInterval[] Intervals, SimilarFeature[]? Similar = null);

@@ -92,6 +92,7 @@ public sealed class FeatureStore
                     CREATE TABLE examples(layer_index INTEGER, feature INTEGER, kind INTEGER, interval INTEGER, rank INTEGER, text INTEGER, position INTEGER,
                         activation REAL, hash INTEGER, start INTEGER, ids TEXT, acts TEXT);
                     CREATE TABLE labels(layer_index INTEGER, feature INTEGER, label TEXT, explanation TEXT, updated TEXT, PRIMARY KEY(layer_index, feature));
+                    CREATE TABLE similar(layer_index INTEGER, feature INTEGER, features TEXT, PRIMARY KEY(layer_index, feature)) WITHOUT ROWID;
                     """);
                 using var tx = c.BeginTransaction();
                 Insert(c, "INSERT INTO meta VALUES ($a, $b)", ("schema", SchemaVersion.ToString()));
@@ -101,6 +102,7 @@ public sealed class FeatureStore
                 using var feat = Prepared(c, "INSERT INTO features VALUES ($a, $b, $c, $d, $e, $f, $g, $h, $i, $j, $k)", 11);
                 using var ex = Prepared(c, "INSERT INTO examples VALUES ($a, $b, $c, $d, $e, $f, $g, $h, $i, $j, $k, $l)", 12);
                 using var layer = Prepared(c, "INSERT INTO layers VALUES ($a, $b)", 2);
+                using var similar = Prepared(c, "INSERT INTO similar VALUES ($a, $b, $c)", 3);
                 for (int li = 0; li < sketches.Count; li++)
                 {
                     var s = sketches[li]; var eff = effects[li];
@@ -114,6 +116,7 @@ public sealed class FeatureStore
                             JsonSerializer.Serialize(s.Histogram.AsSpan(f * FeatureSketch.HistogramBins, FeatureSketch.HistogramBins).ToArray()),
                             JsonFormat.Serialize(eff.TopLogits[f]), JsonFormat.Serialize(eff.BottomLogits[f]),
                             eff.DecoderNorms is null ? null : JsonSerializer.Serialize(eff.DecoderNorms[f]), auto, search);
+                        if (eff.Similar?[f] is { Length: > 0 } near) Run(similar, (long)li, (long)f, JsonFormat.Serialize(near));
                         for (int r = 0; r < top.Count; r++) Example(ex, li, f, 0, -1, r, top[r]);
                         for (int i = 0; i < FeatureSketch.Intervals; i++)
                             if (s.Sampled[f * FeatureSketch.Intervals + i] is { } sample)
@@ -160,6 +163,15 @@ public sealed class FeatureStore
     static void Example(SqliteCommand cmd, int li, int f, int kind, int interval, int rank, FeatureExample e) =>
         Run(cmd, (long)li, (long)f, (long)kind, (long)interval, (long)rank, e.Text, (long)e.Position, (double)e.Activation, unchecked((long)e.Hash), (long)e.Start,
             JsonSerializer.Serialize(e.Ids), JsonSerializer.Serialize(e.Acts));
+
+    /// <summary>Whether a table exists (tables added after a store was built, as <c>similar</c>, are optional).</summary>
+    static bool HasTable(SqliteConnection c, string name)
+    {
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $n";
+        cmd.Parameters.AddWithValue("$n", name);
+        return Convert.ToInt64(cmd.ExecuteScalar()) > 0;
+    }
 
     static void Exec(SqliteConnection c, string sql) { using var cmd = c.CreateCommand(); cmd.CommandText = sql; cmd.ExecuteNonQuery(); }
 
@@ -231,7 +243,16 @@ public sealed class FeatureStore
                 else (s.Sampled[f * FeatureSketch.Intervals + r.Int("interval")] ??= new List<FeatureExample>()).Add(e);
             }
         }
-        return (sketches, Enumerable.Range(0, sketches.Length).Select(li => new FeatureEffects(top[li], bottom[li], norms[li])).ToArray());
+        var similar = Enumerable.Range(0, Info.Layers.Length).Select(_ => (SimilarFeature[][]?)null).ToArray();
+        if (HasTable(c, "similar"))
+        {
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = "SELECT layer_index, feature, features FROM similar";
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+                (similar[r.Int("layer_index")] ??= new SimilarFeature[Info.DDict][])[r.Int("feature")] = JsonSerializer.Deserialize<SimilarFeature[]>(r.Text("features"), JsonFormat.Options)!;
+        }
+        return (sketches, Enumerable.Range(0, sketches.Length).Select(li => new FeatureEffects(top[li], bottom[li], norms[li], similar[li])).ToArray());
     }
 
     static FeatureExample ReadExample(SqliteDataReader r) =>
@@ -456,7 +477,15 @@ public sealed class FeatureStore
             long count = Enumerable.Range(0, FeatureSketch.HistogramBins).Where(b => IntervalOfBin(b) == i).Sum(b => hist[b]);
             return new ExampleInterval(FeatureSketch.IntervalLow(i), i + 1 == FeatureSketch.Intervals ? double.PositiveInfinity : FeatureSketch.IntervalLow(i + 1), count, kv.Value.ToArray());
         }).ToArray();
-        return new FeatureDashboard(hit, Info.DictionaryKind, bins, topLogits, bottomLogits, norms, top.ToArray(), intervals);
+        SimilarFeature[] near = Array.Empty<SimilarFeature>();
+        if (HasTable(c, "similar"))
+        {
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = "SELECT features FROM similar WHERE layer_index = $li AND feature = $f";
+            cmd.Parameters.AddWithValue("$li", li); cmd.Parameters.AddWithValue("$f", f);
+            if (cmd.ExecuteScalar() is string json) near = JsonSerializer.Deserialize<SimilarFeature[]>(json, JsonFormat.Options)!;
+        }
+        return new FeatureDashboard(hit, Info.DictionaryKind, bins, topLogits, bottomLogits, norms, top.ToArray(), intervals, near);
     }
 
     /// <summary>The interval a histogram bin falls in (four quarter-octave bins per octave; the open ends agree).</summary>

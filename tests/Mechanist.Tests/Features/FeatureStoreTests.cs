@@ -116,6 +116,19 @@ public sealed class FeatureStoreTests
             // Decoder norms per output layer.
             Near(bundle.Dictionary.DecoderRows(0, 2, tensor(new long[] { 776 })).norm().item<float>(), d0.DecoderNorms![2]);
         }
+        // Similar features: by hand from the CLT's decoders W_dec_l [f, L − l, d] summed over their target layers, cosine with every
+        // feature of every layer, itself excluded.
+        var clt = (Mechanist.Dictionaries.CrossLayerTranscoder)bundle.Dictionary;
+        using (var directions = cat(Enumerable.Range(0, 4).Select(l => clt.WDec(l).sum(1)).ToArray(), 0))
+        using (var unit = directions / directions.norm(1, true))
+        using (var cos = matmul(unit[776], unit.t()))
+        {
+            cos[776] = -2;
+            var (values, indices) = cos.topk(FeatureBuild.SimilarCount);
+            var want = indices.data<long>().ToArray().Select(i => ((int)(i / 1024), (int)(i % 1024))).ToArray();
+            Assert.Equal(want, d0.Similar!.Select(n => (n.Layer, n.Feature)));
+            Near(values.data<float>()[0], d0.Similar![0].Cosine, 1e-3);
+        }
     }
 
     static void Near(double expected, double actual, double tolerance = 1e-4) =>

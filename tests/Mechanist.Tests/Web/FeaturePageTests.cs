@@ -115,6 +115,13 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         Assert.Contains("234, 88, 12", (await page.EvaluateAsync<string>("() => getComputedStyle(document.querySelector('#top-examples .tk.max')).backgroundColor")));
         Assert.True(await page.Locator("svg.histogram rect").CountAsync() > 0);
         Assert.True(await page.Locator("table.logits td.tok").CountAsync() >= 10);
+        // The most similar features (output-direction cosine) link to their own cards.
+        var similarFirst = await page.GetAttributeAsync("#similar-features a.similar >> nth=0", "data-feature");
+        Assert.NotNull(similarFirst);
+        await page.ClickAsync("#similar-features a.similar >> nth=0");
+        await page.WaitForSelectorAsync($".feature-card[data-feature='{similarFirst}']");
+        await page.GoBackAsync();
+        await page.WaitForSelectorAsync($".feature-card[data-feature='{first}']");
 
         await page.FillAsync("#label-input", "Texas cities");
         await page.ClickAsync("#label-form button");
