@@ -69,11 +69,10 @@ export async function card(el, store, spec) {
     <div class="row">${histogramSvg(d.histogram)}${logitsTable('promotes', d.topLogits)}${logitsTable('suppresses', d.bottomLogits)}
       ${d.decoderNorms ? `<table class="logits"><tr><th colspan="2">decoder norm per layer</th></tr>${d.decoderNorms.map((v, i) => `<tr><td>L${i}</td><td>${fmt(v, 3)}</td></tr>`).join('')}</table>` : ''}
       ${d.similar?.length ? `<table class="logits" id="similar-features"><tr><th colspan="2" title="cosine of the features' output directions (a CLT feature: the sum of its decoders)">similar features</th></tr>${d.similar.map(n =>
-        `<tr><td><a href="#" class="similar" data-feature="${n.layer}:${n.feature}">${n.layer}:${n.feature}</a></td><td>${fmt(n.cosine, 2)}</td></tr>`).join('')}</table>` : ''}</div>
+        `<tr><td><a href="#view=features&store=${encodeURIComponent(store)}&feature=${n.layer}:${n.feature}" class="similar" data-feature="${n.layer}:${n.feature}">${n.layer}:${n.feature}</a></td><td>${fmt(n.cosine, 2)}</td></tr>`).join('')}</table>` : ''}</div>
     <h2>Top activations</h2><div id="top-examples">${d.top.map(e => exampleHtml(e, max)).join('')}</div>
     ${d.intervals.map(iv => `<details class="interval"><summary>activations ${fmt(iv.low, 3)} – ${fmt(iv.high, 3)}: ${iv.count.toLocaleString()} firings (${iv.examples.length} sampled)</summary>${iv.examples.map(e => exampleHtml(e, max)).join('')}</details>`).join('')}
   </div>`;
-  el.querySelectorAll('a.similar').forEach(a => a.addEventListener('click', e => { e.preventDefault(); setState({ feature: a.dataset.feature }); }));
   el.querySelector('#label-form').addEventListener('submit', async e => {
     e.preventDefault();
     try {
