@@ -104,8 +104,10 @@ public static class InterventionExperiment
         if (generate > 0)
         {
             var stop = model.Config.EosTokenIds.Select(e => (long)e).ToHashSet();
-            generated = new GeneratedPair(TokenText.Of(model, Interventions.Generate(rm, Array.Empty<FeatureIntervention>(), generate, null, stop)),
-                TokenText.Of(model, Interventions.Generate(rm, interventions, generate, everyNew, stop)));
+            // The stop token ends the text; it is not part of it (a model whose BOS doubles as EOS would show a literal <bos>).
+            string[] Text(long[] ids) => TokenText.Of(model, ids.Length > 0 && stop.Contains(ids[^1]) ? ids[..^1] : ids);
+            generated = new GeneratedPair(Text(Interventions.Generate(rm, Array.Empty<FeatureIntervention>(), generate, null, stop)),
+                Text(Interventions.Generate(rm, interventions, generate, everyNew, stop)));
         }
         return new InterventionReport(mode, interventions, NextTokens.Top(model, rm.Logits[-1], topK), NextTokens.Top(model, result.Logits[-1], topK), generated);
     }

@@ -273,6 +273,9 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         await page.FillAsync("#steer-features", "0:324=x-2\n0:45=x-2\n1:559=x-2");
         await page.ClickAsync("#steer-form button");
         await page.WaitForFunctionAsync("() => document.querySelector('.muted')?.textContent.includes('feature setting')");
+        // The continuations end where the model stops; the stop token (BOS doubles as EOS in the toy model) is not shown.
+        Assert.DoesNotContain("<bos>", await page.TextContentAsync("#steer-before"));
+        Assert.DoesNotContain("<bos>", await page.TextContentAsync("#steer-after"));
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = ScreenshotPath("steer.png"), FullPage = true });
         Assert.Empty(errors);
     }
