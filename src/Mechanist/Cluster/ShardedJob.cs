@@ -98,7 +98,7 @@ public static class ShardedJobs
 
     /// <summary>
     /// Checks that the shard states in <paramref name="dir"/> form one complete job: one identity and plan, every shard present
-    /// once, under its own name, and complete. Returns them by shard index with their paths.
+    /// under its own name (so once), and complete. Returns them by shard index with their paths.
     /// </summary>
     public static List<(string Path, TState State)> CheckComplete<TState>(IShardKind<TState> kind, string dir)
     {
@@ -120,8 +120,6 @@ public static class ShardedJobs
             if (name != kind.FileName(plan)) throw new MechanistException($"{name} holds shard {plan.Index} of {plan.Count}: renamed or copied?");
             if (!kind.IsComplete(state)) throw new MechanistException($"shard {plan.Index} of {plan.Count} is not complete (resume it with the same command)");
         }
-        var duplicated = shards.GroupBy(s => kind.PlanOf(s.State).Index).FirstOrDefault(g => g.Count() > 1);
-        if (duplicated is not null) throw new MechanistException($"shard {duplicated.Key} has more than one state file");
         var missing = Enumerable.Range(0, firstPlan.Count).Except(shards.Select(s => kind.PlanOf(s.State).Index)).ToList();
         if (missing.Count > 0) throw new MechanistException($"shard(s) {string.Join(", ", missing)} of {firstPlan.Count} are missing");
         return shards.OrderBy(s => kind.PlanOf(s.State).Index).ToList();

@@ -128,13 +128,15 @@ public static class FeatureExport
             AtomicFile.Write(Path.Combine(dir, name), stream =>
             {
                 long position = 0;
+                var length = new byte[4];
                 for (int f = 0; f < store.Info.DDict; f++)
                 {
                     offsets[f] = position;
                     byte[] json = JsonSerializer.SerializeToUtf8Bytes(ToCircuitTracer(store.Dashboard(layer, f), scan));
                     using var packed = new MemoryStream();
                     using (var z = new ZLibStream(packed, CompressionLevel.Optimal, leaveOpen: true)) z.Write(json);
-                    stream.Write(BitConverter.IsLittleEndian ? BitConverter.GetBytes((int)packed.Length) : BitConverter.GetBytes((int)packed.Length).Reverse().ToArray());
+                    System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(length, (int)packed.Length);
+                    stream.Write(length);
                     packed.Position = 0;
                     packed.CopyTo(stream);
                     position += 4 + packed.Length;

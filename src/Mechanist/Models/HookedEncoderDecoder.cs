@@ -52,19 +52,18 @@ public sealed class HookedEncoderDecoder : IDisposable
     /// <summary>The hook points of one block, asked of the registry once (the registry is where names are spelled).</summary>
     sealed class BlockNames(HookRegistry r, HookStack stack, int l)
     {
-        HookPoint? Maybe(HookKind k) => stack == HookStack.Decoder || k is not (HookKind.CrossQ or HookKind.CrossK or HookKind.CrossV or HookKind.CrossAttnScores
-            or HookKind.CrossPattern or HookKind.CrossZ or HookKind.CrossAttnOut or HookKind.ResidMidCross or HookKind.Ln3Normalized) ? r.Get(stack, k, l) : null;
-        string N(HookKind k) => Maybe(k)?.Name ?? "";
+        // Cross-attention and ln3 exist in decoder blocks only (an encoder block's stay empty and never fire).
+        static string DecoderOnly(HookRegistry r, HookStack stack, HookKind k, int l) => stack == HookStack.Decoder ? r.Name(stack, k, l) : "";
         public readonly string ResidPre = r.Name(stack, HookKind.ResidPre, l), Ln1 = r.Name(stack, HookKind.Ln1Normalized, l), AttnOut = r.Name(stack, HookKind.AttnOut, l),
             ResidMid = r.Name(stack, HookKind.ResidMid, l), Ln2 = r.Name(stack, HookKind.Ln2Normalized, l), MlpPre = r.Name(stack, HookKind.MlpPre, l),
             MlpPost = r.Name(stack, HookKind.MlpPost, l), MlpOut = r.Name(stack, HookKind.MlpOut, l), ResidPost = r.Name(stack, HookKind.ResidPost, l);
         public readonly AttentionNames Self = new(r.Name(stack, HookKind.Q, l), r.Name(stack, HookKind.K, l), r.Name(stack, HookKind.V, l),
             r.Name(stack, HookKind.AttnScores, l), r.Name(stack, HookKind.Pattern, l), r.Name(stack, HookKind.Z, l));
-        public AttentionNames Cross => new(N(HookKind.CrossQ), N(HookKind.CrossK), N(HookKind.CrossV), N(HookKind.CrossAttnScores), N(HookKind.CrossPattern), N(HookKind.CrossZ));
-        public string CrossOut => N(HookKind.CrossAttnOut);
-        public string ResidMidCross => N(HookKind.ResidMidCross);
-        public string Ln3 => N(HookKind.Ln3Normalized);
-        public int Layer => l;
+        public readonly AttentionNames Cross = new(DecoderOnly(r, stack, HookKind.CrossQ, l), DecoderOnly(r, stack, HookKind.CrossK, l), DecoderOnly(r, stack, HookKind.CrossV, l),
+            DecoderOnly(r, stack, HookKind.CrossAttnScores, l), DecoderOnly(r, stack, HookKind.CrossPattern, l), DecoderOnly(r, stack, HookKind.CrossZ, l));
+        public readonly string CrossOut = DecoderOnly(r, stack, HookKind.CrossAttnOut, l), ResidMidCross = DecoderOnly(r, stack, HookKind.ResidMidCross, l),
+            Ln3 = DecoderOnly(r, stack, HookKind.Ln3Normalized, l);
+        public readonly int Layer = l;
     }
 
     sealed record AttentionNames(string Q, string K, string V, string Scores, string Pattern, string Z);

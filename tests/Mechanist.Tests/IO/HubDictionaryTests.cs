@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using Mechanist.Dictionaries.Formats;
 using Mechanist.IO.Hub;
 
@@ -17,11 +16,7 @@ public sealed class HubDictionaryTests : IDisposable
 
     public HubDictionaryTests()
     {
-        int port;
-        using (var probe = new TcpListener(IPAddress.Loopback, 0)) { probe.Start(); port = ((IPEndPoint)probe.LocalEndpoint).Port; probe.Stop(); }
-        _endpoint = $"http://127.0.0.1:{port}";
-        _listener.Prefixes.Add(_endpoint + "/");
-        _listener.Start();
+        _endpoint = Loopback.Start(_listener);
         _ = Task.Run(Serve);
     }
 

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Net;
-using System.Net.Sockets;
 using Mechanist.IO;
 using Mechanist.IO.Hub;
 
@@ -21,11 +20,7 @@ public sealed class HubDownloaderTests : IDisposable
 
     public HubDownloaderTests()
     {
-        int port;
-        using (var probe = new TcpListener(IPAddress.Loopback, 0)) { probe.Start(); port = ((IPEndPoint)probe.LocalEndpoint).Port; probe.Stop(); }
-        _endpoint = $"http://127.0.0.1:{port}";
-        _listener.Prefixes.Add(_endpoint + "/");
-        _listener.Start();
+        _endpoint = Loopback.Start(_listener);
         string gpt2 = SharedData.PathOf("golden", "models", "gpt2");
         _files["config.json"] = File.ReadAllBytes(Path.Combine(gpt2, "config.json"));
         _files["model.safetensors"] = File.ReadAllBytes(Path.Combine(gpt2, "model.safetensors"));

@@ -55,11 +55,8 @@ public abstract class DictionaryBundle : IDisposable
     /// <summary>Writes the folder in its format (atomically), with <paramref name="alsoWrite"/> adding files to the same temp folder.</summary>
     public abstract void Save(string dir, bool overwrite = false, Action<string>? alsoWrite = null);
 
-    /// <inheritdoc/>
-    public void Dispose() { Dispose(true); GC.SuppressFinalize(this); }
-
     /// <summary>Releases the dictionary's tensors.</summary>
-    protected abstract void Dispose(bool disposing);
+    public abstract void Dispose();
 
     /// <summary>A trained dictionary bundled with its site: an SAE at <paramref name="saeHook"/>, or transcoders reading <paramref name="input"/>.</summary>
     public static DictionaryBundle Of(ICrossLayerDictionary trained, string modelName, TranscoderInput input, string? saeHook) =>
@@ -140,7 +137,7 @@ public sealed class TranscoderBundle(ICrossLayerDictionary dictionary, Transcode
     public override void Save(string dir, bool overwrite = false, Action<string>? alsoWrite = null) => CircuitTracerFormat.Save(this, dir, overwrite, alsoWrite);
 
     /// <inheritdoc/>
-    protected override void Dispose(bool disposing) => Dictionary.Dispose();
+    public override void Dispose() => Dictionary.Dispose();
 }
 
 /// <summary>An SAE with the hook point it reads and reconstructs.</summary>
@@ -193,5 +190,5 @@ public sealed class SaeBundle(Transcoder sae, string hookName, string modelName)
     public override void Save(string dir, bool overwrite = false, Action<string>? alsoWrite = null) => SaeLensFormat.Save(this, dir, overwrite, alsoWrite);
 
     /// <inheritdoc/>
-    protected override void Dispose(bool disposing) => Sae.Dispose();
+    public override void Dispose() => Sae.Dispose();
 }
