@@ -54,7 +54,8 @@ public sealed record LabelRequest(string? Label);
 /// <param name="Id">Index in the server's list.</param>
 /// <param name="Name">Its dictionary folder's name.</param>
 /// <param name="Info">What it holds.</param>
-public sealed record FeatureStoreSummary(int Id, string Name, Mechanist.Features.FeatureStoreInfo Info);
+/// <param name="Model">The served model whose transcoders built the store (its features can be steered there), or null.</param>
+public sealed record FeatureStoreSummary(int Id, string Name, Mechanist.Features.FeatureStoreInfo Info, string? Model = null);
 
 /// <summary>Trace a prompt into an attribution graph with the model's transcoders.</summary>
 /// <param name="Model">Model name.</param>

@@ -31,7 +31,7 @@ public sealed class WorkbenchServer : IAsyncDisposable
 
         _app.Use(_gate.Invoke);
         ModelEndpoints.Map(_app, _runner, inputs);
-        FeatureEndpoints.Map(_app, _runner, options.FeatureStores.Select(FeatureStore.Open).ToList());
+        FeatureEndpoints.Map(_app, _runner, options.FeatureStores.Select(FeatureStores.Open).ToList());
         _graphs.Map(_app);
         StaticFiles.Map(_app);
     }

@@ -103,29 +103,32 @@ public sealed class FeaturesCommand : ICliCommand
         var db = Db();
         var feature = new Argument<string>("feature") { Description = "LAYER:FEATURE, e.g. 0:776." };
         var json = CommonOptions.Json();
+        db.Description = "Feature store (features.db or its build folder), or a folder of published features (index.json.gz + per-layer files, as transcoder repositories ship them and features export writes them).";
         var cmd = new Command("show", "A feature's dashboard: label, counts, top logits, top and sampled examples.") { db, feature, json };
         cmd.SetAction(parse =>
         {
-            var store = OpenStore(parse.GetValue(db)!);
+            var store = FeatureStores.Open(parse.GetValue(db)!);
             var (li, f) = store.Resolve(parse.GetValue(feature)!);
             var d = store.Dashboard(store.Info.Layers[li], f);
             if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonFormat.Serialize(d)); return 0; }
             var console = Render.Console(ctx);
             var s = d.Summary;
             console.MarkupLine($"[bold]L{s.Layer}/{s.Feature}[/] {Markup.Escape(s.Label)}");
-            console.MarkupLine($"fires on {s.Count:N0} of {s.Tokens:N0} tokens ({s.Frequency:P3}), max {s.Max:G4}, mean {s.Mean:G4}");
+            console.MarkupLine(s.Tokens > 0 ? $"fires on {s.Count:N0} of {s.Tokens:N0} tokens ({s.Frequency:P3}), max {s.Max:G4}, mean {s.Mean:G4}"
+                : $"fires on {s.Frequency:P3} of tokens (published features keep no counts), max {s.Max:G4}, mean of percentiles {s.Mean:G4}");
             if (s.Explanation is { } e) console.MarkupLine($"explanation: {Markup.Escape(e)}");
-            console.MarkupLine($"promotes: {Markup.Escape(string.Join("  ", d.TopLogits.Take(8).Select(t => $"{t.Token.Trim()} {t.Value:+0.00;-0.00}")))}");
-            console.MarkupLine($"suppresses: {Markup.Escape(string.Join("  ", d.BottomLogits.Take(8).Select(t => $"{t.Token.Trim()} {t.Value:+0.00;-0.00}")))}");
+            string Logit(TokenValue t) => float.IsNaN(t.Value) ? t.Token.Trim() : $"{t.Token.Trim()} {t.Value:+0.00;-0.00}";
+            console.MarkupLine($"promotes: {Markup.Escape(string.Join("  ", d.TopLogits.Take(8).Select(Logit)))}");
+            console.MarkupLine($"suppresses: {Markup.Escape(string.Join("  ", d.BottomLogits.Take(8).Select(Logit)))}");
             string Context(ShownExample ex) => string.Concat(ex.Tokens.Select((t, i) => i == ex.MaxIndex ? $"[bold yellow]«{Markup.Escape(t)}»[/]" : Markup.Escape(t)));
             if (d.DecoderNorms is { Length: > 0 } norms)
                 console.MarkupLine($"decoder norm into layer: {string.Join("  ", norms.Select((n, l) => $"L{l} {n:F2}"))}");
             if (d.Similar is { Length: > 0 } near)
                 console.MarkupLine($"similar (output-direction cosine): {string.Join("  ", near.Select(n => $"{n.Layer}:{n.Feature} {n.Cosine:F2}"))}");
-            // The activation histogram as bars (quarter-octave bins with firings).
+            // The activation histogram as bars (our stores: quarter-octave bins with firings; published features: equal-width bins).
             if (d.Histogram.Length > 0)
             {
-                console.MarkupLine("[bold]activations[/] (firings per bin)");
+                console.MarkupLine($"[bold]activations[/] (firings per {d.HistogramScale} bin)");
                 var chart = new BarChart().Width(60);
                 foreach (var b in d.Histogram)
                     chart.AddItem(double.IsPositiveInfinity(b.High) ? $"≥{b.Low:G3}" : $"{b.Low:G3}–{b.High:G3}", b.Count, Color.SteelBlue);
@@ -138,7 +141,7 @@ public sealed class FeaturesCommand : ICliCommand
             var sampled = new Table().Title("sampled by activation octave").AddColumn("octave").AddColumn("firings").AddColumn("act").AddColumn("context");
             foreach (var interval in d.Intervals.Where(i => i.Examples.Length > 0))
                 foreach (var (ex, k) in interval.Examples.Select((ex, k) => (ex, k)))
-                    sampled.AddRow(k == 0 ? $"{interval.Low:G3}–{(double.IsPositiveInfinity(interval.High) ? "∞" : interval.High.ToString("G3"))}" : "",
+                    sampled.AddRow(k > 0 ? "" : interval.Name is { } name ? Markup.Escape(name) : $"{interval.Low:G3}–{(double.IsPositiveInfinity(interval.High) ? "∞" : interval.High.ToString("G3"))}",
                         k == 0 ? interval.Count.ToString("N0") : "", $"{ex.Activation:F3}", Context(ex));
             if (sampled.Rows.Count > 0) console.Write(sampled);
             return 0;

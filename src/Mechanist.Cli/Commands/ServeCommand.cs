@@ -14,7 +14,7 @@ public sealed class ServeCommand : ICliCommand
         var port = new Option<int>("--port") { Description = "Port.", DefaultValueFactory = _ => 5005 };
         var host = new Option<string>("--host") { Description = "Address to bind (loopback by default).", DefaultValueFactory = _ => "127.0.0.1" };
         var offline = CommonOptions.Offline();
-        var features = new Option<string[]>("--features") { Description = "Feature stores to browse and label (features.db or its build folder; repeatable)." };
+        var features = new Option<string[]>("--features") { Description = "Feature stores to browse and label (features.db or its build folder; repeatable), or folders of published features (index.json.gz + per-layer files: read-only pages)." };
         var transcoders = new Option<string[]>("--transcoders") { Description = "MODEL=DIR or MODEL=org/name[@revision]: circuit-tracer transcoders for a served model's graphs and interventions (repeatable; built-in models bring their CLT)." };
         var graphs = new Option<string>("--graphs") { Description = "Folder where traced graphs and their saved pins and supernodes are kept (default: mechanist-graphs in the temp folder)." };
         var cmd = new Command("serve", "Serve the web workbench locally.") { models, port, host, offline, features, transcoders, graphs };
@@ -33,7 +33,7 @@ public sealed class ServeCommand : ICliCommand
             int p = parse.GetValue(port);
             if (p is < 0 or > 65535) throw new MechanistException($"--port {p} is not a port number");
             var stores = (parse.GetValue(features) ?? Array.Empty<string>()).Select(f => Directory.Exists(f) ? Path.Combine(f, Mechanist.Features.FeatureBuild.MergedName) : f).ToList();
-            foreach (var f in stores) Mechanist.Features.FeatureStore.Open(f);
+            foreach (var f in stores) Mechanist.Features.FeatureStores.Open(f);
             var dirs = new Dictionary<string, string>();
             foreach (var m in loaded)
                 if (BuiltInModels.Transcoders(ModelRegistry.DisplayName(m)) is { } shipped) dirs[ModelRegistry.DisplayName(m)] = shipped;

@@ -9,10 +9,13 @@ namespace Mechanist.Web;
 public static class FeatureEndpoints
 {
     /// <summary>Maps /api/features and beneath it.</summary>
-    public static void Map(WebApplication app, AnalysisRunner runner, IReadOnlyList<FeatureStore> stores)
+    public static void Map(WebApplication app, AnalysisRunner runner, IReadOnlyList<IFeatureStore> stores)
     {
-        app.MapGet("/api/features", () => Results.Json(stores.Select((st, i) =>
-            new FeatureStoreSummary(i, Path.GetFileName(st.Info.Dictionary.TrimEnd('/', '\\')), st.Info)), Answers.Json));
+        // A store's features can be steered on the served model whose transcoders have the fingerprint the store recorded.
+        var fingerprints = runner.Models.TranscoderDirs.Where(kv => Directory.Exists(kv.Value)).Select(kv => (Model: kv.Key, Id: FeatureSource.Fingerprint(kv.Value))).ToList();
+        var summaries = stores.Select((st, i) => new FeatureStoreSummary(i, Path.GetFileName(st.Info.Dictionary.TrimEnd('/', '\\')), st.Info,
+            st.Info.DictionaryId.Length == 0 ? null : fingerprints.FirstOrDefault(f => f.Id == st.Info.DictionaryId).Model)).ToList();
+        app.MapGet("/api/features", () => Results.Json(summaries, Answers.Json));
         app.MapGet("/api/features/{id:int}/search", (HttpContext ctx, int id, string? q, int? layer, int? limit) =>
             Query(ctx, id, st => st.Search(q is { Length: > 200 } ? q[..200] : q, Math.Clamp(limit ?? 50, 1, 200), layer)));
         app.MapGet("/api/features/{id:int}/{layer:int}/{feature:int}", (HttpContext ctx, int id, int layer, int feature) =>
@@ -29,7 +32,7 @@ public static class FeatureEndpoints
         });
 
         // A store query runs under the analysis slots, abandoned when the client goes away.
-        Task<IResult> Query(HttpContext ctx, int id, Func<FeatureStore, object> query) =>
+        Task<IResult> Query(HttpContext ctx, int id, Func<IFeatureStore, object> query) =>
             id < 0 || id >= stores.Count ? Task.FromResult(Answers.Fail(404, $"no feature store {id} (this server has {stores.Count})"))
             : runner.Run("/api/features", ctx, () => JsonSerializer.SerializeToUtf8Bytes(query(stores[id]), Answers.Json));
     }

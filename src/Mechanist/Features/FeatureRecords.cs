@@ -4,7 +4,7 @@ namespace Mechanist.Features;
 /// <param name="Model">Model name.</param>
 /// <param name="Dictionary">Dictionary folder as given.</param>
 /// <param name="DictionaryId">Fingerprint of the dictionary's files.</param>
-/// <param name="DictionaryKind">sae, transcoder, skip-transcoder or clt (<see cref="Dictionaries.DictionaryNames.Kinds"/>; older stores say "transcoders" for a transcoder set).</param>
+/// <param name="DictionaryKind">sae, transcoder, skip-transcoder or clt (<see cref="Dictionaries.DictionaryNames.Kinds"/>; older stores say "transcoders" for a transcoder set; "published" for <see cref="PublishedFeatures"/>).</param>
 /// <param name="Layers">The model layer of each dictionary layer.</param>
 /// <param name="DDict">Features per layer.</param>
 /// <param name="CorpusHash">SHA-256 of the corpus texts.</param>
@@ -57,7 +57,8 @@ public sealed record ShownExample(long Text, int Position, float Activation, str
 /// <param name="High">Upper edge.</param>
 /// <param name="Count">Firings in the interval over the whole corpus.</param>
 /// <param name="Examples">A uniform sample of them.</param>
-public sealed record ExampleInterval(double Low, double High, long Count, ShownExample[] Examples);
+/// <param name="Name">The group's name where the source names it (published features: their <c>quantile_name</c>).</param>
+public sealed record ExampleInterval(double Low, double High, long Count, ShownExample[] Examples, string? Name = null);
 
 /// <summary>Summary of one feature.</summary>
 /// <param name="LayerIndex">Dictionary layer index.</param>
@@ -85,5 +86,16 @@ public sealed record FeatureHit(int LayerIndex, int Layer, int Feature, string L
 /// <param name="Top">Top-activating examples.</param>
 /// <param name="Intervals">Sampled examples per activation interval, highest first.</param>
 /// <param name="Similar">The features (of any layer) whose output directions are closest, closest first (empty for stores built before they were kept).</param>
+/// <param name="HistogramScale">How the histogram's bins are laid out (<see cref="FeatureHistograms"/>).</param>
 public sealed record FeatureDashboard(FeatureHit Summary, string DictionaryKind, HistogramBin[] Histogram, TokenValue[] TopLogits, TokenValue[] BottomLogits,
-    float[]? DecoderNorms, ShownExample[] Top, ExampleInterval[] Intervals, SimilarFeature[]? Similar = null);
+    float[]? DecoderNorms, ShownExample[] Top, ExampleInterval[] Intervals, SimilarFeature[]? Similar = null, string HistogramScale = FeatureHistograms.QuarterOctave);
+
+/// <summary>The histogram layouts a dashboard can hold.</summary>
+public static class FeatureHistograms
+{
+    /// <summary>Our stores: quarter-octave bins (log scale) that hold any firing.</summary>
+    public const string QuarterOctave = "quarter-octave";
+
+    /// <summary>Published features: equal-width bins from the smallest to the largest activation.</summary>
+    public const string EqualWidth = "equal-width";
+}

@@ -92,7 +92,11 @@ public sealed class FeatureSource : IDisposable
         return norms;
     }
 
-    static string Fingerprint(string dir)
+    /// <summary>
+    /// A fingerprint of a dictionary folder's files (names, sizes and the first and last MiB of each), as a feature store records it:
+    /// equal fingerprints mean the store was built with this dictionary.
+    /// </summary>
+    public static string Fingerprint(string dir)
     {
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var buffer = new byte[1 << 20];

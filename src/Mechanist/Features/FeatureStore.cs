@@ -11,7 +11,7 @@ namespace Mechanist.Features;
 /// too (so a killed build resumes from it, and shards merge by reading stores). Stores are written whole to a temporary
 /// file and renamed into place; label edits are SQLite transactions. Queries are by (layer, feature) and by text.
 /// </summary>
-public sealed class FeatureStore
+public sealed class FeatureStore : IFeatureStore
 {
     const int SchemaVersion = 1;
 

@@ -16,15 +16,18 @@ public sealed class FeatureWorkbenchFixture : IAsyncLifetime
     public WorkbenchServer Server { get; private set; } = null!;
     public HttpClient Client { get; private set; } = null!;
     public string Store => Path.Combine(_dir.Path, FeatureBuild.MergedName);
+    /// <summary>A folder of published features (circuit-tracer's layout), the server's second store.</summary>
+    public string Published => Path.Combine(_dir.Path, "published");
 
     public async Task InitializeAsync()
     {
         var (code, _, err) = CliRunner.Run("features", "build", "--texts", "600", "--out", _dir.Path);
         if (code != 0) throw new InvalidOperationException(err);
         var model = HookedTransformer.Load(Path.Combine(SharedData.RepoRoot, "models", "toy-4l"));
+        Features.PublishedFeaturesTests.WriteFixture(Published);
         Server = WorkbenchServer.Create(new[] { model }, new WorkbenchOptions
         {
-            Port = 0, FeatureStores = new[] { Store }, GraphDir = Path.Combine(_dir.Path, "graphs"),
+            Port = 0, FeatureStores = new[] { Store, Published }, GraphDir = Path.Combine(_dir.Path, "graphs"),
             Transcoders = new Dictionary<string, string> { ["toy-4l"] = Path.Combine(SharedData.RepoRoot, "models", "toy-4l", "clt") },
         });
         await Server.StartAsync();
@@ -48,6 +51,9 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
     {
         var stores = await fx.Client.GetFromJsonAsync<JsonElement>("/api/features");
         Assert.Equal("clt", stores[0].GetProperty("name").GetString());
+        // The store built with the served model's transcoders names that model (its features steer there); published ones name none.
+        Assert.Equal("toy-4l", stores[0].GetProperty("model").GetString());
+        Assert.Equal(JsonValueKind.Null, stores[1].GetProperty("model").ValueKind);
         var hits = await fx.Client.GetFromJsonAsync<JsonElement>("/api/features/0/search?q=dallas");
         Assert.True(hits.GetArrayLength() > 0);
         int layer = hits[0].GetProperty("layer").GetInt32(), feature = hits[0].GetProperty("feature").GetInt32();
@@ -139,6 +145,52 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         FeatureStore.Open(fx.Store).SetLabel(l, f, null);
     }
 
+    [Fact]
+    public async Task AFeaturePageSteersTheModelWithItsFeature()
+    {
+        // The store was built with toy-4l's shipped CLT, which the server serves: its pages can steer.
+        var (playwright, browser, page, errors) = await Browser($"{fx.Server.Url}/#view=features&feature=2:570");
+        using var _p = playwright; await using var _b = browser;
+        await page.WaitForSelectorAsync("#feature-steer");
+        // 2:570 fires on state capitals in stories; set at twice its maximum everywhere, it rewrites who gives what to whom.
+        await page.FillAsync("#fs-prompt", "When Mary and John went to the store,");
+        await page.ClickAsync("#feature-steer button");
+        await page.WaitForSelectorAsync("#fs-after", new PageWaitForSelectorOptions { Timeout = 60_000 });
+        string before = (await page.TextContentAsync("#fs-before"))!, after = (await page.TextContentAsync("#fs-after"))!;
+        Assert.NotEqual(before, after);
+        // The same setting through the library's own intervention: the page shows what the library computes.
+        var report = await fx.Client.PostAsJsonAsync("/api/intervene", new { prompt = "When Mary and John went to the store,",
+            set = new[] { $"2:*:570={await page.InputValueAsync("#fs-value")}" }, generate = 12, topK = 5 });
+        var expected = JsonDocument.Parse(await report.Content.ReadAsStringAsync()).RootElement.GetProperty("generated").GetProperty("intervened");
+        Assert.Equal(string.Join(' ', expected.EnumerateArray().Select(t => t.GetString())), after);
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = ScreenshotPath("feature-steer.png"), FullPage = true });
+        Assert.Empty(errors);
+    }
+
+    [Fact]
+    public async Task PublishedFeaturesOpenAsFeaturePagesReadOnly()
+    {
+        var (playwright, browser, page, errors) = await Browser($"{fx.Server.Url}/#view=features&store=1&feature=0:1");
+        using var _p = playwright; await using var _b = browser;
+        await page.WaitForSelectorAsync(".feature-card[data-feature='0:1']");
+        Assert.Equal("cats on mats", await page.TextContentAsync("#feature-label"));
+        Assert.Contains("published features keep no token counts", await page.TextContentAsync(".feature-card"));
+        Assert.Contains("equal-width bins", await page.TextContentAsync("svg.histogram"));
+        Assert.Equal(3, await page.Locator("svg.histogram rect").CountAsync());
+        Assert.Contains("Subsample Interval 0", await page.TextContentAsync("details.interval summary"));
+        Assert.Equal(" cat", await page.TextContentAsync("#top-examples .tk.max"));
+        Assert.Equal(0, await page.Locator("#feature-steer").CountAsync()); // no served model built these features
+        // A text search and a label are refused with the reason.
+        await page.FillAsync("#feature-query", "cat");
+        await page.ClickAsync("#feature-search button");
+        await page.WaitForSelectorAsync("#feature-list .error");
+        Assert.Contains("LAYER:FEATURE", await page.TextContentAsync("#feature-list .error"));
+        var label = await fx.Client.PostAsJsonAsync("/api/features/1/0/1/label", new { label = "x" });
+        Assert.Equal(400, (int)label.StatusCode);
+        Assert.Contains("read-only", await label.Content.ReadAsStringAsync());
+        Assert.All(errors, e => Assert.Contains("400", e)); // the refused search's answer, nothing else
+    }
+
     /// <summary>Client coordinates of a graph node, from the explorer's own transform.</summary>
     static async Task<(float X, float Y)> NodePoint(IPage page, string id)
     {
@@ -173,9 +225,23 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         await page.Mouse.MoveAsync(x0, y0, new MouseMoveOptions { Steps = 6 });
         await page.WaitForFunctionAsync("id => window.mechanistGraph.explorer.hover?.node_id === id", top[0]);
         Assert.True(await page.EvaluateAsync<int>("() => (window.mechanistGraph.explorer.neighbours.get(window.mechanistGraph.explorer.hover) ?? []).length") > 0);
+        // Every node sits inside its token's column and has a label (the store's, else L{l}/{f}); leaving the canvas clears the tooltip.
+        Assert.True(await page.EvaluateAsync<bool>(@"() => { const d = window.mechanistGraph.explorer.data;
+            return d.nodes.every(n => n.x > d.colX[n.ctx_idx] && n.x < d.colX[n.ctx_idx + 1] - 11); }"));
+        Assert.True(await page.EvaluateAsync<bool>(@"() => { const x = window.mechanistGraph.explorer;
+            return [...x.visible].every(n => n.feature_type === 'embedding' || x.labelOf(n).length > 0); }"));
+        Assert.True(await page.IsVisibleAsync("#graph-tip"));
+        await page.Mouse.MoveAsync(2, 2, new MouseMoveOptions { Steps = 4 });
+        await page.WaitForFunctionAsync("() => getComputedStyle(document.querySelector('#graph-tip')).display === 'none'");
         await page.Mouse.ClickAsync(x0, y0);
         var f = top[0].Split('_');
         await page.WaitForSelectorAsync($"#node-card .feature-card[data-feature='{f[0]}:{f[1]}']");
+        // The clicked node's incoming and outgoing edges, strongest first, as the file holds them.
+        var strongestIn = await page.EvaluateAsync<double>(@"async id => { const g = await (await fetch('/api/graphs/' + new URLSearchParams(location.hash.slice(1)).get('graph'))).json();
+            return Math.max(...g.links.filter(l => l.target === id).map(l => Math.abs(l.weight))); }", top[0]);
+        var firstIn = await page.TextContentAsync("#node-edges table:first-child tr[data-node] td:last-child");
+        Assert.Equal(strongestIn, Math.Abs(double.Parse(firstIn!, System.Globalization.CultureInfo.InvariantCulture)), 3);
+        Assert.Contains("outgoing", await page.TextContentAsync("#node-edges"));
         // Shift+click pins; pinned nodes are grouped into a supernode and saved.
         await page.Keyboard.DownAsync("Shift");
         foreach (var id in top) { var (x, y) = await NodePoint(page, id); await page.Mouse.ClickAsync(x, y); }
@@ -192,9 +258,25 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         Assert.Equal(10, saved.GetProperty("pinnedIds").GetArrayLength());
         Assert.Equal("Texas capital", saved.GetProperty("supernodes")[0][0].GetString());
         // The pinned subgraph only; thresholds.
-        await page.CheckAsync("#pinned-only");
-        await page.WaitForFunctionAsync("() => window.mechanistGraph.explorer.visible.size === 10");
+        // The pinned subgraph keeps the tokens and logits, draws the supernode as one node, and sums its members' edges.
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = ScreenshotPath("graph.png"), FullPage = true });
+        await (await page.QuerySelectorAsync("#graph-canvas"))!.ScreenshotAsync(new ElementHandleScreenshotOptions { Path = ScreenshotPath("tmp-canvas.png") });
+        await page.CheckAsync("#pinned-only");
+        await page.WaitForFunctionAsync("() => [...window.mechanistGraph.explorer.visible].some(n => n.feature_type === 'supernode')");
+        var kinds = await page.EvaluateAsync<string[]>("() => [...window.mechanistGraph.explorer.visible].map(n => n.feature_type)");
+        var tokens = await page.EvaluateAsync<int>("() => window.mechanistGraph.explorer.data.nodes.filter(n => n.feature_type === 'embedding').length");
+        Assert.Equal(1, kinds.Count(k => k == "supernode"));
+        Assert.Equal(tokens, kinds.Count(k => k == "embedding"));
+        Assert.Contains("logit", kinds);
+        Assert.DoesNotContain("cross layer transcoder", kinds);
+        var sums = await page.EvaluateAsync<double[]>(@"async () => {
+            const x = window.mechanistGraph.explorer, g = await (await fetch('/api/graphs/' + new URLSearchParams(location.hash.slice(1)).get('graph'))).json();
+            const members = new Set(x.supernodes[0].slice(1)), logit = g.nodes.find(n => n.feature_type === 'logit' && n.is_target_logit).node_id;
+            const edge = x.edges.find(l => l.s.feature_type === 'supernode' && l.t.node_id === logit);
+            return [edge ? edge.w : 0, g.links.filter(l => members.has(l.source) && l.target === logit).reduce((a, l) => a + l.weight, 0)]; }");
+        Assert.NotEqual(0, sums[1]);
+        Assert.Equal(sums[1], sums[0], 4);
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = ScreenshotPath("graph-pinned.png"), FullPage = true });
 
         // A reload keeps pins, supernodes and the subgraph toggle (URL); a fresh visit with only the graph gets them from the saved file.
         await page.ReloadAsync();

@@ -10,23 +10,32 @@ export function exampleHtml(e, max) {
   }).join('')}</span></div>`;
 }
 
-function histogramSvg(bins, width = 460, height = 140) {
+// Firings per bin, with a count axis (0, half, peak) and the activation range under it.
+function histogramSvg(bins, scale, width = 480, height = 160) {
   if (bins.length === 0) return '<p class="muted">never fired</p>';
-  const pad = 28, peak = Math.max(...bins.map(b => b.count)), w = (width - 2 * pad) / bins.length;
+  const left = 46, right = 12, top = 24, bottom = 28, peak = Math.max(1, ...bins.map(b => b.count)), w = (width - left - right) / bins.length;
+  const y = v => height - bottom - (height - top - bottom) * v / peak;
   let svg = `<svg width="${width}" height="${height}" role="img" aria-label="activation histogram" class="histogram">`;
+  for (const v of [0, peak / 2, peak]) {
+    svg += `<line x1="${left - 4}" x2="${width - right}" y1="${y(v)}" y2="${y(v)}" stroke="${v === 0 ? '#999' : '#e5e7eb'}"/>`;
+    svg += `<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end" class="tick">${Math.round(v).toLocaleString()}</text>`;
+  }
   bins.forEach((b, i) => {
-    const h = (height - 2 * pad) * b.count / peak;
-    svg += `<rect x="${pad + i * w}" y="${height - pad - h}" width="${Math.max(1, w - 1)}" height="${h}" fill="#ea580c"><title>${fmt(b.low, 3)} – ${fmt(b.high, 3)}: ${b.count}</title></rect>`;
+    svg += `<rect x="${left + i * w}" y="${y(b.count)}" width="${Math.max(1, w - 1)}" height="${y(0) - y(b.count)}" fill="#ea580c"><title>${fmt(b.low, 3)} – ${fmt(b.high, 3)}: ${b.count}</title></rect>`;
   });
-  svg += `<text x="${pad}" y="${height - 8}">${fmt(bins[0].low, 3)}</text><text x="${width - pad - 40}" y="${height - 8}">${fmt(bins[bins.length - 1].high, 3)}</text>`;
-  svg += `<text x="${pad}" y="14">activations (log scale, quarter octaves); peak ${peak}</text>`;
+  svg += `<text x="${left}" y="${height - 8}">${fmt(bins[0].low, 3)}</text><text x="${width - right}" y="${height - 8}" text-anchor="end">${fmt(bins[bins.length - 1].high, 3)}</text>`;
+  svg += `<text x="${left}" y="14">firings by activation (${scale === 'equal-width' ? 'equal-width bins' : 'log scale, quarter octaves'})</text>`;
   return svg + '</svg>';
 }
 
 function logitsTable(title, list) {
   return `<table class="logits"><tr><th colspan="2">${esc(title)}</th></tr>${list.map(t =>
-    `<tr><td class="tok">${esc(JSON.stringify(t.token))}</td><td>${fmt(t.value, 3)}</td></tr>`).join('')}</table>`;
+    `<tr><td class="tok">${esc(JSON.stringify(t.token))}</td>${Number.isFinite(num(t.value)) ? `<td>${fmt(t.value, 3)}</td>` : ''}</tr>`).join('')}</table>`;
 }
+
+// The stores' summaries (which served model, if any, steers each one's features), fetched once.
+let summaries = null;
+const storeSummaries = () => (summaries ??= api('/api/features'));
 
 export async function render(root, s) {
   const stores = await api('/api/features');
@@ -47,8 +56,10 @@ export async function render(root, s) {
     const q = root.querySelector('#feature-query').value.trim();
     setState({ store: root.querySelector('#feature-store').value, q, feature: /^\d+\s*[:/]\s*\d+$/.test(q) ? q.replace(/\s/g, '').replace('/', ':') : s.feature });
   });
-  const hits = await api(`/api/features/${store}/search?q=${encodeURIComponent(s.q || '')}&limit=40`);
-  root.querySelector('#feature-list').innerHTML = `<table id="feature-hits"><tr><th>feature</th><th>label</th><th>freq.</th></tr>${hits.map(h =>
+  let hits;
+  try { hits = await api(`/api/features/${store}/search?q=${encodeURIComponent(s.q || '')}&limit=40`); }
+  catch (err) { hits = []; root.querySelector('#feature-list').innerHTML = `<p class="error">${esc(err.message)}</p>`; }
+  if (!root.querySelector('#feature-list .error')) root.querySelector('#feature-list').innerHTML = `<table id="feature-hits"><tr><th>feature</th><th>label</th><th>freq.</th></tr>${hits.map(h =>
     `<tr data-feature="${h.layer}:${h.feature}" class="hit"><td>L${h.layer}/${h.feature}</td><td class="tok">${esc(h.label)}</td><td>${(num(h.frequency) * 100).toFixed(2)}%</td></tr>`).join('')}</table>
     ${hits.length === 0 ? '<p class="muted">no feature matches</p>' : ''}`;
   root.querySelectorAll('#feature-hits tr.hit').forEach(tr => tr.addEventListener('click', () => setState({ feature: tr.dataset.feature })));
@@ -58,21 +69,39 @@ export async function render(root, s) {
 
 export async function card(el, store, spec) {
   const [layer, feature] = spec.split(':').map(Number);
-  const d = await api(`/api/features/${store}/${layer}/${feature}`);
-  const sm = d.summary, max = num(sm.max);
+  const [d, all] = await Promise.all([api(`/api/features/${store}/${layer}/${feature}`), storeSummaries()]);
+  const sm = d.summary, max = num(sm.max), steerModel = all[store]?.model;
+  const firstExample = d.top[0] ? d.top[0].tokens.slice(0, d.top[0].maxIndex + 1).filter(t => t !== '<bos>' && t !== '<s>').join('').trim() : '';
   el.innerHTML = `<div class="feature-card" data-feature="${layer}:${feature}">
     <h2>L${layer}/${feature} <span id="feature-label">${esc(sm.label)}</span></h2>
     <form id="label-form" class="inline"><input id="label-input" size="40" value="${esc(sm.userLabel ?? '')}" placeholder="${esc(sm.autoLabel)}"><button type="submit">Save label</button>
       <span class="muted">automatic: ${esc(sm.autoLabel)}</span></form>
     ${sm.explanation ? `<p><b>Explanation:</b> ${esc(sm.explanation)}</p>` : ''}
-    <p>Fires on <b>${sm.count.toLocaleString()}</b> of ${sm.tokens.toLocaleString()} tokens (${(num(sm.frequency) * 100).toFixed(3)}%), max ${fmt(sm.max, 3)}, mean ${fmt(sm.mean, 3)}.</p>
-    <div class="row">${histogramSvg(d.histogram)}${logitsTable('promotes', d.topLogits)}${logitsTable('suppresses', d.bottomLogits)}
+    <p>${sm.tokens > 0 ? `Fires on <b>${sm.count.toLocaleString()}</b> of ${sm.tokens.toLocaleString()} tokens (${(num(sm.frequency) * 100).toFixed(3)}%), max ${fmt(sm.max, 3)}, mean ${fmt(sm.mean, 3)}.`
+      : `Fires on <b>${(num(sm.frequency) * 100).toFixed(3)}%</b> of tokens, max ${fmt(sm.max, 3)}, mean of percentiles ${fmt(sm.mean, 3)} <span class="muted">(published features keep no token counts)</span>.`}</p>
+    <div class="row">${histogramSvg(d.histogram, d.histogramScale)}${logitsTable('promotes', d.topLogits)}${logitsTable('suppresses', d.bottomLogits)}
       ${d.decoderNorms ? `<table class="logits"><tr><th colspan="2">decoder norm per layer</th></tr>${d.decoderNorms.map((v, i) => `<tr><td>L${i}</td><td>${fmt(v, 3)}</td></tr>`).join('')}</table>` : ''}
       ${d.similar?.length ? `<table class="logits" id="similar-features"><tr><th colspan="2" title="cosine of the features' output directions (a CLT feature: the sum of its decoders)">similar features</th></tr>${d.similar.map(n =>
         `<tr><td><a href="#view=features&store=${encodeURIComponent(store)}&feature=${n.layer}:${n.feature}" class="similar" data-feature="${n.layer}:${n.feature}">${n.layer}:${n.feature}</a></td><td>${fmt(n.cosine, 2)}</td></tr>`).join('')}</table>` : ''}</div>
     <h2>Top activations</h2><div id="top-examples">${d.top.map(e => exampleHtml(e, max)).join('')}</div>
-    ${d.intervals.map(iv => `<details class="interval"><summary>activations ${fmt(iv.low, 3)} – ${fmt(iv.high, 3)}: ${iv.count.toLocaleString()} firings (${iv.examples.length} sampled)</summary>${iv.examples.map(e => exampleHtml(e, max)).join('')}</details>`).join('')}
+    ${d.intervals.map(iv => `<details class="interval"><summary>${iv.name ? esc(iv.name) : `activations ${fmt(iv.low, 3)} – ${fmt(iv.high, 3)}: ${iv.count.toLocaleString()} firings`} (${iv.examples.length} ${iv.name ? 'examples' : 'sampled'})</summary>${iv.examples.map(e => exampleHtml(e, max)).join('')}</details>`).join('')}
+    ${steerModel ? `<h2>Steer with this feature <span class="muted">on ${esc(steerModel)}</span></h2>
+    <form id="feature-steer" class="inline"><label class="grow">prompt <input id="fs-prompt" value="${esc(firstExample)}"></label>
+      <label title="the feature's activation at every position (a number), or xK to scale it where it fires">value <input id="fs-value" size="6" value="${fmt(2 * max, 2)}"></label>
+      <label>generate <input id="fs-generate" size="3" value="12"></label><button type="submit">Steer</button></form><div id="fs-result"></div>` : ''}
   </div>`;
+  el.querySelector('#feature-steer')?.addEventListener('submit', async e => {
+    e.preventDefault();
+    const out = el.querySelector('#fs-result');
+    out.innerHTML = '<p class="muted">Running…</p>';
+    try {
+      const r = await api('/api/intervene', { model: steerModel, prompt: el.querySelector('#fs-prompt').value, set: [`${layer}:*:${feature}=${el.querySelector('#fs-value').value.trim()}`],
+        generate: Number(el.querySelector('#fs-generate').value) || 0, topK: 5 });
+      const table = (title, list) => `<table class="logits"><tr><th colspan="2">${title}</th></tr>${list.map(t => `<tr><td class="tok">${esc(JSON.stringify(t.token))}</td><td>${(num(t.prob) * 100).toFixed(1)}%</td></tr>`).join('')}</table>`;
+      out.innerHTML = `<div class="row">${table('next token before', r.before)}${table('after', r.after)}</div>
+        ${r.generated ? `<p><b>before:</b> <span id="fs-before">${esc(r.generated.clean.join(' '))}</span><br><b>steered:</b> <span id="fs-after">${esc(r.generated.intervened.join(' '))}</span></p>` : ''}`;
+    } catch (err) { out.innerHTML = `<p class="error">${esc(err.message)}</p>`; }
+  });
   el.querySelector('#label-form').addEventListener('submit', async e => {
     e.preventDefault();
     try {

@@ -11,13 +11,21 @@ function rowOf(n, layers) {
   return Number(n.layer) + 1;
 }
 
-// Parses a graph file (ours or circuit-tracer's) into drawable arrays.
-export function prepare(graph) {
+// Chip layout: a cell (row × position) stacks its nodes in lines of CHIP width, ROWS lines deep, then wraps into another
+// sub-column, so a crowded cell widens its own column instead of spilling into the next token's.
+// The depth is the least (from 6) at which a line is at least 11 px tall when the graph fits a view of viewWidth pixels.
+const CHIP = 100, LINE = 14, GAP = 22, MAX_VIEW_HEIGHT = 900;
+
+// The zoom at which a graph of width × height fits a view viewWidth wide and at most MAX_VIEW_HEIGHT tall (never above 1).
+export function fitScale(viewWidth, width, height) { return Math.min(1, (viewWidth - 70) / width, (MAX_VIEW_HEIGHT - 40) / height); }
+
+// Parses a graph file (ours or circuit-tracer's) into drawable arrays, laid out for a view viewWidth pixels wide.
+export function prepare(graph, viewWidth = 1000) {
   const nodes = graph.nodes.map((n, i) => ({ ...n, i, influence: n.influence == null ? 0 : num(n.influence) }));
   const byId = new Map(nodes.map(n => [n.node_id, n]));
   const layers = Math.max(0, ...nodes.filter(n => !['embedding', 'logit'].includes(n.feature_type)).map(n => Number(n.layer))) + 1;
   const positions = Math.max(...nodes.map(n => n.ctx_idx)) + 1;
-  // Nodes of one (row, position) cell side by side, most influential first.
+  // Nodes of one (row, position) cell in lines, most influential first.
   const cells = new Map();
   for (const n of nodes) {
     n.row = rowOf(n, layers);
@@ -25,30 +33,44 @@ export function prepare(graph) {
     if (!cells.has(key)) cells.set(key, []);
     cells.get(key).push(n);
   }
-  const perColumn = new Array(positions).fill(1);
+  const fullest = new Array(positions).fill(1);
   for (const [key, list] of cells) {
     list.sort((a, b) => a.influence - b.influence);
-    const col = Number(key.split(':')[1]);
-    perColumn[col] = Math.max(perColumn[col], list.length);
     list.forEach((n, k) => { n.slot = k; });
+    const col = Number(key.split(':')[1]);
+    fullest[col] = Math.max(fullest[col], list.length);
   }
-  const spacing = 14, colX = [0];
-  for (let c = 0; c < positions; c++) colX.push(colX[c] + perColumn[c] * spacing + 40);
-  for (const n of nodes) { n.x = colX[n.ctx_idx] + 20 + n.slot * spacing; n.y = (layers + 1 - n.row) * 70 + 30; }
-  const links = [];
+  const most = Math.max(...fullest);
+  const scaleAt = rows => fitScale(viewWidth, fullest.reduce((w, n) => w + Math.ceil(n / rows) * CHIP + GAP, 0),
+    (layers + 1) * (Math.min(rows, most) * LINE + 20) + 60);
+  let ROWS = 6;
+  for (let r = 8; r <= 24 && LINE * scaleAt(ROWS) < 11 && r <= most + 1; r += 2) if (scaleAt(r) > scaleAt(ROWS)) ROWS = r;
+  const perColumn = fullest.map(n => Math.ceil(n / ROWS)), deepest = Math.min(ROWS, Math.max(...fullest));
+  const band = deepest * LINE + 20, colX = [0];
+  for (let c = 0; c < positions; c++) colX.push(colX[c] + perColumn[c] * CHIP + GAP);
+  for (const n of nodes) {
+    n.x = colX[n.ctx_idx] + 8 + Math.floor(n.slot / ROWS) * CHIP;
+    n.y = (layers + 1 - n.row) * band + 14 + (n.slot % ROWS) * LINE;
+  }
+  const links = [], ins = new Map(), outs = new Map();
   for (const l of graph.links) {
     const s = byId.get(l.source), t = byId.get(l.target);
-    if (s && t) links.push({ s, t, w: num(l.weight) });
+    if (!s || !t) continue;
+    const link = { s, t, w: num(l.weight) };
+    links.push(link);
+    if (!outs.has(s)) outs.set(s, []);
+    if (!ins.has(t)) ins.set(t, []);
+    outs.get(s).push(link); ins.get(t).push(link);
   }
-  const width = colX[positions] + 20, height = (layers + 2) * 70 + 20;
-  return { graph, nodes, byId, links, layers, positions, colX, width, height };
+  const width = colX[positions], height = (layers + 1) * band + 60;
+  return { graph, nodes, byId, links, ins, outs, layers, positions, colX, band, rows: ROWS, width, height };
 }
 
 // The explorer: owns the canvas, the view transform and the selection.
 export class Explorer {
   constructor(canvas, data, callbacks) {
     this.canvas = canvas; this.ctx = canvas.getContext('2d'); this.data = data; this.cb = callbacks;
-    this.scale = Math.min(1, (canvas.clientWidth - 20) / data.width); this.tx = 10; this.ty = 10;
+    this.scale = fitScale(canvas.clientWidth, data.width, data.height); this.tx = 56; this.ty = 10;
     this.nodeThreshold = 1; this.edgeQuantile = 0; this.pinned = new Set(); this.supernodes = []; this.pinnedOnly = false;
     this.hover = null; this.selected = null; this.labels = {};
     this.filter();
@@ -56,11 +78,36 @@ export class Explorer {
   }
 
   // Visible nodes and edges under the thresholds (tokens and logits always shown), and the edge buckets drawn each frame.
+  // The pinned subgraph keeps the tokens and logits and draws each supernode as one node whose edges sum its members'.
   filter() {
     const d = this.data;
-    const visible = n => n.feature_type === 'embedding' || n.feature_type === 'logit' || n.influence <= this.nodeThreshold + 1e-12;
-    this.visible = new Set(d.nodes.filter(n => (this.pinnedOnly ? this.pinned.has(n.node_id) : visible(n))));
-    let edges = d.links.filter(l => this.visible.has(l.s) && this.visible.has(l.t));
+    const io = n => n.feature_type === 'embedding' || n.feature_type === 'logit';
+    let edges;
+    if (this.pinnedOnly) {
+      const members = this.members();
+      const reps = this.supernodes.map((g, k) => {
+        const ms = g.slice(1).map(id => d.byId.get(id)).filter(Boolean);
+        if (ms.length === 0) return null;
+        const mean = f => ms.reduce((a, n) => a + f(n), 0) / ms.length;
+        return { node_id: `supernode:${k}`, feature_type: 'supernode', name: g[0], members: ms, x: mean(n => n.x), y: mean(n => n.y),
+          ctx_idx: ms[0].ctx_idx, layer: ms[0].layer, influence: Math.min(...ms.map(n => n.influence)) };
+      });
+      const rep = n => { const k = members.get(n.node_id); return k !== undefined && reps[k] ? reps[k] : n; };
+      const kept = n => io(n) || this.pinned.has(n.node_id) || members.has(n.node_id);
+      this.visible = new Set(d.nodes.filter(kept).map(rep));
+      const sums = new Map();
+      for (const l of d.links) {
+        if (!kept(l.s) || !kept(l.t)) continue;
+        const s = rep(l.s), t = rep(l.t);
+        if (s === t) continue;
+        const key = `${s.node_id}>${t.node_id}`;
+        if (sums.has(key)) sums.get(key).w += l.w; else sums.set(key, { s, t, w: l.w });
+      }
+      edges = [...sums.values()];
+    } else {
+      this.visible = new Set(d.nodes.filter(n => io(n) || n.influence <= this.nodeThreshold + 1e-12));
+      edges = d.links.filter(l => this.visible.has(l.s) && this.visible.has(l.t));
+    }
     if (this.edgeQuantile > 0 && edges.length > 0) {
       const mags = edges.map(l => Math.abs(l.w)).sort((a, b) => a - b);
       const cut = mags[Math.min(mags.length - 1, Math.floor(this.edgeQuantile * mags.length))];
@@ -76,8 +123,11 @@ export class Explorer {
       const p = this.buckets[(l.w < 0 ? 6 : 0) + b].path;
       p.moveTo(l.s.x, l.s.y); p.lineTo(l.t.x, l.t.y);
     }
-    this.nodePath = new Path2D();
-    for (const n of this.visible) { this.nodePath.moveTo(n.x + 4, n.y); this.nodePath.arc(n.x, n.y, 4, 0, 2 * Math.PI); }
+    this.nodePath = new Path2D(); this.errorPath = new Path2D();
+    for (const n of this.visible) {
+      if (n.feature_type === 'mlp reconstruction error') this.errorPath.rect(n.x - 3.5, n.y - 3.5, 7, 7);
+      else { this.nodePath.moveTo(n.x + 4, n.y); this.nodePath.arc(n.x, n.y, 4, 0, 2 * Math.PI); }
+    }
     // A grid for hover look-ups.
     this.grid = new Map();
     for (const n of this.visible) {
@@ -94,39 +144,47 @@ export class Explorer {
     this.invalidate();
   }
 
-  // Paints the whole graph in world coordinates onto ctx (edges, nodes, labels); the focus is drawn by draw() on top.
+  // Paints the whole graph in world coordinates onto ctx (grid, edges, nodes, labels); the focus is drawn by draw() on top.
   paint(ctx) {
-    const d = this.data;
-    ctx.fillStyle = '#6b7280'; ctx.font = '11px system-ui';
-    for (let r = 0; r <= d.layers + 1; r++) ctx.fillText(r === 0 ? 'emb' : r === d.layers + 1 ? 'logits' : `L${r - 1}`, -2, (d.layers + 1 - r) * 70 + 34);
-    (d.graph.metadata?.prompt_tokens ?? []).forEach((t, c) => ctx.fillText(String(t).slice(0, 14), d.colX[c] + 16, (d.layers + 2) * 70 + 10));
+    const d = this.data, band = d.band, bottom = (d.layers + 1) * band + 24;
+    // Column and band rules, band names on the left, each column's token under it (clipped to its column).
+    ctx.strokeStyle = '#eef0f4'; ctx.lineWidth = 1 / this.scale;
+    for (let c = 1; c < d.positions; c++) { ctx.beginPath(); ctx.moveTo(d.colX[c] - GAP / 2, 0); ctx.lineTo(d.colX[c] - GAP / 2, bottom); ctx.stroke(); }
+    for (let r = 1; r <= d.layers; r++) { ctx.beginPath(); ctx.moveTo(0, r * band); ctx.lineTo(d.width, r * band); ctx.stroke(); }
+    const small = Math.max(10, 10 / this.scale);
+    ctx.fillStyle = '#6b7280'; ctx.font = `${small}px system-ui`; ctx.textAlign = 'right';
+    for (let r = 0; r <= d.layers + 1; r++) ctx.fillText(r === 0 ? 'tokens' : r === d.layers + 1 ? 'logits' : `L${r - 1}`, -6, (d.layers + 1 - r) * band + 18);
+    ctx.textAlign = 'left'; ctx.fillStyle = '#1d2330'; ctx.font = `600 ${Math.max(12, 11 / this.scale)}px system-ui`;
+    (d.graph.metadata?.prompt_tokens ?? []).forEach((t, c) => {
+      if (c >= d.positions) return;
+      ctx.fillText(fit(ctx, String(t), d.colX[c + 1] - d.colX[c] - GAP / 2 - 8), d.colX[c] + 2, bottom + 14);
+    });
     ctx.globalAlpha = 0.75; ctx.lineCap = 'round';
     for (const b of this.buckets) { ctx.strokeStyle = b.color; ctx.lineWidth = b.width / Math.sqrt(this.scale); ctx.stroke(b.path); }
     ctx.globalAlpha = 1;
     ctx.fillStyle = '#495057'; ctx.fill(this.nodePath);
+    ctx.fillStyle = '#adb5bd'; ctx.fill(this.errorPath);
     const members = this.members();
     for (const n of this.visible) {
-      const pinned = this.pinned.has(n.node_id), group = members.get(n.node_id);
+      const pinned = this.pinned.has(n.node_id), group = n.feature_type === 'supernode' ? Number(n.node_id.split(':')[1]) : members.get(n.node_id);
       if (!pinned && group === undefined && n.feature_type !== 'logit' && n.feature_type !== 'embedding') continue;
-      ctx.beginPath(); ctx.arc(n.x, n.y, 5.5, 0, 2 * Math.PI);
-      ctx.fillStyle = n.feature_type === 'logit' ? '#2b8a3e' : n.feature_type === 'embedding' ? '#868e96' : group !== undefined ? ['#ae3ec9', '#f08c00', '#0c8599', '#5c940d'][group % 4] : '#e8590c';
+      ctx.beginPath(); ctx.arc(n.x, n.y, n.feature_type === 'supernode' ? 7 : 5.5, 0, 2 * Math.PI);
+      ctx.fillStyle = n.feature_type === 'logit' ? '#2b8a3e' : n.feature_type === 'embedding' ? '#868e96' : group !== undefined ? GROUP_COLOURS[group % 4] : '#e8590c';
       ctx.fill();
     }
-    // Labels: logits and pinned features (zoomed in: every feature); a supernode once, by its name.
-    ctx.fillStyle = '#1d2330'; ctx.font = `${11 / Math.max(0.6, this.scale)}px system-ui`;
+    // A label on every node, at least 9 px on screen, cut to its chip; a supernode's members are named once, by the group.
+    ctx.fillStyle = '#1d2330'; ctx.font = `${Math.max(9.5, 9 / this.scale)}px system-ui`;
     const named = new Set();
     for (const n of this.visible) {
-      const group = members.get(n.node_id);
-      if (group !== undefined) {
+      const group = n.feature_type === 'supernode' ? null : members.get(n.node_id);
+      if (group !== undefined && group !== null) {
         if (named.has(group)) continue;
         named.add(group);
-        ctx.fillText(`[${this.supernodes[group][0]}]`, n.x + 7, n.y - 6);
+        ctx.fillText(fit(ctx, `[${this.supernodes[group][0]}]`, CHIP - 12), n.x + 7, n.y + 3.5);
         continue;
       }
       const text = this.labelOf(n);
-      if (!text) continue;
-      if (n.feature_type === 'cross layer transcoder' && !this.pinned.has(n.node_id) && this.scale < 1.5) continue;
-      ctx.fillText(text.slice(0, 28), n.x + 7, n.y - 6);
+      if (text) ctx.fillText(fit(ctx, text, n.feature_type === 'logit' ? 2 * CHIP : CHIP - 12), n.x + 7, n.y + 3.5);
     }
   }
 
@@ -157,7 +215,7 @@ export class Explorer {
     }
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, canvas.width, canvas.height);
-    if (focus) ctx.globalAlpha = 0.3;
+    if (focus) ctx.globalAlpha = 0.4;
     if (this.cache) ctx.drawImage(this.cache.canvas, this.tx * dpr - this.cache.offset, this.ty * dpr - this.cache.offset);
     else { ctx.setTransform(dpr * this.scale, 0, 0, dpr * this.scale, dpr * this.tx, dpr * this.ty); this.paint(ctx); }
     ctx.globalAlpha = 1;
@@ -174,11 +232,22 @@ export class Explorer {
     this.frames = (this.frames || 0) + 1;
   }
 
+  // A node's name: the store's label, else the file's clerp, else L{layer}/{feature}; errors, supernodes and logits by kind.
   labelOf(n) {
     if (n.feature_type === 'logit') return n.clerp || 'logit';
     if (n.feature_type === 'embedding') return '';
+    if (n.feature_type === 'supernode') return `[${n.name}]`;
+    if (n.feature_type === 'mlp reconstruction error') return `error L${n.layer}`;
     const f = featureOf(n);
-    return f ? this.labels[`${f.layer}:${f.feature}`] ?? '' : 'error';
+    if (!f) return n.clerp || n.node_id;
+    return this.labels[`${f.layer}:${f.feature}`] || n.clerp || `L${f.layer}/${f.feature}`;
+  }
+
+  // The edges into and out of a node, strongest first: the file's own for a node, the summed ones for a supernode.
+  edgesOf(n) {
+    if (n.feature_type === 'supernode') return { in: this.edges.filter(l => l.t === n), out: this.edges.filter(l => l.s === n) };
+    const byMag = list => [...(list ?? [])].sort((a, b) => Math.abs(b.w) - Math.abs(a.w));
+    return { in: byMag(this.data.ins.get(n)), out: byMag(this.data.outs.get(n)) };
   }
 
   at(clientX, clientY) {
@@ -212,7 +281,7 @@ export class Explorer {
       const n = this.at(e.clientX, e.clientY);
       if (n !== this.hover) { this.hover = n; this.draw(); this.cb.hover?.(n); }
     });
-    c.addEventListener('mouseleave', () => { this.hover = null; this.draw(); });
+    c.addEventListener('mouseleave', () => { this.hover = null; this.draw(); this.cb.hover?.(null); });
     c.addEventListener('click', e => {
       if (moved) return;
       const n = this.at(e.clientX, e.clientY);
@@ -233,6 +302,16 @@ export class Explorer {
     if (this.pinnedOnly) this.filter(); else this.invalidate();
     this.cb.changed?.();
   }
+}
+
+const GROUP_COLOURS = ['#ae3ec9', '#f08c00', '#0c8599', '#5c940d'];
+
+// Text cut with an ellipsis to fit a width in the context's current font.
+function fit(ctx, text, width) {
+  if (ctx.measureText(text).width <= width) return text;
+  let lo = 0, hi = text.length;
+  while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (ctx.measureText(text.slice(0, mid) + '…').width <= width) lo = mid; else hi = mid - 1; }
+  return text.slice(0, lo) + '…';
 }
 
 // The feature of a feature node ("L_F_P"), or null.
@@ -271,7 +350,10 @@ export async function render(root, s) {
       <label><input id="pinned-only" type="checkbox"${s.sub === '1' ? ' checked' : ''}> pinned subgraph only</label>
       <span class="muted">drag to pan, wheel to zoom, click a node for its card, shift+click to pin</span>
     </div>
-    <div class="row"><div class="graph-wrap"><canvas id="graph-canvas"></canvas><div id="graph-tip" class="tip"></div></div>
+    <div class="row"><div class="graph-wrap"><canvas id="graph-canvas"></canvas><div id="graph-tip" class="tip"></div>
+      <div id="graph-legend" class="legend"><span><i class="edge pos"></i> edge raises its target</span><span><i class="edge neg"></i> lowers it</span>
+        <span class="muted">width ∝ √|weight|</span><span><i class="dot"></i> feature</span><span><i class="dot err"></i> MLP error</span>
+        <span><i class="dot tok"></i> token</span><span><i class="dot logit"></i> logit</span><span><i class="dot pin"></i> pinned</span><span><i class="dot group"></i> supernode</span></div></div>
       <div id="graph-side"><div id="graph-message"></div><div id="graph-pins"></div><div id="graph-intervene"></div><div id="graph-card"></div></div></div>`;
   const form = root.querySelector('#graph-form');
   form.addEventListener('submit', async e => {
@@ -299,9 +381,9 @@ async function show(root, s, graph, slug) {
   const meta = graph.metadata ?? {};
   const features = graph.nodes.filter(n => featureOf(n)).length;
   root.querySelector('#graph-message').innerHTML = `<p class="muted" id="graph-budget-note">${features} feature nodes shown; traced ${meta.max_feature_nodes ? `with a budget of ${esc(String(meta.max_feature_nodes))} feature nodes` : 'over every active feature (no budget recorded)'}</p>`;
-  const data = prepare(graph);
   const canvas = root.querySelector('#graph-canvas');
-  canvas.style.height = Math.min(900, Math.max(420, data.height * Math.min(1, (canvas.clientWidth - 20) / data.width) + 40)) + 'px';
+  const data = prepare(graph, canvas.clientWidth);
+  canvas.style.height = Math.min(MAX_VIEW_HEIGHT, Math.max(420, data.height * fitScale(canvas.clientWidth, data.width, data.height) + 40)) + 'px';
   const stores = await api('/api/features');
   const store = 0; // the first feature store labels the nodes and shows their cards
   const side = root.querySelector('#graph-side'), tip = root.querySelector('#graph-tip');
@@ -314,9 +396,15 @@ async function show(root, s, graph, slug) {
     },
     select: async n => {
       const f = featureOf(n), el = side.querySelector('#graph-card');
-      el.innerHTML = `<p><b>${esc(n.node_id)}</b> ${esc(n.feature_type)} at position ${n.ctx_idx}, influence ${fmt(n.influence, 3)}
-        <button id="pin-button" type="button">${x.pinned.has(n.node_id) ? 'Unpin' : 'Pin'}</button></p><div id="node-card"></div>`;
-      el.querySelector('#pin-button').addEventListener('click', () => { x.togglePin(n.node_id); x.cb.select(n); });
+      const what = n.feature_type === 'supernode' ? `supernode of ${n.members.length} features` : `${n.feature_type} at position ${n.ctx_idx}, influence ${fmt(n.influence, 3)}`;
+      el.innerHTML = `<p><b>${esc(n.feature_type === 'supernode' ? n.name : n.node_id)}</b> ${esc(what)}
+        ${n.feature_type === 'supernode' ? '' : `<button id="pin-button" type="button">${x.pinned.has(n.node_id) ? 'Unpin' : 'Pin'}</button>`}</p>
+        <div id="node-edges" class="row">${edgeTable('incoming', x.edgesOf(n).in, l => l.s)}${edgeTable('outgoing', x.edgesOf(n).out, l => l.t)}</div><div id="node-card"></div>`;
+      el.querySelector('#pin-button')?.addEventListener('click', () => { x.togglePin(n.node_id); x.cb.select(n); });
+      el.querySelectorAll('#node-edges tr[data-node]').forEach(tr => tr.addEventListener('click', () => {
+        const other = [...x.visible].find(m => m.node_id === tr.dataset.node) ?? data.byId.get(tr.dataset.node);
+        if (other) { x.selected = other; x.draw(); x.cb.select(other); }
+      }));
       if (f && stores.length > 0) {
         try { await card(el.querySelector('#node-card'), store, `${f.layer}:${f.feature}`); } catch (err) { el.querySelector('#node-card').innerHTML = `<p class="muted">${esc(err.message)}</p>`; }
       }
@@ -324,6 +412,11 @@ async function show(root, s, graph, slug) {
     changed: () => { pins(); remember(); },
   });
   current = x;
+  // A node's strongest edges (ten each way, the rest counted), each row opening the node at its other end.
+  const edgeTable = (title, list, other) => `<table class="edges"><tr><th colspan="3">${title} (${list.length})</th></tr>${list.slice(0, 10).map(l => {
+    const o = other(l);
+    return `<tr data-node="${esc(o.node_id)}"><td class="tok">${esc(o.feature_type === 'supernode' ? o.name : o.node_id)}</td><td class="tok lbl">${esc(x.labelOf(o) || (o.feature_type === 'embedding' ? String(graph.metadata?.prompt_tokens?.[o.ctx_idx] ?? '') : ''))}</td><td class="${l.w < 0 ? 'neg' : 'pos'}">${fmt(l.w, 3)}</td></tr>`;
+  }).join('')}${list.length > 10 ? `<tr><td colspan="3" class="muted">${list.length - 10} more</td></tr>` : ''}</table>`;
   const q = graph.qParams ?? {};
   const pinnedIds = s.pinned ? s.pinned.split(',') : (q.pinnedIds ?? []);
   pinnedIds.forEach(id => data.byId.has(id) && x.pinned.add(id));
