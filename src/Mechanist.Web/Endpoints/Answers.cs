@@ -10,14 +10,22 @@ public static class Answers
     /// <summary>JSON settings of every answer.</summary>
     public static JsonSerializerOptions Json => JsonFormat.Options;
 
-    /// <summary>An error answer {"error": message}.</summary>
-    public static IResult Fail(int status, string message) => Results.Json(new ErrorResponse(message), Json, statusCode: status);
+    /// <summary>An error answer {"error": message}, with the server's absolute paths cut to their last name.</summary>
+    public static IResult Fail(int status, string message) => Results.Json(new ErrorResponse(Redact(message)), Json, statusCode: status);
+
+    static readonly System.Text.RegularExpressions.Regex AbsolutePath = new(@"(?<![\w.:/])/(?:[^\s'""/:]+/)+(?=[^\s'""/:]+)", System.Text.RegularExpressions.RegexOptions.Compiled);
+
+    /// <summary>
+    /// A library message as a browser may see it: every absolute path reduced to its file or folder name (the library names the
+    /// files it read, which on a server are where it is installed or where its data lives).
+    /// </summary>
+    public static string Redact(string message) => AbsolutePath.Replace(message, "");
 
     /// <summary>Writes an error answer from middleware.</summary>
     public static Task Error(HttpContext ctx, int status, string message)
     {
         ctx.Response.StatusCode = status;
-        return ctx.Response.WriteAsJsonAsync(new ErrorResponse(message), Json);
+        return ctx.Response.WriteAsJsonAsync(new ErrorResponse(Redact(message)), Json);
     }
 
     /// <summary>A value quoted back in an error, cut to 80 characters.</summary>

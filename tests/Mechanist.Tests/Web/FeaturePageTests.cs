@@ -187,7 +187,9 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         Assert.Contains("LAYER:FEATURE", await page.TextContentAsync("#feature-list .error"));
         var label = await fx.Client.PostAsJsonAsync("/api/features/1/0/1/label", new { label = "x" });
         Assert.Equal(400, (int)label.StatusCode);
-        Assert.Contains("read-only", await label.Content.ReadAsStringAsync());
+        string refusal = await label.Content.ReadAsStringAsync();
+        Assert.Contains("published: published features are read-only", refusal); // the folder by its name, never the server's path to it
+        Assert.DoesNotContain(Path.GetDirectoryName(fx.Published)!, refusal);
         Assert.All(errors, e => Assert.Contains("400", e)); // the refused search's answer, nothing else
     }
 
@@ -260,9 +262,8 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         // The pinned subgraph only; thresholds.
         // The pinned subgraph keeps the tokens and logits, draws the supernode as one node, and sums its members' edges.
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = ScreenshotPath("graph.png"), FullPage = true });
-        await (await page.QuerySelectorAsync("#graph-canvas"))!.ScreenshotAsync(new ElementHandleScreenshotOptions { Path = ScreenshotPath("tmp-canvas.png") });
         await page.CheckAsync("#pinned-only");
-        await page.WaitForFunctionAsync("() => [...window.mechanistGraph.explorer.visible].some(n => n.feature_type === 'supernode')");
+        await page.WaitForFunctionAsync("() => [...window.mechanistGraph.explorer.visible].some(n => n.isSupernode)");
         var kinds = await page.EvaluateAsync<string[]>("() => [...window.mechanistGraph.explorer.visible].map(n => n.feature_type)");
         var tokens = await page.EvaluateAsync<int>("() => window.mechanistGraph.explorer.data.nodes.filter(n => n.feature_type === 'embedding').length");
         Assert.Equal(1, kinds.Count(k => k == "supernode"));
@@ -272,7 +273,7 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         var sums = await page.EvaluateAsync<double[]>(@"async () => {
             const x = window.mechanistGraph.explorer, g = await (await fetch('/api/graphs/' + new URLSearchParams(location.hash.slice(1)).get('graph'))).json();
             const members = new Set(x.supernodes[0].slice(1)), logit = g.nodes.find(n => n.feature_type === 'logit' && n.is_target_logit).node_id;
-            const edge = x.edges.find(l => l.s.feature_type === 'supernode' && l.t.node_id === logit);
+            const edge = x.edges.find(l => l.s.isSupernode && l.t.node_id === logit);
             return [edge ? edge.w : 0, g.links.filter(l => members.has(l.source) && l.target === logit).reduce((a, l) => a + l.weight, 0)]; }");
         Assert.NotEqual(0, sums[1]);
         Assert.Equal(sums[1], sums[0], 4);
@@ -346,15 +347,18 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
     {
         var (playwright, browser, page, errors) = await Browser($"{fx.Server.Url}/#view=steer");
         using var _p = playwright; await using var _b = browser;
-        await page.FillAsync("#steer-coef", "8");
+        // The defaults visibly steer the built-in model, in both modes ("market" becomes "park"; "Owen" becomes "Mary").
         await page.ClickAsync("#steer-form button");
         await page.WaitForSelectorAsync("#steer-after", new PageWaitForSelectorOptions { Timeout = 60_000 });
         Assert.NotEqual(await page.TextContentAsync("#steer-before"), await page.TextContentAsync("#steer-after"));
         await page.CheckAsync("input[name=steer-mode][value=feature]");
+        await page.ClickAsync("#steer-form button");
+        await page.WaitForFunctionAsync("() => document.querySelector('.muted')?.textContent.includes('feature setting')", null, new PageWaitForFunctionOptions { Timeout = 60_000 });
+        Assert.NotEqual(await page.TextContentAsync("#steer-before"), await page.TextContentAsync("#steer-after"));
         await page.FillAsync("#steer-prompt", "The capital of the state containing Dallas is");
         await page.FillAsync("#steer-features", "0:324=x-2\n0:45=x-2\n1:559=x-2");
         await page.ClickAsync("#steer-form button");
-        await page.WaitForFunctionAsync("() => document.querySelector('.muted')?.textContent.includes('feature setting')");
+        await page.WaitForFunctionAsync("() => document.querySelector('#steer-before')?.textContent.includes('Dallas')", null, new PageWaitForFunctionOptions { Timeout = 60_000 });
         // The continuations end where the model stops; the stop token (BOS doubles as EOS in the toy model) is not shown.
         Assert.DoesNotContain("<bos>", await page.TextContentAsync("#steer-before"));
         Assert.DoesNotContain("<bos>", await page.TextContentAsync("#steer-after"));

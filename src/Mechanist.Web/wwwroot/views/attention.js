@@ -45,6 +45,21 @@ function drawPattern(canvas, pattern, size) {
   ctx.putImageData(img, 0, 0);
 }
 
+// The selected head at full size: key tokens along the top, query tokens down the left (every k-th when cells are small), and the
+// colour scale (shade ∝ √weight, so the bar's ticks sit at √v).
+const SIZE = 360;
+function figure(queries, keys) {
+  const cell = SIZE / Math.max(queries.length, keys.length, 1), every = Math.max(1, Math.ceil(9 / cell)), font = Math.min(11, Math.max(8, cell - 1));
+  const label = t => esc(String(t).length > 12 ? String(t).slice(0, 11) + '…' : String(t));
+  const keyLabels = keys.map((t, k) => k % every ? '' : `<span class="attn-key" style="left:${(k + 0.5) * cell}px;font-size:${font}px" title="key ${k}">${label(t)}</span>`).join('');
+  const queryLabels = queries.map((t, q) => q % every ? '' : `<span class="attn-query" style="top:${q * cell}px;height:${cell * every}px;line-height:${Math.min(cell * every, 14)}px;font-size:${font}px" title="query ${q}">${label(t)}</span>`).join('');
+  const ticks = [0, 0.05, 0.25, 0.5, 1].map(v => `<span style="bottom:${Math.sqrt(v) * 100}%">${v}</span>`).join('');
+  return `<div class="attn-figure"><div class="attn-keys">${keyLabels}</div><div class="attn-body"><div class="attn-queries">${queryLabels}</div>
+    <canvas id="attn-selected" title="the selected head, every query (row) and key (column)"></canvas>
+    <div class="attn-scale" title="attention weight (shade ∝ √weight)"><div class="bar"></div><div class="ticks">${ticks}</div></div></div>
+    <p class="muted">rows: queries · columns: keys · colour: attention weight</p></div>`;
+}
+
 const tokenRow = (id, tokens) => `<div class="tokens" id="${id}">${tokens.map((t, i) => `<span class="token" data-i="${i}">${esc(show(t))}</span>`).join('')}</div>`;
 
 // Causal self-attention: one row of tokens; hovering one shades the keys it attends to (blue, earlier) and the queries that attend to it (orange, later).
@@ -93,7 +108,7 @@ export async function render(root, s) {
     ? `<h2>L${layer}H${head}: hover a token to see where it attends (blue) and who attends to it (orange)</h2>${tokenRow('attn-tokens', st.queries)}`
     : `<h2>L${layer}H${head}: hover a query to see the keys it attends to (blue), or a key to see the queries attending to it (orange)</h2>
        <p class="muted">queries</p>${tokenRow('attn-queries', st.queries)}<p class="muted">keys</p>${tokenRow('attn-keys', st.keys)}`)
-    + '<canvas id="attn-selected" title="the selected head, every query and key"></canvas>';
+    + figure(st.queries, st.keys);
   const pooled = st.queries.length > THUMB || st.keys.length > THUMB ? `; thumbnails averaged over blocks to ${THUMB} cells a side` : '';
   root.innerHTML = `<h2>${esc(titles[st.name] ?? st.name)} <span class="muted">(${esc(st.hook)}; rows: queries, columns: keys; click a head${pooled})</span></h2>${tabs}
     <div id="grid">${byLayer.map((heads, l) => `<div class="heads-grid"><b style="width:4rem">L${l}</b>${heads.map((_, h) =>
@@ -105,6 +120,6 @@ export async function render(root, s) {
     drawPattern(cell.querySelector('canvas'), byLayer[l][h], 90);
     cell.addEventListener('click', () => setState({ layer: l, head: h }));
   });
-  drawPattern(root.querySelector('#attn-selected'), pattern, 360);
+  drawPattern(root.querySelector('#attn-selected'), pattern, SIZE);
   if (root.querySelector('#attn-tokens')) hoverCausal(root, pattern); else hoverTwoRows(root, pattern);
 }

@@ -71,7 +71,7 @@ export async function card(el, store, spec) {
   const [layer, feature] = spec.split(':').map(Number);
   const [d, all] = await Promise.all([api(`/api/features/${store}/${layer}/${feature}`), storeSummaries()]);
   const sm = d.summary, max = num(sm.max), steerModel = all[store]?.model;
-  const firstExample = d.top[0] ? d.top[0].tokens.slice(0, d.top[0].maxIndex + 1).filter(t => t !== '<bos>' && t !== '<s>').join('').trim() : '';
+  const firstExample = d.top[0] ? d.top[0].tokens.slice(0, d.top[0].maxIndex + 1).filter(t => !['<bos>', '<s>', '<|endoftext|>', '<|begin_of_text|>', '[CLS]'].includes(t.trim())).join('').trim() : '';
   el.innerHTML = `<div class="feature-card" data-feature="${layer}:${feature}">
     <h2>L${layer}/${feature} <span id="feature-label">${esc(sm.label)}</span></h2>
     <form id="label-form" class="inline"><input id="label-input" size="40" value="${esc(sm.userLabel ?? '')}" placeholder="${esc(sm.autoLabel)}"><button type="submit">Save label</button>

@@ -89,7 +89,7 @@ export class Explorer {
         const ms = g.slice(1).map(id => d.byId.get(id)).filter(Boolean);
         if (ms.length === 0) return null;
         const mean = f => ms.reduce((a, n) => a + f(n), 0) / ms.length;
-        return { node_id: `supernode:${k}`, feature_type: 'supernode', name: g[0], members: ms, x: mean(n => n.x), y: mean(n => n.y),
+        return { node_id: `supernode:${k}`, isSupernode: true, feature_type: 'supernode', name: g[0], members: ms, x: mean(n => n.x), y: mean(n => n.y),
           ctx_idx: ms[0].ctx_idx, layer: ms[0].layer, influence: Math.min(...ms.map(n => n.influence)) };
       });
       const rep = n => { const k = members.get(n.node_id); return k !== undefined && reps[k] ? reps[k] : n; };
@@ -166,9 +166,9 @@ export class Explorer {
     ctx.fillStyle = '#adb5bd'; ctx.fill(this.errorPath);
     const members = this.members();
     for (const n of this.visible) {
-      const pinned = this.pinned.has(n.node_id), group = n.feature_type === 'supernode' ? Number(n.node_id.split(':')[1]) : members.get(n.node_id);
+      const pinned = this.pinned.has(n.node_id), group = n.isSupernode ? Number(n.node_id.split(':')[1]) : members.get(n.node_id);
       if (!pinned && group === undefined && n.feature_type !== 'logit' && n.feature_type !== 'embedding') continue;
-      ctx.beginPath(); ctx.arc(n.x, n.y, n.feature_type === 'supernode' ? 7 : 5.5, 0, 2 * Math.PI);
+      ctx.beginPath(); ctx.arc(n.x, n.y, n.isSupernode ? 7 : 5.5, 0, 2 * Math.PI);
       ctx.fillStyle = n.feature_type === 'logit' ? '#2b8a3e' : n.feature_type === 'embedding' ? '#868e96' : group !== undefined ? GROUP_COLOURS[group % 4] : '#e8590c';
       ctx.fill();
     }
@@ -176,7 +176,7 @@ export class Explorer {
     ctx.fillStyle = '#1d2330'; ctx.font = `${Math.max(9.5, 9 / this.scale)}px system-ui`;
     const named = new Set();
     for (const n of this.visible) {
-      const group = n.feature_type === 'supernode' ? null : members.get(n.node_id);
+      const group = n.isSupernode ? null : members.get(n.node_id);
       if (group !== undefined && group !== null) {
         if (named.has(group)) continue;
         named.add(group);
@@ -236,7 +236,7 @@ export class Explorer {
   labelOf(n) {
     if (n.feature_type === 'logit') return n.clerp || 'logit';
     if (n.feature_type === 'embedding') return '';
-    if (n.feature_type === 'supernode') return `[${n.name}]`;
+    if (n.isSupernode) return `[${n.name}]`;
     if (n.feature_type === 'mlp reconstruction error') return `error L${n.layer}`;
     const f = featureOf(n);
     if (!f) return n.clerp || n.node_id;
@@ -245,7 +245,7 @@ export class Explorer {
 
   // The edges into and out of a node, strongest first: the file's own for a node, the summed ones for a supernode.
   edgesOf(n) {
-    if (n.feature_type === 'supernode') return { in: this.edges.filter(l => l.t === n), out: this.edges.filter(l => l.s === n) };
+    if (n.isSupernode) return { in: this.edges.filter(l => l.t === n), out: this.edges.filter(l => l.s === n) };
     const byMag = list => [...(list ?? [])].sort((a, b) => Math.abs(b.w) - Math.abs(a.w));
     return { in: byMag(this.data.ins.get(n)), out: byMag(this.data.outs.get(n)) };
   }
@@ -396,9 +396,9 @@ async function show(root, s, graph, slug) {
     },
     select: async n => {
       const f = featureOf(n), el = side.querySelector('#graph-card');
-      const what = n.feature_type === 'supernode' ? `supernode of ${n.members.length} features` : `${n.feature_type} at position ${n.ctx_idx}, influence ${fmt(n.influence, 3)}`;
-      el.innerHTML = `<p><b>${esc(n.feature_type === 'supernode' ? n.name : n.node_id)}</b> ${esc(what)}
-        ${n.feature_type === 'supernode' ? '' : `<button id="pin-button" type="button">${x.pinned.has(n.node_id) ? 'Unpin' : 'Pin'}</button>`}</p>
+      const what = n.isSupernode ? `supernode of ${n.members.length} features` : `${n.feature_type} at position ${n.ctx_idx}, influence ${fmt(n.influence, 3)}`;
+      el.innerHTML = `<p><b>${esc(n.isSupernode ? n.name : n.node_id)}</b> ${esc(what)}
+        ${n.isSupernode ? '' : `<button id="pin-button" type="button">${x.pinned.has(n.node_id) ? 'Unpin' : 'Pin'}</button>`}</p>
         <div id="node-edges" class="row">${edgeTable('incoming', x.edgesOf(n).in, l => l.s)}${edgeTable('outgoing', x.edgesOf(n).out, l => l.t)}</div><div id="node-card"></div>`;
       el.querySelector('#pin-button')?.addEventListener('click', () => { x.togglePin(n.node_id); x.cb.select(n); });
       el.querySelectorAll('#node-edges tr[data-node]').forEach(tr => tr.addEventListener('click', () => {
@@ -415,7 +415,7 @@ async function show(root, s, graph, slug) {
   // A node's strongest edges (ten each way, the rest counted), each row opening the node at its other end.
   const edgeTable = (title, list, other) => `<table class="edges"><tr><th colspan="3">${title} (${list.length})</th></tr>${list.slice(0, 10).map(l => {
     const o = other(l);
-    return `<tr data-node="${esc(o.node_id)}"><td class="tok">${esc(o.feature_type === 'supernode' ? o.name : o.node_id)}</td><td class="tok lbl">${esc(x.labelOf(o) || (o.feature_type === 'embedding' ? String(graph.metadata?.prompt_tokens?.[o.ctx_idx] ?? '') : ''))}</td><td class="${l.w < 0 ? 'neg' : 'pos'}">${fmt(l.w, 3)}</td></tr>`;
+    return `<tr data-node="${esc(o.node_id)}"><td class="tok">${esc(o.isSupernode ? o.name : o.node_id)}</td><td class="tok lbl">${esc(x.labelOf(o) || (o.feature_type === 'embedding' ? String(graph.metadata?.prompt_tokens?.[o.ctx_idx] ?? '') : ''))}</td><td class="${l.w < 0 ? 'neg' : 'pos'}">${fmt(l.w, 3)}</td></tr>`;
   }).join('')}${list.length > 10 ? `<tr><td colspan="3" class="muted">${list.length - 10} more</td></tr>` : ''}</table>`;
   const q = graph.qParams ?? {};
   const pinnedIds = s.pinned ? s.pinned.split(',') : (q.pinnedIds ?? []);

@@ -1,4 +1,4 @@
-import { api, esc, fmt, heatTable } from '../util.js';
+import { api, esc, fmt, heatTable, heatLegend } from '../util.js';
 import { setState, getModels } from '../state.js';
 
 const example = { clean: 'When Mary and John went to the store, John gave a drink to', corrupt: 'When Mary and John went to the store, Mary gave a drink to', answer: ' Mary', wrong: ' John' };
@@ -27,5 +27,6 @@ export async function render(root, s) {
   const report = await api('/api/patch', { model: s.model, ...q,
     ...(encoderDecoder ? { what: 'resid', decoder: s.decoder || null } : { position: s.pos !== '' && Number.isInteger(+s.pos) ? +s.pos : null }) });
   root.querySelector('#grid').innerHTML = report.grids.map(g => `<p>${esc(g.method)} patching, ${esc(g.metric)}: clean ${fmt(g.cleanMetric, 3)}, corrupted ${fmt(g.corruptedMetric, 3)}; 1 = clean behaviour restored.</p>
+    ${heatLegend('share of clean behaviour restored', { diverging: true })}
     <div style="overflow-x:auto">${heatTable(g.rowLabels, g.columnLabels, g.scores.map(row => row.map(Number)), { max: 1, diverging: true })}</div>`).join('');
 }

@@ -17,7 +17,7 @@ export async function render(root, s) {
         <label>layer <input id="steer-layer" size="3" value="1"></label><label>coefficient <input id="steer-coef" size="4" value="4"></label>
       </div>
       <div id="feature-inputs" class="inline" style="display:none">
-        <label>features (LAYER:FEATURE=VALUE per line, set at every position; xK scales)<br><textarea id="steer-features" rows="3" cols="40">0:776=x4</textarea></label>
+        <label>features (LAYER:FEATURE=VALUE per line, set at every position; xK scales)<br><textarea id="steer-features" rows="3" cols="40">2:570=14</textarea></label>
       </div>
       <button type="submit">Generate</button>
     </form>
