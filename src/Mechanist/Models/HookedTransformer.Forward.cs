@@ -340,6 +340,22 @@ public sealed partial class HookedTransformer
         return w.Bo is null ? summed : summed.add(w.Bo, Mechanist.Tensors.Scalars.One);
     }
 
+    /// <summary>
+    /// Rotates x [batch, n, heads, d_head] as layer <paramref name="layer"/> rotates its queries and keys at one position (a sliding-window
+    /// layer with its own base uses its own tables); x unchanged for models without rotary embeddings. For decompositions (QK attribution).
+    /// </summary>
+    internal Tensor RotateAt(int layer, long position, Tensor x)
+    {
+        if (_rotary is null) return x;
+        var table = Config.UsesSlidingWindow(layer) && _localRotary is not null ? _localRotary : _rotary;
+        using var positions = SafeOps.FullInt(new long[] { 1, 1 }, position, ScalarType.Int64, Device);
+        var (cos, sin) = table.For(positions, x.dtype);
+        using (cos) using (sin) return _rotary.Apply(x, cos, sin);
+    }
+
+    /// <summary>ALiBi's bias slope_h · key position for one query row [heads, keys] (keys counted from 0), null without ALiBi.</summary>
+    internal Tensor? AlibiRow(long keys) => Config.Positional == PositionKind.Alibi ? AlibiBias(1, keys, null).view(Config.NHeads, keys) : null;
+
     /// <summary>tanh(x / cap) · cap with rooted scalars.</summary>
     static Tensor Softcap(Tensor x, double cap) => x.div(Scalars.Of(cap)).tanh().mul(Scalars.Of(cap));
 
