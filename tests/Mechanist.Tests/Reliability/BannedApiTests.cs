@@ -28,6 +28,8 @@ public class BannedApiTests
                         scaled += u;
                         return scaled.square().masked_fill(t > 0, 1.0);
                     }
+
+                    public static Tensor AllIntoAByte(Tensor t) => t.sum(0);
                 }
                 """);
             var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir };
@@ -42,6 +44,7 @@ public class BannedApiTests
             Assert.Contains("Demo.cs(7,", output); Assert.Contains("MECH001", output);  // scaled += u
             Assert.Contains("torch.Tensor.square()", output);
             Assert.Contains("implicit operator Scalar", output);                         // t > 0, 1.0
+            Assert.Contains("Demo.cs(11,", output); Assert.Contains("MECH002", output);  // t.sum(0): the literal 0 binds to sum(ScalarType)
         }
         finally { try { Directory.Delete(dir, true); } catch (IOException) { } }
     }
