@@ -28,7 +28,7 @@ public static class MechanistCli
         root.Options.Add(CommonOptions.Tokenizer);
         foreach (var command in new ICliCommand[]
                  {
-                     new TokenizeCommand(), new ConvertCommand(), new RunCommand(), new GenerateCommand(), new HooksCommand(), new LensCommand(), new DlaCommand(), new PatchCommand(), new AblateCommand(), new HeadsCommand(), new DictCommand(), new HarvestCommand(), new TraceCommand(), new InterveneCommand(), new ShowcaseCommand(), new SlurmCommand(), new FeaturesCommand(), new SteerCommand(), new CompareCommand(), new BenchCommand(), new ToyCommand(), new DemoCommand(), new MicroscopeCommand(), new ServeCommand(),
+                     new TokenizeCommand(), new ConvertCommand(), new RunCommand(), new GenerateCommand(), new HooksCommand(), new LensCommand(), new DlaCommand(), new PatchCommand(), new AblateCommand(), new HeadsCommand(), new DictCommand(), new HarvestCommand(), new TraceCommand(), new QkCommand(), new InterveneCommand(), new ShowcaseCommand(), new SlurmCommand(), new FeaturesCommand(), new SteerCommand(), new CompareCommand(), new BenchCommand(), new ToyCommand(), new DemoCommand(), new MicroscopeCommand(), new ServeCommand(),
                  })
             root.Subcommands.Add(command.Build(context));
         CountOptions.AddValidators(root);

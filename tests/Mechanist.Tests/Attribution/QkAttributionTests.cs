@@ -150,3 +150,47 @@ public class QkAttributionTests
         Assert.Contains("after query", Assert.Throws<MechanistException>(() => qk.Compute(0, 0, 1, 2)).Message);
     }
 }
+
+/// <summary><c>mechanist qk</c>: the table, the JSON, every term with --top 0, and the induction head of attn-only-2l.</summary>
+public class QkCliTests
+{
+    // A repeated random sequence: token 97 first at position 4, again at 12; an induction head at 12 attends to 5 (what followed 97).
+    const string Repeated = "1,301,122,355,97,210,388,161,74,301,122,355,97,210,388,161,74";
+
+    [Fact]
+    public void TheInductionHeadsScoreIsCurrentTokenAgainstPreviousTokenHead()
+    {
+        var (code, output, err) = Cli.CliRunner.Run("qk", "--model", "attn-only-2l", "--tokens", Repeated, "--layer", "1", "--head", "0", "--query", "12", "--key", "5", "--top", "0", "--json");
+        Assert.True(code == 0, err);
+        var r = JsonDocument.Parse(output).RootElement;
+        double score = r.GetProperty("score").GetDouble(), sum = r.GetProperty("sum").GetDouble();
+        Assert.Equal(score, sum, 4);
+        var terms = r.GetProperty("terms").EnumerateArray().Select(t => (Q: t.GetProperty("query").GetString()!, K: t.GetProperty("key").GetString()!, V: t.GetProperty("value").GetDouble())).ToList();
+        Assert.Equal(r.GetProperty("termCount").GetInt32(), terms.Count); // --top 0: every term
+        Assert.Equal(sum, terms.Sum(t => t.V), 4);
+        // The key side that matters is layer 0's previous-token head (L0H1) at the key ("the previous token was 97"), met at the query
+        // by the current token 97 (its embedding, and L0H0's copy of it).
+        double previousToken = terms.Where(t => t.K == "A_0_1_5").Sum(t => t.V);
+        Assert.True(previousToken > 0.5 * score, $"key-side A_0_1_5 carries {previousToken} of {score}");
+        Assert.True(terms.Single(t => t.Q == "E_97_12" && t.K == "A_0_1_5").V > 0);
+        // A key that did not follow 97 scores far lower.
+        (code, output, _) = Cli.CliRunner.Run("qk", "--model", "attn-only-2l", "--tokens", Repeated, "--layer", "1", "--head", "0", "--query", "12", "--key", "9", "--json");
+        Assert.True(JsonDocument.Parse(output).RootElement.GetProperty("score").GetDouble() < score / 2);
+    }
+
+    [Fact]
+    public void TheTableNamesTheComponentsAndBadPositionsAreRefused()
+    {
+        var (code, output, err) = Cli.CliRunner.Run("qk", "--prompt", "The capital of the state containing Dallas is", "--layer", "1", "--head", "0", "--key", "6", "--top", "5");
+        Assert.True(code == 0, err);
+        Assert.Contains("L1H0, query 8", output);
+        Assert.Contains("more", output);       // the rest of the terms, summed
+        Assert.Contains("S_0_6", output);      // the CLT's S term at the key
+        (code, _, err) = Cli.CliRunner.Run("qk", "--prompt", "The capital of", "--layer", "1", "--head", "0", "--query", "1", "--key", "7");
+        Assert.Equal(2, code);
+        Assert.Contains("positions must be within", err);
+        (code, _, err) = Cli.CliRunner.Run("qk", "--prompt", "The capital of", "--layer", "1", "--head", "9", "--key", "0");
+        Assert.Equal(2, code);
+        Assert.Contains("head 9 is outside", err);
+    }
+}
