@@ -1,0 +1,84 @@
+using Mechanist.Attribution;
+using Mechanist.Hooks;
+using Mechanist.Models;
+using Mechanist.Tensors;
+using static TorchSharp.torch;
+
+namespace Mechanist.Tests.Attribution;
+
+/// <summary>Head loadings: every cross-position edge split over the heads of its first hop, summing to the edge; the one-hop identity.</summary>
+public class HeadLoadingsTests
+{
+    public static IEnumerable<object[]> Cases() => AttributionGoldenTests.Cases();
+
+    /// <summary>The graph's nonzero edges between different positions, from the reference adjacency's node order.</summary>
+    static List<(GraphNode Target, GraphNode Source, double Weight)> CrossPositionEdges(AttributionGraph graph)
+    {
+        var dense = graph.DenseAdjacency();
+        var a = dense.data<float>().ToArray();
+        int n = graph.Nodes.Length;
+        var list = new List<(GraphNode, GraphNode, double)>();
+        for (int t = 0; t < n; t++)
+            for (int s = 0; s < n; s++)
+                if (a[t * n + s] != 0 && graph.Nodes[t].Position != graph.Nodes[s].Position)
+                    list.Add((graph.Nodes[t], graph.Nodes[s], a[t * n + s]));
+        return list;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void EveryCrossPositionEdgeIsTheSumOfItsHeadLoadings(string name)
+    {
+        using var c = new AttributionGoldenTests.Case(name);
+        var graph = Attributor.Attribute(c.Rm, new AttributionOptions(BatchSize: 16));
+        var edges = CrossPositionEdges(graph);
+        Assert.True(edges.Count > 100, $"{name}: {edges.Count} cross-position edges");
+        double max = edges.Max(e => Math.Abs(e.Weight));
+        var loadings = HeadLoadings.Compute(c.Rm, edges);
+        Assert.Equal(edges.Count, loadings.Count);
+        foreach (var e in loadings)
+        {
+            Assert.Equal(0, e.SamePosition);
+            double sum = e.Heads.Sum(h => h.Value);
+            Assert.True(Math.Abs(sum - e.Edge) <= 1e-5 * max, $"{name}: {e.Source} → {e.Target}: loadings sum to {sum}, the edge is {e.Edge}");
+        }
+        // Top 2 per edge: the rest keeps the sum.
+        var top = HeadLoadings.Compute(c.Rm, edges.Take(20).ToList(), top: 2);
+        Assert.All(top, e => { Assert.True(e.Heads.Length <= 2); Assert.Equal(e.Edge, e.Heads.Sum(h => h.Value) + e.Rest, 4); });
+    }
+
+    [Fact]
+    public void OverOneAttentionLayerAHeadsLoadingIsTheEdgeWithEveryOtherHeadZeroed()
+    {
+        // gpt2_plt_relu: per-layer transcoders reading hook_resid_mid. A layer-1 feature reaches a layer-2 feature at another
+        // position only through layer 2's attention: zeroing every other head's pattern there leaves exactly that head's loading.
+        using var c = new AttributionGoldenTests.Case("gpt2_plt_relu");
+        var graph = Attributor.Attribute(c.Rm, new AttributionOptions(BatchSize: 16));
+        var edges = CrossPositionEdges(graph).Where(e => e.Source.Kind == NodeKind.Feature && e.Source.Layer == 1 && e.Target.Kind == NodeKind.Feature && e.Target.Layer == 2)
+            .OrderByDescending(e => Math.Abs(e.Weight)).Take(3).ToList();
+        Assert.NotEmpty(edges);
+        var loadings = HeadLoadings.Compute(c.Rm, edges);
+        int heads = c.Model.Config.NHeads;
+        string pattern = c.Model.HookPoints.Name(HookKind.Pattern, 2);
+        for (int h = 0; h < heads; h++)
+        {
+            int keep = h;
+            // Only head `keep`'s pattern at layer 2; the replacement model is otherwise the same (norm scales frozen at their clean values).
+            using var _ = c.Model.Hooks(new ForwardHookSpec(HookFilter.Named(pattern), (x, ctx) =>
+            {
+                using var mask = zeros(1, heads, 1, 1, x.dtype, x.device);
+                mask[.., keep] = SafeOps.Full(new long[] { 1 }, 1.0, x.dtype);
+                return x.mul(mask);
+            }));
+            var zeroed = Attributor.Attribute(c.Rm, new AttributionOptions(BatchSize: 16));
+            var index = zeroed.Nodes.Select((n, i) => (n.Id, i)).ToDictionary(x => x.Id, x => x.i);
+            var dense = zeroed.DenseAdjacency();
+            for (int k = 0; k < edges.Count; k++)
+            {
+                double alone = dense[index[edges[k].Target.Id], index[edges[k].Source.Id]].item<float>();
+                double loading = loadings[k].Heads.Where(x => x.Layer == 2 && x.Head == keep).Sum(x => x.Value);
+                Assert.True(Math.Abs(alone - loading) <= 1e-5 * Math.Max(1, Math.Abs(edges[k].Weight)), $"L2H{keep}: {edges[k].Source.Id} → {edges[k].Target.Id}: loading {loading}, edge with the other heads zeroed {alone}");
+            }
+        }
+    }
+}
