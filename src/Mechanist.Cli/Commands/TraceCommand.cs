@@ -31,9 +31,11 @@ public sealed class TraceCommand : ICliCommand
         var shard = new Option<string>("--shard") { Description = "With --prompts: i/N, trace prompts i, i+N, ... (merge the shards with 'mechanist trace merge DIR')." };
         var target = new Option<string[]>("--target") { Description = "A token to attribute (repeatable; \" Austin\" or #id) instead of the most likely ones." };
         var targetDiff = new Option<string[]>("--target-diff") { Description = "Attribute a logit difference: two tokens, e.g. --target-diff \" Austin\" \" Dallas\".", Arity = new ArgumentArity(2, 2), AllowMultipleArgumentsPerToken = true };
+        var noQk = new Option<bool>("--no-qk") { Description = "Leave out the attention detail: each cross-position link's head loadings and the QK attributions of the scores that carry it (on by default)." };
+        var qkTop = new Option<int>("--qk-top") { Description = "QK terms kept per attention score (the rest summed).", DefaultValueFactory = _ => 10 };
         var cmd = new Command("trace", "Attribution graph of a prompt: features, errors and tokens to the top logits, pruned, as circuit-tracer graph JSON.");
         input.AddTo(cmd, tokensFile: false);
-        foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures, maxEdges, prompts, shard, scanOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures, maxEdges, prompts, shard, scanOption, noQk, qkTop }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
             AttributionVocabulary.Share("logit probability", parse.GetValue(logitProb));
@@ -66,10 +68,10 @@ public sealed class TraceCommand : ICliCommand
                         lastReport = clock.Elapsed.TotalSeconds;
                         ctx.Err.WriteLine($"  rows {done}/{planned}, {done / Math.Max(1e-9, clock.Elapsed.TotalSeconds):F1} rows/s");
                     }), parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold), !parse.GetValue(noPrune), scan: scan,
-                    inspect: print ? PrintTop : null, promptText: promptText);
+                    inspect: print ? PrintTop : null, promptText: promptText, qk: parse.GetValue(noQk) ? null : new GraphQkOptions(TopPairs: Math.Max(1, parse.GetValue(qkTop))));
                 ctx.Out.WriteLine($"{summary.Nodes} nodes ({summary.ActiveFeatures} active features, {summary.LogitTargets} logit targets), " +
                     $"kept {summary.KeptNodes} nodes and {summary.KeptEdges} edges; replacement {summary.Replacement:F3}, completeness {summary.Completeness:F3}; " +
-                    $"{summary.Seconds:F1} s -> {path}");
+                    $"{summary.Seconds:F1} s" + (summary.QkScores > 0 || summary.QkSeconds > 0 ? $" (attention: {summary.QkScores} QK attributions, {summary.QkSeconds:F1} s)" : "") + $" -> {path}");
             }
 
             // The most influential kept features, before the summary line.

@@ -77,7 +77,7 @@ public sealed class GraphEndpoints(AnalysisRunner runner, RequestInputs inputs, 
             {
                 ct.ThrowIfCancellationRequested();
                 observer?.Progress("/api/graph");
-            }), node, edge, slug: slug, scan: name, promptText: r.Prompt);
+            }), node, edge, slug: slug, scan: name, promptText: r.Prompt, qk: new GraphQkOptions());
             _folderWrite.Wait(ct);
             try
             {

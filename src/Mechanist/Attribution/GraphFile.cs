@@ -23,9 +23,10 @@ public static class GraphFile
 
     /// <summary>Writes the graph atomically. <paramref name="tokenText"/> names tokens (default "&lt;id&gt;", as for models without a tokenizer).</summary>
     public static void Write(string path, AttributionGraph graph, PrunedGraph influence, bool pruned, double nodeThreshold = 0.8,
-        string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null, string? promptText = null, int? maxFeatureNodes = null)
+        string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null, string? promptText = null, int? maxFeatureNodes = null,
+        GraphQk? qk = null)
     {
-        var text = Serialize(graph, influence, pruned, nodeThreshold, slug, scan, tokenText, promptText, maxFeatureNodes);
+        var text = Serialize(graph, influence, pruned, nodeThreshold, slug, scan, tokenText, promptText, maxFeatureNodes, qk);
         AtomicFile.WriteText(path, text);
     }
 
@@ -90,25 +91,31 @@ public static class GraphFile
         return old.Select(g => g!).ToList();
     }
 
-    /// <summary>The JSON text; <paramref name="maxFeatureNodes"/>, when the trace had a feature budget, is written as metadata.max_feature_nodes.</summary>
+    /// <summary>The edges a graph file writes (nonzero, and kept when pruned), row-major: (target node, source node, weight, stored index).</summary>
+    public static List<(int Target, int Source, float Weight, long Stored)> WrittenEdges(AttributionGraph graph, PrunedGraph influence, bool pruned)
+    {
+        var a = graph.Edges;
+        var list = new List<(int, int, float, long)>();
+        for (int r = 0; r < graph.Nodes.Length; r++)
+            for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++)
+                if (a.Value[e] != 0 && (!pruned || influence.EdgeKept[e])) list.Add((r, a.Column[e], a.Value[e], e));
+        return list;
+    }
+
+    /// <summary>
+    /// The JSON text; <paramref name="maxFeatureNodes"/>, when the trace had a feature budget, is written as metadata.max_feature_nodes;
+    /// <paramref name="qk"/>, when given, adds each link's head loadings and the graph's QK attributions (fields circuit-tracer's frontend ignores).
+    /// </summary>
     public static string Serialize(AttributionGraph graph, PrunedGraph influence, bool pruned, double nodeThreshold = 0.8,
-        string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null, string? promptText = null, int? maxFeatureNodes = null)
+        string slug = "mechanist", string scan = "mechanist", Func<long, string>? tokenText = null, string? promptText = null, int? maxFeatureNodes = null,
+        GraphQk? qk = null)
     {
         int n = graph.Nodes.Length;
         tokenText ??= id => $"<{id}>";
         var labels = graph.TokenIds.Select(tokenText).ToArray();
-        var a = graph.Edges;
-        var links = new List<long>(); // stored edges written, row-major (target, then source ascending)
+        var written = WrittenEdges(graph, influence, pruned);
         var touched = new bool[n];
-        for (int r = 0; r < n; r++)
-            for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++)
-            {
-                if (a.Value[e] == 0 || (pruned && !influence.EdgeKept[e])) continue;
-                links.Add(e);
-                touched[r] = true; touched[a.Column[e]] = true;
-            }
-        var targetOf = new int[a.Count];
-        for (int r = 0; r < n; r++) for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++) targetOf[e] = r;
+        foreach (var e in written) { touched[e.Target] = true; touched[e.Source] = true; }
 
         var buffer = new MemoryStream();
         using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
@@ -173,15 +180,49 @@ public static class GraphFile
             }
             w.WriteEndArray();
             w.WriteStartArray("links");
-            foreach (long e in links)
+            foreach (var e in written)
             {
                 w.WriteStartObject();
-                w.WriteString("source", graph.Nodes[a.Column[e]].Id);
-                w.WriteString("target", graph.Nodes[targetOf[e]].Id);
-                WriteFloat(w, "weight", a.Value[e]);
+                string source = graph.Nodes[e.Source].Id, target = graph.Nodes[e.Target].Id;
+                w.WriteString("source", source);
+                w.WriteString("target", target);
+                WriteFloat(w, "weight", e.Weight);
+                if (qk is not null && qk.Loadings.TryGetValue((target, source), out var loads))
+                {
+                    w.WriteStartArray("head_loadings");
+                    foreach (var h in loads.Heads)
+                    {
+                        w.WriteStartObject();
+                        w.WriteNumber("layer", h.Layer); w.WriteNumber("head", h.Head); w.WriteNumber("query", h.Query); WriteFloat(w, "value", (float)h.Value);
+                        w.WriteEndObject();
+                    }
+                    w.WriteEndArray();
+                    WriteFloat(w, "head_loadings_rest", (float)loads.Rest);
+                }
                 w.WriteEndObject();
             }
             w.WriteEndArray();
+            if (qk is not null)
+            {
+                w.WriteStartArray("qk_attributions");
+                foreach (var r in qk.Scores)
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("layer", r.Layer); w.WriteNumber("head", r.Head); w.WriteNumber("query", r.Query); w.WriteNumber("key", r.Key);
+                    WriteFloat(w, "score", (float)r.Score); WriteFloat(w, "softcapped", (float)r.Softcapped); WriteFloat(w, "sum", (float)r.Sum);
+                    w.WriteStartArray("terms");
+                    foreach (var t in r.Terms)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("query", t.Query); w.WriteString("key", t.Key); WriteFloat(w, "value", (float)t.Value);
+                        w.WriteEndObject();
+                    }
+                    w.WriteEndArray();
+                    w.WriteNumber("term_count", r.TermCount); WriteFloat(w, "rest", (float)r.Rest);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+            }
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(buffer.ToArray());

@@ -15,7 +15,10 @@ namespace Mechanist.Attribution;
 /// <param name="Replacement">Replacement score.</param>
 /// <param name="Completeness">Completeness score.</param>
 /// <param name="Seconds">Time taken.</param>
-public sealed record GraphTraceSummary(string Path, int Nodes, int ActiveFeatures, int LogitTargets, int KeptNodes, long KeptEdges, double Replacement, double Completeness, double Seconds);
+/// <param name="QkSeconds">Of which the head loadings and QK attributions took.</param>
+/// <param name="QkScores">Attention scores decomposed.</param>
+public sealed record GraphTraceSummary(string Path, int Nodes, int ActiveFeatures, int LogitTargets, int KeptNodes, long KeptEdges, double Replacement, double Completeness, double Seconds,
+    double QkSeconds = 0, int QkScores = 0);
 
 /// <summary>Traces a prompt into a pruned graph file (circuit-tracer's frontend JSON): what <c>mechanist trace</c> and the workbench's graph view run.</summary>
 public static class GraphTrace
@@ -26,7 +29,7 @@ public static class GraphTrace
     /// </summary>
     public static GraphTraceSummary Write(HookedTransformer model, TranscoderBundle bundle, Tensor tokens, string path, AttributionOptions options,
         double nodeThreshold = 0.8, double edgeThreshold = 0.98, bool prune = true, string? slug = null, string scan = "mechanist",
-        Action<AttributionGraph, PrunedGraph>? inspect = null, string? promptText = null)
+        Action<AttributionGraph, PrunedGraph>? inspect = null, string? promptText = null, GraphQkOptions? qk = null)
     {
         if (tokens.shape[0] != 1) throw new MechanistException("trace takes one prompt");
         if (tokens.shape[1] > model.Config.NCtx) throw new MechanistException($"the prompt is {tokens.shape[1]} tokens; the model's context is {model.Config.NCtx}");
@@ -35,10 +38,13 @@ public static class GraphTrace
         var graph = Attributor.Attribute(rm, options);
         using var pruned = Pruning.Prune(graph, nodeThreshold, edgeThreshold);
         var scores = Pruning.Scores(graph, pruned);
+        double attributed = clock.Elapsed.TotalSeconds;
+        var attention = qk is null ? null : GraphQk.Build(rm, graph, pruned, prune, qk);
         GraphFile.Write(path, graph, pruned, prune, nodeThreshold, slug: slug ?? System.IO.Path.GetFileNameWithoutExtension(path), scan: scan,
-            tokenText: model.Tokenizer is null ? null : id => TokenText.Of(model, id), promptText: promptText, maxFeatureNodes: options.MaxFeatureNodes);
+            tokenText: model.Tokenizer is null ? null : id => TokenText.Of(model, id), promptText: promptText, maxFeatureNodes: options.MaxFeatureNodes, qk: attention);
         inspect?.Invoke(graph, pruned);
         return new GraphTraceSummary(path, graph.Nodes.Length, graph.Nodes.Count(n => n.Kind == NodeKind.Feature), graph.Nodes.Count(n => n.Kind == NodeKind.Logit),
-            pruned.NodeMask.Count(k => k), pruned.KeptEdges, scores.Replacement, scores.Completeness, clock.Elapsed.TotalSeconds);
+            pruned.NodeMask.Count(k => k), pruned.KeptEdges, scores.Replacement, scores.Completeness, clock.Elapsed.TotalSeconds,
+            attention is null ? 0 : clock.Elapsed.TotalSeconds - attributed, attention?.Scores.Count ?? 0);
     }
 }

@@ -6,11 +6,12 @@ using static TorchSharp.torch;
 
 namespace Mechanist.Attribution;
 
-/// <summary>One head's share of an edge.</summary>
+/// <summary>One head's share of an edge, at one destination of its hop.</summary>
 /// <param name="Layer">Layer of the attention hop.</param>
 /// <param name="Head">Query head.</param>
-/// <param name="Value">The part of the edge whose path first leaves the source's position through this head.</param>
-public sealed record HeadLoading(int Layer, int Head, double Value);
+/// <param name="Query">The position the hop moves the path to (the head's query; its key is the source's position).</param>
+/// <param name="Value">The part of the edge whose path first leaves the source's position through this head to this position.</param>
+public sealed record HeadLoading(int Layer, int Head, int Query, double Value);
 
 /// <summary>An edge split over the attention heads that carried it.</summary>
 /// <param name="Target">Target node id.</param>
@@ -31,7 +32,10 @@ public sealed record EdgeLoadings(string Target, string Source, double Edge, Hea
 /// </summary>
 public static class HeadLoadings
 {
-    /// <summary>Splits <paramref name="edges"/> (target node, source node, weight) of <paramref name="rm"/>'s graph; <paramref name="top"/> keeps that many heads per edge (0: all).</summary>
+    /// <summary>
+/// Splits <paramref name="edges"/> (target node, source node, weight) of <paramref name="rm"/>'s graph by (layer, head, destination);
+/// <paramref name="top"/> keeps that many loadings per edge (0: all), the rest summed.
+/// </summary>
     public static List<EdgeLoadings> Compute(ReplacementModel rm, IReadOnlyList<(GraphNode Target, GraphNode Source, double Weight)> edges, int top = 0, int batch = 16)
     {
         var model = rm.Model; var cfg = model.Config; var reg = model.HookPoints;
@@ -93,8 +97,10 @@ public static class HeadLoadings
                 var perHead = cfg.HeadsPerKvHead > 1 ? v.repeat_interleave(cfg.HeadsPerKvHead, 0) : v; // [H, dh]
                 var s = einsum("thd,hd->ht", g[m], perHead);                                       // [H, T]: ⟨∂v/∂z_h(p'), v_h⟩
                 var moved = patterns[m][.., .., p].mul(s);                                         // pattern_h[p', p] · s[h, p']
-                var off = moved.sum(1).sub(moved[.., p]).cpu().data<double>().ToArray();           // p' ≠ p
-                for (int h = 0; h < H; h++) if (off[h] != 0) loadings.Add(new HeadLoading(m, h, off[h]));
+                var byQuery = moved.cpu().data<double>().ToArray();
+                for (int h = 0; h < H; h++)
+                    for (int q = 0; q < T; q++)
+                        if (q != p && byQuery[h * T + q] != 0) loadings.Add(new HeadLoading(m, h, q, byQuery[h * T + q]));
             }
             double moving = loadings.Sum(x => x.Value);
             var ordered = loadings.OrderByDescending(x => Math.Abs(x.Value)).ToList();

@@ -77,6 +77,7 @@ public class HeadLoadingsTests
             {
                 double alone = dense[index[edges[k].Target.Id], index[edges[k].Source.Id]].item<float>();
                 double loading = loadings[k].Heads.Where(x => x.Layer == 2 && x.Head == keep).Sum(x => x.Value);
+                Assert.All(loadings[k].Heads, x => Assert.NotEqual(edges[k].Source.Position, x.Query));
                 Assert.True(Math.Abs(alone - loading) <= 1e-5 * Math.Max(1, Math.Abs(edges[k].Weight)), $"L2H{keep}: {edges[k].Source.Id} → {edges[k].Target.Id}: loading {loading}, edge with the other heads zeroed {alone}");
             }
         }

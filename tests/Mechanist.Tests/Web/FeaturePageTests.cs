@@ -241,9 +241,22 @@ public sealed class FeaturePageTests(FeatureWorkbenchFixture fx) : IClassFixture
         // The clicked node's incoming and outgoing edges, strongest first, as the file holds them.
         var strongestIn = await page.EvaluateAsync<double>(@"async id => { const g = await (await fetch('/api/graphs/' + new URLSearchParams(location.hash.slice(1)).get('graph'))).json();
             return Math.max(...g.links.filter(l => l.target === id).map(l => Math.abs(l.weight))); }", top[0]);
-        var firstIn = await page.TextContentAsync("#node-edges table:first-child tr[data-node] td:last-child");
+        var firstIn = await page.TextContentAsync("#node-edges table:first-child tr[data-node] td:nth-child(3)");
         Assert.Equal(strongestIn, Math.Abs(double.Parse(firstIn!, System.Globalization.CultureInfo.InvariantCulture)), 3);
         Assert.Contains("outgoing", await page.TextContentAsync("#node-edges"));
+        // An edge from another position names the head that carried it; its QK terms say why that head attended there, and
+        // hovering a term marks both of its components in the graph.
+        await page.ClickAsync("#node-edges table:first-child a[data-qk]");
+        await page.WaitForSelectorAsync("#qk-terms tr[data-q]");
+        Assert.Contains("Why L", await page.TextContentAsync("#qk-panel h3"));
+        string qkKey = (await page.GetAttributeAsync("#node-edges table:first-child a[data-qk]", "data-qk"))!;
+        var qkSums = await page.EvaluateAsync<double[]>(@"key => { const r = window.mechanistGraph.explorer.data.qk.get(key);
+            return [r.terms.reduce((a, t) => a + Number(t.value), 0) + Number(r.rest), Number(r.score)]; }", qkKey);
+        Assert.Equal(qkSums[1], qkSums[0], 3);
+        await page.HoverAsync("#qk-terms tr[data-q] >> nth=0");
+        await page.WaitForFunctionAsync("() => window.mechanistGraph.explorer.marked.size === 2");
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = ScreenshotPath("graph-qk.png"), FullPage = true });
+        await page.EvaluateAsync("() => window.scrollTo(0, 0)");
         // Shift+click pins; pinned nodes are grouped into a supernode and saved.
         await page.Keyboard.DownAsync("Shift");
         foreach (var id in top) { var (x, y) = await NodePoint(page, id); await page.Mouse.ClickAsync(x, y); }

@@ -56,14 +56,16 @@ export function prepare(graph, viewWidth = 1000) {
   for (const l of graph.links) {
     const s = byId.get(l.source), t = byId.get(l.target);
     if (!s || !t) continue;
-    const link = { s, t, w: num(l.weight) };
+    const link = { s, t, w: num(l.weight), heads: Array.isArray(l.head_loadings) ? l.head_loadings : null };
     links.push(link);
     if (!outs.has(s)) outs.set(s, []);
     if (!ins.has(t)) ins.set(t, []);
     outs.get(s).push(link); ins.get(t).push(link);
   }
   const width = colX[positions], height = (layers + 1) * band + 60;
-  return { graph, nodes, byId, links, ins, outs, layers, positions, colX, band, rows: ROWS, width, height };
+  // QK attributions (ours; circuit-tracer's files have none) by layer:head:query:key.
+  const qk = new Map((Array.isArray(graph.qk_attributions) ? graph.qk_attributions : []).map(r => [`${r.layer}:${r.head}:${r.query}:${r.key}`, r]));
+  return { qk, graph, nodes, byId, links, ins, outs, layers, positions, colX, band, rows: ROWS, width, height };
 }
 
 // The explorer: owns the canvas, the view transform and the selection.
@@ -72,7 +74,7 @@ export class Explorer {
     this.canvas = canvas; this.ctx = canvas.getContext('2d'); this.data = data; this.cb = callbacks;
     this.scale = fitScale(canvas.clientWidth, data.width, data.height); this.tx = 56; this.ty = 10;
     this.nodeThreshold = 1; this.edgeQuantile = 0; this.pinned = new Set(); this.supernodes = []; this.pinnedOnly = false;
-    this.hover = null; this.selected = null; this.labels = {};
+    this.hover = null; this.selected = null; this.labels = {}; this.marked = new Set();
     this.filter();
     this.bind();
   }
@@ -228,6 +230,12 @@ export class Explorer {
       ctx.beginPath(); ctx.arc(focus.x, focus.y, 7, 0, 2 * Math.PI); ctx.fillStyle = '#3056d3'; ctx.fill();
       ctx.fillStyle = '#1d2330'; ctx.font = `${11 / Math.max(0.6, this.scale)}px system-ui`;
       ctx.fillText(this.labelOf(focus).slice(0, 40), focus.x + 8, focus.y - 8);
+    }
+    // Nodes marked from a side panel (a QK pair's two sides): rings on top.
+    for (const id of this.marked) {
+      const n = this.data.byId.get(id);
+      if (!n) continue;
+      ctx.beginPath(); ctx.arc(n.x, n.y, 9, 0, 2 * Math.PI); ctx.strokeStyle = '#c2255c'; ctx.lineWidth = 3 / this.scale; ctx.stroke();
     }
     this.frames = (this.frames || 0) + 1;
   }
@@ -399,7 +407,8 @@ async function show(root, s, graph, slug) {
       const what = n.isSupernode ? `supernode of ${n.members.length} features` : `${n.feature_type} at position ${n.ctx_idx}, influence ${fmt(n.influence, 3)}`;
       el.innerHTML = `<p><b>${esc(n.isSupernode ? n.name : n.node_id)}</b> ${esc(what)}
         ${n.isSupernode ? '' : `<button id="pin-button" type="button">${x.pinned.has(n.node_id) ? 'Unpin' : 'Pin'}</button>`}</p>
-        <div id="node-edges" class="row">${edgeTable('incoming', x.edgesOf(n).in, l => l.s)}${edgeTable('outgoing', x.edgesOf(n).out, l => l.t)}</div><div id="node-card"></div>`;
+        <div id="node-edges" class="row">${edgeTable('incoming', x.edgesOf(n).in, l => l.s)}${edgeTable('outgoing', x.edgesOf(n).out, l => l.t)}</div><div id="qk-panel"></div><div id="node-card"></div>`;
+      el.querySelectorAll('#node-edges a[data-qk]').forEach(a => a.addEventListener('click', e => { e.preventDefault(); e.stopPropagation(); qkPanel(el.querySelector('#qk-panel'), a.dataset.qk); }));
       el.querySelector('#pin-button')?.addEventListener('click', () => { x.togglePin(n.node_id); x.cb.select(n); });
       el.querySelectorAll('#node-edges tr[data-node]').forEach(tr => tr.addEventListener('click', () => {
         const other = [...x.visible].find(m => m.node_id === tr.dataset.node) ?? data.byId.get(tr.dataset.node);
@@ -413,10 +422,34 @@ async function show(root, s, graph, slug) {
   });
   current = x;
   // A node's strongest edges (ten each way, the rest counted), each row opening the node at its other end.
-  const edgeTable = (title, list, other) => `<table class="edges"><tr><th colspan="3">${title} (${list.length})</th></tr>${list.slice(0, 10).map(l => {
+  // A node's strongest edges (ten each way, the rest counted), each row opening the node at its other end; an edge between two
+  // positions names the head that carried most of it ("via"), which opens that attention score's QK terms.
+  const tokenOf = p => String(graph.metadata?.prompt_tokens?.[p] ?? p);
+  const via = l => {
+    if (!l.heads?.length) return '<td></td>';
+    const h = l.heads[0], key = `${h.layer}:${h.head}:${h.query}:${l.s.ctx_idx}`;
+    const share = l.w !== 0 ? Math.round(100 * num(h.value) / l.w) : 0;
+    return `<td class="via"><a href="#" data-qk="${key}" title="${esc(l.heads.map(x => `L${x.layer}H${x.head}→${x.query}: ${fmt(x.value, 3)}`).join('\n'))}">L${h.layer}H${h.head}→${h.query} ${share}%</a></td>`;
+  };
+  const edgeTable = (title, list, other) => `<table class="edges"><tr><th colspan="4">${title} (${list.length})</th></tr>${list.slice(0, 10).map(l => {
     const o = other(l);
-    return `<tr data-node="${esc(o.node_id)}"><td class="tok">${esc(o.isSupernode ? o.name : o.node_id)}</td><td class="tok lbl">${esc(x.labelOf(o) || (o.feature_type === 'embedding' ? String(graph.metadata?.prompt_tokens?.[o.ctx_idx] ?? '') : ''))}</td><td class="${l.w < 0 ? 'neg' : 'pos'}">${fmt(l.w, 3)}</td></tr>`;
-  }).join('')}${list.length > 10 ? `<tr><td colspan="3" class="muted">${list.length - 10} more</td></tr>` : ''}</table>`;
+    return `<tr data-node="${esc(o.node_id)}"><td class="tok">${esc(o.isSupernode ? o.name : o.node_id)}</td><td class="tok lbl">${esc(x.labelOf(o) || (o.feature_type === 'embedding' ? tokenOf(o.ctx_idx) : ''))}</td><td class="${l.w < 0 ? 'neg' : 'pos'}">${fmt(l.w, 3)}</td>${via(l)}</tr>`;
+  }).join('')}${list.length > 10 ? `<tr><td colspan="4" class="muted">${list.length - 10} more</td></tr>` : ''}</table>`;
+  // One attention score's QK terms: which query-side and key-side components made the head attend there; hovering a row marks both.
+  const qkPanel = (el, key) => {
+    const r = data.qk.get(key), [layer, head, query, k] = key.split(':').map(Number);
+    const name = id => { const n = data.byId.get(id); return n ? x.labelOf(n) || (n.feature_type === 'embedding' ? tokenOf(n.ctx_idx) : '') : ''; };
+    el.innerHTML = !r ? `<p class="muted">No QK attribution for L${layer}H${head} ${query} → ${k} in this file (trace it again, or see mechanist qk).</p>`
+      : `<h3>Why L${layer}H${head} attends from ${esc(tokenOf(query))} (${query}) to ${esc(tokenOf(k))} (${k})</h3>
+        <p class="muted">score ${fmt(r.score, 3)}${num(r.softcapped) !== num(r.score) ? ` (soft-capped ${fmt(r.softcapped, 3)})` : ''} = ${r.term_count} terms; the largest:</p>
+        <table class="edges" id="qk-terms"><tr><th>query side</th><th>key side</th><th>value</th><th>share</th></tr>${r.terms.map(t =>
+          `<tr data-q="${esc(t.query)}" data-k="${esc(t.key)}"><td class="tok">${esc(t.query)} <span class="lbl">${esc(name(t.query))}</span></td><td class="tok">${esc(t.key)} <span class="lbl">${esc(name(t.key))}</span></td><td class="${num(t.value) < 0 ? 'neg' : 'pos'}">${fmt(t.value, 3)}</td><td>${Math.round(100 * num(t.value) / num(r.score))}%</td></tr>`).join('')}
+          <tr><td colspan="2" class="muted">${r.term_count - r.terms.length} more</td><td>${fmt(r.rest, 3)}</td><td></td></tr></table>`;
+    el.querySelectorAll('#qk-terms tr[data-q]').forEach(tr => {
+      tr.addEventListener('mouseenter', () => { x.marked = new Set([tr.dataset.q, tr.dataset.k]); x.draw(); });
+      tr.addEventListener('mouseleave', () => { x.marked = new Set(); x.draw(); });
+    });
+  };
   const q = graph.qParams ?? {};
   const pinnedIds = s.pinned ? s.pinned.split(',') : (q.pinnedIds ?? []);
   pinnedIds.forEach(id => data.byId.has(id) && x.pinned.add(id));
