@@ -26,6 +26,46 @@ public class TraceCliTests
     }
 
     [Fact]
+    public void TracedGraphsCarryHeadLoadingsAndQkAttributionsThatAddUp()
+    {
+        using var dir = new TempDir();
+        var (code, _, err) = CliRunner.Run("trace", "--prompt", "The capital of the state containing Dallas is", "--out", dir.File("qk.json"));
+        Assert.True(code == 0, err);
+        var g = JsonDocument.Parse(File.ReadAllText(dir.File("qk.json"))).RootElement;
+        var position = g.GetProperty("nodes").EnumerateArray().ToDictionary(n => n.GetProperty("node_id").GetString()!, n => n.GetProperty("ctx_idx").GetInt32());
+        int loaded = 0;
+        foreach (var link in g.GetProperty("links").EnumerateArray())
+        {
+            bool crosses = position[link.GetProperty("source").GetString()!] != position[link.GetProperty("target").GetString()!];
+            Assert.Equal(crosses, link.TryGetProperty("head_loadings", out var heads));
+            if (!crosses) continue;
+            double sum = heads.EnumerateArray().Sum(h => h.GetProperty("value").GetDouble()) + link.GetProperty("head_loadings_rest").GetDouble();
+            double weight = link.GetProperty("weight").GetDouble();
+            Assert.True(Math.Abs(sum - weight) <= 1e-4 * Math.Max(1, Math.Abs(weight)), $"{link}: loadings sum to {sum}");
+            Assert.All(heads.EnumerateArray(), h => Assert.NotEqual(position[link.GetProperty("source").GetString()!], h.GetProperty("query").GetInt32()));
+            loaded++;
+        }
+        Assert.True(loaded > 50);
+        var scores = g.GetProperty("qk_attributions").EnumerateArray().ToList();
+        Assert.NotEmpty(scores);
+        foreach (var r in scores)
+            Assert.Equal(r.GetProperty("score").GetDouble(), r.GetProperty("terms").EnumerateArray().Sum(t => t.GetProperty("value").GetDouble()) + r.GetProperty("rest").GetDouble(), 3);
+        // The Dallas token reaches "is" through L0H2, which attends there because of the two tokens' embeddings.
+        var dallas = g.GetProperty("links").EnumerateArray().Where(l => l.GetProperty("source").GetString()!.EndsWith("_7") && l.GetProperty("source").GetString()!.StartsWith("E_")
+            && l.GetProperty("target").GetString() == "0_776_8").Single();
+        var top = dallas.GetProperty("head_loadings")[0];
+        Assert.Equal((0, 2, 8), (top.GetProperty("layer").GetInt32(), top.GetProperty("head").GetInt32(), top.GetProperty("query").GetInt32()));
+        var why = scores.Single(r => r.GetProperty("layer").GetInt32() == 0 && r.GetProperty("head").GetInt32() == 2 && r.GetProperty("query").GetInt32() == 8 && r.GetProperty("key").GetInt32() == 7);
+        Assert.Equal("E_290_7", why.GetProperty("terms")[0].GetProperty("key").GetString());
+        // The file still reads as a graph, and --no-qk leaves the fields out.
+        Assert.Equal(g.GetProperty("links").GetArrayLength(), Mechanist.Attribution.GraphFileReader.Read(dir.File("qk.json")).Graph.Edges.Count);
+        (code, _, err) = CliRunner.Run("trace", "--prompt", "The capital of the state containing Dallas is", "--no-qk", "--out", dir.File("plain.json"));
+        Assert.True(code == 0, err);
+        Assert.DoesNotContain("head_loadings", File.ReadAllText(dir.File("plain.json")));
+        Assert.DoesNotContain("qk_attributions", File.ReadAllText(dir.File("plain.json")));
+    }
+
+    [Fact]
     public void BadInputGivesOneClearError()
     {
         using var dir = new TempDir();
