@@ -269,6 +269,12 @@ public sealed partial class BenchCommand
                 Note: $"{n:N0} nodes ({active:N0} active features, {maxFeatureNodes} visited, {L * t:N0} errors), {rows} rows, {graph.Edges.Count:N0} edges = {graph.Edges.Bytes / 1e6:F1} MB; " +
                       $"peak RSS +{peak / 1e3:F2} GB for the whole trace; dense n x n float32: {4.0 * n * n / 1e9:F2} GB for these nodes, {4.0 * nAll * nAll / 1e9:F1} GB with every active feature a node; " +
                       $"kept {pruned.NodeMask.Count(x => x):N0} nodes, {pruned.KeptEdges:N0} edges");
+            // The same graph's attention: head loadings of its kept cross-position edges and QK attributions of the scores that carry them.
+            var qkClock = Stopwatch.StartNew();
+            var attention = Attribution.GraphQk.Build(rm, graph, pruned, pruned: true, new Attribution.GraphQkOptions(Batch: batch));
+            double qkMs = qkClock.Elapsed.TotalMilliseconds;
+            yield return new Row($"attribution graph + head loadings and QK, {t} tokens", ms + qkMs, ms + qkMs,
+                Note: $"{(ms + qkMs) / ms:F2}x the graph alone (target: <= 2x): {attention.Loadings.Count:N0} cross-position edges split over heads, {attention.Scores.Count} attention scores decomposed, {qkMs / 1e3:F1} s");
         }
     }
 

@@ -5,7 +5,8 @@ namespace Mechanist.Attribution;
 /// <param name="TopPairs">QK terms kept per attention score (the rest summed).</param>
 /// <param name="Threshold">A (layer, head, query, key) gets its QK terms when one of its loadings is at least this share of its edge's |weight|.</param>
 /// <param name="MaxScores">At most this many attention scores are decomposed (the most loaded first).</param>
-public sealed record GraphQkOptions(int TopHeads = 8, int TopPairs = 10, double Threshold = 0.1, int MaxScores = 200);
+/// <param name="Batch">Targets per backward pass of the head loadings (the prompt runs as this many copies).</param>
+public sealed record GraphQkOptions(int TopHeads = 8, int TopPairs = 10, double Threshold = 0.1, int MaxScores = 200, int Batch = 8);
 
 /// <summary>
 /// The attention part of an attribution graph: for each written edge between positions, its head loadings; for each
@@ -22,7 +23,7 @@ public sealed record GraphQk(IReadOnlyDictionary<(string Target, string Source),
         var edges = GraphFile.WrittenEdges(graph, influence, pruned)
             .Select(e => (Target: graph.Nodes[e.Target], Source: graph.Nodes[e.Source], Weight: (double)e.Weight))
             .Where(e => e.Target.Position != e.Source.Position).ToList();
-        var loadings = HeadLoadings.Compute(rm, edges, options.TopHeads);
+        var loadings = HeadLoadings.Compute(rm, edges, options.TopHeads, options.Batch);
         // The scores worth opening: (layer, head, query, key) whose loading is a real share of some edge, by their largest share.
         var wanted = new Dictionary<(int Layer, int Head, int Query, int Key), double>();
         for (int i = 0; i < edges.Count; i++)

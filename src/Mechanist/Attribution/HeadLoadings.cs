@@ -27,36 +27,41 @@ public sealed record EdgeLoadings(string Target, string Source, double Edge, Hea
 /// its path off u's position. In the frozen replacement model a path stays at u's position through the residual stream, the
 /// transcoders' skip terms and the diagonal of each attention pattern, until some head h of some layer m moves it to p' ≠ p with
 /// weight pattern_h[p', p]; from there the gradient of v's readout with respect to hook_z at (m, p', h) carries every continuation.
-/// So loading(m, h) = Σ_{p' ≠ p} pattern_h[p', p] · ⟨∂v/∂z_h(m, p'), W_V N_m(r_u(m))⟩, where r_u(m) is what u has put into the
-/// residual stream at p by staying paths when layer m reads it; the loadings of an edge between two positions sum to the edge.
+/// So loading(m, h, p') = pattern_h[p', p] · ⟨∂v/∂z_h(m, p'), W_V N_m(r_u(m))⟩, where r_u(m) is what u has put into the residual
+/// stream at p by staying paths when layer m reads it; the loadings of an edge between two positions sum to the edge.
 /// </summary>
 public static class HeadLoadings
 {
     /// <summary>
-/// Splits <paramref name="edges"/> (target node, source node, weight) of <paramref name="rm"/>'s graph by (layer, head, destination);
-/// <paramref name="top"/> keeps that many loadings per edge (0: all), the rest summed.
-/// </summary>
+    /// Splits <paramref name="edges"/> (target node, source node, weight) of <paramref name="rm"/>'s graph by (layer, head, destination);
+    /// <paramref name="top"/> keeps that many loadings per edge (0: all), the rest summed; <paramref name="batch"/> targets share a backward pass.
+    /// </summary>
     public static List<EdgeLoadings> Compute(ReplacementModel rm, IReadOnlyList<(GraphNode Target, GraphNode Source, double Weight)> edges, int top = 0, int batch = 16)
     {
         var model = rm.Model; var cfg = model.Config; var reg = model.HookPoints;
         if (cfg.PostLayerNorm || cfg.EmbeddingNorm) throw new MechanistException("head loadings need a pre-norm model without an embedding norm");
         int L = cfg.NLayers, T = (int)rm.Tokens.shape[1], H = cfg.NHeads;
-        var result = new List<EdgeLoadings>(edges.Count);
-        if (edges.Count == 0) return result;
+        if (edges.Count == 0) return new List<EdgeLoadings>();
         using var scope = NewDisposeScope();
+        using var f64 = new Float64Weights();
         string[] inputs = Enumerable.Range(0, L).Select(l => SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Input)).ToArray();
         string[] zs = Enumerable.Range(0, L).Select(l => reg.Name(HookKind.Z, l)).ToArray();
         string embed = HookNames.Embed, unembedIn = HookNames.UnembedIn;
         var targets = edges.Select(e => e.Target).Distinct().ToList();
         int B = Math.Max(1, Math.Min(batch, targets.Count));
         using var forward = RetainedForward.Run(model, rm.Tokens, inputs.Concat(zs).Append(embed).Append(unembedIn), B, rm.FrozenOptions());
-        var embedValue = forward[embed][0].to(ScalarType.Float64);
         var patterns = Enumerable.Range(0, L).Select(l => rm.Clean[HookKind.Pattern, l][0].to(ScalarType.Float64)).ToArray();   // [H, T, T]
+        // Every source's staying values, all sources at once: per layer [S, H, dh] (key-value heads repeated for their query heads).
+        var sources = edges.Select(e => e.Source).Distinct().ToArray();
+        var sourceIndex = sources.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
+        var values = StayingValues(rm, sources, forward[embed][0].to(ScalarType.Float64), patterns, f64);
         var wu = model.Weights.WU.to(ScalarType.Float32);
-        // ∂v/∂z for every target: [L][T, H, dh] (float64), one backward pass per batch of targets.
-        var gz = new Dictionary<GraphNode, Tensor[]>();
+        var byTarget = edges.Select((e, i) => (e, i)).GroupBy(x => x.e.Target).ToDictionary(g => g.Key, g => g.ToList());
+        var answers = new EdgeLoadings?[edges.Count];
+        // ∂v/∂z for a batch of targets ([L][T, H, dh] each, one backward pass); their edges are split before the next batch.
         for (int start = 0; start < targets.Count; start += B)
         {
+            using var batchScope = NewDisposeScope();
             int rows = Math.Min(B, targets.Count - start);
             var injections = new List<(Tensor, Tensor)>();
             var perLayer = new Tensor?[L]; Tensor? logitGrad = null;
@@ -81,109 +86,119 @@ public static class HeadLoadings
             for (int l = 0; l < L; l++) if (perLayer[l] is { } g) injections.Add((forward[inputs[l]], g));
             if (logitGrad is not null) injections.Add((forward[unembedIn], logitGrad));
             var grads = forward.Gradients(injections, zs);
-            for (int r = 0; r < rows; r++) gz[targets[start + r]] = grads.Select(g => g[r].to(ScalarType.Float64).DetachFromDisposeScope()).ToArray();
+            for (int r = 0; r < rows; r++) SplitAll(byTarget[targets[start + r]], grads.Select(x => x[r].to(ScalarType.Float64)).ToArray());
             foreach (var g in grads) g.Dispose();
         }
-        var staying = new Dictionary<GraphNode, Tensor?[]>();
-        foreach (var (target, source, weight) in edges)
+        return answers.Select(a => a!).ToList();
+
+        // Every edge into one target at once: per layer, its sources' staying values [S, H, dh] against ∂v/∂z [T, H, dh], weighted
+        // by the pattern's column at each source's position.
+        void SplitAll(List<((GraphNode Target, GraphNode Source, double Weight) Edge, int At)> list, Tensor[] g)
         {
-            if (!staying.TryGetValue(source, out var values)) staying[source] = values = StayingValues(rm, source, embedValue, patterns);
-            var g = gz[target];
-            int p = source.Position;
-            var loadings = new List<HeadLoading>();
+            using var targetScope = NewDisposeScope();
+            var mine = list.Select(x => x.Edge.Source).ToArray();
+            using var rowsOf = tensor(mine.Select(n => (long)sourceIndex[n]).ToArray());
+            using var keys = tensor(mine.Select(n => (long)n.Position).ToArray());
+            // moved[s, m, h, p'] = pattern_h[p', p_s] · ⟨∂v/∂z_h(m, p'), v_h(m, s)⟩, with p' = p_s (the diagonal: not a move) zeroed.
+            var perLayer = new Tensor[L];
             for (int m = 0; m < L; m++)
             {
-                if (values[m] is not { } v) continue;                                              // [Hkv, dh]
-                var perHead = cfg.HeadsPerKvHead > 1 ? v.repeat_interleave(cfg.HeadsPerKvHead, 0) : v; // [H, dh]
-                var s = einsum("thd,hd->ht", g[m], perHead);                                       // [H, T]: ⟨∂v/∂z_h(p'), v_h⟩
-                var moved = patterns[m][.., .., p].mul(s);                                         // pattern_h[p', p] · s[h, p']
-                var byQuery = moved.cpu().data<double>().ToArray();
-                for (int h = 0; h < H; h++)
-                    for (int q = 0; q < T; q++)
-                        if (q != p && byQuery[h * T + q] != 0) loadings.Add(new HeadLoading(m, h, q, byQuery[h * T + q]));
+                var v = values[m].index_select(0, rowsOf);                                           // [S, H, dh]
+                var sH = einsum("thd,shd->sht", g[m], v);                                            // ⟨∂v/∂z_h(p'), v_h⟩ [S, H, T]
+                var column = patterns[m].index_select(2, keys).permute(2, 0, 1);                       // pattern_h[p', p_s] [S, H, T]
+                perLayer[m] = column.mul(sH);
             }
-            double moving = loadings.Sum(x => x.Value);
-            var ordered = loadings.OrderByDescending(x => Math.Abs(x.Value)).ToList();
-            int kept = top <= 0 ? ordered.Count : Math.Min(top, ordered.Count);
-            result.Add(new EdgeLoadings(target.Id, source.Id, weight, ordered.Take(kept).ToArray(),
-                target.Position == source.Position ? weight - moving : 0, ordered.Skip(kept).Sum(x => x.Value)));
+            var moved = stack(perLayer, 1);                                                            // [S, L, H, T]
+            var own = SafeOps.Arange(T).view(1, T).eq(keys.view(-1, 1));                               // [S, T]: the own position
+            moved = moved.masked_fill(own.view(mine.Length, 1, 1, T), Scalars.Of(0.0)).reshape(mine.Length, -1);
+            var sums = moved.sum(1).cpu().data<double>().ToArray();
+            int width = L * H * T, k = top <= 0 ? width : Math.Min(top, width);
+            var (topValues, topIndex) = moved.abs().topk(k, 1);
+            var picked = moved.gather(1, topIndex).cpu().data<double>().ToArray();
+            var where = topIndex.cpu().data<long>().ToArray();
+            for (int i = 0; i < list.Count; i++)
+            {
+                var (target, source, weight) = list[i].Edge;
+                var kept = new List<HeadLoading>(k);
+                for (int j = 0; j < k; j++)
+                {
+                    double value = picked[i * k + j];
+                    if (value == 0) continue;
+                    long at = where[i * k + j];
+                    kept.Add(new HeadLoading((int)(at / (H * T)), (int)(at / T % H), (int)(at % T), value));
+                }
+                double listed = kept.Sum(x => x.Value);
+                answers[list[i].At] = new EdgeLoadings(target.Id, source.Id, weight, kept.ToArray(),
+                    target.Position == source.Position ? weight - sums[i] : 0, sums[i] - listed);
+            }
         }
-        return result;
     }
 
     /// <summary>
-    /// For each layer m, the values W_V N_m(r) (per key-value head, [Hkv, dh], float64) that the source's staying residual r puts at its
-    /// position, or null before the source has written anything.
+    /// For each layer m, the values W_V N_m(r_s) [S, H, dh] (float64; key-value heads repeated for their query heads) that each source's
+    /// staying residual r_s puts at its position: zero before the source has written anything. All sources advance together, layer by layer.
     /// </summary>
-    static Tensor?[] StayingValues(ReplacementModel rm, GraphNode source, Tensor embedValue, Tensor[] patterns)
+    static Tensor[] StayingValues(ReplacementModel rm, GraphNode[] sources, Tensor embedValue, Tensor[] patterns, Float64Weights f64)
     {
-        var model = rm.Model; var cfg = model.Config; var d = rm.Dictionary; var reg = model.HookPoints;
-        int L = cfg.NLayers, p = source.Position;
-        var values = new Tensor?[L];
-        // What the source writes after layer j's MLP (features: their decoders; errors: the error vector), float64.
-        Tensor? Write(int j) => source.Kind switch
-        {
-            NodeKind.Feature when j >= source.Layer && d.WritesTo(source.Layer, j) =>
-                d.DecoderRows(source.Layer, j, SafeOps.FullInt(new long[] { 1 }, source.Index))[0].to(ScalarType.Float64)
-                    .mul(rm.Activations[source.Layer, p, source.Index].to(ScalarType.Float64)),
-            NodeKind.Error when j == source.Layer => rm.Errors[j, p].to(ScalarType.Float64),
-            _ => null,
-        };
-        Tensor? r = source.Kind == NodeKind.Token ? embedValue[p] : null;
+        var model = rm.Model; var cfg = model.Config; var d = rm.Dictionary;
+        int L = cfg.NLayers, S = sources.Length, D = cfg.DModel, H = cfg.NHeads;
+        using var positions = tensor(sources.Select(n => (long)n.Position).ToArray());
+        var r = zeros(S, D, ScalarType.Float64);
+        for (int i = 0; i < S; i++) if (sources[i].Kind == NodeKind.Token) r[i] = embedValue[sources[i].Position];
+        var values = new Tensor[L];
+        Tensor ScaleAt(HookKind kind, int m) => rm.Clean[kind, m][0].to(ScalarType.Float64).index_select(0, positions);    // [S, 1]
         for (int m = 0; m < L; m++)
         {
             var w = model.Weights.Blocks[m];
-            Tensor? attn = null;
-            if (r is not null)
+            // The attention input's linear part at each source's position: the frozen norm without its bias, then W_V without its bias.
+            var xn = cfg.PreNorms ? Normalize(cfg, r, ScaleAt(HookKind.Ln1Scale, m), w.Ln1W, f64) : r;
+            var v = xn.matmul(f64.Of(w.Wv).t()).view(S, cfg.NKvHeads, cfg.DHead);
+            if (cfg.HeadsPerKvHead > 1) v = v.repeat_interleave(cfg.HeadsPerKvHead, 1);
+            values[m] = v;
+            // What the pattern's diagonal keeps at the position: Σ_h pattern_h[p, p] · W_O^h v_h (post-attention norm, its scale frozen).
+            var diagonal = patterns[m].diagonal(0, 1, 2).t().index_select(0, positions);                       // [S, H]
+            var attn = v.mul(diagonal.unsqueeze(-1)).reshape(S, H * cfg.DHead).matmul(f64.Of(w.Wo).t());        // [S, d]
+            if (cfg.PostNorms) attn = PostNorm(cfg, attn, ScaleAt(HookKind.Ln1PostScale, m), w.PostAttnNormW, f64);
+            if (cfg.AttnOnly) { r = r.add(attn, Scalars.One); continue; }
+            var mid = r.add(attn, Scalars.One);
+            var reads = cfg.ParallelResidual ? r : mid;
+            var x = rm.Input switch
             {
-                // The attention input's linear part at p: the frozen norm without its bias, then W_V without its bias.
-                var xn = Normalize(cfg, r, rm.Clean[HookKind.Ln1Scale, m][0, p], cfg.PreNorms ? w.Ln1W : null, cfg.PreNorms);
-                var v = xn.matmul(w.Wv.to(ScalarType.Float64).t()).view(cfg.NKvHeads, cfg.DHead);
-                values[m] = v;
-                // What the pattern's diagonal keeps at p: Σ_h pattern_h[p, p] · W_O^h v_h (post-attention norm with its frozen scale).
-                var perHead = cfg.HeadsPerKvHead > 1 ? v.repeat_interleave(cfg.HeadsPerKvHead, 0) : v;
-                var wo = w.Wo.to(ScalarType.Float64).view(cfg.DModel, cfg.NHeads, cfg.DHead);
-                attn = einsum("h,hd,mhd->m", patterns[m][.., p, p], perHead, wo);
-                if (cfg.PostNorms) attn = PostNorm(cfg, attn, rm.Clean[HookKind.Ln1PostScale, m][0, p], w.PostAttnNormW);
-            }
-            if (cfg.AttnOnly) { if (attn is not null) r = r!.add(attn, Scalars.One); continue; }
-            var mid = r is null ? attn : attn is null ? r : r.add(attn, Scalars.One);
-            var mlpReads = cfg.ParallelResidual ? r : mid;
-            Tensor? skip = null;
-            if (mlpReads is not null)
-            {
-                var x = rm.Input switch
-                {
-                    TranscoderInput.Resid => mlpReads,
-                    TranscoderInput.Normalized => Normalize(cfg, mlpReads, rm.Clean[HookKind.Ln2Scale, m][0, p], null, true),
-                    _ => Normalize(cfg, mlpReads, rm.Clean[HookKind.Ln2Scale, m][0, p], w.Ln2W, cfg.PreNorms),
-                };
-                var x32 = x.to(ScalarType.Float32).unsqueeze(0);
-                if (d.Skip(m, x32) is { } s) skip = s[0].to(ScalarType.Float64).sub(d.Skip(m, zeros_like(x32))![0].to(ScalarType.Float64));
-            }
+                TranscoderInput.Resid => reads,
+                TranscoderInput.Normalized => Normalize(cfg, reads, ScaleAt(HookKind.Ln2Scale, m), null, f64),
+                _ => Normalize(cfg, reads, ScaleAt(HookKind.Ln2Scale, m), w.Ln2W, f64),
+            };
             r = mid;
-            if (skip is not null) r = r!.add(skip, Scalars.One);
-            if (Write(m) is { } written) r = r is null ? written : r.add(written, Scalars.One);
+            var x32 = x.to(ScalarType.Float32);
+            if (d.Skip(m, x32) is { } skip) r = r.add(skip.to(ScalarType.Float64).sub(d.Skip(m, zeros_like(x32))!.to(ScalarType.Float64)), Scalars.One);
+            // What each source writes after this layer's MLP: a feature its decoder into this layer times its activation; an error its vector.
+            for (int i = 0; i < S; i++)
+            {
+                var n = sources[i];
+                if (n.Kind == NodeKind.Feature && m >= n.Layer && d.WritesTo(n.Layer, m))
+                {
+                    using var index = SafeOps.FullInt(new long[] { 1 }, n.Index);
+                    r[i] = r[i].add(d.DecoderRows(n.Layer, m, index)[0].to(ScalarType.Float64).mul(rm.Activations[n.Layer, n.Position, n.Index].to(ScalarType.Float64)), Scalars.One);
+                }
+                else if (n.Kind == NodeKind.Error && m == n.Layer) r[i] = r[i].add(rm.Errors[m, n.Position].to(ScalarType.Float64), Scalars.One);
+            }
         }
         return values;
     }
 
-    /// <summary>A frozen norm's linear part: centred for LayerNorm, divided by the clean scale, times the weight (its bias dropped).</summary>
-    static Tensor Normalize(TransformerConfig cfg, Tensor x, Tensor scale, Tensor? weight, bool normed)
+    /// <summary>A frozen norm's linear part, row by row: centred for LayerNorm, divided by each row's clean scale [S, 1], times the weight (its bias dropped).</summary>
+    static Tensor Normalize(TransformerConfig cfg, Tensor x, Tensor scale, Tensor? weight, Float64Weights f64)
     {
-        if (!normed) return x;
         var xn = cfg.Norm is NormKind.LayerNorm or NormKind.LayerNormNoAffine ? x.sub(x.mean(new long[] { -1 }, keepdim: true)) : x;
-        xn = xn.div(scale.to(ScalarType.Float64));
-        if (weight is null) return xn;
-        var w = weight.to(ScalarType.Float64);
-        return cfg.Norm == NormKind.RmsNormPlusOne ? xn.mul(w.add(Scalars.One, Scalars.One)) : cfg.Norm == NormKind.LayerNormNoAffine ? xn : xn.mul(w);
+        xn = xn.div(scale);
+        if (weight is null || cfg.Norm == NormKind.LayerNormNoAffine) return xn;
+        return cfg.Norm == NormKind.RmsNormPlusOne ? xn.mul(f64.Of(weight).add(Scalars.One, Scalars.One)) : xn.mul(f64.Of(weight));
     }
 
-    static Tensor PostNorm(TransformerConfig cfg, Tensor x, Tensor scale, Tensor? weight)
+    static Tensor PostNorm(TransformerConfig cfg, Tensor x, Tensor scale, Tensor? weight, Float64Weights f64)
     {
-        var y = x.div(scale.to(ScalarType.Float64));
+        var y = x.div(scale);
         if (weight is null) return y;
-        var w = weight.to(ScalarType.Float64);
-        return y.mul(cfg.Norm == NormKind.RmsNormPlusOne ? w.add(Scalars.One, Scalars.One) : w);
+        return y.mul(cfg.Norm == NormKind.RmsNormPlusOne ? f64.Of(weight).add(Scalars.One, Scalars.One) : f64.Of(weight));
     }
 }

@@ -56,6 +56,10 @@ public sealed class QkAttribution : IDisposable
     readonly ActivationCache _cache;
     readonly long[] _ids;
     readonly int _positions;
+    readonly Float64Weights _f64 = new();
+    // Per (layer, position, side): the component ids, their maps through the side's affine map without its constant [n, heads, dh],
+    // and the constant [heads, dh]; many scores of one graph share a query or a key.
+    readonly Dictionary<(int Layer, int Position, bool Query), (string[] Ids, Tensor Map, Tensor Constant)> _sides = new();
 
     /// <summary>Runs the prompt [1, T] once; with <paramref name="replacement"/>, MLP outputs split into its features, S terms and errors.</summary>
     QkAttribution(HookedTransformer model, Tensor tokens, ReplacementModel? replacement)
@@ -116,9 +120,9 @@ public sealed class QkAttribution : IDisposable
             var w = _model.Weights.Blocks[l];
             // Each head's output with the clean pattern, z_h · W_O of that head (and the post-attention norm, its scale frozen).
             var z = _cache[HookKind.Z, l][0, position].to(ScalarType.Float64);                                  // [H, dh]
-            var wo = w.Wo.to(ScalarType.Float64).view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);      // [H, dh, d]
+            var wo = _f64.Of(w.Wo).view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);      // [H, dh, d]
             var heads = einsum("hd,hdm->hm", z, wo);
-            var bias = w.Bo?.to(ScalarType.Float64);
+            var bias = _f64.OfOptional(w.Bo);
             if (cfg.PostNorms)
             {
                 var scale = _cache[HookKind.Ln1PostScale, l][0, position].to(ScalarType.Float64);              // [1]
@@ -177,7 +181,7 @@ public sealed class QkAttribution : IDisposable
     }
 
     Tensor? PostNormFactor(Tensor? weight) => weight is null ? null
-        : _model.Config.Norm == NormKind.RmsNormPlusOne ? weight.to(ScalarType.Float64).add(Scalars.One, Scalars.One) : weight.to(ScalarType.Float64);
+        : _model.Config.Norm == NormKind.RmsNormPlusOne ? _f64.Of(weight).add(Scalars.One, Scalars.One) : _f64.Of(weight);
 
     /// <summary>
     /// Queries (or keys) of layer <paramref name="layer"/> at <paramref name="position"/> for residual vectors X [n, d_model]: the frozen
@@ -196,8 +200,8 @@ public sealed class QkAttribution : IDisposable
             using var clean = Flat(layer, position, Row(HookKind.ResidPre, layer, position).unsqueeze(0), query);
             var cleanHeads = cfg.QkNormAcrossHeads ? clean : clean.view(1, heads, cfg.DHead);
             var rms = cleanHeads.Square().mean(new long[] { -1 }, keepdim: true).add(Scalars.Of(cfg.NormEps), Scalars.One).sqrt();
-            if (cfg.QkNormAcrossHeads) flat = flat.div(rms).mul(norm!.to(ScalarType.Float64));
-            else flat = flat.view(-1, heads, cfg.DHead).div(rms).mul(norm!.to(ScalarType.Float64)).view(-1, heads * cfg.DHead);
+            if (cfg.QkNormAcrossHeads) flat = flat.div(rms).mul(_f64.Of(norm!));
+            else flat = flat.view(-1, heads, cfg.DHead).div(rms).mul(_f64.Of(norm!)).view(-1, heads * cfg.DHead);
         }
         var rotated = _model.RotateAt(layer, position, flat.view(1, -1, heads, cfg.DHead));
         return rotated[0].MoveToOuterDisposeScope();
@@ -211,7 +215,7 @@ public sealed class QkAttribution : IDisposable
         {
             if (cfg.Norm is NormKind.LayerNorm or NormKind.LayerNormNoAffine) xn = xn.sub(xn.mean(new long[] { -1 }, keepdim: true));
             xn = xn.div(_cache[HookKind.Ln1Scale, layer][0, position].to(ScalarType.Float64));
-            var weight = w.Ln1W?.to(ScalarType.Float64); var bias = w.Ln1B?.to(ScalarType.Float64);
+            var weight = _f64.OfOptional(w.Ln1W); var bias = _f64.OfOptional(w.Ln1B);
             if (cfg.Norm == NormKind.RmsNormPlusOne) { if (weight is not null) xn = xn.mul(weight.add(Scalars.One, Scalars.One)); }
             else if (cfg.Norm != NormKind.LayerNormNoAffine)
             {
@@ -219,8 +223,8 @@ public sealed class QkAttribution : IDisposable
                 if (bias is not null && cfg.Norm == NormKind.LayerNorm) xn = xn.add(bias, Scalars.One);
             }
         }
-        var matrix = (query ? w.Wq : w.Wk).to(ScalarType.Float64);
-        var b = (query ? w.Bq : w.Bk)?.to(ScalarType.Float64);
+        var matrix = _f64.Of(query ? w.Wq : w.Wk);
+        var b = _f64.OfOptional(query ? w.Bq : w.Bk);
         var flat = xn.matmul(matrix.t());
         return b is null ? flat : flat.add(b, Scalars.One);
     }
@@ -238,13 +242,11 @@ public sealed class QkAttribution : IDisposable
         if (cfg.UsesSlidingWindow(layer) && query - key >= cfg.SlidingWindow) throw new MechanistException($"key position {key} is outside layer {layer}'s sliding window of {cfg.SlidingWindow} from query {query}");
         using var scope = NewDisposeScope();
         int kvHead = head / cfg.HeadsPerKvHead;
-        using var qc = Components(layer, query);
-        using var kc = Components(layer, key);
-        var zero = zeros(1, cfg.DModel, ScalarType.Float64, qc.Vectors.device);
-        var constQ = Project(layer, query, zero, true)[0, head];
-        var constK = Project(layer, key, zero, false)[0, kvHead];
-        var mapQ = Project(layer, query, qc.Vectors, true)[.., head].sub(constQ);     // [nq, dh]
-        var mapK = Project(layer, key, kc.Vectors, false)[.., kvHead].sub(constK);    // [nk, dh]
+        var qs = Side(layer, query, true); var ks = Side(layer, key, false);
+        var constQ = qs.Constant[head]; var constK = ks.Constant[kvHead];
+        var mapQ = qs.Map[.., head];     // [nq, dh]
+        var mapK = ks.Map[.., kvHead];   // [nk, dh]
+        var qc = (Ids: qs.Ids, 0); var kc = (Ids: ks.Ids, 0);
         var scale = Scalars.Of(cfg.AttnScale);
         var pairs = mapQ.matmul(mapK.t()).mul(scale).cpu().data<double>().ToArray();
         var querySide = mapQ.matmul(constK).mul(scale).cpu().data<double>().ToArray();
@@ -268,6 +270,23 @@ public sealed class QkAttribution : IDisposable
         return new QkAttributionResult(layer, head, query, key, score, softcapped, sum, ordered.Take(kept).ToArray(), ordered.Count, ordered.Skip(kept).Sum(t => t.Value));
     }
 
+    (string[] Ids, Tensor Map, Tensor Constant) Side(int layer, int position, bool query)
+    {
+        if (_sides.TryGetValue((layer, position, query), out var side)) return side;
+        using var scope = NewDisposeScope();
+        using var components = Components(layer, position);
+        var zero = zeros(1, _model.Config.DModel, ScalarType.Float64, components.Vectors.device);
+        var constant = Project(layer, position, zero, query)[0];
+        var map = Project(layer, position, components.Vectors, query).sub(constant);
+        side = (components.Ids, map.DetachFromDisposeScope(), constant.DetachFromDisposeScope());
+        _sides[(layer, position, query)] = side;
+        return side;
+    }
+
     /// <inheritdoc/>
-    public void Dispose() => _cache.Dispose();
+    public void Dispose()
+    {
+        _cache.Dispose(); _f64.Dispose();
+        foreach (var (_, map, constant) in _sides.Values) { map.Dispose(); constant.Dispose(); }
+    }
 }
