@@ -6,11 +6,11 @@ using static TorchSharp.torch;
 
 namespace Mechanist.Attribution;
 
-/// <summary>One head's share of an edge, at one destination of its hop.</summary>
+/// <summary>One head's share of an edge.</summary>
 /// <param name="Layer">Layer of the attention hop.</param>
 /// <param name="Head">Query head.</param>
-/// <param name="Query">The position the hop moves the path to (the head's query; its key is the source's position).</param>
-/// <param name="Value">The part of the edge whose path first leaves the source's position through this head to this position.</param>
+/// <param name="Query">The destination carrying the largest part of it (the head's query position; its key is the source's position).</param>
+/// <param name="Value">The part of the edge whose path first leaves the source's position through this head (to any other position).</param>
 public sealed record HeadLoading(int Layer, int Head, int Query, double Value);
 
 /// <summary>An edge split over the attention heads that carried it.</summary>
@@ -27,13 +27,14 @@ public sealed record EdgeLoadings(string Target, string Source, double Edge, Hea
 /// its path off u's position. In the frozen replacement model a path stays at u's position through the residual stream, the
 /// transcoders' skip terms and the diagonal of each attention pattern, until some head h of some layer m moves it to p' ≠ p with
 /// weight pattern_h[p', p]; from there the gradient of v's readout with respect to hook_z at (m, p', h) carries every continuation.
-/// So loading(m, h, p') = pattern_h[p', p] · ⟨∂v/∂z_h(m, p'), W_V N_m(r_u(m))⟩, where r_u(m) is what u has put into the residual
-/// stream at p by staying paths when layer m reads it; the loadings of an edge between two positions sum to the edge.
+/// So loading(m, h) = Σ_{p' ≠ p} pattern_h[p', p] · ⟨∂v/∂z_h(m, p'), W_V N_m(r_u(m))⟩, where r_u(m) is what u has put into the
+/// residual stream at p by staying paths when layer m reads it; the loadings of an edge between two positions sum to the edge.
 /// </summary>
 public static class HeadLoadings
 {
     /// <summary>
-    /// Splits <paramref name="edges"/> (target node, source node, weight) of <paramref name="rm"/>'s graph by (layer, head, destination);
+    /// Splits <paramref name="edges"/> (target node, source node, weight) of <paramref name="rm"/>'s graph by (layer, head), naming each
+    /// loading's main destination;
     /// <paramref name="top"/> keeps that many loadings per edge (0: all), the rest summed; <paramref name="batch"/> targets share a backward pass.
     /// </summary>
     public static List<EdgeLoadings> Compute(ReplacementModel rm, IReadOnlyList<(GraphNode Target, GraphNode Source, double Weight)> edges, int top = 0, int batch = 16)
@@ -50,7 +51,7 @@ public static class HeadLoadings
         var targets = edges.Select(e => e.Target).Distinct().ToList();
         int B = Math.Max(1, Math.Min(batch, targets.Count));
         using var forward = RetainedForward.Run(model, rm.Tokens, inputs.Concat(zs).Append(embed).Append(unembedIn), B, rm.FrozenOptions());
-        var patterns = Enumerable.Range(0, L).Select(l => rm.Clean[HookKind.Pattern, l][0].to(ScalarType.Float64)).ToArray();   // [H, T, T]
+        var patterns = Enumerable.Range(0, L).Select(l => rm.Clean[HookKind.Pattern, l][0].to(ScalarType.Float32)).ToArray();   // [H, T, T]
         // Every source's staying values, all sources at once: per layer [S, H, dh] (key-value heads repeated for their query heads).
         var sources = edges.Select(e => e.Source).Distinct().ToArray();
         var sourceIndex = sources.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
@@ -86,7 +87,7 @@ public static class HeadLoadings
             for (int l = 0; l < L; l++) if (perLayer[l] is { } g) injections.Add((forward[inputs[l]], g));
             if (logitGrad is not null) injections.Add((forward[unembedIn], logitGrad));
             var grads = forward.Gradients(injections, zs);
-            for (int r = 0; r < rows; r++) SplitAll(byTarget[targets[start + r]], grads.Select(x => x[r].to(ScalarType.Float64)).ToArray());
+            for (int r = 0; r < rows; r++) SplitAll(byTarget[targets[start + r]], grads.Select(x => x[r].to(ScalarType.Float32)).ToArray());
             foreach (var g in grads) g.Dispose();
         }
         return answers.Select(a => a!).ToList();
@@ -99,23 +100,44 @@ public static class HeadLoadings
             var mine = list.Select(x => x.Edge.Source).ToArray();
             using var rowsOf = tensor(mine.Select(n => (long)sourceIndex[n]).ToArray());
             using var keys = tensor(mine.Select(n => (long)n.Position).ToArray());
-            // moved[s, m, h, p'] = pattern_h[p', p_s] · ⟨∂v/∂z_h(m, p'), v_h(m, s)⟩, with p' = p_s (the diagonal: not a move) zeroed.
-            var perLayer = new Tensor[L];
+            // Per layer, what every position p would send off itself through head h: M[h, p] = Σ_{p' ≠ p} pattern_h[p', p] ∂v/∂z_h(p')
+            // ([H, T, dh], one batched GEMM), so a source's loading is M[h, p_s] · v_h(s); the destination that carries most of it
+            // is found afterwards, for the kept loadings only.
+            var loads = new Tensor[L];
             for (int m = 0; m < L; m++)
             {
-                var v = values[m].index_select(0, rowsOf);                                           // [S, H, dh]
-                var sH = einsum("thd,shd->sht", g[m], v);                                            // ⟨∂v/∂z_h(p'), v_h⟩ [S, H, T]
-                var column = patterns[m].index_select(2, keys).permute(2, 0, 1);                       // pattern_h[p', p_s] [S, H, T]
-                perLayer[m] = column.mul(sH);
+                var gm = g[m];                                                                         // [T, H, dh]
+                var sent = einsum("hqk,qhd->hkd", patterns[m], gm);                                  // [H, T(key), dh]
+                var self = patterns[m].diagonal(0, 1, 2).unsqueeze(-1).mul(gm.permute(1, 0, 2));       // the diagonal's share [H, T, dh]
+                var off = sent.sub(self).index_select(1, keys).permute(1, 0, 2);                       // [S, H, dh]
+                var v = values[m].index_select(0, rowsOf).to(off.dtype);                               // [S, H, dh]
+                loads[m] = off.mul(v).sum(-1L);                                                        // [S, H]
             }
-            var moved = stack(perLayer, 1);                                                            // [S, L, H, T]
-            var own = SafeOps.Arange(T).view(1, T).eq(keys.view(-1, 1));                               // [S, T]: the own position
-            moved = moved.masked_fill(own.view(mine.Length, 1, 1, T), Scalars.Of(0.0)).reshape(mine.Length, -1);
-            var sums = moved.sum(1).cpu().data<double>().ToArray();
-            int width = L * H * T, k = top <= 0 ? width : Math.Min(top, width);
-            var (topValues, topIndex) = moved.abs().topk(k, 1);
-            var picked = moved.gather(1, topIndex).cpu().data<double>().ToArray();
+            var moved = stack(loads, 1).reshape(mine.Length, -1);                                      // [S, L·H]
+            var sums = moved.sum(1).to(ScalarType.Float64).cpu().data<double>().ToArray();
+            int width = L * H, k = top <= 0 ? width : Math.Min(top, width);
+            var (_, topIndex) = moved.abs().topk(k, 1);
+            var picked = moved.gather(1, topIndex).to(ScalarType.Float64).cpu().data<double>().ToArray();
             var where = topIndex.cpu().data<long>().ToArray();
+            // The main destination of each kept (source, layer, head): argmax over p' ≠ p_s of |pattern_h[p', p_s] ⟨∂v/∂z_h(p'), v_h⟩|,
+            // one batch per layer.
+            var destination = new int[mine.Length * k];
+            for (int m = 0; m < L; m++)
+            {
+                var items = Enumerable.Range(0, mine.Length * k).Where(x => picked[x] != 0 && where[x] / H == m).ToArray();
+                if (items.Length == 0) continue;
+                using var layerScope = NewDisposeScope();
+                using var heads = tensor(items.Select(x => where[x] % H).ToArray());
+                using var at = tensor(items.Select(x => (long)mine[x / k].Position).ToArray());
+                using var rows = tensor(items.Select(x => (long)sourceIndex[mine[x / k]]).ToArray());
+                var v = values[m].index_select(0, rows).gather(1, heads.view(-1, 1, 1).expand(-1, 1, values[m].shape[2])).squeeze(1).to(g[m].dtype);   // [K, dh]
+                var gk = g[m].index_select(1, heads).permute(1, 0, 2);                                                                                   // [K, T, dh]
+                var dots = gk.matmul(v.unsqueeze(-1)).squeeze(-1);                                                                                       // [K, T]
+                var column = patterns[m].index_select(0, heads).gather(2, at.view(-1, 1, 1).expand(-1, T, 1)).squeeze(-1);                            // pattern_h[p', p_s] [K, T]
+                var each = column.mul(dots).abs().masked_fill(SafeOps.Arange(T).view(1, T).eq(at.view(-1, 1)), Scalars.Of(-1.0));
+                var best = each.argmax(1L).cpu().data<long>().ToArray();
+                for (int x = 0; x < items.Length; x++) destination[items[x]] = (int)best[x];
+            }
             for (int i = 0; i < list.Count; i++)
             {
                 var (target, source, weight) = list[i].Edge;
@@ -124,8 +146,8 @@ public static class HeadLoadings
                 {
                     double value = picked[i * k + j];
                     if (value == 0) continue;
-                    long at = where[i * k + j];
-                    kept.Add(new HeadLoading((int)(at / (H * T)), (int)(at / T % H), (int)(at % T), value));
+                    int at = (int)where[i * k + j];
+                    kept.Add(new HeadLoading(at / H, at % H, destination[i * k + j], value));
                 }
                 double listed = kept.Sum(x => x.Value);
                 answers[list[i].At] = new EdgeLoadings(target.Id, source.Id, weight, kept.ToArray(),
@@ -156,7 +178,7 @@ public static class HeadLoadings
             if (cfg.HeadsPerKvHead > 1) v = v.repeat_interleave(cfg.HeadsPerKvHead, 1);
             values[m] = v;
             // What the pattern's diagonal keeps at the position: Σ_h pattern_h[p, p] · W_O^h v_h (post-attention norm, its scale frozen).
-            var diagonal = patterns[m].diagonal(0, 1, 2).t().index_select(0, positions);                       // [S, H]
+            var diagonal = patterns[m].diagonal(0, 1, 2).t().index_select(0, positions).to(ScalarType.Float64);                       // [S, H]
             var attn = v.mul(diagonal.unsqueeze(-1)).reshape(S, H * cfg.DHead).matmul(f64.Of(w.Wo).t());        // [S, d]
             if (cfg.PostNorms) attn = PostNorm(cfg, attn, ScaleAt(HookKind.Ln1PostScale, m), w.PostAttnNormW, f64);
             if (cfg.AttnOnly) { r = r.add(attn, Scalars.One); continue; }
