@@ -52,6 +52,8 @@ public static class HeadLoadings
         int B = Math.Max(1, Math.Min(batch, targets.Count));
         using var forward = RetainedForward.Run(model, rm.Tokens, inputs.Concat(zs).Append(embed).Append(unembedIn), B, rm.FrozenOptions());
         var patterns = Enumerable.Range(0, L).Select(l => rm.Clean[HookKind.Pattern, l][0].to(ScalarType.Float32)).ToArray();   // [H, T, T]
+        // Row h·T + p: the pattern's column at key p of head h, pattern_h[·, p] (what each query takes from p).
+        var keyColumns = patterns.Select(x => x.permute(0, 2, 1).contiguous().view(H * T, T)).ToArray();
         // Every source's staying values, all sources at once: per layer [S, H, dh] (key-value heads repeated for their query heads).
         var sources = edges.Select(e => e.Source).Distinct().ToArray();
         var sourceIndex = sources.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
@@ -133,7 +135,7 @@ public static class HeadLoadings
                 var v = values[m].index_select(0, rows).gather(1, heads.view(-1, 1, 1).expand(-1, 1, values[m].shape[2])).squeeze(1).to(g[m].dtype);   // [K, dh]
                 var gk = g[m].index_select(1, heads).permute(1, 0, 2);                                                                                   // [K, T, dh]
                 var dots = gk.matmul(v.unsqueeze(-1)).squeeze(-1);                                                                                       // [K, T]
-                var column = patterns[m].index_select(0, heads).gather(2, at.view(-1, 1, 1).expand(-1, T, 1)).squeeze(-1);                            // pattern_h[p', p_s] [K, T]
+                var column = keyColumns[m].index_select(0, heads.mul(SafeOps.FullInt(new long[] { 1 }, T)).add(at, Scalars.Int(1)));                   // pattern_h[p', p_s] [K, T]
                 var each = column.mul(dots).abs().masked_fill(SafeOps.Arange(T).view(1, T).eq(at.view(-1, 1)), Scalars.Of(-1.0));
                 var best = each.argmax(1L).cpu().data<long>().ToArray();
                 for (int x = 0; x < items.Length; x++) destination[items[x]] = (int)best[x];
