@@ -123,8 +123,7 @@ public static class Attributor
                 if (t.Direction is { } dir && dir.Length != model.Config.DModel) throw new MechanistException($"a target direction needs {model.Config.DModel} values (d_model), not {dir.Length}");
             }
             k = custom.Count;
-            var directions = custom.Select(t => t.Direction is { } dir ? tensor(dir, device: wu.device)
-                : t.Minus is { } m ? wu[t.Token] - wu[m] : wu[t.Token] - wu.mean(new long[] { 0 })).ToArray();
+            var directions = custom.Select(t => Readout(wu, t)).ToArray();
             demeaned = stack(directions);
             foreach (var t in custom) nodes.Add(new GraphNode(NodeKind.Logit, L + 1, T - 1, t.Token, Probability: t.Minus is null && t.Direction is null ? probs[t.Token].item<float>() : 1.0));
         }
@@ -236,6 +235,13 @@ public static class Attributor
         var keep = Enumerable.Range(0, n).Where(i => i >= nf || visited[i]).ToArray();
         return new AttributionGraph(ids, keep.Select(i => nodes[i]).ToArray(), builder.Build().Select(keep));
     }
+
+    /// <summary>
+    /// The residual direction a logit target reads at the last position (float32 unembedding <paramref name="wu"/>): its own direction,
+    /// the difference of two tokens' rows, or a token's row minus the vocabulary mean.
+    /// </summary>
+    public static Tensor Readout(Tensor wu, LogitTarget t) => t.Direction is { } dir ? tensor(dir, device: wu.device)
+        : t.Minus is { } m ? wu[t.Token] - wu[m] : wu[t.Token] - wu.mean(new long[] { 0 });
 
     /// <summary>A layer's feature nodes on a [T, Slots] grid: slot s of position p holds one feature (padding: feature 0, activation 0).</summary>
     sealed record FeatureGrid(int Slots, Tensor Features, Tensor Activations, Tensor Filled, Tensor Columns)

@@ -17,13 +17,17 @@ public sealed record GraphQkOptions(int TopHeads = 8, int TopPairs = 10, double 
 public sealed record GraphQk(IReadOnlyDictionary<(string Target, string Source), EdgeLoadings> Loadings, IReadOnlyList<QkAttributionResult> Scores)
 {
     /// <summary>Computes both for the edges of <paramref name="graph"/> that its file writes (<see cref="GraphFile.WrittenEdges"/>).</summary>
-    public static GraphQk Build(ReplacementModel rm, AttributionGraph graph, PrunedGraph influence, bool pruned, GraphQkOptions? options = null)
+    /// <remarks><paramref name="targets"/>: the custom logit targets the graph was traced with, if any (its logit nodes in their order).</remarks>
+    public static GraphQk Build(ReplacementModel rm, AttributionGraph graph, PrunedGraph influence, bool pruned, GraphQkOptions? options = null,
+        IReadOnlyList<LogitTarget>? targets = null)
     {
         options ??= new GraphQkOptions();
         var edges = GraphFile.WrittenEdges(graph, influence, pruned)
             .Select(e => (Target: graph.Nodes[e.Target], Source: graph.Nodes[e.Source], Weight: (double)e.Weight))
             .Where(e => e.Target.Position != e.Source.Position).ToList();
-        var loadings = HeadLoadings.Compute(rm, edges, options.TopHeads, options.Batch);
+        var logits = graph.Nodes.Where(n => n.Kind == NodeKind.Logit).ToArray();
+        var custom = targets is { Count: > 0 } && targets.Count == logits.Length ? logits.Zip(targets).ToDictionary(x => x.First, x => x.Second) : null;
+        var loadings = HeadLoadings.Compute(rm, edges, options.TopHeads, options.Batch, custom);
         // The scores worth opening: (layer, head, query, key) whose loading is a real share of some edge, by their largest share.
         var wanted = new Dictionary<(int Layer, int Head, int Query, int Key), double>();
         for (int i = 0; i < edges.Count; i++)

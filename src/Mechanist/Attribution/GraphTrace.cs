@@ -39,7 +39,7 @@ public static class GraphTrace
         using var pruned = Pruning.Prune(graph, nodeThreshold, edgeThreshold);
         var scores = Pruning.Scores(graph, pruned);
         double attributed = clock.Elapsed.TotalSeconds;
-        var attention = qk is null ? null : GraphQk.Build(rm, graph, pruned, prune, qk);
+        var attention = qk is null ? null : GraphQk.Build(rm, graph, pruned, prune, qk, options.Targets);
         GraphFile.Write(path, graph, pruned, prune, nodeThreshold, slug: slug ?? System.IO.Path.GetFileNameWithoutExtension(path), scan: scan,
             tokenText: model.Tokenizer is null ? null : id => TokenText.Of(model, id), promptText: promptText, maxFeatureNodes: options.MaxFeatureNodes, qk: attention);
         inspect?.Invoke(graph, pruned);

@@ -34,10 +34,12 @@ public static class HeadLoadings
 {
     /// <summary>
     /// Splits <paramref name="edges"/> (target node, source node, weight) of <paramref name="rm"/>'s graph by (layer, head), naming each
-    /// loading's main destination;
+    /// loading's main destination; <paramref name="logitTargets"/> says what a logit node reads when the graph was traced with custom
+    /// targets (default: its token's row minus the vocabulary mean);
     /// <paramref name="top"/> keeps that many loadings per edge (0: all), the rest summed; <paramref name="batch"/> targets share a backward pass.
     /// </summary>
-    public static List<EdgeLoadings> Compute(ReplacementModel rm, IReadOnlyList<(GraphNode Target, GraphNode Source, double Weight)> edges, int top = 0, int batch = 16)
+    public static List<EdgeLoadings> Compute(ReplacementModel rm, IReadOnlyList<(GraphNode Target, GraphNode Source, double Weight)> edges, int top = 0, int batch = 16,
+        IReadOnlyDictionary<GraphNode, LogitTarget>? logitTargets = null)
     {
         var model = rm.Model; var cfg = model.Config; var reg = model.HookPoints;
         if (cfg.PostLayerNorm || cfg.EmbeddingNorm) throw new MechanistException("head loadings need a pre-norm model without an embedding norm");
@@ -82,7 +84,7 @@ public static class HeadLoadings
                 {
                     var u = forward[unembedIn];
                     logitGrad ??= zeros_like(u);
-                    logitGrad[r, t.Position] = wu[t.Index].sub(wu.mean(new long[] { 0 })).to(u.dtype);
+                    logitGrad[r, t.Position] = Attributor.Readout(wu, logitTargets?.GetValueOrDefault(t) ?? new LogitTarget(t.Index)).to(u.dtype);
                 }
                 else throw new MechanistException($"an edge's target is a feature or a logit, not {t.Id}");
             }

@@ -28,6 +28,16 @@ public interface IFeatureStore
 /// <summary>Opens whichever feature store a path holds.</summary>
 public static class FeatureStores
 {
+    /// <summary>"L:F" or "L/F" as (model layer, feature); a single-layer store's feature alone ("F") means its layer. Unchecked.</summary>
+    public static (int Layer, int Feature) ParseSpec(string spec, int[] layers)
+    {
+        var parts = spec.Split(new[] { ':', '/' }, StringSplitOptions.TrimEntries);
+        if (parts.Length == 1 && layers.Length == 1 && int.TryParse(parts[0], out int only)) return (layers[0], only);
+        if (parts.Length != 2 || !int.TryParse(parts[0], out int layer) || !int.TryParse(parts[1], out int feature))
+            throw new MechanistException($"'{spec}' is not a feature; give LAYER:FEATURE, e.g. {layers[0]}:12");
+        return (layer, feature);
+    }
+
     /// <summary>
     /// A folder with <c>index.json.gz</c> (circuit-tracer's feature layout, as transcoder repositories publish it and as
     /// <c>features export</c> writes it) opens as <see cref="PublishedFeatures"/>; a build folder as its <c>features.db</c>; a file as a store.

@@ -73,11 +73,7 @@ public sealed class PublishedFeatures : IFeatureStore
     /// <inheritdoc/>
     public (int LayerIndex, int Feature) Resolve(string spec)
     {
-        var parts = spec.Split(new[] { ':', '/' }, StringSplitOptions.TrimEntries);
-        int layer, feature;
-        if (parts.Length == 1 && Info.Layers.Length == 1 && int.TryParse(parts[0], out feature)) layer = Info.Layers[0];
-        else if (parts.Length != 2 || !int.TryParse(parts[0], out layer) || !int.TryParse(parts[1], out feature))
-            throw new MechanistException($"'{spec}' is not a feature; give LAYER:FEATURE, e.g. {Info.Layers[0]}:12");
+        var (layer, feature) = FeatureStores.ParseSpec(spec, Info.Layers);
         return Check(layer, feature);
     }
 

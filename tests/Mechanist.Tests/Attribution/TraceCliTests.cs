@@ -57,6 +57,15 @@ public class TraceCliTests
         Assert.Equal((0, 2, 8), (top.GetProperty("layer").GetInt32(), top.GetProperty("head").GetInt32(), top.GetProperty("query").GetInt32()));
         var why = scores.Single(r => r.GetProperty("layer").GetInt32() == 0 && r.GetProperty("head").GetInt32() == 2 && r.GetProperty("query").GetInt32() == 8 && r.GetProperty("key").GetInt32() == 7);
         Assert.Equal("E_290_7", why.GetProperty("terms")[0].GetProperty("key").GetString());
+        // A logit difference as the target: the loadings of the edges into it follow its own readout.
+        (code, _, err) = CliRunner.Run("trace", "--prompt", "The capital of the state containing Dallas is", "--target-diff", "Austin", "Dallas", "--out", dir.File("diff.json"));
+        Assert.True(code == 0, err);
+        var diff = JsonDocument.Parse(File.ReadAllText(dir.File("diff.json"))).RootElement;
+        var logit = diff.GetProperty("nodes").EnumerateArray().Single(n => n.GetProperty("feature_type").GetString() == "logit").GetProperty("node_id").GetString();
+        var intoLogit = diff.GetProperty("links").EnumerateArray().Where(l => l.GetProperty("target").GetString() == logit && l.TryGetProperty("head_loadings", out _)).ToList();
+        Assert.NotEmpty(intoLogit);
+        foreach (var link in intoLogit)
+            Assert.Equal(link.GetProperty("weight").GetDouble(), link.GetProperty("head_loadings").EnumerateArray().Sum(h => h.GetProperty("value").GetDouble()) + link.GetProperty("head_loadings_rest").GetDouble(), 3);
         // The file still reads as a graph, and --no-qk leaves the fields out.
         Assert.Equal(g.GetProperty("links").GetArrayLength(), Mechanist.Attribution.GraphFileReader.Read(dir.File("qk.json")).Graph.Edges.Count);
         (code, _, err) = CliRunner.Run("trace", "--prompt", "The capital of the state containing Dallas is", "--no-qk", "--out", dir.File("plain.json"));
