@@ -246,30 +246,33 @@ public sealed class QkAttribution : IDisposable
         var constQ = qs.Constant[head]; var constK = ks.Constant[kvHead];
         var mapQ = qs.Map[.., head];     // [nq, dh]
         var mapK = ks.Map[.., kvHead];   // [nk, dh]
-        var qc = (Ids: qs.Ids, 0); var kc = (Ids: ks.Ids, 0);
         var scale = Scalars.Of(cfg.AttnScale);
         var pairs = mapQ.matmul(mapK.t()).mul(scale).cpu().data<double>().ToArray();
         var querySide = mapQ.matmul(constK).mul(scale).cpu().data<double>().ToArray();
         var keySide = mapK.matmul(constQ).mul(scale).cpu().data<double>().ToArray();
         double constant = constQ.dot(constK).mul(scale).item<double>();
         var terms = new List<QkTerm>(pairs.Length + querySide.Length + keySide.Length + 2);
-        for (int a = 0; a < qc.Ids.Length; a++)
-            for (int b = 0; b < kc.Ids.Length; b++) terms.Add(new QkTerm(qc.Ids[a], kc.Ids[b], pairs[a * kc.Ids.Length + b]));
-        for (int a = 0; a < qc.Ids.Length; a++) terms.Add(new QkTerm(qc.Ids[a], Bias, querySide[a]));
-        for (int b = 0; b < kc.Ids.Length; b++) terms.Add(new QkTerm(Bias, kc.Ids[b], keySide[b]));
+        for (int a = 0; a < qs.Ids.Length; a++)
+            for (int b = 0; b < ks.Ids.Length; b++) terms.Add(new QkTerm(qs.Ids[a], ks.Ids[b], pairs[a * ks.Ids.Length + b]));
+        for (int a = 0; a < qs.Ids.Length; a++) terms.Add(new QkTerm(qs.Ids[a], Bias, querySide[a]));
+        for (int b = 0; b < ks.Ids.Length; b++) terms.Add(new QkTerm(Bias, ks.Ids[b], keySide[b]));
         terms.Add(new QkTerm(Bias, Bias, constant));
-        if (_model.AlibiRow(key + 1) is { } alibi) terms.Add(new QkTerm(Alibi, Alibi, alibi[head, key].to(ScalarType.Float64).item<double>()));
+        // ALiBi's position term is added after the soft-cap (as the model does), so it stays outside the capped part.
+        double position = _model.AlibiRow(key + 1) is { } alibi ? alibi[head, key].to(ScalarType.Float64).item<double>() : 0;
+        if (_model.Config.Positional == PositionKind.Alibi) terms.Add(new QkTerm(Alibi, Alibi, position));
         // The score itself, from the clean residual stream through the same maps.
         var q = Project(layer, query, Row(HookKind.ResidPre, layer, query).unsqueeze(0), true)[0, head];
         var k = Project(layer, key, Row(HookKind.ResidPre, layer, key).unsqueeze(0), false)[0, kvHead];
-        double score = q.dot(k).mul(scale).item<double>() + terms.Where(t => t.Query == Alibi).Sum(t => t.Value);
-        double softcapped = cfg.AttnSoftcap is { } cap ? cap * Math.Tanh((score - terms.Where(t => t.Query == Alibi).Sum(t => t.Value)) / cap) + terms.Where(t => t.Query == Alibi).Sum(t => t.Value) : score;
+        double raw = q.dot(k).mul(scale).item<double>();
+        double score = raw + position;
+        double softcapped = cfg.AttnSoftcap is { } cap ? cap * Math.Tanh(raw / cap) + position : score;
         double sum = terms.Sum(t => t.Value);
         var ordered = terms.OrderByDescending(t => Math.Abs(t.Value)).ToList();
         int kept = top <= 0 ? ordered.Count : Math.Min(top, ordered.Count);
         return new QkAttributionResult(layer, head, query, key, score, softcapped, sum, ordered.Take(kept).ToArray(), ordered.Count, ordered.Skip(kept).Sum(t => t.Value));
     }
 
+    /// <summary>One side of a score at (layer, position): component ids, their maps without the side's constant, and the constant (cached).</summary>
     (string[] Ids, Tensor Map, Tensor Constant) Side(int layer, int position, bool query)
     {
         if (_sides.TryGetValue((layer, position, query), out var side)) return side;
