@@ -158,29 +158,14 @@ public static class Attributor
           {
             using var passScope = NewDisposeScope();
             int rows = Math.Min(B, targetNodes.Count - start);
-            var injections = new List<(Tensor, Tensor)>();
-            var perLayer = new Tensor?[L]; Tensor? logitGrad = null;
+            var readouts = new ReadoutInjection(forward, d, inputs, unembedIn);
             for (int r = 0; r < rows; r++)
             {
                 int t = targetNodes[start + r];
-                if (t < nf)
-                {
-                    var node = nodes[t];
-                    var x = forward[inputs[node.Layer]];
-                    perLayer[node.Layer] ??= zeros_like(x);
-                    using var index = Mechanist.Tensors.SafeOps.FullInt(new long[] { 1 }, node.Index);
-                    perLayer[node.Layer]![r, node.Position] = d.EncoderRows(node.Layer, index)[0].to(x.dtype);
-                }
-                else
-                {
-                    var u = forward[unembedIn];
-                    logitGrad ??= zeros_like(u);
-                    logitGrad[r, T - 1] = demeaned[t - logitBase].to(u.dtype);
-                }
+                if (t < nf) readouts.Feature(r, nodes[t]);
+                else readouts.Logit(r, T - 1, demeaned[t - logitBase]);
             }
-            for (int l = 0; l < L; l++) if (perLayer[l] is { } g) injections.Add((forward[inputs[l]], g));
-            if (logitGrad is not null) injections.Add((forward[unembedIn], logitGrad));
-            var grads = forward.Gradients(injections, wrt);                              // L × [B, T, d], then embed
+            var grads = forward.Gradients(readouts.Injections(), wrt);                              // L × [B, T, d], then embed
             using var _g = new DisposableList(grads);
             var block = zeros(rows, n, ScalarType.Float32, device: model.Device);
             // Features: Σ over the layers j a source at layer l writes to, grad_j[p] · a·W_dec(l→j)[f]. The features of a layer

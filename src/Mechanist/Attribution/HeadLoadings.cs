@@ -68,29 +68,15 @@ public static class HeadLoadings
         {
             using var batchScope = NewDisposeScope();
             int rows = Math.Min(B, targets.Count - start);
-            var injections = new List<(Tensor, Tensor)>();
-            var perLayer = new Tensor?[L]; Tensor? logitGrad = null;
+            var readouts = new ReadoutInjection(forward, rm.Dictionary, inputs, unembedIn);
             for (int r = 0; r < rows; r++)
             {
                 var t = targets[start + r];
-                if (t.Kind == NodeKind.Feature)
-                {
-                    var x = forward[inputs[t.Layer]];
-                    perLayer[t.Layer] ??= zeros_like(x);
-                    using var index = SafeOps.FullInt(new long[] { 1 }, t.Index);
-                    perLayer[t.Layer]![r, t.Position] = rm.Dictionary.EncoderRows(t.Layer, index)[0].to(x.dtype);
-                }
-                else if (t.Kind == NodeKind.Logit)
-                {
-                    var u = forward[unembedIn];
-                    logitGrad ??= zeros_like(u);
-                    logitGrad[r, t.Position] = Attributor.Readout(wu, logitTargets?.GetValueOrDefault(t) ?? new LogitTarget(t.Index)).to(u.dtype);
-                }
+                if (t.Kind == NodeKind.Feature) readouts.Feature(r, t);
+                else if (t.Kind == NodeKind.Logit) readouts.Logit(r, t.Position, Attributor.Readout(wu, logitTargets?.GetValueOrDefault(t) ?? new LogitTarget(t.Index)));
                 else throw new MechanistException($"an edge's target is a feature or a logit, not {t.Id}");
             }
-            for (int l = 0; l < L; l++) if (perLayer[l] is { } g) injections.Add((forward[inputs[l]], g));
-            if (logitGrad is not null) injections.Add((forward[unembedIn], logitGrad));
-            var grads = forward.Gradients(injections, zs);
+            var grads = forward.Gradients(readouts.Injections(), zs);
             for (int r = 0; r < rows; r++) SplitAll(byTarget[targets[start + r]], grads.Select(x => x[r].to(ScalarType.Float32)).ToArray());
             foreach (var g in grads) g.Dispose();
         }
