@@ -63,8 +63,9 @@ public sealed record AttributionGraph(long[] TokenIds, GraphNode[] Nodes, Sparse
 /// absolute mass recorded so normalisation still divides by the row's true total. Null: every nonzero edge.
 /// </param>
 /// <param name="Progress">Called after each backward pass with (rows done, rows planned).</param>
+/// <param name="ZGradients">When given, each computed row's gradients with respect to every layer's <c>hook_z</c> are kept there (up to its budget) for head loadings.</param>
 public sealed record AttributionOptions(int MaxLogits = 10, double LogitProbability = 0.95, int BatchSize = 32, IReadOnlyList<LogitTarget>? Targets = null,
-    int? MaxFeatureNodes = null, int? MaxEdgesPerRow = null, Action<int, int>? Progress = null);
+    int? MaxFeatureNodes = null, int? MaxEdgesPerRow = null, Action<int, int>? Progress = null, ZGradientCache? ZGradients = null);
 
 /// <summary>
 /// A custom logit target: the token <paramref name="Token"/>'s demeaned logit, or, with <paramref name="Minus"/>, the logit
@@ -143,8 +144,11 @@ public static class Attributor
         string[] inputs = Enumerable.Range(0, L).Select(l => SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Input)).ToArray();
         string[] outputs = Enumerable.Range(0, L).Select(l => reg.Name(HookKind.MlpOut, l)).ToArray();
         string embed = HookNames.Embed, unembedIn = HookNames.UnembedIn;
-        using var forward = RetainedForward.Run(model, rm.Tokens, inputs.Concat(outputs).Append(embed).Append(unembedIn), B, rm.FrozenOptions());
-        var wrt = outputs.Append(embed).ToArray();
+        // With a gradient cache, the same passes also reach every layer's hook_z (it lies on their path: no extra work but the copy).
+        var zs = options.ZGradients is null ? Array.Empty<string>() : Enumerable.Range(0, L).Select(l => reg.Name(HookKind.Z, l)).ToArray();
+        using var forward = RetainedForward.Run(model, rm.Tokens, inputs.Concat(outputs).Concat(zs).Append(embed).Append(unembedIn), B, rm.FrozenOptions());
+        var wrt = outputs.Append(embed).Concat(zs).ToArray();
+        long zRowBytes = 4L * L * T * model.Config.NHeads * model.Config.DHead;
         var embedValue = forward[embed][0].to(ScalarType.Float32);                     // [T, d]: what each token adds at hook_embed
 
         // Per source layer, the features' positions, indices and activations (for gathering their columns).
@@ -192,6 +196,8 @@ public static class Attributor
             block[.., tokenBase..logitBase] = (grads[L][..rows].to(ScalarType.Float32) * embedValue.unsqueeze(0)).sum(-1);
             var values = block.cpu().contiguous().data<float>().ToArray();
             for (int r = 0; r < rows; r++) builder.SetRow(targetNodes[start + r], new ReadOnlySpan<float>(values, r * n, n));
+            for (int r = 0; r < rows && zs.Length > 0 && options.ZGradients!.Fits(zRowBytes); r++)
+                options.ZGradients.Add(nodes[targetNodes[start + r]], Enumerable.Range(0, L).Select(m => grads[L + 1 + m][r].to(ScalarType.Float32).clone()).ToArray());
             rowsDone += rows;
             options.Progress?.Invoke(rowsDone, rowsPlanned);
           }

@@ -5,8 +5,9 @@ namespace Mechanist.Attribution;
 /// <param name="TopPairs">QK terms kept per attention score (the rest summed).</param>
 /// <param name="Threshold">A (layer, head, query, key) gets its QK terms when one of its loadings is at least this share of its edge's |weight|.</param>
 /// <param name="MaxScores">At most this many attention scores are decomposed (the most loaded first).</param>
-/// <param name="Batch">Targets per backward pass of the head loadings (the prompt runs as this many copies).</param>
-public sealed record GraphQkOptions(int TopHeads = 8, int TopPairs = 10, double Threshold = 0.1, int MaxScores = 200, int Batch = 8);
+/// <param name="Batch">Targets per backward pass of the head loadings whose gradients the attribution did not keep (the prompt runs as this many copies).</param>
+/// <param name="GradientBudgetMb">The attribution keeps its rows' gradients with respect to hook_z, up to this many MB, so head loadings reuse its backward passes.</param>
+public sealed record GraphQkOptions(int TopHeads = 8, int TopPairs = 10, double Threshold = 0.1, int MaxScores = 200, int Batch = 8, int GradientBudgetMb = 1024);
 
 /// <summary>
 /// The attention part of an attribution graph: for each written edge between positions, its head loadings; for each
@@ -17,9 +18,12 @@ public sealed record GraphQkOptions(int TopHeads = 8, int TopPairs = 10, double 
 public sealed record GraphQk(IReadOnlyDictionary<(string Target, string Source), EdgeLoadings> Loadings, IReadOnlyList<QkAttributionResult> Scores)
 {
     /// <summary>Computes both for the edges of <paramref name="graph"/> that its file writes (<see cref="GraphFile.WrittenEdges"/>).</summary>
-    /// <remarks><paramref name="targets"/>: the custom logit targets the graph was traced with, if any (its logit nodes in their order).</remarks>
+    /// <remarks>
+    /// <paramref name="targets"/>: the custom logit targets the graph was traced with, if any (its logit nodes in their order);
+    /// <paramref name="gradients"/>: what the attribution kept of its rows' gradients (<see cref="AttributionOptions.ZGradients"/>).
+    /// </remarks>
     public static GraphQk Build(ReplacementModel rm, AttributionGraph graph, PrunedGraph influence, bool pruned, GraphQkOptions? options = null,
-        IReadOnlyList<LogitTarget>? targets = null)
+        IReadOnlyList<LogitTarget>? targets = null, ZGradientCache? gradients = null)
     {
         options ??= new GraphQkOptions();
         var edges = GraphFile.WrittenEdges(graph, influence, pruned)
@@ -27,7 +31,7 @@ public sealed record GraphQk(IReadOnlyDictionary<(string Target, string Source),
             .Where(e => e.Target.Position != e.Source.Position).ToList();
         var logits = graph.Nodes.Where(n => n.Kind == NodeKind.Logit).ToArray();
         var custom = targets is { Count: > 0 } && targets.Count == logits.Length ? logits.Zip(targets).ToDictionary(x => x.First, x => x.Second) : null;
-        var loadings = HeadLoadings.Compute(rm, edges, options.TopHeads, options.Batch, custom);
+        var loadings = HeadLoadings.Compute(rm, edges, options.TopHeads, options.Batch, custom, gradients);
         // The scores worth opening: (layer, head, query, key) whose loading is a real share of some edge, by their largest share.
         var wanted = new Dictionary<(int Layer, int Head, int Query, int Key), double>();
         for (int i = 0; i < edges.Count; i++)

@@ -35,11 +35,12 @@ public static class GraphTrace
         if (tokens.shape[1] > model.Config.NCtx) throw new MechanistException($"the prompt is {tokens.shape[1]} tokens; the model's context is {model.Config.NCtx}");
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
-        var graph = Attributor.Attribute(rm, options);
+        using var gradients = qk is null ? null : new ZGradientCache(qk.GradientBudgetMb * (1L << 20));
+        var graph = Attributor.Attribute(rm, options with { ZGradients = gradients });
         using var pruned = Pruning.Prune(graph, nodeThreshold, edgeThreshold);
         var scores = Pruning.Scores(graph, pruned);
         double attributed = clock.Elapsed.TotalSeconds;
-        var attention = qk is null ? null : GraphQk.Build(rm, graph, pruned, prune, qk, options.Targets);
+        var attention = qk is null ? null : GraphQk.Build(rm, graph, pruned, prune, qk, options.Targets, gradients);
         GraphFile.Write(path, graph, pruned, prune, nodeThreshold, slug: slug ?? System.IO.Path.GetFileNameWithoutExtension(path), scan: scan,
             tokenText: model.Tokenizer is null ? null : id => TokenText.Of(model, id), promptText: promptText, maxFeatureNodes: options.MaxFeatureNodes, qk: attention);
         inspect?.Invoke(graph, pruned);

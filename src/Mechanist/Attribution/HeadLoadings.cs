@@ -18,7 +18,10 @@ public sealed record HeadLoading(int Layer, int Head, int Query, double Value);
 /// <param name="Source">Source node id.</param>
 /// <param name="Edge">The edge's weight (the sum of the loadings, the same-position share and the rest).</param>
 /// <param name="Heads">Heads with a non-zero loading, largest |value| first (the top ones when asked).</param>
-/// <param name="SamePosition">The part carried by paths that never leave the source's position (zero when the target is elsewhere).</param>
+/// <param name="SamePosition">
+/// For an edge within one position, the part carried by paths that pass through no attention head at all (the residual stream and the
+/// transcoders' skip terms); its heads are then those whose pattern's diagonal first carried the rest. Zero when the target is elsewhere.
+/// </param>
 /// <param name="Rest">The sum of the loadings not kept.</param>
 public sealed record EdgeLoadings(string Target, string Source, double Edge, HeadLoading[] Heads, double SamePosition, double Rest);
 
@@ -29,6 +32,8 @@ public sealed record EdgeLoadings(string Target, string Source, double Edge, Hea
 /// weight pattern_h[p', p]; from there the gradient of v's readout with respect to hook_z at (m, p', h) carries every continuation.
 /// So loading(m, h) = Σ_{p' ≠ p} pattern_h[p', p] · ⟨∂v/∂z_h(m, p'), W_V N_m(r_u(m))⟩, where r_u(m) is what u has put into the
 /// residual stream at p by staying paths when layer m reads it; the loadings of an edge between two positions sum to the edge.
+/// An edge within one position never leaves it: it splits by the first head whose diagonal carried it,
+/// pattern_h[p, p] · ⟨∂v/∂z_h(m, p), W_V N_m(r⁰_u(m))⟩ with r⁰ what u put there through no attention head, and what no head carried.
 /// </summary>
 public static class HeadLoadings
 {
@@ -36,10 +41,11 @@ public static class HeadLoadings
     /// Splits <paramref name="edges"/> (target node, source node, weight) of <paramref name="rm"/>'s graph by (layer, head), naming each
     /// loading's main destination; <paramref name="logitTargets"/> says what a logit node reads when the graph was traced with custom
     /// targets (default: its token's row minus the vocabulary mean);
-    /// <paramref name="top"/> keeps that many loadings per edge (0: all), the rest summed; <paramref name="batch"/> targets share a backward pass.
+    /// <paramref name="top"/> keeps that many loadings per edge (0: all), the rest summed; <paramref name="batch"/> targets share a backward pass;
+    /// targets whose gradients the attribution kept in <paramref name="gradients"/> need none.
     /// </summary>
     public static List<EdgeLoadings> Compute(ReplacementModel rm, IReadOnlyList<(GraphNode Target, GraphNode Source, double Weight)> edges, int top = 0, int batch = 16,
-        IReadOnlyDictionary<GraphNode, LogitTarget>? logitTargets = null)
+        IReadOnlyDictionary<GraphNode, LogitTarget>? logitTargets = null, ZGradientCache? gradients = null)
     {
         var model = rm.Model; var cfg = model.Config; var reg = model.HookPoints;
         if (cfg.PostLayerNorm || cfg.EmbeddingNorm) throw new MechanistException("head loadings need a pre-norm model without an embedding norm");
@@ -51,112 +57,172 @@ public static class HeadLoadings
         string[] zs = Enumerable.Range(0, L).Select(l => reg.Name(HookKind.Z, l)).ToArray();
         string embed = HookNames.Embed, unembedIn = HookNames.UnembedIn;
         var targets = edges.Select(e => e.Target).Distinct().ToList();
-        int B = Math.Max(1, Math.Min(batch, targets.Count));
-        using var forward = RetainedForward.Run(model, rm.Tokens, inputs.Concat(zs).Append(embed).Append(unembedIn), B, rm.FrozenOptions());
+        var missing = targets.Where(t => gradients is null || !gradients.TryGet(t, out _)).ToList();
+        int B = Math.Max(1, Math.Min(batch, missing.Count));
+        // A retained forward only for the targets whose gradients were not kept; the embedding alone needs no gradients.
+        using var forward = missing.Count == 0 ? null : RetainedForward.Run(model, rm.Tokens, inputs.Concat(zs).Append(embed).Append(unembedIn), B, rm.FrozenOptions());
+        var embedValue = forward is not null ? forward[embed][0].to(ScalarType.Float64) : Embedding(model, rm.Tokens);
         var patterns = Enumerable.Range(0, L).Select(l => rm.Clean[HookKind.Pattern, l][0].to(ScalarType.Float32)).ToArray();   // [H, T, T]
-        // Row h·T + p: the pattern's column at key p of head h, pattern_h[·, p] (what each query takes from p).
-        var keyColumns = patterns.Select(x => x.permute(0, 2, 1).contiguous().view(H * T, T)).ToArray();
-        // Every source's staying values, all sources at once: per layer [S, H, dh] (key-value heads repeated for their query heads).
+        var diagonals = patterns.Select(x => x.diagonal(0, 1, 2)).ToArray();                                                      // [H, T]
+        // Every source's staying values, all sources at once: per layer [S, H, dh] (key-value heads repeated for their query heads);
+        // for sources of edges within one position, also the values of what reached the layer through no attention head.
         var sources = edges.Select(e => e.Source).Distinct().ToArray();
         var sourceIndex = sources.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
-        var values = StayingValues(rm, sources, forward[embed][0].to(ScalarType.Float64), patterns, f64);
+        var values = StayingValues(rm, sources, embedValue, patterns, f64, throughDiagonals: true);
+        var local = edges.Where(e => e.Target.Position == e.Source.Position).Select(e => e.Source).Distinct().ToArray();
+        var localIndex = local.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
+        var direct = local.Length == 0 ? null : StayingValues(rm, local, embedValue, patterns, f64, throughDiagonals: false);
         var wu = model.Weights.WU.to(ScalarType.Float32);
         var byTarget = edges.Select((e, i) => (e, i)).GroupBy(x => x.e.Target).ToDictionary(g => g.Key, g => g.ToList());
         var answers = new EdgeLoadings?[edges.Count];
-        // ∂v/∂z for a batch of targets ([L][T, H, dh] each, one backward pass); their edges are split before the next batch.
-        for (int start = 0; start < targets.Count; start += B)
+        foreach (var t in targets)
+            if (gradients is not null && gradients.TryGet(t, out var kept)) SplitAll(byTarget[t], kept);
+        // ∂v/∂z for a batch of the other targets ([L][T, H, dh] each, one backward pass); their edges are split before the next batch.
+        for (int start = 0; start < missing.Count; start += B)
         {
             using var batchScope = NewDisposeScope();
-            int rows = Math.Min(B, targets.Count - start);
-            var readouts = new ReadoutInjection(forward, rm.Dictionary, inputs, unembedIn);
+            int rows = Math.Min(B, missing.Count - start);
+            var readouts = new ReadoutInjection(forward!, rm.Dictionary, inputs, unembedIn);
             for (int r = 0; r < rows; r++)
             {
-                var t = targets[start + r];
+                var t = missing[start + r];
                 if (t.Kind == NodeKind.Feature) readouts.Feature(r, t);
                 else if (t.Kind == NodeKind.Logit) readouts.Logit(r, t.Position, Attributor.Readout(wu, logitTargets?.GetValueOrDefault(t) ?? new LogitTarget(t.Index)));
                 else throw new MechanistException($"an edge's target is a feature or a logit, not {t.Id}");
             }
-            var grads = forward.Gradients(readouts.Injections(), zs);
-            for (int r = 0; r < rows; r++) SplitAll(byTarget[targets[start + r]], grads.Select(x => x[r].to(ScalarType.Float32)).ToArray());
+            var grads = forward!.Gradients(readouts.Injections(), zs);
+            for (int r = 0; r < rows; r++) SplitAll(byTarget[missing[start + r]], grads.Select(x => x[r].to(ScalarType.Float32)).ToArray());
             foreach (var g in grads) g.Dispose();
         }
         return answers.Select(a => a!).ToList();
 
         // Every edge into one target at once: per layer, its sources' staying values [S, H, dh] against ∂v/∂z [T, H, dh], weighted
-        // by the pattern's column at each source's position.
+        // by the pattern's column at each source's position (queries past the target's position get no gradient: they are left out).
         void SplitAll(List<((GraphNode Target, GraphNode Source, double Weight) Edge, int At)> list, Tensor[] g)
         {
             using var targetScope = NewDisposeScope();
             var mine = list.Select(x => x.Edge.Source).ToArray();
-            using var rowsOf = tensor(mine.Select(n => (long)sourceIndex[n]).ToArray());
-            using var keys = tensor(mine.Select(n => (long)n.Position).ToArray());
-            // Per layer, what every position p would send off itself through head h: M[h, p] = Σ_{p' ≠ p} pattern_h[p', p] ∂v/∂z_h(p')
-            // ([H, T, dh], one batched GEMM), so a source's loading is M[h, p_s] · v_h(s); the destination that carries most of it
-            // is found afterwards, for the kept loadings only.
-            var loads = new Tensor[L];
-            for (int m = 0; m < L; m++)
+            int Q = list[0].Edge.Target.Position + 1, S = mine.Length;
+            bool[] same = mine.Select(n => n.Position == list[0].Edge.Target.Position).ToArray();
+            var across = Enumerable.Range(0, S).Where(i => !same[i]).ToArray();
+            var within = Enumerable.Range(0, S).Where(i => same[i]).ToArray();
+            var loads = zeros(S, L * H, ScalarType.Float32);                                             // [S, L·H]
+            if (across.Length > 0)
             {
-                var gm = g[m];                                                                         // [T, H, dh]
-                var sent = einsum("hqk,qhd->hkd", patterns[m], gm);                                  // [H, T(key), dh]
-                var self = patterns[m].diagonal(0, 1, 2).unsqueeze(-1).mul(gm.permute(1, 0, 2));       // the diagonal's share [H, T, dh]
-                var off = sent.sub(self).index_select(1, keys).permute(1, 0, 2);                       // [S, H, dh]
-                var v = values[m].index_select(0, rowsOf).to(off.dtype);                               // [S, H, dh]
-                loads[m] = off.mul(v).sum(-1L);                                                        // [S, H]
+                // Per layer, what each source position p would send off itself through head h, M[h, p] = Σ_{p' ≠ p} pattern_h[p', p] ∂v/∂z_h(p')
+                // (one batched GEMM over the sources' distinct positions), so a source's loading is M[h, p_s] · v_h(s).
+                var keyList = across.Select(i => mine[i].Position).Distinct().ToArray();
+                var slot = keyList.Select((p, i) => (p, i)).ToDictionary(x => x.p, x => (long)x.i);
+                using var keys = tensor(keyList.Select(p => (long)p).ToArray());
+                using var slots = tensor(across.Select(i => slot[mine[i].Position]).ToArray());
+                using var rowsOf = tensor(across.Select(i => (long)sourceIndex[mine[i]]).ToArray());
+                using var acrossRows = tensor(across.Select(i => (long)i).ToArray());
+                var perLayer = new Tensor[L];
+                for (int m = 0; m < L; m++)
+                {
+                    var gq = g[m][..Q].permute(1, 0, 2);                                                // [H, Q, dh]
+                    var columns = patterns[m][.., ..Q].index_select(2, keys);                           // [H, Q, U]
+                    var sent = columns.transpose(1, 2).bmm(gq);                                         // [H, U, dh]
+                    var self = diagonals[m].index_select(1, keys).unsqueeze(-1).mul(gq.index_select(1, keys));   // the diagonal's share
+                    var off = sent.sub(self).index_select(1, slots).permute(1, 0, 2);                   // [S', H, dh]
+                    perLayer[m] = off.mul(values[m].index_select(0, rowsOf).to(off.dtype)).sum(-1L);     // [S', H]
+                }
+                loads.index_copy_(0, acrossRows, stack(perLayer, 1).reshape(across.Length, L * H));
             }
-            var moved = stack(loads, 1).reshape(mine.Length, -1);                                      // [S, L·H]
-            var sums = moved.sum(1).to(ScalarType.Float64).cpu().data<double>().ToArray();
+            if (within.Length > 0)
+            {
+                // Within the target's position: pattern_h[p, p] ⟨∂v/∂z_h(m, p), v⁰_h(s)⟩ for the first head whose diagonal carries it.
+                using var rowsOf = tensor(within.Select(i => (long)localIndex[mine[i]]).ToArray());
+                using var withinRows = tensor(within.Select(i => (long)i).ToArray());
+                int p = Q - 1;
+                var perLayer = new Tensor[L];
+                for (int m = 0; m < L; m++)
+                {
+                    var gp = g[m][p].mul(diagonals[m][.., p].unsqueeze(-1));                            // [H, dh]
+                    perLayer[m] = direct![m].index_select(0, rowsOf).to(gp.dtype).mul(gp.unsqueeze(0)).sum(-1L);   // [S'', H]
+                }
+                loads.index_copy_(0, withinRows, stack(perLayer, 1).reshape(within.Length, L * H));
+            }
+            var sums = loads.sum(1).to(ScalarType.Float64).cpu().data<double>().ToArray();
             int width = L * H, k = top <= 0 ? width : Math.Min(top, width);
-            var (_, topIndex) = moved.abs().topk(k, 1);
-            var picked = moved.gather(1, topIndex).to(ScalarType.Float64).cpu().data<double>().ToArray();
+            var (_, topIndex) = loads.abs().topk(k, 1);
+            var picked = loads.gather(1, topIndex).to(ScalarType.Float64).cpu().data<double>().ToArray();
             var where = topIndex.cpu().data<long>().ToArray();
-            // The main destination of each kept (source, layer, head): argmax over p' ≠ p_s of |pattern_h[p', p_s] ⟨∂v/∂z_h(p'), v_h⟩|,
-            // one batch per layer.
-            var destination = new int[mine.Length * k];
-            for (int m = 0; m < L; m++)
-            {
-                var items = Enumerable.Range(0, mine.Length * k).Where(x => picked[x] != 0 && where[x] / H == m).ToArray();
-                if (items.Length == 0) continue;
-                using var layerScope = NewDisposeScope();
-                using var heads = tensor(items.Select(x => where[x] % H).ToArray());
-                using var at = tensor(items.Select(x => (long)mine[x / k].Position).ToArray());
-                using var rows = tensor(items.Select(x => (long)sourceIndex[mine[x / k]]).ToArray());
-                var v = values[m].index_select(0, rows).gather(1, heads.view(-1, 1, 1).expand(-1, 1, values[m].shape[2])).squeeze(1).to(g[m].dtype);   // [K, dh]
-                var gk = g[m].index_select(1, heads).permute(1, 0, 2);                                                                                   // [K, T, dh]
-                var dots = gk.matmul(v.unsqueeze(-1)).squeeze(-1);                                                                                       // [K, T]
-                var column = keyColumns[m].index_select(0, heads.mul(SafeOps.FullInt(new long[] { 1 }, T)).add(at, Scalars.Int(1)));                   // pattern_h[p', p_s] [K, T]
-                var each = column.mul(dots).abs().masked_fill(SafeOps.Arange(T).view(1, T).eq(at.view(-1, 1)), Scalars.Of(-1.0));
-                var best = each.argmax(1L).cpu().data<long>().ToArray();
-                for (int x = 0; x < items.Length; x++) destination[items[x]] = (int)best[x];
-            }
+            var destination = Destinations(mine, same, picked, where, k, g, Q);
             for (int i = 0; i < list.Count; i++)
             {
                 var (target, source, weight) = list[i].Edge;
-                var kept = new List<HeadLoading>(k);
+                var heads = new List<HeadLoading>(k);
                 for (int j = 0; j < k; j++)
                 {
                     double value = picked[i * k + j];
                     if (value == 0) continue;
                     int at = (int)where[i * k + j];
-                    kept.Add(new HeadLoading(at / H, at % H, destination[i * k + j], value));
+                    heads.Add(new HeadLoading(at / H, at % H, destination[i * k + j], value));
                 }
-                double listed = kept.Sum(x => x.Value);
-                answers[list[i].At] = new EdgeLoadings(target.Id, source.Id, weight, kept.ToArray(),
-                    target.Position == source.Position ? weight - sums[i] : 0, sums[i] - listed);
+                double listed = heads.Sum(x => x.Value);
+                answers[list[i].At] = new EdgeLoadings(target.Id, source.Id, weight, heads.ToArray(), same[i] ? weight - sums[i] : 0, sums[i] - listed);
             }
         }
+
+        // The main destination of each kept (source, layer, head): argmax over p' ≠ p_s of |pattern_h[p', p_s] ⟨∂v/∂z_h(p'), v_h⟩|
+        // (one GEMM per layer and head, over the target's queries); within one position it is the position itself.
+        int[] Destinations(GraphNode[] mine, bool[] same, double[] picked, long[] where, int k, Tensor[] g, int Q)
+        {
+            var destination = new int[mine.Length * k];
+            for (int x = 0; x < destination.Length; x++) destination[x] = mine[x / k].Position;
+            foreach (var group in Enumerable.Range(0, mine.Length * k).Where(x => picked[x] != 0 && !same[x / k]).GroupBy(x => (int)where[x]))
+                {
+                    int m = group.Key / H, h = group.Key % H;
+                    var items = group.ToArray();
+                    using var layerScope = NewDisposeScope();
+                    using var at = tensor(items.Select(x => (long)mine[x / k].Position).ToArray());
+                    using var rows = tensor(items.Select(x => (long)sourceIndex[mine[x / k]]).ToArray());
+                    var v = values[m].select(1, h).index_select(0, rows).to(g[m].dtype);                 // [K, dh]
+                    var dots = v.matmul(g[m][..Q, h].t());                                              // [K, Q]
+                    var column = patterns[m][h, ..Q].index_select(1, at).t();                           // pattern_h[p', p_s] [K, Q]
+                    var each = column.mul(dots).abs().masked_fill(SafeOps.Arange(Q).view(1, Q).eq(at.view(-1, 1)), Scalars.Of(-1.0));
+                    var best = each.argmax(1L).cpu().data<long>().ToArray();
+                    for (int x = 0; x < items.Length; x++) destination[items[x]] = (int)best[x];
+                }
+            return destination;
+        }
+    }
+
+    /// <summary>What each token adds at hook_embed [T, d] (float64), from a run that stops before the first block.</summary>
+    static Tensor Embedding(HookedTransformer model, Tensor tokens)
+    {
+        Tensor? embed = null;
+        var keep = new ForwardHookSpec(HookFilter.Named(HookNames.Embed), (x, _) => { embed = x[0].to(ScalarType.Float64).clone().DetachFromDisposeScope(); return null; });
+        using (NewDisposeScope()) model.Run(tokens, new RunOptions { StopAtLayer = 0, Hooks = new[] { keep } });
+        if (embed is null) throw new MechanistException("the model did not fire hook_embed");
+        using (embed) return embed.clone();
     }
 
     /// <summary>
     /// For each layer m, the values W_V N_m(r_s) [S, H, dh] (float64; key-value heads repeated for their query heads) that each source's
-    /// staying residual r_s puts at its position: zero before the source has written anything. All sources advance together, layer by layer.
+    /// staying residual r_s puts at its position: zero before the source has written anything. All sources advance together, layer by
+    /// layer. Without <paramref name="throughDiagonals"/>, r_s holds only what reached the position through no attention head.
     /// </summary>
-    static Tensor[] StayingValues(ReplacementModel rm, GraphNode[] sources, Tensor embedValue, Tensor[] patterns, Float64Weights f64)
+    static Tensor[] StayingValues(ReplacementModel rm, GraphNode[] sources, Tensor embedValue, Tensor[] patterns, Float64Weights f64, bool throughDiagonals)
     {
         var model = rm.Model; var cfg = model.Config; var d = rm.Dictionary;
-        int L = cfg.NLayers, S = sources.Length, D = cfg.DModel, H = cfg.NHeads;
+        int L = cfg.NLayers, S = sources.Length, D = cfg.DModel, H = cfg.NHeads, T = (int)rm.Tokens.shape[1];
+        long F = rm.Activations.shape[2];
         using var positions = tensor(sources.Select(n => (long)n.Position).ToArray());
         var r = zeros(S, D, ScalarType.Float64);
-        for (int i = 0; i < S; i++) if (sources[i].Kind == NodeKind.Token) r[i] = embedValue[sources[i].Position];
+        var tokenRows = Enumerable.Range(0, S).Where(i => sources[i].Kind == NodeKind.Token).ToArray();
+        if (tokenRows.Length > 0)
+        {
+            using var rows = tensor(tokenRows.Select(i => (long)i).ToArray());
+            using var at = tensor(tokenRows.Select(i => (long)sources[i].Position).ToArray());
+            r.index_copy_(0, rows, embedValue.index_select(0, at));
+        }
+        // Feature sources by layer (rows, feature ids, activations) and error sources by layer (rows, positions): each written with one index_add.
+        var featureRows = Enumerable.Range(0, L).Select(l => Enumerable.Range(0, S).Where(i => sources[i].Kind == NodeKind.Feature && sources[i].Layer == l).ToArray()).ToArray();
+        var errorRows = Enumerable.Range(0, L).Select(l => Enumerable.Range(0, S).Where(i => sources[i].Kind == NodeKind.Error && sources[i].Layer == l).ToArray()).ToArray();
+        var flatActivations = rm.Activations.reshape(-1);
+        Tensor Rows(int[] list) => tensor(list.Select(i => (long)i).ToArray());
         var values = new Tensor[L];
         Tensor ScaleAt(HookKind kind, int m) => rm.Clean[kind, m][0].to(ScalarType.Float64).index_select(0, positions);    // [S, 1]
         for (int m = 0; m < L; m++)
@@ -168,11 +234,15 @@ public static class HeadLoadings
             if (cfg.HeadsPerKvHead > 1) v = v.repeat_interleave(cfg.HeadsPerKvHead, 1);
             values[m] = v;
             // What the pattern's diagonal keeps at the position: Σ_h pattern_h[p, p] · W_O^h v_h (post-attention norm, its scale frozen).
-            var diagonal = patterns[m].diagonal(0, 1, 2).t().index_select(0, positions).to(ScalarType.Float64);                       // [S, H]
-            var attn = v.mul(diagonal.unsqueeze(-1)).reshape(S, H * cfg.DHead).matmul(f64.Of(w.Wo).t());        // [S, d]
-            if (cfg.PostNorms) attn = PostNorm(cfg, attn, ScaleAt(HookKind.Ln1PostScale, m), w.PostAttnNormW, f64);
-            if (cfg.AttnOnly) { r = r.add(attn, Scalars.One); continue; }
-            var mid = r.add(attn, Scalars.One);
+            var mid = r;
+            if (throughDiagonals)
+            {
+                var diagonal = patterns[m].diagonal(0, 1, 2).t().index_select(0, positions).to(ScalarType.Float64);                   // [S, H]
+                var attn = v.mul(diagonal.unsqueeze(-1)).reshape(S, H * cfg.DHead).matmul(f64.Of(w.Wo).t());    // [S, d]
+                if (cfg.PostNorms) attn = PostNorm(cfg, attn, ScaleAt(HookKind.Ln1PostScale, m), w.PostAttnNormW, f64);
+                mid = r.add(attn, Scalars.One);
+            }
+            if (cfg.AttnOnly) { r = mid; continue; }
             var reads = cfg.ParallelResidual ? r : mid;
             var x = rm.Input switch
             {
@@ -184,15 +254,21 @@ public static class HeadLoadings
             var x32 = x.to(ScalarType.Float32);
             if (d.Skip(m, x32) is { } skip) r = r.add(skip.to(ScalarType.Float64).sub(d.Skip(m, zeros_like(x32))!.to(ScalarType.Float64)), Scalars.One);
             // What each source writes after this layer's MLP: a feature its decoder into this layer times its activation; an error its vector.
-            for (int i = 0; i < S; i++)
+            for (int l = 0; l <= m; l++)
             {
-                var n = sources[i];
-                if (n.Kind == NodeKind.Feature && m >= n.Layer && d.WritesTo(n.Layer, m))
-                {
-                    using var index = SafeOps.FullInt(new long[] { 1 }, n.Index);
-                    r[i] = r[i].add(d.DecoderRows(n.Layer, m, index)[0].to(ScalarType.Float64).mul(rm.Activations[n.Layer, n.Position, n.Index].to(ScalarType.Float64)), Scalars.One);
-                }
-                else if (n.Kind == NodeKind.Error && m == n.Layer) r[i] = r[i].add(rm.Errors[m, n.Position].to(ScalarType.Float64), Scalars.One);
+                if (featureRows[l].Length == 0 || !d.WritesTo(l, m)) continue;
+                var list = featureRows[l];
+                using var rows = Rows(list);
+                using var ids = tensor(list.Select(i => sources[i].Index).ToArray());
+                using var flat = tensor(list.Select(i => ((long)l * T + sources[i].Position) * F + sources[i].Index).ToArray());
+                var written = d.DecoderRows(l, m, ids).to(ScalarType.Float64).mul(flatActivations.index_select(0, flat).to(ScalarType.Float64).unsqueeze(-1));
+                r = r.IndexAddInPlace(0, rows, written);
+            }
+            if (errorRows[m].Length > 0)
+            {
+                using var rows = Rows(errorRows[m]);
+                using var at = tensor(errorRows[m].Select(i => (long)sources[i].Position).ToArray());
+                r = r.IndexAddInPlace(0, rows, rm.Errors[m].index_select(0, at).to(ScalarType.Float64));
             }
         }
         return values;

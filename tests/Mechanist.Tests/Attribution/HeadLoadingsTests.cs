@@ -12,7 +12,9 @@ public class HeadLoadingsTests
     public static IEnumerable<object[]> Cases() => AttributionGoldenTests.Cases();
 
     /// <summary>The graph's nonzero edges between different positions, from the reference adjacency's node order.</summary>
-    static List<(GraphNode Target, GraphNode Source, double Weight)> CrossPositionEdges(AttributionGraph graph)
+    static List<(GraphNode Target, GraphNode Source, double Weight)> CrossPositionEdges(AttributionGraph graph) => Edges(graph, across: true);
+
+    static List<(GraphNode Target, GraphNode Source, double Weight)> Edges(AttributionGraph graph, bool across)
     {
         var dense = graph.DenseAdjacency();
         var a = dense.data<float>().ToArray();
@@ -20,7 +22,7 @@ public class HeadLoadingsTests
         var list = new List<(GraphNode, GraphNode, double)>();
         for (int t = 0; t < n; t++)
             for (int s = 0; s < n; s++)
-                if (a[t * n + s] != 0 && graph.Nodes[t].Position != graph.Nodes[s].Position)
+                if (a[t * n + s] != 0 && (graph.Nodes[t].Position != graph.Nodes[s].Position) == across)
                     list.Add((graph.Nodes[t], graph.Nodes[s], a[t * n + s]));
         return list;
     }
@@ -30,11 +32,18 @@ public class HeadLoadingsTests
     public void EveryCrossPositionEdgeIsTheSumOfItsHeadLoadings(string name)
     {
         using var c = new AttributionGoldenTests.Case(name);
-        var graph = Attributor.Attribute(c.Rm, new AttributionOptions(BatchSize: 16));
+        // The attribution keeps the hook_z gradients of about half its rows (a budget in bytes): those targets reuse its backward
+        // passes, the others get their own; both must split every edge exactly.
+        var cfg = c.Model.Config;
+        long rowBytes = 4L * cfg.NLayers * c.Rm.Tokens.shape[1] * cfg.NHeads * cfg.DHead;
+        int rowCount = (int)c.Rm.Activations.count_nonzero().item<long>();
+        using var kept = new ZGradientCache(rowBytes * (rowCount / 2));
+        var graph = Attributor.Attribute(c.Rm, new AttributionOptions(BatchSize: 16, ZGradients: kept));
         var edges = CrossPositionEdges(graph);
         Assert.True(edges.Count > 100, $"{name}: {edges.Count} cross-position edges");
+        Assert.InRange(kept.Count, 1, edges.Select(e => e.Target).Distinct().Count() - 1);
         double max = edges.Max(e => Math.Abs(e.Weight));
-        var loadings = HeadLoadings.Compute(c.Rm, edges);
+        var loadings = HeadLoadings.Compute(c.Rm, edges, gradients: kept);
         Assert.Equal(edges.Count, loadings.Count);
         foreach (var e in loadings)
         {
@@ -79,6 +88,51 @@ public class HeadLoadingsTests
                 double loading = loadings[k].Heads.Where(x => x.Layer == 2 && x.Head == keep).Sum(x => x.Value);
                 Assert.All(loadings[k].Heads, x => Assert.NotEqual(edges[k].Source.Position, x.Query));
                 Assert.True(Math.Abs(alone - loading) <= 1e-5 * Math.Max(1, Math.Abs(edges[k].Weight)), $"L2H{keep}: {edges[k].Source.Id} → {edges[k].Target.Id}: loading {loading}, edge with the other heads zeroed {alone}");
+            }
+        }
+    }
+
+    [Fact]
+    public void WithinOnePositionAnEdgeSplitsOverTheDiagonalsOfTheHeadsThatCarriedIt()
+    {
+        // gpt2_plt_relu: a layer-1 feature reaches a layer-2 feature at its own position through the residual stream and through
+        // the diagonal of layer 2's patterns. With every head of layer 2 zeroed only the no-attention share is left; with one head
+        // kept, that share plus the head's loading.
+        using var c = new AttributionGoldenTests.Case("gpt2_plt_relu");
+        var graph = Attributor.Attribute(c.Rm, new AttributionOptions(BatchSize: 16));
+        var edges = Edges(graph, across: false).Where(e => e.Source.Kind == NodeKind.Feature && e.Source.Layer == 1 && e.Target.Kind == NodeKind.Feature && e.Target.Layer == 2)
+            .OrderByDescending(e => Math.Abs(e.Weight)).Take(4).ToList();
+        Assert.NotEmpty(edges);
+        var loadings = HeadLoadings.Compute(c.Rm, edges);
+        int heads = c.Model.Config.NHeads;
+        string pattern = c.Model.HookPoints.Name(HookKind.Pattern, 2);
+        for (int k = 0; k < edges.Count; k++)
+        {
+            Assert.All(loadings[k].Heads, x => { Assert.Equal(2, x.Layer); Assert.Equal(edges[k].Source.Position, x.Query); });
+            Assert.NotEmpty(loadings[k].Heads);
+        }
+        double EdgeWith(int? keep, int k)
+        {
+            using var _ = c.Model.Hooks(new ForwardHookSpec(HookFilter.Named(pattern), (x, ctx) =>
+            {
+                using var mask = zeros(1, heads, 1, 1, x.dtype, x.device);
+                if (keep is int h) mask[.., h] = SafeOps.Full(new long[] { 1 }, 1.0, x.dtype);
+                return x.mul(mask);
+            }));
+            var zeroed = Attributor.Attribute(c.Rm, new AttributionOptions(BatchSize: 16));
+            var index = zeroed.Nodes.Select((n, i) => (n.Id, i)).ToDictionary(x => x.Id, x => x.i);
+            return zeroed.DenseAdjacency()[index[edges[k].Target.Id], index[edges[k].Source.Id]].item<float>();
+        }
+        for (int k = 0; k < edges.Count; k++)
+        {
+            double tolerance = 1e-5 * Math.Max(1, Math.Abs(edges[k].Weight));
+            double none = EdgeWith(null, k);
+            Assert.True(Math.Abs(none - loadings[k].SamePosition) <= tolerance, $"{edges[k].Source.Id} → {edges[k].Target.Id}: no-attention share {loadings[k].SamePosition}, edge with layer 2 zeroed {none}");
+            for (int h = 0; h < heads; h++)
+            {
+                double loading = loadings[k].Heads.Where(x => x.Head == h).Sum(x => x.Value);
+                double alone = EdgeWith(h, k);
+                Assert.True(Math.Abs(alone - none - loading) <= tolerance, $"L2H{h}: {edges[k].Source.Id} → {edges[k].Target.Id}: loading {loading}, edge with only this head {alone} minus {none}");
             }
         }
     }
