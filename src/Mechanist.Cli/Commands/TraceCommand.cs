@@ -47,13 +47,16 @@ public sealed class TraceCommand : ICliCommand
             var (shardIndex, shardCount) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));
             if (promptFile is null && parse.GetValue(shard) is not null) throw new MechanistException("--shard goes with --prompts FILE");
             using var model = input.LoadModel(parse, ctx);
-            string dir = parse.GetValue(transcoders) is { } given ? DictionaryInput.Resolve(given, parse.GetValue(input.Offline), ctx) : DefaultTranscoders(parse.GetValue(input.Model));
-            using var bundle = CircuitTracerFormat.Load(dir, model.Device);
+            // An attention-only model has no MLPs to replace: its graph is tokens → logits through the frozen attention.
+            bool attentionOnly = model.Config.AttnOnly;
+            if (attentionOnly && parse.GetValue(transcoders) is not null) throw new MechanistException("this model is attention-only: it has no MLPs for transcoders to replace; trace it without --transcoders");
+            string? dir = attentionOnly ? null : parse.GetValue(transcoders) is { } given ? DictionaryInput.Resolve(given, parse.GetValue(input.Offline), ctx) : DefaultTranscoders(parse.GetValue(input.Model));
+            using var bundle = dir is null ? null : CircuitTracerFormat.Load(dir, model.Device);
             var targets = (parse.GetValue(target) ?? Array.Empty<string>()).Select(t => new LogitTarget(TokenText.AnswerId(model, t))).ToList();
             if (parse.GetValue(targetDiff) is { Length: 2 } diff) targets.Add(new LogitTarget(TokenText.AnswerId(model, diff[0]), TokenText.AnswerId(model, diff[1])));
             // Counts (--max-logits, --max-feature-nodes, --max-edges-per-row) are checked at parse time (CountOptions).
             int? maxFeatureNodes = parse.GetValue(maxFeatures), maxEdgesPerRow = parse.GetValue(maxEdges);
-            string scan = parse.GetValue(scanOption) ?? Path.GetFullPath(dir).TrimEnd('/', '\\');
+            string scan = parse.GetValue(scanOption) ?? (dir is null ? "mechanist" : Path.GetFullPath(dir).TrimEnd('/', '\\'));
 
             // One prompt → one graph file; prints a summary and the top features when asked.
             void TraceTo(TorchSharp.torch.Tensor tokens, string path, bool print, string? promptText)
@@ -77,6 +80,15 @@ public sealed class TraceCommand : ICliCommand
             // The most influential kept features, before the summary line.
             void PrintTop(AttributionGraph graph, PrunedGraph pruned)
             {
+                if (!graph.Nodes.Any(n => n.Kind == NodeKind.Feature))
+                {
+                    // An attention-only graph: its sources are the prompt's tokens, most influential first.
+                    var tokensTable = new Table().AddColumns("node", "position", "token", "cumulative influence");
+                    foreach (var (n, i) in graph.Nodes.Select((n, i) => (n, i)).Where(x => x.n.Kind == NodeKind.Token && pruned.NodeMask[x.i]).OrderBy(x => pruned.CumulativeInfluence[x.i]).Take(10))
+                        tokensTable.AddRow(n.Id, n.Position.ToString(), Markup.Escape(TokenText.Of(model, n.Index)), $"{pruned.CumulativeInfluence[i]:F3}");
+                    Render.Console(ctx).Write(tokensTable);
+                    return;
+                }
                 var top = graph.Nodes.Select((n, i) => (n, i)).Where(x => x.n.Kind == NodeKind.Feature && pruned.NodeMask[x.i]).OrderBy(x => pruned.CumulativeInfluence[x.i]).Take(10);
                 var table = new Table().AddColumns("feature", "layer", "position", "token", "activation", "cumulative influence");
                 foreach (var (n, i) in top)

@@ -64,7 +64,7 @@ public sealed class GraphEndpoints(AnalysisRunner runner, RequestInputs inputs, 
         using var tokens = inputs.Tokens(m, r.Prompt);
         var models = runner.Models;
         string name = models.Resolve(r.Model);
-        var bundle = models.Transcoders(name, m);
+        var bundle = m.Config.AttnOnly ? null : models.Transcoders(name, m);   // an attention-only model's graph needs none
         var (node, edge) = AttributionVocabulary.Thresholds(r.NodeThreshold, r.EdgeThreshold);
         int maxFeatures = Math.Clamp(r.MaxFeatureNodes ?? AttributionVocabulary.DefaultWorkbenchFeatureNodes, 1, 5000);
         string slug = "g-" + Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes($"{name}\n{r.Prompt}\n{maxFeatures}\n{node}\n{edge}")))[..12].ToLowerInvariant();

@@ -100,8 +100,9 @@ public static class Attributor
         // Nodes: active features sorted by (layer, pos, feature) — nonzero() is row-major — then errors, tokens, logits.
         var active = rm.Activations.nonzero().cpu();                                  // [n_f, 3]
         int nf = (int)active.shape[0];
-        var af = active.data<long>().ToArray();
-        var actValues = rm.Activations.cpu().data<float>().ToArray();
+        // (TorchSharp cannot read an empty tensor into an array: an attention-only model has no features.)
+        var af = nf == 0 ? Array.Empty<long>() : active.data<long>().ToArray();
+        var actValues = nf == 0 ? Array.Empty<float>() : rm.Activations.cpu().data<float>().ToArray();
         int F = d.DDict;
         var nodes = new List<GraphNode>();
         for (int i = 0; i < nf; i++)
@@ -109,7 +110,9 @@ public static class Attributor
             int l = (int)af[3 * i], p = (int)af[3 * i + 1]; long f = af[3 * i + 2];
             nodes.Add(new GraphNode(NodeKind.Feature, l, p, f, actValues[((long)l * T + p) * F + f]));
         }
-        for (int l = 0; l < L; l++) for (int p = 0; p < T; p++) nodes.Add(new GraphNode(NodeKind.Error, l, p, -1));
+        // An attention-only model has no MLPs: no features and no error nodes.
+        int errorLayers = rm.IsAttentionOnly ? 0 : L;
+        for (int l = 0; l < errorLayers; l++) for (int p = 0; p < T; p++) nodes.Add(new GraphNode(NodeKind.Error, l, p, -1));
         for (int p = 0; p < T; p++) nodes.Add(new GraphNode(NodeKind.Token, -1, p, ids[p]));
         var probs = rm.Logits[T - 1].softmax(-1);
         var wu = model.Weights.WU.to(ScalarType.Float32);
@@ -137,12 +140,12 @@ public static class Attributor
             for (int i = 0; i < k; i++) nodes.Add(new GraphNode(NodeKind.Logit, L + 1, T - 1, iList[i], Probability: pList[i]));
             demeaned = wu.index_select(0, topI[..k]) - wu.mean(new long[] { 0 });   // [k, d]
         }
-        int n = nodes.Count, errorBase = nf, tokenBase = nf + L * T, logitBase = tokenBase + T;
+        int n = nodes.Count, errorBase = nf, tokenBase = nf + errorLayers * T, logitBase = tokenBase + T;
 
         // One frozen forward as B copies; every pass injects one target per copy.
         int B = Math.Max(1, Math.Min(options.BatchSize, nf + k));
-        string[] inputs = Enumerable.Range(0, L).Select(l => SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Input)).ToArray();
-        string[] outputs = Enumerable.Range(0, L).Select(l => reg.Name(HookKind.MlpOut, l)).ToArray();
+        string[] inputs = Enumerable.Range(0, errorLayers).Select(l => SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Input)).ToArray();
+        string[] outputs = Enumerable.Range(0, errorLayers).Select(l => reg.Name(HookKind.MlpOut, l)).ToArray();
         string embed = HookNames.Embed, unembedIn = HookNames.UnembedIn;
         // With a gradient cache, the same passes also reach every layer's hook_z (it lies on their path: no extra work but the copy).
         var zs = options.ZGradients is null ? Array.Empty<string>() : Enumerable.Range(0, L).Select(l => reg.Name(HookKind.Z, l)).ToArray();
@@ -169,7 +172,7 @@ public static class Attributor
                 if (t < nf) readouts.Feature(r, nodes[t]);
                 else readouts.Logit(r, T - 1, demeaned[t - logitBase]);
             }
-            var grads = forward.Gradients(readouts.Injections(), wrt);                              // L × [B, T, d], then embed
+            var grads = forward.Gradients(readouts.Injections(), wrt);                              // L × [B, T, d] (none without MLPs), embed, then hook_z
             using var _g = new DisposableList(grads);
             var block = zeros(rows, n, ScalarType.Float32, device: model.Device);
             // Features: Σ over the layers j a source at layer l writes to, grad_j[p] · a·W_dec(l→j)[f]. The features of a layer
@@ -191,13 +194,13 @@ public static class Attributor
                 block.index_copy_(1, grid.Columns, weighted.index_select(1, grid.Filled));
             }
             // Errors: grad_l[p] · error[l, p]; tokens: grad_embed[p] · the embedding added there.
-            for (int l = 0; l < L; l++)
+            for (int l = 0; l < errorLayers; l++)
                 block[.., (errorBase + l * T)..(errorBase + (l + 1) * T)] = (grads[l][..rows].to(ScalarType.Float32) * rm.Errors[l].unsqueeze(0)).sum(-1);
-            block[.., tokenBase..logitBase] = (grads[L][..rows].to(ScalarType.Float32) * embedValue.unsqueeze(0)).sum(-1);
+            block[.., tokenBase..logitBase] = (grads[errorLayers][..rows].to(ScalarType.Float32) * embedValue.unsqueeze(0)).sum(-1);
             var values = block.cpu().contiguous().data<float>().ToArray();
             for (int r = 0; r < rows; r++) builder.SetRow(targetNodes[start + r], new ReadOnlySpan<float>(values, r * n, n));
             for (int r = 0; r < rows && zs.Length > 0 && options.ZGradients!.Fits(zRowBytes); r++)
-                options.ZGradients.Add(nodes[targetNodes[start + r]], Enumerable.Range(0, L).Select(m => grads[L + 1 + m][r].to(ScalarType.Float32).clone()).ToArray());
+                options.ZGradients.Add(nodes[targetNodes[start + r]], Enumerable.Range(0, L).Select(m => grads[errorLayers + 1 + m][r].to(ScalarType.Float32).clone()).ToArray());
             rowsDone += rows;
             options.Progress?.Invoke(rowsDone, rowsPlanned);
           }

@@ -24,17 +24,18 @@ public sealed record GraphTraceSummary(string Path, int Nodes, int ActiveFeature
 public static class GraphTrace
 {
     /// <summary>
-    /// Builds the replacement model, attributes, prunes and writes <paramref name="path"/> atomically; <paramref name="inspect"/>, when given,
+    /// Builds the replacement model (with <paramref name="bundle"/>'s transcoders; none for an attention-only model), attributes, prunes
+    /// and writes <paramref name="path"/> atomically; <paramref name="inspect"/>, when given,
     /// sees the graph and its pruning before they are disposed; <paramref name="promptText"/> is written as the metadata's prompt.
     /// </summary>
-    public static GraphTraceSummary Write(HookedTransformer model, TranscoderBundle bundle, Tensor tokens, string path, AttributionOptions options,
+    public static GraphTraceSummary Write(HookedTransformer model, TranscoderBundle? bundle, Tensor tokens, string path, AttributionOptions options,
         double nodeThreshold = 0.8, double edgeThreshold = 0.98, bool prune = true, string? slug = null, string scan = "mechanist",
         Action<AttributionGraph, PrunedGraph>? inspect = null, string? promptText = null, GraphQkOptions? qk = null)
     {
         if (tokens.shape[0] != 1) throw new MechanistException("trace takes one prompt");
         if (tokens.shape[1] > model.Config.NCtx) throw new MechanistException($"the prompt is {tokens.shape[1]} tokens; the model's context is {model.Config.NCtx}");
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        using var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
+        using var rm = bundle is null ? ReplacementModel.AttentionOnly(model, tokens) : ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
         using var gradients = qk is null ? null : new ZGradientCache(qk.GradientBudgetMb * (1L << 20));
         var graph = Attributor.Attribute(rm, options with { ZGradients = gradients });
         using var pruned = Pruning.Prune(graph, nodeThreshold, edgeThreshold);

@@ -53,7 +53,7 @@ public static class HeadLoadings
         if (edges.Count == 0) return new List<EdgeLoadings>();
         using var scope = NewDisposeScope();
         using var f64 = new Float64Weights();
-        string[] inputs = Enumerable.Range(0, L).Select(l => SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Input)).ToArray();
+        string[] inputs = Enumerable.Range(0, rm.IsAttentionOnly ? 0 : L).Select(l => SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Input)).ToArray();
         string[] zs = Enumerable.Range(0, L).Select(l => reg.Name(HookKind.Z, l)).ToArray();
         string embed = HookNames.Embed, unembedIn = HookNames.UnembedIn;
         var targets = edges.Select(e => e.Target).Distinct().ToList();

@@ -37,10 +37,35 @@ public sealed class ReplacementModel : IDisposable
     /// <summary>The model's logits [T, vocab] on the prompt.</summary>
     public Tensor Logits { get; }
 
+    /// <summary>
+    /// The replacement of an attention-only model (no MLPs, so no transcoders): every edge of its graph runs from a token's embedding
+    /// through the frozen attention to a logit.
+    /// </summary>
+    public static ReplacementModel AttentionOnly(HookedTransformer model, Tensor tokens)
+    {
+        if (!model.Config.AttnOnly) throw new MechanistException("this model has MLPs: its replacement needs transcoders (--transcoders DIR)");
+        return Build(model, new NoFeatures(model.Config.NLayers, model.Config.DModel), TranscoderInput.Resid, tokens);
+    }
+
+    /// <summary>Whether this replacement has no MLPs (an attention-only model): no features, no error nodes.</summary>
+    public bool IsAttentionOnly => Dictionary is NoFeatures;
+
     /// <summary>Runs the prompt [1, T] once and records activations and errors.</summary>
     public static ReplacementModel Build(HookedTransformer model, ICrossLayerDictionary dictionary, TranscoderInput input, Tensor tokens)
     {
         if (tokens.dim() != 2 || tokens.shape[0] != 1) throw new MechanistException("attribution takes one prompt [1, pos]");
+        if (model.Config.AttnOnly != dictionary is NoFeatures)
+            throw new MechanistException(model.Config.AttnOnly ? "an attention-only model has no MLPs to replace: trace it without transcoders" : "this model has MLPs: its replacement needs transcoders");
+        if (dictionary is NoFeatures)
+        {
+            using var attnScope = NewDisposeScope();
+            var reg0 = model.HookPoints;
+            var kept = new HashSet<string>(reg0.Points.Where(p => p.Kind is HookKind.Pattern or HookKind.Ln1Scale or HookKind.LnFinalScale or HookKind.Ln1PostScale).Select(p => p.Name));
+            var (cleanLogits, cleanCache) = model.RunWithCache(tokens, kept.Contains);
+            int T = (int)tokens.shape[1];
+            return new ReplacementModel(model, dictionary, input, tokens.clone().MoveToOuterDisposeScope(), zeros(model.Config.NLayers, T, 0).MoveToOuterDisposeScope(),
+                zeros(model.Config.NLayers, T, model.Config.DModel).MoveToOuterDisposeScope(), cleanLogits[0].to(ScalarType.Float32).MoveToOuterDisposeScope(), cleanCache);
+        }
         var splice = new TranscoderSplice(dictionary, input, ErrorTerm.Detached);
         splice.AddedPoints(model.HookPoints).ToList(); // layers and width must fit
         var reg = model.HookPoints;
@@ -68,7 +93,7 @@ public sealed class ReplacementModel : IDisposable
     public ISplice FrozenSplice() => new FrozenMlps(this);
 
     /// <summary>Run options of the frozen replacement: patterns and norm scales detached, MLPs frozen but for the skip.</summary>
-    public RunOptions FrozenOptions() => new() { FreezeAttention = true, FreezeNormScales = true, Splices = new[] { FrozenSplice() } };
+    public RunOptions FrozenOptions() => new() { FreezeAttention = true, FreezeNormScales = true, Splices = IsAttentionOnly ? Array.Empty<ISplice>() : new[] { FrozenSplice() } };
 
     /// <summary>MLP output = its true value, with the gradient of skip(x_in) only: skip + (true − skip).detach().</summary>
     sealed class FrozenMlps(ReplacementModel owner) : ISplice

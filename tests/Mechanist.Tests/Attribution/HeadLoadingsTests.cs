@@ -136,4 +136,29 @@ public class HeadLoadingsTests
             }
         }
     }
+
+    [Fact]
+    public void OnAnAttentionOnlyModelTheInductionHeadsCarryTheInductionEdge()
+    {
+        // attn-only-2l on a repeated random sequence: 97 first at position 4 (followed by 210), again at 12. The model predicts 210;
+        // its graph (no transcoders: tokens → logit through the frozen attention) is led by the edge from "210" at 5, and that edge
+        // leaves position 5 through layer 1's induction heads, reading at the query 12.
+        using var model = HookedTransformer.Load(Path.Combine(SharedData.RepoRoot, "models", "attn-only-2l"));
+        using var tokens = tensor(new long[] { 1, 301, 122, 355, 97, 210, 388, 161, 74, 301, 122, 355, 97 }).unsqueeze(0);
+        using var rm = ReplacementModel.AttentionOnly(model, tokens);
+        var graph = Attributor.Attribute(rm, new AttributionOptions(Targets: new[] { new LogitTarget(210) }));
+        Assert.DoesNotContain(graph.Nodes, n => n.Kind is NodeKind.Feature or NodeKind.Error);
+        Assert.Equal(210, rm.Logits[12].argmax().item<long>());
+        var edges = CrossPositionEdges(graph);
+        var strongest = edges.OrderByDescending(e => Math.Abs(e.Weight)).First();
+        Assert.Equal("E_210_5", strongest.Source.Id);
+        var loadings = HeadLoadings.Compute(rm, edges);
+        double max = edges.Max(e => Math.Abs(e.Weight));
+        Assert.All(loadings, e => Assert.True(Math.Abs(e.Heads.Sum(h => h.Value) - e.Edge) <= 1e-5 * max, $"{e.Source}: {e.Heads.Sum(h => h.Value)} vs {e.Edge}"));
+        var induction = loadings.Single(e => e.Source == "E_210_5");
+        var lead = induction.Heads.MaxBy(h => Math.Abs(h.Value))!;
+        Assert.Equal((1, 12), (lead.Layer, lead.Query));
+        double layerOne = induction.Heads.Where(h => h.Layer == 1 && h.Query == 12).Sum(h => h.Value);
+        Assert.True(layerOne >= 0.9 * induction.Edge, $"layer 1's heads carry {layerOne} of the induction edge {induction.Edge}");
+    }
 }

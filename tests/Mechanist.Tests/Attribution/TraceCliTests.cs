@@ -75,6 +75,31 @@ public class TraceCliTests
     }
 
     [Fact]
+    public void AnAttentionOnlyModelTracesWithoutTranscoders()
+    {
+        // attn-only-2l on a repeated sequence: tokens → logit through the frozen attention; the induction edge ("210" at 5, what
+        // followed 97 the first time) leads, split over layer 1's heads at the query 12.
+        using var dir = new TempDir();
+        const string tokens = "1,301,122,355,97,210,388,161,74,301,122,355,97";
+        var (code, output, err) = CliRunner.Run("trace", "--model", "attn-only-2l", "--tokens", tokens, "--out", dir.File("induction.json"));
+        Assert.True(code == 0, err);
+        Assert.Contains("0 active features", output);
+        Assert.Contains("E_210_5", output);
+        var g = JsonDocument.Parse(File.ReadAllText(dir.File("induction.json"))).RootElement;
+        Assert.All(g.GetProperty("nodes").EnumerateArray(), n => Assert.Contains(n.GetProperty("feature_type").GetString(), new[] { "embedding", "logit" }));
+        var lead = g.GetProperty("links").EnumerateArray().MaxBy(l => Math.Abs(l.GetProperty("weight").GetDouble()));
+        Assert.Equal("E_210_5", lead.GetProperty("source").GetString());
+        var first = lead.GetProperty("head_loadings")[0];
+        Assert.Equal((1, 12), (first.GetProperty("layer").GetInt32(), first.GetProperty("query").GetInt32()));
+        Assert.Contains(g.GetProperty("qk_attributions").EnumerateArray(), r => r.GetProperty("layer").GetInt32() == 1 && r.GetProperty("query").GetInt32() == 12 && r.GetProperty("key").GetInt32() == 5);
+        // Transcoders for a model without MLPs are refused, with the reason.
+        (code, _, err) = CliRunner.Run("trace", "--model", "attn-only-2l", "--tokens", tokens, "--transcoders", dir.Path, "--out", dir.File("x.json"));
+        Assert.Equal(2, code);
+        Assert.Contains("attention-only", err);
+        Assert.False(File.Exists(dir.File("x.json")));
+    }
+
+    [Fact]
     public void BadInputGivesOneClearError()
     {
         using var dir = new TempDir();
