@@ -95,6 +95,7 @@ public sealed class GraphEndpoints(AnalysisRunner runner, RequestInputs inputs, 
     {
         // A graph's own token ids when the page has them (a traced prompt's display text need not tokenize back into it).
         using var tokens = r.Tokens is { Length: > 0 } ids ? RequestInputs.TokenIds(m, ids) : inputs.Tokens(m, r.Prompt);
+        if (m.Config.AttnOnly) throw new MechanistException($"{runner.Models.Resolve(r.Model)} is attention-only: its graphs have no features to set or swap");
         var bundle = runner.Models.Transcoders(runner.Models.Resolve(r.Model), m);
         var mode = AttributionVocabulary.Modes.Parse(r.Mode ?? AttributionVocabulary.Modes.Name(InterventionMode.Free));
         int topK = Math.Clamp(r.TopK ?? 10, 1, 50), generate = Math.Clamp(r.Generate ?? 0, 0, 64);

@@ -510,6 +510,11 @@ async function show(root, s, graph, slug) {
       ...[...x.pinned].filter(id => !grouped.has(id) && data.byId.get(id) && featureOf(data.byId.get(id))).map(id => ({ name: id, ids: [id] })),
     ].filter(t => t.ids.some(id => data.byId.get(id) && featureOf(data.byId.get(id))));
     const positions = (graph.metadata?.prompt_tokens ?? []).length;
+    if (!data.nodes.some(n => featureOf(n))) {
+      // An attention-only model's graph: tokens and logits only, nothing to set or swap.
+      el.innerHTML = '<h3>Intervene</h3><p class="muted" id="intervene-none">This graph has no features (an attention-only model: its edges run from the tokens through the frozen attention). Click an edge\'s head to see why that head attended there.</p>';
+      return;
+    }
     el.innerHTML = `<h3>Intervene</h3>${targets.length === 0 ? '<p class="muted">Pin features (shift+click) to set them, or swap a position with another prompt\'s.</p>' : ''}
       <form id="intervene-form" class="inline">${targets.map((t, k) =>
       `<label class="pin">${esc(t.name)} <input data-target="${k}" size="6" value="x0" title="xK scales the activation; a number sets it"></label>`).join('')}
