@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using Mechanist.Dictionaries;
+using Mechanist.Dictionaries.Evaluation;
 using Mechanist.Dictionaries.Formats;
 using Mechanist.Dictionaries.Training;
 using Mechanist.Models;
@@ -19,6 +20,7 @@ public sealed class DictCommand : ICliCommand
         var cmd = new Command("dict", "Sparse dictionaries: train, evaluate and inspect SAEs, transcoders and cross-layer transcoders.");
         cmd.Subcommands.Add(Train(ctx));
         cmd.Subcommands.Add(Eval(ctx));
+        cmd.Subcommands.Add(Synth(ctx));
         cmd.Subcommands.Add(Info(ctx));
         return cmd;
     }
@@ -66,21 +68,31 @@ public sealed class DictCommand : ICliCommand
         var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder: a killed run resumes from it." };
         var generate = new Option<int>("--generate") { Description = "Without --corpus (and not a built-in model): how many texts the model writes for itself.", DefaultValueFactory = _ => 3000 };
         var activations = new Option<string>("--activations") { Description = "Train on a merged harvest folder (mechanist harvest ... && mechanist harvest merge) instead of harvesting in memory." };
+        var activationsFile = new Option<string>("--activations-file") { Description = "Train an SAE on the float32 tensor 'activations' [N, d] of a safetensors file (mechanist dict synth, or vectors from anywhere); no model needed; the last tenth is held out." };
         kind.AcceptOnlyFromAmong(DictionaryNames.Kinds.Names);
         activation.AcceptOnlyFromAmong(DictionaryNames.TrainActivations.Names);
         input.AcceptOnlyFromAmong(DictionaryNames.Inputs.Names.Where(n => DictionaryNames.Inputs.TryParse(n, out var i) && TranscoderInputs.HasOwnHookPoint(i)).ToArray());
         var cmd = new Command("train", "Train a dictionary on a model's activations and save it with a card (defaults: a top-k CLT on the built-in model).")
-        { model, offline, kind, activation, features, k, sparsity, steps, batch, lr, tokens, evalTokens, corpus, hook, input, seed, output, overwrite, checkpoint, activations, generate };
+        { model, offline, kind, activation, features, k, sparsity, steps, batch, lr, tokens, evalTokens, corpus, hook, input, seed, output, overwrite, checkpoint, activations, activationsFile, generate };
         cmd.SetAction(parse =>
         {
-            string outDir = parse.GetValue(output) ?? $"{Path.GetFileNameWithoutExtension((parse.GetValue(model) ?? ToyPresets.DefaultName).TrimEnd('/', '\\'))}-{parse.GetValue(kind)}";
+            string? file = parse.GetValue(activationsFile);
+            string outDir = parse.GetValue(output) ?? (file is not null ? $"{Path.GetFileNameWithoutExtension(file)}-{parse.GetValue(kind)}"
+                : $"{Path.GetFileNameWithoutExtension((parse.GetValue(model) ?? ToyPresets.DefaultName).TrimEnd('/', '\\'))}-{parse.GetValue(kind)}");
             if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any() && !parse.GetValue(overwrite))
                 throw new MechanistException($"{outDir}: the folder exists and is not empty (pass --overwrite to replace it)");
-            using var m = ModelInput.Load(parse.GetValue(model), parse, parse.GetValue(offline), ctx);
-            var config = new DictionaryTrainConfig(
+            DictionaryTrainConfig Config(int dModel) => new(
                 DictionaryNames.Kinds.Parse(parse.GetValue(kind)!), DictionaryNames.TrainActivations.Parse(parse.GetValue(activation)!),
-                parse.GetValue(features) ?? 8 * m.Config.DModel, parse.GetValue(k), parse.GetValue(sparsity),
+                parse.GetValue(features) ?? 8 * dModel, parse.GetValue(k), parse.GetValue(sparsity),
                 Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch), LearningRate: parse.GetValue(lr), Seed: parse.GetValue(seed));
+            if (file is not null)
+            {
+                if (parse.GetValue(model) is not null || parse.GetValue(corpus) is not null || parse.GetValue(activations) is not null)
+                    throw new MechanistException("--activations-file trains on the file alone: leave out --model, --corpus and --activations");
+                return TrainOnFile(ctx, file, Config, outDir, parse.GetValue(hook), parse.GetValue(checkpoint), parse.GetValue(overwrite));
+            }
+            using var m = ModelInput.Load(parse.GetValue(model), parse, parse.GetValue(offline), ctx);
+            var config = Config(m.Config.DModel);
             var options = new DictionaryJobOptions(config, DictionaryNames.Inputs.Parse(parse.GetValue(input)!),
                 parse.GetValue(hook), parse.GetValue(tokens), parse.GetValue(evalTokens));
             var (train, eval, description) = Texts(parse.GetValue(corpus), parse.GetValue(model), m, parse.GetValue(seed), ctx, parse.GetValue(generate));
@@ -96,6 +108,33 @@ public sealed class DictCommand : ICliCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>An SAE trained on the vectors of a file (no model): the last tenth is held out for its card's evaluation.</summary>
+    static int TrainOnFile(CliContext ctx, string file, Func<int, DictionaryTrainConfig> configFor, string outDir, string? hook, string? checkpoint, bool overwrite)
+    {
+        using var x = SyntheticData.ReadActivations(file);
+        long n = x.shape[0]; int d = (int)x.shape[1];
+        var config = configFor(d);
+        if (config.Kind != DictionaryKind.Sae) throw new MechanistException("--activations-file trains an SAE (--kind sae): transcoders read one hook point and write another, which a file of vectors does not have");
+        long held = Math.Max(1, n / 10);
+        if (n - held < config.BatchSize) throw new MechanistException($"{file}: {n:N0} vectors leave {n - held:N0} for training after the held-out tenth, fewer than one batch of {config.BatchSize}");
+        var trainRows = x.narrow(0, 0, n - held).unsqueeze(1); var heldRows = x.narrow(0, n - held, held).unsqueeze(1);
+        using var train = new ActivationSet(trainRows, trainRows, 0);
+        using var eval = new ActivationSet(heldRows, heldRows, 0);
+        ctx.Err.WriteLine($"{file}: {n - held:N0} vectors of width {d} to train on, {held:N0} held out; {config.Kind}, {config.Activation}, {config.Features} features");
+        var result = DictionaryTrainer.Train(train, config, checkpoint, new TrainLinePrinter(ctx.Err));
+        ctx.Err.WriteLine();
+        using var bundle = DictionaryBundle.Of(result.Dictionary, Path.GetFileName(file), TranscoderInput.Resid, hook ?? "activations");
+        var evaluation = new DictionaryEvaluationResult(DictionaryEvaluation.Layers(bundle.Dictionary, eval), null);
+        double tps = result.StepsRun * (double)config.BatchSize / Math.Max(1e-9, result.TrainSeconds);
+        var trained = new TrainedDictionary(bundle, new DictionaryJobOptions(config, SaeHook: hook ?? "activations", TrainTokens: n - held, EvalTokens: held), evaluation,
+            result.Losses, n - held, result.TrainSeconds, tps, result.FlopsPerStep * result.StepsRun / Math.Max(1e-9, result.TrainSeconds));
+        string command = "mechanist dict train " + string.Join(" ", Environment.GetCommandLineArgs().SkipWhile(a => a != "train").Skip(1).Select(a => a.Contains(' ') ? $"\"{a}\"" : a));
+        DictionaryJob.Save(trained, outDir, command, overwrite);
+        PrintEvaluation(ctx, evaluation);
+        ctx.Out.WriteLine($"wrote {outDir} ({tps:N0} vectors/s, {trained.FlopsPerSecond / 1e9:F1} GFLOP/s)");
+        return 0;
     }
 
     static void PrintEvaluation(CliContext ctx, DictionaryEvaluationResult e)
@@ -116,10 +155,24 @@ public sealed class DictCommand : ICliCommand
         var dict = new Option<string>("--dict") { Description = "Dictionary folder (circuit-tracer or SAELens format), or a hub repository org/name[@revision].", Required = true };
         var corpus = new Option<string>("--corpus") { Description = "Evaluation texts (default: held-out toy corpus for built-in models, else texts the model writes)." };
         var tokens = new Option<long>("--tokens") { Description = "Tokens to evaluate on.", DefaultValueFactory = _ => 20_000 };
+        var groundTruth = new Option<string>("--ground-truth") { Description = "Score an SAE against the features that made its data (a mechanist dict synth ground_truth.safetensors): MCC, feature recovery, explained variance, L0, dead latents, shrinkage, absorption. No model needed." };
+        var cosine = new Option<double>("--cosine") { Description = "With --ground-truth: the decoder cosine at which a true feature counts as recovered.", DefaultValueFactory = _ => 0.9 };
         var json = CommonOptions.Json();
-        var cmd = new Command("eval", "Evaluate a dictionary: FVU, MSE, L0, dead and dense features, loss recovered, KL, next-token agreement.") { model, offline, dict, corpus, tokens, json };
+        var cmd = new Command("eval", "Evaluate a dictionary: FVU, MSE, L0, dead and dense features, loss recovered, KL, next-token agreement; or against ground truth.") { model, offline, dict, corpus, tokens, groundTruth, cosine, json };
         cmd.SetAction(parse =>
         {
+            if (parse.GetValue(groundTruth) is { } gtPath)
+            {
+                if (parse.GetValue(model) is not null || parse.GetValue(corpus) is not null) throw new MechanistException("--ground-truth scores on the file's own samples: leave out --model and --corpus");
+                double threshold = parse.GetValue(cosine);
+                if (threshold is <= 0 or > 1) throw new MechanistException("--cosine must be in (0, 1]");
+                using var saeBundle = DictionaryBundle.Load(DictionaryInput.Resolve(parse.GetValue(dict)!, parse.GetValue(offline), ctx));
+                using var truth = SyntheticData.LoadGroundTruth(gtPath);
+                var scores = GroundTruthEvaluation.Evaluate(saeBundle.Dictionary, truth, threshold);
+                if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(scores, JsonFormat.Options)); return 0; }
+                PrintGroundTruth(ctx, scores);
+                return 0;
+            }
             using var m = ModelInput.Load(parse.GetValue(model), parse, parse.GetValue(offline), ctx);
             using var bundle = DictionaryBundle.Load(DictionaryInput.Resolve(parse.GetValue(dict)!, parse.GetValue(offline), ctx));
             var (_, texts, _) = Texts(parse.GetValue(corpus), parse.GetValue(model), m, 0, ctx);
@@ -131,6 +184,67 @@ public sealed class DictCommand : ICliCommand
                 DictionaryEvaluation.Spliced(m, list, bundle.Splice(ErrorTerm.None), targets, parse.GetValue(tokens)));
             if (parse.GetValue(json)) { ctx.Out.WriteLine(JsonSerializer.Serialize(result, JsonFormat.Options)); return 0; }
             PrintEvaluation(ctx, result);
+            return 0;
+        });
+        return cmd;
+    }
+
+    static void PrintGroundTruth(CliContext ctx, GroundTruthMetrics g)
+    {
+        var table = new Table().AddColumns("measure", "value");
+        table.AddRow("MCC (matched code correlation)", g.Mcc.ToString("F3"));
+        table.AddRow($"recall (true features at cosine ≥ {g.CosineThreshold:0.##})", $"{g.Recall:P1} of {g.TrueFeatures}");
+        table.AddRow("precision (live latents that are true features)", g.Precision.ToString("P1"));
+        table.AddRow("F1", g.F1.ToString("F3"));
+        table.AddRow("mean max cosine", g.MeanMaxCosine.ToString("F3"));
+        table.AddRow("explained variance", g.ExplainedVariance.ToString("F4"));
+        table.AddRow("L0 (true L0)", $"{g.L0:F2} ({g.TrueL0:F2})");
+        table.AddRow("dead latents", $"{g.DeadFraction:P1} of {g.Latents}");
+        table.AddRow("shrinkage ‖x̂‖/‖x‖", g.Shrinkage.ToString("F3"));
+        if (g.Absorption.Length > 0) table.AddRow($"absorption (mean over {g.Absorption.Length} parent-child pairs)", g.MeanAbsorption.ToString("F3"));
+        Render.Console(ctx).Write(table);
+        foreach (var a in g.Absorption.OrderByDescending(a => a.Absorption).Take(5).Where(a => a.Absorption > 0))
+            ctx.Out.WriteLine($"  parent {a.Parent} (latent {a.ParentLatent}) silent on {a.ChildMissRate:P0} of child {a.Child}'s {a.ChildSamples:N0} samples, {a.ParentOnlyMissRate:P0} without a child: absorption {a.Absorption:F3}");
+        ctx.Out.WriteLine($"{g.Samples:N0} samples");
+    }
+
+    Command Synth(CliContext ctx)
+    {
+        var output = new Option<string>("--out") { Description = "Folder for activations.safetensors (training samples) and ground_truth.safetensors (held-out samples, their true codes and directions).", Required = true };
+        var d = new Option<int>("--d") { Description = "Width of the activations.", DefaultValueFactory = _ => 64 };
+        var features = new Option<int>("--features") { Description = "True features.", DefaultValueFactory = _ => 256 };
+        var l0 = new Option<double>("--l0") { Description = "Expected true features per sample.", DefaultValueFactory = _ => 6 };
+        var alpha = new Option<double>("--alpha") { Description = "Power-law exponent of the firing frequencies, p_i ∝ (i + 1)^-alpha.", DefaultValueFactory = _ => 0.5 };
+        var magnitude = new Option<double>("--magnitude-std") { Description = "Spread of firing magnitudes around 1.", DefaultValueFactory = _ => 0.2 };
+        var correlation = new Option<double>("--correlation") { Description = "Correlation of firing (one-factor Gaussian copula), in [0, 1).", DefaultValueFactory = _ => 0 };
+        var parents = new Option<int>("--parents") { Description = "Hierarchy: parent features (the most frequent ones), each with --children children that fire only with it.", DefaultValueFactory = _ => 0 };
+        var children = new Option<int>("--children") { Description = "Children per parent (at most one fires with its parent).", DefaultValueFactory = _ => 0 };
+        var childProbability = new Option<double>("--child-probability") { Description = "When a parent fires, the chance that one of its children fires with it.", DefaultValueFactory = _ => 0.5 };
+        var noise = new Option<double>("--noise") { Description = "Expected norm of the Gaussian noise added to each sample.", DefaultValueFactory = _ => 0 };
+        var samples = new Option<long>("--samples") { Description = "Training samples.", DefaultValueFactory = _ => 100_000 };
+        var evalSamples = new Option<long>("--eval-samples") { Description = "Held-out samples in the ground-truth file.", DefaultValueFactory = _ => 20_000 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the directions and samples.", DefaultValueFactory = _ => 0 };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace existing files." };
+        var cmd = new Command("synth", "Write synthetic activations with known features (power-law frequencies, correlation, a parent-child hierarchy, noise) and their ground truth, for dict train --activations-file and dict eval --ground-truth.")
+        { output, d, features, l0, alpha, magnitude, correlation, parents, children, childProbability, noise, samples, evalSamples, seed, overwrite };
+        cmd.SetAction(parse =>
+        {
+            var config = new SyntheticConfig(parse.GetValue(d), parse.GetValue(features), parse.GetValue(l0), parse.GetValue(alpha), 1.0, parse.GetValue(magnitude),
+                parse.GetValue(correlation), parse.GetValue(parents), parse.GetValue(children), parse.GetValue(childProbability), parse.GetValue(noise), parse.GetValue(seed));
+            config.Check();
+            long train = parse.GetValue(samples), held = parse.GetValue(evalSamples);
+            if (train < 1 || held < 1) throw new MechanistException("--samples and --eval-samples must be at least 1");
+            if ((double)Math.Max(train, held) * config.Features > 2e9) throw new MechanistException($"{Math.Max(train, held):N0} samples × {config.Features:N0} features of true codes is too many values for one file; use fewer samples");
+            string dir = parse.GetValue(output)!;
+            string activationsPath = Path.Combine(dir, "activations.safetensors"), truthPath = Path.Combine(dir, "ground_truth.safetensors");
+            if (!parse.GetValue(overwrite) && (File.Exists(activationsPath) || File.Exists(truthPath))) throw new MechanistException($"{dir}: synthetic files exist (pass --overwrite to replace them)");
+            Directory.CreateDirectory(dir);
+            using (var data = SyntheticData.Generate(config, train, sampleSeed: 1)) data.SaveActivations(activationsPath);
+            using var truth = SyntheticData.Generate(config, held, sampleSeed: 2);
+            truth.SaveGroundTruth(truthPath);
+            double trueL0 = truth.TrueL0();
+            ctx.Out.WriteLine($"wrote {activationsPath} ({train:N0} x {config.DModel}) and {truthPath} ({held:N0} held-out samples, {config.Features} true features, " +
+                $"true L0 {trueL0:F2}{(config.Parents > 0 ? $", {config.Hierarchy().Length} parent-child pairs" : "")})");
             return 0;
         });
         return cmd;
