@@ -89,7 +89,8 @@ public static class DictionaryJob
             }) + "\n");
             AtomicFile.WriteText(Path.Combine(folder, "losses.json"), JsonFormat.Serialize(t.Losses.Select(l => Math.Round(l, 6))));
             Plots.LossCurve(t.Losses, Path.Combine(folder, "loss.png"), $"{t.Options.Config.Kind} training loss",
-                t.Options.Config.Activation is TrainActivation.TopK or TrainActivation.BatchTopK ? "Σ over layers of FVU (+ AuxK)" : "Σ over layers of FVU + sparsity penalties");
+                t.Options.Config.Activation is TrainActivation.TopK or TrainActivation.BatchTopK ? "Σ over layers of FVU (+ AuxK)"
+                : t.Options.Config.Activation == TrainActivation.MatryoshkaBatchTopK ? "Σ over layers and nested prefixes of FVU (+ AuxK)" : "Σ over layers of FVU + sparsity penalties");
             AtomicFile.WriteText(Path.Combine(folder, "README.md"), Card(t, command));
         }
         // The card and metrics go into the same temp folder, so the whole folder appears at once.
@@ -101,7 +102,7 @@ public static class DictionaryJob
     {
         var c = t.Options.Config; var e = t.Evaluation;
         var sb = new StringBuilder();
-        sb.AppendLine($"# {c.Kind} ({c.Activation}{(c.Activation is TrainActivation.TopK or TrainActivation.BatchTopK ? $", k = {c.K}" : "")}, {c.Features} features per layer)");
+        sb.AppendLine($"# {c.Kind} ({c.Activation}{(c.Activation is TrainActivation.TopK or TrainActivation.BatchTopK or TrainActivation.MatryoshkaBatchTopK ? $", k = {c.K}" : "")}, {c.Features} features per layer)");
         sb.AppendLine();
         sb.AppendLine($"Trained by Mechanist on {t.TrainTokens:N0} tokens of activations, {c.Steps} steps of {c.BatchSize} tokens, seed {c.Seed} ({t.TrainSeconds:F0} s, {t.TokensPerSecond:N0} tokens/s).");
         sb.AppendLine();

@@ -46,7 +46,8 @@ public static class DictionaryNames
 
     /// <summary>Activation functions while training: relu, topk, batchtopk, jumprelu.</summary>
     public static readonly NameTable<Training.TrainActivation> TrainActivations = new("training activation",
-        new[] { (Training.TrainActivation.ReLU, "relu"), (Training.TrainActivation.TopK, "topk"), (Training.TrainActivation.BatchTopK, "batchtopk"), (Training.TrainActivation.JumpReLU, "jumprelu") });
+        new[] { (Training.TrainActivation.ReLU, "relu"), (Training.TrainActivation.TopK, "topk"), (Training.TrainActivation.BatchTopK, "batchtopk"), (Training.TrainActivation.JumpReLU, "jumprelu"),
+            (Training.TrainActivation.MatryoshkaBatchTopK, "matryoshka") });
 
     /// <summary>Where transcoders read, as the CLI and web spell it: resid, normalized, mlp-in.</summary>
     public static readonly NameTable<TranscoderInput> Inputs = new("transcoder input",

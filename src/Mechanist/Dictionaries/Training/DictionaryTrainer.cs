@@ -22,9 +22,25 @@ namespace Mechanist.Dictionaries.Training;
 /// <param name="WarmupSteps">Learning-rate warm-up steps.</param>
 /// <param name="Seed">Seed of initialisation and batch order.</param>
 /// <param name="CheckpointEvery">Steps between checkpoints (0: only at the end).</param>
+/// <param name="MatryoshkaWidths">Matryoshka: the nested prefix widths, ascending, ending at <paramref name="Features"/> (default: 1/16, 1/8, 1/4, 1/2 and all of them).</param>
 public sealed record DictionaryTrainConfig(DictionaryKind Kind, TrainActivation Activation, int Features, int K = 16, double Sparsity = 1e-3,
     double TanhScale = 4.0, double PreActivation = 1e-4, double SparsityWarmup = 0.2, double AuxK = 1.0 / 32, long DeadAfterTokens = 200_000,
-    int Steps = 3000, int BatchSize = 1024, double LearningRate = 1e-3, int WarmupSteps = 100, long Seed = 0, int CheckpointEvery = 500);
+    int Steps = 3000, int BatchSize = 1024, double LearningRate = 1e-3, int WarmupSteps = 100, long Seed = 0, int CheckpointEvery = 500,
+    IReadOnlyList<int>? MatryoshkaWidths = null)
+{
+    /// <summary>The Matryoshka prefix widths in use: the given ones (checked), or F/16, F/8, F/4, F/2, F without repeats.</summary>
+    public int[] PrefixWidths()
+    {
+        if (MatryoshkaWidths is { Count: > 0 } given)
+        {
+            var w = given.ToArray();
+            if (w[^1] != Features || w.Any(x => x < 1) || w.Zip(w.Skip(1)).Any(p => p.First >= p.Second))
+                throw new MechanistException($"Matryoshka widths must rise strictly from at least 1 to the feature count {Features}: {string.Join(", ", w)}");
+            return w;
+        }
+        return new[] { 16, 8, 4, 2, 1 }.Select(div => Math.Max(1, Features / div)).Distinct().ToArray();
+    }
+}
 
 /// <summary>Progress of dictionary training.</summary>
 /// <param name="Step">Steps done.</param>
@@ -54,7 +70,10 @@ public static class DictionaryTrainer
     {
         int layers = (int)data.Inputs.shape[1], dIn = (int)data.Inputs.shape[2], dOut = (int)data.Targets.shape[2];
         if (c.Features < 1 || c.Steps < 1 || c.BatchSize < 1) throw new MechanistException("features, steps and batch size must be positive");
-        if (c.Activation is TrainActivation.TopK or TrainActivation.BatchTopK && (c.K < 1 || c.K > c.Features)) throw new MechanistException($"k must be within 1..{c.Features}");
+        if (c.Activation is TrainActivation.TopK or TrainActivation.BatchTopK or TrainActivation.MatryoshkaBatchTopK && (c.K < 1 || c.K > c.Features)) throw new MechanistException($"k must be within 1..{c.Features}");
+        bool matryoshka = c.Activation == TrainActivation.MatryoshkaBatchTopK;
+        if (matryoshka && c.Kind == DictionaryKind.Clt) throw new MechanistException("Matryoshka prefixes are trained for SAEs and per-layer transcoders, not CLTs");
+        int[] widths = matryoshka ? c.PrefixWidths() : Array.Empty<int>();
         if (c.Kind == DictionaryKind.Sae && dIn != dOut) throw new MechanistException("an SAE reconstructs what it reads: input and target widths differ");
         long n = data.Rows;
         if (n < c.BatchSize) throw new MechanistException($"{n} tokens of activations are fewer than one batch of {c.BatchSize}");
@@ -97,10 +116,22 @@ public static class DictionaryTrainer
             var y = ReferenceEquals(data.Inputs, data.Targets) ? x : data.Targets.index_select(0, rows) * outS;
             var pre = dict.PreActivations(x);
             var acts = dict.Activate(pre, training: true);
-            var recon = dict.Decode(acts, x);
-            var mse = (recon - y).Square().sum(-1).mean(new long[] { 0 });          // [L]
-            var fvu = mse / targetVar;
-            var loss = fvu.sum();
+            Tensor recon, fvu, loss;
+            if (matryoshka)
+            {
+                // Every nested prefix reconstructs the target; the loss sums their FVUs (the full width's is the reported one).
+                var prefixes = dict.PrefixDecodes(acts, x, widths);
+                recon = prefixes[^1];
+                loss = zeros(1).sum();
+                foreach (var r in prefixes) loss = loss.Add(((r - y).Square().sum(-1).mean(new long[] { 0 }) / targetVar).sum());
+                fvu = (recon - y).Square().sum(-1).mean(new long[] { 0 }) / targetVar;
+            }
+            else
+            {
+                recon = dict.Decode(acts, x);
+                fvu = (recon - y).Square().sum(-1).mean(new long[] { 0 }) / targetVar;   // [L]
+                loss = fvu.sum();
+            }
             double warm = Math.Min(1.0, (step + 1) / Math.Max(1.0, c.SparsityWarmup * c.Steps));
             var norms = dict.DecoderNorms().unsqueeze(0);                          // [1, L, f]
             switch (c.Activation)

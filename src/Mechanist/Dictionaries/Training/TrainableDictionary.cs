@@ -15,6 +15,11 @@ public enum TrainActivation
     BatchTopK,
     /// <summary>JumpReLU with learned thresholds (straight-through estimator), Anthropic's tanh sparsity penalty and pre-activation loss.</summary>
     JumpReLU,
+    /// <summary>
+    /// Matryoshka BatchTopK (Bussmann et al., 2025): BatchTopK whose nested prefixes of the latents (by default 1/16, 1/8, 1/4, 1/2 and all)
+    /// each reconstruct the input, the loss summed over the prefixes; exported as a JumpReLU like BatchTopK.
+    /// </summary>
+    MatryoshkaBatchTopK,
 }
 
 /// <summary>
@@ -46,7 +51,7 @@ public sealed class TrainableDictionary : IDisposable
         BDec = P(targetMean.to(ScalarType.Float32).clone());
         if (kind == DictionaryKind.SkipTranscoder) WSkip = P(zeros(layers, dOut, dIn));
         if (activation == TrainActivation.JumpReLU) LogThreshold = P(SafeOps.Full(new long[] { layers, features }, Math.Log(0.5)));
-        if (activation == TrainActivation.BatchTopK) BatchThreshold = zeros(layers).DetachFromDisposeScope();
+        if (activation is TrainActivation.BatchTopK or TrainActivation.MatryoshkaBatchTopK) BatchThreshold = zeros(layers).DetachFromDisposeScope();
     }
 
 #pragma warning disable CS1591 // parameter names follow the papers
@@ -129,6 +134,27 @@ public sealed class TrainableDictionary : IDisposable
     }
 
     /// <summary>
+    /// Matryoshka: the reconstructions [B, L, d_out] from the first <paramref name="widths"/>[i] latents of each layer (ascending, the last
+    /// being all of them), as running sums of each group's decoder product: one decode's work in all.
+    /// </summary>
+    public Tensor[] PrefixDecodes(Tensor acts, Tensor x, IReadOnlyList<int> widths)
+    {
+        if (WDec is null) throw new MechanistException("Matryoshka prefixes need per-layer decoders (an SAE or transcoders, not a CLT)");
+        var outputs = new Tensor[widths.Count];
+        var running = BDec.unsqueeze(0).expand(acts.shape[0], -1, -1);
+        if (WSkip is not null) running = running.Add(einsum("bli,loi->blo", x, WSkip));
+        int start = 0;
+        for (int i = 0; i < widths.Count; i++)
+        {
+            int width = widths[i] - start;
+            running = running.Add(einsum("blf,lfd->bld", acts.narrow(2, start, width), WDec.narrow(1, start, width)));
+            outputs[i] = running;
+            start = widths[i];
+        }
+        return outputs;
+    }
+
+    /// <summary>
     /// The trained dictionary in raw units: inputs were multiplied by <paramref name="inScale"/>[l] and targets by
     /// <paramref name="outScale"/>[l] while training, so W_enc·s_in, W_dec / s_out, b_dec / s_out, W_skip·s_in / s_out.
     /// Returns a <see cref="CrossLayerTranscoder"/>, or a <see cref="TranscoderSet"/> (of one layer for an SAE).
@@ -141,7 +167,7 @@ public sealed class TrainableDictionary : IDisposable
             TrainActivation.ReLU => (DictionaryActivation.ReLU, (Tensor?[]?)null, 0),
             TrainActivation.TopK => (DictionaryActivation.TopK, null, K),
             TrainActivation.JumpReLU => (DictionaryActivation.JumpReLU, Enumerable.Range(0, Layers).Select(l => (Tensor?)LogThreshold![l].exp().clone()).ToArray(), 0),
-            _ => (DictionaryActivation.JumpReLU, Enumerable.Range(0, Layers).Select(l => (Tensor?)SafeOps.Full(new long[] { Features }, BatchThreshold![l].item<float>())).ToArray(), 0),
+            _ /* BatchTopK, Matryoshka */ => (DictionaryActivation.JumpReLU, Enumerable.Range(0, Layers).Select(l => (Tensor?)SafeOps.Full(new long[] { Features }, BatchThreshold![l].item<float>())).ToArray(), 0),
         };
         Tensor Enc(int l) => WEnc[l].Mul(inScale[l]).contiguous();
         Tensor Bdec(int l) => BDec[l].Div(outScale[l]).contiguous();
