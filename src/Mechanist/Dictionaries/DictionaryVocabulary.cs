@@ -39,15 +39,15 @@ public static class DictionaryNames
         new[] { (DictionaryKind.Sae, "sae"), (DictionaryKind.Transcoder, "transcoder"), (DictionaryKind.SkipTranscoder, "skip-transcoder"), (DictionaryKind.Clt, "clt") },
         new[] { ("transcoders", DictionaryKind.Transcoder), ("cross_layer_transcoder", DictionaryKind.Clt), ("transcoder_set", DictionaryKind.Transcoder) });
 
-    /// <summary>Activation functions: relu, jumprelu, topk (SAELens's "standard" is relu).</summary>
+    /// <summary>Activation functions: relu, jumprelu, gated, topk (SAELens's "standard" is relu).</summary>
     public static readonly NameTable<DictionaryActivation> Activations = new("activation function",
-        new[] { (DictionaryActivation.ReLU, "relu"), (DictionaryActivation.JumpReLU, "jumprelu"), (DictionaryActivation.TopK, "topk") },
+        new[] { (DictionaryActivation.ReLU, "relu"), (DictionaryActivation.JumpReLU, "jumprelu"), (DictionaryActivation.Gated, "gated"), (DictionaryActivation.TopK, "topk") },
         new[] { ("standard", DictionaryActivation.ReLU) });
 
-    /// <summary>Activation functions while training: relu, topk, batchtopk, jumprelu.</summary>
+    /// <summary>Activation functions while training: relu, topk, batchtopk, jumprelu, matryoshka (BatchTopK), gated.</summary>
     public static readonly NameTable<Training.TrainActivation> TrainActivations = new("training activation",
         new[] { (Training.TrainActivation.ReLU, "relu"), (Training.TrainActivation.TopK, "topk"), (Training.TrainActivation.BatchTopK, "batchtopk"), (Training.TrainActivation.JumpReLU, "jumprelu"),
-            (Training.TrainActivation.MatryoshkaBatchTopK, "matryoshka") });
+            (Training.TrainActivation.MatryoshkaBatchTopK, "matryoshka"), (Training.TrainActivation.Gated, "gated") });
 
     /// <summary>Where transcoders read, as the CLI and web spell it: resid, normalized, mlp-in.</summary>
     public static readonly NameTable<TranscoderInput> Inputs = new("transcoder input",

@@ -13,7 +13,18 @@ public enum DictionaryActivation
     JumpReLU,
     /// <summary>ReLU of the k largest pre-activations per row; the rest 0.</summary>
     TopK,
+    /// <summary>
+    /// Gated (Rajamanoharan et al., 2024): a feature is on where its gate x·W_gateᵀ + b_gate is positive, and then its activation is
+    /// ReLU of the magnitude path x·(W_gate ⊙ exp(r_mag))ᵀ + b_mag (the pre-activation of a gated dictionary).
+    /// </summary>
+    Gated,
 }
+
+/// <summary>A gated dictionary's gate: W_gate [d_dict, d_in], b_gate [d_dict] and the magnitude path's per-feature log-scale r_mag [d_dict].</summary>
+/// <param name="WGate">Gate encoder.</param>
+/// <param name="BGate">Gate bias.</param>
+/// <param name="RMag">log of each feature's magnitude-encoder scale: W_mag = W_gate ⊙ exp(r_mag).</param>
+public sealed record GatedEncoder(Tensor WGate, Tensor BGate, Tensor RMag);
 
 /// <summary>Activation functions shared by every dictionary kind.</summary>
 public static class DictionaryActivations
@@ -24,6 +35,7 @@ public static class DictionaryActivations
         DictionaryActivation.ReLU => F.relu(pre),
         DictionaryActivation.JumpReLU => pre * (pre > (threshold ?? throw new MechanistException("a JumpReLU needs thresholds"))).to(pre.dtype),
         DictionaryActivation.TopK => TopK(pre, k),
+        DictionaryActivation.Gated => throw new MechanistException("a gated dictionary's activation needs its gate: encode through the dictionary"),
         _ => throw new ArgumentOutOfRangeException(nameof(kind)),
     };
 
@@ -38,15 +50,18 @@ public static class DictionaryActivations
 /// <summary>
 /// A single-layer dictionary in circuit-tracer's layout: W_enc [d_dict, d_in] applied as x·W_encᵀ + b_enc,
 /// W_dec [d_dict, d_out], b_dec [d_out], an optional JumpReLU threshold [d_dict], an optional skip
-/// W_skip [d_out, d_in] applied as x·W_skipᵀ. An SAE is the case d_in = d_out without a skip.
-/// The dictionary owns its tensors.
+/// W_skip [d_out, d_in] applied as x·W_skipᵀ. An SAE is the case d_in = d_out without a skip. A gated dictionary's W_enc and b_enc
+/// are its magnitude path (W_gate ⊙ exp(r_mag), b_mag) and <see cref="Gate"/> holds the gate. The dictionary owns its tensors.
 /// </summary>
 public sealed class Transcoder : ISparseDictionary
 {
     /// <summary>Builds a dictionary from its tensors (ownership passes to it).</summary>
     public Transcoder(Tensor wEnc, Tensor bEnc, Tensor wDec, Tensor bDec, DictionaryActivation activation = DictionaryActivation.ReLU,
-        Tensor? threshold = null, int topK = 0, Tensor? wSkip = null, DictionaryKind? kind = null)
+        Tensor? threshold = null, int topK = 0, Tensor? wSkip = null, DictionaryKind? kind = null, GatedEncoder? gate = null)
     {
+        if (activation == DictionaryActivation.Gated != gate is not null) throw new MechanistException("a gated dictionary (and only one) has a gate");
+        if (gate is not null && (!gate.WGate.shape.SequenceEqual(wEnc.shape) || gate.BGate.numel() != wEnc.shape[0] || gate.RMag.numel() != wEnc.shape[0]))
+            throw new MechanistException($"a gate must be W_gate [{string.Join(", ", wEnc.shape)}], b_gate and r_mag [{wEnc.shape[0]}]");
         if (wEnc.dim() != 2 || wDec.dim() != 2 || wEnc.shape[0] != wDec.shape[0])
             throw new MechanistException($"W_enc [{string.Join(", ", wEnc.shape)}] and W_dec [{string.Join(", ", wDec.shape)}] must be [d_dict, d_in] and [d_dict, d_out]");
         if (bEnc.shape.SequenceEqual(new[] { wEnc.shape[0] }) is false) throw new MechanistException($"b_enc must be [{wEnc.shape[0]}]");
@@ -57,12 +72,23 @@ public sealed class Transcoder : ISparseDictionary
             throw new MechanistException($"W_skip must be [{wDec.shape[1]}, {wEnc.shape[1]}]");
         if (kind == DictionaryKind.Clt) throw new MechanistException("a single-layer transcoder is not a CLT");
         if (kind == DictionaryKind.Sae && (wEnc.shape[1] != wDec.shape[1] || wSkip is not null)) throw new MechanistException("an SAE writes what it reads (d_in = d_out, no skip)");
-        WEnc = wEnc; BEnc = bEnc; WDec = wDec; BDec = bDec; Activation = activation; Threshold = threshold; TopK = topK; WSkip = wSkip;
+        WEnc = wEnc; BEnc = bEnc; WDec = wDec; BDec = bDec; Activation = activation; Threshold = threshold; TopK = topK; WSkip = wSkip; Gate = gate;
         Kind = kind ?? (wSkip is null ? DictionaryKind.Transcoder : DictionaryKind.SkipTranscoder);
+    }
+
+    /// <summary>A gated dictionary from its gate and magnitude parameters (ownership passes to it): W_enc = W_gate ⊙ exp(r_mag), b_enc = b_mag.</summary>
+    public static Transcoder Gated(Tensor wGate, Tensor bGate, Tensor rMag, Tensor bMag, Tensor wDec, Tensor bDec, DictionaryKind? kind = null)
+    {
+        using var scope = NewDisposeScope();
+        var magnitude = wGate.mul(rMag.exp().unsqueeze(1)).contiguous().MoveToOuterDisposeScope();
+        return new Transcoder(magnitude, bMag, wDec, bDec, DictionaryActivation.Gated, kind: kind, gate: new GatedEncoder(wGate, bGate, rMag));
     }
 
     /// <inheritdoc/>
     public DictionaryKind Kind { get; }
+
+    /// <summary>A gated dictionary's gate, or null.</summary>
+    public GatedEncoder? Gate { get; }
 
     /// <summary>Encoder [d_dict, d_in].</summary>
     public Tensor WEnc { get; }
@@ -92,7 +118,13 @@ public sealed class Transcoder : ISparseDictionary
     public Tensor PreActivations(Tensor x) => F.linear(x.to(WEnc.dtype), WEnc, BEnc);
 
     /// <inheritdoc/>
-    public Tensor Encode(Tensor x) => DictionaryActivations.Apply(Activation, PreActivations(x), Threshold, TopK);
+    public Tensor Encode(Tensor x)
+    {
+        if (Gate is not { } g) return DictionaryActivations.Apply(Activation, PreActivations(x), Threshold, TopK);
+        using var scope = NewDisposeScope();
+        var open = F.linear(x.to(g.WGate.dtype), g.WGate, g.BGate).Gt(0);
+        return F.relu(PreActivations(x)).mul(open.to(WEnc.dtype)).MoveToOuterDisposeScope();
+    }
 
     /// <inheritdoc/>
     public Tensor Decode(Tensor activations) => matmul(activations, WDec).Add(BDec);
@@ -125,7 +157,7 @@ public sealed class Transcoder : ISparseDictionary
     /// <inheritdoc/>
     public void Dispose()
     {
-        foreach (var t in new[] { WEnc, BEnc, WDec, BDec, Threshold, WSkip }) t?.Dispose();
+        foreach (var t in new[] { WEnc, BEnc, WDec, BDec, Threshold, WSkip, Gate?.WGate, Gate?.BGate, Gate?.RMag }) t?.Dispose();
     }
 }
 

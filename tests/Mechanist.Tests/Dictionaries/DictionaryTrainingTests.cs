@@ -158,7 +158,10 @@ public class DictionaryTrainingTests
         using var again = SaeLensFormat.Load(tmp.File("saved"));
         TensorAssert.Close(bundle.Sae.Encode(x), again.Sae.Encode(x), 0, "round trip");
         TensorAssert.Close(bundle.Sae.WDec, again.Sae.WDec, 0, "decoder");
+        File.WriteAllText(tmp.File("lens/cfg.json"), "{\"architecture\": \"temporal\", \"hook_name\": \"x\"}");
+        Assert.Contains("architecture 'temporal' is not supported", Assert.Throws<Mechanist.InvalidCheckpointException>(() => SaeLensFormat.Load(tmp.File("lens"))).Message);
+        // A gated folder without its gate tensors names the one missing.
         File.WriteAllText(tmp.File("lens/cfg.json"), "{\"architecture\": \"gated\", \"hook_name\": \"x\"}");
-        Assert.Contains("architecture 'gated' is not supported", Assert.Throws<Mechanist.InvalidCheckpointException>(() => SaeLensFormat.Load(tmp.File("lens"))).Message);
+        Assert.Contains("missing tensor 'b_gate'", Assert.Throws<Mechanist.InvalidCheckpointException>(() => SaeLensFormat.Load(tmp.File("lens"))).Message);
     }
 }

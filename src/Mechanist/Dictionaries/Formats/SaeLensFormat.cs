@@ -6,9 +6,10 @@ using static TorchSharp.torch;
 namespace Mechanist.Dictionaries.Formats;
 
 /// <summary>
-/// SAELens's format: <c>cfg.json</c> (architecture standard / jumprelu / topk, d_in, d_sae, hook_name, model_name,
+/// SAELens's format: <c>cfg.json</c> (architecture standard / jumprelu / topk / gated, d_in, d_sae, hook_name, model_name,
 /// apply_b_dec_to_input, activation_fn_kwargs.k) and <c>sae_weights.safetensors</c> with W_enc [d_in, d_sae],
-/// W_dec [d_sae, d_in], b_enc, b_dec and (JumpReLU) threshold. Optional <c>sparsity.safetensors</c> is ignored.
+/// W_dec [d_sae, d_in], b_enc, b_dec and (JumpReLU) threshold; a gated SAE has b_gate, r_mag and b_mag instead of b_enc.
+/// Optional <c>sparsity.safetensors</c> is ignored.
 /// </summary>
 public static class SaeLensFormat
 {
@@ -40,12 +41,28 @@ public static class SaeLensFormat
         }
         using var wEncIn = Take("W_enc");                 // [d_in, d_sae]
         var wDec = Take("W_dec");                           // [d_sae, d_in]
-        var bEnc = Take("b_enc"); var bDec = Take("b_dec");
+        var bDec = Take("b_dec");
         if (wEncIn.dim() != 2 || wDec.dim() != 2 || wEncIn.shape[1] != wDec.shape[0] || wEncIn.shape[0] != wDec.shape[1])
             throw new InvalidCheckpointException(weights, $"W_enc [{string.Join(", ", wEncIn.shape)}] and W_dec [{string.Join(", ", wDec.shape)}] must be [d_in, d_sae] and [d_sae, d_in]");
-        if (applyBDec) { var folded = bEnc - matmul(bDec, wEncIn); bEnc.Dispose(); bEnc = folded; }
         if (!DictionaryNames.Activations.TryParse(arch, out var act))
-            throw new InvalidCheckpointException(cfgPath, $"architecture '{arch}' is not supported (standard, jumprelu, topk)");
+            throw new InvalidCheckpointException(cfgPath, $"architecture '{arch}' is not supported (standard, jumprelu, topk, gated)");
+        long dSae = wDec.shape[0];
+        Tensor Vector(string name) { var t = Take(name); if (t.dim() != 1 || t.shape[0] != dSae) throw new InvalidCheckpointException(weights, $"'{name}' must be [{dSae}]"); return t; }
+        if (act == DictionaryActivation.Gated)
+        {
+            // Gate: (x − b_dec)·W_enc + b_gate > 0; magnitude: ReLU((x − b_dec)·(W_enc ⊙ exp(r_mag)) + b_mag); b_dec folded into both biases.
+            var bGate = Vector("b_gate"); var rMag = Vector("r_mag"); var bMag = Vector("b_mag");
+            if (applyBDec)
+            {
+                using var shift = matmul(bDec, wEncIn);
+                var gate = bGate - shift; var mag = bMag - shift * rMag.exp();
+                bGate.Dispose(); bMag.Dispose(); bGate = gate; bMag = mag;
+            }
+            var gated = Transcoder.Gated(wEncIn.t().contiguous(), bGate, rMag, bMag, wDec, bDec, DictionaryKind.Sae);
+            return new SaeBundle(gated, hook, cfg["model_name"]?.GetValue<string>() ?? "");
+        }
+        var bEnc = Take("b_enc");
+        if (applyBDec) { var folded = bEnc - matmul(bDec, wEncIn); bEnc.Dispose(); bEnc = folded; }
         var threshold = act == DictionaryActivation.JumpReLU ? Take("threshold") : null;
         if (act == DictionaryActivation.TopK && k <= 0) throw new InvalidCheckpointException(cfgPath, "a topk SAE needs activation_fn_kwargs.k");
         var sae = new Transcoder(wEncIn.t().contiguous(), bEnc, wDec, bDec, act, threshold, k, kind: DictionaryKind.Sae);
@@ -60,10 +77,12 @@ public static class SaeLensFormat
         AtomicFolder.Write(dir, tmp =>
         {
             using var scope = NewDisposeScope();
-            var tensors = new Dictionary<string, Tensor>
+            var tensors = new Dictionary<string, Tensor> { ["W_dec"] = sae.WDec.contiguous().cpu(), ["b_dec"] = sae.BDec.cpu() };
+            if (sae.Gate is { } g)
             {
-                ["W_enc"] = sae.WEnc.t().contiguous().cpu(), ["W_dec"] = sae.WDec.contiguous().cpu(), ["b_enc"] = sae.BEnc.cpu(), ["b_dec"] = sae.BDec.cpu(),
-            };
+                tensors["W_enc"] = g.WGate.t().contiguous().cpu(); tensors["b_gate"] = g.BGate.cpu(); tensors["r_mag"] = g.RMag.cpu(); tensors["b_mag"] = sae.BEnc.cpu();
+            }
+            else { tensors["W_enc"] = sae.WEnc.t().contiguous().cpu(); tensors["b_enc"] = sae.BEnc.cpu(); }
             if (sae.Threshold is { } th) tensors["threshold"] = th.cpu();
             SafetensorsWriter.Write(Path.Combine(tmp, "sae_weights.safetensors"), tensors);
             var cfg = new JsonObject

@@ -72,6 +72,8 @@ public static class DictionaryTrainer
         if (c.Features < 1 || c.Steps < 1 || c.BatchSize < 1) throw new MechanistException("features, steps and batch size must be positive");
         if (c.Activation is TrainActivation.TopK or TrainActivation.BatchTopK or TrainActivation.MatryoshkaBatchTopK && (c.K < 1 || c.K > c.Features)) throw new MechanistException($"k must be within 1..{c.Features}");
         bool matryoshka = c.Activation == TrainActivation.MatryoshkaBatchTopK;
+        if (c.Activation == TrainActivation.Gated && c.Kind is DictionaryKind.Clt or DictionaryKind.SkipTranscoder)
+            throw new MechanistException("gated dictionaries are trained as SAEs and per-layer transcoders (not CLTs or skip transcoders)");
         if (matryoshka && c.Kind == DictionaryKind.Clt) throw new MechanistException("Matryoshka prefixes are trained for SAEs and per-layer transcoders, not CLTs");
         int[] widths = matryoshka ? c.PrefixWidths() : Array.Empty<int>();
         if (c.Kind == DictionaryKind.Sae && dIn != dOut) throw new MechanistException("an SAE reconstructs what it reads: input and target widths differ");
@@ -114,8 +116,9 @@ public static class DictionaryTrainer
             var rows = shuffled.Order!.narrow(0, offset, c.BatchSize);
             var x = data.Inputs.index_select(0, rows) * inS;
             var y = ReferenceEquals(data.Inputs, data.Targets) ? x : data.Targets.index_select(0, rows) * outS;
-            var pre = dict.PreActivations(x);
-            var acts = dict.Activate(pre, training: true);
+            Tensor pre, acts;
+            if (c.Activation == TrainActivation.Gated) (acts, pre) = dict.GatedActivations(x);   // pre: the gate's
+            else { pre = dict.PreActivations(x); acts = dict.Activate(pre, training: true); }
             Tensor recon, fvu, loss;
             if (matryoshka)
             {
@@ -139,6 +142,16 @@ public static class DictionaryTrainer
                 case TrainActivation.ReLU:
                     loss = loss.Add((acts * norms).sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
                     break;
+                case TrainActivation.Gated:
+                {
+                    // The gate gets its gradient from an L1 on ReLU(gate) (decoder-norm weighted) and from the auxiliary loss: ReLU(gate)
+                    // must itself reconstruct the target through a frozen copy of the decoder (Rajamanoharan et al., 2024).
+                    var gateActs = F.relu(pre);
+                    loss = loss.Add((gateActs * norms).sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
+                    var aux = einsum("blf,lfd->bld", gateActs, dict.WDec!.detach()).Add(dict.BDec.detach());
+                    loss = loss.Add(((aux - y).Square().sum(-1).mean(new long[] { 0 }) / targetVar).sum());
+                    break;
+                }
                 case TrainActivation.JumpReLU:
                     loss = loss.Add((acts.Mul(c.TanhScale) * norms).tanh().sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
                     loss = loss.Add((F.relu(dict.LogThreshold!.exp().unsqueeze(0) - pre) * norms).sum(new long[] { 1, 2 }).mean().Mul(c.PreActivation));

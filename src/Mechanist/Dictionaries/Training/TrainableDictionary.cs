@@ -20,6 +20,11 @@ public enum TrainActivation
     /// each reconstruct the input, the loss summed over the prefixes; exported as a JumpReLU like BatchTopK.
     /// </summary>
     MatryoshkaBatchTopK,
+    /// <summary>
+    /// Gated (Rajamanoharan et al., 2024): a gate path (W_gate, b_gate; L1 on ReLU of it, plus an auxiliary reconstruction from it through
+    /// a frozen decoder) decides which features fire; a magnitude path sharing its directions (W_gate ⊙ exp(r_mag), b_mag) sets how much.
+    /// </summary>
+    Gated,
 }
 
 /// <summary>
@@ -50,6 +55,7 @@ public sealed class TrainableDictionary : IDisposable
         BEnc = P(zeros(layers, features));
         BDec = P(targetMean.to(ScalarType.Float32).clone());
         if (kind == DictionaryKind.SkipTranscoder) WSkip = P(zeros(layers, dOut, dIn));
+        if (activation == TrainActivation.Gated) { RMag = P(zeros(layers, features)); BMag = P(zeros(layers, features)); }
         if (activation == TrainActivation.JumpReLU) LogThreshold = P(SafeOps.Full(new long[] { layers, features }, Math.Log(0.5)));
         if (activation is TrainActivation.BatchTopK or TrainActivation.MatryoshkaBatchTopK) BatchThreshold = zeros(layers).DetachFromDisposeScope();
     }
@@ -69,6 +75,8 @@ public sealed class TrainableDictionary : IDisposable
     public Tensor BDec { get; }
     public Tensor? WSkip { get; }
     public Tensor? LogThreshold { get; }
+    public Tensor? RMag { get; }
+    public Tensor? BMag { get; }
 #pragma warning restore CS1591
 
     /// <summary>For BatchTopK: a running estimate per layer of the smallest activation kept (the inference threshold).</summary>
@@ -87,6 +95,14 @@ public sealed class TrainableDictionary : IDisposable
 
     /// <summary>Pre-activations [B, L, f] of inputs [B, L, d_in].</summary>
     public Tensor PreActivations(Tensor x) => einsum("bld,lfd->blf", x, WEnc).Add(BEnc);
+
+    /// <summary>A gated dictionary's activations [B, L, f] and its gate's pre-activations (W_enc and b_enc are the gate here).</summary>
+    public (Tensor Acts, Tensor GatePre) GatedActivations(Tensor x)
+    {
+        var gatePre = PreActivations(x);
+        var magPre = einsum("bld,lfd->blf", x, WEnc.mul(RMag!.exp().unsqueeze(-1))).Add(BMag!);
+        return (F.relu(magPre).mul(gatePre.Gt(0).to(magPre.dtype)), gatePre);
+    }
 
     /// <summary>Activations from pre-activations, with the training-time sparsity mechanism.</summary>
     public Tensor Activate(Tensor pre, bool training)
@@ -165,6 +181,7 @@ public sealed class TrainableDictionary : IDisposable
         var (act, thresholds, k) = Activation switch
         {
             TrainActivation.ReLU => (DictionaryActivation.ReLU, (Tensor?[]?)null, 0),
+            TrainActivation.Gated => (DictionaryActivation.Gated, null, 0),
             TrainActivation.TopK => (DictionaryActivation.TopK, null, K),
             TrainActivation.JumpReLU => (DictionaryActivation.JumpReLU, Enumerable.Range(0, Layers).Select(l => (Tensor?)LogThreshold![l].exp().clone()).ToArray(), 0),
             _ /* BatchTopK, Matryoshka */ => (DictionaryActivation.JumpReLU, Enumerable.Range(0, Layers).Select(l => (Tensor?)SafeOps.Full(new long[] { Features }, BatchThreshold![l].item<float>())).ToArray(), 0),
@@ -175,6 +192,9 @@ public sealed class TrainableDictionary : IDisposable
             return new CrossLayerTranscoder(Enumerable.Range(0, Layers).Select(Enc).ToArray(), Enumerable.Range(0, Layers).Select(l => BEnc[l].clone()).ToArray(),
                 Enumerable.Range(0, Layers).Select(i => (WDecCross![i] / tensor(outScale[i..]).view(1, -1, 1)).to(ScalarType.Float32).contiguous()).ToArray(),
                 Enumerable.Range(0, Layers).Select(Bdec).ToArray(), act, thresholds, k);
+        if (Activation == TrainActivation.Gated)
+            return new TranscoderSet(Enumerable.Range(0, Layers).Select(l => Transcoder.Gated(Enc(l), BEnc[l].clone(), RMag![l].clone(), BMag![l].clone(),
+                WDec![l].Div(outScale[l]).contiguous(), Bdec(l), Kind)).ToList());
         var layers = Enumerable.Range(0, Layers).Select(l => new Transcoder(Enc(l), BEnc[l].clone(), WDec![l].Div(outScale[l]).contiguous(), Bdec(l), act,
             thresholds?[l], k, WSkip is null ? null : WSkip[l].Mul(inScale[l] / outScale[l]).contiguous(), Kind)).ToList();
         return new TranscoderSet(layers);
