@@ -23,6 +23,7 @@ public sealed class FeaturesCommand : ICliCommand
         cmd.Subcommands.Add(SearchCommand(ctx));
         cmd.Subcommands.Add(LabelCommand(ctx));
         cmd.Subcommands.Add(ExplainCommand(ctx));
+        cmd.Subcommands.Add(ScoreCommand(ctx));
         cmd.Subcommands.Add(ExportCommand(ctx));
         return cmd;
     }
@@ -117,6 +118,8 @@ public sealed class FeaturesCommand : ICliCommand
             console.MarkupLine(s.Tokens > 0 ? $"fires on {s.Count:N0} of {s.Tokens:N0} tokens ({s.Frequency:P3}), max {s.Max:G4}, mean {s.Mean:G4}"
                 : $"fires on {s.Frequency:P3} of tokens (published features keep no counts), max {s.Max:G4}, mean of percentiles {s.Mean:G4}");
             if (s.Explanation is { } e) console.MarkupLine($"explanation: {Markup.Escape(e)}");
+            foreach (var sc in store.Scores(s.Layer, s.Feature))
+                console.MarkupLine($"{sc.Method} score: {sc.BalancedAccuracy:F3} balanced accuracy ({sc.TruePositives}/{sc.Positives} firing, {sc.TrueNegatives}/{sc.Negatives} not; {Markup.Escape(sc.Model)} on \"{Markup.Escape(sc.Explanation)}\")");
             string Logit(TokenValue t) => float.IsNaN(t.Value) ? t.Token.Trim() : $"{t.Token.Trim()} {t.Value:+0.00;-0.00}";
             console.MarkupLine($"promotes: {Markup.Escape(string.Join("  ", d.TopLogits.Take(8).Select(Logit)))}");
             console.MarkupLine($"suppresses: {Markup.Escape(string.Join("  ", d.BottomLogits.Take(8).Select(Logit)))}");
@@ -214,6 +217,96 @@ public sealed class FeaturesCommand : ICliCommand
                 store.SetExplanation(layer, f, text);
                 ctx.Out.WriteLine($"L{layer}/{f}: {text}");
             }
+            return 0;
+        });
+        return cmd;
+    }
+
+    static Command ScoreCommand(CliContext ctx)
+    {
+        var db = Db();
+        var features = new Option<string>("--features") { Description = "Comma-separated LAYER:FEATURE list (default: the --top most frequent)." };
+        var top = new Option<int>("--top") { Description = "Score the N most frequent features.", DefaultValueFactory = _ => 10 };
+        var endpoint = new Option<string>("--endpoint") { Description = "An OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 (llama.cpp, Ollama, vLLM).", Required = true };
+        var llm = new Option<string>("--llm") { Description = "Model name to ask the server for.", DefaultValueFactory = _ => "default" };
+        var method = new Option<string>("--method") { Description = "detection (does the feature fire in this text?) or fuzzing (are these marked tokens where it fires?).", DefaultValueFactory = _ => "detection" };
+        var positives = new Option<int>("--positives") { Description = "Firing (or correctly marked) contexts per feature, drawn across its activation intervals.", DefaultValueFactory = _ => 10 };
+        var negatives = new Option<int>("--negatives") { Description = "Non-firing (or wrongly marked) contexts per feature.", DefaultValueFactory = _ => 10 };
+        var rps = new Option<double>("--rps") { Description = "At most this many requests a second (0: no limit).", DefaultValueFactory = _ => 0 };
+        var shard = new Option<string>("--shard") { Description = "i/N: score every N-th feature of the list, starting at the i-th (run the N shards anywhere; they write to the same store)." };
+        var force = new Option<bool>("--force") { Description = "Score again features that already have a score for this method and explanation (default: skip them, so a stopped run resumes)." };
+        var keyEnv = new Option<string>("--api-key-env") { Description = "Environment variable holding a bearer token, if the server needs one." };
+        var timeout = new Option<double>("--timeout") { Description = "Seconds per request.", DefaultValueFactory = _ => 60 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the wrong marks and of the order of the questions.", DefaultValueFactory = _ => 0 };
+        var model = CommonOptions.Model(required: false);
+        model.Description = "For detection: the model the store was built on (default: the one it names), run on other features' windows to find contexts where this feature stays silent.";
+        var offline = CommonOptions.Offline();
+        method.AcceptOnlyFromAmong("detection", "fuzzing");
+        var cmd = new Command("score", "Score features' explanations (or labels) with a local LLM server, as Delphi does: balanced accuracy of its predictions of where each feature fires, stored beside the explanation.")
+        { db, features, top, endpoint, llm, method, positives, negatives, rps, shard, force, keyEnv, timeout, seed, model, offline };
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var store = OpenStore(parse.GetValue(db)!);
+            var how = FeatureScorer.Parse(parse.GetValue(method)!);
+            if (parse.GetValue(positives) < 1 || parse.GetValue(negatives) < 1) throw new MechanistException("--positives and --negatives must be at least 1");
+            if (parse.GetValue(rps) < 0) throw new MechanistException("--rps must not be negative");
+            var (shardIndex, shardCount) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));
+            var list = parse.GetValue(features) is { } fs
+                ? fs.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(s => { var (li, f) = store.Resolve(s); return (store.Info.Layers[li], f); }).ToList()
+                : store.Search(null, parse.GetValue(top)).Where(h => h.Count > 0).Select(h => (h.Layer, h.Feature)).ToList();
+            list = list.Where((_, i) => i % shardCount == shardIndex).ToList();
+            string? key = parse.GetValue(keyEnv) is { } env ? Environment.GetEnvironmentVariable(env) ?? throw new MechanistException($"--api-key-env: {env} is not set") : null;
+            var options = new ScoringOptions(parse.GetValue(endpoint)!, parse.GetValue(llm)!, key, parse.GetValue(positives), parse.GetValue(negatives),
+                parse.GetValue(timeout), parse.GetValue(rps), parse.GetValue(seed));
+            using var http = new HttpClient { Timeout = Timeout.InfiniteTimeSpan };
+            var failed = new List<string>();
+            // Detection needs contexts where a feature does not fire: other features' windows, each run through the store's model and
+            // dictionary (once per layer, every feature at once).
+            Mechanist.Models.HookedTransformer? m = null; FeatureSource? source = null;
+            var windowCache = new Dictionary<int, (List<(long[] Ids, string[] Tokens)> Windows, float[][] Maxima)>();
+            IReadOnlyList<string>? Silent(int layer, int f)
+            {
+                if (how != ScoreMethod.Detection) return null;
+                if (m is null)
+                {
+                    m = ModelInput.Load(parse.GetValue(model) ?? store.Info.Model, parse, parse.GetValue(offline), ctx);
+                    source = FeatureSource.Load(m, store.Info.Dictionary);
+                    if (source.Identity != store.Info.DictionaryId && store.Info.DictionaryId.Length > 0)
+                        throw new MechanistException($"{store.Info.Dictionary}: the dictionary's files changed since the store was built");
+                }
+                if (!windowCache.TryGetValue(layer, out var entry))
+                {
+                    var windows = store.Windows(layer, 4 * options.Negatives + 20, options.Seed);
+                    int li = Array.IndexOf(store.Info.Layers, layer);
+                    entry = windowCache[layer] = (windows, FeatureScorer.WindowMaxima(m, source!, li, windows.Select(w => w.Ids).ToList()));
+                }
+                return entry.Windows.Select((w, i) => (w, i)).Where(x => entry.Maxima[x.i][f] <= 0).Select(x => string.Concat(x.w.Tokens)).ToList();
+            }
+            foreach (var (layer, f) in list)
+            {
+                var d = store.Dashboard(layer, f);
+                // The explanation is what is scored; a feature without one is scored on its label.
+                string text = d.Summary.Explanation ?? d.Summary.Label;
+                if (!parse.GetValue(force) && store.Scores(layer, f).Any(s => s.Method == FeatureScorer.Name(how) && s.Explanation == text))
+                {
+                    ctx.Out.WriteLine($"L{layer}/{f}: already scored ({FeatureScorer.Name(how)}); --force scores it again");
+                    continue;
+                }
+                try
+                {
+                    var score = await FeatureScorer.ScoreAsync(http, options, d, text, how, Silent(layer, f), ct);
+                    store.SetScore(layer, f, score);
+                    ctx.Out.WriteLine($"L{layer}/{f}: {score.Method} balanced accuracy {score.BalancedAccuracy:F3} ({score.TruePositives}/{score.Positives} firing, {score.TrueNegatives}/{score.Negatives} not) for \"{text}\"");
+                }
+                catch (MechanistException e)
+                {
+                    // No score from part of the answers: the feature keeps whatever it had, and the run goes on.
+                    ctx.Err.WriteLine($"L{layer}/{f}: no score: {e.Message}");
+                    failed.Add($"{layer}:{f}");
+                }
+            }
+            source?.Dispose(); m?.Dispose();
+            if (failed.Count > 0) throw new MechanistException($"{failed.Count} of {list.Count} feature(s) got no score ({string.Join(", ", failed.Take(10))}); run again to retry them");
             return 0;
         });
         return cmd;

@@ -20,6 +20,8 @@ public static class FeatureEndpoints
             Query(ctx, id, st => st.Search(q is { Length: > 200 } ? q[..200] : q, Math.Clamp(limit ?? 50, 1, 200), layer)));
         app.MapGet("/api/features/{id:int}/{layer:int}/{feature:int}", (HttpContext ctx, int id, int layer, int feature) =>
             Query(ctx, id, st => st.Dashboard(layer, feature)));
+        app.MapGet("/api/features/{id:int}/{layer:int}/{feature:int}/scores", (HttpContext ctx, int id, int layer, int feature) =>
+            Query(ctx, id, st => st.Scores(layer, feature)));
         app.MapGet("/api/features/{id:int}/labels", (HttpContext ctx, int id, string? ids) =>
             Query(ctx, id, st => st.LabelsOf((ids ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries).Take(5000)
                 .Select(x => x.Split(':')).Where(x => x.Length == 2 && int.TryParse(x[0], out _) && int.TryParse(x[1], out _))

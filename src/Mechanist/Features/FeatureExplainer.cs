@@ -36,46 +36,7 @@ public static class FeatureExplainer
     }
 
     /// <summary>Posts the prompt and returns the answer's text; clear errors for an unreachable server, an HTTP error or an odd reply.</summary>
-    public static async Task<string> ExplainAsync(HttpClient http, ExplainerOptions o, FeatureDashboard d, CancellationToken ct = default)
-    {
-        if (!Uri.TryCreate(o.Endpoint, UriKind.Absolute, out var baseUri) || (baseUri.Scheme != "http" && baseUri.Scheme != "https"))
-            throw new MechanistException($"--endpoint '{o.Endpoint}' is not an http(s) URL");
-        var url = baseUri.AbsolutePath.TrimEnd('/').EndsWith("/chat/completions") ? baseUri : new Uri(baseUri.ToString().TrimEnd('/') + "/chat/completions");
-        var body = new
-        {
-            model = o.Model, temperature = 0, max_tokens = 80,
-            messages = new object[]
-            {
-                new { role = "system", content = "You explain features of neural networks briefly and concretely." },
-                new { role = "user", content = Prompt(d, o.Examples) },
-            },
-        };
-        using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = JsonContent.Create(body) };
-        if (o.ApiKey is { } key) request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        timeout.CancelAfter(TimeSpan.FromSeconds(o.TimeoutSeconds));
-        HttpResponseMessage response;
-        try { response = await http.SendAsync(request, timeout.Token); }
-        catch (HttpRequestException e) { throw new MechanistException($"cannot reach {url}: {e.Message}"); }
-        catch (OperationCanceledException) when (!ct.IsCancellationRequested) { throw new MechanistException($"{url} did not answer within {o.TimeoutSeconds:G} s"); }
-        using (response)
-        {
-            string text = await response.Content.ReadAsStringAsync(timeout.Token);
-            if (!response.IsSuccessStatusCode)
-                throw new MechanistException($"{url} answered {(int)response.StatusCode} {response.ReasonPhrase}: {Snippet(text)}");
-            try
-            {
-                using var doc = JsonDocument.Parse(text);
-                var content = doc.RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString();
-                if (string.IsNullOrWhiteSpace(content)) throw new MechanistException($"{url} returned an empty explanation");
-                return content.Trim();
-            }
-            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or IndexOutOfRangeException)
-            {
-                throw new MechanistException($"{url} did not return an OpenAI-style chat completion (choices[0].message.content): {Snippet(text)}");
-            }
-        }
-    }
-
-    static string Snippet(string s) => s.Length > 200 ? s[..200] + "…" : s;
+    public static Task<string> ExplainAsync(HttpClient http, ExplainerOptions o, FeatureDashboard d, CancellationToken ct = default) =>
+        ChatCompletions.AskAsync(http, o.Endpoint, o.Model, o.ApiKey, o.TimeoutSeconds, "You explain features of neural networks briefly and concretely.",
+            Prompt(d, o.Examples), maxTokens: 80, ct);
 }

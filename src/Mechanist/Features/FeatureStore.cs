@@ -493,6 +493,78 @@ public sealed class FeatureStore : IFeatureStore
     /// <summary>Stores an explanation of a feature, in one transaction.</summary>
     public void SetExplanation(int layer, int feature, string? explanation) => Upsert(layer, feature, "explanation", explanation is null ? null : Clean(explanation, 2000));
 
+    /// <summary>
+    /// Up to <paramref name="count"/> example windows (token ids and their texts) of any features of model layer <paramref name="layer"/>,
+    /// one per text, in a seeded order: candidate contexts for scoring another feature.
+    /// </summary>
+    public List<(long[] Ids, string[] Tokens)> Windows(int layer, int count, int seed = 0)
+    {
+        var (li, _) = Check(layer, 0);
+        using var c = Connect(Path, SqliteOpenMode.ReadOnly);
+        var byText = new Dictionary<long, long[]>();
+        using (var cmd = c.CreateCommand())
+        {
+            cmd.CommandText = "SELECT kind, interval, text, position, activation, hash, start, ids, acts FROM examples WHERE layer_index = $li ORDER BY feature, kind, interval DESC, rank LIMIT 20000";
+            cmd.Parameters.AddWithValue("$li", li);
+            using var r = cmd.ExecuteReader();
+            while (r.Read()) { var e = ReadExample(r); byText.TryAdd(e.Text, e.Ids); }
+        }
+        var rng = new Random(seed);
+        var picked = byText.OrderBy(kv => kv.Key).Select(kv => kv.Value).OrderBy(_ => rng.Next()).Take(count).ToList();
+        var vocab = new Dictionary<long, string>();
+        string Tok(long id)
+        {
+            if (vocab.TryGetValue(id, out var s)) return s;
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = "SELECT text FROM vocab WHERE id = $id";
+            cmd.Parameters.AddWithValue("$id", id);
+            return vocab[id] = cmd.ExecuteScalar() as string ?? $"#{id}";
+        }
+        return picked.Select(ids => (ids, ids.Select(Tok).ToArray())).ToList();
+    }
+
+    const string ScoresTable = "CREATE TABLE IF NOT EXISTS scores(layer_index INTEGER, feature INTEGER, method TEXT, balanced_accuracy REAL, positives INTEGER, negatives INTEGER, " +
+        "true_positives INTEGER, true_negatives INTEGER, explanation TEXT, model TEXT, updated TEXT, PRIMARY KEY(layer_index, feature, method))";
+
+    /// <summary>Stores (or replaces) a feature's score for its method; stores built before scores existed gain the table.</summary>
+    public void SetScore(int layer, int feature, FeatureScore score)
+    {
+        var (li, f) = Check(layer, feature);
+        using var c = Connect(Path, SqliteOpenMode.ReadWrite);
+        using var tx = c.BeginTransaction();
+        using (var create = c.CreateCommand()) { create.Transaction = tx; create.CommandText = ScoresTable; create.ExecuteNonQuery(); }
+        using var cmd = c.CreateCommand();
+        cmd.Transaction = tx;
+        cmd.CommandText = "INSERT OR REPLACE INTO scores VALUES ($li, $f, $m, $ba, $p, $n, $tp, $tn, $e, $model, $u)";
+        cmd.Parameters.AddWithValue("$li", li); cmd.Parameters.AddWithValue("$f", f); cmd.Parameters.AddWithValue("$m", score.Method);
+        cmd.Parameters.AddWithValue("$ba", score.BalancedAccuracy); cmd.Parameters.AddWithValue("$p", score.Positives); cmd.Parameters.AddWithValue("$n", score.Negatives);
+        cmd.Parameters.AddWithValue("$tp", score.TruePositives); cmd.Parameters.AddWithValue("$tn", score.TrueNegatives);
+        cmd.Parameters.AddWithValue("$e", Clean(score.Explanation, 2000) ?? ""); cmd.Parameters.AddWithValue("$model", score.Model);
+        cmd.Parameters.AddWithValue("$u", DateTime.UtcNow.ToString("o"));
+        cmd.ExecuteNonQuery();
+        tx.Commit();
+    }
+
+    /// <inheritdoc/>
+    public FeatureScore[] Scores(int layer, int feature)
+    {
+        var (li, f) = Check(layer, feature);
+        using var c = Connect(Path, SqliteOpenMode.ReadOnly);
+        using (var exists = c.CreateCommand())
+        {
+            exists.CommandText = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'scores'";
+            if (Convert.ToInt64(exists.ExecuteScalar()) == 0) return Array.Empty<FeatureScore>();
+        }
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT method, balanced_accuracy, positives, negatives, true_positives, true_negatives, explanation, model FROM scores WHERE layer_index = $li AND feature = $f ORDER BY method";
+        cmd.Parameters.AddWithValue("$li", li); cmd.Parameters.AddWithValue("$f", f);
+        using var r = cmd.ExecuteReader();
+        var list = new List<FeatureScore>();
+        while (r.Read())
+            list.Add(new FeatureScore(r.GetString(0), r.GetDouble(1), r.GetInt32(2), r.GetInt32(3), r.GetInt32(4), r.GetInt32(5), r.GetString(6), r.GetString(7)));
+        return list.ToArray();
+    }
+
     static string? Clean(string s, int max)
     {
         s = new string(s.Where(ch => !char.IsControl(ch) || ch == '\n').ToArray()).Trim();

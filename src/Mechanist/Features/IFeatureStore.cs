@@ -23,6 +23,9 @@ public interface IFeatureStore
 
     /// <summary>Sets (or with null/empty clears) the user's label of a feature.</summary>
     void SetLabel(int layer, int feature, string? label);
+
+    /// <summary>The automated interpretability scores stored for a feature (none for a store that holds none).</summary>
+    FeatureScore[] Scores(int layer, int feature);
 }
 
 /// <summary>Opens whichever feature store a path holds.</summary>

@@ -192,4 +192,7 @@ public sealed class PublishedFeatures : IFeatureStore
     /// <inheritdoc/>
     public void SetLabel(int layer, int feature, string? label) =>
         throw new MechanistException($"{_dir}: published features are read-only (build a store with 'mechanist features build' to keep your own labels)");
+
+    /// <inheritdoc/>
+    public FeatureScore[] Scores(int layer, int feature) => Array.Empty<FeatureScore>();
 }

@@ -345,7 +345,7 @@ public sealed class FeatureStoreTests
     }
 
     /// <summary>A loopback HTTP server answering POST /v1/chat/completions with a canned reply.</summary>
-    sealed class FakeChatServer : IDisposable
+    internal sealed class FakeChatServer : IDisposable
     {
         HttpListener _listener = new();
         readonly Task _loop;

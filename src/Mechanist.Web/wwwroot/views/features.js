@@ -69,7 +69,7 @@ export async function render(root, s) {
 
 export async function card(el, store, spec) {
   const [layer, feature] = spec.split(':').map(Number);
-  const [d, all] = await Promise.all([api(`/api/features/${store}/${layer}/${feature}`), storeSummaries()]);
+  const [d, all, scores] = await Promise.all([api(`/api/features/${store}/${layer}/${feature}`), storeSummaries(), api(`/api/features/${store}/${layer}/${feature}/scores`)]);
   const sm = d.summary, max = num(sm.max), steerModel = all[store]?.model;
   const firstExample = d.top[0] ? d.top[0].tokens.slice(0, d.top[0].maxIndex + 1).filter(t => !['<bos>', '<s>', '<|endoftext|>', '<|begin_of_text|>', '[CLS]'].includes(t.trim())).join('').trim() : '';
   el.innerHTML = `<div class="feature-card" data-feature="${layer}:${feature}">
@@ -77,6 +77,8 @@ export async function card(el, store, spec) {
     <form id="label-form" class="inline"><input id="label-input" size="40" value="${esc(sm.userLabel ?? '')}" placeholder="${esc(sm.autoLabel)}"><button type="submit">Save label</button>
       <span class="muted">automatic: ${esc(sm.autoLabel)}</span></form>
     ${sm.explanation ? `<p><b>Explanation:</b> ${esc(sm.explanation)}</p>` : ''}
+    ${scores.length ? `<p id="feature-scores" title="balanced accuracy of a language model predicting from the explanation where the feature fires (features score)">${scores.map(s =>
+      `<b>${esc(s.method)}:</b> ${fmt(s.balancedAccuracy, 3)} <span class="muted">(${s.truePositives}/${s.positives} firing, ${s.trueNegatives}/${s.negatives} not; ${esc(s.model)})</span>`).join(' &nbsp; ')}</p>` : ''}
     <p>${sm.tokens > 0 ? `Fires on <b>${sm.count.toLocaleString()}</b> of ${sm.tokens.toLocaleString()} tokens (${(num(sm.frequency) * 100).toFixed(3)}%), max ${fmt(sm.max, 3)}, mean ${fmt(sm.mean, 3)}.`
       : `Fires on <b>${(num(sm.frequency) * 100).toFixed(3)}%</b> of tokens, max ${fmt(sm.max, 3)}, mean of percentiles ${fmt(sm.mean, 3)} <span class="muted">(published features keep no token counts)</span>.`}</p>
     <div class="row">${histogramSvg(d.histogram, d.histogramScale)}${logitsTable('promotes', d.topLogits)}${logitsTable('suppresses', d.bottomLogits)}
