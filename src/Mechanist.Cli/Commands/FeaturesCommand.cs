@@ -119,7 +119,7 @@ public sealed class FeaturesCommand : ICliCommand
                 : $"fires on {s.Frequency:P3} of tokens (published features keep no counts), max {s.Max:G4}, mean of percentiles {s.Mean:G4}");
             if (s.Explanation is { } e) console.MarkupLine($"explanation: {Markup.Escape(e)}");
             foreach (var sc in store.Scores(s.Layer, s.Feature))
-                console.MarkupLine($"{sc.Method} score: {sc.BalancedAccuracy:F3} balanced accuracy ({sc.TruePositives}/{sc.Positives} firing, {sc.TrueNegatives}/{sc.Negatives} not; {Markup.Escape(sc.Model)} on \"{Markup.Escape(sc.Explanation)}\")");
+                console.MarkupLine($"{sc.Method} score: {sc.BalancedAccuracy:F3} balanced accuracy ({sc.TruePositives}/{sc.Positives} firing, {sc.TrueNegatives}/{sc.Negatives} not; {Markup.Escape(sc.Model)}; scored: {Markup.Escape(sc.Explanation)})");
             string Logit(TokenValue t) => float.IsNaN(t.Value) ? t.Token.Trim() : $"{t.Token.Trim()} {t.Value:+0.00;-0.00}";
             console.MarkupLine($"promotes: {Markup.Escape(string.Join("  ", d.TopLogits.Take(8).Select(Logit)))}");
             console.MarkupLine($"suppresses: {Markup.Escape(string.Join("  ", d.BottomLogits.Take(8).Select(Logit)))}");
@@ -296,7 +296,7 @@ public sealed class FeaturesCommand : ICliCommand
                 {
                     var score = await FeatureScorer.ScoreAsync(http, options, d, text, how, Silent(layer, f), ct);
                     store.SetScore(layer, f, score);
-                    ctx.Out.WriteLine($"L{layer}/{f}: {score.Method} balanced accuracy {score.BalancedAccuracy:F3} ({score.TruePositives}/{score.Positives} firing, {score.TrueNegatives}/{score.Negatives} not) for \"{text}\"");
+                    ctx.Out.WriteLine($"L{layer}/{f}: {score.Method} balanced accuracy {score.BalancedAccuracy:F3} ({score.TruePositives}/{score.Positives} firing, {score.TrueNegatives}/{score.Negatives} not); scored: {text}");
                 }
                 catch (MechanistException e)
                 {

@@ -1,4 +1,3 @@
-using System.Net.Http.Json;
 using System.Text.Json;
 
 namespace Mechanist.Features;
@@ -21,13 +20,17 @@ public static class ChatCompletions
             model, temperature = 0, max_tokens = maxTokens,
             messages = new object[] { new { role = "system", content = system }, new { role = "user", content = user } },
         };
-        using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = JsonContent.Create(body) };
+        // A buffered body with its Content-Length: small servers often refuse chunked requests (what JsonContent would stream).
+        using var request = new HttpRequestMessage(HttpMethod.Post, url)
+        {
+            Content = new StringContent(JsonSerializer.Serialize(body), System.Text.Encoding.UTF8, "application/json"),
+        };
         if (apiKey is { } key) request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(TimeSpan.FromSeconds(timeoutSeconds));
         HttpResponseMessage response;
         try { response = await http.SendAsync(request, timeout.Token); }
-        catch (HttpRequestException e) { throw new MechanistException($"cannot reach {url}: {e.Message}"); }
+        catch (HttpRequestException e) { throw new MechanistException($"cannot reach {url}: {e.Message}{(e.InnerException is { } inner ? $" ({inner.Message})" : "")}"); }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested) { throw new MechanistException($"{url} did not answer within {timeoutSeconds:G} s"); }
         using (response)
         {
