@@ -371,7 +371,9 @@ public sealed class FeatureStoreTests
                     HttpListenerContext c;
                     try { c = await _listener.GetContextAsync(); } catch { return; }
                     string body = await new StreamReader(c.Request.InputStream).ReadToEndAsync();
-                    var (status, text) = c.Request.Url!.AbsolutePath == "/v1/chat/completions" ? reply(body) : (404, "no such path");
+                    // Strict like small servers: a chunked body (no Content-Length) is refused.
+                    var (status, text) = c.Request.ContentLength64 <= 0 ? (411, "length required")
+                        : c.Request.Url!.AbsolutePath == "/v1/chat/completions" ? reply(body) : (404, "no such path");
                     c.Response.StatusCode = status;
                     var bytes = Encoding.UTF8.GetBytes(text);
                     await c.Response.OutputStream.WriteAsync(bytes);
