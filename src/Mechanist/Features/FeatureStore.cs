@@ -423,20 +423,26 @@ public sealed class FeatureStore : IFeatureStore
         return list;
     }
 
-    /// <summary>Everything about one feature (model layer, feature index).</summary>
-    public FeatureDashboard Dashboard(int layer, int feature)
+    /// <summary>A token id's text from the store's vocabulary (looked up once per id; "#id" for an id the vocabulary lacks).</summary>
+    static Func<long, string> TokenTexts(SqliteConnection c)
     {
-        var (li, f) = Check(layer, feature);
-        using var c = Connect(Path, SqliteOpenMode.ReadOnly);
         var vocab = new Dictionary<long, string>();
-        string Tok(long id)
+        return id =>
         {
             if (vocab.TryGetValue(id, out var s)) return s;
             using var cmd = c.CreateCommand();
             cmd.CommandText = "SELECT text FROM vocab WHERE id = $id";
             cmd.Parameters.AddWithValue("$id", id);
             return vocab[id] = cmd.ExecuteScalar() as string ?? $"#{id}";
-        }
+        };
+    }
+
+    /// <summary>Everything about one feature (model layer, feature index).</summary>
+    public FeatureDashboard Dashboard(int layer, int feature)
+    {
+        var (li, f) = Check(layer, feature);
+        using var c = Connect(Path, SqliteOpenMode.ReadOnly);
+        var Tok = TokenTexts(c);
         FeatureHit hit; long[] hist; TokenValue[] topLogits, bottomLogits; float[]? norms;
         using (var cmd = c.CreateCommand())
         {
@@ -511,15 +517,7 @@ public sealed class FeatureStore : IFeatureStore
         }
         var rng = new Random(seed);
         var picked = byText.OrderBy(kv => kv.Key).Select(kv => kv.Value).OrderBy(_ => rng.Next()).Take(count).ToList();
-        var vocab = new Dictionary<long, string>();
-        string Tok(long id)
-        {
-            if (vocab.TryGetValue(id, out var s)) return s;
-            using var cmd = c.CreateCommand();
-            cmd.CommandText = "SELECT text FROM vocab WHERE id = $id";
-            cmd.Parameters.AddWithValue("$id", id);
-            return vocab[id] = cmd.ExecuteScalar() as string ?? $"#{id}";
-        }
+        var Tok = TokenTexts(c);
         return picked.Select(ids => (ids, ids.Select(Tok).ToArray())).ToList();
     }
 
