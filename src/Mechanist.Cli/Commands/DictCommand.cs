@@ -101,7 +101,7 @@ public sealed class DictCommand : ICliCommand
             using var trained = DictionaryJob.Run(m, train, eval, options, parse.GetValue(checkpoint),
                 new Mechanist.Training.SyncProgress<string>(s => ctx.Err.WriteLine(s)), printer, harvestDir: parse.GetValue(activations));
             ctx.Err.WriteLine();
-            string command = "mechanist dict train " + string.Join(" ", Environment.GetCommandLineArgs().SkipWhile(a => a != "train").Skip(1).Select(a => a.Contains(' ') ? $"\"{a}\"" : a));
+            string command = TrainCommandLine();
             DictionaryJob.Save(trained, outDir, command, parse.GetValue(overwrite));
             PrintEvaluation(ctx, trained.Evaluation);
             ctx.Out.WriteLine($"wrote {outDir} ({trained.TokensPerSecond:N0} tokens/s, {trained.FlopsPerSecond / 1e9:F1} GFLOP/s)");
@@ -130,12 +130,16 @@ public sealed class DictCommand : ICliCommand
         double tps = result.StepsRun * (double)config.BatchSize / Math.Max(1e-9, result.TrainSeconds);
         var trained = new TrainedDictionary(bundle, new DictionaryJobOptions(config, SaeHook: hook ?? "activations", TrainTokens: n - held, EvalTokens: held), evaluation,
             result.Losses, n - held, result.TrainSeconds, tps, result.FlopsPerStep * result.StepsRun / Math.Max(1e-9, result.TrainSeconds));
-        string command = "mechanist dict train " + string.Join(" ", Environment.GetCommandLineArgs().SkipWhile(a => a != "train").Skip(1).Select(a => a.Contains(' ') ? $"\"{a}\"" : a));
+        string command = TrainCommandLine();
         DictionaryJob.Save(trained, outDir, command, overwrite);
         PrintEvaluation(ctx, evaluation);
         ctx.Out.WriteLine($"wrote {outDir} ({tps:N0} vectors/s, {trained.FlopsPerSecond / 1e9:F1} GFLOP/s)");
         return 0;
     }
+
+    /// <summary>This process's <c>dict train</c> command as a card's "reproduce" line.</summary>
+    static string TrainCommandLine() =>
+        "mechanist dict train " + string.Join(" ", Environment.GetCommandLineArgs().SkipWhile(a => a != "train").Skip(1).Select(a => a.Contains(' ') ? $"\"{a}\"" : a));
 
     static void PrintEvaluation(CliContext ctx, DictionaryEvaluationResult e)
     {

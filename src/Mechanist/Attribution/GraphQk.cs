@@ -43,7 +43,7 @@ public sealed record GraphQk(IReadOnlyDictionary<(string Target, string Source),
                 double share = Math.Abs(h.Value) / edge;
                 if (share < options.Threshold) continue;
                 var key = (h.Layer, h.Head, h.Query, edges[i].Source.Position);
-                wanted[key] = Math.Max(wanted.GetValueOrDefault(key), share * edge);
+                wanted[key] = Math.Max(wanted.GetValueOrDefault(key), Math.Abs(h.Value));
             }
         }
         var scores = new List<QkAttributionResult>();

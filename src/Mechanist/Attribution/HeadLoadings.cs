@@ -64,14 +64,16 @@ public static class HeadLoadings
         var embedValue = forward is not null ? forward[embed][0].to(ScalarType.Float64) : Embedding(model, rm.Tokens);
         var patterns = Enumerable.Range(0, L).Select(l => rm.Clean[HookKind.Pattern, l][0].to(ScalarType.Float32)).ToArray();   // [H, T, T]
         var diagonals = patterns.Select(x => x.diagonal(0, 1, 2)).ToArray();                                                      // [H, T]
-        // Every source's staying values, all sources at once: per layer [S, H, dh] (key-value heads repeated for their query heads);
-        // for sources of edges within one position, also the values of what reached the layer through no attention head.
-        var sources = edges.Select(e => e.Source).Distinct().ToArray();
-        var sourceIndex = sources.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
-        var values = StayingValues(rm, sources, embedValue, patterns, f64, throughDiagonals: true);
-        var local = edges.Where(e => e.Target.Position == e.Source.Position).Select(e => e.Source).Distinct().ToArray();
-        var localIndex = local.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
-        var direct = local.Length == 0 ? null : StayingValues(rm, local, embedValue, patterns, f64, throughDiagonals: false);
+        // The staying values of the sources of edges between positions, all at once: per layer [S, H, dh] (key-value heads repeated for
+        // their query heads); for the sources of edges within one position, the values of what reached the layer through no attention head.
+        var (sourceIndex, values) = SourceValues(across: true);
+        var (localIndex, direct) = SourceValues(across: false);
+        (Dictionary<GraphNode, int> Index, Tensor[]? Values) SourceValues(bool across)
+        {
+            var nodes = edges.Where(e => (e.Target.Position != e.Source.Position) == across).Select(e => e.Source).Distinct().ToArray();
+            return (nodes.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i),
+                nodes.Length == 0 ? null : StayingValues(rm, nodes, embedValue, patterns, f64, throughDiagonals: across));
+        }
         var wu = model.Weights.WU.to(ScalarType.Float32);
         var byTarget = edges.Select((e, i) => (e, i)).GroupBy(x => x.e.Target).ToDictionary(g => g.Key, g => g.ToList());
         var answers = new EdgeLoadings?[edges.Count];
@@ -125,7 +127,7 @@ public static class HeadLoadings
                     var sent = columns.transpose(1, 2).bmm(gq);                                         // [H, U, dh]
                     var self = diagonals[m].index_select(1, keys).unsqueeze(-1).mul(gq.index_select(1, keys));   // the diagonal's share
                     var off = sent.sub(self).index_select(1, slots).permute(1, 0, 2);                   // [S', H, dh]
-                    perLayer[m] = off.mul(values[m].index_select(0, rowsOf).to(off.dtype)).sum(-1L);     // [S', H]
+                    perLayer[m] = off.mul(values![m].index_select(0, rowsOf).to(off.dtype)).sum(-1L);     // [S', H]
                 }
                 loads.index_copy_(0, acrossRows, stack(perLayer, 1).reshape(across.Length, L * H));
             }
@@ -178,7 +180,7 @@ public static class HeadLoadings
                     using var layerScope = NewDisposeScope();
                     using var at = tensor(items.Select(x => (long)mine[x / k].Position).ToArray());
                     using var rows = tensor(items.Select(x => (long)sourceIndex[mine[x / k]]).ToArray());
-                    var v = values[m].select(1, h).index_select(0, rows).to(g[m].dtype);                 // [K, dh]
+                    var v = values![m].select(1, h).index_select(0, rows).to(g[m].dtype);                 // [K, dh]
                     var dots = v.matmul(g[m][..Q, h].t());                                              // [K, Q]
                     var column = patterns[m][h, ..Q].index_select(1, at).t();                           // pattern_h[p', p_s] [K, Q]
                     var each = column.mul(dots).abs().masked_fill(SafeOps.Arange(Q).view(1, Q).eq(at.view(-1, 1)), Scalars.Of(-1.0));

@@ -54,22 +54,13 @@ public sealed class ReplacementModel : IDisposable
     public static ReplacementModel Build(HookedTransformer model, ICrossLayerDictionary dictionary, TranscoderInput input, Tensor tokens)
     {
         if (tokens.dim() != 2 || tokens.shape[0] != 1) throw new MechanistException("attribution takes one prompt [1, pos]");
-        if (model.Config.AttnOnly != dictionary is NoFeatures)
+        bool attentionOnly = dictionary is NoFeatures;
+        if (model.Config.AttnOnly != attentionOnly)
             throw new MechanistException(model.Config.AttnOnly ? "an attention-only model has no MLPs to replace: trace it without transcoders" : "this model has MLPs: its replacement needs transcoders");
-        if (dictionary is NoFeatures)
-        {
-            using var attnScope = NewDisposeScope();
-            var reg0 = model.HookPoints;
-            var kept = new HashSet<string>(reg0.Points.Where(p => p.Kind is HookKind.Pattern or HookKind.Ln1Scale or HookKind.LnFinalScale or HookKind.Ln1PostScale).Select(p => p.Name));
-            var (cleanLogits, cleanCache) = model.RunWithCache(tokens, kept.Contains);
-            int T = (int)tokens.shape[1];
-            return new ReplacementModel(model, dictionary, input, tokens.clone().MoveToOuterDisposeScope(), zeros(model.Config.NLayers, T, 0).MoveToOuterDisposeScope(),
-                zeros(model.Config.NLayers, T, model.Config.DModel).MoveToOuterDisposeScope(), cleanLogits[0].to(ScalarType.Float32).MoveToOuterDisposeScope(), cleanCache);
-        }
-        var splice = new TranscoderSplice(dictionary, input, ErrorTerm.Detached);
-        splice.AddedPoints(model.HookPoints).ToList(); // layers and width must fit
+        var splice = attentionOnly ? null : new TranscoderSplice(dictionary, input, ErrorTerm.Detached);
+        splice?.AddedPoints(model.HookPoints).ToList(); // layers and width must fit
         var reg = model.HookPoints;
-        int layers = model.Config.NLayers;
+        int layers = model.Config.NLayers, T = (int)tokens.shape[1];
         using var scope = NewDisposeScope();
         // The spliced run with error terms is the model itself; features and errors at BOS are zeroed afterwards
         // (circuit-tracer's zero_positions), which changes nothing at later positions: decoding is per position.
@@ -77,14 +68,25 @@ public sealed class ReplacementModel : IDisposable
         // patterns, which a fused run keeps as queries and keys until read), not every activation of a long prompt.
         var needed = new HashSet<string>(reg.Points.Where(p => p.Kind is HookKind.MlpOut or HookKind.Pattern or HookKind.Ln1Scale or HookKind.Ln2Scale
             or HookKind.LnFinalScale or HookKind.Ln1PostScale or HookKind.Ln2PostScale).Select(p => p.Name));
-        for (int l = 0; l < layers; l++)
-            foreach (var suffix in new[] { SplicePoints.Acts, SplicePoints.Error, SplicePoints.Input })
-                needed.Add(SplicePoints.Under(reg.Name(HookKind.MlpOut, l), suffix));
-        var (logits, cache) = model.RunWithCache(tokens, needed.Contains, new RunOptions { Splices = new[] { splice } });
-        var acts = stack(Enumerable.Range(0, layers).Select(l => cache[SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Acts)][0]).ToArray());
-        var errors = stack(Enumerable.Range(0, layers).Select(l => cache[SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Error)][0]).ToArray()).clone();
-        acts[.., 0] = 0;
-        errors[.., 0] = 0;
+        if (!attentionOnly)
+            for (int l = 0; l < layers; l++)
+                foreach (var suffix in new[] { SplicePoints.Acts, SplicePoints.Error, SplicePoints.Input })
+                    needed.Add(SplicePoints.Under(reg.Name(HookKind.MlpOut, l), suffix));
+        var (logits, cache) = model.RunWithCache(tokens, needed.Contains, new RunOptions { Splices = splice is null ? Array.Empty<ISplice>() : new ISplice[] { splice } });
+        Tensor acts, errors;
+        if (attentionOnly)
+        {
+            // No MLPs: no features, and nothing for an error to stand for.
+            acts = zeros(layers, T, 0);
+            errors = zeros(layers, T, model.Config.DModel);
+        }
+        else
+        {
+            acts = stack(Enumerable.Range(0, layers).Select(l => cache[SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Acts)][0]).ToArray());
+            errors = stack(Enumerable.Range(0, layers).Select(l => cache[SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Error)][0]).ToArray()).clone();
+            acts[.., 0] = 0;
+            errors[.., 0] = 0;
+        }
         return new ReplacementModel(model, dictionary, input, tokens.clone().MoveToOuterDisposeScope(), acts.to(ScalarType.Float32).MoveToOuterDisposeScope(),
             errors.to(ScalarType.Float32).MoveToOuterDisposeScope(), logits[0].to(ScalarType.Float32).MoveToOuterDisposeScope(), cache);
     }

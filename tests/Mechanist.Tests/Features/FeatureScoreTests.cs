@@ -39,11 +39,16 @@ public class FeatureScoreTests
         bool Holds(string text) => firing.Any(t => text.Contains(t, StringComparison.Ordinal));
         bool MarksRight(string text) => System.Text.RegularExpressions.Regex.Matches(text, "⟦(.*?)⟧").All(m => firing.Contains(m.Groups[1].Value));
         string spec = $"{layer}:{feature}";
-        int asked = 0;
+        // The store's own record of the feature is the reference: its windows fire (detection positives), and a window with exactly
+        // its firing tokens marked is right (fuzzing positives); anything else the server is shown is a negative.
+        var own = store.Dashboard(layer, feature);
+        var ownWindows = own.Top.Concat(own.Intervals.SelectMany(i => i.Examples)).ToList();
+        var firingTexts = ownWindows.Select(e => string.Concat(e.Tokens)).ToHashSet();
+        var rightMarks = ownWindows.Select(e => string.Concat(e.Tokens.Select((t, i) => e.Acts[i] > 0 ? $"⟦{t}⟧" : t))).ToHashSet();
+        var seen = new System.Collections.Concurrent.ConcurrentQueue<(string Text, bool Said)>();
         string rule = "truth";
         using var server = new FeatureStoreTests.FakeChatServer(body =>
         {
-            Interlocked.Increment(ref asked);
             string text = TextOf(body);
             bool answer = rule switch
             {
@@ -53,53 +58,72 @@ public class FeatureScoreTests
                 "yes" => true,
                 _ => false,
             };
+            seen.Enqueue((text, answer));
             return (200, Reply(answer ? "1" : "0"));
         });
-        async Task<(int Code, string Out, string Err)> Score(params string[] extra) =>
-            await Task.Run(() => CliRunner.Run(new[] { "features", "score", "--db", dir.Path, "--endpoint", server.Url + "v1", "--llm", "rule", "--features", spec }.Concat(extra).ToArray()));
+        async Task<(int Code, string Out, string Err)> Score(params string[] extra)
+        {
+            seen.Clear();
+            return await Task.Run(() => CliRunner.Run(new[] { "features", "score", "--db", dir.Path, "--endpoint", server.Url + "v1", "--llm", "rule", "--features", spec }.Concat(extra).ToArray()));
+        }
         double Stored(string method) => store.Scores(layer, feature).Single(s => s.Method == method).BalancedAccuracy;
+        // Balanced accuracy of the answers the server gave in the last run, positives told by the store's record.
+        (int P, int N, int TP, int TN, double Accuracy) Expected(Func<string, bool> positive)
+        {
+            var list = seen.ToList();
+            int p = list.Count(x => positive(x.Text)), n = list.Count - p;
+            int tp = list.Count(x => positive(x.Text) && x.Said), tn = list.Count(x => !positive(x.Text) && !x.Said);
+            return (p, n, tp, tn, 0.5 * (tp / (double)p + tn / (double)n));
+        }
 
-        // What the rule must score, from the contexts the scorer asks about: every firing context holds a firing token, so TP = P; a silent
-        // context holding one (where the feature stayed off) is a false positive. The server must be asked exactly these contexts.
-        using var model = Mechanist.Models.HookedTransformer.Load(Path.Combine(SharedData.RepoRoot, "models", "toy-4l"));
-        using var source = FeatureSource.Load(model, store.Info.Dictionary);
-        var windows = store.Windows(layer, 4 * 10 + 20, 0);
-        var maxima = FeatureScorer.WindowMaxima(model, source, Array.IndexOf(store.Info.Layers, layer), windows.Select(w => w.Ids).ToList());
-        var silent = windows.Where((_, i) => maxima[i][feature] <= 0).Select(w => string.Concat(w.Tokens)).ToList();
-        Assert.True(silent.Count >= 10, $"{silent.Count} silent windows");
-        var detection = FeatureScorer.Trials(store.Dashboard(layer, feature), ScoreMethod.Detection, new ScoringOptions("http://x", "m"), silent);
-        Assert.Equal((10, 10), (detection.Count(t => t.Fires), detection.Count(t => !t.Fires)));
-        Assert.All(detection.Where(t => t.Fires), t => Assert.True(Holds(t.Text)));
-        double truth = 0.5 * (1 + detection.Count(t => !t.Fires && !Holds(t.Text)) / 10.0);
-        var fuzzing = FeatureScorer.Trials(store.Dashboard(layer, feature), ScoreMethod.Fuzzing, new ScoringOptions("http://x", "m", Positives: 6, Negatives: 6));
-        Assert.All(fuzzing.Where(t => t.Fires), t => Assert.True(MarksRight(t.Text)));
-        double fuzzTruth = 0.5 * (1 + fuzzing.Count(t => !t.Fires && !MarksRight(t.Text)) / (double)fuzzing.Count(t => !t.Fires));
-        Assert.True(truth > 0.5 && fuzzTruth > 0.5, $"the rule should beat chance: {truth}, {fuzzTruth}");
         var (code, stdout, err) = await Score();
         Assert.True(code == 0, err);
-        Assert.Equal(truth, Stored("detection"), 12);
-        Assert.Equal(20, asked);                                   // 10 firing contexts and 10 not
+        var detection = Expected(firingTexts.Contains);
+        Assert.Equal((10, 10), (detection.P, detection.N));
+        Assert.Equal(detection.Accuracy, Stored("detection"), 12);
+        Assert.True(detection.Accuracy > 0.5, $"the rule should beat chance: {detection.Accuracy}");
         var kept = store.Scores(layer, feature).Single();
-        Assert.Equal((10, 10, 10, detection.Count(t => !t.Fires && !Holds(t.Text)), "rule"), (kept.Positives, kept.Negatives, kept.TruePositives, kept.TrueNegatives, kept.Model));
+        Assert.Equal((10, 10, detection.TP, detection.TN, "rule"), (kept.Positives, kept.Negatives, kept.TruePositives, kept.TrueNegatives, kept.Model));
+        Assert.Equal(10, detection.TP);                            // every firing window holds a token the feature fires on
+        // Every negative is silent: checked by the attribution's spliced run of the model and the store's dictionary on the window's tokens
+        // (another path to the same activations than the scorer's), positions after the first (that run zeroes position 0).
+        using (var model = Mechanist.Models.HookedTransformer.Load(Path.Combine(SharedData.RepoRoot, "models", "toy-4l")))
+        using (var bundle = Mechanist.Dictionaries.Formats.CircuitTracerFormat.Load(store.Info.Dictionary))
+        {
+            var idsOf = store.Windows(layer, 1000, 0).GroupBy(w => string.Concat(w.Tokens)).ToDictionary(g => g.Key, g => g.First().Ids);
+            foreach (var (text, _) in seen.Where(x => !firingTexts.Contains(x.Text)))
+            {
+                using var tokens = TorchSharp.torch.tensor(idsOf[text]).unsqueeze(0);
+                using var rm = Mechanist.Attribution.ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
+                Assert.True(rm.Activations[layer, 1.., feature].max().item<float>() <= 0, $"the feature fires in the negative '{text}'");
+            }
+        }
         // A stopped run resumes: what is scored is skipped unless forced.
         (code, stdout, _) = await Score();
         Assert.Contains("already scored", stdout);
-        Assert.Equal(20, asked);
-        foreach (var (r, expected) in new[] { ("yes", 0.5), ("no", 0.5), ("inverted", 1 - truth) })
+        Assert.Empty(seen);
+        double inverted = 0;
+        foreach (var r in new[] { "yes", "no", "inverted" })
         {
             rule = r;
             (code, _, err) = await Score("--force");
             Assert.True(code == 0, err);
-            Assert.Equal(expected, Stored("detection"));
+            var expected = Expected(firingTexts.Contains);
+            Assert.Equal(expected.Accuracy, Stored("detection"), 12);
+            if (r != "inverted") Assert.Equal(0.5, expected.Accuracy);
+            else Assert.Equal(1 - detection.Accuracy, inverted = expected.Accuracy, 12);
         }
         rule = "marks";
         (code, _, err) = await Score("--method", "fuzzing", "--positives", "6", "--negatives", "6");
         Assert.True(code == 0, err);
-        Assert.Equal(fuzzTruth, Stored("fuzzing"), 12);
+        var fuzzing = Expected(rightMarks.Contains);
+        Assert.Equal((6, 6), (fuzzing.P, fuzzing.N));
+        Assert.Equal(fuzzing.Accuracy, Stored("fuzzing"), 12);
+        Assert.True(fuzzing.Accuracy > 0.5, $"the rule should beat chance: {fuzzing.Accuracy}");
         // features show says it.
         (code, stdout, _) = CliRunner.Run("features", "show", "--db", dir.Path, spec);
-        Assert.Contains($"fuzzing score: {fuzzTruth:F3}", stdout);
-        Assert.Contains($"detection score: {1 - truth:F3}", stdout);
+        Assert.Contains($"fuzzing score: {fuzzing.Accuracy:F3}", stdout);
+        Assert.Contains($"detection score: {inverted:F3}", stdout);
 
         // Failures: a 500 midway, an unclear answer, a slow server. No score appears and the one stored stays.
         int calls = 0;
@@ -114,7 +138,7 @@ public class FeatureScoreTests
             Assert.Equal(2, code);
             Assert.Contains(message, err);
             Assert.Contains("got no score", err);
-            Assert.Equal(1 - truth, Stored("detection"), 12);      // the inverted rule's score, untouched
+            Assert.Equal(inverted, Stored("detection"), 12);       // the inverted rule's score, untouched
         }
     }
 
