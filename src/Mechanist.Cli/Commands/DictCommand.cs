@@ -161,10 +161,55 @@ public sealed class DictCommand : ICliCommand
         var tokens = new Option<long>("--tokens") { Description = "Tokens to evaluate on.", DefaultValueFactory = _ => 20_000 };
         var groundTruth = new Option<string>("--ground-truth") { Description = "Score an SAE against the features that made its data (a mechanist dict synth ground_truth.safetensors): MCC, feature recovery, explained variance, L0, dead latents, shrinkage, absorption. No model needed." };
         var cosine = new Option<double>("--cosine") { Description = "With --ground-truth: the decoder cosine at which a true feature counts as recovered.", DefaultValueFactory = _ => 0.9 };
+        var suite = new Option<string[]>("--suite")
+        {
+            Description = $"SAEBench-style suites on the model ({string.Join(", ", EvaluationSuites.Names.Names)}; comma-separated or repeated): core gathers reconstruction, " +
+                "cosine, density and loss recovered; probing fits probes on the best 1, 2, 5 latents for toy-world labels against one on the raw activations; absorption measures " +
+                "feature absorption on toy-world word categories. Each writes eval/SUITE.json beside the dictionary (or in --report-dir) and its rows into the card (README.md).",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var layer = new Option<int[]>("--layer") { Description = "With --suite probing/absorption: the dictionary layers to read (default: all).", AllowMultipleArgumentsPerToken = true };
+        var seed = new Option<int>("--seed") { Description = "With --suite: seed of the probing texts and the held-out split.", DefaultValueFactory = _ => 0 };
+        var reportDir = new Option<string>("--report-dir") { Description = "With --suite: where eval/SUITE.json and the card go (default: the dictionary's folder)." };
         var json = CommonOptions.Json();
-        var cmd = new Command("eval", "Evaluate a dictionary: FVU, MSE, L0, dead and dense features, loss recovered, KL, next-token agreement; or against ground truth.") { model, offline, dict, corpus, tokens, groundTruth, cosine, json };
+        var cmd = new Command("eval", "Evaluate a dictionary: FVU, MSE, L0, dead and dense features, loss recovered, KL, next-token agreement; SAEBench-style suites (--suite); or against ground truth.")
+            { model, offline, dict, corpus, tokens, groundTruth, cosine, suite, layer, seed, reportDir, json };
         cmd.SetAction(parse =>
         {
+            if (parse.GetValue(suite) is { Length: > 0 } suiteNames)
+            {
+                if (parse.GetValue(groundTruth) is not null) throw new MechanistException("--suite evaluates on a model; --ground-truth on synthetic data: give one");
+                var suites = suiteNames.SelectMany(n => n.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                    .Select(EvaluationSuites.Names.Parse).Distinct().ToArray();
+                string dictDir = DictionaryInput.Resolve(parse.GetValue(dict)!, parse.GetValue(offline), ctx);
+                string outDir = parse.GetValue(reportDir) ?? dictDir;
+                if (!Directory.Exists(outDir)) throw new MechanistException($"--report-dir {outDir}: no such folder");
+                using var sm = ModelInput.Load(parse.GetValue(model), parse, parse.GetValue(offline), ctx);
+                using var sb = DictionaryBundle.Load(dictDir);
+                sb.CheckFits(sm);
+                int[]? layers = parse.GetValue(layer) is { Length: > 0 } ls ? ls : null;
+                var reports = new Dictionary<string, object>();
+                foreach (var s in suites)
+                {
+                    object report = s switch
+                    {
+                        EvaluationSuite.Core => EvaluationSuites.Core(sm, sb, CoreTexts(parse.GetValue(corpus), parse.GetValue(model), sm, ctx, parse.GetValue(tokens)), parse.GetValue(tokens)),
+                        EvaluationSuite.Probing => EvaluationSuites.Probing(sm, sb, layers, parse.GetValue(seed)),
+                        _ => EvaluationSuites.Absorption(sm, sb, layers, parse.GetValue(seed)),
+                    };
+                    EvaluationSuites.Save(outDir, s, report);
+                    reports[EvaluationSuites.Names.Name(s)] = report;
+                    if (!parse.GetValue(json))
+                    {
+                        ctx.Out.WriteLine(EvaluationSuites.Markdown(report));
+                        ctx.Out.WriteLine($"wrote {Path.Combine(outDir, "eval", EvaluationSuites.Names.Name(s) + ".json")} and its rows in {Path.Combine(outDir, "README.md")}");
+                        ctx.Out.WriteLine();
+                    }
+                }
+                if (parse.GetValue(json)) ctx.Out.WriteLine(JsonSerializer.Serialize(reports, JsonFormat.Options));
+                return 0;
+            }
+            if (parse.GetValue(layer) is { Length: > 0 } || parse.GetValue(reportDir) is not null) throw new MechanistException("--layer and --report-dir go with --suite");
             if (parse.GetValue(groundTruth) is { } gtPath)
             {
                 if (parse.GetValue(model) is not null || parse.GetValue(corpus) is not null) throw new MechanistException("--ground-truth scores on the file's own samples: leave out --model and --corpus");
@@ -191,6 +236,12 @@ public sealed class DictCommand : ICliCommand
             return 0;
         });
         return cmd;
+    }
+
+    static List<string> CoreTexts(string? corpus, string? modelSpec, HookedTransformer m, CliContext ctx, long tokens)
+    {
+        var (_, texts, _) = Texts(corpus, modelSpec, m, 0, ctx);
+        return CorpusReader.TakeTokens(m.Tokenizer ?? throw new MechanistException($"{m.Name} has no tokenizer"), texts, tokens);
     }
 
     static void PrintGroundTruth(CliContext ctx, GroundTruthMetrics g)
