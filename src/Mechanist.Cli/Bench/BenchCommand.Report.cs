@@ -29,7 +29,7 @@ public sealed partial class BenchCommand
 
     static string SectionStart(string suite) => $"<!-- bench suite {suite} -->";
     static string SectionEnd(string suite) => $"<!-- end of bench suite {suite} -->";
-    static readonly string[] Suites = { "dictionaries", "large", "attribution", "features", "moe", "graph-explorer" };
+    static readonly string[] Suites = { "dictionaries", "large", "attribution", "features", "moe", "generation", "graph-explorer" };
 
     /// <summary>The suite sections of an existing file, kept when the main suite rewrites it.</summary>
     static string KeptSections(string? old)
@@ -62,6 +62,7 @@ public sealed partial class BenchCommand
             "attribution" => "## Attribution graphs at scale (`bench --suite attribution`)",
             "features" => "## Feature dashboards (`bench --suite features`)",
             "moe" => "## Mixture of experts (`bench --suite moe`)",
+            "generation" => "## Encoder-decoder generation (`bench --suite generation`)",
             _ => "## Dictionaries (`bench --suite dictionaries`)",
         });
         sb.AppendLine();
@@ -80,6 +81,9 @@ public sealed partial class BenchCommand
             "features" => "`features build` on the built-in model and its shipped CLT (4 layers × 1,024 features; top-20 examples and 4 per octave per feature, " +
                 "12 + 4 tokens of context) over two sizes of the toy corpus, one process each size, checkpoints every 200K tokens. Peak RSS is the kernel's high-water " +
                 "mark over the build (reset before it); the store's size is bounded by the features, not the corpus, and so is the memory.",
+            "generation" => "A random t5-small-shaped checkpoint (d_model 512, 6 + 6 layers, 8 heads, d_ff 2,048, vocabulary 32,128, fp32), greedy decoding from a " +
+                "32-token input: with the decoder's self-attention keys and values kept between steps and the encoder's cross-attention keys and values computed once, " +
+                "against rerunning the decoder over the whole prefix each step. Both produce the same tokens (checked in the run; the golden T5 generation test pins the logits).",
             _ => "",
         });
         sb.AppendLine();

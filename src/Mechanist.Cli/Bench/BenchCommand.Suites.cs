@@ -204,6 +204,58 @@ public sealed partial class BenchCommand
     }
 
     /// <summary>
+    /// Greedy T5 generation on a random t5-small-shaped checkpoint (d 512, 6 + 6 layers, 8 heads, d_ff 2,048, vocabulary 32,128):
+    /// decoding with the kept self- and cross-attention keys and values against rerunning the decoder over the whole prefix each
+    /// step (the same tokens both ways).
+    /// </summary>
+    static IEnumerable<Row> T5GenerationRows(string dir)
+    {
+        string folder = Path.Combine(dir, "t5-small-shaped");
+        Directory.CreateDirectory(folder);
+        const int d = 512, dkv = 64, heads = 8, dff = 2048, layers = 6, vocab = 32128, newTokens = 128;
+        using (var scope = NewDisposeScope())
+        {
+            manual_seed(0);
+            var w = new Dictionary<string, Tensor> { ["shared.weight"] = randn(vocab, d) };
+            Tensor Dense(long o, long i) => randn(o, i).Div(Math.Sqrt(i));
+            foreach (var (stack, decoder) in new[] { ("encoder", false), ("decoder", true) })
+            {
+                for (int l = 0; l < layers; l++)
+                {
+                    string p = $"{stack}.block.{l}.layer.";
+                    foreach (var sub in decoder ? new[] { "0.SelfAttention.", "1.EncDecAttention." } : new[] { "0.SelfAttention." })
+                    {
+                        foreach (var m in new[] { "q", "k", "v" }) w[p + sub + m + ".weight"] = Dense(heads * dkv, d);
+                        w[p + sub + "o.weight"] = Dense(d, heads * dkv);
+                    }
+                    if (l == 0) w[p + "0.SelfAttention.relative_attention_bias.weight"] = randn(32, heads);
+                    string ff = decoder ? "2." : "1.";
+                    w[p + ff + "DenseReluDense.wi.weight"] = Dense(dff, d);
+                    w[p + ff + "DenseReluDense.wo.weight"] = Dense(d, dff);
+                    foreach (var norm in decoder ? new[] { "0.", "1.", "2." } : new[] { "0.", "1." }) w[p + norm + "layer_norm.weight"] = ones(d);
+                }
+                w[$"{stack}.final_layer_norm.weight"] = ones(d);
+            }
+            SafetensorsWriter.Write(Path.Combine(folder, "model.safetensors"), w);
+        }
+        File.WriteAllText(Path.Combine(folder, "config.json"), JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["architectures"] = new[] { "T5ForConditionalGeneration" }, ["model_type"] = "t5", ["d_model"] = d, ["d_kv"] = dkv, ["num_heads"] = heads, ["d_ff"] = dff,
+            ["num_layers"] = layers, ["num_decoder_layers"] = layers, ["vocab_size"] = vocab, ["relative_attention_num_buckets"] = 32,
+            ["relative_attention_max_distance"] = 128, ["feed_forward_proj"] = "relu", ["layer_norm_epsilon"] = 1e-6, ["decoder_start_token_id"] = 0,
+            ["eos_token_id"] = 1, ["pad_token_id"] = 0, ["tie_word_embeddings"] = true,
+        }));
+        using var t5 = HookedEncoderDecoder.Load(folder);
+        using var input = tensor(Enumerable.Range(10, 32).Select(i => (long)i).ToArray(), new long[] { 1, 32 });
+        long[]? cachedIds = null, rerunIds = null;
+        var cached = Time($"t5-small-shaped: generate {newTokens} tokens (KV cache)", 1, () => cachedIds = t5.Generate(input, newTokens, stopAtEos: false).Ids);
+        var rerun = Time($"t5-small-shaped: generate {newTokens} tokens (decoder rerun each step)", 1, () => rerunIds = t5.Generate(input, newTokens, stopAtEos: false, useCache: false).Ids);
+        string same = cachedIds!.SequenceEqual(rerunIds!) ? "the same tokens" : "DIFFERENT tokens";
+        yield return cached with { Note = $"{newTokens / (cached.MedianMs / 1000):F1} tokens/s after a 32-token input; {rerun.MedianMs / cached.MedianMs:F1}x faster than rerunning the decoder, {same}" };
+        yield return rerun with { Note = $"{newTokens / (rerun.MedianMs / 1000):F1} tokens/s" };
+    }
+
+    /// <summary>
     /// Billion-parameter models: random checkpoints of Llama-3.2-1B's and Gemma-2-2B's shapes written in bf16 as sharded
     /// Hugging Face folders, then per model: load time and memory (peak RSS of the load against the weights' bytes),
     /// forward 1x128 in bf16 and fp32 (when twice the fp32 weights fit in the memory available), a full cache's bytes,

@@ -30,8 +30,8 @@ public sealed partial class BenchCommand : ICliCommand
         var markdown = new Option<string>("--markdown") { Description = "Write the table to this Markdown file (BENCHMARKS.md)." };
         var fileMb = new Option<int>("--file-mb") { Description = "Size of the safetensors file for the mmap-open row (0: skip).", DefaultValueFactory = _ => 500 };
         var json = CommonOptions.Json();
-        var suite = new Option<string>("--suite") { Description = "all; dictionaries (harvesting and dictionary training on the built-in model only); or large (Llama-3.2-1B- and Gemma-2-2B-shaped random checkpoints in bf16: load, memory, forward, cache, generation).", DefaultValueFactory = _ => "all" };
-        suite.AcceptOnlyFromAmong("all", "dictionaries", "large", "attribution", "features", "moe");
+        var suite = new Option<string>("--suite") { Description = "all; dictionaries (harvesting and dictionary training on the built-in model only); large (Llama-3.2-1B- and Gemma-2-2B-shaped random checkpoints in bf16: load, memory, forward, cache, generation); attribution; features; moe; or generation (T5 with and without the KV cache).", DefaultValueFactory = _ => "all" };
+        suite.AcceptOnlyFromAmong("all", "dictionaries", "large", "attribution", "features", "moe", "generation");
         var tokenCounts = new Option<string>("--attribution-tokens") { Description = "Prompt lengths of the attribution suite.", DefaultValueFactory = _ => "128,512,2048" };
         var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json, suite, tokenCounts };
         cmd.SetAction(parse =>
@@ -58,6 +58,8 @@ public sealed partial class BenchCommand : ICliCommand
                 }
                 else if (parse.GetValue(suite) == "moe")
                     rows = MoeRows(n).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
+                else if (parse.GetValue(suite) == "generation")
+                    rows = T5GenerationRows(dir).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else if (parse.GetValue(suite) == "features")
                     rows = FeatureRows(dir).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else if (parse.GetValue(suite) == "large")

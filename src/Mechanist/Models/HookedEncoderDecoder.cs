@@ -212,10 +212,10 @@ public sealed class HookedEncoderDecoder : IDisposable
         return _w[weight] * (xf * xf.Square().mean(new long[] { -1 }, keepdim: true).add(Scalars.Of(Config.Eps), Scalars.One).rsqrt()).to(x.dtype);
     }
 
-    /// <summary>T5's relative-position bias [1, heads, queries, keys] from block 0's table.</summary>
-    Tensor PositionBias(long queries, long keys, bool bidirectional, string table)
+    /// <summary>T5's relative-position bias [1, heads, queries, keys] from block 0's table; the queries sit at positions from <paramref name="queryStart"/>.</summary>
+    Tensor PositionBias(long queries, long keys, bool bidirectional, string table, long queryStart = 0)
     {
-        var rel = SafeOps.Arange(keys).unsqueeze(0) - SafeOps.Arange(queries).unsqueeze(1);
+        var rel = SafeOps.Arange(keys).unsqueeze(0) - SafeOps.Arange(queryStart, queryStart + queries).unsqueeze(1);
         int n = Config.Buckets;
         var buckets = zeros_like(rel);
         if (bidirectional)
@@ -233,12 +233,46 @@ public sealed class HookedEncoderDecoder : IDisposable
         return _w[table].index_select(0, buckets.flatten()).view(buckets.shape[0], buckets.shape[1], -1).permute(2, 0, 1).unsqueeze(0);
     }
 
-    Tensor Attention(Run run, AttentionNames n, int l, Tensor x, Tensor kv, Tensor bias, string w)
+    /// <summary>
+    /// Keys and values kept between decoding steps: a decoder layer's self-attention (grown by each step's positions) or its
+    /// cross-attention (the encoder's, computed once).
+    /// </summary>
+    sealed class KeyValues : IDisposable
+    {
+        public Tensor? K, V;
+        public void Set(Tensor k, Tensor v) { K?.Dispose(); V?.Dispose(); K = k.DetachFromDisposeScope(); V = v.DetachFromDisposeScope(); }
+        public void Dispose() { K?.Dispose(); V?.Dispose(); }
+    }
+
+    /// <summary>The decoder's kept keys and values while generating, and how many positions they hold.</summary>
+    sealed class DecoderCache(int layers) : IDisposable
+    {
+        public readonly KeyValues[] Self = Enumerable.Range(0, layers).Select(_ => new KeyValues()).ToArray();
+        public readonly KeyValues[] Cross = Enumerable.Range(0, layers).Select(_ => new KeyValues()).ToArray();
+        public long Length;
+        public void Dispose() { foreach (var kv in Self.Concat(Cross)) kv.Dispose(); }
+    }
+
+    /// <summary>
+    /// One attention sublayer. With <paramref name="kept"/>, self-attention appends this step's keys and values to the kept ones
+    /// (hooks see this step's), and cross-attention computes the encoder's keys and values on its first step only.
+    /// </summary>
+    Tensor Attention(Run run, AttentionNames n, int l, Tensor x, Tensor kv, Tensor bias, string w, KeyValues? kept = null, bool cross = false)
     {
         long b = x.shape[0], q = x.shape[1], k = kv.shape[1]; int h = Config.NHeads, dk = Config.DKv;
         var qh = run.Hook(n.Q, l, F.linear(x, _w[w + "q.weight"]).view(b, q, h, dk));
-        var kh = run.Hook(n.K, l, F.linear(kv, _w[w + "k.weight"]).view(b, k, h, dk));
-        var vh = run.Hook(n.V, l, F.linear(kv, _w[w + "v.weight"]).view(b, k, h, dk));
+        Tensor kh, vh;
+        if (cross && kept?.K is not null) (kh, vh) = (kept.K, kept.V!);
+        else
+        {
+            kh = run.Hook(n.K, l, F.linear(kv, _w[w + "k.weight"]).view(b, k, h, dk));
+            vh = run.Hook(n.V, l, F.linear(kv, _w[w + "v.weight"]).view(b, k, h, dk));
+            if (kept is not null)
+            {
+                if (!cross && kept.K is not null) (kh, vh) = (cat(new[] { kept.K, kh }, 1), cat(new[] { kept.V!, vh }, 1));
+                kept.Set(kh, vh);
+            }
+        }
         // T5 does not divide the scores by sqrt(d_kv); the bias carries positions and the mask.
         var scores = run.Hook(n.Scores, l, matmul(qh.permute(0, 2, 1, 3), kh.permute(0, 2, 3, 1)).add(bias, Scalars.One));
         var pattern = run.Hook(n.Pattern, l, F.softmax(scores.to(ScalarType.Float32), -1).to(scores.dtype));
@@ -279,12 +313,16 @@ public sealed class HookedEncoderDecoder : IDisposable
         return run.Hook(HookPoints.Name(HookStack.Encoder, HookKind.LnFinalNormalized), null, Norm(x, "encoder.final_layer_norm.weight"));
     }
 
-    Tensor Decode(Tensor ids, Tensor enc, Tensor? encMask, Run run)
+    /// <summary>
+    /// The decoder over <paramref name="ids"/>; with <paramref name="cache"/>, <paramref name="ids"/> are the positions after the
+    /// cached ones, whose keys and values are reused (and this step's added).
+    /// </summary>
+    Tensor Decode(Tensor ids, Tensor enc, Tensor? encMask, Run run, DecoderCache? cache = null)
     {
-        long b = ids.shape[0], p = ids.shape[1], e = enc.shape[1];
+        long b = ids.shape[0], p = ids.shape[1], e = enc.shape[1], start = cache?.Length ?? 0, keys = start + p;
         var y = run.Hook(HookPoints.Name(HookStack.Decoder, HookKind.Embed), null, _w["shared.weight"].index_select(0, ids.flatten()).view(ids.shape[0], ids.shape[1], -1));
-        var causal = ones(p, p, dtype: ScalarType.Bool).triu(1);
-        var selfBias = PositionBias(p, p, false, "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
+        var causal = ones(p, keys, dtype: ScalarType.Bool).triu(1 + start);
+        var selfBias = PositionBias(p, keys, false, "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", start)
             .masked_fill(causal, Scalars.Of(float.MinValue));
         var crossBias = MaskBias(encMask, b, e);
         foreach (var n in _decoder)
@@ -292,12 +330,13 @@ public sealed class HookedEncoderDecoder : IDisposable
             int l = n.Layer; string w = $"decoder.block.{l}.layer.";
             y = run.Hook(n.ResidPre, l, y);
             var n1 = run.Hook(n.Ln1, l, Norm(y, w + "0.layer_norm.weight"));
-            y = run.Hook(n.ResidMid, l, y.add(run.Hook(n.AttnOut, l, Attention(run, n.Self, l, n1, n1, selfBias, w + "0.SelfAttention.")), Scalars.One));
+            y = run.Hook(n.ResidMid, l, y.add(run.Hook(n.AttnOut, l, Attention(run, n.Self, l, n1, n1, selfBias, w + "0.SelfAttention.", cache?.Self[l])), Scalars.One));
             var n2 = run.Hook(n.Ln2, l, Norm(y, w + "1.layer_norm.weight"));
-            y = run.Hook(n.ResidMidCross, l, y.add(run.Hook(n.CrossOut, l, Attention(run, n.Cross, l, n2, enc, crossBias, w + "1.EncDecAttention.")), Scalars.One));
+            y = run.Hook(n.ResidMidCross, l, y.add(run.Hook(n.CrossOut, l, Attention(run, n.Cross, l, n2, enc, crossBias, w + "1.EncDecAttention.", cache?.Cross[l], cross: true)), Scalars.One));
             var n3 = run.Hook(n.Ln3, l, Norm(y, w + "2.layer_norm.weight"));
             y = run.Hook(n.ResidPost, l, y.add(run.Hook(n.MlpOut, l, FeedForward(run, n, n3, w + "2.DenseReluDense.")), Scalars.One));
         }
+        if (cache is not null) cache.Length = keys;
         y = run.Hook(HookPoints.Name(HookStack.Decoder, HookKind.LnFinalNormalized), null, Norm(y, "decoder.final_layer_norm.weight"));
         // Tied embeddings: the decoder output is rescaled by d_model^-0.5 before the shared unembedding.
         if (Config.Tied) y = y.mul(Scalars.Of(Math.Pow(Config.DModel, -0.5)));
@@ -349,10 +388,12 @@ public sealed class HookedEncoderDecoder : IDisposable
     public string TokenText(long id) => Tokenizer?.DisplayTokens(new[] { id })[0] ?? $"#{id}";
 
     /// <summary>
-    /// Greedy decoding from the decoder start token given one encoder input [1, pos] (the decoder is rerun over its prefix each step;
-    /// the encoder runs once). Returns the decoder ids (start token first) and each step's logits.
+    /// Greedy decoding from the decoder start token given one encoder input [1, pos]. The encoder runs once; each step runs the
+    /// decoder over the new token only, with its self-attention keys and values and the encoder's cross-attention keys and values
+    /// kept from earlier steps (<paramref name="useCache"/> false reruns the decoder over the whole prefix each step, as before the
+    /// cache: the same tokens, for comparison). Returns the decoder ids (start token first) and each step's logits.
     /// </summary>
-    public (long[] Ids, float[][] StepLogits) Generate(Tensor inputIds, int maxNewTokens, bool stopAtEos = true)
+    public (long[] Ids, float[][] StepLogits) Generate(Tensor inputIds, int maxNewTokens, bool stopAtEos = true, bool useCache = true)
     {
         if (inputIds.shape[0] != 1) throw new MechanistException("generate takes one encoder input");
         if (maxNewTokens < 1) throw new MechanistException("generate needs at least one new token");
@@ -363,14 +404,16 @@ public sealed class HookedEncoderDecoder : IDisposable
         var enc = Encode(inputIds, null, run);
         var ids = new List<long> { Config.DecoderStart };
         var steps = new List<float[]>();
+        using var cache = useCache ? new DecoderCache(Config.DecoderLayers) : null;
         for (int i = 0; i < maxNewTokens; i++)
         {
             using var step = NewDisposeScope();
-            var logits = Decode(tensor(ids.ToArray(), new long[] { 1, ids.Count }), enc, null, run)[0, -1];
+            var next = useCache ? tensor(new[] { ids[^1] }, new long[] { 1, 1 }) : tensor(ids.ToArray(), new long[] { 1, ids.Count });
+            var logits = Decode(next, enc, null, run, cache)[0, -1];
             steps.Add(logits.to(ScalarType.Float32).data<float>().ToArray());
-            long next = logits.argmax().item<long>();
-            ids.Add(next);
-            if (stopAtEos && Config.Eos is { } eos && next == eos) break;
+            long chosen = logits.argmax().item<long>();
+            ids.Add(chosen);
+            if (stopAtEos && Config.Eos is { } eos && chosen == eos) break;
         }
         return (ids.ToArray(), steps.ToArray());
     }
