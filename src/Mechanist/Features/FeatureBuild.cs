@@ -91,7 +91,9 @@ public static class FeatureBuild
         {
             if (batch.Count == 0) return;
             var nonEmpty = batch.Where(b => b.Ids.Length > (tok.BosId is { } bos && b.Ids[0] == bos ? 1 : 0)).ToList();
-            long read = nonEmpty.Count > 0 ? Process(model, source, nonEmpty, sketches) : 0;
+            long read = 0;
+            // Texts of similar length run together, so that little of each forward is padding.
+            foreach (var group in SimilarLengths(nonEmpty, PaddedTokensPerForward)) read += Process(model, source, group, sketches);
             tokens += read; sinceSave += read;
             textsDone += batch.Count;
             batch.Clear();
@@ -116,6 +118,20 @@ public static class FeatureBuild
         return info;
     }
 
+    /// <summary>Padded positions (texts × the longest text) a forward takes at most when texts are grouped by length.</summary>
+    public const int PaddedTokensPerForward = 2048;
+
+    /// <summary>The texts sorted by length and cut into groups of at most <paramref name="paddedTokens"/> padded positions (one text at least).</summary>
+    public static IEnumerable<List<(long Index, long[] Ids)>> SimilarLengths(List<(long Index, long[] Ids)> texts, int paddedTokens)
+    {
+        var group = new List<(long Index, long[] Ids)>();
+        foreach (var t in texts.OrderBy(t => t.Ids.Length).ThenBy(t => t.Index))
+        {
+            if (group.Count > 0 && (group.Count + 1) * t.Ids.Length > paddedTokens) { yield return group; group = new(); }
+            group.Add(t);
+        }
+        if (group.Count > 0) yield return group;
+    }
     /// <summary>Runs one batch and adds every firing to the sketches; returns the tokens read (BOS excluded).</summary>
     static long Process(HookedTransformer model, FeatureSource source, List<(long Index, long[] Ids)> batch, FeatureSketch[] sketches)
     {
