@@ -16,7 +16,8 @@ public static class CommonOptions
     /// <summary>--dtype float32|bfloat16|float16 (every command).</summary>
     public static readonly Option<string> DType = new("--dtype")
     {
-        Description = "Weight and activation dtype: float32 (default), bfloat16 or float16.",
+        Description = "Weight dtype: float32 (default), bfloat16 or float16; activations follow it, except that bfloat16 weights on a CPU without bf16 matrix " +
+            "instructions stay bf16 in memory and compute in fp32, a layer at a time (" + Mechanist.Runtime.CpuFeatures.BFloat16Summary + ").",
         DefaultValueFactory = _ => "float32", Recursive = true,
     };
 

@@ -296,28 +296,38 @@ public sealed partial class BenchCommand
             var sw = Stopwatch.StartNew();
             RandomCheckpoint.Write(spec, folder);
             ctx.Err.WriteLine($"{spec.Name}: {spec.Parameters / 1e9:F2} B parameters, {weightBytes / 1e9:F2} GB in bf16, written in {sw.Elapsed.TotalSeconds:F0} s");
-            foreach (var dtype in new[] { ScalarType.BFloat16, ScalarType.Float32 })
+            double? storedForwardMs = null;
+            // bf16 kept in memory and widened to fp32 a layer at a time (what --dtype bfloat16 does on a CPU without bf16 matrix
+            // instructions), bf16 computed in bf16 (what it would do otherwise), and fp32.
+            foreach (var (tag, dtype, widen) in new[] { ("bf16", ScalarType.BFloat16, true), ("bf16 computed in bf16", ScalarType.BFloat16, false), ("fp32", ScalarType.Float32, false) })
             {
-                string tag = dtype == ScalarType.BFloat16 ? "bf16" : "fp32";
                 long bytes = spec.Parameters * (dtype == ScalarType.BFloat16 ? 2 : 4);
                 if (dtype == ScalarType.Float32 && MemAvailableBytes() < 2 * bytes)
                 {
                     ctx.Err.WriteLine($"{spec.Name} {tag}: skipped ({bytes / 1e9:F1} GB of weights, {MemAvailableBytes() / 1e9:F1} GB available)");
                     continue;
                 }
-                GC.Collect();
+                // Tensors left to finalizers (the checkpoint writer's, the previous model's) are freed before the baseline, or
+                // their release during the load would hide the new weights in the RSS deltas.
+                GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
                 ReleaseFreedHeap();
                 double rssBefore = RssMb();
                 ResetPeakRss();
                 sw.Restart();
-                using var model = HookedTransformer.Load(folder, new LoadOptions { DType = dtype });
+                using var model = HookedTransformer.Load(folder, new LoadOptions { DType = dtype, ComputeInFloat32 = widen });
                 double loadMs = sw.Elapsed.TotalMilliseconds, peakLoad = PeakRssMb() - rssBefore, held = RssMb() - rssBefore;
                 yield return new Row($"{spec.Name} {tag}: load", loadMs, loadMs,
                     Note: $"weights {bytes / 1e9:F2} GB; RSS +{held / 1e3:F2} GB after, peak +{peakLoad / 1e3:F2} GB during the load ({peakLoad * 1e6 / bytes:F2}x the weights)");
                 var gen = new Generator(1);
                 using var tokens = randint(0, model.Config.VocabSize, new long[] { 1, 128 }, generator: gen);
-                var forward = Time($"{spec.Name} {tag}: forward 1x128", repeats, () => model.Run(tokens).Dispose());
-                yield return forward with { Note = $"{128 / (forward.MedianMs / 1000):F1} tokens/s" };
+                ResetPeakRss();
+                var forward = Time($"{spec.Name} {tag}: forward 1x128", widen || dtype == ScalarType.Float32 ? repeats : 1, () => model.Run(tokens).Dispose());
+                double forwardPeak = PeakRssMb() - rssBefore;
+                string versus = storedForwardMs is { } ms ? $"; the bf16-stored forward takes **{ms / forward.MedianMs:F2}x** this" : "";
+                if (widen) storedForwardMs = forward.MedianMs;
+                yield return forward with { Note = $"{128 / (forward.MedianMs / 1000):F1} tokens/s; peak RSS +{forwardPeak / 1e3:F2} GB over the process before the load " +
+                    $"(**{forwardPeak * 1e6 / (spec.Parameters * 2):F2}x the bf16 weights**){versus}" };
+                if (dtype == ScalarType.BFloat16 && !widen) continue;
                 ResetPeakRss();
                 double rssCache = RssMb();
                 long cacheBytes = 0;
@@ -328,7 +338,7 @@ public sealed partial class BenchCommand
                     l.Dispose(); c.Dispose();
                 });
                 yield return cached with { Note = $"{cached.MedianMs / forward.MedianMs:F2}x plain forward; cache holds {cacheBytes / 1e6:F0} MB ({model.HookPoints.Firing(false).Count()} hook points), peak RSS +{(PeakRssMb() - rssCache) / 1e3:F2} GB over the loaded model" };
-                if (dtype == ScalarType.BFloat16)
+                if (widen)
                 {
                     var prompt = Enumerable.Range(10, 16).Select(i => (long)i).ToArray();
                     const int newTokens = 16;
@@ -340,17 +350,20 @@ public sealed partial class BenchCommand
             Directory.Delete(folder, true);
         }
         summary["large-model peak RSS (whole run)"] = $"{PeakRssMb():F0} MB";
+        summary["bf16 on this CPU"] = Mechanist.Runtime.CpuFeatures.BFloat16Summary;
     }
 
     /// <summary>
-    /// Attribution graphs at growing prompt lengths on a GPT-2-small-shaped model (context widened to the longest prompt)
-    /// with a random top-8 CLT of 1,024 features per layer: time, the graph's nodes and stored edges, the sparse edges' bytes
-    /// and the peak RSS of the whole trace, against what a dense n × n float32 adjacency would take, for the nodes of this
-    /// graph and for a graph keeping every active feature (circuit-tracer builds n × n over its nodes).
+    /// Attribution graphs at research budgets: a GPT-2-small-shaped model (context widened to the longest prompt) with a random
+    /// CLT of 12 × 8,192 features, top-64 per position, visiting <paramref name="visit"/> features (circuit-tracer's CLI default is
+    /// 7,500; all active features where fewer) plus up to 5 logits. Per length: time, time per row, the floor per row and their
+    /// ratio, peak RSS, and what a dense n × n adjacency would take. The floor of a row is the FLOPs of the linear map's
+    /// vector–Jacobian product that the row needs (per layer up to the target's: the OV path, two d × d products per position up
+    /// to the target's, the T × T mixing per head, and reading the active features' encoder rows there) at this run's GEMM peak.
     /// </summary>
-    static IEnumerable<Row> AttributionScaleRows(int[] lengths, CliContext ctx, Dictionary<string, string> summary)
+    static IEnumerable<Row> AttributionScaleRows(int[] lengths, int visit, CliContext ctx, Dictionary<string, string> summary)
     {
-        const int features = 1024, k = 8, maxFeatureNodes = 16, batch = 4;
+        const int features = 8192, k = 64;
         var cfg = RandomModels.Gpt2SmallConfig() with { NCtx = Math.Max(1024, lengths.Max()) };
         using var model = RandomModels.Create(cfg, seed: 0);
         int L = cfg.NLayers, d = cfg.DModel;
@@ -361,11 +374,14 @@ public sealed partial class BenchCommand
             Enumerable.Range(0, L).Select(i => randn(features, L - i, d).Mul(0.02f)).ToArray(),
             Enumerable.Range(0, L).Select(_ => zeros(d)).ToArray(), Dictionaries.DictionaryActivation.TopK, topK: k);
         using var _clt = clt;
-        ctx.Err.WriteLine($"GPT-2-small-shaped model ({model.Weights.ParameterCount:N0} parameters, context {cfg.NCtx}), random CLT: {L} layers x {features} features, top-{k}");
+        double peak = GemmPeak(5);
+        summary["attribution GEMM peak (this run)"] = $"{peak / 1e9:F0} GFLOP/s";
+        ctx.Err.WriteLine($"GPT-2-small-shaped model ({model.Weights.ParameterCount:N0} parameters, context {cfg.NCtx}), random CLT: {L} layers x {features} features, top-{k}; GEMM peak {peak / 1e9:F0} GFLOP/s");
+        static int BatchFor(int t) => Math.Clamp(4096 / t, 4, 32);
         // One untimed short trace first, so that the first timed row does not pay for warming up (JIT, allocator, thread pool).
         using (var warmTokens = randint(0, cfg.VocabSize, new long[] { 1, 32 }, generator: new Generator(7UL)))
         using (var warm = Attribution.ReplacementModel.Build(model, clt, Dictionaries.TranscoderInput.Resid, warmTokens))
-            Attribution.Attributor.Attribute(warm, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: batch, MaxFeatureNodes: maxFeatureNodes));
+            Attribution.Attributor.Attribute(warm, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: BatchFor(32), MaxFeatureNodes: 16));
         foreach (int t in lengths)
         {
             GC.Collect();
@@ -376,29 +392,48 @@ public sealed partial class BenchCommand
             using var tokens = randint(0, cfg.VocabSize, new long[] { 1, t }, generator: new Generator((ulong)t));
             using var rm = Attribution.ReplacementModel.Build(model, clt, Dictionaries.TranscoderInput.Resid, tokens);
             long active = rm.Activations.count_nonzero().item<long>();
-            var graph = Attribution.Attributor.Attribute(rm, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: batch, MaxFeatureNodes: maxFeatureNodes));
+            // Active features per (layer, position): what a row reads at each layer it reaches.
+            var activeAt = rm.Activations.Gt(0).sum(new long[] { -1 }).to(ScalarType.Int64);                          // [L, T]
+            var cumulative = activeAt.cumsum(1).data<long>().ToArray();
+            activeAt.Dispose();
+            double buildMs = sw.Elapsed.TotalMilliseconds;
+            var attribute = Stopwatch.StartNew();
+            var graph = Attribution.Attributor.Attribute(rm, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: BatchFor(t), MaxFeatureNodes: visit));
+            double attributeMs = attribute.Elapsed.TotalMilliseconds;
             using var pruned = Attribution.Pruning.Prune(graph);
-            double ms = sw.Elapsed.TotalMilliseconds, peak = PeakRssMb() - rssBefore;
-            long n = graph.Nodes.Length, nAll = n - graph.Nodes.Count(x => x.Kind == Attribution.NodeKind.Feature) + active;
-            int rows = graph.Nodes.Count(x => x.Kind is Attribution.NodeKind.Feature or Attribution.NodeKind.Logit);
+            double ms = sw.Elapsed.TotalMilliseconds, peakRss = PeakRssMb() - rssBefore;
+            var rowNodes = graph.Nodes.Where(x => x.Kind is Attribution.NodeKind.Feature or Attribution.NodeKind.Logit).ToList();
+            int visited = rowNodes.Count(x => x.Kind == Attribution.NodeKind.Feature);
+            // A row for a feature at (layer ℓ, position p) runs back through attention layers 0..ℓ (it reads resid_mid of ℓ) over
+            // positions ≤ p; a logit row through all L layers from the last position.
+            double RowFlops(Attribution.GraphNode node)
+            {
+                int top = node.Kind == Attribution.NodeKind.Logit ? L - 1 : node.Layer, p = node.Kind == Attribution.NodeKind.Logit ? t - 1 : node.Position;
+                double flops = 0;
+                for (int m = 0; m <= top; m++)
+                    flops += (p + 1) * 4.0 * d * d + 2.0 * (p + 1) * (p + 1) * d + 2.0 * d * cumulative[m * t + p];
+                return flops;
+            }
+            double floorPerRow = rowNodes.Average(RowFlops) / peak * 1000, perRow = attributeMs / rowNodes.Count;
+            long n = graph.Nodes.Length;
             yield return new Row($"attribution graph, {t} tokens", ms, ms,
-                Note: $"{n:N0} nodes ({active:N0} active features, {maxFeatureNodes} visited, {L * t:N0} errors), {rows} rows, {graph.Edges.Count:N0} edges = {graph.Edges.Bytes / 1e6:F1} MB; " +
-                      $"peak RSS +{peak / 1e3:F2} GB for the whole trace; dense n x n float32: {4.0 * n * n / 1e9:F2} GB for these nodes, {4.0 * nAll * nAll / 1e9:F1} GB with every active feature a node; " +
-                      $"kept {pruned.NodeMask.Count(x => x):N0} nodes, {pruned.KeptEdges:N0} edges");
-            // The same trace again as `trace` runs it with its attention detail: the attribution keeps its rows' hook_z gradients, then
-            // head loadings of the kept cross-position edges and QK attributions of the scores that carry them.
-            var qkOptions = new Attribution.GraphQkOptions(Batch: batch);
+                Note: $"{visited:N0} features visited of {active:N0} active, {rowNodes.Count:N0} rows (batches of {BatchFor(t)}); attribution {attributeMs / 1e3:F1} s " +
+                      $"(replacement model {buildMs / 1e3:F1} s, pruning the rest): **{perRow:F0} ms per row, floor {floorPerRow:F1} ms, ratio {perRow / floorPerRow:F1}**; " +
+                      $"{graph.Edges.Count:N0} edges = {graph.Edges.Bytes / 1e6:F0} MB sparse, dense n x n float32 {4.0 * n * n / 1e9:F2} GB ({n:N0} nodes); peak RSS +{peakRss / 1e3:F2} GB");
+            if (t > 128) continue;
+            // The same trace again as `trace --qk` runs it: the rows keep their hook_z gradients, then head loadings and QK terms.
+            var qkOptions = new Attribution.GraphQkOptions(Batch: BatchFor(t));
             GC.Collect();
             var both = Stopwatch.StartNew();
             using var rm2 = Attribution.ReplacementModel.Build(model, clt, Dictionaries.TranscoderInput.Resid, tokens);
             using var gradients = new Attribution.ZGradientCache(qkOptions.GradientBudgetMb * (1L << 20));
-            var graph2 = Attribution.Attributor.Attribute(rm2, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: batch, MaxFeatureNodes: maxFeatureNodes, ZGradients: gradients));
+            var graph2 = Attribution.Attributor.Attribute(rm2, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: BatchFor(t), MaxFeatureNodes: visit, ZGradients: gradients));
             using var pruned2 = Attribution.Pruning.Prune(graph2);
             double graphMs = both.Elapsed.TotalMilliseconds;
             var attention = Attribution.GraphQk.Build(rm2, graph2, pruned2, pruned: true, qkOptions, gradients: gradients);
             double total = both.Elapsed.TotalMilliseconds, qkMs = total - graphMs;
             yield return new Row($"attribution graph + head loadings and QK, {t} tokens", total, total,
-                Note: $"{total / ms:F2}x the graph alone (target: <= 2x): the graph with its rows' hook_z gradients kept ({gradients.Count} rows, {gradients.Bytes / 1e6:F0} MB) {graphMs / 1e3:F1} s, " +
+                Note: $"{total / ms:F2}x the graph alone: the graph with its rows' hook_z gradients kept ({gradients.Count:N0} rows, {gradients.Bytes / 1e6:F0} MB) {graphMs / 1e3:F1} s, " +
                       $"then {attention.Loadings.Count:N0} cross-position edges split over heads and {attention.Scores.Count} attention scores decomposed, {qkMs / 1e3:F1} s");
         }
     }

@@ -32,8 +32,9 @@ public sealed partial class BenchCommand : ICliCommand
         var json = CommonOptions.Json();
         var suite = new Option<string>("--suite") { Description = "all; dictionaries (harvesting and dictionary training on the built-in model only); large (Llama-3.2-1B- and Gemma-2-2B-shaped random checkpoints in bf16: load, memory, forward, cache, generation); attribution; features; moe; or generation (T5 with and without the KV cache).", DefaultValueFactory = _ => "all" };
         suite.AcceptOnlyFromAmong("all", "dictionaries", "large", "attribution", "features", "moe", "generation");
-        var tokenCounts = new Option<string>("--attribution-tokens") { Description = "Prompt lengths of the attribution suite.", DefaultValueFactory = _ => "128,512,2048" };
-        var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json, suite, tokenCounts };
+        var tokenCounts = new Option<string>("--attribution-tokens") { Description = "Prompt lengths of the attribution suite.", DefaultValueFactory = _ => "64,128,512" };
+        var visit = new Option<int>("--attribution-features") { Description = "Features the attribution suite's graphs visit (circuit-tracer's CLI default is 7,500).", DefaultValueFactory = _ => 1000 };
+        var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json, suite, tokenCounts, visit };
         cmd.SetAction(parse =>
         {
             int t = parse.GetValue(threads) is > 0 and var tt ? tt : Environment.ProcessorCount;
@@ -54,7 +55,7 @@ public sealed partial class BenchCommand : ICliCommand
                 else if (parse.GetValue(suite) == "attribution")
                 {
                     var lengths = parse.GetValue(tokenCounts)!.Split(',').Select(x => int.TryParse(x, out int v) && v > 1 ? v : throw new MechanistException($"--attribution-tokens: '{x}' is not a length above 1")).ToArray();
-                    rows = AttributionScaleRows(lengths, ctx, summary).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
+                    rows = AttributionScaleRows(lengths, Math.Max(1, parse.GetValue(visit)), ctx, summary).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 }
                 else if (parse.GetValue(suite) == "moe")
                     rows = MoeRows(n).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();

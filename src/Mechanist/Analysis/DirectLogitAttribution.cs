@@ -47,7 +47,7 @@ public static class DirectLogitAttribution
         var (heads, headLabels) = cache.StackHeadResults();
         var headAttr = Attribute(cache, heads, headLabels, pos, answers, wrongs).ToList();
         for (int l = 0; l < cfg.NLayers; l++)
-            if (model.Weights.Blocks[l].Bo is { } bo)
+            if (model.Weights.Blocks[l].Bo is { } storedBo && model.Computed(storedBo) is var bo)
                 headAttr.Add(Attribute(cache, cache.FreezePostNorm(bo.expand(1, 1, tokens.shape[1], cfg.DModel), l, mlp: false), new[] { $"L{l} b_O" }, pos, answers, wrongs)[0]);
 
         Contribution[]? neurons = null;

@@ -179,7 +179,7 @@ public sealed class ActivationCache : IDisposable
             if (Contains(HookNames.Act(HookKind.Result, l))) result = this[HookKind.Result, l];
             else
             {
-                var wo = Model.Weights.Blocks[l].Wo.view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);
+                var wo = Model.Computed(Model.Weights.Blocks[l].Wo).view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);
                 result = einsum("bphd,hdm->bphm", this[HookKind.Z, l], wo);
             }
             // Through a post-attention norm (Gemma-2/3, OLMo-2) with its scale frozen, the heads still add up to hook_attn_out.

@@ -22,6 +22,46 @@ public sealed partial class HookedTransformer
         public Tensor? Alibi;
         /// <summary>Positions already in the KV cache before this run's first.</summary>
         public int Past;
+        /// <summary>The current block's weights widened to the compute dtype (when the weights are kept narrower), and its layer.</summary>
+        public BlockWeights? Widened;
+        public int WidenedLayer = -1;
+        /// <summary>Whether this run's products use the narrower weights as they are (few positions: see <see cref="NarrowProductRows"/>).</summary>
+        public bool NarrowProducts;
+    }
+
+    /// <summary>
+    /// Runs of at most this many positions (batch × new positions) multiply narrow-stored weights in their own dtype instead of
+    /// widening them: a decoding step reads every weight once for a product of a few rows, so widening would triple its memory traffic.
+    /// </summary>
+    const long NarrowProductRows = 16;
+
+    /// <summary>x · Wᵀ + b, in the weight's dtype when it is narrower than x (a run with <see cref="ForwardState.NarrowProducts"/>), else in x's.</summary>
+    static Tensor Linear(Tensor x, Tensor w, Tensor? b = null) =>
+        w.dtype == x.dtype ? F.linear(x, w, b) : F.linear(x.to(w.dtype), w, b?.to(w.dtype)).to(x.dtype);
+
+    /// <summary>Layer <paramref name="l"/>'s weights as the forward computes with them.</summary>
+    BlockWeights BlockFor(ForwardState s, int l) => s.WidenedLayer == l ? s.Widened! : Weights.Blocks[l];
+
+    Tensor? ComputedOrNull(Tensor? weight) => weight is null ? null : Computed(weight);
+
+    /// <summary>
+    /// x · W_Uᵀ + b_U. Weights kept narrower than the compute dtype are widened a slice of the vocabulary at a time (at most 16M
+    /// values each), so the widened unembedding never exists whole; with <paramref name="narrowProducts"/> (a run of few positions)
+    /// the product runs in their dtype instead.
+    /// </summary>
+    Tensor Unembed(Tensor x, bool narrowProducts = false)
+    {
+        if (Weights.WU.dtype == DType || narrowProducts) return Linear(x, Weights.WU, Weights.BU);
+        long vocab = Weights.WU.shape[0], rows = Math.Max(1, (1L << 24) / Weights.WU.shape[1]);
+        var parts = new List<Tensor>();
+        for (long start = 0; start < vocab; start += rows)
+        {
+            long len = Math.Min(rows, vocab - start);
+            using var slice = Weights.WU.narrow(0, start, len).to(DType);
+            using var bias = Weights.BU?.narrow(0, start, len).to(DType);
+            parts.Add(F.linear(x, slice, bias));
+        }
+        return cat(parts, -1);
     }
 
     Tensor Execute(Tensor input, RunOptions o, ForwardState s)
@@ -65,6 +105,7 @@ public sealed partial class HookedTransformer
             throw new MechanistException($"layers {start}..{stop} are outside the model's 0..{cfg.NLayers}");
         long batch = input.shape[0], pos = input.shape[1];
         int past = s.Past = o.KvCache?.Length ?? 0;
+        s.NarrowProducts = StorageDType != DType && batch * pos <= NarrowProductRows;
         if (past + pos > cfg.NCtx) throw new MechanistException($"{past + pos} positions exceed the model's context of {cfg.NCtx}");
 
         var mask = o.AttentionMask?.to(Device);
@@ -87,7 +128,7 @@ public sealed partial class HookedTransformer
                 if (pos == 0) throw new MechanistException("no tokens to run");
                 long min = input.min().item<long>(), max = input.max().item<long>();
                 if (min < 0 || max >= cfg.VocabSize) throw new MechanistException($"token id {(min < 0 ? min : max)} is outside the vocabulary (0..{cfg.VocabSize - 1})");
-                embed = Weights.WE.index_select(0, input.to(Device).flatten()).view(batch, pos, cfg.DModel);
+                embed = Computed(Weights.WE.index_select(0, input.to(Device).flatten()).view(batch, pos, cfg.DModel));
                 if (cfg.EmbeddingScale != 1.0) embed = embed * tensor(cfg.EmbeddingScale, DType, Device);
             }
             // Weights need not require grad: with gradients on, the graph starts at the embeddings so that
@@ -96,14 +137,14 @@ public sealed partial class HookedTransformer
             embed = Hook(s, HookNames.Embed, null, embed);
             if (cfg.Positional == PositionKind.Learned)
             {
-                var posEmbed = Weights.WPos!.index_select(0, positions.flatten()).view(batch, pos, cfg.DModel);
+                var posEmbed = Computed(Weights.WPos!.index_select(0, positions.flatten()).view(batch, pos, cfg.DModel));
                 if (is_grad_enabled() && !posEmbed.requires_grad) posEmbed = posEmbed.detach().requires_grad_(true);
                 posEmbed = Hook(s, HookNames.PosEmbed, null, posEmbed);
                 x = embed.add(posEmbed, Mechanist.Tensors.Scalars.One);
             }
             else x = embed;
             // BLOOM normalises the token embedding; BERT the sum of token, position and token-type embeddings.
-            if (cfg.EmbeddingNorm) x = F.layer_norm(x, new long[] { cfg.DModel }, Weights.EmbedLnW, Weights.EmbedLnB, cfg.NormEps);
+            if (cfg.EmbeddingNorm) x = F.layer_norm(x, new long[] { cfg.DModel }, ComputedOrNull(Weights.EmbedLnW), ComputedOrNull(Weights.EmbedLnB), cfg.NormEps);
         }
         else
         {
@@ -121,16 +162,25 @@ public sealed partial class HookedTransformer
         {
             // Each block's intermediates are freed as soon as it is done (cached ones are owned by the cache).
             using var blockScope = NewDisposeScope();
+            // Weights kept narrower than the activations are widened here, one block at a time, and freed with the block's scope.
+            // A run of few positions (a decoding step) is bound by reading the weights, not by the products: there the matrices
+            // stay narrow and the products run in their dtype (Linear), and only the small vectors are widened.
+            if (StorageDType != DType)
+            {
+                s.Widened = Weights.Blocks[l].Map(t => s.NarrowProducts && t.dim() > 1 ? t : Computed(t));
+                s.WidenedLayer = l;
+            }
             bool local = cfg.UsesSlidingWindow(l);
             x = Block(s, o, l, x, local ? slidingMask! : attnMask, local ? localRope : rope).MoveToOuterDisposeScope();
         }
         o.KvCache?.Advance((int)pos);
         if (stop < cfg.NLayers) return x;
 
-        if (cfg.MlmHead) x = Activation(F.linear(x, Weights.HeadDenseW!, Weights.HeadDenseB));
-        x = Norm(s, o, x, cfg.Norm, Weights.LnFinalW, Weights.LnFinalB, HookNames.LnFinalScale, HookNames.LnFinalNormalized, null, out _);
+        s.Widened = null; s.WidenedLayer = -1;
+        if (cfg.MlmHead) x = Activation(F.linear(x, Computed(Weights.HeadDenseW!), ComputedOrNull(Weights.HeadDenseB)));
+        x = Norm(s, o, x, cfg.Norm, ComputedOrNull(Weights.LnFinalW), ComputedOrNull(Weights.LnFinalB), HookNames.LnFinalScale, HookNames.LnFinalNormalized, null, out _);
         x = Hook(s, HookNames.UnembedIn, null, x);
-        var logits = F.linear(x, Weights.WU, Weights.BU);
+        var logits = Unembed(x, s.NarrowProducts);
         if (cfg.FinalSoftcap is { } cap) logits = Softcap(logits, cap);
         return Hook(s, HookNames.UnembedOut, null, logits);
     }
@@ -180,7 +230,7 @@ public sealed partial class HookedTransformer
 
     Tensor Block(ForwardState s, RunOptions o, int l, Tensor resid, Tensor mask, (Tensor Cos, Tensor Sin)? rope)
     {
-        var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
+        var cfg = Config; var n = _blockNames[l]; var w = BlockFor(s, l);
         resid = Hook(s, n.ResidPre, l, resid);
         if (cfg.PostLayerNorm) return PostLnBlock(s, o, l, resid, mask, rope);
         var attnIn = cfg.PreNorms ? Norm(s, o, resid, cfg.Norm, w.Ln1W, w.Ln1B, n.Ln1Scale, n.Ln1Normalized, l, out _) : resid;
@@ -212,7 +262,7 @@ public sealed partial class HookedTransformer
     /// <summary>BERT's post-LN block: resid_mid = ln1(resid_pre + attn_out), resid_post = ln2(resid_mid + mlp_out).</summary>
     Tensor PostLnBlock(ForwardState s, RunOptions o, int l, Tensor resid, Tensor mask, (Tensor Cos, Tensor Sin)? rope)
     {
-        var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
+        var cfg = Config; var n = _blockNames[l]; var w = BlockFor(s, l);
         var attnOut = Hook(s, n.AttnOut, l, Attention(s, o, l, resid, mask, rope));
         var mid = Norm(s, o, resid.add(attnOut, Scalars.One), cfg.Norm, w.Ln1W, w.Ln1B, n.Ln1Scale, n.Ln1Normalized, l, out var normalized);
         mid = Hook(s, n.ResidMid, l, mid);
@@ -226,13 +276,13 @@ public sealed partial class HookedTransformer
 
     Tensor Attention(ForwardState s, RunOptions o, int l, Tensor x, Tensor mask, (Tensor Cos, Tensor Sin)? rope)
     {
-        var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
+        var cfg = Config; var n = _blockNames[l]; var w = BlockFor(s, l);
         long b = x.shape[0], p = x.shape[1];
-        var qFlat = F.linear(x, w.Wq, w.Bq); var kFlat = F.linear(x, w.Wk, w.Bk);
+        var qFlat = Linear(x, w.Wq, w.Bq); var kFlat = Linear(x, w.Wk, w.Bk);
         if (cfg.QkNorm && cfg.QkNormAcrossHeads) { qFlat = RmsNormHead(qFlat, w.QNormW!); kFlat = RmsNormHead(kFlat, w.KNormW!); }
         var q = qFlat.view(b, p, cfg.NHeads, cfg.DHead);
         var k = kFlat.view(b, p, cfg.NKvHeads, cfg.DHead);
-        var v = F.linear(x, w.Wv, w.Bv).view(b, p, cfg.NKvHeads, cfg.DHead);
+        var v = Linear(x, w.Wv, w.Bv).view(b, p, cfg.NKvHeads, cfg.DHead);
         if (cfg.QkNorm && !cfg.QkNormAcrossHeads)
         {
             q = RmsNormHead(q, w.QNormW!);
@@ -332,9 +382,9 @@ public sealed partial class HookedTransformer
 
     Tensor OutputProjection(ForwardState s, RunOptions o, int l, Tensor z, long b, long p)
     {
-        var cfg = Config; var n = _blockNames[l]; var w = Weights.Blocks[l];
-        if (!o.UseAttnResult) return F.linear(z.reshape(b, p, cfg.NHeads * cfg.DHead), w.Wo, w.Bo);
-        var perHead = w.Wo.view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);
+        var cfg = Config; var n = _blockNames[l]; var w = BlockFor(s, l);
+        if (!o.UseAttnResult) return Linear(z.reshape(b, p, cfg.NHeads * cfg.DHead), w.Wo, w.Bo);
+        var perHead = Computed(w.Wo).view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);
         var result = Hook(s, n.Result, l, einsum("bphd,hdm->bphm", z, perHead));
         var summed = result.sum(2);
         return w.Bo is null ? summed : summed.add(w.Bo, Mechanist.Tensors.Scalars.One);
@@ -398,17 +448,17 @@ public sealed partial class HookedTransformer
 
     Tensor Mlp(ForwardState s, int l, Tensor x)
     {
-        var n = _blockNames[l]; var w = Weights.Blocks[l];
+        var n = _blockNames[l]; var w = BlockFor(s, l);
         if (Config.Moe is { } moe) return MixtureOfExperts(s, l, x, moe);
-        var pre = Hook(s, n.MlpPre, l, F.linear(x, w.WIn, w.BIn));
+        var pre = Hook(s, n.MlpPre, l, Linear(x, w.WIn, w.BIn));
         Tensor post;
         if (Config.GatedMlp)
         {
-            var preLinear = Hook(s, n.MlpPreLinear, l, F.linear(x, w.WUp!, w.BUp));
+            var preLinear = Hook(s, n.MlpPreLinear, l, Linear(x, w.WUp!, w.BUp));
             post = Hook(s, n.MlpPost, l, Activation(pre) * preLinear);
         }
         else post = Hook(s, n.MlpPost, l, Activation(pre));
-        return F.linear(post, w.WOut, w.BOut);
+        return Linear(post, w.WOut, w.BOut);
     }
 
     /// <summary>
@@ -417,10 +467,10 @@ public sealed partial class HookedTransformer
     /// </summary>
     Tensor MixtureOfExperts(ForwardState s, int l, Tensor x, MoeConfig moe)
     {
-        var n = _blockNames[l]; var w = Weights.Blocks[l];
+        var n = _blockNames[l]; var w = BlockFor(s, l);
         long b = x.shape[0], p = x.shape[1], d = Config.DModel, tokens = b * p;
         var flat = x.reshape(tokens, d);
-        var router = Hook(s, n.RouterLogits, l, F.linear(flat, w.Router!).view(b, p, moe.Experts)).reshape(tokens, moe.Experts);
+        var router = Hook(s, n.RouterLogits, l, Linear(flat, w.Router!).view(b, p, moe.Experts)).reshape(tokens, moe.Experts);
         var probs = F.softmax(router.to(ScalarType.Float32), -1);
         var (topW, topI) = probs.topk(moe.TopK, -1);
         if (moe.NormalizeTopK) topW = topW / topW.sum(new long[] { -1 }, keepdim: true);
@@ -438,15 +488,15 @@ public sealed partial class HookedTransformer
             var at = tensor(pairs.ToArray(), device: x.device);
             var rows = at.div(Scalars.Int(moe.TopK), RoundingMode.floor);
             var xe = flat.index_select(0, rows);
-            var ye = F.linear(Activation(F.linear(xe, w.ExpertGate![e])) * F.linear(xe, w.ExpertUp![e]), w.ExpertDown![e]);
+            var ye = Linear(Activation(Linear(xe, w.ExpertGate![e])) * Linear(xe, w.ExpertUp![e]), w.ExpertDown![e]);
             outputs.view(tokens * moe.TopK, d).index_copy_(0, at, ye);
         }
         outputs = Hook(s, n.ExpertOut, l, outputs.view(b, p, moe.TopK, d)).reshape(tokens, moe.TopK, d);
         var mixed = (outputs * topW.unsqueeze(-1)).sum(new long[] { 1 });
         if (moe.SharedExpert)
         {
-            var shared = F.linear(Activation(F.linear(flat, w.WIn)) * F.linear(flat, w.WUp!), w.WOut);
-            mixed = mixed.add(F.linear(flat, w.SharedExpertGate!).sigmoid() * shared, Scalars.One);
+            var shared = Linear(Activation(Linear(flat, w.WIn)) * Linear(flat, w.WUp!), w.WOut);
+            mixed = mixed.add(Linear(flat, w.SharedExpertGate!).sigmoid() * shared, Scalars.One);
         }
         return mixed.view(b, p, d);
     }
@@ -473,10 +523,10 @@ public sealed partial class HookedTransformer
         using var scope = NewDisposeScope();
         var s = new ForwardState(new List<ForwardHookSpec>(), Array.Empty<BackwardHookSpec>(), null, false);
         var input = residual.to(DType, Device);
-        if (Config.MlmHead) input = Activation(nn.functional.linear(input, Weights.HeadDenseW!, Weights.HeadDenseB));
-        var normed = Norm(s, new RunOptions(), input, Config.Norm, Weights.LnFinalW, Weights.LnFinalB,
+        if (Config.MlmHead) input = Activation(nn.functional.linear(input, Computed(Weights.HeadDenseW!), ComputedOrNull(Weights.HeadDenseB)));
+        var normed = Norm(s, new RunOptions(), input, Config.Norm, ComputedOrNull(Weights.LnFinalW), ComputedOrNull(Weights.LnFinalB),
             HookNames.LnFinalScale, HookNames.LnFinalNormalized, null, out _);
-        var logits = nn.functional.linear(normed, Weights.WU, Weights.BU);
+        var logits = Unembed(normed);
         if (Config.FinalSoftcap is { } cap) logits = Softcap(logits, cap);
         return logits.MoveToOuterDisposeScope();
     }

@@ -12,8 +12,15 @@ namespace Mechanist.Models;
 /// <summary>How to load a model.</summary>
 public sealed record LoadOptions
 {
-    /// <summary>Weight and activation dtype (float32 by default).</summary>
+    /// <summary>Weight and activation dtype (float32 by default). bf16 weights on a CPU without bf16 matrix instructions compute in fp32 (see <see cref="ComputeInFloat32"/>).</summary>
     public ScalarType DType { get; init; } = ScalarType.Float32;
+
+    /// <summary>
+    /// For bf16 weights: keep them bf16 in memory but widen each layer's to fp32 just before use, with fp32 activations. Null (the
+    /// default) decides from the CPU: on when it has no bf16 matrix instructions (<see cref="Runtime.CpuFeatures"/>), where bf16
+    /// matrix products run several times slower than fp32; off on CUDA.
+    /// </summary>
+    public bool? ComputeInFloat32 { get; init; }
 
     /// <summary>Device ("cpu" or "cuda").</summary>
     public string Device { get; init; } = "cpu";
@@ -34,13 +41,17 @@ public sealed partial class HookedTransformer : IDisposable
     readonly Rotary? _rotary, _localRotary;
     readonly HookScopes _hookScopes;
 
-    /// <summary>Builds a model from a configuration and its weights (ownership of the weights passes to the model).</summary>
-    public HookedTransformer(TransformerConfig config, TransformerWeights weights, TextTokenizer? tokenizer = null, string name = "model")
+    /// <summary>
+    /// Builds a model from a configuration and its weights (ownership of the weights passes to the model). Activations take
+    /// <paramref name="computeDType"/> (default: the weights' dtype); weights of another dtype are widened to it where used.
+    /// </summary>
+    public HookedTransformer(TransformerConfig config, TransformerWeights weights, TextTokenizer? tokenizer = null, string name = "model", ScalarType? computeDType = null)
     {
         TorchRuntime.EnsureLoaded();
         Config = config; Weights = weights; Tokenizer = tokenizer; Name = name;
         Device = weights.WE.device;
-        DType = weights.WE.dtype;
+        StorageDType = weights.WE.dtype;
+        DType = computeDType ?? StorageDType;
         _hookPoints = new HookRegistry(config);
         _hookScopes = new HookScopes(() => _hookPoints);
         _blockNames = Enumerable.Range(0, config.NLayers).Select(l => new BlockHookNames(l)).ToArray();
@@ -63,8 +74,14 @@ public sealed partial class HookedTransformer : IDisposable
     /// <summary>Where the weights live.</summary>
     public Device Device { get; }
 
-    /// <summary>Weight dtype.</summary>
+    /// <summary>Activation dtype: what the forward computes in (the weights' dtype unless they are widened to it).</summary>
     public ScalarType DType { get; }
+
+    /// <summary>The dtype the weights are kept in (differs from <see cref="DType"/> when bf16 weights compute in fp32).</summary>
+    public ScalarType StorageDType { get; }
+
+    /// <summary>A weight in the compute dtype: itself, or a widened copy (owned by the caller's dispose scope).</summary>
+    public Tensor Computed(Tensor weight) => weight.dtype == DType ? weight : weight.to(DType);
 
     /// <summary>Every hook point of the model: names, kinds, layers, shapes, forward order.</summary>
     public HookRegistry HookPoints => _hookPoints;
@@ -75,11 +92,14 @@ public sealed partial class HookedTransformer : IDisposable
         options ??= new LoadOptions();
         TorchRuntime.EnsureLoaded();
         using var source = ModelSource.Open(spec, options.Open);
-        return FromSource(source, options.DType, DeviceFor(options.Device));
+        var device = DeviceFor(options.Device);
+        bool widen = options.DType == ScalarType.BFloat16
+            && (options.ComputeInFloat32 ?? (device.type == DeviceType.CPU && !CpuFeatures.HasBFloat16MatrixInstructions));
+        return FromSource(source, options.DType, device, widen ? ScalarType.Float32 : null);
     }
 
-    /// <summary>Builds a model from an opened source.</summary>
-    public static HookedTransformer FromSource(ModelSource source, ScalarType dtype, Device device)
+    /// <summary>Builds a model from an opened source; weights in <paramref name="dtype"/>, activations in <paramref name="computeDType"/> (default the same).</summary>
+    public static HookedTransformer FromSource(ModelSource source, ScalarType dtype, Device device, ScalarType? computeDType = null)
     {
         TorchRuntime.EnsureLoaded();
         var arch = ArchitectureRegistry.For(source.Config);
@@ -90,7 +110,7 @@ public sealed partial class HookedTransformer : IDisposable
         var weights = arch.LoadWeights(reader, cfg);
         reader.EnsureAllUsed();
         foreach (var (_, t) in weights.Named()) t.DetachFromDisposeScope();
-        return new HookedTransformer(cfg, weights, source.Tokenizer, source.Name);
+        return new HookedTransformer(cfg, weights, source.Tokenizer, source.Name, computeDType);
     }
 
     static void Validate(TransformerConfig cfg, ModelConfig source)

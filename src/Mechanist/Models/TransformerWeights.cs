@@ -34,6 +34,19 @@ public sealed class BlockWeights
     /// <summary>Qwen2-MoE's shared-expert gate [1, d_model].</summary>
     public Tensor? SharedExpertGate;
 
+    /// <summary>A copy with every tensor passed through <paramref name="map"/> (e.g. widened to the compute dtype).</summary>
+    public BlockWeights Map(Func<Tensor, Tensor> map)
+    {
+        Tensor? M(Tensor? t) => t is null ? null : map(t);
+        return new BlockWeights
+        {
+            Ln1W = M(Ln1W), Ln1B = M(Ln1B), Ln2W = M(Ln2W), Ln2B = M(Ln2B), PostAttnNormW = M(PostAttnNormW), PostMlpNormW = M(PostMlpNormW),
+            QNormW = M(QNormW), KNormW = M(KNormW), Wq = M(Wq)!, Wk = M(Wk)!, Wv = M(Wv)!, Wo = M(Wo)!, Bq = M(Bq), Bk = M(Bk), Bv = M(Bv), Bo = M(Bo),
+            WIn = M(WIn)!, WOut = M(WOut)!, WUp = M(WUp), BIn = M(BIn), BUp = M(BUp), BOut = M(BOut), Router = M(Router),
+            ExpertGate = M(ExpertGate), ExpertUp = M(ExpertUp), ExpertDown = M(ExpertDown), SharedExpertGate = M(SharedExpertGate),
+        };
+    }
+
     /// <summary>Every tensor with a TransformerLens-like name.</summary>
     public IEnumerable<(string Name, Tensor Tensor)> Named()
     {
