@@ -71,10 +71,13 @@ public sealed partial class BenchCommand
         {
             "large" => "Random weights in the exact shapes of Llama-3.2-1B and Gemma-2-2B, written in bf16 as sharded Hugging Face folders (`RandomCheckpoint`), loaded in bf16 and in fp32. " +
                 "RSS deltas are over the process before the load (freed heap returned to the OS first); \"peak\" is the kernel's high-water mark for that step.",
-            "attribution" => "A GPT-2-small-shaped model (context widened to 2,048) with a random CLT (12 layers x 1,024 features, top-8 per position): the trace visits the 16 most " +
-                "influential features (`--max-feature-nodes 16`) plus up to 5 logits, computes every edge into them, and prunes. Edges are stored sparse from the start; " +
-                "the dense columns show what an n x n float32 adjacency would take for the same nodes, and for a graph that makes every active feature a node (circuit-tracer's " +
-                "adjacency is n x n over its nodes). The peak RSS is the whole trace's, dominated by the activations kept for the backward passes (4 prompt copies), which grow linearly with the prompt.",
+            "attribution" => "A GPT-2-small-shaped model (context widened to the longest prompt) with a random CLT at a research width: 12 layers x 8,192 features, " +
+                "top-64 per position. Each graph visits the 1,000 most influential features (`--attribution-features`; circuit-tracer's CLI default is 7,500) plus up to " +
+                "5 logits: one row (one vector-Jacobian product) each, batched. The floor of a row is the FLOPs of the linear map it differentiates, at this run's GEMM " +
+                "peak: per attention layer up to the target's, two d x d products per position up to the target's (W_O then W_V), the T x T mixing per head, and " +
+                "the dot products with the active features' encoder rows at those positions; no MLP, nothing above the target's layer or after its position. " +
+                "The ratio is the measured attribution time per row over that floor (the issue's target: at most 2). Edges are stored sparse; the dense column is what " +
+                "an n x n float32 adjacency over the graph's nodes would take. The QK rows (at 128 tokens and below) rerun the trace as `trace` does with its attention detail.",
             "moe" => "A Mixtral-shaped model (`RandomModels.MixtralShapedConfig`: Mixtral-8x7B's layout, 8 SwiGLU experts, top-2, at d_model 1,024 and 8 layers, " +
                 "random weights, fp32). Expert FLOPs spent = expert rows computed / (tokens × experts), counted from the chosen experts of every layer; the " +
                 "all-experts row runs the same weights with top-8 routing (every expert on every token), what a dense evaluation of the experts would cost.",

@@ -35,9 +35,18 @@ public sealed partial class HookedTransformer
     /// </summary>
     const long NarrowProductRows = 16;
 
-    /// <summary>x · Wᵀ + b, in the weight's dtype when it is narrower than x (a run with <see cref="ForwardState.NarrowProducts"/>), else in x's.</summary>
-    static Tensor Linear(Tensor x, Tensor w, Tensor? b = null) =>
-        w.dtype == x.dtype ? F.linear(x, w, b) : F.linear(x.to(w.dtype), w, b?.to(w.dtype)).to(x.dtype);
+    /// <summary>
+    /// x · Wᵀ + b. A weight kept narrower than x is widened just for this product and freed right after it (so at most one widened
+    /// matrix exists at a time), or, in a run of few positions (<see cref="ForwardState.NarrowProducts"/>), the product runs in the
+    /// weight's dtype.
+    /// </summary>
+    static Tensor Linear(ForwardState s, Tensor x, Tensor w, Tensor? b = null)
+    {
+        if (w.dtype == x.dtype) return F.linear(x, w, b);
+        if (s.NarrowProducts) return F.linear(x.to(w.dtype), w, b?.to(w.dtype)).to(x.dtype);
+        using var wide = w.to(x.dtype);
+        return F.linear(x, wide, b?.to(x.dtype));
+    }
 
     /// <summary>Layer <paramref name="l"/>'s weights as the forward computes with them.</summary>
     BlockWeights BlockFor(ForwardState s, int l) => s.WidenedLayer == l ? s.Widened! : Weights.Blocks[l];
@@ -51,7 +60,8 @@ public sealed partial class HookedTransformer
     /// </summary>
     Tensor Unembed(Tensor x, bool narrowProducts = false)
     {
-        if (Weights.WU.dtype == DType || narrowProducts) return Linear(x, Weights.WU, Weights.BU);
+        if (Weights.WU.dtype == DType) return F.linear(x, Weights.WU, Weights.BU);
+        if (narrowProducts) return F.linear(x.to(Weights.WU.dtype), Weights.WU, Weights.BU).to(DType);
         long vocab = Weights.WU.shape[0], rows = Math.Max(1, (1L << 24) / Weights.WU.shape[1]);
         var parts = new List<Tensor>();
         for (long start = 0; start < vocab; start += rows)
@@ -162,12 +172,11 @@ public sealed partial class HookedTransformer
         {
             // Each block's intermediates are freed as soon as it is done (cached ones are owned by the cache).
             using var blockScope = NewDisposeScope();
-            // Weights kept narrower than the activations are widened here, one block at a time, and freed with the block's scope.
-            // A run of few positions (a decoding step) is bound by reading the weights, not by the products: there the matrices
-            // stay narrow and the products run in their dtype (Linear), and only the small vectors are widened.
+            // Weights kept narrower than the activations: the block's vectors (norms, biases) are widened here and freed with the
+            // block's scope; its matrices are widened one at a time where they are used (Linear).
             if (StorageDType != DType)
             {
-                s.Widened = Weights.Blocks[l].Map(t => s.NarrowProducts && t.dim() > 1 ? t : Computed(t));
+                s.Widened = Weights.Blocks[l].Map(t => t.dim() > 1 ? t : Computed(t));
                 s.WidenedLayer = l;
             }
             bool local = cfg.UsesSlidingWindow(l);
@@ -278,11 +287,11 @@ public sealed partial class HookedTransformer
     {
         var cfg = Config; var n = _blockNames[l]; var w = BlockFor(s, l);
         long b = x.shape[0], p = x.shape[1];
-        var qFlat = Linear(x, w.Wq, w.Bq); var kFlat = Linear(x, w.Wk, w.Bk);
+        var qFlat = Linear(s, x, w.Wq, w.Bq); var kFlat = Linear(s, x, w.Wk, w.Bk);
         if (cfg.QkNorm && cfg.QkNormAcrossHeads) { qFlat = RmsNormHead(qFlat, w.QNormW!); kFlat = RmsNormHead(kFlat, w.KNormW!); }
         var q = qFlat.view(b, p, cfg.NHeads, cfg.DHead);
         var k = kFlat.view(b, p, cfg.NKvHeads, cfg.DHead);
-        var v = Linear(x, w.Wv, w.Bv).view(b, p, cfg.NKvHeads, cfg.DHead);
+        var v = Linear(s, x, w.Wv, w.Bv).view(b, p, cfg.NKvHeads, cfg.DHead);
         if (cfg.QkNorm && !cfg.QkNormAcrossHeads)
         {
             q = RmsNormHead(q, w.QNormW!);
@@ -383,7 +392,7 @@ public sealed partial class HookedTransformer
     Tensor OutputProjection(ForwardState s, RunOptions o, int l, Tensor z, long b, long p)
     {
         var cfg = Config; var n = _blockNames[l]; var w = BlockFor(s, l);
-        if (!o.UseAttnResult) return Linear(z.reshape(b, p, cfg.NHeads * cfg.DHead), w.Wo, w.Bo);
+        if (!o.UseAttnResult) return Linear(s, z.reshape(b, p, cfg.NHeads * cfg.DHead), w.Wo, w.Bo);
         var perHead = Computed(w.Wo).view(cfg.DModel, cfg.NHeads, cfg.DHead).permute(1, 2, 0);
         var result = Hook(s, n.Result, l, einsum("bphd,hdm->bphm", z, perHead));
         var summed = result.sum(2);
@@ -450,15 +459,15 @@ public sealed partial class HookedTransformer
     {
         var n = _blockNames[l]; var w = BlockFor(s, l);
         if (Config.Moe is { } moe) return MixtureOfExperts(s, l, x, moe);
-        var pre = Hook(s, n.MlpPre, l, Linear(x, w.WIn, w.BIn));
+        var pre = Hook(s, n.MlpPre, l, Linear(s, x, w.WIn, w.BIn));
         Tensor post;
         if (Config.GatedMlp)
         {
-            var preLinear = Hook(s, n.MlpPreLinear, l, Linear(x, w.WUp!, w.BUp));
+            var preLinear = Hook(s, n.MlpPreLinear, l, Linear(s, x, w.WUp!, w.BUp));
             post = Hook(s, n.MlpPost, l, Activation(pre) * preLinear);
         }
         else post = Hook(s, n.MlpPost, l, Activation(pre));
-        return Linear(post, w.WOut, w.BOut);
+        return Linear(s, post, w.WOut, w.BOut);
     }
 
     /// <summary>
@@ -470,7 +479,7 @@ public sealed partial class HookedTransformer
         var n = _blockNames[l]; var w = BlockFor(s, l);
         long b = x.shape[0], p = x.shape[1], d = Config.DModel, tokens = b * p;
         var flat = x.reshape(tokens, d);
-        var router = Hook(s, n.RouterLogits, l, Linear(flat, w.Router!).view(b, p, moe.Experts)).reshape(tokens, moe.Experts);
+        var router = Hook(s, n.RouterLogits, l, Linear(s, flat, w.Router!).view(b, p, moe.Experts)).reshape(tokens, moe.Experts);
         var probs = F.softmax(router.to(ScalarType.Float32), -1);
         var (topW, topI) = probs.topk(moe.TopK, -1);
         if (moe.NormalizeTopK) topW = topW / topW.sum(new long[] { -1 }, keepdim: true);
@@ -488,15 +497,15 @@ public sealed partial class HookedTransformer
             var at = tensor(pairs.ToArray(), device: x.device);
             var rows = at.div(Scalars.Int(moe.TopK), RoundingMode.floor);
             var xe = flat.index_select(0, rows);
-            var ye = Linear(Activation(Linear(xe, w.ExpertGate![e])) * Linear(xe, w.ExpertUp![e]), w.ExpertDown![e]);
+            var ye = Linear(s, Activation(Linear(s, xe, w.ExpertGate![e])) * Linear(s, xe, w.ExpertUp![e]), w.ExpertDown![e]);
             outputs.view(tokens * moe.TopK, d).index_copy_(0, at, ye);
         }
         outputs = Hook(s, n.ExpertOut, l, outputs.view(b, p, moe.TopK, d)).reshape(tokens, moe.TopK, d);
         var mixed = (outputs * topW.unsqueeze(-1)).sum(new long[] { 1 });
         if (moe.SharedExpert)
         {
-            var shared = Linear(Activation(Linear(flat, w.WIn)) * Linear(flat, w.WUp!), w.WOut);
-            mixed = mixed.add(Linear(flat, w.SharedExpertGate!).sigmoid() * shared, Scalars.One);
+            var shared = Linear(s, Activation(Linear(s, flat, w.WIn)) * Linear(s, flat, w.WUp!), w.WOut);
+            mixed = mixed.add(Linear(s, flat, w.SharedExpertGate!).sigmoid() * shared, Scalars.One);
         }
         return mixed.view(b, p, d);
     }
