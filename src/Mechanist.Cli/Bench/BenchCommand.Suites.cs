@@ -420,7 +420,7 @@ public sealed partial class BenchCommand
                 Note: $"{visited:N0} features visited of {active:N0} active, {rowNodes.Count:N0} rows (batches of {BatchFor(t)}); attribution {attributeMs / 1e3:F1} s " +
                       $"(replacement model {buildMs / 1e3:F1} s, pruning the rest): **{perRow:F0} ms per row, floor {floorPerRow:F1} ms, ratio {perRow / floorPerRow:F1}**; " +
                       $"{graph.Edges.Count:N0} edges = {graph.Edges.Bytes / 1e6:F0} MB sparse, dense n x n float32 {4.0 * n * n / 1e9:F2} GB ({n:N0} nodes); peak RSS +{peakRss / 1e3:F2} GB");
-            if (t > 128) continue;
+            if (t > 64) continue;
             // The same trace again as `trace --qk` runs it: the rows keep their hook_z gradients, then head loadings and QK terms.
             var qkOptions = new Attribution.GraphQkOptions(Batch: BatchFor(t));
             GC.Collect();

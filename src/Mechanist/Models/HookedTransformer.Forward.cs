@@ -27,6 +27,11 @@ public sealed partial class HookedTransformer
         public int WidenedLayer = -1;
         /// <summary>Whether this run's products use the narrower weights as they are (few positions: see <see cref="NarrowProductRows"/>).</summary>
         public bool NarrowProducts;
+        /// <summary>
+        /// Where a narrow matrix is widened for its product in a run without gradients: one buffer of the largest matrix's size for
+        /// the whole run, so widening touches no fresh pages (with gradients each widened matrix is its own tensor: autograd keeps it).
+        /// </summary>
+        public Tensor? WideBuffer;
     }
 
     /// <summary>
@@ -44,6 +49,12 @@ public sealed partial class HookedTransformer
     {
         if (w.dtype == x.dtype) return F.linear(x, w, b);
         if (s.NarrowProducts) return F.linear(x.to(w.dtype), w, b?.to(w.dtype)).to(x.dtype);
+        if (s.WideBuffer is { } buffer && buffer.numel() >= w.numel() && !is_grad_enabled())
+        {
+            using var into = buffer.narrow(0, 0, w.numel()).view(w.shape);
+            into.copy_(w);
+            return F.linear(x, into, b?.to(x.dtype));
+        }
         using var wide = w.to(x.dtype);
         return F.linear(x, wide, b?.to(x.dtype));
     }
@@ -116,6 +127,10 @@ public sealed partial class HookedTransformer
         long batch = input.shape[0], pos = input.shape[1];
         int past = s.Past = o.KvCache?.Length ?? 0;
         s.NarrowProducts = StorageDType != DType && batch * pos <= NarrowProductRows;
+        // Allocated in the run's own dispose scope (not a block's), so it lives for the whole run and no longer.
+        if (StorageDType != DType && !s.NarrowProducts && !is_grad_enabled())
+            s.WideBuffer = empty(Weights.Blocks.SelectMany(b => b.Named()).Where(t => t.Tensor.dim() > 1)
+                .Select(t => t.Tensor.dim() == 3 ? t.Tensor.numel() / t.Tensor.shape[0] : t.Tensor.numel()).DefaultIfEmpty(0).Max(), DType, Device);
         if (past + pos > cfg.NCtx) throw new MechanistException($"{past + pos} positions exceed the model's context of {cfg.NCtx}");
 
         var mask = o.AttentionMask?.to(Device);
