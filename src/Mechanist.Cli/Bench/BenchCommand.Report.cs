@@ -81,7 +81,8 @@ public sealed partial class BenchCommand
                 "peak: per attention layer up to the target's, two d x d products per position up to the target's (W_O then W_V), the T x T mixing per head, and " +
                 "the dot products with the active features' encoder rows at those positions; no MLP, nothing above the target's layer or after its position. " +
                 "The ratio is the measured attribution time per row over that floor (the issue's target: at most 2). Edges are stored sparse; the dense column is what " +
-                "an n x n float32 adjacency over the graph's nodes would take. The QK row (at 64 tokens) reruns the trace as `trace` does with its attention detail.",
+                "an n x n float32 adjacency over the graph's nodes would take. The QK row (at 64 tokens) reruns the trace as `trace` does with its attention detail." +
+                " What bounds the ratio today: each row is a full backward pass through the retained forward of its batch's prompt copies, every layer and every position, MLP paths and norms included, where the floor counts only the attention layers up to the target's and the positions up to its; stopping each row at its target's layer and position (rows batched by target layer) is the change that would close it.",
             "moe" => "A Mixtral-shaped model (`RandomModels.MixtralShapedConfig`: Mixtral-8x7B's layout, 8 SwiGLU experts, top-2, at d_model 1,024 and 8 layers, " +
                 "random weights, fp32). Expert FLOPs spent = expert rows computed / (tokens × experts), counted from the chosen experts of every layer; the " +
                 "all-experts row runs the same weights with top-8 routing (every expert on every token), what a dense evaluation of the experts would cost.",
