@@ -222,7 +222,9 @@ public static class EvaluationSuites
                 : $"| {c.Layer} | {c.Category} | {c.ProbeF1:F2} | {string.Join(", ", c.MainLatents)} | {c.ProbeTruePositives} | {c.MeanAbsorptionFraction:F3} | {c.FullAbsorptionRate:F3} | " +
                   string.Join("; ", c.Absorbers.Take(3).Select(x => $"{x.Latent} ({string.Join(", ", x.Words.Take(3))})")) + " |");
         foreach (var l in a.Layers)
-            sb.AppendLine($"| {l.Layer} | **mean of {l.Categories}** | | {l.MeanMainLatents:F1} | | **{l.MeanAbsorptionFraction:F3}** | **{l.MeanFullAbsorption:F3}** | |");
+            sb.AppendLine(l.Categories == 0
+                ? $"| {l.Layer} | **no category scored** (the model's activations here do not separate them linearly) | | | | | | |"
+                : $"| {l.Layer} | **mean of {l.Categories}** | | {l.MeanMainLatents:F1} | | **{l.MeanAbsorptionFraction:F3}** | **{l.MeanFullAbsorption:F3}** | |");
         return sb.ToString();
     }
 
