@@ -191,6 +191,15 @@ public sealed class FeaturesCommand : ICliCommand
         return cmd;
     }
 
+    /// <summary>The features named by --features (LAYER:FEATURE, comma-separated), or the <paramref name="top"/> most frequent that fired.</summary>
+    static List<(int Layer, int Feature)> FeatureList(FeatureStore store, string? spec, int top) => spec is { } fs
+        ? fs.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(s => { var (li, f) = store.Resolve(s); return (store.Info.Layers[li], f); }).ToList()
+        : store.Search(null, top).Where(h => h.Count > 0).Select(h => (h.Layer, h.Feature)).ToList();
+
+    /// <summary>The bearer token in the environment variable named by --api-key-env (null without one), or a clear error when it is unset.</summary>
+    static string? ApiKey(string? variable) =>
+        variable is { } env ? Environment.GetEnvironmentVariable(env) ?? throw new MechanistException($"--api-key-env: {env} is not set") : null;
+
     static Command ExplainCommand(CliContext ctx)
     {
         var db = Db();
@@ -204,10 +213,8 @@ public sealed class FeaturesCommand : ICliCommand
         cmd.SetAction(async (parse, ct) =>
         {
             var store = OpenStore(parse.GetValue(db)!);
-            var list = parse.GetValue(features) is { } fs
-                ? fs.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(s => { var (li, f) = store.Resolve(s); return (store.Info.Layers[li], f); }).ToList()
-                : store.Search(null, parse.GetValue(top)).Where(h => h.Count > 0).Select(h => (h.Layer, h.Feature)).ToList();
-            string? key = parse.GetValue(keyEnv) is { } env ? Environment.GetEnvironmentVariable(env) ?? throw new MechanistException($"--api-key-env: {env} is not set") : null;
+            var list = FeatureList(store, parse.GetValue(features), parse.GetValue(top));
+            string? key = ApiKey(parse.GetValue(keyEnv));
             var options = new ExplainerOptions(parse.GetValue(endpoint)!, parse.GetValue(llm)!, key, TimeoutSeconds: parse.GetValue(timeout));
             using var http = new HttpClient { Timeout = Timeout.InfiniteTimeSpan };
             foreach (var (layer, f) in list)
@@ -251,11 +258,9 @@ public sealed class FeaturesCommand : ICliCommand
             if (parse.GetValue(positives) < 1 || parse.GetValue(negatives) < 1) throw new MechanistException("--positives and --negatives must be at least 1");
             if (parse.GetValue(rps) < 0) throw new MechanistException("--rps must not be negative");
             var (shardIndex, shardCount) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));
-            var list = parse.GetValue(features) is { } fs
-                ? fs.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(s => { var (li, f) = store.Resolve(s); return (store.Info.Layers[li], f); }).ToList()
-                : store.Search(null, parse.GetValue(top)).Where(h => h.Count > 0).Select(h => (h.Layer, h.Feature)).ToList();
+            var list = FeatureList(store, parse.GetValue(features), parse.GetValue(top));
             list = list.Where((_, i) => i % shardCount == shardIndex).ToList();
-            string? key = parse.GetValue(keyEnv) is { } env ? Environment.GetEnvironmentVariable(env) ?? throw new MechanistException($"--api-key-env: {env} is not set") : null;
+            string? key = ApiKey(parse.GetValue(keyEnv));
             var options = new ScoringOptions(parse.GetValue(endpoint)!, parse.GetValue(llm)!, key, parse.GetValue(positives), parse.GetValue(negatives),
                 parse.GetValue(timeout), parse.GetValue(rps), parse.GetValue(seed));
             using var http = new HttpClient { Timeout = Timeout.InfiniteTimeSpan };

@@ -62,16 +62,24 @@ public static class DictionaryEvaluation
 
     /// <summary>Per-layer metrics of transcoders or a CLT on held-out activations (in chunks, so any size fits).</summary>
     public static DictionaryLayerMetrics[] Layers(ICrossLayerDictionary dictionary, ActivationSet data, int chunk = 4096) =>
-        Layers(x => Reconstruct(dictionary, x), data, chunk);
+        Measure(x => Reconstruct(dictionary, x), data, chunk).Metrics;
 
     /// <summary>Per-layer metrics of a single-layer dictionary on held-out activations [N, 1, d].</summary>
     public static DictionaryLayerMetrics[] Layers(ISparseDictionary dictionary, ActivationSet data, int chunk = 4096) =>
-        Layers(x => Reconstruct(dictionary, x), data, chunk);
+        Measure(x => Reconstruct(dictionary, x), data, chunk).Metrics;
 
-    static DictionaryLayerMetrics[] Layers(Func<Tensor, (Tensor Acts, Tensor Recon)> reconstruct, ActivationSet data, int chunk)
+    /// <summary>
+    /// One pass over held-out activations: the per-layer metrics, and per layer the summed cosine of each reconstruction with its
+    /// target, the summed ‖x̂‖/‖x‖, and how many rows each feature fired on.
+    /// </summary>
+    internal static (DictionaryLayerMetrics[] Metrics, double[] CosineSum, double[] L2RatioSum, long[][] Fires) Measure(ICrossLayerDictionary dictionary, ActivationSet data,
+        int chunk = 4096) => Measure(x => Reconstruct(dictionary, x), data, chunk);
+
+    static (DictionaryLayerMetrics[] Metrics, double[] CosineSum, double[] L2RatioSum, long[][] Fires) Measure(Func<Tensor, (Tensor Acts, Tensor Recon)> reconstruct,
+        ActivationSet data, int chunk)
     {
         int layers = (int)data.Inputs.shape[1];
-        var sq = new double[layers]; var l0 = new double[layers];
+        var sq = new double[layers]; var l0 = new double[layers]; var cos = new double[layers]; var ratio = new double[layers];
         Tensor? fires = null;
         long n = data.Rows;
         using var targetMean = data.Targets.mean(new long[] { 0 });                         // [L, d]
@@ -85,16 +93,21 @@ public static class DictionaryEvaluation
                 var x = data.Inputs.narrow(0, start, len); var y = data.Targets.narrow(0, start, len);
                 var (acts, recon) = reconstruct(x);
                 var err = (recon - y).Square().sum(-1).sum(new long[] { 0 }).to(ScalarType.Float64).data<double>().ToArray();
+                var y64 = y.to(ScalarType.Float64); var r64 = recon.to(ScalarType.Float64);
+                var yNorm = y64.norm(-1).ClampMin(1e-12); var rNorm = r64.norm(-1);
+                var c = r64.mul(y64).sum(-1).div(yNorm.mul(rNorm.ClampMin(1e-12))).sum(new long[] { 0 }).data<double>().ToArray();   // [L]
+                var q = rNorm.div(yNorm).sum(new long[] { 0 }).data<double>().ToArray();
                 var active = acts.Gt(0);
                 var count = active.to(ScalarType.Float64).sum(new long[] { 0, 2 }).data<double>().ToArray();
-                for (int l = 0; l < layers; l++) { sq[l] += err[l]; l0[l] += count[l]; }
+                for (int l = 0; l < layers; l++) { sq[l] += err[l]; l0[l] += count[l]; cos[l] += c[l]; ratio[l] += q[l]; }
                 var f = active.to(ScalarType.Int64).sum(new long[] { 0 });                                      // [L, f]
                 if (fires is null) fires = f.DetachFromDisposeScope(); else fires.AddInPlace(f);
             }
             var v = variance.to(ScalarType.Float64).data<double>().ToArray();
             var dead = fires!.Eq(0).to(ScalarType.Float64).mean(new long[] { 1 }).data<double>().ToArray();
             var dense = fires!.to(ScalarType.Float64).Gt(0.1 * n).to(ScalarType.Float64).mean(new long[] { 1 }).data<double>().ToArray();
-            return Enumerable.Range(0, layers).Select(l => new DictionaryLayerMetrics(l, sq[l] / n, sq[l] / n / v[l], l0[l] / n, dead[l], dense[l])).ToArray();
+            var metrics = Enumerable.Range(0, layers).Select(l => new DictionaryLayerMetrics(l, sq[l] / n, sq[l] / n / v[l], l0[l] / n, dead[l], dense[l])).ToArray();
+            return (metrics, cos, ratio, Enumerable.Range(0, layers).Select(l => fires![l].data<long>().ToArray()).ToArray());
         }
         finally { fires?.Dispose(); }
     }

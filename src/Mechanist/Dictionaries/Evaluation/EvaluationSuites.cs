@@ -54,8 +54,7 @@ public static class EvaluationSuites
     {
         var (inputs, targets) = bundle.HarvestHooks(model);
         using var held = ActivationHarvest.Collect(model, texts, inputs, targets, tokens);
-        var layers = DictionaryEvaluation.Layers(bundle.Dictionary, held);
-        var extras = Extras(bundle.Dictionary, held, layers);
+        var (layers, extras) = Measure(bundle.Dictionary, held);
         var splice = DictionaryEvaluation.Spliced(model, texts, bundle.Splice(ErrorTerm.None), targets, tokens);
         return new CoreReport("core", model.Name, layers, extras, splice);
     }
@@ -66,37 +65,19 @@ public static class EvaluationSuites
         ("dead", 0, 0), ("≤1e-5", 0, 1e-5), ("1e-5–1e-4", 1e-5, 1e-4), ("1e-4–1e-3", 1e-4, 1e-3), ("1e-3–1e-2", 1e-3, 1e-2), ("1e-2–0.1", 1e-2, 0.1), ("0.1–1", 0.1, 1),
     };
 
-    /// <summary>Cosine, L2 ratio and firing-rate histogram of each layer's reconstructions of <paramref name="data"/>.</summary>
-    public static CoreLayer[] Extras(ICrossLayerDictionary dictionary, ActivationSet data, DictionaryLayerMetrics[] metrics, int chunk = 4096)
+    /// <summary>Explained variance, cosine, L2 ratio and firing-rate histogram of each layer of <paramref name="dictionary"/> on <paramref name="data"/>, with the layer metrics.</summary>
+    public static (DictionaryLayerMetrics[] Layers, CoreLayer[] Extras) Measure(ICrossLayerDictionary dictionary, ActivationSet data)
     {
-        int layers = (int)data.Inputs.shape[1];
-        var cos = new double[layers]; var ratio = new double[layers];
-        Tensor? fires = null;
+        var (metrics, cos, ratio, fires) = DictionaryEvaluation.Measure(dictionary, data);
         long n = data.Rows;
-        try
+        var extras = metrics.Select(m =>
         {
-            for (long start = 0; start < n; start += chunk)
-            {
-                using var scope = NewDisposeScope();
-                long len = Math.Min(chunk, n - start);
-                var (acts, recon) = DictionaryEvaluation.Reconstruct(dictionary, data.Inputs.narrow(0, start, len));
-                var y = data.Targets.narrow(0, start, len).to(ScalarType.Float64); var r = recon.to(ScalarType.Float64);
-                var yNorm = y.norm(-1).ClampMin(1e-12); var rNorm = r.norm(-1);
-                var c = r.mul(y).sum(-1).div(yNorm.mul(rNorm.ClampMin(1e-12))).sum(new long[] { 0 }).data<double>().ToArray();   // [L]
-                var q = rNorm.div(yNorm).sum(new long[] { 0 }).data<double>().ToArray();
-                for (int l = 0; l < layers; l++) { cos[l] += c[l]; ratio[l] += q[l]; }
-                var f = acts.Gt(0).to(ScalarType.Int64).sum(new long[] { 0 });
-                if (fires is null) fires = f.DetachFromDisposeScope(); else fires.AddInPlace(f);
-            }
-            return Enumerable.Range(0, layers).Select(l =>
-            {
-                var rates = fires![l].data<long>().Select(v => (double)v / n).ToArray();
-                var bins = Decades.Select(d => new DensityBin(d.Range, d.Low, d.High,
-                    d.High == 0 ? rates.Count(x => x == 0) : rates.Count(x => x > d.Low && x <= d.High))).ToArray();
-                return new CoreLayer(l, 1 - metrics[l].Fvu, cos[l] / n, ratio[l] / n, bins);
-            }).ToArray();
-        }
-        finally { fires?.Dispose(); }
+            var rates = fires[m.Layer].Select(v => (double)v / n).ToArray();
+            var bins = Decades.Select(d => new DensityBin(d.Range, d.Low, d.High,
+                d.High == 0 ? rates.Count(x => x == 0) : rates.Count(x => x > d.Low && x <= d.High))).ToArray();
+            return new CoreLayer(m.Layer, 1 - m.Fvu, cos[m.Layer] / n, ratio[m.Layer] / n, bins);
+        }).ToArray();
+        return (metrics, extras);
     }
 
     /// <summary>

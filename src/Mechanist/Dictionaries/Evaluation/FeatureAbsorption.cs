@@ -110,6 +110,7 @@ public static class FeatureAbsorption
         var readingProjection = testX.to(ScalarType.Float64).matmul(direction).data<double>().ToArray();
         var testActs = testLatents.to(ScalarType.Float64);
         var latentProjection = testActs.mul(along);                                             // [m, f]
+        var mainIndex = tensor(mainLatents.Select(c => (long)c).ToArray());
         var notMain = Enumerable.Repeat(true, (int)latents.shape[1]).ToArray();
         foreach (var c in mainLatents) notMain[c] = false;
         var absorberMask = tensor(notMain).logical_and(cosine.Ge(o.FractionCosine));
@@ -123,7 +124,7 @@ public static class FeatureAbsorption
             using var row = NewDisposeScope();
             double total = readingProjection[r];
             var proj = latentProjection[r];
-            double mainProj = proj.index_select(0, tensor(mainLatents.Select(c => (long)c).ToArray())).sum().item<double>();
+            double mainProj = proj.index_select(0, mainIndex).sum().item<double>();
             var candidates = proj.masked_select(absorberMask.logical_and(proj.Gt(0)));
             double absorbed = candidates.numel() == 0 ? 0 : candidates.topk((int)Math.Min(o.MaxAbsorbers, candidates.numel())).values.sum().item<double>();
             double fraction;
