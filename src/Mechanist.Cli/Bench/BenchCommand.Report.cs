@@ -63,6 +63,7 @@ public sealed partial class BenchCommand
             "features" => "## Feature dashboards (`bench --suite features`)",
             "moe" => "## Mixture of experts (`bench --suite moe`)",
             "generation" => "## Encoder-decoder generation (`bench --suite generation`)",
+            "sizer" => "## The sizer (`bench --suite sizer`)",
             _ => "## Dictionaries (`bench --suite dictionaries`)",
         });
         sb.AppendLine();
@@ -79,10 +80,14 @@ public sealed partial class BenchCommand
                 "top-64 per position. Each graph visits the 1,000 most influential features (`--attribution-features`; circuit-tracer's CLI default is 7,500) plus up to " +
                 "5 logits: one row (one vector-Jacobian product) each, batched. The floor of a row is the FLOPs of the linear map it differentiates, at this run's GEMM " +
                 "peak: per attention layer up to the target's, two d x d products per position up to the target's (W_O then W_V), the T x T mixing per head, and " +
-                "the dot products with the active features' encoder rows at those positions; no MLP, nothing above the target's layer or after its position. " +
+                "the dot products of the row's gradients with the active features' decoder rows at those positions (a CLT feature once per layer it writes to below " +
+                "the target); no MLP, nothing above the target's layer or after its position. " +
                 "The ratio is the measured attribution time per row over that floor (the issue's target: at most 2). Edges are stored sparse; the dense column is what " +
                 "an n x n float32 adjacency over the graph's nodes would take. The QK row (at 64 tokens) reruns the trace as `trace` does with its attention detail." +
-                " What bounds the ratio today: each row is a full backward pass through the retained forward of its batch's prompt copies, every layer and every position, MLP paths and norms included, where the floor counts only the attention layers up to the target's and the positions up to its; stopping each row at its target's layer and position (rows batched by target layer) is the change that would close it.",
+                " How it runs: rows sorted by their target's layer and position, a batch's backward starts at its rows' top layer and its columns are read only up to " +
+                "their last position; the retained forward of the prompt copies skips the MLPs (the clean run's outputs, frozen) and the unembedding. What is left " +
+                "above the floor: the backward still runs over every position of the prompt (a row's gradient is zero past its position, but autograd computes it), " +
+                "and under a budget the logit rows' pass and each chunk's last batch run partly empty.",
             "moe" => "A Mixtral-shaped model (`RandomModels.MixtralShapedConfig`: Mixtral-8x7B's layout, 8 SwiGLU experts, top-2, at d_model 1,024 and 8 layers, " +
                 "random weights, fp32). Expert FLOPs spent = expert rows computed / (tokens × experts), counted from the chosen experts of every layer; the " +
                 "all-experts row runs the same weights with top-8 routing (every expert on every token), what a dense evaluation of the experts would cost.",
@@ -95,6 +100,10 @@ public sealed partial class BenchCommand
             "generation" => "A random t5-small-shaped checkpoint (d_model 512, 6 + 6 layers, 8 heads, d_ff 2,048, vocabulary 32,128, fp32), greedy decoding from a " +
                 "32-token input: with the decoder's self-attention keys and values kept between steps and the encoder's cross-attention keys and values computed once, " +
                 "against rerunning the decoder over the whole prefix each step. Both produce the same tokens (checked in the run; the golden T5 generation test pins the logits).",
+            "sizer" => "Each job `--estimate` covers, first estimated (pilots: the job itself at doubling sizes up to a quarter of it, as `--estimate` " +
+                "uses where 3 % is too small to time), then run in full in the same process and measured the same way (wall time; the process's peak resident " +
+                "memory, the loaded model included). The errors in bold are predicted / measured − 1 (the issue's target: within ±25 %). The warm figures are " +
+                "compared, as both runs follow the pilots; a fresh process adds the first pilot's warm-up, which `--estimate` prints.",
             _ => "",
         });
         sb.AppendLine();

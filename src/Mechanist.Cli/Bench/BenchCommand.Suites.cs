@@ -405,13 +405,16 @@ public sealed partial class BenchCommand
             var rowNodes = graph.Nodes.Where(x => x.Kind is Attribution.NodeKind.Feature or Attribution.NodeKind.Logit).ToList();
             int visited = rowNodes.Count(x => x.Kind == Attribution.NodeKind.Feature);
             // A row for a feature at (layer ℓ, position p) runs back through attention layers 0..ℓ (it reads resid_mid of ℓ) over
-            // positions ≤ p; a logit row through all L layers from the last position.
+            // positions ≤ p, and reads the MLP outputs of layers below ℓ; a logit row runs through all L layers from the last position.
+            // Its feature columns: each active feature at a position ≤ p, once per layer it writes to that the row reads (a CLT's
+            // feature of layer m writes to every layer from m up).
             double RowFlops(Attribution.GraphNode node)
             {
-                int top = node.Kind == Attribution.NodeKind.Logit ? L - 1 : node.Layer, p = node.Kind == Attribution.NodeKind.Logit ? t - 1 : node.Position;
+                bool logit = node.Kind == Attribution.NodeKind.Logit;
+                int top = logit ? L - 1 : node.Layer, p = logit ? t - 1 : node.Position, lastRead = logit ? L - 1 : node.Layer - 1;
                 double flops = 0;
                 for (int m = 0; m <= top; m++)
-                    flops += (p + 1) * 4.0 * d * d + 2.0 * (p + 1) * (p + 1) * d + 2.0 * d * cumulative[m * t + p];
+                    flops += (p + 1) * 4.0 * d * d + 2.0 * (p + 1) * (p + 1) * d + 2.0 * d * cumulative[m * t + p] * Math.Max(0, lastRead - m + 1);
                 return flops;
             }
             double floorPerRow = rowNodes.Average(RowFlops) / peak * 1000, perRow = attributeMs / rowNodes.Count;

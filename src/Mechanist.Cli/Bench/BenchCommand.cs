@@ -30,8 +30,8 @@ public sealed partial class BenchCommand : ICliCommand
         var markdown = new Option<string>("--markdown") { Description = "Write the table to this Markdown file (BENCHMARKS.md)." };
         var fileMb = new Option<int>("--file-mb") { Description = "Size of the safetensors file for the mmap-open row (0: skip).", DefaultValueFactory = _ => 500 };
         var json = CommonOptions.Json();
-        var suite = new Option<string>("--suite") { Description = "all; dictionaries (harvesting and dictionary training on the built-in model only); large (Llama-3.2-1B- and Gemma-2-2B-shaped random checkpoints in bf16: load, memory, forward, cache, generation); attribution; features; moe; or generation (T5 with and without the KV cache).", DefaultValueFactory = _ => "all" };
-        suite.AcceptOnlyFromAmong("all", "dictionaries", "large", "attribution", "features", "moe", "generation");
+        var suite = new Option<string>("--suite") { Description = "all; dictionaries (harvesting and dictionary training on the built-in model only); large (Llama-3.2-1B- and Gemma-2-2B-shaped random checkpoints in bf16: load, memory, forward, cache, generation); attribution; features; moe; generation (T5 with and without the KV cache); or sizer (each job's --estimate against the job).", DefaultValueFactory = _ => "all" };
+        suite.AcceptOnlyFromAmong("all", "dictionaries", "large", "attribution", "features", "moe", "generation", "sizer");
         var tokenCounts = new Option<string>("--attribution-tokens") { Description = "Prompt lengths of the attribution suite.", DefaultValueFactory = _ => "64,128,512" };
         var visit = new Option<int>("--attribution-features") { Description = "Features the attribution suite's graphs visit (circuit-tracer's CLI default is 7,500).", DefaultValueFactory = _ => 1000 };
         var cmd = new Command("bench", "Benchmarks against a PyTorch peer and the machine's GEMM limit.") { repeats, threads, peer, markdown, fileMb, json, suite, tokenCounts, visit };
@@ -61,6 +61,8 @@ public sealed partial class BenchCommand : ICliCommand
                     rows = MoeRows(n).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else if (parse.GetValue(suite) == "generation")
                     rows = T5GenerationRows(dir).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
+                else if (parse.GetValue(suite) == "sizer")
+                    rows = SizerRows(dir, ctx).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else if (parse.GetValue(suite) == "features")
                     rows = FeatureRows(dir).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else if (parse.GetValue(suite) == "large")

@@ -74,6 +74,8 @@ public sealed class DictCommand : ICliCommand
         input.AcceptOnlyFromAmong(DictionaryNames.Inputs.Names.Where(n => DictionaryNames.Inputs.TryParse(n, out var i) && TranscoderInputs.HasOwnHookPoint(i)).ToArray());
         var cmd = new Command("train", "Train a dictionary on a model's activations and save it with a card (defaults: a top-k CLT on the built-in model).")
         { model, offline, kind, activation, features, k, sparsity, steps, batch, lr, tokens, evalTokens, corpus, hook, input, seed, output, overwrite, checkpoint, activations, activationsFile, generate };
+        var sizer = new SizerOptions();
+        sizer.AddTo(cmd);
         cmd.SetAction(parse =>
         {
             string? file = parse.GetValue(activationsFile);
@@ -97,6 +99,8 @@ public sealed class DictCommand : ICliCommand
                 parse.GetValue(hook), parse.GetValue(tokens), parse.GetValue(evalTokens));
             var (train, eval, description) = Texts(parse.GetValue(corpus), parse.GetValue(model), m, parse.GetValue(seed), ctx, parse.GetValue(generate));
             ctx.Err.WriteLine($"{m.Name}: {config.Kind}, {config.Activation}, {config.Features} features per layer; text: {description}");
+            // (The texts are read afresh by each pilot; with --activations the harvest is already on disk.)
+            if (parse.GetValue(activations) is null && sizer.Handle(parse, ctx, f => Mechanist.Runtime.Sizers.DictionaryTrain(m, train, eval, options, f))) return 0;
             var printer = new TrainLinePrinter(ctx.Err);
             using var trained = DictionaryJob.Run(m, train, eval, options, parse.GetValue(checkpoint),
                 new Mechanist.Training.SyncProgress<string>(s => ctx.Err.WriteLine(s)), printer, harvestDir: parse.GetValue(activations));

@@ -52,6 +52,8 @@ public sealed class FeaturesCommand : ICliCommand
         var output = new Option<string>("--out") { Description = "Build folder (shards of one build share it); the merged store is DIR/features.db.", Required = true };
         var cmd = new Command("build", "Stream a corpus through the model with a dictionary and keep, per feature, top and sampled examples, a histogram and counts, in a SQLite feature store.")
         { model, offline, dict, corpus, texts, maxTexts, shard, topK, perInterval, context, checkpoint, seed, batchTexts, output };
+        var sizer = new SizerOptions();
+        sizer.AddTo(cmd);
         cmd.SetAction(parse =>
         {
             var (index, count) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));
@@ -68,10 +70,12 @@ public sealed class FeaturesCommand : ICliCommand
             Func<IEnumerable<string>> all = parse.GetValue(maxTexts) is > 0 and var max ? () => texts0().Take((int)Math.Min(int.MaxValue, max)) : texts0;
             using var m = ModelInput.Load(parse.GetValue(model), parse, parse.GetValue(offline), ctx);
             using var source = FeatureSource.Load(m, dictDir);
-            var clock = System.Diagnostics.Stopwatch.StartNew();
             string dir = parse.GetValue(output)!;
-            var info = FeatureBuild.Run(m, source, dictDir, all, new FeatureBuildOptions(new FeatureSketchSettings(parse.GetValue(topK), parse.GetValue(perInterval), before, after),
-                index, count, parse.GetValue(checkpoint), parse.GetValue(batchTexts)), dir,
+            var buildOptions = new FeatureBuildOptions(new FeatureSketchSettings(parse.GetValue(topK), parse.GetValue(perInterval), before, after),
+                index, count, parse.GetValue(checkpoint), parse.GetValue(batchTexts));
+            if (sizer.Handle(parse, ctx, f => Mechanist.Runtime.Sizers.FeatureBuild(m, source, dictDir, all, buildOptions, f))) return 0;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var info = FeatureBuild.Run(m, source, dictDir, all, buildOptions, dir,
                 new Mechanist.Training.SyncProgress<FeatureBuildProgress>(p =>
                     ctx.Err.Write($"\r  {p.Texts:N0} texts, {p.Tokens:N0} tokens, {p.Tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds):N0} tokens/s   ")));
             ctx.Err.WriteLine();

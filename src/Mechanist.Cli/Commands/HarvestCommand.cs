@@ -21,8 +21,10 @@ public sealed class HarvestCommand : ICliCommand
         var bf16 = new Option<bool>("--bf16") { Description = "Store bfloat16 instead of float32." };
         var seed = new Option<int>("--seed") { Description = "Seed of the in-chunk shuffle and of the toy corpus.", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out") { Description = "Harvest folder (shards of one harvest share it).", Required = true };
+        var sizer = new SizerOptions();
         var cmd = new Command("harvest", "Stream a corpus through the model and write activations at hook points in resumable, sharded chunks.")
         { model, offline, hooks, corpus, texts, tokens, shard, chunk, bf16, seed, output };
+        sizer.AddTo(cmd);
         cmd.SetAction(parse =>
         {
             var (index, count) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));
@@ -38,8 +40,10 @@ public sealed class HarvestCommand : ICliCommand
             if (parse.GetValue(corpus) is { } c) list = CorpusReader.Read(c).ToList();
             else if (ToyPresets.All.Any(p => p.Name == (parse.GetValue(model) ?? ToyPresets.DefaultName))) list = new ToyCorpus(parse.GetValue(seed) + 1000).Lines(parse.GetValue(texts)).ToList();
             else throw new MechanistException("give --corpus (only built-in models have a default corpus)");
+            var harvestOptions = new HarvestOptions(hookList, parse.GetValue(tokens), index, count, parse.GetValue(chunk), parse.GetValue(bf16), parse.GetValue(seed));
+            if (sizer.Handle(parse, ctx, f => Mechanist.Runtime.Sizers.Harvest(m, list, harvestOptions, f))) return 0;
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var manifest = HarvestJob.Run(m, list, new HarvestOptions(hookList, parse.GetValue(tokens), index, count, parse.GetValue(chunk), parse.GetValue(bf16), parse.GetValue(seed)),
+            var manifest = HarvestJob.Run(m, list, harvestOptions,
                 parse.GetValue(output)!, new Mechanist.Training.SyncProgress<(long Tokens, long Max)>(p =>
                     ctx.Err.Write($"\r  {p.Tokens:N0} / {p.Max:N0} tokens, {p.Tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds):N0} tokens/s   ")));
             ctx.Err.WriteLine();

@@ -36,6 +36,8 @@ public sealed class MicroscopeCommand : ICliCommand
         contextuality.AcceptOnlyFromAmong("copy", "small", "none");
         var cmd = new Command("microscope", "LLM-Microscope: linearity, nonlinearity, contextuality, logit lens, intrinsic dimension, anisotropy, token removal.")
         { input.Model, input.Offline, text, textFile, corpus, generate, json, html, png, contextuality, ctxSteps, removal, removeWords, includeBos, output, shard };
+        var sizer = new SizerOptions();
+        sizer.AddTo(cmd);
         cmd.SetAction(parse =>
         {
             if (parse.GetValue(shard) is not null && parse.GetValue(output) is null) throw new MechanistException("--shard goes with --out DIR");
@@ -64,6 +66,7 @@ public sealed class MicroscopeCommand : ICliCommand
                 parse.GetValue(removal)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                     .Select(s => int.TryParse(s, out int v) && v > 2 ? v : throw new MechanistException($"--removal-lengths: '{s}' is not a length above 2")).ToArray(),
                 parse.GetValue(removeWords)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), IncludeBos: parse.GetValue(includeBos));
+            if (sizer.Handle(parse, ctx, f => Mechanist.Runtime.Sizers.Microscope(model, texts, options, f))) return 0;
             var report = MicroscopeRunner.Run(model, texts, options, new StageProgressPrinter(ctx.Err));
             ctx.Err.WriteLine();
             Emit(report, parse, ctx, json, html, png, ModelLabel(model));

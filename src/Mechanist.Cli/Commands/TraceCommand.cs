@@ -33,8 +33,10 @@ public sealed class TraceCommand : ICliCommand
         var targetDiff = new Option<string[]>("--target-diff") { Description = "Attribute a logit difference: two tokens, e.g. --target-diff \" Austin\" \" Dallas\".", Arity = new ArgumentArity(2, 2), AllowMultipleArgumentsPerToken = true };
         var noQk = new Option<bool>("--no-qk") { Description = "Leave out the attention detail: each cross-position link's head loadings and the QK attributions of the scores that carry it (on by default)." };
         var qkTop = new Option<int>("--qk-top") { Description = "QK terms kept per attention score (the rest summed).", DefaultValueFactory = _ => 10 };
+        var sizer = new SizerOptions();
         var cmd = new Command("trace", "Attribution graph of a prompt: features, errors and tokens to the top logits, pruned, as circuit-tracer graph JSON.");
         input.AddTo(cmd, tokensFile: false);
+        sizer.AddTo(cmd);
         foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures, maxEdges, prompts, shard, scanOption, noQk, qkTop }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
@@ -110,7 +112,13 @@ public sealed class TraceCommand : ICliCommand
                 return 0;
             }
             var (tokens, _) = input.ReadInput(parse, model);
-            using (tokens) TraceTo(tokens, parse.GetValue(output)!, print: true, parse.GetValue(input.Prompt));
+            using (tokens)
+            {
+                var plain = new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null, maxFeatureNodes, maxEdgesPerRow);
+                var qkOptions = parse.GetValue(noQk) ? null : new GraphQkOptions(TopPairs: Math.Max(1, parse.GetValue(qkTop)));
+                if (sizer.Handle(parse, ctx, f => Mechanist.Runtime.Sizers.Trace(model, bundle, tokens, plain, qkOptions, f))) return 0;
+                TraceTo(tokens, parse.GetValue(output)!, print: true, parse.GetValue(input.Prompt));
+            }
             GraphFile.UpdateIndex(parse.GetValue(output)!);
             return 0;
         });

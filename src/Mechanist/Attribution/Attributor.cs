@@ -64,8 +64,12 @@ public sealed record AttributionGraph(long[] TokenIds, GraphNode[] Nodes, Sparse
 /// </param>
 /// <param name="Progress">Called after each backward pass with (rows done, rows planned).</param>
 /// <param name="ZGradients">When given, each computed row's gradients with respect to every layer's <c>hook_z</c> are kept there (up to its budget) for head loadings.</param>
+/// <param name="VisitChunk">
+/// Under a feature budget, the features picked per influence estimate (at least <paramref name="BatchSize"/>; circuit-tracer
+/// picks its backward batch, 256 by default). Their rows then run grouped by layer, so a pass stops at its rows' layer.
+/// </param>
 public sealed record AttributionOptions(int MaxLogits = 10, double LogitProbability = 0.95, int BatchSize = 32, IReadOnlyList<LogitTarget>? Targets = null,
-    int? MaxFeatureNodes = null, int? MaxEdgesPerRow = null, Action<int, int>? Progress = null, ZGradientCache? ZGradients = null);
+    int? MaxFeatureNodes = null, int? MaxEdgesPerRow = null, Action<int, int>? Progress = null, ZGradientCache? ZGradients = null, int VisitChunk = 256);
 
 /// <summary>
 /// A custom logit target: the token <paramref name="Token"/>'s demeaned logit, or, with <paramref name="Minus"/>, the logit
@@ -158,13 +162,22 @@ public static class Attributor
         var grids = Enumerable.Range(0, L).Select(l => FeatureGrid.Of(nodes, nf, l, T, model.Device)).ToArray();
         var builder = new SparseAdjacency.Builder(n, options.MaxEdgesPerRow);
         int rowsDone = 0, rowsPlanned = k + Math.Min(options.MaxFeatureNodes ?? nf, nf);
-        // Rows for target nodes (feature indices below nf, or logit nodes), at most B per backward pass.
-        void ComputeRows(IReadOnlyList<int> targetNodes)
+        // Where a row's backward starts: a feature reads the residual at its own layer and position (nothing above or after
+        // them reaches it), a logit at the top of the last position.
+        int TopLayer(int node) => node < nf ? nodes[node].Layer : L;
+        int LastPosition(int node) => node < nf ? nodes[node].Position : T - 1;
+        // Rows for target nodes (feature indices below nf, or logit nodes), at most B per backward pass. Sorted by where they
+        // start, a pass's rows share their top layer (the backward never runs above it) and nearby positions (the feature
+        // columns are read only up to the last of them).
+        void ComputeRows(IReadOnlyList<int> unordered)
         {
-          for (int start = 0; start < targetNodes.Count; start += B)
+          var targetNodes = unordered.OrderBy(TopLayer).ThenBy(LastPosition).ThenBy(x => x).ToArray();
+          for (int start = 0; start < targetNodes.Length; start += B)
           {
             using var passScope = NewDisposeScope();
-            int rows = Math.Min(B, targetNodes.Count - start);
+            int rows = Math.Min(B, targetNodes.Length - start);
+            int top = 0, P = 0;
+            for (int r = 0; r < rows; r++) { top = Math.Max(top, TopLayer(targetNodes[start + r])); P = Math.Max(P, LastPosition(targetNodes[start + r]) + 1); }
             var readouts = new ReadoutInjection(forward, d, inputs, unembedIn);
             for (int r = 0; r < rows; r++)
             {
@@ -177,21 +190,23 @@ public static class Attributor
             var block = zeros(rows, n, ScalarType.Float32, device: model.Device);
             // Features: Σ over the layers j a source at layer l writes to, grad_j[p] · a·W_dec(l→j)[f]. The features of a layer
             // sit in a [T, slots] grid (one row per position), so each (l, j) is one batched matmul over positions rather
-            // than a [rows, features, d] gather.
-            for (int l = 0; l < L; l++)
+            // than a [rows, features, d] gather. No gradient reaches layers from the pass's top up, nor positions past its last.
+            for (int l = 0; l < Math.Min(top, L); l++)
             {
-                if (grids[l] is not { } grid) continue;
-                var sum = zeros(T, rows, grid.Slots, device: model.Device);
-                for (int j = l; j < L; j++)
+                if (grids[l] is not { } grid || grid.FilledBefore[P] == 0) continue;
+                var sum = zeros(P, rows, grid.Slots, device: model.Device);
+                var features = grid.Features[..(P * grid.Slots)];
+                for (int j = l; j < Math.Min(top, L); j++)
                 {
                     if (!d.WritesTo(l, j)) continue;
                     using var stepScope = NewDisposeScope();
-                    var dec = d.DecoderRows(l, j, grid.Features).to(ScalarType.Float32).view(T, grid.Slots, -1);   // [T, slots, d]
-                    var g = grads[j][..rows].to(ScalarType.Float32).permute(1, 0, 2);                           // [T, rows, d]
+                    var dec = d.DecoderRows(l, j, features).to(ScalarType.Float32).view(P, grid.Slots, -1);     // [P, slots, d]
+                    var g = grads[j][..rows, ..P].to(ScalarType.Float32).permute(1, 0, 2);                      // [P, rows, d]
                     sum.add_(bmm(g, dec.transpose(1, 2)), One);
                 }
-                var weighted = (sum * grid.Activations.unsqueeze(1)).permute(1, 0, 2).reshape(rows, -1);      // [rows, T·slots]
-                block.index_copy_(1, grid.Columns, weighted.index_select(1, grid.Filled));
+                var weighted = (sum * grid.Activations[..P].unsqueeze(1)).permute(1, 0, 2).reshape(rows, -1);  // [rows, P·slots]
+                int filled = (int)grid.FilledBefore[P];
+                block.index_copy_(1, grid.Columns[..filled], weighted.index_select(1, grid.Filled[..filled]));
             }
             // Errors: grad_l[p] · error[l, p]; tokens: grad_embed[p] · the embedding added there.
             for (int l = 0; l < errorLayers; l++)
@@ -221,7 +236,7 @@ public static class Attributor
         {
             var soFar = builder.Build();
             var influence = Pruning.Influence(soFar, Pruning.Normalize(soFar), weights);
-            var next = Enumerable.Range(0, nf).Where(i => !visited[i]).OrderByDescending(i => influence[i]).ThenBy(i => i).Take(Math.Min(B, budget - count)).ToArray();
+            var next = Enumerable.Range(0, nf).Where(i => !visited[i]).OrderByDescending(i => influence[i]).ThenBy(i => i).Take(Math.Min(Math.Max(B, options.VisitChunk), budget - count)).ToArray();
             foreach (int i in next) visited[i] = true;
             count += next.Length;
             ComputeRows(next);
@@ -237,8 +252,11 @@ public static class Attributor
     public static Tensor Readout(Tensor wu, LogitTarget t) => t.Direction is { } dir ? tensor(dir, device: wu.device)
         : t.Minus is { } m ? wu[t.Token] - wu[m] : wu[t.Token] - wu.mean(new long[] { 0 });
 
-    /// <summary>A layer's feature nodes on a [T, Slots] grid: slot s of position p holds one feature (padding: feature 0, activation 0).</summary>
-    sealed record FeatureGrid(int Slots, Tensor Features, Tensor Activations, Tensor Filled, Tensor Columns)
+    /// <summary>
+    /// A layer's feature nodes on a [T, Slots] grid: slot s of position p holds one feature (padding: feature 0, activation 0).
+    /// Filled cells and their node columns run in position order; <see cref="FilledBefore"/>[p] counts those before position p.
+    /// </summary>
+    sealed record FeatureGrid(int Slots, Tensor Features, Tensor Activations, Tensor Filled, Tensor Columns, long[] FilledBefore)
     {
         public static FeatureGrid? Of(List<GraphNode> nodes, int nf, int layer, int T, Device device)
         {
@@ -246,16 +264,20 @@ public static class Attributor
             if (byPos.Count == 0) return null;
             int slots = byPos.Values.Max(v => v.Length);
             var features = new long[T * slots]; var acts = new float[T * slots];
-            var filled = new List<long>(); var columns = new List<long>();
-            foreach (var (p, members) in byPos)
+            var filled = new List<long>(); var columns = new List<long>(); var filledBefore = new long[T + 1];
+            for (int p = 0; p < T; p++)
+            {
+                var members = byPos.GetValueOrDefault(p, Array.Empty<int>());
                 for (int s = 0; s < members.Length; s++)
                 {
                     int cell = p * slots + s;
                     features[cell] = nodes[members[s]].Index; acts[cell] = (float)nodes[members[s]].Activation!.Value;
                     filled.Add(cell); columns.Add(members[s]);
                 }
+                filledBefore[p + 1] = filled.Count;
+            }
             return new FeatureGrid(slots, tensor(features, device: device), tensor(acts, new long[] { T, slots }, device: device),
-                tensor(filled.ToArray(), device: device), tensor(columns.ToArray(), device: device));
+                tensor(filled.ToArray(), device: device), tensor(columns.ToArray(), device: device), filledBefore);
         }
     }
 

@@ -17,8 +17,9 @@ namespace Mechanist.Attribution;
 /// <param name="Seconds">Time taken.</param>
 /// <param name="QkSeconds">Of which the head loadings and QK attributions took.</param>
 /// <param name="QkScores">Attention scores decomposed.</param>
+/// <param name="Edges">Edges of the full graph, before pruning.</param>
 public sealed record GraphTraceSummary(string Path, int Nodes, int ActiveFeatures, int LogitTargets, int KeptNodes, long KeptEdges, double Replacement, double Completeness, double Seconds,
-    double QkSeconds = 0, int QkScores = 0);
+    double QkSeconds = 0, int QkScores = 0, long Edges = 0);
 
 /// <summary>Traces a prompt into a pruned graph file (circuit-tracer's frontend JSON): what <c>mechanist trace</c> and the workbench's graph view run.</summary>
 public static class GraphTrace
@@ -47,6 +48,6 @@ public static class GraphTrace
         inspect?.Invoke(graph, pruned);
         return new GraphTraceSummary(path, graph.Nodes.Length, graph.Nodes.Count(n => n.Kind == NodeKind.Feature), graph.Nodes.Count(n => n.Kind == NodeKind.Logit),
             pruned.NodeMask.Count(k => k), pruned.KeptEdges, scores.Replacement, scores.Completeness, clock.Elapsed.TotalSeconds,
-            attention is null ? 0 : clock.Elapsed.TotalSeconds - attributed, attention?.Scores.Count ?? 0);
+            attention is null ? 0 : clock.Elapsed.TotalSeconds - attributed, attention?.Scores.Count ?? 0, graph.Edges.Count);
     }
 }

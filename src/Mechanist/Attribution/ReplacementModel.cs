@@ -94,10 +94,10 @@ public sealed class ReplacementModel : IDisposable
     /// <summary>The frozen linear replacement's splice for one run.</summary>
     public ISplice FrozenSplice() => new FrozenMlps(this);
 
-    /// <summary>Run options of the frozen replacement: patterns and norm scales detached, MLPs frozen but for the skip.</summary>
-    public RunOptions FrozenOptions() => new() { FreezeAttention = true, FreezeNormScales = true, Splices = IsAttentionOnly ? Array.Empty<ISplice>() : new[] { FrozenSplice() } };
+    /// <summary>Run options of the frozen replacement: patterns and norm scales detached, MLPs frozen but for the skip; the run stops at the unembedding's input.</summary>
+    public RunOptions FrozenOptions() => new() { FreezeAttention = true, FreezeNormScales = true, SkipUnembedding = true, Splices = IsAttentionOnly ? Array.Empty<ISplice>() : new[] { FrozenSplice() } };
 
-    /// <summary>MLP output = its true value, with the gradient of skip(x_in) only: skip + (true − skip).detach().</summary>
+    /// <summary>MLP output = its true value (the clean run's), with the gradient of skip(x_in) only: skip + (true − skip).detach().</summary>
     sealed class FrozenMlps(ReplacementModel owner) : ISplice
     {
         public IEnumerable<(string Parent, string Suffix, HookShape Shape)> AddedPoints(HookRegistry registry)
@@ -115,7 +115,9 @@ public sealed class ReplacementModel : IDisposable
             public Tensor? ReplaceMlp(MlpSite site, Func<Tensor> mlp, FireHook fire)
             {
                 var x = fire(SplicePoints.Under(model.HookPoints.Name(HookKind.MlpOut, site.Layer), SplicePoints.Input), site.Read(owner.Input));
-                var y = mlp().detach();
+                // The clean run's MLP output (the network is frozen there), broadcast over the run's copies: no MLP is recomputed.
+                var clean = owner.Clean[model.HookPoints.Name(HookKind.MlpOut, site.Layer)];
+                var y = clean.to(x.dtype, x.device).expand(x.shape).detach();
                 // A source added here must get a gradient even where nothing upstream is live (no skip): a fresh leaf.
                 return owner.Dictionary.Skip(site.Layer, x) is { } skip ? skip.Add((y - skip).detach()) : y.requires_grad_(true);
             }

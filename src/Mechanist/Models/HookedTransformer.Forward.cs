@@ -204,6 +204,7 @@ public sealed partial class HookedTransformer
         if (cfg.MlmHead) x = Activation(F.linear(x, Computed(Weights.HeadDenseW!), ComputedOrNull(Weights.HeadDenseB)));
         x = Norm(s, o, x, cfg.Norm, ComputedOrNull(Weights.LnFinalW), ComputedOrNull(Weights.LnFinalB), HookNames.LnFinalScale, HookNames.LnFinalNormalized, null, out _);
         x = Hook(s, HookNames.UnembedIn, null, x);
+        if (o.SkipUnembedding) return x;
         var logits = Unembed(x, s.NarrowProducts);
         if (cfg.FinalSoftcap is { } cap) logits = Softcap(logits, cap);
         return Hook(s, HookNames.UnembedOut, null, logits);

@@ -33,6 +33,12 @@ public sealed record RunOptions
     /// <summary>Stop before this block and return the residual stream entering it (TransformerLens's stop_at_layer).</summary>
     public int? StopAtLayer { get; init; }
 
+    /// <summary>
+    /// Stop at the unembedding's input (after the final norm and <c>unembed.hook_in</c>) and return it instead of the logits: for runs
+    /// that only read or differentiate the residual stream, where the vocabulary-wide product would be most of the cost.
+    /// </summary>
+    public bool SkipUnembedding { get; init; }
+
     /// <summary>A KV cache to read and extend (generation).</summary>
     public KvCache? KvCache { get; init; }
 

@@ -1,0 +1,91 @@
+using Mechanist.Attribution;
+using Mechanist.Dictionaries;
+using Mechanist.Dictionaries.Formats;
+using Mechanist.Dictionaries.Training;
+using Mechanist.Features;
+using Mechanist.Microscope;
+using Mechanist.Models;
+using Mechanist.Runtime;
+using Mechanist.Tensors;
+using Mechanist.Toy;
+using static TorchSharp.torch;
+
+namespace Mechanist.Cli.Bench;
+
+/// <summary>The sizer against what each job then measures.</summary>
+public sealed partial class BenchCommand
+{
+    /// <summary>
+    /// Each job the sizer covers, on the built-in model at sizes larger than the tests', plus the research-sized attribution graph:
+    /// the estimate (pilots of at most a quarter of the job, as <c>--estimate</c> uses on jobs too small for its 3 %), then the job
+    /// itself in the same process, measured the same way; the error of each prediction.
+    /// </summary>
+    static IEnumerable<Row> SizerRows(string dir, CliContext ctx)
+    {
+        const double fraction = 0.25;
+        using var toy = HookedTransformer.Load(BuiltInModels.DefaultPath());
+        string clt = Path.Combine(BuiltInModels.DefaultPath(), "clt");
+        Row Compare(string name, JobEstimate? e, SizerPilot measured)
+        {
+            if (e is null) return new Row(name, measured.Seconds * 1000, measured.Seconds * 1000, Note: "too small to estimate");
+            double timeError = e.Seconds / measured.Seconds - 1, peakError = (double)e.PeakBytes / measured.PeakBytes - 1;
+            double pilotSeconds = e.Pilots.Sum(p => p.Seconds);
+            return new Row(name, measured.Seconds * 1000, measured.Seconds * 1000,
+                Note: $"{e.Units:N0} {e.Unit}: predicted {e.Seconds:F1} s / measured {measured.Seconds:F1} s (**{timeError:+0%;-0%}**), peak predicted {e.PeakBytes / 1e6:N0} MB / " +
+                      $"measured {measured.PeakBytes / 1e6:N0} MB (**{peakError:+0%;-0%}**); {e.Pilots.Count} pilots up to {e.Pilots.Max(p => p.Units):N0} {e.Unit}, {pilotSeconds:F1} s");
+        }
+
+        var texts = new ToyCorpus(1000).Lines(60_000).ToList();
+        var (ins, outs) = DictionaryJob.Hooks(toy, DictionaryKind.Clt, TranscoderInput.Resid, null);
+        var harvest = new HarvestOptions(ins.Concat(outs).ToArray(), 400_000);
+        var he = Sizers.Harvest(toy, texts, harvest, fraction);
+        yield return Compare("sizer: harvest (toy-4l)", he, JobSizer.Measure(harvest.MaxTokens, () => HarvestJob.Run(toy, texts, harvest, Path.Combine(dir, "harvest"))));
+
+        using (var bundle = CircuitTracerFormat.Load(clt))
+        using (var all = toy.ToTokens(string.Join(" ", new ToyCorpus(5).Lines(12))))
+        using (var tokens = all[.., ..60])
+        {
+            var options = new AttributionOptions(BatchSize: 4, MaxFeatureNodes: 4000);
+            var te = Sizers.Trace(toy, bundle, tokens, options, new GraphQkOptions(), fraction);
+            yield return Compare("sizer: trace (toy-4l, 60 tokens)", te, JobSizer.Measure(te?.Units ?? 0, () => GraphTrace.Write(toy, bundle, tokens, Path.Combine(dir, "g.json"), options, qk: new GraphQkOptions())));
+        }
+
+        using (var source = FeatureSource.Load(toy, clt))
+        {
+            var corpus = new ToyCorpus(2000).Lines(20_000).ToList();
+            var options = new FeatureBuildOptions(new FeatureSketchSettings(20, 4, 12, 4));
+            var fe = Sizers.FeatureBuild(toy, source, clt, () => corpus, options, fraction);
+            yield return Compare("sizer: features build (toy-4l)", fe, JobSizer.Measure(corpus.Count, () => FeatureBuild.Run(toy, source, clt, () => corpus, options, Path.Combine(dir, "features"))));
+        }
+
+        {
+            var train = new ToyCorpus(3000).Lines(40_000).ToList();
+            var eval = new ToyCorpus(3001).Lines(2_000).ToList();
+            var options = new DictionaryJobOptions(new DictionaryTrainConfig(DictionaryKind.Clt, TrainActivation.TopK, 1024, Steps: 1000, BatchSize: 1024), TrainTokens: 200_000, EvalTokens: 20_000);
+            var de = Sizers.DictionaryTrain(toy, train, eval, options, fraction);
+            yield return Compare("sizer: dict train (toy-4l CLT)", de, JobSizer.Measure(options.Config.Steps, () => DictionaryJob.Run(toy, train, eval, options).Dispose()));
+        }
+
+        {
+            var mtexts = new ToyCorpus(4000).Lines(600).ToList();
+            var options = new MicroscopeOptions(RemovalLengths: Array.Empty<int>());
+            var me = Sizers.Microscope(toy, mtexts, options, fraction);
+            yield return Compare("sizer: microscope (toy-4l)", me, JobSizer.Measure(mtexts.Count, () => MicroscopeRunner.Run(toy, mtexts, options)));
+        }
+
+        // The research-sized graph of the attribution suite (64 tokens, 1,000 features of a 12 x 8,192 CLT), its attention detail included.
+        var cfg = RandomModels.Gpt2SmallConfig();
+        using var model = RandomModels.Create(cfg, seed: 0);
+        int L = cfg.NLayers, d = cfg.DModel;
+        manual_seed(1);
+        var big = new CrossLayerTranscoder(
+            Enumerable.Range(0, L).Select(_ => randn(8192, d).Div(Math.Sqrt(d))).ToArray(), Enumerable.Range(0, L).Select(_ => zeros(8192)).ToArray(),
+            Enumerable.Range(0, L).Select(i => randn(8192, L - i, d).Mul(0.02f)).ToArray(), Enumerable.Range(0, L).Select(_ => zeros(d)).ToArray(), DictionaryActivation.TopK, topK: 64);
+        using var bigBundle = new TranscoderBundle(big, TranscoderInput.Resid, "gpt2-shaped");
+        using var prompt = randint(0, cfg.VocabSize, new long[] { 1, 64 }, generator: new Generator(64UL));
+        var research = new AttributionOptions(MaxLogits: 5, BatchSize: 32, MaxFeatureNodes: 1000);
+        var re = Sizers.Trace(model, bigBundle, prompt, research, new GraphQkOptions(), fraction);
+        yield return Compare("sizer: trace (GPT-2-small-shaped, 64 tokens, 1,000 features)", re,
+            JobSizer.Measure(re?.Units ?? 0, () => GraphTrace.Write(model, bigBundle, prompt, Path.Combine(dir, "big.json"), research, qk: new GraphQkOptions())));
+    }
+}

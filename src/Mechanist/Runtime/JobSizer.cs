@@ -1,0 +1,128 @@
+using System.Diagnostics;
+
+namespace Mechanist.Runtime;
+
+/// <summary>One pilot: the job run at a reduced size, measured (wall time, and the process's peak resident bytes during it).</summary>
+public sealed record SizerPilot(double Units, double Seconds, long PeakBytes);
+
+/// <summary>
+/// What a job will cost, predicted before it runs: its wall time and the peak resident memory of the process, extrapolated from
+/// pilots (the same job at reduced sizes, measured in this process), against what the machine has.
+/// </summary>
+/// <param name="Job">The command, e.g. "trace".</param>
+/// <param name="Unit">What the job's size counts (rows, tokens, texts, steps).</param>
+/// <param name="Units">The job's size in those units.</param>
+/// <param name="Seconds">Predicted wall time in a process that has run the job's code before (as after the pilots).</param>
+/// <param name="PeakBytes">Predicted peak resident bytes of the process (the loaded model included), likewise.</param>
+/// <param name="WarmUpSeconds">What a fresh process adds the first time (compiling, first allocations): the first pilot's extra time.</param>
+/// <param name="WarmUpPeakBytes">The first pilot's peak: a fresh process's first run peaks at least there.</param>
+/// <param name="TimeSettled">Whether the last two pilots differed in time by enough to read the per-unit cost (else the time is rough).</param>
+/// <param name="ResidentBytes">Resident bytes before the job (the loaded model and runtime).</param>
+/// <param name="AvailableBytes">The most the process may hold: its resident bytes plus what the machine has available (or a set limit).</param>
+/// <param name="Pilots">The pilots the prediction comes from.</param>
+/// <param name="Shrink">The options that would make the job smaller, for the refusal's message.</param>
+public sealed record JobEstimate(string Job, string Unit, double Units, double Seconds, long PeakBytes, long ResidentBytes, long AvailableBytes,
+    IReadOnlyList<SizerPilot> Pilots, IReadOnlyList<string> Shrink, double WarmUpSeconds = 0, long WarmUpPeakBytes = 0, bool TimeSettled = true)
+{
+    /// <summary>The peak of the job run by itself in a fresh process.</summary>
+    public long FreshPeakBytes => Math.Max(PeakBytes, WarmUpPeakBytes);
+
+    /// <summary>Whether the predicted peak fits in what the machine allows.</summary>
+    public bool Fits => FreshPeakBytes <= AvailableBytes;
+
+    /// <summary>One line for people (the figures of a fresh process: what running the command again costs).</summary>
+    public string Describe() =>
+        $"{Job}: {Units:N0} {Unit}; predicted peak memory {FreshPeakBytes / 1e9:F2} GB (the model and runtime now hold {ResidentBytes / 1e9:F2} GB; this machine allows " +
+        $"{AvailableBytes / 1e9:F1} GB), predicted time {Format(Seconds + WarmUpSeconds)}{(TimeSettled ? "" : " (rough: the pilots were too short to time)")} (from {Pilots.Count} pilot runs of " +
+        $"{string.Join(", ", Pilots.Select(p => p.Units.ToString("N0")))} {Unit})";
+
+    /// <summary>The refusal when the job does not fit.</summary>
+    public string Refusal() =>
+        $"{Job} would need about {FreshPeakBytes / 1e9:F1} GB at its peak; this machine allows {AvailableBytes / 1e9:F1} GB. " +
+        $"Shrink it ({string.Join(", ", Shrink)}), see the estimate with --estimate, or run it anyway with --force";
+
+    static string Format(double s) => s < 120 ? $"{s:F1} s" : s < 7200 ? $"{s / 60:F1} min" : $"{s / 3600:F1} h";
+}
+
+/// <summary>
+/// Predicts a job's time and peak memory from pilots: the job itself at growing sizes (doubling from a small one, after an untimed
+/// warm-up at it), each timed and with the process's peak resident memory measured, until two consecutive pilots differ in time by
+/// enough to read a per-unit cost above the noise of the fixed one (or the pilots reach their share of the job). Time is the larger of
+/// those two pilots plus the rest of the job at their per-unit cost; memory is their peak plus what the job holds beyond them by the
+/// caller's model of it (buffers, caches and matrices whose size is known from the shapes and options, which pilots are too small to show).
+/// </summary>
+public static class JobSizer
+{
+    /// <summary>Measures a pilot run of <paramref name="run"/> at <paramref name="units"/>.</summary>
+    public static SizerPilot Measure(double units, Action run)
+    {
+        ProcessMemory.Settle();
+        ProcessMemory.ResetPeak();
+        var clock = Stopwatch.StartNew();
+        run();
+        double seconds = clock.Elapsed.TotalSeconds;
+        long peak = Math.Max(ProcessMemory.Peak(), ProcessMemory.Resident());
+        ProcessMemory.Settle();
+        return new SizerPilot(units, seconds, peak);
+    }
+
+    /// <summary>
+    /// Estimates a job of <paramref name="units"/> from pilots starting at <paramref name="small"/> units and doubling up to
+    /// <paramref name="largest"/> (both below <paramref name="units"/>).
+    /// </summary>
+    /// <param name="job">The command's name.</param>
+    /// <param name="unit">What the size counts.</param>
+    /// <param name="units">The job's size.</param>
+    /// <param name="small">The first pilot's size (also the warm-up's).</param>
+    /// <param name="largest">The largest pilot allowed.</param>
+    /// <param name="runPilot">Runs the job at a size, writing nothing the user keeps.</param>
+    /// <param name="modelledBytes">Bytes the job holds at a size beyond what its fixed working set shows (0 where nothing grows).</param>
+    /// <param name="shrink">Options that shrink the job.</param>
+    /// <param name="growsAsPilots">
+    /// The working set grows with the job as it grew between the last two pilots (for jobs whose growth no shape model captures:
+    /// allocator fragmentation over many per-batch tensors); added to <paramref name="modelledBytes"/>.
+    /// </param>
+    public static JobEstimate Estimate(string job, string unit, double units, double small, double largest, Action<double> runPilot,
+        Func<double, double> modelledBytes, IReadOnlyList<string> shrink, bool growsAsPilots = false)
+    {
+        if (!(small > 0 && largest >= 2 * small && units >= largest)) throw new MechanistException($"the sizer's pilots need room: {small} to {largest} of {units} {unit}");
+        ProcessMemory.Settle();
+        long resident = ProcessMemory.Resident();
+        long available = ProcessMemory.Allowed();
+        var pilots = new List<SizerPilot> { Measure(small, () => runPilot(small)) };
+        var previous = Measure(small, () => runPilot(small));
+        pilots.Add(previous);
+        SizerPilot last;
+        bool settled;
+        while (true)
+        {
+            double size = previous.Units * 2;
+            last = Measure(size, () => runPilot(size));
+            pilots.Add(last);
+            // Enough signal: the doubled pilot took clearly longer than the one before (its per-unit part dominates the noise of the fixed part).
+            settled = last.Seconds - previous.Seconds >= Math.Max(MinimumSignalSeconds, 0.25 * previous.Seconds);
+            if (settled || size * 2 > largest) break;
+            previous = last;
+        }
+        double perUnit = Math.Max(0, (last.Seconds - previous.Seconds) / (last.Units - previous.Units));
+        double seconds = last.Seconds + perUnit * (units - last.Units);
+        long peak = Math.Max(last.PeakBytes, previous.PeakBytes) + (long)Math.Max(0, modelledBytes(units) - modelledBytes(last.Units));
+        if (growsAsPilots) peak += (long)(Math.Max(0, (last.PeakBytes - previous.PeakBytes) / (last.Units - previous.Units)) * (units - last.Units));
+        var warm = pilots[0];
+        return new JobEstimate(job, unit, units, seconds, Math.Max(peak, resident), resident, available, pilots, shrink,
+            Math.Max(0, warm.Seconds - pilots[1].Seconds), warm.PeakBytes, settled);
+    }
+
+    /// <summary>The least time between the last two pilots for their difference to be read as per-unit cost.</summary>
+    public const double MinimumSignalSeconds = 1.0;
+
+    /// <summary>
+    /// Pilot sizes for a job of <paramref name="units"/>: the first at <paramref name="minimum"/>, the largest at <paramref name="fraction"/>
+    /// of the job; null when that leaves no room to double (the job is too small to pilot at this fraction).
+    /// </summary>
+    public static (double Small, double Largest)? PilotSizes(double units, double fraction, double minimum)
+    {
+        double largest = Math.Floor(units * fraction);
+        return minimum > 0 && largest >= 2 * minimum ? (minimum, largest) : null;
+    }
+}

@@ -1,0 +1,140 @@
+using Mechanist.Attribution;
+using Mechanist.Dictionaries;
+using Mechanist.Dictionaries.Formats;
+using Mechanist.Features;
+using Mechanist.Microscope;
+using Mechanist.Models;
+using static TorchSharp.torch;
+
+namespace Mechanist.Runtime;
+
+/// <summary>
+/// The sizer of each corpus- or graph-scale job: pilots of the job itself at reduced sizes (written to a temporary folder that is
+/// removed), extrapolated by <see cref="JobSizer"/>. Null where the job is too small to pilot below its own size.
+/// </summary>
+public static class Sizers
+{
+    /// <summary>The share of a job its largest pilot may run before a large job starts (the pilots together run about three times it).</summary>
+    public const double PilotFraction = 0.03;
+
+    /// <summary>
+    /// <c>trace</c> of one prompt: rows are the visited features (the budget, or every active feature); pilots run smaller budgets.
+    /// Beyond the pilots' working set (the prompt copies' retained forward, one pass's gradients) the rows grow: their edges (as many
+    /// per row as in the largest pilot, held as the rows, the built graph and pruning's per-edge arrays) and the hook_z gradients kept
+    /// for the attention detail, up to their budget.
+    /// </summary>
+    public static JobEstimate? Trace(HookedTransformer model, TranscoderBundle? bundle, Tensor tokens, AttributionOptions options, GraphQkOptions? qk, double fraction = PilotFraction)
+    {
+        if (bundle is null) return null;
+        long active;
+        using (var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens)) active = rm.Activations.count_nonzero().item<long>();
+        double rows = Math.Min(options.MaxFeatureNodes ?? active, active);
+        int batch = Math.Max(1, options.BatchSize);
+        if (JobSizer.PilotSizes(rows, fraction, batch) is not var (small, largest)) return null;
+        var c = model.Config;
+        double zRow = 4.0 * c.NLayers * tokens.shape[1] * c.NHeads * c.DHead;
+        double edgesPerRow = 0;
+        double Held(double r) => r * edgesPerRow * BytesPerEdge + (qk is null ? 0 : Math.Min(r * zRow, qk.GradientBudgetMb * (double)(1L << 20)));
+        return WithTemp(dir => JobSizer.Estimate("trace", "feature rows", rows, small, largest, s =>
+            {
+                var summary = GraphTrace.Write(model, bundle, tokens, Path.Combine(dir, "pilot.json"), options with { MaxFeatureNodes = (int)s, Progress = null }, qk: qk);
+                edgesPerRow = summary.Edges / (s + summary.LogitTargets);
+            }, Held, new[] { "--batch", "--max-feature-nodes", "--dtype", "--no-qk" }));
+    }
+
+    /// <summary>
+    /// Bytes an attribution edge holds at the trace's peak: its column and value in the row, again in the built graph, and pruning's
+    /// per-edge doubles (normalised weights, normalised within the kept nodes, scores).
+    /// </summary>
+    const double BytesPerEdge = 8 + 8 + 3 * 8;
+
+    /// <summary>Widths of hook points in bytes per token (float32).</summary>
+    static double BytesPerToken(HookedTransformer model, IEnumerable<string> hooks) =>
+        hooks.Sum(h => 4.0 * (model.HookPoints.Points.FirstOrDefault(p => p.Name == h)?.Shape.Dims.Where(d => d > 0).Aggregate(1L, (a, b) => a * b) ?? model.Config.DModel));
+
+    /// <summary><c>harvest</c>: tokens up to the shard's budget; its chunk buffer (activations and their shuffled copy) grows with them up to a chunk.</summary>
+    public static JobEstimate? Harvest(HookedTransformer model, IReadOnlyList<string> texts, HarvestOptions o, double fraction = PilotFraction)
+    {
+        // The shard's tokens, up to its budget (a short corpus ends the job first).
+        var tokenizer = model.Tokenizer ?? throw new MechanistException("harvest needs the model's tokenizer");
+        long counted = 0;
+        for (int i = o.ShardIndex; i < texts.Count && counted < o.MaxTokens; i += o.ShardCount) counted += Math.Max(0, tokenizer.Encode(texts[i]).Length - 1);
+        double tokens = Math.Min(o.MaxTokens, counted);
+        if (JobSizer.PilotSizes(tokens, fraction, 1024) is not var (small, largest)) return null;
+        double perToken = 2 * BytesPerToken(model, o.Hooks) * (o.BFloat16 ? 1.5 : 1);
+        return WithTemp(dir =>
+        {
+            int run = 0;
+            return JobSizer.Estimate("harvest", "tokens", tokens, small, largest,
+                s => HarvestJob.Run(model, texts, o with { MaxTokens = (long)s }, Path.Combine(dir, $"pilot{run++}")),
+                u => Math.Min(u, o.ChunkTokens) * perToken, new[] { "--chunk-tokens", "--hooks", "--bf16" });
+        });
+    }
+
+    /// <summary><c>features build</c>: texts of the shard; pilots read its first texts. Its sketches are bounded per feature; nothing else grows.</summary>
+    public static JobEstimate? FeatureBuild(HookedTransformer model, FeatureSource source, string dictionary, Func<IEnumerable<string>> corpus, FeatureBuildOptions o, double fraction = PilotFraction)
+    {
+        double texts = corpus().Where((_, i) => i % o.ShardCount == o.ShardIndex).LongCount();
+        if (JobSizer.PilotSizes(texts, fraction, Math.Min(o.BatchTexts, 32)) is not var (small, largest)) return null;
+        return WithTemp(dir =>
+        {
+            int run = 0;
+            return JobSizer.Estimate("features build", "texts", texts, small, largest,
+                s => Features.FeatureBuild.Run(model, source, dictionary, () => corpus().Where((_, i) => i % o.ShardCount == o.ShardIndex).Take((int)s),
+                    o with { ShardIndex = 0, ShardCount = 1 }, Path.Combine(dir, $"pilot{run++}")),
+                _ => 0, new[] { "--batch-texts", "--top-k", "--max-texts" });
+        });
+    }
+
+    /// <summary>
+    /// <c>dict train</c>: steps; a pilot of s steps runs that share of the job's steps, harvest and evaluation. Its memory grows with
+    /// the harvested tokens several times faster than the activations themselves (per-batch tensors of the harvest), so the growth
+    /// between the last two pilots is extrapolated.
+    /// </summary>
+    public static JobEstimate? DictionaryTrain(HookedTransformer model, IEnumerable<string> train, IEnumerable<string> eval, DictionaryJobOptions o, double fraction = PilotFraction)
+    {
+        var c = o.Config;
+        // The smallest pilot: 8 steps, and 4 batches of tokens.
+        double small = Math.Ceiling(Math.Max(8, 4.0 * c.BatchSize / o.TrainTokens * c.Steps));
+        if (2 * small > fraction * c.Steps) return null;
+        return JobSizer.Estimate("dict train", "steps", c.Steps, small, fraction * c.Steps, steps =>
+            {
+                double share = steps / c.Steps;
+                DictionaryJob.Run(model, train, eval, o with
+                {
+                    Config = c with { Steps = (int)steps, WarmupSteps = Math.Max(1, (int)(c.WarmupSteps * share)) },
+                    TrainTokens = Math.Max(c.BatchSize, (long)(o.TrainTokens * share)), EvalTokens = Math.Max(64, (long)(o.EvalTokens * share)),
+                }).Dispose();
+            },
+            _ => 0, new[] { "--tokens", "--batch", "--features" }, growsAsPilots: true);
+    }
+
+    /// <summary>
+    /// <c>microscope</c> on texts held in memory: pilots run its first texts (at least two, for contextuality). Every layer's hidden
+    /// states of every token are held, and TwoNN's pairwise distances over the subsampled points (float64: the matrix, its masked copy,
+    /// cdist's own) grow with the square of the points up to the subsample's cap.
+    /// </summary>
+    public static JobEstimate? Microscope(HookedTransformer model, IReadOnlyList<string> texts, MicroscopeOptions options, double fraction = PilotFraction)
+    {
+        if (JobSizer.PilotSizes(texts.Count, fraction, 2) is not var (small, largest)) return null;
+        var tokenizer = model.Tokenizer ?? throw new MechanistException("microscope needs the model's tokenizer");
+        double pointsPerText = texts.Average(t => Math.Max(1, tokenizer.Encode(t).Length - (options.IncludeBos ? 0 : 1)));
+        double stateBytes = 4.0 * (model.Config.NLayers + 1) * model.Config.DModel;
+        double Held(double n)
+        {
+            double points = n * pointsPerText, sampled = Math.Min(points, options.MaxPointsForGeometry);
+            return points * stateBytes + 3 * 8 * sampled * sampled;
+        }
+        return JobSizer.Estimate("microscope", "texts", texts.Count, small, largest,
+            s => MicroscopeRunner.Run(model, texts.Take((int)s).ToList(), options),
+            Held, new[] { "--text-file/--corpus (fewer texts)", "--contextuality none" });
+    }
+
+    static JobEstimate WithTemp(Func<string, JobEstimate> estimate)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"mechanist-sizer-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try { return estimate(dir); }
+        finally { try { Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { } }
+    }
+}

@@ -1,0 +1,140 @@
+using Mechanist.Attribution;
+using Mechanist.Dictionaries;
+using Mechanist.Dictionaries.Formats;
+using Mechanist.Dictionaries.Training;
+using Mechanist.Features;
+using Mechanist.Microscope;
+using Mechanist.Models;
+using Mechanist.Runtime;
+using Mechanist.Toy;
+using Xunit;
+
+namespace Mechanist.Tests.Runtime;
+
+/// <summary>
+/// Each job's sizer against the same job run in full right after it, measured the same way (wall time, the process's peak resident
+/// memory): the prediction comes from pilots of at most a quarter of the job, so it extrapolates at least fourfold. Run alone: other tests'
+/// memory and CPU would be measured with them.
+/// </summary>
+[Collection("memory")]
+public sealed class SizerTests
+{
+    static string Toy => Path.Combine(SharedData.RepoRoot, "models", "toy-4l");
+    const double Pilot = 0.25;
+
+    /// <summary>The prediction within 25 % of the measured peak and within half of the measured time (2-core CI machines jitter).</summary>
+    static void Brackets(JobEstimate? estimate, SizerPilot measured, string job)
+    {
+        Assert.NotNull(estimate);
+        double peakError = Math.Abs(estimate!.PeakBytes - measured.PeakBytes) / (double)measured.PeakBytes;
+        // The full run comes after the pilots in the same process: compare the warm figures (the CLI adds the warm-up for a fresh process).
+        double timeError = Math.Abs(estimate.Seconds - measured.Seconds) / measured.Seconds;
+        string said = $"{job}: predicted {estimate.PeakBytes / 1e6:F0} MB, {estimate.Seconds:F2} s; measured {measured.PeakBytes / 1e6:F0} MB, {measured.Seconds:F2} s; pilots " +
+            string.Join(", ", estimate.Pilots.Select(p => $"{p.Units:N0}: {p.Seconds:F2} s {p.PeakBytes / 1e6:F0} MB")) + $"; resident {estimate.ResidentBytes / 1e6:F0} MB";
+        Assert.True(peakError <= 0.25, said);
+        Assert.True(timeError <= 0.5, said);
+        Assert.True(estimate.Pilots.Count >= 3, said);
+        Assert.True(estimate.FreshPeakBytes >= estimate.PeakBytes && estimate.WarmUpSeconds >= 0, said);
+        Assert.True(estimate.Pilots.All(p => p.Units < estimate.Units), said);
+    }
+
+    [Fact]
+    public void HarvestPredictionBracketsTheRun()
+    {
+        using var model = HookedTransformer.Load(Toy);
+        using var dir = new TempDir();
+        var texts = new ToyCorpus(1000).Lines(3000).ToList();
+        var (ins, outs) = DictionaryJob.Hooks(model, DictionaryKind.Clt, TranscoderInput.Resid, null);
+        var options = new HarvestOptions(ins.Concat(outs).ToArray(), 40_000, ChunkTokens: 10_000);
+        var estimate = Sizers.Harvest(model, texts, options, Pilot);
+        var measured = JobSizer.Measure(40_000, () => HarvestJob.Run(model, texts, options, dir.File("h")));
+        Brackets(estimate, measured, "harvest");
+        Assert.Equal(40_000, estimate!.Units);
+        Assert.False(Directory.EnumerateDirectories(Path.GetTempPath(), $"mechanist-sizer-{Environment.ProcessId}-*").Any());
+    }
+
+    [Fact]
+    public void TracePredictionBracketsTheRun()
+    {
+        using var model = HookedTransformer.Load(Toy);
+        using var bundle = CircuitTracerFormat.Load(Path.Combine(Toy, "clt"));
+        using var dir = new TempDir();
+        using var all = model.ToTokens(string.Join(" ", new ToyCorpus(5).Lines(12)));
+        using var tokens = all[.., ..60];
+        // A budget, as research graphs have (pilots run smaller budgets), with one row a pass: enough rows to time.
+        var options = new AttributionOptions(BatchSize: 2, MaxFeatureNodes: 2000);
+        var estimate = Sizers.Trace(model, bundle, tokens, options, qk: null, Pilot);
+        var measured = JobSizer.Measure(estimate?.Units ?? 0, () => GraphTrace.Write(model, bundle, tokens, dir.File("g.json"), options));
+        Brackets(estimate, measured, "trace");
+        Assert.Equal("feature rows", estimate!.Unit);
+    }
+
+    [Fact]
+    public void FeatureBuildPredictionBracketsTheRun()
+    {
+        using var model = HookedTransformer.Load(Toy);
+        using var source = FeatureSource.Load(model, Path.Combine(Toy, "clt"));
+        using var dir = new TempDir();
+        var corpus = new ToyCorpus(2000).Lines(2000).ToList();
+        var options = new FeatureBuildOptions(new FeatureSketchSettings(10, 2, 8, 2));
+        var estimate = Sizers.FeatureBuild(model, source, Path.Combine(Toy, "clt"), () => corpus, options, Pilot);
+        var measured = JobSizer.Measure(corpus.Count, () => FeatureBuild.Run(model, source, Path.Combine(Toy, "clt"), () => corpus, options, dir.File("f")));
+        Brackets(estimate, measured, "features build");
+    }
+
+    [Fact]
+    public void DictionaryTrainingPredictionBracketsTheRun()
+    {
+        using var model = HookedTransformer.Load(Toy);
+        var train = new ToyCorpus(3000).Lines(4000).ToList();
+        var eval = new ToyCorpus(3001).Lines(300).ToList();
+        var options = new DictionaryJobOptions(new DictionaryTrainConfig(DictionaryKind.Transcoder, TrainActivation.TopK, 256, Steps: 400, BatchSize: 256),
+            TrainTokens: 40_000, EvalTokens: 4_000);
+        var estimate = Sizers.DictionaryTrain(model, train, eval, options, Pilot);
+        var measured = JobSizer.Measure(400, () => DictionaryJob.Run(model, train, eval, options).Dispose());
+        Brackets(estimate, measured, "dict train");
+    }
+
+    [Fact]
+    public void MicroscopePredictionBracketsTheRun()
+    {
+        using var model = HookedTransformer.Load(Toy);
+        var texts = new ToyCorpus(4000).Lines(160).ToList();
+        var options = new MicroscopeOptions(RemovalLengths: Array.Empty<int>());
+        var estimate = Sizers.Microscope(model, texts, options, Pilot);
+        var measured = JobSizer.Measure(texts.Count, () => MicroscopeRunner.Run(model, texts, options));
+        Brackets(estimate, measured, "microscope");
+    }
+
+    [Fact]
+    public void PilotSizesStayBelowTheJob()
+    {
+        Assert.Equal((8.0, 30.0), JobSizer.PilotSizes(1000, 0.03, 8));
+        Assert.Null(JobSizer.PilotSizes(500, 0.03, 8));    // 15 rows leave no room to double 8
+    }
+
+    [Fact]
+    public void TheCliEstimatesWithoutWritingAndRefusesWhatDoesNotFit()
+    {
+        using var dir = new TempDir();
+        string[] harvest = { "harvest", "--texts", "20000", "--tokens", "100000", "--chunk-tokens", "10000", "--out", dir.File("h") };
+        var (code, stdout, err) = Cli.CliRunner.Run(harvest.Append("--estimate").ToArray());
+        Assert.True(code == 0, err);
+        Assert.Matches(@"harvest: 100,000 tokens; predicted peak memory [0-9.]+ GB .* predicted time [0-9.]+ s", stdout);
+        Assert.False(Directory.Exists(dir.File("h")));
+        // A machine that allows less than the job needs: refused before it starts, with the options that shrink it.
+        Environment.SetEnvironmentVariable(ProcessMemory.LimitVariable, "64");
+        try
+        {
+            (code, _, err) = Cli.CliRunner.Run(harvest);
+            Assert.Equal(2, code);
+            Assert.Contains("harvest would need about", err);
+            Assert.Contains("--chunk-tokens", err);
+            Assert.Contains("--force", err);
+            Assert.False(Directory.Exists(dir.File("h")) && Directory.EnumerateFiles(dir.File("h")).Any());
+            (code, _, err) = Cli.CliRunner.Run(harvest.Append("--force").ToArray());
+            Assert.True(code == 0, err);
+        }
+        finally { Environment.SetEnvironmentVariable(ProcessMemory.LimitVariable, null); }
+    }
+}
