@@ -146,17 +146,20 @@ public static class Attributor
         }
         int n = nodes.Count, errorBase = nf, tokenBase = nf + errorLayers * T, logitBase = tokenBase + T;
 
-        // One frozen forward as B copies; every pass injects one target per copy.
+        // Frozen forwards as B copies; every pass injects one target per copy. A causal model's activations before position P do not
+        // depend on later tokens, so a pass whose targets all sit before P runs on a forward of the prompt's first P tokens: up to
+        // four prefixes (as memory allows), each run once, when first needed.
         int B = Math.Max(1, Math.Min(options.BatchSize, nf + k));
         string[] inputs = Enumerable.Range(0, errorLayers).Select(l => SplicePoints.Under(reg.Name(HookKind.MlpOut, l), SplicePoints.Input)).ToArray();
         string[] outputs = Enumerable.Range(0, errorLayers).Select(l => reg.Name(HookKind.MlpOut, l)).ToArray();
         string embed = HookNames.Embed, unembedIn = HookNames.UnembedIn;
         // With a gradient cache, the same passes also reach every layer's hook_z (it lies on their path: no extra work but the copy).
         var zs = options.ZGradients is null ? Array.Empty<string>() : Enumerable.Range(0, L).Select(l => reg.Name(HookKind.Z, l)).ToArray();
-        using var forward = RetainedForward.Run(model, rm.Tokens, inputs.Concat(outputs).Concat(zs).Append(embed).Append(unembedIn), B, rm.FrozenOptions());
+        var retain = inputs.Concat(outputs).Concat(zs).Append(embed).Append(unembedIn).ToArray();
+        using var forwards = new PrefixForwards(length => RetainedForward.Run(model, length == T ? rm.Tokens : rm.Tokens[.., ..length], retain, B, rm.FrozenOptions()),
+            T, PositionBuckets(model, B, T));
         var wrt = outputs.Append(embed).Concat(zs).ToArray();
         long zRowBytes = 4L * L * T * model.Config.NHeads * model.Config.DHead;
-        var embedValue = forward[embed][0].to(ScalarType.Float32);                     // [T, d]: what each token adds at hook_embed
 
         // Per source layer, the features' positions, indices and activations (for gathering their columns).
         var grids = Enumerable.Range(0, L).Select(l => FeatureGrid.Of(nodes, nf, l, T, model.Device)).ToArray();
@@ -171,13 +174,15 @@ public static class Attributor
         // columns are read only up to the last of them).
         void ComputeRows(IReadOnlyList<int> unordered)
         {
-          var targetNodes = unordered.OrderBy(TopLayer).ThenBy(LastPosition).ThenBy(x => x).ToArray();
+          var targetNodes = unordered.OrderBy(x => forwards.BucketFor(LastPosition(x) + 1)).ThenBy(TopLayer).ThenBy(LastPosition).ThenBy(x => x).ToArray();
           for (int start = 0; start < targetNodes.Length; start += B)
           {
             using var passScope = NewDisposeScope();
             int rows = Math.Min(B, targetNodes.Length - start);
             int top = 0, P = 0;
             for (int r = 0; r < rows; r++) { top = Math.Max(top, TopLayer(targetNodes[start + r])); P = Math.Max(P, LastPosition(targetNodes[start + r]) + 1); }
+            var forward = forwards.For(forwards.BucketFor(P));
+            int span = forwards.LengthOf(forwards.BucketFor(P));                                        // positions of this forward
             var readouts = new ReadoutInjection(forward, d, inputs, unembedIn);
             for (int r = 0; r < rows; r++)
             {
@@ -185,7 +190,7 @@ public static class Attributor
                 if (t < nf) readouts.Feature(r, nodes[t]);
                 else readouts.Logit(r, T - 1, demeaned[t - logitBase]);
             }
-            var grads = forward.Gradients(readouts.Injections(), wrt);                              // L × [B, T, d] (none without MLPs), embed, then hook_z
+            var grads = forward.Gradients(readouts.Injections(), wrt);                              // L × [B, span, d] (none without MLPs), embed, then hook_z
             using var _g = new DisposableList(grads);
             var block = zeros(rows, n, ScalarType.Float32, device: model.Device);
             // Features: Σ over the layers j a source at layer l writes to, grad_j[p] · a·W_dec(l→j)[f]. The features of a layer
@@ -208,14 +213,15 @@ public static class Attributor
                 int filled = (int)grid.FilledBefore[P];
                 block.index_copy_(1, grid.Columns[..filled], weighted.index_select(1, grid.Filled[..filled]));
             }
-            // Errors: grad_l[p] · error[l, p]; tokens: grad_embed[p] · the embedding added there.
+            // Errors: grad_l[p] · error[l, p]; tokens: grad_embed[p] · the embedding added there (nothing reaches positions past the span).
             for (int l = 0; l < errorLayers; l++)
-                block[.., (errorBase + l * T)..(errorBase + (l + 1) * T)] = (grads[l][..rows].to(ScalarType.Float32) * rm.Errors[l].unsqueeze(0)).sum(-1);
-            block[.., tokenBase..logitBase] = (grads[errorLayers][..rows].to(ScalarType.Float32) * embedValue.unsqueeze(0)).sum(-1);
+                block[.., (errorBase + l * T)..(errorBase + l * T + span)] = (grads[l][..rows].to(ScalarType.Float32) * rm.Errors[l][..span].unsqueeze(0)).sum(-1);
+            var embedValue = forward[embed][0].to(ScalarType.Float32);                                  // [span, d]
+            block[.., tokenBase..(tokenBase + span)] = (grads[errorLayers][..rows].to(ScalarType.Float32) * embedValue.unsqueeze(0)).sum(-1);
             var values = block.cpu().contiguous().data<float>().ToArray();
             for (int r = 0; r < rows; r++) builder.SetRow(targetNodes[start + r], new ReadOnlySpan<float>(values, r * n, n));
             for (int r = 0; r < rows && zs.Length > 0 && options.ZGradients!.Fits(zRowBytes); r++)
-                options.ZGradients.Add(nodes[targetNodes[start + r]], Enumerable.Range(0, L).Select(m => grads[errorLayers + 1 + m][r].to(ScalarType.Float32).clone()).ToArray());
+                options.ZGradients.Add(nodes[targetNodes[start + r]], Enumerable.Range(0, L).Select(m => WholePrompt(grads[errorLayers + 1 + m][r].to(ScalarType.Float32), T)).ToArray());
             rowsDone += rows;
             options.Progress?.Invoke(rowsDone, rowsPlanned);
           }
@@ -279,6 +285,53 @@ public static class Attributor
             return new FeatureGrid(slots, tensor(features, device: device), tensor(acts, new long[] { T, slots }, device: device),
                 tensor(filled.ToArray(), device: device), tensor(columns.ToArray(), device: device), filledBefore);
         }
+    }
+
+    /// <summary>A prefix's gradient [span, ...] as the whole prompt's [T, ...] (zeros past the span), owned by the caller.</summary>
+    static Tensor WholePrompt(Tensor g, int T)
+    {
+        if (g.shape[0] == T) return g.clone().DetachFromDisposeScope();
+        var shape = g.shape.ToArray(); shape[0] = T;
+        var whole = zeros(shape, g.dtype, g.device);
+        whole[..(int)g.shape[0]] = g;
+        return whole.DetachFromDisposeScope();
+    }
+
+    /// <summary>
+    /// How many prefixes of a <paramref name="T"/>-token prompt get their own frozen forward of <paramref name="copies"/> copies: 4, 2 or 1
+    /// (only the whole prompt), the most whose retained graphs together (about 2.5 and 1.5 whole ones: per copy and layer, two
+    /// [heads, T, T] and six [T, d] tensors) fit in a quarter of the memory this process may take, at most 8 GB. One for a model that is
+    /// not causal (its positions see later tokens) and for short prompts.
+    /// </summary>
+    internal static int PositionBuckets(HookedTransformer model, int copies, int T)
+    {
+        var c = model.Config;
+        if (!c.Causal || T < 8) return 1;
+        double bytes = 4.0 * copies * c.NLayers * (2.0 * c.NHeads * T * T + 6.0 * T * c.DModel);
+        double budget = Math.Min(8e9, Runtime.ProcessMemory.Allowed() / 4.0);
+        foreach (int k in new[] { 4, 2 }) if ((k + 1) / 2.0 * bytes <= budget) return k;
+        return 1;
+    }
+
+    /// <summary>Frozen forwards of the prompt's first ⌈T·(b+1)/k⌉ tokens, b = 0..k−1, each run when first asked for.</summary>
+    sealed class PrefixForwards(Func<int, RetainedForward> run, int T, int buckets) : IDisposable
+    {
+        readonly RetainedForward?[] _runs = new RetainedForward?[buckets];
+
+        /// <summary>The positions of prefix <paramref name="b"/>.</summary>
+        public int LengthOf(int b) => (int)Math.Ceiling((double)T * (b + 1) / buckets);
+
+        /// <summary>The shortest prefix holding the first <paramref name="positions"/> positions.</summary>
+        public int BucketFor(int positions)
+        {
+            for (int b = 0; b < buckets; b++) if (LengthOf(b) >= positions) return b;
+            return buckets - 1;
+        }
+
+        /// <summary>Prefix <paramref name="b"/>'s forward (run now if it has not been).</summary>
+        public RetainedForward For(int b) => _runs[b] ??= run(LengthOf(b));
+
+        public void Dispose() { foreach (var r in _runs) r?.Dispose(); }
     }
 
     sealed class DisposableList(Tensor[] tensors) : IDisposable

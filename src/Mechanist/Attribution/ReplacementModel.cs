@@ -117,7 +117,7 @@ public sealed class ReplacementModel : IDisposable
                 var x = fire(SplicePoints.Under(model.HookPoints.Name(HookKind.MlpOut, site.Layer), SplicePoints.Input), site.Read(owner.Input));
                 // The clean run's MLP output (the network is frozen there), broadcast over the run's copies: no MLP is recomputed.
                 var clean = owner.Clean[model.HookPoints.Name(HookKind.MlpOut, site.Layer)];
-                var y = clean.to(x.dtype, x.device).expand(x.shape).detach();
+                var y = clean.narrow(1, 0, x.shape[1]).to(x.dtype, x.device).expand(x.shape).detach();   // (a prefix run reads its positions)
                 // A source added here must get a gradient even where nothing upstream is live (no skip): a fresh leaf.
                 return owner.Dictionary.Skip(site.Layer, x) is { } skip ? skip.Add((y - skip).detach()) : y.requires_grad_(true);
             }
