@@ -7,32 +7,12 @@ namespace Mechanist.Cli.Bench;
 /// <summary>Timing and memory measurement.</summary>
 public sealed partial class BenchCommand
 {
-    /// <summary>A "Key:   value kB" line of a /proc file, in kB; null when absent.</summary>
-    static long? ProcKb(string file, string key)
-    {
-        foreach (var line in File.ReadLines(file))
-            if (line.StartsWith(key + ":")) return long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]);
-        return null;
-    }
-
-    static long MemAvailableBytes() => ProcKb("/proc/meminfo", "MemAvailable") * 1024 ?? long.MaxValue;
-
-    static double RssMb() => ProcKb("/proc/self/status", "VmRSS") / 1024.0 ?? double.NaN;
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
-    static extern int MallocTrim(nuint pad);
-
-    /// <summary>Returns freed native heap to the OS (glibc keeps it otherwise), so RSS deltas measure what is live.</summary>
-    static void ReleaseFreedHeap()
-    {
-        try { MallocTrim(0); } catch (DllNotFoundException) { } catch (EntryPointNotFoundException) { }
-    }
-
-    /// <summary>Resets the kernel's peak-RSS mark of this process (writing 5 to /proc/self/clear_refs), so VmHWM measures one step.</summary>
-    static void ResetPeakRss()
-    {
-        try { File.WriteAllText("/proc/self/clear_refs", "5"); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-    }
+    // The process's memory as the library's sizer reads it (Runtime.ProcessMemory), in the units the rows print.
+    static long MemAvailableBytes() => Runtime.ProcessMemory.MachineAvailable();
+    static double RssMb() => Runtime.ProcessMemory.Resident() / (double)(1 << 20);
+    static double PeakRssMb() => Runtime.ProcessMemory.Peak() / (double)(1 << 20);
+    static void ReleaseFreedHeap() => Runtime.ProcessMemory.ReleaseFreedHeap();
+    static void ResetPeakRss() => Runtime.ProcessMemory.ResetPeak();
 
 
     static Row Time(string name, int repeats, Action action)
@@ -63,6 +43,4 @@ public sealed partial class BenchCommand
         }
         finally { Directory.Delete(dir, true); }
     }
-
-    static double PeakRssMb() => ProcKb("/proc/self/status", "VmHWM") / 1024.0 ?? double.NaN;
 }

@@ -103,7 +103,10 @@ public static class ActivationHarvest
         foreach (var n in inputHooks.Concat(targetHooks)) model.HookPoints.Check(n);
         bool same = inputHooks.SequenceEqual(targetHooks);
         var wanted = inputHooks.Concat(targetHooks).ToHashSet();
-        var inRows = new List<Tensor>(); var outRows = new List<Tensor>(); var idRows = new List<Tensor>();
+        // Rows go into buffers that double when full (a few large blocks, returned to the OS when freed) rather than a list of
+        // per-batch tensors concatenated at the end: those small long-lived blocks, between each batch's freed temporaries, kept
+        // the heap from shrinking (a harvest held several times its rows).
+        var inRows = new RowBuffer(maxTokens); var outRows = new RowBuffer(maxTokens); var idRows = new List<Tensor>();
         long tokens = 0; int textCount = 0;
         long? bos = tok.BosId;
         try
@@ -129,21 +132,56 @@ public static class ActivationHarvest
                         .to(ScalarType.Float32).cpu();
                     var x = Rows(inputHooks);
                     long take = Math.Min(x.shape[0], maxTokens - tokens);
-                    inRows.Add(x[..(int)take].DetachFromDisposeScope());
+                    inRows.Append(x[..(int)take]);
                     idRows.Add(idsT.reshape(-1)[keep].cpu()[..(int)take].DetachFromDisposeScope());
-                    if (!same) outRows.Add(Rows(targetHooks)[..(int)take].DetachFromDisposeScope());
+                    if (!same) outRows.Append(Rows(targetHooks)[..(int)take]);
                     tokens += take;
                 }
                 progress?.Report((tokens, maxTokens));
             }
             if (tokens == 0) throw new MechanistException("the corpus has no usable text (no tokens besides BOS)");
-            var inputs = cat(inRows, 0);
+            var inputs = inRows.Take();
             tokenIds = cat(idRows, 0);
-            return new ActivationSet(inputs, same ? inputs : cat(outRows, 0), textCount);
+            return new ActivationSet(inputs, same ? inputs : outRows.Take(), textCount);
         }
         finally
         {
-            foreach (var t in inRows.Concat(outRows).Concat(idRows)) t.Dispose();
+            inRows.Dispose(); outRows.Dispose();
+            foreach (var t in idRows) t.Dispose();
         }
+    }
+
+    /// <summary>Rows [n, ...] appended into one buffer that doubles when full (at most <c>limit</c> rows).</summary>
+    sealed class RowBuffer(long limit) : IDisposable
+    {
+        Tensor? _buffer;
+        long _rows;
+
+        public void Append(Tensor rows)
+        {
+            long n = rows.shape[0];
+            if (_buffer is null || _rows + n > _buffer.shape[0])
+            {
+                long needed = _rows + n, doubled = Math.Max(4096, Math.Max(2 * needed, 2 * (_buffer?.shape[0] ?? 0)));
+                long capacity = Math.Max(needed, Math.Min(limit, doubled));
+                var grown = empty(new[] { capacity }.Concat(rows.shape.Skip(1)).ToArray(), rows.dtype, rows.device).DetachFromDisposeScope();
+                if (_buffer is not null) { grown.narrow(0, 0, _rows).copy_(_buffer.narrow(0, 0, _rows)); _buffer.Dispose(); }
+                _buffer = grown;
+            }
+            _buffer.narrow(0, _rows, n).copy_(rows);
+            _rows += n;
+        }
+
+        /// <summary>The rows appended, as a tensor the caller owns (the buffer itself when it is nearly full, else a tight copy).</summary>
+        public Tensor Take()
+        {
+            if (_buffer is null) throw new MechanistException("no rows were collected");
+            Tensor result = _rows == _buffer.shape[0] ? _buffer : _rows * 4 >= _buffer.shape[0] * 3 ? _buffer.narrow(0, 0, _rows) : _buffer.narrow(0, 0, _rows).clone();
+            if (!ReferenceEquals(result, _buffer)) _buffer.Dispose();   // a view keeps the storage it needs
+            _buffer = null;
+            return result.DetachFromDisposeScope();
+        }
+
+        public void Dispose() => _buffer?.Dispose();
     }
 }

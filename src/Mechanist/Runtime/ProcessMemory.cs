@@ -34,11 +34,15 @@ public static class ProcessMemory
     /// </summary>
     public static long Allowed()
     {
-        long machine = ProcBytes("/proc/meminfo", "MemAvailable") is { } free ? Resident() + free : long.MaxValue;
+        long free = MachineAvailable();
+        long machine = free == long.MaxValue ? free : Resident() + free;
         if (Environment.GetEnvironmentVariable(LimitVariable) is { } limit && long.TryParse(limit, out long mb) && mb > 0)
             return Math.Min(machine, mb * (1L << 20));
         return machine;
     }
+
+    /// <summary>What the machine can still give without swapping (MemAvailable); <see cref="long.MaxValue"/> where unknown.</summary>
+    public static long MachineAvailable() => ProcBytes("/proc/meminfo", "MemAvailable") ?? long.MaxValue;
 
     /// <summary>Resets the kernel's peak mark to the current resident size (writing 5 to /proc/self/clear_refs).</summary>
     public static void ResetPeak()
@@ -49,11 +53,17 @@ public static class ProcessMemory
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
     static extern int MallocTrim(nuint pad);
 
-    /// <summary>Collects garbage and returns freed native heap to the OS (glibc keeps it otherwise), so that resident size measures what is live.</summary>
+    /// <summary>Returns freed native heap to the OS (glibc keeps it otherwise), so that resident size measures what is live.</summary>
+    public static void ReleaseFreedHeap()
+    {
+        try { MallocTrim(0); } catch (DllNotFoundException) { } catch (EntryPointNotFoundException) { }
+    }
+
+    /// <summary>Collects garbage, then <see cref="ReleaseFreedHeap"/>.</summary>
     public static void Settle()
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        try { MallocTrim(0); } catch (DllNotFoundException) { } catch (EntryPointNotFoundException) { }
+        ReleaseFreedHeap();
     }
 }

@@ -124,6 +124,11 @@ public class HookTests
         using var _c = cache;
         TensorAssert.Close(cache["resid_pre", 2], resid, 0, "stop_at_layer returns the residual entering the layer");
         TensorAssert.Close(full, model.Run(resid, unfused with { StartAtLayer = 2 }), 1e-6, "start_at_layer continues the forward");
+        // Skipping the unembedding returns what it would have read: the final norm's output, whose product with W_U is the logits.
+        var unembedIn = model.Run(tokens, unfused with { SkipUnembedding = true });
+        TensorAssert.Close(cache[HookNames.UnembedIn], unembedIn, 0, "the run stops at unembed.hook_in");
+        var product = matmul(unembedIn, model.Weights.WU.t());
+        TensorAssert.Close(full, model.Weights.BU is { } bias ? product.add(bias, Mechanist.Tensors.Scalars.One) : product, 1e-4, "its product with the unembedding is the logits");
     }
 
     [Fact]
