@@ -12,7 +12,7 @@ public sealed class SizerOptions
     /// <summary>--estimate: print the prediction and exit.</summary>
     public Option<bool> Estimate { get; } = new("--estimate")
     {
-        Description = "Print the predicted peak memory and time (from pilot runs of this job at a few per cent of its size) and exit; nothing is written.",
+        Description = "Print the predicted peak memory and time (from pilot runs of this job at doubling sizes, up to a quarter of it) and exit; nothing is written.",
     };
 
     /// <summary>--force: skip the memory check.</summary>
@@ -34,7 +34,7 @@ public sealed class SizerOptions
         {
             // --estimate lets its pilots grow up to a quarter of the job (they stop as soon as they can be timed).
             var e = estimate(EstimateFraction);
-            ctx.Out.WriteLine(e is null ? "the job is too small to estimate below its own size: run it" : e.Describe());
+            ctx.Out.WriteLine(e is null ? "no estimate: the job is too small to pilot below its own size (or has nothing to scale, as a trace without features): run it" : e.Describe());
             if (e is { Fits: false }) ctx.Out.WriteLine(e.Refusal());
             return true;
         }
@@ -44,6 +44,12 @@ public sealed class SizerOptions
         if (!check.Fits) throw new MechanistException(check.Refusal());
         ctx.Err.WriteLine($"sizer: {check.Describe()}");
         return false;
+    }
+
+    /// <summary>Refuses --estimate where the sizer does not cover the job's form (it would otherwise run the job).</summary>
+    public void NotCovered(ParseResult parse, string why)
+    {
+        if (parse.GetValue(Estimate)) throw new MechanistException($"--estimate does not cover {why}");
     }
 
     /// <summary>The share of the job the pilots of --estimate may reach.</summary>

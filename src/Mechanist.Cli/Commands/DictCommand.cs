@@ -87,6 +87,8 @@ public sealed class DictCommand : ICliCommand
                 DictionaryNames.Kinds.Parse(parse.GetValue(kind)!), DictionaryNames.TrainActivations.Parse(parse.GetValue(activation)!),
                 parse.GetValue(features) ?? 8 * dModel, parse.GetValue(k), parse.GetValue(sparsity),
                 Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch), LearningRate: parse.GetValue(lr), Seed: parse.GetValue(seed));
+            if (file is not null || parse.GetValue(activations) is not null)
+                sizer.NotCovered(parse, "training on stored activations (--activations, --activations-file) yet");
             if (file is not null)
             {
                 if (parse.GetValue(model) is not null || parse.GetValue(corpus) is not null || parse.GetValue(activations) is not null)

@@ -45,6 +45,7 @@ public sealed class MicroscopeCommand : ICliCommand
             var texts = Texts(parse.GetValue(text), parse.GetValue(textFile), parse.GetValue(corpus), parse.GetValue(generate), model);
             if (parse.GetValue(output) is { } outDir)
             {
+                sizer.NotCovered(parse, "corpus-scale runs (--out) yet: estimate the same texts without --out");
                 var (index, count) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 var info = MicroscopeShards.Run(model, () => texts, index, count, outDir, parse.GetValue(includeBos),

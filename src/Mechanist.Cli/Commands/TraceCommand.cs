@@ -100,6 +100,7 @@ public sealed class TraceCommand : ICliCommand
 
             if (promptList is not null)
             {
+                sizer.NotCovered(parse, "--prompts batches yet: estimate one of its prompts with --prompt");
                 string outDir = parse.GetValue(output)!;
                 if (File.Exists(outDir)) throw new MechanistException($"{outDir} is a file; with --prompts, --out is a folder");
                 var m = TraceBatch.Run(promptList, outDir, shardIndex, shardCount, model.Name, scan, (k, path) =>

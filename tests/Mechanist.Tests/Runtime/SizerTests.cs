@@ -122,6 +122,11 @@ public sealed class SizerTests
         Assert.True(code == 0, err);
         Assert.Matches(@"harvest: 100,000 tokens; predicted peak memory [0-9.]+ GB .* predicted time [0-9.]+ s", stdout);
         Assert.False(Directory.Exists(dir.File("h")));
+        // A form of a job the sizer does not cover says so rather than running the job.
+        (code, _, err) = Cli.CliRunner.Run("microscope", "--generate", "4", "--out", dir.File("m"), "--estimate");
+        Assert.Equal(2, code);
+        Assert.Contains("--estimate does not cover corpus-scale runs", err);
+        Assert.False(Directory.Exists(dir.File("m")));
         // A machine that allows less than the job needs: refused before it starts, with the options that shrink it.
         Environment.SetEnvironmentVariable(ProcessMemory.LimitVariable, "64");
         try
