@@ -20,7 +20,7 @@ public sealed partial class BenchCommand
     /// the estimate (pilots of at most a quarter of the job, as <c>--estimate</c> uses on jobs too small for its 3 %), then the job
     /// itself in the same process, measured the same way; the error of each prediction.
     /// </summary>
-    static IEnumerable<Row> SizerRows(string dir, CliContext ctx)
+    static IEnumerable<Row> SizerRows(string dir)
     {
         const double fraction = 0.25;
         using var toy = HookedTransformer.Load(BuiltInModels.DefaultPath());

@@ -62,7 +62,7 @@ public sealed partial class BenchCommand : ICliCommand
                 else if (parse.GetValue(suite) == "generation")
                     rows = T5GenerationRows(dir).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else if (parse.GetValue(suite) == "sizer")
-                    rows = SizerRows(dir, ctx).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
+                    rows = SizerRows(dir).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else if (parse.GetValue(suite) == "features")
                     rows = FeatureRows(dir).Select(r => { ctx.Err.WriteLine($"  {r.Name}: {r.MedianMs:F0} ms; {r.Note}"); return r; }).ToList();
                 else if (parse.GetValue(suite) == "large")

@@ -181,8 +181,8 @@ public static class Attributor
             int rows = Math.Min(B, targetNodes.Length - start);
             int top = 0, P = 0;
             for (int r = 0; r < rows; r++) { top = Math.Max(top, TopLayer(targetNodes[start + r])); P = Math.Max(P, LastPosition(targetNodes[start + r]) + 1); }
-            var forward = forwards.For(forwards.BucketFor(P));
-            int span = forwards.LengthOf(forwards.BucketFor(P));                                        // positions of this forward
+            int bucket = forwards.BucketFor(P), span = forwards.LengthOf(bucket);                        // span: positions of this forward
+            var forward = forwards.For(bucket);
             var readouts = new ReadoutInjection(forward, d, inputs, unembedIn);
             for (int r = 0; r < rows; r++)
             {

@@ -52,7 +52,10 @@ public static class Sizers
     static double BytesPerToken(HookedTransformer model, IEnumerable<string> hooks) =>
         hooks.Sum(h => 4.0 * (model.HookPoints.Points.FirstOrDefault(p => p.Name == h)?.Shape.Dims.Where(d => d > 0).Aggregate(1L, (a, b) => a * b) ?? model.Config.DModel));
 
-    /// <summary><c>harvest</c>: tokens up to the shard's budget; its chunk buffer (activations and their shuffled copy) grows with them up to a chunk.</summary>
+    /// <summary>
+    /// <c>harvest</c>: tokens up to the shard's budget; its chunk buffer grows with them up to a chunk: the float32 rows, and their
+    /// shuffled copy as written (float32, or bf16 with <c>--bf16</c>).
+    /// </summary>
     public static JobEstimate? Harvest(HookedTransformer model, IReadOnlyList<string> texts, HarvestOptions o, double fraction = PilotFraction)
     {
         // The shard's tokens, up to its budget (a short corpus ends the job first).
@@ -61,7 +64,7 @@ public static class Sizers
         for (int i = o.ShardIndex; i < texts.Count && counted < o.MaxTokens; i += o.ShardCount) counted += Math.Max(0, tokenizer.Encode(texts[i]).Length - 1);
         double tokens = Math.Min(o.MaxTokens, counted);
         if (JobSizer.PilotSizes(tokens, fraction, 1024) is not var (small, largest)) return null;
-        double perToken = 2 * BytesPerToken(model, o.Hooks) * (o.BFloat16 ? 1.5 : 1);
+        double perToken = BytesPerToken(model, o.Hooks) * (o.BFloat16 ? 1.5 : 2);
         return WithTemp(dir =>
         {
             int run = 0;
@@ -74,13 +77,14 @@ public static class Sizers
     /// <summary><c>features build</c>: texts of the shard; pilots read its first texts. Its sketches are bounded per feature; nothing else grows.</summary>
     public static JobEstimate? FeatureBuild(HookedTransformer model, FeatureSource source, string dictionary, Func<IEnumerable<string>> corpus, FeatureBuildOptions o, double fraction = PilotFraction)
     {
-        double texts = corpus().Where((_, i) => i % o.ShardCount == o.ShardIndex).LongCount();
+        var plan = new Cluster.ShardPlan(o.ShardIndex, o.ShardCount);
+        double texts = plan.Select(corpus()).LongCount();
         if (JobSizer.PilotSizes(texts, fraction, Math.Min(o.BatchTexts, 32)) is not var (small, largest)) return null;
         return WithTemp(dir =>
         {
             int run = 0;
             return JobSizer.Estimate("features build", "texts", texts, small, largest,
-                s => Features.FeatureBuild.Run(model, source, dictionary, () => corpus().Where((_, i) => i % o.ShardCount == o.ShardIndex).Take((int)s),
+                s => Features.FeatureBuild.Run(model, source, dictionary, () => plan.Select(corpus()).Select(x => x.Item).Take((int)s),
                     o with { ShardIndex = 0, ShardCount = 1 }, Path.Combine(dir, $"pilot{run++}")),
                 _ => 0, new[] { "--batch-texts", "--top-k", "--max-texts" });
         });
