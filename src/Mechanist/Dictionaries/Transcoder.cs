@@ -42,8 +42,8 @@ public static class DictionaryActivations
     static Tensor TopK(Tensor pre, int k)
     {
         if (k <= 0 || k > pre.shape[^1]) throw new MechanistException($"TopK needs 0 < k ≤ {pre.shape[^1]} (got {k})");
-        var (values, indices) = pre.topk(k, dim: -1);
-        return zeros_like(pre).scatter(-1, indices, F.relu(values));
+        var indices = TopKSelect.Indices(pre, k);
+        return zeros_like(pre).scatter(-1, indices, F.relu(pre.gather(-1, indices)));
     }
 }
 

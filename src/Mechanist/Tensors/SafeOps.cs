@@ -44,6 +44,8 @@ public static class SafeOps
 
     /// <summary><paramref name="a"/> += <paramref name="value"/> · <paramref name="t1"/> · <paramref name="t2"/>, in place.</summary>
     public static Tensor AddcmulInPlace(this Tensor a, Tensor t1, Tensor t2, double value) { using var s = value.ToScalar(); var r = a.addcmul_(t1, t2, s); GC.KeepAlive(a); return r; }
+    /// <summary>a += value · t1 / t2, in place.</summary>
+    public static Tensor AddcdivInPlace(this Tensor a, Tensor t1, Tensor t2, double value) { using var s = value.ToScalar(); var r = a.addcdiv_(t1, t2, s); GC.KeepAlive(a); GC.KeepAlive(t1); GC.KeepAlive(t2); return r; }
 
     /// <summary>
     /// <paramref name="a"/>[index along <paramref name="dim"/>] += <paramref name="source"/>, in place (duplicates accumulate).

@@ -18,4 +18,13 @@ public static class TensorMemory
         if (!tensor.is_contiguous()) throw new ArgumentException("tensor must be contiguous", nameof(tensor));
         return THSTensor_data(tensor.Handle);
     }
+
+    /// <summary>
+    /// Pointer to the first element of a CPU tensor of any strides (the caller walks them). Valid while the tensor lives and is not resized.
+    /// </summary>
+    public static IntPtr StridedDataPointer(torch.Tensor tensor)
+    {
+        if (tensor.device_type != DeviceType.CPU) throw new ArgumentException("tensor must be on the CPU", nameof(tensor));
+        return THSTensor_data(tensor.Handle);
+    }
 }

@@ -46,18 +46,23 @@ public sealed class AdamW : IDisposable
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var grads = _parameters.Select(p => p.grad).ToList();
-        double norm = Math.Sqrt(grads.Where(g => g is not null).Sum(g => g!.Square().sum().item<float>()));
+        // One pass per gradient for the norm (no squared copies), read once.
+        var present = grads.Where(g => g is not null).Select(g => g!.norm()).ToArray();
+        double norm = present.Length == 0 ? 0 : stack(present).norm().item<float>();
         double scale = norm > clip ? clip / (norm + 1e-6) : 1.0;
         StepCount++;
         double bias1 = 1 - Math.Pow(Beta1, StepCount), bias2 = 1 - Math.Pow(Beta2, StepCount);
         for (int i = 0; i < _parameters.Count; i++)
         {
-            if (grads[i] is not { } grad) continue;
-            var p = _parameters[i]; var g = grad.Mul(scale);
-            _m[i].MulInPlace(Beta1).AddScaledInPlace(g, 1 - Beta1);
-            _v[i].MulInPlace(Beta2).AddcmulInPlace(g, g, 1 - Beta2);
+            if (grads[i] is not { } g) continue;
+            var p = _parameters[i];
+            // The clip's scale folds into the moments' coefficients, and the update is m̂ / (√v̂ + ε) as one addcdiv: two allocations
+            // fewer and half the passes over each parameter of the textbook form.
+            _m[i].MulInPlace(Beta1).AddScaledInPlace(g, (1 - Beta1) * scale);
+            _v[i].MulInPlace(Beta2).AddcmulInPlace(g, g, (1 - Beta2) * scale * scale);
             if (p.dim() >= 2 && weightDecay > 0) p.MulInPlace(1 - lr * weightDecay);
-            p.sub_(_m[i].Div(bias1).div(_v[i].Div(bias2).sqrt().Add(Eps)).Mul(lr));
+            var denominator = _v[i].sqrt().DivInPlace(Math.Sqrt(bias2)).AddInPlace(Eps);
+            p.AddcdivInPlace(_m[i], denominator, -lr / bias1);
         }
         return norm;
     }

@@ -57,7 +57,7 @@ public readonly record struct DictionaryTrainProgress(int Step, int Steps, doubl
 /// <param name="Losses">Loss per step.</param>
 /// <param name="Fvus">Mean FVU per step.</param>
 /// <param name="TrainSeconds">Wall time of the optimisation.</param>
-/// <param name="FlopsPerStep">Multiply-adds × 2 of one forward and backward pass (≈ 3 × forward).</param>
+/// <param name="FlopsPerStep">The matrix products of one step, forward and backward, in FLOPs (<see cref="DictionaryTrainer.StepFlops"/>).</param>
 /// <param name="StepsRun">Steps this process ran (fewer than the configured steps after a resume): the throughput's numerator.</param>
 public sealed record DictionaryTrainResult(ICrossLayerDictionary Dictionary, double[] Losses, double[] Fvus, double TrainSeconds, double FlopsPerStep, int StepsRun);
 
@@ -136,25 +136,26 @@ public static class DictionaryTrainer
                 loss = fvu.sum();
             }
             double warm = Math.Min(1.0, (step + 1) / Math.Max(1.0, c.SparsityWarmup * c.Steps));
-            var norms = dict.DecoderNorms().unsqueeze(0);                          // [1, L, f]
+            // Decoder norms weigh the penalties; TopK kinds have none (and skip computing them).
+            var norms = c.Activation is TrainActivation.ReLU or TrainActivation.Gated or TrainActivation.JumpReLU ? dict.DecoderNorms().unsqueeze(0) : null; // [1, L, f]
             switch (c.Activation)
             {
                 case TrainActivation.ReLU:
-                    loss = loss.Add((acts * norms).sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
+                    loss = loss.Add((acts * norms!).sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
                     break;
                 case TrainActivation.Gated:
                 {
                     // The gate gets its gradient from an L1 on ReLU(gate) (decoder-norm weighted) and from the auxiliary loss: ReLU(gate)
                     // must itself reconstruct the target through a frozen copy of the decoder (Rajamanoharan et al., 2024).
                     var gateActs = F.relu(pre);
-                    loss = loss.Add((gateActs * norms).sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
+                    loss = loss.Add((gateActs * norms!).sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
                     var aux = einsum("blf,lfd->bld", gateActs, dict.WDec!.detach()).Add(dict.BDec.detach());
                     loss = loss.Add(((aux - y).Square().sum(-1).mean(new long[] { 0 }) / targetVar).sum());
                     break;
                 }
                 case TrainActivation.JumpReLU:
-                    loss = loss.Add((acts.Mul(c.TanhScale) * norms).tanh().sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
-                    loss = loss.Add((F.relu(dict.LogThreshold!.exp().unsqueeze(0) - pre) * norms).sum(new long[] { 1, 2 }).mean().Mul(c.PreActivation));
+                    loss = loss.Add((acts.Mul(c.TanhScale) * norms!).tanh().sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
+                    loss = loss.Add((F.relu(dict.LogThreshold!.exp().unsqueeze(0) - pre) * norms!).sum(new long[] { 1, 2 }).mean().Mul(c.PreActivation));
                     break;
                 default:
                     loss = loss.Add(AuxLoss(dict, pre, y - recon.detach(), sinceFired, c).Mul(c.AuxK));
@@ -162,10 +163,12 @@ public static class DictionaryTrainer
             }
             using (no_grad())
             {
-                var fired = acts.Gt(0).any(0);                                     // [L, f]
+                // Activations are never negative: a feature fired when its largest activation over the batch is positive. One read of
+                // the activations each (they are the step's largest tensor).
+                var fired = acts.amax(new long[] { 0 }).Gt(0);                     // [L, f]
                 sinceFired.AddInPlace((long)c.BatchSize).MaskedFillInPlace(fired, 0L);
                 lastFvu = fvu.mean().item<float>();
-                lastL0 = acts.Gt(0).to(ScalarType.Float32).sum(-1).mean().item<float>();
+                lastL0 = (double)acts.count_nonzero().item<long>() / ((long)c.BatchSize * layers);
                 fvus.Add(lastFvu);
             }
             return loss;
@@ -182,9 +185,22 @@ public static class DictionaryTrainer
             ExtraState: dict.BatchThreshold is { } bt ? new[] { sinceFired, bt } : new[] { sinceFired }), relay, ct);
         double seconds = sw.Elapsed.TotalSeconds;
         shuffled.Order?.Dispose();
-        double decoderMacs = c.Kind == DictionaryKind.Clt ? (double)c.Features * dOut * layers * (layers + 1) / 2 : (double)c.Features * dOut * layers;
-        double forwardMacs = (double)c.Features * dIn * layers + decoderMacs + (c.Kind == DictionaryKind.SkipTranscoder ? (double)dIn * dOut * layers : 0);
-        return new DictionaryTrainResult(dict.Export(inScale, outScale), losses.ToArray(), fvus.ToArray(), seconds, 3 * 2 * forwardMacs * c.BatchSize, stepsRun);
+        return new DictionaryTrainResult(dict.Export(inScale, outScale), losses.ToArray(), fvus.ToArray(), seconds, StepFlops(c, layers, dIn, dOut), stepsRun);
+    }
+
+    /// <summary>
+    /// The matrix products one step needs, in FLOPs (2 per multiply-add): the decoder's forward, input gradient and weight gradient (3x its
+    /// products), the encoder's and the skip's forward and weight gradient (2x: their inputs are data, with no gradient to compute); a gated
+    /// SAE's two encoders and its auxiliary decode. TopK's auxiliary loss (only while features are dead) is not counted.
+    /// </summary>
+    public static double StepFlops(DictionaryTrainConfig c, int layers, int dIn, int dOut)
+    {
+        double decoder = c.Kind == DictionaryKind.Clt ? (double)c.Features * dOut * layers * (layers + 1) / 2 : (double)c.Features * dOut * layers;
+        double encoder = (double)c.Features * dIn * layers * (c.Activation == TrainActivation.Gated ? 2 : 1);
+        double skip = c.Kind == DictionaryKind.SkipTranscoder ? (double)dIn * dOut * layers : 0;
+        // A gated SAE's auxiliary reconstruction runs its gate through the frozen decoder: forward and input gradient.
+        double gatedAux = c.Activation == TrainActivation.Gated ? 2 * decoder : 0;
+        return 2.0 * c.BatchSize * (3 * decoder + 2 * encoder + 2 * skip + gatedAux);
     }
 
     static double[] Scales(Tensor rows, int d)

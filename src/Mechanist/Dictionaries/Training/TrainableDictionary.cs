@@ -135,14 +135,17 @@ public sealed class TrainableDictionary : IDisposable
         Tensor recon;
         if (Kind == DictionaryKind.Clt)
         {
-            var parts = new Tensor[Layers];
-            for (int j = 0; j < Layers; j++) parts[j] = BDec[j].expand(acts.shape[0], -1);
+            // One GEMM per source layer over every layer it writes ([B, f] · [f, (L − i)·d]), placed by padding on the left: the sum is
+            // [B, L·d]. unbind, not select, so the backward stacks the per-layer gradients once instead of zero-filling [B, L, f] per layer.
+            var perLayer = acts.unbind(1);
+            Tensor? sum = null;
             for (int i = 0; i < Layers; i++)
             {
-                var contrib = einsum("bf,fkd->bkd", acts.select(1, i), WDecCross![i]); // [B, L − i, d]
-                for (int j = i; j < Layers; j++) parts[j] = parts[j].Add(contrib.select(1, j - i));
+                var contrib = mm(perLayer[i], WDecCross![i].view(Features, -1));
+                if (i > 0) contrib = F.pad(contrib, new long[] { (long)i * DOut, 0 });
+                sum = sum is null ? contrib : sum.Add(contrib);
             }
-            recon = stack(parts, 1);
+            recon = sum!.view(acts.shape[0], Layers, DOut).Add(BDec);
         }
         else recon = einsum("blf,lfd->bld", acts, WDec!).Add(BDec);
         if (WSkip is not null) recon = recon.Add(einsum("bli,loi->blo", x, WSkip));
