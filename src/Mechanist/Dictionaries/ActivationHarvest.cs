@@ -164,6 +164,10 @@ public static class ActivationHarvest
             {
                 long needed = _rows + n, doubled = Math.Max(4096, Math.Max(2 * needed, 2 * (_buffer?.shape[0] ?? 0)));
                 long capacity = Math.Max(needed, Math.Min(limit, doubled));
+                // The whole limit at once where it fits easily: pages are committed only as rows land in them, so this costs no
+                // memory beyond the rows, and no growth ever holds an old and a new buffer together (1.5x the rows at the last doubling).
+                long rowBytes = rows.numel() / Math.Max(1, n) * rows.element_size();
+                if (_buffer is null && limit * (double)rowBytes <= Runtime.ProcessMemory.MachineAvailable() / 2.0) capacity = Math.Max(needed, limit);
                 var grown = empty(new[] { capacity }.Concat(rows.shape.Skip(1)).ToArray(), rows.dtype, rows.device).DetachFromDisposeScope();
                 if (_buffer is not null) { grown.narrow(0, 0, _rows).copy_(_buffer.narrow(0, 0, _rows)); _buffer.Dispose(); }
                 _buffer = grown;
@@ -172,11 +176,12 @@ public static class ActivationHarvest
             _rows += n;
         }
 
-        /// <summary>The rows appended, as a tensor the caller owns (the buffer itself when it is nearly full, else a tight copy).</summary>
+        /// <summary>The rows appended, as a tensor the caller owns (the buffer itself, or a view of its filled part).</summary>
         public Tensor Take()
         {
             if (_buffer is null) throw new MechanistException("no rows were collected");
-            Tensor result = _rows == _buffer.shape[0] ? _buffer : _rows * 4 >= _buffer.shape[0] * 3 ? _buffer.narrow(0, 0, _rows) : _buffer.narrow(0, 0, _rows).clone();
+            // A view keeps the whole buffer's storage, but the part no row reached was never written: it holds no memory.
+            Tensor result = _rows == _buffer.shape[0] ? _buffer : _buffer.narrow(0, 0, _rows);
             if (!ReferenceEquals(result, _buffer)) _buffer.Dispose();   // a view keeps the storage it needs
             _buffer = null;
             return result.DetachFromDisposeScope();

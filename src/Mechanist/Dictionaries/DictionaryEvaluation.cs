@@ -61,19 +61,39 @@ public static class DictionaryEvaluation
     }
 
     /// <summary>Per-layer metrics of transcoders or a CLT on held-out activations (in chunks, so any size fits).</summary>
-    public static DictionaryLayerMetrics[] Layers(ICrossLayerDictionary dictionary, ActivationSet data, int chunk = 4096) =>
+    public static DictionaryLayerMetrics[] Layers(ICrossLayerDictionary dictionary, ActivationSet data, int chunk = 1024) =>
         Measure(x => Reconstruct(dictionary, x), data, chunk).Metrics;
 
     /// <summary>Per-layer metrics of a single-layer dictionary on held-out activations [N, 1, d].</summary>
-    public static DictionaryLayerMetrics[] Layers(ISparseDictionary dictionary, ActivationSet data, int chunk = 4096) =>
+    public static DictionaryLayerMetrics[] Layers(ISparseDictionary dictionary, ActivationSet data, int chunk = 1024) =>
         Measure(x => Reconstruct(dictionary, x), data, chunk).Metrics;
+
+    /// <summary>
+    /// Per-layer variance [L] of rows [N, L, d] around <paramref name="mean"/> [L, d] (each row multiplied by <paramref name="scale"/> [1, L, 1]
+    /// first, when given): mean over rows of the squared distance, summed over d. A chunk of rows at a time: over all rows at once the
+    /// temporaries are three copies of the rows.
+    /// </summary>
+    internal static Tensor PerLayerVariance(Tensor rows, Tensor mean, Tensor? scale = null)
+    {
+        const long chunk = 16_384;
+        long n = rows.shape[0];
+        using var sum = zeros(rows.shape[1], dtype: ScalarType.Float64);
+        for (long start = 0; start < n; start += chunk)
+        {
+            using var scope = NewDisposeScope();
+            var part = rows.narrow(0, start, Math.Min(chunk, n - start));
+            if (scale is not null) part = part * scale;
+            sum.AddInPlace((part - mean).Square().sum(-1).sum(new long[] { 0 }).to(ScalarType.Float64));
+        }
+        return sum.Div((double)Math.Max(1, n)).to(rows.dtype);
+    }
 
     /// <summary>
     /// One pass over held-out activations: the per-layer metrics, and per layer the summed cosine of each reconstruction with its
     /// target, the summed ‖x̂‖/‖x‖, and how many rows each feature fired on.
     /// </summary>
     internal static (DictionaryLayerMetrics[] Metrics, double[] CosineSum, double[] L2RatioSum, long[][] Fires) Measure(ICrossLayerDictionary dictionary, ActivationSet data,
-        int chunk = 4096) => Measure(x => Reconstruct(dictionary, x), data, chunk);
+        int chunk = 1024) => Measure(x => Reconstruct(dictionary, x), data, chunk);
 
     static (DictionaryLayerMetrics[] Metrics, double[] CosineSum, double[] L2RatioSum, long[][] Fires) Measure(Func<Tensor, (Tensor Acts, Tensor Recon)> reconstruct,
         ActivationSet data, int chunk)
@@ -83,7 +103,7 @@ public static class DictionaryEvaluation
         Tensor? fires = null;
         long n = data.Rows;
         using var targetMean = data.Targets.mean(new long[] { 0 });                         // [L, d]
-        using var variance = (data.Targets - targetMean).Square().sum(-1).mean(new long[] { 0 }); // [L]
+        using var variance = PerLayerVariance(data.Targets, targetMean);                      // [L]
         try
         {
             for (long start = 0; start < n; start += chunk)
@@ -97,10 +117,11 @@ public static class DictionaryEvaluation
                 var yNorm = y64.norm(-1).ClampMin(1e-12); var rNorm = r64.norm(-1);
                 var c = r64.mul(y64).sum(-1).div(yNorm.mul(rNorm.ClampMin(1e-12))).sum(new long[] { 0 }).data<double>().ToArray();   // [L]
                 var q = rNorm.div(yNorm).sum(new long[] { 0 }).data<double>().ToArray();
+                // Counted from the boolean mask straight into int64 sums: widened copies of the mask were the pass's largest tensors.
                 var active = acts.Gt(0);
-                var count = active.to(ScalarType.Float64).sum(new long[] { 0, 2 }).data<double>().ToArray();
+                var f = active.sum(new long[] { 0 }, type: ScalarType.Int64);                                  // [L, f]
+                var count = f.sum(new long[] { 1 }).to(ScalarType.Float64).data<double>().ToArray();
                 for (int l = 0; l < layers; l++) { sq[l] += err[l]; l0[l] += count[l]; cos[l] += c[l]; ratio[l] += q[l]; }
-                var f = active.to(ScalarType.Int64).sum(new long[] { 0 });                                      // [L, f]
                 if (fires is null) fires = f.DetachFromDisposeScope(); else fires.AddInPlace(f);
             }
             var v = variance.to(ScalarType.Float64).data<double>().ToArray();

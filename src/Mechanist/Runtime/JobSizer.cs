@@ -78,12 +78,8 @@ public static class JobSizer
     /// <param name="runPilot">Runs the job at a size, writing nothing the user keeps.</param>
     /// <param name="modelledBytes">Bytes the job holds at a size beyond what its fixed working set shows (0 where nothing grows).</param>
     /// <param name="shrink">Options that shrink the job.</param>
-    /// <param name="growsAsPilots">
-    /// The working set grows with the job as it grew between the last two pilots (for jobs whose growth no shape model captures:
-    /// allocator fragmentation over many per-batch tensors); added to <paramref name="modelledBytes"/>.
-    /// </param>
     public static JobEstimate Estimate(string job, string unit, double units, double small, double largest, Action<double> runPilot,
-        Func<double, double> modelledBytes, IReadOnlyList<string> shrink, bool growsAsPilots = false)
+        Func<double, double> modelledBytes, IReadOnlyList<string> shrink)
     {
         if (!(small > 0 && largest >= 2 * small && units >= largest)) throw new MechanistException($"the sizer's pilots need room: {small} to {largest} of {units} {unit}");
         ProcessMemory.Settle();
@@ -107,7 +103,6 @@ public static class JobSizer
         double perUnit = Math.Max(0, (last.Seconds - previous.Seconds) / (last.Units - previous.Units));
         double seconds = last.Seconds + perUnit * (units - last.Units);
         long peak = Math.Max(last.PeakBytes, previous.PeakBytes) + (long)Math.Max(0, modelledBytes(units) - modelledBytes(last.Units));
-        if (growsAsPilots) peak += (long)(Math.Max(0, (last.PeakBytes - previous.PeakBytes) / (last.Units - previous.Units)) * (units - last.Units));
         var warm = pilots[0];
         return new JobEstimate(job, unit, units, seconds, Math.Max(peak, resident), resident, available, pilots, shrink,
             Math.Max(0, warm.Seconds - pilots[1].Seconds), warm.PeakBytes, settled);

@@ -92,8 +92,7 @@ public static class Sizers
 
     /// <summary>
     /// <c>dict train</c>: steps; a pilot of s steps runs that share of the job's steps, harvest and evaluation. Its memory grows with
-    /// the harvested tokens several times faster than the activations themselves (per-batch tensors of the harvest), so the growth
-    /// between the last two pilots is extrapolated.
+    /// the harvested rows (modelled from the hooks' widths); the training step's own working set is the pilots'.
     /// </summary>
     public static JobEstimate? DictionaryTrain(HookedTransformer model, IEnumerable<string> train, IEnumerable<string> eval, DictionaryJobOptions o, double fraction = PilotFraction)
     {
@@ -101,16 +100,23 @@ public static class Sizers
         // The smallest pilot: 8 steps, and 4 batches of tokens.
         double small = Math.Ceiling(Math.Max(8, 4.0 * c.BatchSize / o.TrainTokens * c.Steps));
         if (2 * small > fraction * c.Steps) return null;
+        // What grows with the job: the harvested rows (float32, per token every input and, when they differ, every target), each
+        // epoch's order (int64) and the scales' norms, for the train and held-out tokens, in proportion to the steps as the pilots run them.
+        var (inputs, targets) = DictionaryJob.Hooks(model, c.Kind, o.Input, o.SaeHook);
+        double Floats(IEnumerable<string> hooks) => hooks.Sum(h => (double)(model.HookPoints.Find(h)?.Shape.Dims.Where(d => d > 0).Aggregate(1L, (a, b) => a * b) ?? model.Config.DModel));
+        double perToken = 4 * (Floats(inputs) + (inputs.SequenceEqual(targets) ? 0 : Floats(targets))) + 8 + 4 * inputs.Length;
+        double Held(double steps) => perToken * (o.TrainTokens + o.EvalTokens) * steps / c.Steps;
         return JobSizer.Estimate("dict train", "steps", c.Steps, small, fraction * c.Steps, steps =>
             {
                 double share = steps / c.Steps;
                 DictionaryJob.Run(model, train, eval, o with
                 {
-                    Config = c with { Steps = (int)steps, WarmupSteps = Math.Max(1, (int)(c.WarmupSteps * share)) },
+                    // Scaled as the job is, dead features (and TopK's auxiliary loss, a second decode) appear at the same share of the steps.
+                    Config = c with { Steps = (int)steps, WarmupSteps = Math.Max(1, (int)(c.WarmupSteps * share)), DeadAfterTokens = Math.Max(c.BatchSize, (long)(c.DeadAfterTokens * share)) },
                     TrainTokens = Math.Max(c.BatchSize, (long)(o.TrainTokens * share)), EvalTokens = Math.Max(64, (long)(o.EvalTokens * share)),
                 }).Dispose();
             },
-            _ => 0, new[] { "--tokens", "--batch", "--features" }, growsAsPilots: true);
+            Held, new[] { "--tokens", "--batch", "--features" });
     }
 
     /// <summary>

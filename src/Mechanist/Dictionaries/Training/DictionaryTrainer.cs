@@ -90,7 +90,7 @@ public static class DictionaryTrainer
             outS = tensor(outScale, ScalarType.Float32).view(1, -1, 1).DetachFromDisposeScope();
             targetMean = (data.Targets.mean(new long[] { 0 }) * outS[0]).to(ScalarType.Float32).DetachFromDisposeScope();
             // Per-layer variance of the normalised targets: the MSE divided by it is the FVU.
-            targetVar = ((data.Targets * outS) - targetMean).Square().sum(-1).mean(new long[] { 0 }).DetachFromDisposeScope(); // [L]
+            targetVar = DictionaryEvaluation.PerLayerVariance(data.Targets, targetMean, outS).to(ScalarType.Float32).DetachFromDisposeScope();
         }
         using var _inS = inS; using var _outS = outS; using var _targetMean = targetMean; using var _targetVar = targetVar;
         using var dict = new TrainableDictionary(c.Kind, c.Activation, layers, dIn, dOut, c.Features, c.K, targetMean, c.Seed);
