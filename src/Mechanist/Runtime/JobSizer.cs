@@ -78,8 +78,12 @@ public static class JobSizer
     /// <param name="runPilot">Runs the job at a size, writing nothing the user keeps.</param>
     /// <param name="modelledBytes">Bytes the job holds at a size beyond what its fixed working set shows (0 where nothing grows).</param>
     /// <param name="shrink">Options that shrink the job.</param>
+    /// <param name="modelledSeconds">
+    /// Seconds of a part whose cost is known in shape, not linear in the size (e.g. a quadratic step up to a cap), calibrated by the
+    /// caller: taken out of the pilots' times before their per-unit cost is read, and added back at the job's size.
+    /// </param>
     public static JobEstimate Estimate(string job, string unit, double units, double small, double largest, Action<double> runPilot,
-        Func<double, double> modelledBytes, IReadOnlyList<string> shrink)
+        Func<double, double> modelledBytes, IReadOnlyList<string> shrink, Func<double, double>? modelledSeconds = null)
     {
         if (!(small > 0 && largest >= 2 * small && units >= largest)) throw new MechanistException($"the sizer's pilots need room: {small} to {largest} of {units} {unit}");
         ProcessMemory.Settle();
@@ -95,13 +99,16 @@ public static class JobSizer
             double size = previous.Units * 2;
             last = Measure(size, () => runPilot(size));
             pilots.Add(last);
-            // Enough signal: the doubled pilot took clearly longer than the one before (its per-unit part dominates the noise of the fixed part).
-            settled = last.Seconds - previous.Seconds >= Math.Max(MinimumSignalSeconds, 0.25 * previous.Seconds);
+            // Enough signal: the doubled pilot took clearly longer than the one before, by half of that one's time at least (its per-unit
+            // part dominates the noise of the fixed part: a features build's ~2 s of fixed work varies by a third between runs).
+            settled = last.Seconds - previous.Seconds >= Math.Max(MinimumSignalSeconds, 0.5 * previous.Seconds);
             if (settled || size * 2 > largest) break;
             previous = last;
         }
-        double perUnit = Math.Max(0, (last.Seconds - previous.Seconds) / (last.Units - previous.Units));
-        double seconds = last.Seconds + perUnit * (units - last.Units);
+        var model = modelledSeconds ?? (_ => 0);
+        double Linear(SizerPilot p) => p.Seconds - model(p.Units);
+        double perUnit = Math.Max(0, (Linear(last) - Linear(previous)) / (last.Units - previous.Units));
+        double seconds = Linear(last) + perUnit * (units - last.Units) + model(units);
         long peak = Math.Max(last.PeakBytes, previous.PeakBytes) + (long)Math.Max(0, modelledBytes(units) - modelledBytes(last.Units));
         var warm = pilots[0];
         return new JobEstimate(job, unit, units, seconds, Math.Max(peak, resident), resident, available, pilots, shrink,

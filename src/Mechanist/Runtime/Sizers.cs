@@ -74,7 +74,9 @@ public static class Sizers
         });
     }
 
-    /// <summary><c>features build</c>: texts of the shard; pilots read its first texts. Its sketches are bounded per feature; nothing else grows.</summary>
+    /// <summary>
+    /// <c>features build</c>: texts of the shard; pilots read its first texts. Its sketches are bounded per feature; nothing else grows.
+    /// </summary>
     public static JobEstimate? FeatureBuild(HookedTransformer model, FeatureSource source, string dictionary, Func<IEnumerable<string>> corpus, FeatureBuildOptions o, double fraction = PilotFraction)
     {
         var plan = new Cluster.ShardPlan(o.ShardIndex, o.ShardCount);
@@ -135,9 +137,21 @@ public static class Sizers
             double points = n * pointsPerText, sampled = Math.Min(points, options.MaxPointsForGeometry);
             return points * stateBytes + 3 * 8 * sampled * sampled;
         }
+        // TwoNN's pairwise distances cost the square of the points up to the subsample's cap: timed once at the job's point count
+        // (on random points: the cost is the shapes'), per depth, and scaled by the square for the pilots.
+        double Points(double n) => Math.Min(n * pointsPerText, options.MaxPointsForGeometry);
+        double atJob = Points(texts.Count), geometrySeconds;
+        using (var points = randn((long)Math.Max(3, atJob), model.Config.DModel))
+        {
+            Geometry.TwoNN(points);     // once untimed: the first call's allocations
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            Geometry.TwoNN(points);
+            geometrySeconds = clock.Elapsed.TotalSeconds * (model.Config.NLayers + 1);
+        }
+        double Geometry2(double n) => geometrySeconds * Math.Pow(Points(n) / Math.Max(3, atJob), 2);
         return JobSizer.Estimate("microscope", "texts", texts.Count, small, largest,
             s => MicroscopeRunner.Run(model, texts.Take((int)s).ToList(), options),
-            Held, new[] { "--text-file/--corpus (fewer texts)", "--contextuality none" });
+            Held, new[] { "--text-file/--corpus (fewer texts)", "--contextuality none" }, modelledSeconds: Geometry2);
     }
 
     static JobEstimate WithTemp(Func<string, JobEstimate> estimate)

@@ -70,6 +70,35 @@ public class DictionaryTrainingTests
         Assert.All(Enumerable.Range(0, 3), l => Assert.True((recon[.., l] - dict.Decode(bumped0, x)[.., l]).abs().max().item<float>() > 1e-3));
     }
 
+    [Fact]
+    public void CrossLayerDecodeIsTheSumOverSourceLayersAndItsGradientsReachEveryBlock()
+    {
+        manual_seed(3);
+        using var mean = randn(3, 4);
+        using var dict = new TrainableDictionary(DictionaryKind.Clt, TrainActivation.TopK, layers: 3, dIn: 4, dOut: 4, features: 6, k: 2, mean, seed: 2);
+        using var scope = NewDisposeScope();
+        var acts = randn(5, 3, 6).requires_grad_(true);
+        var recon = dict.Decode(acts, randn(5, 3, 4));
+        recon.sum().backward();
+        using (no_grad())
+            for (int j = 0; j < 3; j++)
+            {
+                // Written out: b_dec[j] + Σ_{i ≤ j} a_i · W_dec,i[:, j − i].
+                var want = dict.BDec[j].unsqueeze(0).expand(5, -1).clone();
+                for (int i = 0; i <= j; i++) want = want.Add(matmul(acts[.., i], dict.WDecCross![i][.., j - i]));
+                TensorAssert.Close(want, recon[.., j], 1e-5, $"layer {j}");
+            }
+        // d(Σ recon)/d b_dec = the batch size; d/d W_dec,i[f, m, :] = Σ_b a_i[b, f]; d/d a_i[b, f] = Σ over the layers it writes of Σ_d W.
+        TensorAssert.Close(SafeOps.Full(new long[] { 3, 4 }, 5.0), dict.BDec.grad!, 1e-5, "b_dec gradient");
+        for (int i = 0; i < 3; i++)
+        {
+            var wantW = acts[.., i].detach().sum(new long[] { 0 }).view(6, 1, 1).expand(6, 3 - i, 4);
+            TensorAssert.Close(wantW, dict.WDecCross![i].grad!, 1e-5, $"W_dec {i} gradient");
+            var wantA = dict.WDecCross[i].detach().sum(new long[] { 1, 2 }).unsqueeze(0).expand(5, -1);
+            TensorAssert.Close(wantA, acts.grad![.., i], 1e-5, $"activation {i} gradient");
+        }
+    }
+
     /// <summary>Rows that are sparse sums of known unit directions: k of f true features, magnitudes in [1, 2], times a large scale.</summary>
     static (Tensor Rows, Tensor Features) Synthetic(int rows, int d, int f, int k, float scale, long seed)
     {

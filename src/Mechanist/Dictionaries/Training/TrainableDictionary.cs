@@ -135,17 +135,15 @@ public sealed class TrainableDictionary : IDisposable
         Tensor recon;
         if (Kind == DictionaryKind.Clt)
         {
-            // One GEMM per source layer over every layer it writes ([B, f] · [f, (L − i)·d]), placed by padding on the left: the sum is
-            // [B, L·d]. unbind, not select, so the backward stacks the per-layer gradients once instead of zero-filling [B, L, f] per layer.
+            // One GEMM per source layer over every layer it writes ([B, f] · [f, (L − i)·d]), accumulated by the GEMM itself into the
+            // columns of layers i.. of [B, L·d] (which start as b_dec). unbind, not select, so the backward stacks the per-layer
+            // gradients once instead of zero-filling [B, L, f] per layer.
             var perLayer = acts.unbind(1);
-            Tensor? sum = null;
+            long b = acts.shape[0];
+            var sum = BDec.view(1, -1).expand(b, -1).clone();
             for (int i = 0; i < Layers; i++)
-            {
-                var contrib = mm(perLayer[i], WDecCross![i].view(Features, -1));
-                if (i > 0) contrib = F.pad(contrib, new long[] { (long)i * DOut, 0 });
-                sum = sum is null ? contrib : sum.Add(contrib);
-            }
-            recon = sum!.view(acts.shape[0], Layers, DOut).Add(BDec);
+                sum.narrow(1, (long)i * DOut, (long)(Layers - i) * DOut).addmm_(perLayer[i], WDecCross![i].view(Features, -1));
+            recon = sum.view(b, Layers, DOut);
         }
         else recon = einsum("blf,lfd->bld", acts, WDec!).Add(BDec);
         if (WSkip is not null) recon = recon.Add(einsum("bli,loi->blo", x, WSkip));
