@@ -141,17 +141,18 @@ public static class Sizers
         // (on random points: the cost is the shapes'), per depth, and scaled by the square for the pilots.
         double Points(double n) => Math.Min(n * pointsPerText, options.MaxPointsForGeometry);
         double atJob = Points(texts.Count), geometrySeconds;
-        using (var points = randn((long)Math.Max(3, atJob), model.Config.DModel))
+        using (var generator = new Generator(0))
+        using (var points = randn(new[] { (long)Math.Max(3, atJob), model.Config.DModel }, generator: generator))
         {
             Geometry.TwoNN(points);     // once untimed: the first call's allocations
             var clock = System.Diagnostics.Stopwatch.StartNew();
             Geometry.TwoNN(points);
             geometrySeconds = clock.Elapsed.TotalSeconds * (model.Config.NLayers + 1);
         }
-        double Geometry2(double n) => geometrySeconds * Math.Pow(Points(n) / Math.Max(3, atJob), 2);
+        double TwoNNSeconds(double n) => geometrySeconds * Math.Pow(Points(n) / Math.Max(3, atJob), 2);
         return JobSizer.Estimate("microscope", "texts", texts.Count, small, largest,
             s => MicroscopeRunner.Run(model, texts.Take((int)s).ToList(), options),
-            Held, new[] { "--text-file/--corpus (fewer texts)", "--contextuality none" }, modelledSeconds: Geometry2);
+            Held, new[] { "--text-file/--corpus (fewer texts)", "--contextuality none" }, modelledSeconds: TwoNNSeconds);
     }
 
     static JobEstimate WithTemp(Func<string, JobEstimate> estimate)
