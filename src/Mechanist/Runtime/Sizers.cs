@@ -105,8 +105,7 @@ public static class Sizers
         // What grows with the job: the harvested rows (float32, per token every input and, when they differ, every target), each
         // epoch's order (int64) and the scales' norms, for the train and held-out tokens, in proportion to the steps as the pilots run them.
         var (inputs, targets) = DictionaryJob.Hooks(model, c.Kind, o.Input, o.SaeHook);
-        double Floats(IEnumerable<string> hooks) => hooks.Sum(h => (double)(model.HookPoints.Find(h)?.Shape.Dims.Where(d => d > 0).Aggregate(1L, (a, b) => a * b) ?? model.Config.DModel));
-        double perToken = 4 * (Floats(inputs) + (inputs.SequenceEqual(targets) ? 0 : Floats(targets))) + 8 + 4 * inputs.Length;
+        double perToken = BytesPerToken(model, inputs) + (inputs.SequenceEqual(targets) ? 0 : BytesPerToken(model, targets)) + 8 + 4 * inputs.Length;
         double Held(double steps) => perToken * (o.TrainTokens + o.EvalTokens) * steps / c.Steps;
         return JobSizer.Estimate("dict train", "steps", c.Steps, small, fraction * c.Steps, steps =>
             {
