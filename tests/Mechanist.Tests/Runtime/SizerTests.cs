@@ -74,7 +74,9 @@ public sealed class SizerTests
         using var model = HookedTransformer.Load(Toy);
         using var source = FeatureSource.Load(model, Path.Combine(Toy, "clt"));
         using var dir = new TempDir();
-        var corpus = new ToyCorpus(2000).Lines(2000).ToList();
+        // Large enough that the pilots (up to a quarter) reach a second of per-text work: at 2,000 texts they stopped at 256, where a
+        // few tenths of a second of noise in the fixed work read as per-text cost (one CI run predicted 14.5 s for an 8.1 s build).
+        var corpus = new ToyCorpus(2000).Lines(4000).ToList();
         var options = new FeatureBuildOptions(new FeatureSketchSettings(10, 2, 8, 2));
         var estimate = Sizers.FeatureBuild(model, source, Path.Combine(Toy, "clt"), () => corpus, options, Pilot);
         var measured = JobSizer.Measure(corpus.Count, () => FeatureBuild.Run(model, source, Path.Combine(Toy, "clt"), () => corpus, options, dir.File("f")));
