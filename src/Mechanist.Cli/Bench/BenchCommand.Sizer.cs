@@ -82,7 +82,8 @@ public sealed partial class BenchCommand
             Enumerable.Range(0, L).Select(_ => randn(8192, d).Div(Math.Sqrt(d))).ToArray(), Enumerable.Range(0, L).Select(_ => zeros(8192)).ToArray(),
             Enumerable.Range(0, L).Select(i => randn(8192, L - i, d).Mul(0.02f)).ToArray(), Enumerable.Range(0, L).Select(_ => zeros(d)).ToArray(), DictionaryActivation.TopK, topK: 64);
         using var bigBundle = new TranscoderBundle(big, TranscoderInput.Resid, "gpt2-shaped");
-        using var prompt = randint(0, cfg.VocabSize, new long[] { 1, 64 }, generator: new Generator(64UL));
+        using var promptGenerator = new Generator(64UL);
+        using var prompt = randint(0, cfg.VocabSize, new long[] { 1, 64 }, generator: promptGenerator);
         var research = new AttributionOptions(MaxLogits: 5, BatchSize: 32, MaxFeatureNodes: 1000);
         var re = Sizers.Trace(model, bigBundle, prompt, research, new GraphQkOptions(), fraction);
         yield return Compare("sizer: trace (GPT-2-small-shaped, 64 tokens, 1,000 features)", re,

@@ -29,7 +29,7 @@ public sealed partial class BenchCommand
         using var _m = model;
         ctx.Err.WriteLine($"random GPT-2 small: {model.Weights.ParameterCount:N0} parameters, {get_num_threads()} threads");
 
-        var gen = new Generator(0);
+        using var gen = new Generator(0);
         foreach (var (b, t) in new[] { (1, 128), (8, 128), (1, 1024) })
         {
             using var tokens = randint(0, cfg.VocabSize, new long[] { b, t }, generator: gen);
@@ -160,7 +160,8 @@ public sealed partial class BenchCommand
     {
         var cfg = RandomModels.MixtralShapedConfig();
         using var model = RandomModels.Create(cfg, seed: 0);
-        using var tokens = randint(0, cfg.VocabSize, new long[] { 1, 128 }, generator: new Generator(1));
+        using var generator = new Generator(1);
+        using var tokens = randint(0, cfg.VocabSize, new long[] { 1, 128 }, generator: generator);
         long routed = 0;
         using (model.Hooks(new Hooks.ForwardHookSpec(Hooks.HookFilter.Where(n => n.EndsWith("mlp.hook_expert_indices")), (t, _) =>
         {
@@ -318,7 +319,7 @@ public sealed partial class BenchCommand
                 double loadMs = sw.Elapsed.TotalMilliseconds, peakLoad = PeakRssMb() - rssBefore, held = RssMb() - rssBefore;
                 yield return new Row($"{spec.Name} {tag}: load", loadMs, loadMs,
                     Note: $"weights {bytes / 1e9:F2} GB; RSS +{held / 1e3:F2} GB after, peak +{peakLoad / 1e3:F2} GB during the load ({peakLoad * 1e6 / bytes:F2}x the weights)");
-                var gen = new Generator(1);
+                using var gen = new Generator(1);
                 using var tokens = randint(0, model.Config.VocabSize, new long[] { 1, 128 }, generator: gen);
                 ResetPeakRss();
                 var forward = Time($"{spec.Name} {tag}: forward 1x128", widen || dtype == ScalarType.Float32 ? repeats : 1, () => model.Run(tokens).Dispose());
@@ -379,7 +380,8 @@ public sealed partial class BenchCommand
         ctx.Err.WriteLine($"GPT-2-small-shaped model ({model.Weights.ParameterCount:N0} parameters, context {cfg.NCtx}), random CLT: {L} layers x {features} features, top-{k}; GEMM peak {peak / 1e9:F0} GFLOP/s");
         static int BatchFor(int t) => Math.Clamp(4096 / t, 4, 32);
         // One untimed short trace first, so that the first timed row does not pay for warming up (JIT, allocator, thread pool).
-        using (var warmTokens = randint(0, cfg.VocabSize, new long[] { 1, 32 }, generator: new Generator(7UL)))
+        using (var warmGenerator = new Generator(7UL))
+        using (var warmTokens = randint(0, cfg.VocabSize, new long[] { 1, 32 }, generator: warmGenerator))
         using (var warm = Attribution.ReplacementModel.Build(model, clt, Dictionaries.TranscoderInput.Resid, warmTokens))
             Attribution.Attributor.Attribute(warm, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: BatchFor(32), MaxFeatureNodes: 16));
         foreach (int t in lengths)
@@ -389,7 +391,8 @@ public sealed partial class BenchCommand
             double rssBefore = RssMb();
             ResetPeakRss();
             var sw = Stopwatch.StartNew();
-            using var tokens = randint(0, cfg.VocabSize, new long[] { 1, t }, generator: new Generator((ulong)t));
+            using var generator = new Generator((ulong)t);
+            using var tokens = randint(0, cfg.VocabSize, new long[] { 1, t }, generator: generator);
             using var rm = Attribution.ReplacementModel.Build(model, clt, Dictionaries.TranscoderInput.Resid, tokens);
             long active = rm.Activations.count_nonzero().item<long>();
             // Active features per (layer, position): what a row reads at each layer it reaches.

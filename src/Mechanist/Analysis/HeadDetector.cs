@@ -68,7 +68,7 @@ public static class HeadDetector
         var pool = settings.TokenPool ?? DefaultTokenPool(model);
         int low = Math.Clamp(settings.LowToken, 0, cfg.VocabSize - 1);
         using var scope = NewDisposeScope();
-        var generator = new Generator((ulong)settings.Seed);
+        using var generator = new Generator((ulong)settings.Seed);
         var random = (pool is { Count: > 0 }
             ? tensor(pool.ToArray()).index_select(0, randint(0, pool.Count, new long[] { batch * sequenceLength }, generator: generator)).view(batch, sequenceLength)
             : randint(low, cfg.VocabSize, new long[] { batch, sequenceLength }, generator: generator)).to(model.Device);

@@ -123,7 +123,8 @@ public static class HarvestJob
     {
         using var scope = NewDisposeScope();
         // Shuffle rows within the chunk (a seeded buffer shuffle), the same permutation for every hook and the ids.
-        var perm = randperm(set.Rows, generator: new Generator((ulong)(o.Seed * 7919 + o.ShardIndex * 104729 + chunkIndex)));
+        using var generator = new Generator((ulong)(o.Seed * 7919 + o.ShardIndex * 104729 + chunkIndex));
+        var perm = randperm(set.Rows, generator: generator);
         var tensors = new Dictionary<string, Tensor> { ["token_ids"] = ids.index_select(0, perm) };
         for (int h = 0; h < o.Hooks.Length; h++)
         {

@@ -88,7 +88,7 @@ public static class RandomCheckpoint
     {
         Directory.CreateDirectory(dir);
         bool gemma = (string?)spec.Config["model_type"] is "gemma" or "gemma2";
-        var gen = new TorchSharp.torch.Generator((ulong)seed);
+        using var gen = new TorchSharp.torch.Generator((ulong)seed);
         var lazies = spec.Tensors.Select(t => new SafetensorsWriter.LazyTensor(t.Name, dtype, t.Shape, () =>
         {
             if (t.Norm) return gemma ? zeros(t.Shape, dtype.ToTorch()) : ones(t.Shape, dtype.ToTorch());

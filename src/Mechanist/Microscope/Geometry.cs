@@ -103,7 +103,8 @@ public static class Geometry
         double trace = cov.trace().item<double>();
         if (trace == 0) return (double.NaN, double.NaN);
         double exact = linalg.eigvalsh(cov).max().item<double>() / trace;
-        var v = randn(new long[] { cov.shape[0] }, ScalarType.Float64, generator: new Generator((ulong)seed));
+        using var generator = new Generator((ulong)seed);
+        var v = randn(new long[] { cov.shape[0] }, ScalarType.Float64, generator: generator);
         for (int i = 0; i < iterations; i++) { v = matmul(cov, v); v = v / v.norm(); }
         double power = (v * matmul(cov, v)).sum().item<double>() / trace;
         return (exact, power);

@@ -85,7 +85,12 @@ public static class MicroscopeRunner
     static Tensor SampleRows(int rows, int max)
     {
         if (rows <= max) return SafeOps.Arange(rows);
-        return randperm(rows, generator: new Generator(0))[..max].sort().Values;
+        using var generator = new Generator(0);
+        using var perm = randperm(rows, generator: generator);
+        using var head = perm[..max];
+        var (values, indices) = head.sort();
+        indices.Dispose();
+        return values;
     }
 
     static TextView View(CorpusStates states, Geometry.LinearFit[] fits, double[][] lens, int t, ContextualityResult? ctx)

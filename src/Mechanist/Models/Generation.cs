@@ -49,7 +49,7 @@ public sealed partial class HookedTransformer
         if (prompt.Count + options.MaxNewTokens > Config.NCtx)
             throw new MechanistException($"{prompt.Count} prompt + {options.MaxNewTokens} new tokens exceed the model's context of {Config.NCtx}");
         var stops = options.StopTokens ?? Config.EosTokenIds.ToHashSet();
-        var generator = options.Seed is { } seed ? new Generator((ulong)seed) : null;
+        using var generator = options.Seed is { } seed ? new Generator((ulong)seed) : null;
         var ids = prompt.ToList();
         var stepLogits = new List<float[]>();
         using var cache = options.UseKvCache ? new KvCache(Config.NLayers) : null;

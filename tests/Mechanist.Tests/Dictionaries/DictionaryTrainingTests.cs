@@ -102,7 +102,7 @@ public class DictionaryTrainingTests
     /// <summary>Rows that are sparse sums of known unit directions: k of f true features, magnitudes in [1, 2], times a large scale.</summary>
     static (Tensor Rows, Tensor Features) Synthetic(int rows, int d, int f, int k, float scale, long seed)
     {
-        var g = new Generator((ulong)seed);
+        using var g = new Generator((ulong)seed);
         var features = randn(new long[] { f, d }, generator: g);
         features /= features.norm(1, true);
         var codes = zeros(rows, f);

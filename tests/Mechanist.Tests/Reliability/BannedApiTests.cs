@@ -2,7 +2,7 @@ using System.Diagnostics;
 
 namespace Mechanist.Tests.Reliability;
 
-/// <summary>The compiler refuses TorchSharp calls that make temporary Scalars, in any project of this repository.</summary>
+/// <summary>The compiler refuses TorchSharp calls that make temporary Scalars (or unowned Generators), in any project of this repository.</summary>
 public class BannedApiTests
 {
     [Fact]
@@ -30,6 +30,10 @@ public class BannedApiTests
                     }
 
                     public static Tensor AllIntoAByte(Tensor t) => t.sum(0);
+
+                    public static Tensor Shuffled(long n) => randperm(n, generator: new Generator(0));
+
+                    public static Tensor Owned(long n) { using var g = new Generator(0); return randperm(n, generator: g); }
                 }
                 """);
             var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir };
@@ -45,6 +49,8 @@ public class BannedApiTests
             Assert.Contains("torch.Tensor.square()", output);
             Assert.Contains("implicit operator Scalar", output);                         // t > 0, 1.0
             Assert.Contains("Demo.cs(11,", output); Assert.Contains("MECH002", output);  // t.sum(0): the literal 0 binds to sum(ScalarType)
+            Assert.Contains("Demo.cs(13,", output); Assert.Contains("MECH003", output);  // a Generator nothing keeps alive through randperm
+            Assert.DoesNotContain("Demo.cs(15,", output);                                 // the same Generator owned by a using
         }
         finally { try { Directory.Delete(dir, true); } catch (IOException) { } }
     }

@@ -87,10 +87,10 @@ public sealed record SyntheticData(SyntheticConfig Config, Tensor Activations, T
         if (rows < 1) throw new MechanistException("the number of samples must be at least 1");
         int F = config.Features, d = config.DModel, P = config.Parents, C = config.ChildrenPerParent;
         using var scope = NewDisposeScope();
-        var directionGen = new Generator((ulong)config.Seed);
+        using var directionGen = new Generator((ulong)config.Seed);
         var directions = randn(new long[] { F, d }, generator: directionGen);
         directions = directions.div(directions.norm(1, keepdim: true));
-        var gen = new Generator((ulong)(config.Seed * 1_000_003 + sampleSeed));
+        using var gen = new Generator((ulong)(config.Seed * 1_000_003 + sampleSeed));
         var p = tensor(config.FiringProbabilities().Select(v => (float)v).ToArray());
         int firstIndependent = P * (1 + C);
         // Parents and independent features fire by their own probability (through a one-factor copula when correlated).

@@ -111,7 +111,8 @@ public static class DictionaryTrainer
             if (shuffled.Epoch != epoch)
             {
                 shuffled.Order?.Dispose();
-                shuffled = (epoch, randperm(n, generator: new Generator((ulong)(c.Seed * 1_000_003 + epoch))).DetachFromDisposeScope());
+                using var generator = new Generator((ulong)(c.Seed * 1_000_003 + epoch));
+                shuffled = (epoch, randperm(n, generator: generator).DetachFromDisposeScope());
             }
             var rows = shuffled.Order!.narrow(0, offset, c.BatchSize);
             var x = data.Inputs.index_select(0, rows) * inS;

@@ -42,7 +42,7 @@ public sealed class TrainableDictionary : IDisposable
     {
         Kind = kind; Activation = activation; Layers = layers; DIn = dIn; DOut = dOut; Features = features; K = k;
         using var scope = NewDisposeScope();
-        var g = new Generator((ulong)seed);
+        using var g = new Generator((ulong)seed);
         Tensor P(Tensor t) { var p = t.detach().requires_grad_(true).DetachFromDisposeScope(); _parameters.Add(p); return p; }
         var enc = randn(new long[] { layers, features, dIn }, generator: g);
         enc = enc / enc.norm(-1, true);
