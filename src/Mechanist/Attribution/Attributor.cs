@@ -156,6 +156,8 @@ public static class Attributor
         // With a gradient cache, the same passes also reach every layer's hook_z (it lies on their path: no extra work but the copy).
         var zs = options.ZGradients is null ? Array.Empty<string>() : Enumerable.Range(0, L).Select(l => reg.Name(HookKind.Z, l)).ToArray();
         var retain = inputs.Concat(outputs).Concat(zs).Append(embed).Append(unembedIn).ToArray();
+        // The backward written out where the model suits it (no retained forward, passes that stop at their last position); else autograd.
+        var frozen = FrozenBackward.For(rm);
         using var forwards = new PrefixForwards(length => RetainedForward.Run(model, length == T ? rm.Tokens : rm.Tokens[.., ..length], retain, B, rm.FrozenOptions()),
             T, PositionBuckets(model, B, T));
         var wrt = outputs.Append(embed).Concat(zs).ToArray();
@@ -174,23 +176,43 @@ public static class Attributor
         // columns are read only up to the last of them).
         void ComputeRows(IReadOnlyList<int> unordered)
         {
-          var targetNodes = unordered.OrderBy(x => forwards.BucketFor(LastPosition(x) + 1)).ThenBy(TopLayer).ThenBy(LastPosition).ThenBy(x => x).ToArray();
+          var targetNodes = unordered.OrderBy(x => frozen is null ? forwards.BucketFor(LastPosition(x) + 1) : 0).ThenBy(TopLayer).ThenBy(LastPosition).ThenBy(x => x).ToArray();
           for (int start = 0; start < targetNodes.Length; start += B)
           {
             using var passScope = NewDisposeScope();
             int rows = Math.Min(B, targetNodes.Length - start);
             int top = 0, P = 0;
             for (int r = 0; r < rows; r++) { top = Math.Max(top, TopLayer(targetNodes[start + r])); P = Math.Max(P, LastPosition(targetNodes[start + r]) + 1); }
-            int bucket = forwards.BucketFor(P), span = forwards.LengthOf(bucket);                        // span: positions of this forward
-            var forward = forwards.For(bucket);
-            var readouts = new ReadoutInjection(forward, d, inputs, unembedIn);
-            for (int r = 0; r < rows; r++)
+            Tensor?[] grads;                                                                          // L × [B, span, d] (none without MLPs), embed, then hook_z
+            Tensor embedValue;                                                                        // [span, d]
+            int span;                                                                                 // positions the pass computed
+            if (frozen is not null)
             {
-                int t = targetNodes[start + r];
-                if (t < nf) readouts.Feature(r, nodes[t]);
-                else readouts.Logit(r, T - 1, demeaned[t - logitBase]);
+                span = P;
+                var features = new List<(int, GraphNode)>(); var logits = new List<(int, Tensor)>();
+                for (int r = 0; r < rows; r++)
+                {
+                    int t = targetNodes[start + r];
+                    if (t < nf) features.Add((r, nodes[t])); else logits.Add((r, demeaned[t - logitBase]));
+                }
+                grads = frozen.Gradients(rows, top, P, features, logits, zs.Length > 0);
+                embedValue = rm.Clean[embed][0, ..P].to(ScalarType.Float32);
             }
-            var grads = forward.Gradients(readouts.Injections(), wrt);                              // L × [B, span, d] (none without MLPs), embed, then hook_z
+            else
+            {
+                int bucket = forwards.BucketFor(P);
+                span = forwards.LengthOf(bucket);
+                var forward = forwards.For(bucket);
+                var readouts = new ReadoutInjection(forward, d, inputs, unembedIn);
+                for (int r = 0; r < rows; r++)
+                {
+                    int t = targetNodes[start + r];
+                    if (t < nf) readouts.Feature(r, nodes[t]);
+                    else readouts.Logit(r, T - 1, demeaned[t - logitBase]);
+                }
+                grads = forward.Gradients(readouts.Injections(), wrt);
+                embedValue = forward[embed][0].to(ScalarType.Float32);
+            }
             using var _g = new DisposableList(grads);
             var block = zeros(rows, n, ScalarType.Float32, device: model.Device);
             // Features: Σ over the layers j a source at layer l writes to, grad_j[p] · a·W_dec(l→j)[f]. The features of a layer
@@ -206,7 +228,7 @@ public static class Attributor
                     if (!d.WritesTo(l, j)) continue;
                     using var stepScope = NewDisposeScope();
                     var dec = d.DecoderRows(l, j, features).to(ScalarType.Float32).view(P, grid.Slots, -1);     // [P, slots, d]
-                    var g = grads[j][..rows, ..P].to(ScalarType.Float32).permute(1, 0, 2);                      // [P, rows, d]
+                    var g = grads[j]![..rows, ..P].to(ScalarType.Float32).permute(1, 0, 2);                     // [P, rows, d]
                     sum.add_(bmm(g, dec.transpose(1, 2)), One);
                 }
                 var weighted = (sum * grid.Activations[..P].unsqueeze(1)).permute(1, 0, 2).reshape(rows, -1);  // [rows, P·slots]
@@ -214,14 +236,14 @@ public static class Attributor
                 block.index_copy_(1, grid.Columns[..filled], weighted.index_select(1, grid.Filled[..filled]));
             }
             // Errors: grad_l[p] · error[l, p]; tokens: grad_embed[p] · the embedding added there (nothing reaches positions past the span).
-            for (int l = 0; l < errorLayers; l++)
-                block[.., (errorBase + l * T)..(errorBase + l * T + span)] = (grads[l][..rows].to(ScalarType.Float32) * rm.Errors[l][..span].unsqueeze(0)).sum(-1);
-            var embedValue = forward[embed][0].to(ScalarType.Float32);                                  // [span, d]
-            block[.., tokenBase..(tokenBase + span)] = (grads[errorLayers][..rows].to(ScalarType.Float32) * embedValue.unsqueeze(0)).sum(-1);
+            // (No gradient reaches the layers from the pass's top up: their errors' columns stay zero.)
+            for (int l = 0; l < Math.Min(errorLayers, top); l++)
+                block[.., (errorBase + l * T)..(errorBase + l * T + span)] = (grads[l]![..rows].to(ScalarType.Float32) * rm.Errors[l][..span].unsqueeze(0)).sum(-1);
+            block[.., tokenBase..(tokenBase + span)] = (grads[errorLayers]![..rows].to(ScalarType.Float32) * embedValue.unsqueeze(0)).sum(-1);
             var values = block.cpu().contiguous().data<float>().ToArray();
             for (int r = 0; r < rows; r++) builder.SetRow(targetNodes[start + r], new ReadOnlySpan<float>(values, r * n, n));
             for (int r = 0; r < rows && zs.Length > 0 && options.ZGradients!.Fits(zRowBytes); r++)
-                options.ZGradients.Add(nodes[targetNodes[start + r]], Enumerable.Range(0, L).Select(m => WholePrompt(grads[errorLayers + 1 + m][r].to(ScalarType.Float32), T)).ToArray());
+                options.ZGradients.Add(nodes[targetNodes[start + r]], Enumerable.Range(0, L).Select(m => WholePrompt(grads[errorLayers + 1 + m]![r].to(ScalarType.Float32), T)).ToArray());
             rowsDone += rows;
             options.Progress?.Invoke(rowsDone, rowsPlanned);
           }
@@ -334,8 +356,8 @@ public static class Attributor
         public void Dispose() { foreach (var r in _runs) r?.Dispose(); }
     }
 
-    sealed class DisposableList(Tensor[] tensors) : IDisposable
+    sealed class DisposableList(Tensor?[] tensors) : IDisposable
     {
-        public void Dispose() { foreach (var t in tensors) t.Dispose(); }
+        public void Dispose() { foreach (var t in tensors) t?.Dispose(); }
     }
 }

@@ -19,7 +19,7 @@ public sealed class ReplacementModel : IDisposable
         Model = model; Dictionary = dictionary; Input = input; Tokens = tokens; Activations = acts; Errors = errors; Logits = logits; Clean = clean;
     }
 
-    /// <summary>Every activation of the clean run (patterns, norm scales, MLP outputs, the transcoders' inputs and errors), for interventions.</summary>
+    /// <summary>Every activation of the clean run (patterns, norm scales, the embeddings, MLP outputs, the transcoders' inputs and errors), for interventions and attribution.</summary>
     public ActivationCache Clean { get; }
 
     /// <summary>The model.</summary>
@@ -67,7 +67,7 @@ public sealed class ReplacementModel : IDisposable
         // Cached: what the replacement and interventions read (features, errors, MLP inputs and outputs, norm scales, and the
         // patterns, which a fused run keeps as queries and keys until read), not every activation of a long prompt.
         var needed = new HashSet<string>(reg.Points.Where(p => p.Kind is HookKind.MlpOut or HookKind.Pattern or HookKind.Ln1Scale or HookKind.Ln2Scale
-            or HookKind.LnFinalScale or HookKind.Ln1PostScale or HookKind.Ln2PostScale).Select(p => p.Name));
+            or HookKind.LnFinalScale or HookKind.Ln1PostScale or HookKind.Ln2PostScale).Select(p => p.Name)) { HookNames.Embed };
         if (!attentionOnly)
             for (int l = 0; l < layers; l++)
                 foreach (var suffix in new[] { SplicePoints.Acts, SplicePoints.Error, SplicePoints.Input })

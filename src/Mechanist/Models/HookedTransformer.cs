@@ -155,6 +155,9 @@ public sealed partial class HookedTransformer : IDisposable
     /// </summary>
     public IDisposable Hooks(params ForwardHookSpec[] hooks) => _hookScopes.Add(hooks);
 
+    /// <summary>Whether permanent or scoped hooks (visible to this async flow) would take part in a run now.</summary>
+    public bool HasActiveHooks => _hookScopes.Active().Count > 0;
+
     /// <summary>The forward hooks of a run (permanent, scoped, then the run's own), every exact name checked.</summary>
     List<ForwardHookSpec> ActiveForwardHooks(RunOptions o, HookRegistry points)
     {

@@ -1,0 +1,187 @@
+using Mechanist.Dictionaries;
+using Mechanist.Hooks;
+using Mechanist.Models;
+using Mechanist.Tensors;
+using static TorchSharp.torch;
+
+namespace Mechanist.Attribution;
+
+/// <summary>
+/// The replacement model's backward pass written out. With patterns, norm scales and MLP outputs frozen, every readout is a linear
+/// function of the residual stream, and one attribution row is a vector–Jacobian product of that map: per layer below the row's
+/// target, the transposed attention OV path (W_O, the frozen pattern's mixing over positions, W_V) through the frozen norms, plus the
+/// transcoders' skip terms; nothing above the target's layer, nothing past its position, no MLP. Unlike autograd over a retained forward
+/// of B prompt copies, it needs only the clean run's patterns and scales (one copy of each), stops at each pass's last position
+/// exactly and runs little but the floor's GEMMs. Gradients are laid out [positions, rows, d] and handed out as [rows, positions, d]
+/// views of it (what the feature columns' batched products read directly).
+/// </summary>
+internal sealed class FrozenBackward
+{
+    readonly HookedTransformer _model;
+    readonly ICrossLayerDictionary _dictionary;
+    readonly TranscoderInput _input;
+    readonly TransformerConfig _cfg;
+    readonly bool _attnOnly;
+    readonly Tensor[] _patterns;                // per layer [heads, T, T]
+    readonly Tensor?[] _ln1, _ln2, _post;       // per layer frozen scales [T, 1, 1]
+    readonly Tensor _final;                     // [T, 1, 1]
+    readonly Tensor?[] _skipWeights;            // W_skip [d_out, d_in] where a layer's skip is a plain linear map
+    readonly bool[] _hasSkip;
+
+    FrozenBackward(ReplacementModel rm)
+    {
+        _model = rm.Model; _dictionary = rm.Dictionary; _input = rm.Input; _cfg = rm.Model.Config; _attnOnly = rm.IsAttentionOnly;
+        var reg = _model.HookPoints; var clean = rm.Clean; int L = _cfg.NLayers;
+        Tensor Scale(string name) => clean[name][0].to(ScalarType.Float32).unsqueeze(1);     // [1, T, 1] -> [T, 1, 1]
+        Tensor? ScaleOf(HookKind kind, int l) => reg.Points.Any(p => p.Kind == kind && p.Layer == l) ? Scale(reg.Name(kind, l)) : null;
+        _patterns = Enumerable.Range(0, L).Select(l => clean[reg.Name(HookKind.Pattern, l)][0].to(ScalarType.Float32)).ToArray();
+        _ln1 = Enumerable.Range(0, L).Select(l => _cfg.PreNorms ? ScaleOf(HookKind.Ln1Scale, l) : null).ToArray();
+        _ln2 = Enumerable.Range(0, L).Select(l => _cfg.PreNorms && !_attnOnly ? ScaleOf(HookKind.Ln2Scale, l) : null).ToArray();
+        _post = Enumerable.Range(0, L).Select(l => _cfg.PostNorms ? ScaleOf(HookKind.Ln1PostScale, l) : null).ToArray();
+        _final = Scale(HookNames.LnFinalScale);
+        _hasSkip = new bool[L]; _skipWeights = new Tensor?[L];
+        if (!_attnOnly)
+            for (int l = 0; l < L; l++)
+            {
+                using (var probe = zeros(1, _cfg.DModel, dtype: _model.DType, device: _model.Device))
+                using (var y = _dictionary.Skip(l, probe)) _hasSkip[l] = y is not null;
+                if (_hasSkip[l] && _dictionary is TranscoderSet set && set.Layers[l] is Transcoder { WSkip: { } w }) _skipWeights[l] = w;
+            }
+    }
+
+    /// <summary>
+    /// The written-out backward where the model suits it (causal, pre- or post-norm blocks, float32 compute, no hooks in place; BERT's
+    /// post-LN blocks, BLOOM's embedding norm, float64/half runs and hooked runs stay on autograd), else null.
+    /// </summary>
+    public static FrozenBackward? For(ReplacementModel rm)
+    {
+        var c = rm.Model.Config;
+        if (!c.Causal || c.PostLayerNorm || c.EmbeddingNorm || c.MlmHead || rm.Model.DType != ScalarType.Float32) return null;
+        // Hooks in place (a pattern zeroed, a direction ablated) change the frozen map: those runs differentiate the hooked forward.
+        if (rm.Model.HasActiveHooks) return null;
+        var reg = rm.Model.HookPoints;
+        bool Has(HookKind kind) => Enumerable.Range(0, c.NLayers).All(l => reg.Points.Any(p => p.Kind == kind && p.Layer == l));
+        if (!reg.Points.Any(p => p.Name == HookNames.LnFinalScale) || !Has(HookKind.Pattern) || c.PreNorms && !Has(HookKind.Ln1Scale)
+            || c.PreNorms && !rm.IsAttentionOnly && !Has(HookKind.Ln2Scale) || c.PostNorms && !Has(HookKind.Ln1PostScale)) return null;
+        return new FrozenBackward(rm);
+    }
+
+    /// <summary>
+    /// One pass of <paramref name="rows"/> rows whose targets sit below layer <paramref name="top"/> (the number of layers for logits)
+    /// and before position <paramref name="positions"/>: features read at their layer's transcoder input, logits along a direction at
+    /// the last position (then <paramref name="positions"/> is the prompt's length). Returns, as [rows, positions, …] views: per MLP
+    /// layer the gradient at its output (null from <paramref name="top"/> up, where none flows), the embedding's gradient, and with
+    /// <paramref name="withZ"/> every layer's hook_z gradient (zeros from <paramref name="top"/> up). Owned by the caller's dispose scope.
+    /// </summary>
+    public Tensor?[] Gradients(int rows, int top, int positions, IReadOnlyList<(int Row, GraphNode Node)> features,
+        IReadOnlyList<(int Row, Tensor Direction)> logits, bool withZ)
+    {
+        int L = _cfg.NLayers, P = positions, d = _cfg.DModel, errorLayers = _attnOnly ? 0 : L;
+        var device = _model.Device;
+        Tensor? g = null;                               // the gradient at the current layer's resid_post, [P, rows, d]
+        if (logits.Count > 0)
+        {
+            var u = zeros(new long[] { P, rows, d }, ScalarType.Float32, device);
+            foreach (var (row, direction) in logits) u[P - 1, row] = direction.to(ScalarType.Float32);
+            g = NormBackward(u, _model.Weights.LnFinalW, _model.Weights.LnFinalB, _final, P);
+        }
+        var injected = features.GroupBy(f => f.Node.Layer).ToDictionary(x => x.Key, x => x.ToArray());
+        var result = new Tensor?[errorLayers + 1 + (withZ ? L : 0)];
+        for (int j = Math.Min(top, L - 1); j >= 0; j--)
+        {
+            if (j < top && j < errorLayers) result[j] = g?.permute(1, 0, 2);
+            // The gradient at layer j's transcoder input: the skip term's transpose of the gradient above, plus this layer's readouts.
+            Tensor? gx = null;
+            if (!_attnOnly && j < top && g is not null && _hasSkip[j]) gx = SkipBackward(j, g);
+            if (injected.TryGetValue(j, out var here)) gx = Sum(gx, Injection(j, here, rows, P));
+            var gMlp = gx is null ? null : InputBackward(j, gx, P);
+            Tensor? gAttn, gPre;
+            if (_cfg.ParallelResidual || _attnOnly) { gAttn = g; gPre = Sum(g, gMlp); }
+            else { gAttn = Sum(g, gMlp); gPre = gAttn; }
+            if (gAttn is not null)
+            {
+                var (a, z) = AttentionBackward(j, gAttn, rows, P);
+                if (withZ) result[errorLayers + 1 + j] = z.view(P, rows, _cfg.NHeads, _cfg.DHead).permute(1, 0, 2, 3);
+                // gPre may be g itself (kept above as layer j's output gradient): a new tensor, never in place.
+                gPre = gPre!.add(a, Scalars.One);
+            }
+            g = gPre;
+        }
+        result[errorLayers] = (g ?? zeros(new long[] { P, rows, d }, ScalarType.Float32, device)).permute(1, 0, 2);
+        if (withZ)
+            for (int j = 0; j < L; j++)
+                result[errorLayers + 1 + j] ??= zeros(new long[] { rows, P, _cfg.NHeads, _cfg.DHead }, ScalarType.Float32, device);
+        return result;
+    }
+
+    /// <summary>The readouts of layer <paramref name="layer"/>'s features: each row's encoder row at its position, [P, rows, d_in].</summary>
+    Tensor Injection(int layer, (int Row, GraphNode Node)[] here, int rows, int P)
+    {
+        var device = _model.Device;
+        var x = zeros(new long[] { P, rows, _cfg.DModel }, ScalarType.Float32, device);
+        var index = tensor(here.Select(h => h.Node.Index).ToArray(), device: device);
+        var encoder = _dictionary.EncoderRows(layer, index).to(ScalarType.Float32, device);
+        var pos = tensor(here.Select(h => (long)h.Node.Position).ToArray(), device: device);
+        var row = tensor(here.Select(h => (long)h.Row).ToArray(), device: device);
+        return x.index_put_(encoder, pos, row);
+    }
+
+    /// <summary>The transpose of layer <paramref name="layer"/>'s skip term (a linear map of the transcoder's input) applied to <paramref name="g"/>.</summary>
+    Tensor SkipBackward(int layer, Tensor g)
+    {
+        if (_skipWeights[layer] is { } w) return matmul(g, w.to(ScalarType.Float32));
+        // Another dictionary's skip: its transpose through autograd (the map is linear, so the point it is taken at does not matter).
+        using var grad = enable_grad();
+        var x = zeros(g.shape, ScalarType.Float32, g.device).requires_grad_(true);
+        var y = _dictionary.Skip(layer, x)!;
+        return TorchSharp.torch.autograd.grad(new[] { y }, new[] { x }, new[] { g.to(y.dtype) })[0].to(ScalarType.Float32).detach();
+    }
+
+    /// <summary>From the transcoder's input back to the residual stream the MLP reads (through ln2 with its frozen scale, unless it reads the residual).</summary>
+    Tensor InputBackward(int layer, Tensor gx, int P)
+    {
+        if (!_cfg.PreNorms || _input == TranscoderInput.Resid) return gx;
+        var w = _model.Weights.Blocks[layer];
+        return _input == TranscoderInput.Normalized ? NormBackward(gx, null, null, _ln2[layer]!, P) : NormBackward(gx, w.Ln2W, w.Ln2B, _ln2[layer]!, P);
+    }
+
+    /// <summary>
+    /// The attention block's transpose from its output's gradient [P, rows, d] to its input's (the residual stream before ln1), and the
+    /// gradient at hook_z [P, rows, heads · d_head] on the way.
+    /// </summary>
+    (Tensor Input, Tensor Z) AttentionBackward(int layer, Tensor ga, int rows, int P)
+    {
+        var c = _cfg; var w = _model.Weights.Blocks[layer];
+        int H = c.NHeads, KV = c.NKvHeads, dh = c.DHead;
+        if (c.PostNorms) ga = NormBackward(ga, w.PostAttnNormW, null, _post[layer]!, P);
+        var z = matmul(ga, _model.Computed(w.Wo));                                                  // [P, rows, H·dh]
+        var perHead = z.view(P, rows, H, dh).permute(2, 0, 1, 3).reshape(H, P, (long)rows * dh);  // [H, P(query), rows·dh]
+        var pattern = _patterns[layer].narrow(1, 0, P).narrow(2, 0, P);                          // [H, P(query), P(key)]
+        var v = bmm(pattern.transpose(1, 2), perHead);                                            // [H, P(key), rows·dh]
+        var vRows = v.view(H, P, rows, dh).permute(1, 2, 0, 3);                                   // [P, rows, H, dh]
+        if (KV != H) vRows = vRows.reshape(P, rows, KV, H / KV, dh).sum(3);                       // heads sharing a key-value head
+        var input = matmul(vRows.reshape(P, rows, (long)KV * dh), _model.Computed(w.Wv));         // [P, rows, d]
+        return (c.PreNorms ? NormBackward(input, w.Ln1W, w.Ln1B, _ln1[layer]!, P) : input, z);
+    }
+
+    /// <summary>
+    /// The transpose of a norm with its scale frozen: y = w · centre(x) / s (+ b) gives x̄ = centre(w · ȳ / s), the centring for
+    /// LayerNorms only (it is its own transpose); w is 1 + weight for Gemma's RMSNorm, absent where folded or not learned.
+    /// </summary>
+    Tensor NormBackward(Tensor g, Tensor? weight, Tensor? bias, Tensor scale, int P)
+    {
+        var kind = _cfg.Norm;
+        Tensor? effective = weight is null && bias is null ? null : kind switch
+        {
+            NormKind.RmsNormPlusOne => _model.Computed(weight!).to(ScalarType.Float32).add(Scalars.One, Scalars.One),
+            NormKind.LayerNormNoAffine => null,
+            _ => weight is null ? null : _model.Computed(weight).to(ScalarType.Float32),
+        };
+        var x = effective is null ? g : g.mul(effective);
+        x = x.div(scale.narrow(0, 0, P));
+        if (kind is NormKind.LayerNorm or NormKind.LayerNormNoAffine) x = x.sub(x.mean(new long[] { -1 }, keepdim: true));
+        return x;
+    }
+
+    static Tensor? Sum(Tensor? a, Tensor? b) => a is null ? b : b is null ? a : a.add(b, Scalars.One);
+}
