@@ -84,10 +84,12 @@ public sealed partial class BenchCommand
                 "the target); no MLP, nothing above the target's layer or after its position. " +
                 "The ratio is the measured attribution time per row over that floor (the issue's target: at most 2). Edges are stored sparse; the dense column is what " +
                 "an n x n float32 adjacency over the graph's nodes would take. The QK row (at 64 tokens) reruns the trace as `trace` does with its attention detail." +
-                " How it runs: rows sorted by their target's layer and position, a batch's backward starts at its rows' top layer and its columns are read only up to " +
-                "their last position; the retained forward of the prompt copies skips the MLPs (the clean run's outputs, frozen) and the unembedding. What is left " +
-                "above the floor: the backward still runs over every position of the prompt (a row's gradient is zero past its position, but autograd computes it), " +
-                "and under a budget the logit rows' pass and each chunk's last batch run partly empty.",
+                " How it runs: the frozen map's backward is written out (`FrozenBackward`: per layer below a batch's top, W_O, the frozen pattern's transposed " +
+                "mixing and W_V through the frozen norms, from the clean run's patterns and scales; no retained forward, no autograd), rows sorted by their " +
+                "target's layer and position, each batch cut at its top layer and its last position exactly; a feature's columns for all the layers it writes to " +
+                "are one batched product per source layer, its decoder rows gathered once and kept while they fit (a sixth of the memory, at most 4 GB). What is " +
+                "left above the floor: a batch runs to its rows' highest layer and last position (the floor counts each row's own), the gather of the decoder rows " +
+                "that do not fit, the influence estimates between visit chunks, and the memory-bound passes between the GEMMs.",
             "moe" => "A Mixtral-shaped model (`RandomModels.MixtralShapedConfig`: Mixtral-8x7B's layout, 8 SwiGLU experts, top-2, at d_model 1,024 and 8 layers, " +
                 "random weights, fp32). Expert FLOPs spent = expert rows computed / (tokens × experts), counted from the chosen experts of every layer; the " +
                 "all-experts row runs the same weights with top-8 routing (every expert on every token), what a dense evaluation of the experts would cost.",

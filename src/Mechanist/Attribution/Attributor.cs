@@ -105,8 +105,8 @@ public static class Attributor
         var active = rm.Activations.nonzero().cpu();                                  // [n_f, 3]
         int nf = (int)active.shape[0];
         // (TorchSharp cannot read an empty tensor into an array: an attention-only model has no features.)
-        var af = nf == 0 ? Array.Empty<long>() : active.data<long>().ToArray();
-        var actValues = nf == 0 ? Array.Empty<float>() : rm.Activations.cpu().data<float>().ToArray();
+        var af = nf == 0 ? Array.Empty<long>() : Tensors.TensorMemory.ToArray<long>(active);
+        var actValues = nf == 0 ? Array.Empty<float>() : Tensors.TensorMemory.ToArray<float>(rm.Activations);
         int F = d.DDict;
         var nodes = new List<GraphNode>();
         for (int i = 0; i < nf; i++)
@@ -165,6 +165,7 @@ public static class Attributor
 
         // Per source layer, the features' positions, indices and activations (for gathering their columns).
         var grids = Enumerable.Range(0, L).Select(l => FeatureGrid.Of(nodes, nf, l, T, model.Device)).ToArray();
+        using var decoderRows = new UpwardDecoderRows(d, grids, L, Math.Min(4L << 30, Runtime.ProcessMemory.Allowed() / 6));
         var builder = new SparseAdjacency.Builder(n, options.MaxEdgesPerRow);
         int rowsDone = 0, rowsPlanned = k + Math.Min(options.MaxFeatureNodes ?? nf, nf);
         // Where a row's backward starts: a feature reads the residual at its own layer and position (nothing above or after
@@ -183,12 +184,12 @@ public static class Attributor
             int rows = Math.Min(B, targetNodes.Length - start);
             int top = 0, P = 0;
             for (int r = 0; r < rows; r++) { top = Math.Max(top, TopLayer(targetNodes[start + r])); P = Math.Max(P, LastPosition(targetNodes[start + r]) + 1); }
-            Tensor?[] grads;                                                                          // L × [B, span, d] (none without MLPs), embed, then hook_z
-            Tensor embedValue;                                                                        // [span, d]
-            int span;                                                                                 // positions the pass computed
+            int reached = Math.Min(top, errorLayers);                                                 // layers whose MLP outputs this pass reads
+            PassGradients grads;
+            Tensor embedValue;                                                                        // [≥P, d]
+            Tensor[] autograd = Array.Empty<Tensor>();                                               // (outside the pass's scope: freed below)
             if (frozen is not null)
             {
-                span = P;
                 var features = new List<(int, GraphNode)>(); var logits = new List<(int, Tensor)>();
                 for (int r = 0; r < rows; r++)
                 {
@@ -200,9 +201,7 @@ public static class Attributor
             }
             else
             {
-                int bucket = forwards.BucketFor(P);
-                span = forwards.LengthOf(bucket);
-                var forward = forwards.For(bucket);
+                var forward = forwards.For(forwards.BucketFor(P));                                    // a prefix of at least P positions
                 var readouts = new ReadoutInjection(forward, d, inputs, unembedIn);
                 for (int r = 0; r < rows; r++)
                 {
@@ -210,40 +209,55 @@ public static class Attributor
                     if (t < nf) readouts.Feature(r, nodes[t]);
                     else readouts.Logit(r, T - 1, demeaned[t - logitBase]);
                 }
-                grads = forward.Gradients(readouts.Injections(), wrt);
+                var all = autograd = forward.Gradients(readouts.Injections(), wrt);                  // L × [B, ≥P, d] (none without MLPs), embed, then hook_z
+                Tensor PositionsFirst(Tensor t) => t[..rows, ..P].to(ScalarType.Float32).permute(1, 0, 2);
+                grads = new PassGradients(reached == 0 ? null : stack(Enumerable.Range(0, reached).Select(j => PositionsFirst(all[j])).ToArray(), 2),
+                    PositionsFirst(all[errorLayers]), zs.Length == 0 ? null : all[(errorLayers + 1)..]);
                 embedValue = forward[embed][0].to(ScalarType.Float32);
             }
-            using var _g = new DisposableList(grads);
+            using var _autograd = new DisposableList(autograd);
             var block = zeros(rows, n, ScalarType.Float32, device: model.Device);
             // Features: Σ over the layers j a source at layer l writes to, grad_j[p] · a·W_dec(l→j)[f]. The features of a layer
-            // sit in a [T, slots] grid (one row per position), so each (l, j) is one batched matmul over positions rather
-            // than a [rows, features, d] gather. No gradient reaches layers from the pass's top up, nor positions past its last.
-            for (int l = 0; l < Math.Min(top, L); l++)
+            // sit in a [T, slots] grid (one row per position), and the layers a feature writes to from its own up lie side by side
+            // in both the stacked gradients and its decoder rows: one batched matmul over positions per source layer (K = the
+            // layers × d) rather than a [rows, features, d] gather. No gradient reaches layers from the pass's top up, nor
+            // positions past its last.
+            var stacked = grads.Outputs;                                                              // [P, rows, reached, d]
+            for (int l = 0; l < reached; l++)
             {
                 if (grids[l] is not { } grid || grid.FilledBefore[P] == 0) continue;
+                int upward = 0;
+                while (l + upward < reached && d.WritesTo(l, l + upward)) upward++;
                 var sum = zeros(P, rows, grid.Slots, device: model.Device);
-                var features = grid.Features[..(P * grid.Slots)];
-                for (int j = l; j < Math.Min(top, L); j++)
+                if (upward > 0)
                 {
+                    using var stepScope = NewDisposeScope();
+                    var dec = decoderRows.For(l, P, upward).view(P, grid.Slots, -1);                        // [P, slots, upward·d]
+                    var g = stacked!.narrow(2, l, upward).view(P, rows, -1);                                  // [P, rows, upward·d]
+                    sum.add_(bmm(g, dec.transpose(1, 2)), One);
+                }
+                for (int j = l + upward + 1; j < reached; j++)
+                {
+                    // (A dictionary whose features skip layers: those past the first gap one at a time.)
                     if (!d.WritesTo(l, j)) continue;
                     using var stepScope = NewDisposeScope();
-                    var dec = d.DecoderRows(l, j, features).to(ScalarType.Float32).view(P, grid.Slots, -1);     // [P, slots, d]
-                    var g = grads[j]![..rows, ..P].to(ScalarType.Float32).permute(1, 0, 2);                     // [P, rows, d]
-                    sum.add_(bmm(g, dec.transpose(1, 2)), One);
+                    var dec = d.DecoderRows(l, j, grid.Features[..(P * grid.Slots)]).to(ScalarType.Float32).view(P, grid.Slots, -1);
+                    sum.add_(bmm(stacked!.select(2, j), dec.transpose(1, 2)), One);
                 }
                 var weighted = (sum * grid.Activations[..P].unsqueeze(1)).permute(1, 0, 2).reshape(rows, -1);  // [rows, P·slots]
                 int filled = (int)grid.FilledBefore[P];
                 block.index_copy_(1, grid.Columns[..filled], weighted.index_select(1, grid.Filled[..filled]));
             }
-            // Errors: grad_l[p] · error[l, p]; tokens: grad_embed[p] · the embedding added there (nothing reaches positions past the span).
+            // Errors: grad_l[p] · error[l, p]; tokens: grad_embed[p] · the embedding added there.
             // (No gradient reaches the layers from the pass's top up: their errors' columns stay zero.)
-            for (int l = 0; l < Math.Min(errorLayers, top); l++)
-                block[.., (errorBase + l * T)..(errorBase + l * T + span)] = (grads[l]![..rows].to(ScalarType.Float32) * rm.Errors[l][..span].unsqueeze(0)).sum(-1);
-            block[.., tokenBase..(tokenBase + span)] = (grads[errorLayers]![..rows].to(ScalarType.Float32) * embedValue.unsqueeze(0)).sum(-1);
-            var values = block.cpu().contiguous().data<float>().ToArray();
+            // Positions from P on get no gradient (they come after every target of the pass): their columns stay zero too.
+            for (int l = 0; l < Math.Min(errorLayers, reached); l++)
+                block[.., (errorBase + l * T)..(errorBase + l * T + P)] = bmm(stacked!.select(2, l), rm.Errors[l][..P].unsqueeze(2)).squeeze(2).t();
+            block[.., tokenBase..(tokenBase + P)] = bmm(grads.Embed, embedValue[..P].unsqueeze(2)).squeeze(2).t();
+            var values = Tensors.TensorMemory.ToArray<float>(block);
             for (int r = 0; r < rows; r++) builder.SetRow(targetNodes[start + r], new ReadOnlySpan<float>(values, r * n, n));
             for (int r = 0; r < rows && zs.Length > 0 && options.ZGradients!.Fits(zRowBytes); r++)
-                options.ZGradients.Add(nodes[targetNodes[start + r]], Enumerable.Range(0, L).Select(m => WholePrompt(grads[errorLayers + 1 + m]![r].to(ScalarType.Float32), T)).ToArray());
+                options.ZGradients.Add(nodes[targetNodes[start + r]], Enumerable.Range(0, L).Select(m => WholePrompt(grads.Z![m][r].to(ScalarType.Float32), T)).ToArray());
             rowsDone += rows;
             options.Progress?.Invoke(rowsDone, rowsPlanned);
           }
@@ -309,6 +323,44 @@ public static class Attributor
         }
     }
 
+    /// <summary>
+    /// Each source layer's features' decoder rows into the layers from it up, [positions · slots, layers, d] on its grid: gathered once
+    /// and kept while they fit the budget (the lowest layers first: every pass above them reads them), else gathered per pass.
+    /// </summary>
+    sealed class UpwardDecoderRows(ICrossLayerDictionary dictionary, FeatureGrid?[] grids, int layers, long budgetBytes) : IDisposable
+    {
+        readonly Tensor?[] _kept = new Tensor?[layers];
+        readonly bool[] _tried = new bool[layers];
+        long _used;
+
+        /// <summary>Layer <paramref name="layer"/>'s rows at the first <paramref name="positions"/> positions into <paramref name="count"/> layers: [positions · slots, count, d].</summary>
+        public Tensor For(int layer, int positions, int count)
+        {
+            var grid = grids[layer]!;
+            if (!_tried[layer])
+            {
+                _tried[layer] = true;
+                int all = 0;
+                while (layer + all < layers && dictionary.WritesTo(layer, layer + all)) all++;
+                long bytes = 4L * grid.Features.numel() * all * dictionary.DModel;
+                if (_used + bytes <= budgetBytes)
+                {
+                    _kept[layer] = dictionary.DecoderRowsUpward(layer, all, grid.Features).to(ScalarType.Float32).DetachFromDisposeScope();
+                    _used += bytes;
+                }
+            }
+            return _kept[layer] is { } kept ? kept.narrow(0, 0, (long)positions * grid.Slots).narrow(1, 0, count)
+                : dictionary.DecoderRowsUpward(layer, count, grid.Features[..(positions * grid.Slots)]).to(ScalarType.Float32);
+        }
+
+        public void Dispose() { foreach (var t in _kept) t?.Dispose(); }
+    }
+
+    sealed class DisposableList(Tensor[] tensors) : IDisposable
+    {
+        public void Dispose() { foreach (var t in tensors) t.Dispose(); }
+    }
+
     /// <summary>A prefix's gradient [span, ...] as the whole prompt's [T, ...] (zeros past the span), owned by the caller.</summary>
     static Tensor WholePrompt(Tensor g, int T)
     {
@@ -356,8 +408,5 @@ public static class Attributor
         public void Dispose() { foreach (var r in _runs) r?.Dispose(); }
     }
 
-    sealed class DisposableList(Tensor?[] tensors) : IDisposable
-    {
-        public void Dispose() { foreach (var t in tensors) t?.Dispose(); }
-    }
 }
+

@@ -69,27 +69,30 @@ internal sealed class FrozenBackward
     /// <summary>
     /// One pass of <paramref name="rows"/> rows whose targets sit below layer <paramref name="top"/> (the number of layers for logits)
     /// and before position <paramref name="positions"/>: features read at their layer's transcoder input, logits along a direction at
-    /// the last position (then <paramref name="positions"/> is the prompt's length). Returns, as [rows, positions, …] views: per MLP
-    /// layer the gradient at its output (null from <paramref name="top"/> up, where none flows), the embedding's gradient, and with
-    /// <paramref name="withZ"/> every layer's hook_z gradient (zeros from <paramref name="top"/> up). Owned by the caller's dispose scope.
+    /// the last position (then <paramref name="positions"/> is the prompt's length). Each layer's intermediates are freed as soon as
+    /// it is done; what is returned belongs to the caller's dispose scope.
     /// </summary>
-    public Tensor?[] Gradients(int rows, int top, int positions, IReadOnlyList<(int Row, GraphNode Node)> features,
+    public PassGradients Gradients(int rows, int top, int positions, IReadOnlyList<(int Row, GraphNode Node)> features,
         IReadOnlyList<(int Row, Tensor Direction)> logits, bool withZ)
     {
-        int L = _cfg.NLayers, P = positions, d = _cfg.DModel, errorLayers = _attnOnly ? 0 : L;
+        int L = _cfg.NLayers, P = positions, d = _cfg.DModel, reached = Math.Min(top, _attnOnly ? 0 : L);
         var device = _model.Device;
+        // The gradients at the MLP outputs the pass reaches, side by side: what the feature columns' products read.
+        var outputs = reached == 0 ? null : empty(new long[] { P, rows, reached, d }, ScalarType.Float32, device);
+        var z = withZ ? new Tensor[L] : null;
         Tensor? g = null;                               // the gradient at the current layer's resid_post, [P, rows, d]
         if (logits.Count > 0)
         {
+            using var logitScope = NewDisposeScope();
             var u = zeros(new long[] { P, rows, d }, ScalarType.Float32, device);
             foreach (var (row, direction) in logits) u[P - 1, row] = direction.to(ScalarType.Float32);
-            g = NormBackward(u, _model.Weights.LnFinalW, _model.Weights.LnFinalB, _final, P);
+            g = NormBackward(u, _model.Weights.LnFinalW, _model.Weights.LnFinalB, _final, P).MoveToOuterDisposeScope();
         }
         var injected = features.GroupBy(f => f.Node.Layer).ToDictionary(x => x.Key, x => x.ToArray());
-        var result = new Tensor?[errorLayers + 1 + (withZ ? L : 0)];
         for (int j = Math.Min(top, L - 1); j >= 0; j--)
         {
-            if (j < top && j < errorLayers) result[j] = g?.permute(1, 0, 2);
+            using var layerScope = NewDisposeScope();
+            if (j < reached && g is not null) outputs!.select(2, j).copy_(g);
             // The gradient at layer j's transcoder input: the skip term's transpose of the gradient above, plus this layer's readouts.
             Tensor? gx = null;
             if (!_attnOnly && j < top && g is not null && _hasSkip[j]) gx = SkipBackward(j, g);
@@ -100,18 +103,18 @@ internal sealed class FrozenBackward
             else { gAttn = Sum(g, gMlp); gPre = gAttn; }
             if (gAttn is not null)
             {
-                var (a, z) = AttentionBackward(j, gAttn, rows, P);
-                if (withZ) result[errorLayers + 1 + j] = z.view(P, rows, _cfg.NHeads, _cfg.DHead).permute(1, 0, 2, 3);
-                // gPre may be g itself (kept above as layer j's output gradient): a new tensor, never in place.
+                var (a, zj) = AttentionBackward(j, gAttn, rows, P);
+                if (z is not null) z[j] = zj.view(P, rows, _cfg.NHeads, _cfg.DHead).permute(1, 0, 2, 3).MoveToOuterDisposeScope();
                 gPre = gPre!.add(a, Scalars.One);
             }
-            g = gPre;
+            var previous = g;
+            g = gPre?.MoveToOuterDisposeScope();
+            if (previous is not null && !ReferenceEquals(previous, g)) previous.Dispose();
         }
-        result[errorLayers] = (g ?? zeros(new long[] { P, rows, d }, ScalarType.Float32, device)).permute(1, 0, 2);
-        if (withZ)
-            for (int j = 0; j < L; j++)
-                result[errorLayers + 1 + j] ??= zeros(new long[] { rows, P, _cfg.NHeads, _cfg.DHead }, ScalarType.Float32, device);
-        return result;
+        var embed = g ?? zeros(new long[] { P, rows, d }, ScalarType.Float32, device);
+        if (z is not null)
+            for (int j = 0; j < L; j++) z[j] ??= zeros(new long[] { rows, P, _cfg.NHeads, _cfg.DHead }, ScalarType.Float32, device);
+        return new PassGradients(outputs, embed, z);
     }
 
     /// <summary>The readouts of layer <paramref name="layer"/>'s features: each row's encoder row at its position, [P, rows, d_in].</summary>
@@ -185,3 +188,9 @@ internal sealed class FrozenBackward
 
     static Tensor? Sum(Tensor? a, Tensor? b) => a is null ? b : b is null ? a : a.add(b, Scalars.One);
 }
+
+/// <summary>What one attribution pass's backward reaches.</summary>
+/// <param name="Outputs">The gradients at the MLP outputs of the layers below the pass's top, [P, rows, layers, d] (null where none).</param>
+/// <param name="Embed">The gradient at the embeddings, [P, rows, d].</param>
+/// <param name="Z">Per layer the gradient at hook_z, [rows, P, heads, d_head] (when asked for).</param>
+internal sealed record PassGradients(Tensor? Outputs, Tensor Embed, Tensor[]? Z);

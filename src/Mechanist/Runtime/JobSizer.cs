@@ -82,8 +82,12 @@ public static class JobSizer
     /// Seconds of a part whose cost is known in shape, not linear in the size (e.g. a quadratic step up to a cap), calibrated by the
     /// caller: taken out of the pilots' times before their per-unit cost is read, and added back at the job's size.
     /// </param>
+    /// <param name="effort">
+    /// The work of a size where units differ in cost (asked after the pilots ran, for the last two pilots' sizes and the job's): time is
+    /// read per unit of it instead of per unit. Default: the size itself.
+    /// </param>
     public static JobEstimate Estimate(string job, string unit, double units, double small, double largest, Action<double> runPilot,
-        Func<double, double> modelledBytes, IReadOnlyList<string> shrink, Func<double, double>? modelledSeconds = null)
+        Func<double, double> modelledBytes, IReadOnlyList<string> shrink, Func<double, double>? modelledSeconds = null, Func<double, double>? effort = null)
     {
         if (!(small > 0 && largest >= 2 * small && units >= largest)) throw new MechanistException($"the sizer's pilots need room: {small} to {largest} of {units} {unit}");
         ProcessMemory.Settle();
@@ -107,8 +111,9 @@ public static class JobSizer
         }
         var model = modelledSeconds ?? (_ => 0);
         double Linear(SizerPilot p) => p.Seconds - model(p.Units);
-        double perUnit = Math.Max(0, (Linear(last) - Linear(previous)) / (last.Units - previous.Units));
-        double seconds = Linear(last) + perUnit * (units - last.Units) + model(units);
+        var work = effort ?? (u => u);
+        double perUnit = Math.Max(0, (Linear(last) - Linear(previous)) / Math.Max(1e-12, work(last.Units) - work(previous.Units)));
+        double seconds = Linear(last) + perUnit * (work(units) - work(last.Units)) + model(units);
         long peak = Math.Max(last.PeakBytes, previous.PeakBytes) + (long)Math.Max(0, modelledBytes(units) - modelledBytes(last.Units));
         var warm = pilots[0];
         return new JobEstimate(job, unit, units, seconds, Math.Max(peak, resident), resident, available, pilots, shrink,

@@ -19,27 +19,88 @@ public static class Sizers
 
     /// <summary>
     /// <c>trace</c> of one prompt: rows are the visited features (the budget, or every active feature); pilots run smaller budgets.
-    /// Beyond the pilots' working set (the prompt copies' retained forward, one pass's gradients) the rows grow: their edges (as many
-    /// per row as in the largest pilot, held as the rows, the built graph and pruning's per-edge arrays) and the hook_z gradients kept
-    /// for the attention detail, up to their budget.
+    /// Rows differ in cost: one runs back through the layers up to its feature's and the positions up to its own, and reads the
+    /// columns of the active features there; a budget visits the most influential features first, which sit late and high (on the
+    /// built-in model the first 256 cost about twice the average of 2,000). So time is read per unit of a row's work
+    /// (<see cref="RowWork"/>): the pilots' visited rows are known, the job's further rows are taken at the mean work of the active
+    /// features no pilot visited. Beyond the pilots' working set (one pass's gradients, the kept decoder rows) the rows grow: their
+    /// edges (as many per row as in the largest pilot, held as the rows, the built graph and pruning's per-edge arrays) and the hook_z
+    /// gradients kept for the attention detail, up to their budget.
     /// </summary>
     public static JobEstimate? Trace(HookedTransformer model, TranscoderBundle? bundle, Tensor tokens, AttributionOptions options, GraphQkOptions? qk, double fraction = PilotFraction)
     {
         if (bundle is null) return null;
-        long active;
-        using (var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens)) active = rm.Activations.count_nonzero().item<long>();
+        var c = model.Config;
+        int L = c.NLayers, T = (int)tokens.shape[1];
+        long[] at;                                                      // active features of each (layer, position), row-major
+        using (var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens))
+        using (var counts = rm.Activations.count_nonzero(new long[] { -1 }))
+            at = Tensors.TensorMemory.ToArray<long>(counts);
+        long active = at.Sum();
         double rows = Math.Min(options.MaxFeatureNodes ?? active, active);
         int batch = Math.Max(1, options.BatchSize);
         if (JobSizer.PilotSizes(rows, fraction, batch) is not var (small, largest)) return null;
-        var c = model.Config;
-        double zRow = 4.0 * c.NLayers * tokens.shape[1] * c.NHeads * c.DHead;
+        var work = new RowWork(model, bundle.Dictionary, at, T);
+        double allWork = 0;
+        for (int l = 0; l < L; l++) for (int p = 0; p < T; p++) allWork += at[l * T + p] * work.Feature(l, p);
+        double zRow = 4.0 * L * T * c.NHeads * c.DHead;
         double edgesPerRow = 0;
+        // Per pilot size: the work of its rows, and the work of the features it visited (for the rows beyond it).
+        var pilotWork = new Dictionary<double, (double Rows, double Features, int Visited)>();
         double Held(double r) => r * edgesPerRow * BytesPerEdge + (qk is null ? 0 : Math.Min(r * zRow, qk.GradientBudgetMb * (double)(1L << 20)));
+        double Work(double size)
+        {
+            if (pilotWork.TryGetValue(size, out var w)) return w.Rows;
+            // The job: the largest pilot's rows, then the rest at the mean of the features it did not visit.
+            var (lastSize, last) = pilotWork.MaxBy(kv => kv.Key);
+            double rest = active > last.Visited ? (allWork - last.Features) / (active - last.Visited) : 0;
+            return last.Rows + Math.Max(0, size - last.Visited) * rest;
+        }
         return WithTemp(dir => JobSizer.Estimate("trace", "feature rows", rows, small, largest, s =>
             {
-                var summary = GraphTrace.Write(model, bundle, tokens, Path.Combine(dir, "pilot.json"), options with { MaxFeatureNodes = (int)s, Progress = null }, qk: qk);
+                var summary = GraphTrace.Write(model, bundle, tokens, Path.Combine(dir, "pilot.json"), options with { MaxFeatureNodes = (int)s, Progress = null }, qk: qk,
+                    inspect: (graph, _) =>
+                    {
+                        double features = 0, logits = 0; int visited = 0;
+                        foreach (var n in graph.Nodes)
+                            if (n.Kind == NodeKind.Feature) { features += work.Feature(n.Layer, n.Position); visited++; }
+                            else if (n.Kind == NodeKind.Logit) logits += work.Logit();
+                        pilotWork[s] = (features + logits, features, visited);
+                    });
                 edgesPerRow = summary.Edges / (s + summary.LogitTargets);
-            }, Held, new[] { "--batch", "--max-feature-nodes", "--dtype", "--no-qk" }));
+            }, Held, new[] { "--batch", "--max-feature-nodes", "--dtype", "--no-qk" }, effort: Work));
+    }
+
+    /// <summary>
+    /// The work of one attribution row, in FLOPs of what it runs (the attribution bench's floor): back through every attention layer up
+    /// to its target's, two d × d products per position up to its own and the T × T mixing, then the dot products with the decoder
+    /// rows of the active features at those positions, once per layer each writes to below the target.
+    /// </summary>
+    sealed class RowWork(HookedTransformer model, ICrossLayerDictionary dictionary, long[] activeAt, int T)
+    {
+        readonly int _layers = model.Config.NLayers;
+        readonly double _d = model.Config.DModel;
+        readonly Dictionary<(int, int), double> _memo = new();
+
+        public double Feature(int layer, int position) => Row(layer, position, layer);
+
+        public double Logit() => Row(_layers - 1, T - 1, _layers);
+
+        double Row(int top, int position, int readsBelow)
+        {
+            if (_memo.TryGetValue((readsBelow, position), out var known)) return known;
+            double p = position + 1, flops = 0;
+            for (int m = 0; m <= Math.Min(top, _layers - 1); m++) flops += p * 4 * _d * _d + 2 * p * p * _d;
+            for (int m = 0; m < readsBelow; m++)
+            {
+                long before = 0;
+                for (int q = 0; q <= position; q++) before += activeAt[m * T + q];
+                int writes = 0;
+                for (int j = m; j < readsBelow; j++) if (dictionary.WritesTo(m, j)) writes++;
+                flops += 2 * _d * before * writes;
+            }
+            return _memo[(readsBelow, position)] = flops;
+        }
     }
 
     /// <summary>
