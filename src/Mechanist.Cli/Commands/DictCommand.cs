@@ -87,8 +87,7 @@ public sealed class DictCommand : ICliCommand
                 DictionaryNames.Kinds.Parse(parse.GetValue(kind)!), DictionaryNames.TrainActivations.Parse(parse.GetValue(activation)!),
                 parse.GetValue(features) ?? 8 * dModel, parse.GetValue(k), parse.GetValue(sparsity),
                 Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch), LearningRate: parse.GetValue(lr), Seed: parse.GetValue(seed));
-            if (file is not null || parse.GetValue(activations) is not null)
-                sizer.NotCovered(parse, "training on stored activations (--activations, --activations-file) yet");
+            if (file is not null) sizer.NotCovered(parse, "training on a file of vectors (--activations-file) yet");
             if (file is not null)
             {
                 if (parse.GetValue(model) is not null || parse.GetValue(corpus) is not null || parse.GetValue(activations) is not null)
@@ -101,8 +100,8 @@ public sealed class DictCommand : ICliCommand
                 parse.GetValue(hook), parse.GetValue(tokens), parse.GetValue(evalTokens));
             var (train, eval, description) = Texts(parse.GetValue(corpus), parse.GetValue(model), m, parse.GetValue(seed), ctx, parse.GetValue(generate));
             ctx.Err.WriteLine($"{m.Name}: {config.Kind}, {config.Activation}, {config.Features} features per layer; text: {description}");
-            // (The texts are read afresh by each pilot; with --activations the harvest is already on disk.)
-            if (parse.GetValue(activations) is null && sizer.Handle(parse, ctx, f => Mechanist.Runtime.Sizers.DictionaryTrain(m, train, eval, options, f))) return 0;
+            // (The texts are read afresh by each pilot; with --activations the pilots read a share of the stored rows.)
+            if (sizer.Handle(parse, ctx, f => Mechanist.Runtime.Sizers.DictionaryTrain(m, train, eval, options, f, parse.GetValue(activations)))) return 0;
             var printer = new TrainLinePrinter(ctx.Err);
             using var trained = DictionaryJob.Run(m, train, eval, options, parse.GetValue(checkpoint),
                 new Mechanist.Training.SyncProgress<string>(s => ctx.Err.WriteLine(s)), printer, harvestDir: parse.GetValue(activations));

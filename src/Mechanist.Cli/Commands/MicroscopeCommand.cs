@@ -45,8 +45,9 @@ public sealed class MicroscopeCommand : ICliCommand
             var texts = Texts(parse.GetValue(text), parse.GetValue(textFile), parse.GetValue(corpus), parse.GetValue(generate), model);
             if (parse.GetValue(output) is { } outDir)
             {
-                sizer.NotCovered(parse, "corpus-scale runs (--out) yet: estimate the same texts without --out");
                 var (index, count) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));
+                var plan = new Mechanist.Cluster.ShardPlan(index, count);
+                if (sizer.Handle(parse, ctx, f => Mechanist.Runtime.Sizers.MicroscopeCorpus(model, plan.Select(texts).Select(x => x.Item).ToList(), parse.GetValue(includeBos), merges: count == 1, fraction: f))) return 0;
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 var info = MicroscopeShards.Run(model, () => texts, index, count, outDir, parse.GetValue(includeBos),
                     progress: new Mechanist.Training.SyncProgress<(long Texts, long Tokens)>(p =>

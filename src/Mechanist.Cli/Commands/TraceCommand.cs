@@ -100,7 +100,15 @@ public sealed class TraceCommand : ICliCommand
 
             if (promptList is not null)
             {
-                sizer.NotCovered(parse, "--prompts batches yet: estimate one of its prompts with --prompt");
+                var batchOptions = new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null, maxFeatureNodes, maxEdgesPerRow);
+                var batchQk = parse.GetValue(noQk) ? null : new GraphQkOptions(TopPairs: Math.Max(1, parse.GetValue(qkTop)));
+                var shardPlan = new Mechanist.Cluster.ShardPlan(shardIndex, shardCount);
+                if (sizer.Handle(parse, ctx, f =>
+                {
+                    var shardPrompts = Enumerable.Range(0, promptList.Count).Where(k => shardPlan.Takes(k)).Select(k => model.ToTokens(promptList[k], parse.GetValue(input.NoBos) ? false : null)).ToList();
+                    try { return Mechanist.Runtime.Sizers.TraceBatch(model, bundle, shardPrompts, batchOptions, batchQk, f); }
+                    finally { foreach (var t in shardPrompts) t.Dispose(); }
+                })) return 0;
                 string outDir = parse.GetValue(output)!;
                 if (File.Exists(outDir)) throw new MechanistException($"{outDir} is a file; with --prompts, --out is a folder");
                 var m = TraceBatch.Run(promptList, outDir, shardIndex, shardCount, model.Name, scan, (k, path) =>

@@ -21,8 +21,10 @@ public sealed record SizerPilot(double Units, double Seconds, long PeakBytes);
 /// <param name="AvailableBytes">The most the process may hold: its resident bytes plus what the machine has available (or a set limit).</param>
 /// <param name="Pilots">The pilots the prediction comes from.</param>
 /// <param name="Shrink">The options that would make the job smaller, for the refusal's message.</param>
+/// <param name="PilotUnit">What the pilots' sizes count, where it differs from the job's unit (a batch of prompts piloted on its longest).</param>
 public sealed record JobEstimate(string Job, string Unit, double Units, double Seconds, long PeakBytes, long ResidentBytes, long AvailableBytes,
-    IReadOnlyList<SizerPilot> Pilots, IReadOnlyList<string> Shrink, double WarmUpSeconds = 0, long WarmUpPeakBytes = 0, bool TimeSettled = true)
+    IReadOnlyList<SizerPilot> Pilots, IReadOnlyList<string> Shrink, double WarmUpSeconds = 0, long WarmUpPeakBytes = 0, bool TimeSettled = true,
+    string? PilotUnit = null)
 {
     /// <summary>The peak of the job run by itself in a fresh process.</summary>
     public long FreshPeakBytes => Math.Max(PeakBytes, WarmUpPeakBytes);
@@ -34,7 +36,7 @@ public sealed record JobEstimate(string Job, string Unit, double Units, double S
     public string Describe() =>
         $"{Job}: {Units:N0} {Unit}; predicted peak memory {FreshPeakBytes / 1e9:F2} GB (the model and runtime now hold {ResidentBytes / 1e9:F2} GB; this machine allows " +
         $"{AvailableBytes / 1e9:F1} GB), predicted time {Format(Seconds + WarmUpSeconds)}{(TimeSettled ? "" : " (rough: the pilots were too short to time)")} (from {Pilots.Count} pilot runs of " +
-        $"{string.Join(", ", Pilots.Select(p => p.Units.ToString("N0")))} {Unit})";
+        $"{string.Join(", ", Pilots.Select(p => p.Units.ToString("N0")))} {PilotUnit ?? Unit})";
 
     /// <summary>The refusal when the job does not fit.</summary>
     public string Refusal() =>

@@ -32,17 +32,10 @@ public static class Sizers
         if (bundle is null) return null;
         var c = model.Config;
         int L = c.NLayers, T = (int)tokens.shape[1];
-        long[] at;                                                      // active features of each (layer, position), row-major
-        using (var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens))
-        using (var counts = rm.Activations.count_nonzero(new long[] { -1 }))
-            at = Tensors.TensorMemory.ToArray<long>(counts);
-        long active = at.Sum();
+        var (work, active, allWork) = RowWork.Of(model, bundle, tokens);
         double rows = Math.Min(options.MaxFeatureNodes ?? active, active);
         int batch = Math.Max(1, options.BatchSize);
         if (JobSizer.PilotSizes(rows, fraction, batch) is not var (small, largest)) return null;
-        var work = new RowWork(model, bundle.Dictionary, at, T);
-        double allWork = 0;
-        for (int l = 0; l < L; l++) for (int p = 0; p < T; p++) allWork += at[l * T + p] * work.Feature(l, p);
         double zRow = 4.0 * L * T * c.NHeads * c.DHead;
         double edgesPerRow = 0;
         // Per pilot size: the work of its rows, and the work of the features it visited (for the rows beyond it).
@@ -72,12 +65,47 @@ public static class Sizers
     }
 
     /// <summary>
+    /// <c>trace --prompts</c>: one graph per prompt of the shard. The longest prompt is piloted as <see cref="Trace"/> does (it has the
+    /// most active features and the costliest rows: the peak); every prompt's time is its time scaled by the work of the prompt's rows
+    /// (their number and mean work, from one forward of each prompt that counts its active features).
+    /// </summary>
+    public static JobEstimate? TraceBatch(HookedTransformer model, TranscoderBundle? bundle, IReadOnlyList<Tensor> prompts, AttributionOptions options, GraphQkOptions? qk, double fraction = PilotFraction)
+    {
+        if (bundle is null || prompts.Count == 0) return null;
+        var longest = prompts.MaxBy(p => p.shape[1])!;
+        if (Trace(model, bundle, longest, options, qk, fraction) is not { } one) return null;
+        double Work(Tensor tokens)
+        {
+            var (work, active, allWork) = RowWork.Of(model, bundle, tokens);
+            double rows = Math.Min(options.MaxFeatureNodes ?? active, active);
+            return (active == 0 ? 0 : rows * allWork / active) + Math.Max(1, options.Targets?.Count ?? options.MaxLogits) * work.Logit();
+        }
+        double scale = Work(longest);
+        double seconds = prompts.Sum(p => ReferenceEquals(p, longest) ? one.Seconds : one.Seconds * Work(p) / scale);
+        return one with { Job = "trace --prompts", Unit = "prompts", Units = prompts.Count, Seconds = seconds, PilotUnit = $"feature rows of the longest prompt ({longest.shape[1]} tokens)" };
+    }
+
+    /// <summary>
     /// The work of one attribution row, in FLOPs of what it runs (the attribution bench's floor): back through every attention layer up
     /// to its target's, two d × d products per position up to its own and the T × T mixing, then the dot products with the decoder
     /// rows of the active features at those positions, once per layer each writes to below the target.
     /// </summary>
     sealed class RowWork(HookedTransformer model, ICrossLayerDictionary dictionary, long[] activeAt, int T)
     {
+        /// <summary>A prompt's row work, its active features and their rows' total work (one forward of the replacement model).</summary>
+        public static (RowWork Work, long Active, double AllWork) Of(HookedTransformer model, TranscoderBundle bundle, Tensor tokens)
+        {
+            int L = model.Config.NLayers, T = (int)tokens.shape[1];
+            long[] at;                                                  // active features of each (layer, position), row-major
+            using (var rm = ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens))
+            using (var counts = rm.Activations.count_nonzero(new long[] { -1 }))
+                at = Tensors.TensorMemory.ToArray<long>(counts);
+            var work = new RowWork(model, bundle.Dictionary, at, T);
+            double all = 0;
+            for (int l = 0; l < L; l++) for (int p = 0; p < T; p++) all += at[l * T + p] * work.Feature(l, p);
+            return (work, at.Sum(), all);
+        }
+
         readonly int _layers = model.Config.NLayers;
         readonly double _d = model.Config.DModel;
         readonly Dictionary<(int, int), double> _memo = new();
@@ -155,9 +183,11 @@ public static class Sizers
 
     /// <summary>
     /// <c>dict train</c>: steps; a pilot of s steps runs that share of the job's steps, harvest and evaluation. Its memory grows with
-    /// the harvested rows (modelled from the hooks' widths); the training step's own working set is the pilots'.
+    /// the harvested rows (modelled from the hooks' widths); the training step's own working set is the pilots'. With
+    /// <paramref name="harvestDir"/> (stored activations) the pilots read that share of its rows instead of harvesting them.
     /// </summary>
-    public static JobEstimate? DictionaryTrain(HookedTransformer model, IEnumerable<string> train, IEnumerable<string> eval, DictionaryJobOptions o, double fraction = PilotFraction)
+    public static JobEstimate? DictionaryTrain(HookedTransformer model, IEnumerable<string> train, IEnumerable<string> eval, DictionaryJobOptions o, double fraction = PilotFraction,
+        string? harvestDir = null)
     {
         var c = o.Config;
         // The smallest pilot: 8 steps, and 4 batches of tokens.
@@ -176,7 +206,7 @@ public static class Sizers
                     // Scaled as the job is, dead features (and TopK's auxiliary loss, a second decode) appear at the same share of the steps.
                     Config = c with { Steps = (int)steps, WarmupSteps = Math.Max(1, (int)(c.WarmupSteps * share)), DeadAfterTokens = Math.Max(c.BatchSize, (long)(c.DeadAfterTokens * share)) },
                     TrainTokens = Math.Max(c.BatchSize, (long)(o.TrainTokens * share)), EvalTokens = Math.Max(64, (long)(o.EvalTokens * share)),
-                }).Dispose();
+                }, harvestDir: harvestDir).Dispose();
             },
             Held, new[] { "--tokens", "--batch", "--features" });
     }
@@ -213,6 +243,42 @@ public static class Sizers
         return JobSizer.Estimate("microscope", "texts", texts.Count, small, largest,
             s => MicroscopeRunner.Run(model, texts.Take((int)s).ToList(), options),
             Held, new[] { "--text-file/--corpus (fewer texts)", "--contextuality none" }, modelledSeconds: TwoNNSeconds);
+    }
+
+    /// <summary>
+    /// <c>microscope --out</c>: the shard's texts streamed into sums whose sizes the model's shapes fix, and a hashed sample of rows
+    /// (up to <paramref name="sampleRows"/>) for the intrinsic dimension; pilots run the shard's first texts into a temporary folder.
+    /// With <paramref name="merges"/> (a single shard) the report follows: the sample's TwoNN per depth, timed once at the sample's size.
+    /// </summary>
+    public static JobEstimate? MicroscopeCorpus(HookedTransformer model, IReadOnlyList<string> shardTexts, bool includeBos, bool merges, int sampleRows = 3000, double fraction = PilotFraction)
+    {
+        if (JobSizer.PilotSizes(shardTexts.Count, fraction, 8) is not var (small, largest)) return null;
+        var tokenizer = model.Tokenizer ?? throw new MechanistException("microscope needs the model's tokenizer");
+        var c = model.Config;
+        double pointsPerText = shardTexts.Take(1000).Average(t => Math.Max(1, tokenizer.Encode(t).Length - (includeBos ? 0 : 1)));
+        double Sampled(double n) => Math.Min(n * pointsPerText, sampleRows);
+        // A sampled row: every depth's state (float32) and its hash; merging a chunk concatenates the sample with the chunk's rows.
+        double rowBytes = 4.0 * (c.NLayers + 1) * c.DModel + 8;
+        // The merged report at the end (the job, not its pilots): TwoNN's pairwise distances over the sample (float64: the matrix, its masked copy, cdist's own).
+        double Held(double n) => 2 * Sampled(n) * rowBytes + (merges && n >= shardTexts.Count ? 3 * 8 * Sampled(n) * Sampled(n) : 0);
+        double mergeSeconds = 0;
+        if (merges)
+        {
+            using var generator = new Generator(0);
+            using var points = randn(new[] { (long)Math.Max(3, Sampled(shardTexts.Count)), c.DModel }, generator: generator);
+            Geometry.TwoNN(points);     // once untimed: the first call's allocations
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            Geometry.TwoNN(points);
+            mergeSeconds = clock.Elapsed.TotalSeconds * (c.NLayers + 1);
+        }
+        var estimate = WithTemp(dir =>
+        {
+            int run = 0;
+            return JobSizer.Estimate("microscope --out", "texts", shardTexts.Count, small, largest,
+                s => MicroscopeShards.Run(model, () => shardTexts.Take((int)s), 0, 1, Path.Combine(dir, $"pilot{run++}"), includeBos, sampleRows),
+                Held, new[] { "--shard i/N (fewer texts a job)", "--text-file/--corpus (fewer texts)" });
+        });
+        return estimate with { Seconds = estimate.Seconds + mergeSeconds };
     }
 
     static JobEstimate WithTemp(Func<string, JobEstimate> estimate)

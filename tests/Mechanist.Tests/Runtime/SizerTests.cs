@@ -34,7 +34,8 @@ public sealed class SizerTests
         Assert.True(peakError <= 0.25, said);
         Assert.True(timeError <= 0.5, said);
         Assert.True(estimate.Pilots.Count >= 3, said);
-        Assert.True(estimate.Pilots.All(p => p.Units < estimate.Units), said);
+        // (Pilots count the job's own unit, except where they run a part of it: a batch of prompts piloted on its longest.)
+        Assert.True(estimate.PilotUnit is not null || estimate.Pilots.All(p => p.Units < estimate.Units), said);
     }
 
     [Fact]
@@ -108,6 +109,61 @@ public sealed class SizerTests
     }
 
     [Fact]
+    public void TraceBatchPredictionBracketsTheRun()
+    {
+        // trace --prompts: the longest prompt piloted, the others scaled by their rows' work.
+        using var model = HookedTransformer.Load(Toy);
+        using var bundle = CircuitTracerFormat.Load(Path.Combine(Toy, "clt"));
+        using var dir = new TempDir();
+        var text = string.Join(" ", new ToyCorpus(5).Lines(12));
+        using var all = model.ToTokens(text);
+        var prompts = new[] { 24, 60, 40 }.Select(n => all[.., ..n]).ToList();
+        var options = new AttributionOptions(BatchSize: 2, MaxFeatureNodes: 1500);
+        var estimate = Sizers.TraceBatch(model, bundle, prompts, options, qk: null, Pilot);
+        var measured = JobSizer.Measure(prompts.Count, () =>
+        {
+            for (int k = 0; k < prompts.Count; k++) GraphTrace.Write(model, bundle, prompts[k], dir.File($"g{k}.json"), options);
+        });
+        Brackets(estimate, measured, "trace --prompts");
+        Assert.Equal("prompts", estimate!.Unit);
+        Assert.Contains("feature rows of the longest prompt (60 tokens)", estimate.Describe());
+        foreach (var p in prompts) p.Dispose();
+    }
+
+    [Fact]
+    public void MicroscopeCorpusPredictionBracketsTheRun()
+    {
+        // microscope --out, one shard: the texts streamed into sums, then the merged report.
+        using var model = HookedTransformer.Load(Toy);
+        using var dir = new TempDir();
+        var texts = new ToyCorpus(4100).Lines(3000).ToList();
+        var estimate = Sizers.MicroscopeCorpus(model, texts, includeBos: false, merges: true, fraction: Pilot);
+        var measured = JobSizer.Measure(texts.Count, () =>
+        {
+            MicroscopeShards.Run(model, () => texts, 0, 1, dir.File("m"));
+            MicroscopeShards.Merge(model, dir.File("m"));
+        });
+        Brackets(estimate, measured, "microscope --out");
+    }
+
+    [Fact]
+    public void DictionaryTrainingOnStoredActivationsPredictionBracketsTheRun()
+    {
+        using var model = HookedTransformer.Load(Toy);
+        using var dir = new TempDir();
+        var train = new ToyCorpus(3000).Lines(4000).ToList();
+        var eval = new ToyCorpus(3001).Lines(300).ToList();
+        var options = new DictionaryJobOptions(new DictionaryTrainConfig(DictionaryKind.Transcoder, TrainActivation.TopK, 256, Steps: 300, BatchSize: 256),
+            TrainTokens: 40_000, EvalTokens: 4_000);
+        var (ins, outs) = DictionaryJob.Hooks(model, DictionaryKind.Transcoder, options.Input, null);
+        HarvestJob.Run(model, train, new HarvestOptions(ins.Concat(outs).Distinct().ToArray(), 40_000, ChunkTokens: 10_000), dir.File("h"));
+        HarvestJob.Merge(dir.File("h"));
+        var estimate = Sizers.DictionaryTrain(model, train, eval, options, Pilot, harvestDir: dir.File("h"));
+        var measured = JobSizer.Measure(300, () => DictionaryJob.Run(model, train, eval, options, harvestDir: dir.File("h")).Dispose());
+        Brackets(estimate, measured, "dict train --activations");
+    }
+
+    [Fact]
     public void PilotSizesStayBelowTheJob()
     {
         Assert.Equal((8.0, 30.0), JobSizer.PilotSizes(1000, 0.03, 8));
@@ -123,11 +179,16 @@ public sealed class SizerTests
         Assert.True(code == 0, err);
         Assert.Matches(@"harvest: 100,000 tokens; predicted peak memory [0-9.]+ GB .* predicted time [0-9.]+ s", stdout);
         Assert.False(Directory.Exists(dir.File("h")));
-        // A form of a job the sizer does not cover says so rather than running the job.
-        (code, _, err) = Cli.CliRunner.Run("microscope", "--generate", "4", "--out", dir.File("m"), "--estimate");
-        Assert.Equal(2, code);
-        Assert.Contains("--estimate does not cover corpus-scale runs", err);
+        // Corpus scale: estimated (here too small to pilot), nothing written.
+        (code, stdout, err) = Cli.CliRunner.Run("microscope", "--generate", "4", "--out", dir.File("m"), "--estimate");
+        Assert.True(code == 0, err);
+        Assert.Contains("no estimate: the job is too small to pilot", stdout);
         Assert.False(Directory.Exists(dir.File("m")));
+        // A form of a job the sizer does not cover says so rather than running the job.
+        (code, _, err) = Cli.CliRunner.Run("dict", "train", "--activations-file", dir.File("x.safetensors"), "--out", dir.File("d"), "--estimate");
+        Assert.Equal(2, code);
+        Assert.Contains("--estimate does not cover training on a file of vectors", err);
+        Assert.False(Directory.Exists(dir.File("d")));
         // A machine that allows less than the job needs: refused before it starts, with the options that shrink it.
         Environment.SetEnvironmentVariable(ProcessMemory.LimitVariable, "64");
         try
