@@ -32,7 +32,7 @@ public sealed partial class BenchCommand
             double pilotSeconds = e.Pilots.Sum(p => p.Seconds);
             return new Row(name, measured.Seconds * 1000, measured.Seconds * 1000,
                 Note: $"{e.Units:N0} {e.Unit}: predicted {e.Seconds:F1} s / measured {measured.Seconds:F1} s (**{timeError:+0%;-0%}**), peak predicted {e.PeakBytes / 1e6:N0} MB / " +
-                      $"measured {measured.PeakBytes / 1e6:N0} MB (**{peakError:+0%;-0%}**); {e.Pilots.Count} pilots up to {e.Pilots.Max(p => p.Units):N0} {e.Unit}, {pilotSeconds:F1} s");
+                      $"measured {measured.PeakBytes / 1e6:N0} MB (**{peakError:+0%;-0%}**); {e.Pilots.Count} pilots up to {e.Pilots.Max(p => p.Units):N0} {e.PilotUnit ?? e.Unit}, {pilotSeconds:F1} s");
         }
 
         var texts = new ToyCorpus(1000).Lines(60_000).ToList();
@@ -48,6 +48,14 @@ public sealed partial class BenchCommand
             var options = new AttributionOptions(BatchSize: 4, MaxFeatureNodes: 4000);
             var te = Sizers.Trace(toy, bundle, tokens, options, new GraphQkOptions(), fraction);
             yield return Compare("sizer: trace (toy-4l, 60 tokens)", te, JobSizer.Measure(te?.Units ?? 0, () => GraphTrace.Write(toy, bundle, tokens, Path.Combine(dir, "g.json"), options, qk: new GraphQkOptions())));
+            // trace --prompts: prompts of three lengths, one graph each.
+            var prompts = new[] { 30, 60, 45 }.Select(n => all[.., ..n]).ToList();
+            var be = Sizers.TraceBatch(toy, bundle, prompts, options, new GraphQkOptions(), fraction);
+            yield return Compare("sizer: trace --prompts (toy-4l, 30 / 60 / 45 tokens)", be, JobSizer.Measure(prompts.Count, () =>
+            {
+                for (int k = 0; k < prompts.Count; k++) GraphTrace.Write(toy, bundle, prompts[k], Path.Combine(dir, $"g{k}.json"), options, qk: new GraphQkOptions());
+            }));
+            foreach (var p in prompts) p.Dispose();
         }
 
         using (var source = FeatureSource.Load(toy, clt))
@@ -64,6 +72,12 @@ public sealed partial class BenchCommand
             var options = new DictionaryJobOptions(new DictionaryTrainConfig(DictionaryKind.Clt, TrainActivation.TopK, 1024, Steps: 1000, BatchSize: 1024), TrainTokens: 200_000, EvalTokens: 20_000);
             var de = Sizers.DictionaryTrain(toy, train, eval, options, fraction);
             yield return Compare("sizer: dict train (toy-4l CLT)", de, JobSizer.Measure(options.Config.Steps, () => DictionaryJob.Run(toy, train, eval, options).Dispose()));
+            // The same CLT on the harvest above (stored activations: dict train --activations), fewer steps.
+            HarvestJob.Merge(Path.Combine(dir, "harvest"));
+            var stored = options with { Config = options.Config with { Steps = 300 } };
+            var se = Sizers.DictionaryTrain(toy, train, eval, stored, fraction, harvestDir: Path.Combine(dir, "harvest"));
+            yield return Compare("sizer: dict train --activations (toy-4l CLT, stored rows)", se,
+                JobSizer.Measure(stored.Config.Steps, () => DictionaryJob.Run(toy, train, eval, stored, harvestDir: Path.Combine(dir, "harvest")).Dispose()));
         }
 
         {
@@ -71,6 +85,14 @@ public sealed partial class BenchCommand
             var options = new MicroscopeOptions(RemovalLengths: Array.Empty<int>());
             var me = Sizers.Microscope(toy, mtexts, options, fraction);
             yield return Compare("sizer: microscope (toy-4l)", me, JobSizer.Measure(mtexts.Count, () => MicroscopeRunner.Run(toy, mtexts, options)));
+            // microscope --out: a corpus streamed into sums, then the merged report.
+            var corpusTexts = new ToyCorpus(4100).Lines(6000).ToList();
+            var ce = Sizers.MicroscopeCorpus(toy, corpusTexts, includeBos: false, merges: true, fraction: fraction);
+            yield return Compare("sizer: microscope --out (toy-4l)", ce, JobSizer.Measure(corpusTexts.Count, () =>
+            {
+                MicroscopeShards.Run(toy, () => corpusTexts, 0, 1, Path.Combine(dir, "microscope"));
+                MicroscopeShards.Merge(toy, Path.Combine(dir, "microscope"));
+            }));
         }
 
         // The research-sized graph of the attribution suite (64 tokens, 1,000 features of a 12 x 8,192 CLT), its attention detail included.

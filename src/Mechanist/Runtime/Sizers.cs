@@ -22,8 +22,8 @@ public static class Sizers
     /// Rows differ in cost: one runs back through the layers up to its feature's and the positions up to its own, and reads the
     /// columns of the active features there; a budget visits the most influential features first, which sit late and high (on the
     /// built-in model the first 256 cost about twice the average of 2,000). So time is read per unit of a row's work
-    /// (<see cref="RowWork"/>): the pilots' visited rows are known, the job's further rows are taken at the mean work of the active
-    /// features no pilot visited. Beyond the pilots' working set (one pass's gradients, the kept decoder rows) the rows grow: their
+    /// (<see cref="RowWork"/>): the pilots' visited rows are known; the job's further rows start at the work of the last pilots'
+    /// marginal rows and move linearly towards what makes all the active features' known total. Beyond the pilots' working set (one pass's gradients, the kept decoder rows) the rows grow: their
     /// edges (as many per row as in the largest pilot, held as the rows, the built graph and pruning's per-edge arrays) and the hook_z
     /// gradients kept for the attention detail, up to their budget.
     /// </summary>
@@ -44,10 +44,18 @@ public static class Sizers
         double Work(double size)
         {
             if (pilotWork.TryGetValue(size, out var w)) return w.Rows;
-            // The job: the largest pilot's rows, then the rest at the mean of the features it did not visit.
-            var (lastSize, last) = pilotWork.MaxBy(kv => kv.Key);
-            double rest = active > last.Visited ? (allWork - last.Features) / (active - last.Visited) : 0;
-            return last.Rows + Math.Max(0, size - last.Visited) * rest;
+            // The job: the largest pilot's rows, then the next ones. Their work starts where the last pilots' marginal rows were and
+            // falls (or rises) linearly with the visiting order so that all the active features together have their known total:
+            // a budget just above the pilots costs as they did per row, one that visits every feature costs exactly that total.
+            var ordered = pilotWork.OrderBy(kv => kv.Key).Select(kv => kv.Value).ToList();
+            var last = ordered[^1];
+            if (active <= last.Visited) return last.Rows;
+            var before = ordered.Count > 1 ? ordered[^2] : (Rows: 0.0, Features: 0.0, Visited: 0);
+            double remaining = active - last.Visited;
+            double marginal = last.Visited > before.Visited ? (last.Features - before.Features) / (last.Visited - before.Visited) : (allWork - last.Features) / remaining;
+            double restMean = (allWork - last.Features) / remaining, end = Math.Max(0, 2 * restMean - marginal);
+            double extra = Math.Clamp(size - last.Visited, 0, remaining);
+            return last.Rows + extra * (marginal + (end - marginal) * extra / remaining / 2);
         }
         return WithTemp(dir => JobSizer.Estimate("trace", "feature rows", rows, small, largest, s =>
             {
