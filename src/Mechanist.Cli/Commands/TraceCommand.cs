@@ -58,6 +58,9 @@ public sealed class TraceCommand : ICliCommand
             if (parse.GetValue(targetDiff) is { Length: 2 } diff) targets.Add(new LogitTarget(TokenText.AnswerId(model, diff[0]), TokenText.AnswerId(model, diff[1])));
             // Counts (--max-logits, --max-feature-nodes, --max-edges-per-row) are checked at parse time (CountOptions).
             int? maxFeatureNodes = parse.GetValue(maxFeatures), maxEdgesPerRow = parse.GetValue(maxEdges);
+            // The graph's options (without progress) and its attention detail, as every trace of this command runs them.
+            var plain = new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null, maxFeatureNodes, maxEdgesPerRow);
+            var qkOptions = parse.GetValue(noQk) ? null : new GraphQkOptions(TopPairs: Math.Max(1, parse.GetValue(qkTop)));
             string scan = parse.GetValue(scanOption) ?? (dir is null ? "mechanist" : Path.GetFullPath(dir).TrimEnd('/', '\\'));
 
             // One prompt → one graph file; prints a summary and the top features when asked.
@@ -65,15 +68,16 @@ public sealed class TraceCommand : ICliCommand
             {
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 double lastReport = 0;
-                var summary = GraphTrace.Write(model, bundle, tokens, path, new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null,
-                    maxFeatureNodes, maxEdgesPerRow,
-                    Progress: (done, planned) =>
+                var summary = GraphTrace.Write(model, bundle, tokens, path, plain with
+                {
+                    Progress = (done, planned) =>
                     {
                         if (!print || (clock.Elapsed.TotalSeconds < lastReport + 2 && done < planned)) return;
                         lastReport = clock.Elapsed.TotalSeconds;
                         ctx.Err.WriteLine($"  rows {done}/{planned}, {done / Math.Max(1e-9, clock.Elapsed.TotalSeconds):F1} rows/s");
-                    }), parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold), !parse.GetValue(noPrune), scan: scan,
-                    inspect: print ? PrintTop : null, promptText: promptText, qk: parse.GetValue(noQk) ? null : new GraphQkOptions(TopPairs: Math.Max(1, parse.GetValue(qkTop))));
+                    },
+                }, parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold), !parse.GetValue(noPrune), scan: scan,
+                    inspect: print ? PrintTop : null, promptText: promptText, qk: qkOptions);
                 ctx.Out.WriteLine($"{summary.Nodes} nodes ({summary.ActiveFeatures} active features, {summary.LogitTargets} logit targets), " +
                     $"kept {summary.KeptNodes} nodes and {summary.KeptEdges} edges; replacement {summary.Replacement:F3}, completeness {summary.Completeness:F3}; " +
                     $"{summary.Seconds:F1} s" + (summary.QkScores > 0 || summary.QkSeconds > 0 ? $" (attention: {summary.QkScores} QK attributions, {summary.QkSeconds:F1} s)" : "") + $" -> {path}");
@@ -100,13 +104,11 @@ public sealed class TraceCommand : ICliCommand
 
             if (promptList is not null)
             {
-                var batchOptions = new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null, maxFeatureNodes, maxEdgesPerRow);
-                var batchQk = parse.GetValue(noQk) ? null : new GraphQkOptions(TopPairs: Math.Max(1, parse.GetValue(qkTop)));
                 var shardPlan = new Mechanist.Cluster.ShardPlan(shardIndex, shardCount);
                 if (sizer.Handle(parse, ctx, f =>
                 {
                     var shardPrompts = Enumerable.Range(0, promptList.Count).Where(k => shardPlan.Takes(k)).Select(k => model.ToTokens(promptList[k], parse.GetValue(input.NoBos) ? false : null)).ToList();
-                    try { return Mechanist.Runtime.Sizers.TraceBatch(model, bundle, shardPrompts, batchOptions, batchQk, f); }
+                    try { return Mechanist.Runtime.Sizers.TraceBatch(model, bundle, shardPrompts, plain, qkOptions, f); }
                     finally { foreach (var t in shardPrompts) t.Dispose(); }
                 })) return 0;
                 string outDir = parse.GetValue(output)!;
@@ -123,8 +125,6 @@ public sealed class TraceCommand : ICliCommand
             var (tokens, _) = input.ReadInput(parse, model);
             using (tokens)
             {
-                var plain = new AttributionOptions(parse.GetValue(maxLogits), parse.GetValue(logitProb), parse.GetValue(batch), targets.Count > 0 ? targets : null, maxFeatureNodes, maxEdgesPerRow);
-                var qkOptions = parse.GetValue(noQk) ? null : new GraphQkOptions(TopPairs: Math.Max(1, parse.GetValue(qkTop)));
                 if (sizer.Handle(parse, ctx, f => Mechanist.Runtime.Sizers.Trace(model, bundle, tokens, plain, qkOptions, f))) return 0;
                 TraceTo(tokens, parse.GetValue(output)!, print: true, parse.GetValue(input.Prompt));
             }

@@ -215,26 +215,43 @@ public static class HarvestJob
         foreach (var h in inputHooks.Concat(targetHooks))
             if (!m.Hooks.Contains(h)) throw new MechanistException($"{dir}: the harvest has no '{h}' (it has {string.Join(", ", m.Hooks)})");
         bool same = inputHooks.SequenceEqual(targetHooks);
-        var ins = new List<Tensor>(); var outs = new List<Tensor>(); long rows = 0;
+        long total = Math.Min(m.Chunks.Sum(c => c.Rows), maxTokens);
+        if (total <= 0) throw new MechanistException($"{dir}: the harvest has no rows");
+        // Each side is allocated whole and filled a chunk at a time: no list of chunks concatenated at the end (which held twice the rows).
+        Tensor? inputs = null, targets = null;
         try
         {
+            long rows = 0;
             foreach (var c in m.Chunks)
             {
-                if (rows >= maxTokens) break;
+                if (rows >= total) break;
                 using var f = SafetensorsFile.Open(Path.Combine(dir, c.File));
-                long take = Math.Min(c.Rows, maxTokens - rows);
-                Tensor Stack(IReadOnlyList<string> hooks)
-                {
-                    using var scope = NewDisposeScope();
-                    return stack(hooks.Select(h => f.Read(h).to(ScalarType.Float32)[..(int)take]).ToArray(), 1).MoveToOuterDisposeScope();
-                }
-                ins.Add(Stack(inputHooks));
-                if (!same) outs.Add(Stack(targetHooks));
+                long take = Math.Min(c.Rows, total - rows);
+                inputs = Fill(inputs, f, inputHooks, rows, take, total);
+                if (!same) targets = Fill(targets, f, targetHooks, rows, take, total);
                 rows += take;
             }
-            var inputs = cat(ins, 0);
-            return new ActivationSet(inputs, same ? inputs : cat(outs, 0), 0);
+            return new ActivationSet(inputs!, same ? inputs! : targets!, 0);
         }
-        finally { foreach (var t in ins.Concat(outs)) t.Dispose(); }
+        catch
+        {
+            inputs?.Dispose(); targets?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Copies rows [0, take) of every hook of a chunk into rows [at, at + take) of <paramref name="into"/> [total, hooks, d] (float32; allocated on first use).</summary>
+    static Tensor Fill(Tensor? into, SafetensorsFile f, IReadOnlyList<string> hooks, long at, long take, long total)
+    {
+        for (int h = 0; h < hooks.Count; h++)
+        {
+            using var part = f.Read(hooks[h]);
+            into ??= empty(new[] { total, hooks.Count, part.shape[1] }, ScalarType.Float32);
+            using var rows = into.narrow(0, at, take);
+            using var destination = rows.select(1, h);
+            using var source = part.narrow(0, 0, take);
+            destination.copy_(source);
+        }
+        return into!;
     }
 }

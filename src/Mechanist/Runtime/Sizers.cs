@@ -238,15 +238,7 @@ public static class Sizers
         // TwoNN's pairwise distances cost the square of the points up to the subsample's cap: timed once at the job's point count
         // (on random points: the cost is the shapes'), per depth, and scaled by the square for the pilots.
         double Points(double n) => Math.Min(n * pointsPerText, options.MaxPointsForGeometry);
-        double atJob = Points(texts.Count), geometrySeconds;
-        using (var generator = new Generator(0))
-        using (var points = randn(new[] { (long)Math.Max(3, atJob), model.Config.DModel }, generator: generator))
-        {
-            Geometry.TwoNN(points);     // once untimed: the first call's allocations
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            Geometry.TwoNN(points);
-            geometrySeconds = clock.Elapsed.TotalSeconds * (model.Config.NLayers + 1);
-        }
+        double atJob = Points(texts.Count), geometrySeconds = TimeTwoNN(model, atJob);
         double TwoNNSeconds(double n) => geometrySeconds * Math.Pow(Points(n) / Math.Max(3, atJob), 2);
         return JobSizer.Estimate("microscope", "texts", texts.Count, small, largest,
             s => MicroscopeRunner.Run(model, texts.Take((int)s).ToList(), options),
@@ -269,16 +261,7 @@ public static class Sizers
         double rowBytes = 4.0 * (c.NLayers + 1) * c.DModel + 8;
         // The merged report at the end (the job, not its pilots): TwoNN's pairwise distances over the sample (float64: the matrix, its masked copy, cdist's own).
         double Held(double n) => 2 * Sampled(n) * rowBytes + (merges && n >= shardTexts.Count ? 3 * 8 * Sampled(n) * Sampled(n) : 0);
-        double mergeSeconds = 0;
-        if (merges)
-        {
-            using var generator = new Generator(0);
-            using var points = randn(new[] { (long)Math.Max(3, Sampled(shardTexts.Count)), c.DModel }, generator: generator);
-            Geometry.TwoNN(points);     // once untimed: the first call's allocations
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            Geometry.TwoNN(points);
-            mergeSeconds = clock.Elapsed.TotalSeconds * (c.NLayers + 1);
-        }
+        double mergeSeconds = merges ? TimeTwoNN(model, Sampled(shardTexts.Count)) : 0;
         var estimate = WithTemp(dir =>
         {
             int run = 0;
@@ -287,6 +270,17 @@ public static class Sizers
                 Held, new[] { "--shard i/N (fewer texts a job)", "--text-file/--corpus (fewer texts)" });
         });
         return estimate with { Seconds = estimate.Seconds + mergeSeconds };
+    }
+
+    /// <summary>TwoNN at every depth of <paramref name="model"/> over <paramref name="points"/> points, timed once on random points (the cost is the shapes').</summary>
+    static double TimeTwoNN(HookedTransformer model, double points)
+    {
+        using var generator = new Generator(0);
+        using var x = randn(new[] { (long)Math.Max(3, points), model.Config.DModel }, generator: generator);
+        Geometry.TwoNN(x);     // once untimed: the first call's allocations
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Geometry.TwoNN(x);
+        return clock.Elapsed.TotalSeconds * (model.Config.NLayers + 1);
     }
 
     static JobEstimate WithTemp(Func<string, JobEstimate> estimate)
