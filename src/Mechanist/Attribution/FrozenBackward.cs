@@ -12,8 +12,8 @@ namespace Mechanist.Attribution;
 /// target, the transposed attention OV path (W_O, the frozen pattern's mixing over positions, W_V) through the frozen norms, plus the
 /// transcoders' skip terms; nothing above the target's layer, nothing past its position, no MLP. Unlike autograd over a retained forward
 /// of B prompt copies, it needs only the clean run's patterns and scales (one copy of each), stops at each pass's last position
-/// exactly and runs little but the floor's GEMMs. Gradients are laid out [positions, rows, d] and handed out as [rows, positions, d]
-/// views of it (what the feature columns' batched products read directly).
+/// exactly and runs little but the floor's GEMMs. Gradients are laid out positions first, [positions, rows, d] (what the feature
+/// columns' batched products over positions read directly); see <see cref="PassGradients"/>.
 /// </summary>
 internal sealed class FrozenBackward
 {
