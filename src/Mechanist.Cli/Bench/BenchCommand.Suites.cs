@@ -379,12 +379,12 @@ public sealed partial class BenchCommand
         summary["attribution GEMM peak (this run)"] = $"{peak / 1e9:F0} GFLOP/s";
         ctx.Err.WriteLine($"GPT-2-small-shaped model ({model.Weights.ParameterCount:N0} parameters, context {cfg.NCtx}), random CLT: {L} layers x {features} features, top-{k}; GEMM peak {peak / 1e9:F0} GFLOP/s");
         // The written-out backward holds no retained copies of the prompt: batches of 32 fit at every length here.
-        static int BatchFor(int t) => 32;
+        const int Batch = 32;
         // One untimed short trace first, so that the first timed row does not pay for warming up (JIT, allocator, thread pool).
         using (var warmGenerator = new Generator(7UL))
         using (var warmTokens = randint(0, cfg.VocabSize, new long[] { 1, 32 }, generator: warmGenerator))
         using (var warm = Attribution.ReplacementModel.Build(model, clt, Dictionaries.TranscoderInput.Resid, warmTokens))
-            Attribution.Attributor.Attribute(warm, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: BatchFor(32), MaxFeatureNodes: 16));
+            Attribution.Attributor.Attribute(warm, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: Batch, MaxFeatureNodes: 16));
         foreach (int t in lengths)
         {
             GC.Collect();
@@ -402,7 +402,7 @@ public sealed partial class BenchCommand
             activeAt.Dispose();
             double buildMs = sw.Elapsed.TotalMilliseconds;
             var attribute = Stopwatch.StartNew();
-            var graph = Attribution.Attributor.Attribute(rm, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: BatchFor(t), MaxFeatureNodes: visit));
+            var graph = Attribution.Attributor.Attribute(rm, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: Batch, MaxFeatureNodes: visit));
             double attributeMs = attribute.Elapsed.TotalMilliseconds;
             using var pruned = Attribution.Pruning.Prune(graph);
             double ms = sw.Elapsed.TotalMilliseconds, peakRss = PeakRssMb() - rssBefore;
@@ -424,17 +424,17 @@ public sealed partial class BenchCommand
             double floorPerRow = rowNodes.Average(RowFlops) / peak * 1000, perRow = attributeMs / rowNodes.Count;
             long n = graph.Nodes.Length;
             yield return new Row($"attribution graph, {t} tokens", ms, ms,
-                Note: $"{visited:N0} features visited of {active:N0} active, {rowNodes.Count:N0} rows (batches of {BatchFor(t)}); attribution {attributeMs / 1e3:F1} s " +
+                Note: $"{visited:N0} features visited of {active:N0} active, {rowNodes.Count:N0} rows (batches of {Batch}); attribution {attributeMs / 1e3:F1} s " +
                       $"(replacement model {buildMs / 1e3:F1} s, pruning the rest): **{perRow:F0} ms per row, floor {floorPerRow:F1} ms, ratio {perRow / floorPerRow:F1}**; " +
                       $"{graph.Edges.Count:N0} edges = {graph.Edges.Bytes / 1e6:F0} MB sparse, dense n x n float32 {4.0 * n * n / 1e9:F2} GB ({n:N0} nodes); peak RSS +{peakRss / 1e3:F2} GB");
             if (t > 64) continue;
             // The same trace again as `trace --qk` runs it: the rows keep their hook_z gradients, then head loadings and QK terms.
-            var qkOptions = new Attribution.GraphQkOptions(Batch: BatchFor(t));
+            var qkOptions = new Attribution.GraphQkOptions(Batch: Batch);
             GC.Collect();
             var both = Stopwatch.StartNew();
             using var rm2 = Attribution.ReplacementModel.Build(model, clt, Dictionaries.TranscoderInput.Resid, tokens);
             using var gradients = new Attribution.ZGradientCache(qkOptions.GradientBudgetMb * (1L << 20));
-            var graph2 = Attribution.Attributor.Attribute(rm2, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: BatchFor(t), MaxFeatureNodes: visit, ZGradients: gradients));
+            var graph2 = Attribution.Attributor.Attribute(rm2, new Attribution.AttributionOptions(MaxLogits: 5, BatchSize: Batch, MaxFeatureNodes: visit, ZGradients: gradients));
             using var pruned2 = Attribution.Pruning.Prune(graph2);
             double graphMs = both.Elapsed.TotalMilliseconds;
             var attention = Attribution.GraphQk.Build(rm2, graph2, pruned2, pruned: true, qkOptions, gradients: gradients);

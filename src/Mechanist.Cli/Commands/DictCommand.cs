@@ -87,9 +87,9 @@ public sealed class DictCommand : ICliCommand
                 DictionaryNames.Kinds.Parse(parse.GetValue(kind)!), DictionaryNames.TrainActivations.Parse(parse.GetValue(activation)!),
                 parse.GetValue(features) ?? 8 * dModel, parse.GetValue(k), parse.GetValue(sparsity),
                 Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch), LearningRate: parse.GetValue(lr), Seed: parse.GetValue(seed));
-            if (file is not null) sizer.NotCovered(parse, "training on a file of vectors (--activations-file) yet");
             if (file is not null)
             {
+                sizer.NotCovered(parse, "training on a file of vectors (--activations-file) yet");
                 if (parse.GetValue(model) is not null || parse.GetValue(corpus) is not null || parse.GetValue(activations) is not null)
                     throw new MechanistException("--activations-file trains on the file alone: leave out --model, --corpus and --activations");
                 return TrainOnFile(ctx, file, Config, outDir, parse.GetValue(hook), parse.GetValue(checkpoint), parse.GetValue(overwrite));

@@ -226,8 +226,7 @@ public static class Attributor
             for (int l = 0; l < reached; l++)
             {
                 if (grids[l] is not { } grid || grid.FilledBefore[P] == 0) continue;
-                int upward = 0;
-                while (l + upward < reached && d.WritesTo(l, l + upward)) upward++;
+                int upward = LayersWrittenUpward(d, l, reached);
                 var sum = zeros(P, rows, grid.Slots, device: model.Device);
                 if (upward > 0)
                 {
@@ -251,7 +250,7 @@ public static class Attributor
             // Errors: grad_l[p] · error[l, p]; tokens: grad_embed[p] · the embedding added there.
             // (No gradient reaches the layers from the pass's top up: their errors' columns stay zero.)
             // Positions from P on get no gradient (they come after every target of the pass): their columns stay zero too.
-            for (int l = 0; l < Math.Min(errorLayers, reached); l++)
+            for (int l = 0; l < reached; l++)
                 block[.., (errorBase + l * T)..(errorBase + l * T + P)] = bmm(stacked!.select(2, l), rm.Errors[l][..P].unsqueeze(2)).squeeze(2).t();
             block[.., tokenBase..(tokenBase + P)] = bmm(grads.Embed, embedValue[..P].unsqueeze(2)).squeeze(2).t();
             var values = Tensors.TensorMemory.ToArray<float>(block);
@@ -340,8 +339,7 @@ public static class Attributor
             if (!_tried[layer])
             {
                 _tried[layer] = true;
-                int all = 0;
-                while (layer + all < layers && dictionary.WritesTo(layer, layer + all)) all++;
+                int all = LayersWrittenUpward(dictionary, layer, layers);
                 long bytes = 4L * grid.Features.numel() * all * dictionary.DModel;
                 if (_used + bytes <= budgetBytes)
                 {
@@ -354,6 +352,14 @@ public static class Attributor
         }
 
         public void Dispose() { foreach (var t in _kept) t?.Dispose(); }
+    }
+
+    /// <summary>How many consecutive layers from <paramref name="source"/> up (below <paramref name="below"/>) its features write to.</summary>
+    static int LayersWrittenUpward(ICrossLayerDictionary dictionary, int source, int below)
+    {
+        int count = 0;
+        while (source + count < below && dictionary.WritesTo(source, source + count)) count++;
+        return count;
     }
 
     sealed class DisposableList(Tensor[] tensors) : IDisposable

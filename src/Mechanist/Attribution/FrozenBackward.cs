@@ -33,7 +33,7 @@ internal sealed class FrozenBackward
         _model = rm.Model; _dictionary = rm.Dictionary; _input = rm.Input; _cfg = rm.Model.Config; _attnOnly = rm.IsAttentionOnly;
         var reg = _model.HookPoints; var clean = rm.Clean; int L = _cfg.NLayers;
         Tensor Scale(string name) => clean[name][0].to(ScalarType.Float32).unsqueeze(1);     // [1, T, 1] -> [T, 1, 1]
-        Tensor? ScaleOf(HookKind kind, int l) => reg.Points.Any(p => p.Kind == kind && p.Layer == l) ? Scale(reg.Name(kind, l)) : null;
+        Tensor ScaleOf(HookKind kind, int l) => Scale(reg.Name(kind, l));   // (For checked that every layer has it)
         _patterns = Enumerable.Range(0, L).Select(l => clean[reg.Name(HookKind.Pattern, l)][0].to(ScalarType.Float32)).ToArray();
         _ln1 = Enumerable.Range(0, L).Select(l => _cfg.PreNorms ? ScaleOf(HookKind.Ln1Scale, l) : null).ToArray();
         _ln2 = Enumerable.Range(0, L).Select(l => _cfg.PreNorms && !_attnOnly ? ScaleOf(HookKind.Ln2Scale, l) : null).ToArray();

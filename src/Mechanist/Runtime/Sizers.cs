@@ -117,25 +117,34 @@ public static class Sizers
         readonly int _layers = model.Config.NLayers;
         readonly double _d = model.Config.DModel;
         readonly Dictionary<(int, int), double> _memo = new();
+        // Active features of each layer at positions up to and including each one (prefix sums of activeAt, row-major).
+        readonly long[] _upTo = PrefixSums(activeAt, T);
 
-        public double Feature(int layer, int position) => Row(layer, position, layer);
+        public double Feature(int layer, int position) => Row(position, layer);
 
-        public double Logit() => Row(_layers - 1, T - 1, _layers);
+        public double Logit() => Row(T - 1, _layers);
 
-        double Row(int top, int position, int readsBelow)
+        /// <summary>A row at <paramref name="position"/> reading the MLP outputs below layer <paramref name="readsBelow"/> (the number of layers for a logit).</summary>
+        double Row(int position, int readsBelow)
         {
             if (_memo.TryGetValue((readsBelow, position), out var known)) return known;
             double p = position + 1, flops = 0;
-            for (int m = 0; m <= Math.Min(top, _layers - 1); m++) flops += p * 4 * _d * _d + 2 * p * p * _d;
+            // Its backward runs through the attention of every layer up to its own (a logit's: all of them).
+            for (int m = 0; m <= Math.Min(readsBelow, _layers - 1); m++) flops += p * 4 * _d * _d + 2 * p * p * _d;
             for (int m = 0; m < readsBelow; m++)
             {
-                long before = 0;
-                for (int q = 0; q <= position; q++) before += activeAt[m * T + q];
                 int writes = 0;
                 for (int j = m; j < readsBelow; j++) if (dictionary.WritesTo(m, j)) writes++;
-                flops += 2 * _d * before * writes;
+                flops += 2 * _d * _upTo[m * T + position] * writes;
             }
             return _memo[(readsBelow, position)] = flops;
+        }
+
+        static long[] PrefixSums(long[] perPosition, int T)
+        {
+            var sums = new long[perPosition.Length];
+            for (int i = 0; i < perPosition.Length; i++) sums[i] = perPosition[i] + (i % T == 0 ? 0 : sums[i - 1]);
+            return sums;
         }
     }
 
