@@ -37,8 +37,12 @@ public sealed class AdamW : IDisposable
     /// <summary>Second moments.</summary>
     public IReadOnlyList<Tensor> SecondMoments => _v;
 
-    /// <summary>Clears the gradients.</summary>
-    public void ZeroGrad() { foreach (var p in _parameters) p.grad?.zero_(); }
+    /// <summary>Clears the gradients: drops them, so the next backward writes fresh ones (no zero fill, no accumulation pass).</summary>
+    public void ZeroGrad()
+    {
+        foreach (var p in _parameters)
+            if (p.grad is { } g) { p.grad = null; g.Dispose(); }
+    }
 
     /// <summary>One update; returns the gradient norm before clipping.</summary>
     public double Step(double lr, double weightDecay = 0, double clip = double.PositiveInfinity)
@@ -48,7 +52,7 @@ public sealed class AdamW : IDisposable
         var grads = _parameters.Select(p => p.grad).ToList();
         // One pass per gradient for the norm (no squared copies), read once.
         var present = grads.Where(g => g is not null).Select(g => g!.norm()).ToArray();
-        double norm = present.Length == 0 ? 0 : stack(present).norm().item<float>();
+        double norm = present.Length == 0 ? 0 : stack(present.Select(n => n.to(ScalarType.Float64)).ToArray()).norm().item<double>();
         double scale = norm > clip ? clip / (norm + 1e-6) : 1.0;
         StepCount++;
         double bias1 = 1 - Math.Pow(Beta1, StepCount), bias2 = 1 - Math.Pow(Beta2, StepCount);
@@ -56,13 +60,19 @@ public sealed class AdamW : IDisposable
         {
             if (grads[i] is not { } g) continue;
             var p = _parameters[i];
-            // The clip's scale folds into the moments' coefficients, and the update is m̂ / (√v̂ + ε) as one addcdiv: two allocations
-            // fewer and half the passes over each parameter of the textbook form.
+            // The clip's scale folds into the moments' coefficients; m̂ / (√v̂ + ε) = (√b₂ / b₁) · m / (√v + ε√b₂) moves the bias
+            // corrections into the step size and ε.
+            double decay = p.dim() >= 2 && weightDecay > 0 ? 1 - lr * weightDecay : 1, stepSize = lr * Math.Sqrt(bias2) / bias1, eps = Eps * Math.Sqrt(bias2);
+            if (FusedAdamW.Applies(p, g, _m[i], _v[i]))
+            {
+                FusedAdamW.Update(p, g, _m[i], _v[i], (float)scale, (float)Beta1, (float)Beta2, (float)decay, (float)stepSize, (float)eps);
+                continue;
+            }
             _m[i].MulInPlace(Beta1).AddScaledInPlace(g, (1 - Beta1) * scale);
             _v[i].MulInPlace(Beta2).AddcmulInPlace(g, g, (1 - Beta2) * scale * scale);
-            if (p.dim() >= 2 && weightDecay > 0) p.MulInPlace(1 - lr * weightDecay);
-            var denominator = _v[i].sqrt().DivInPlace(Math.Sqrt(bias2)).AddInPlace(Eps);
-            p.AddcdivInPlace(_m[i], denominator, -lr / bias1);
+            if (decay != 1) p.MulInPlace(decay);
+            var denominator = _v[i].sqrt().AddInPlace(eps);
+            p.AddcdivInPlace(_m[i], denominator, -stepSize);
         }
         return norm;
     }

@@ -117,14 +117,21 @@ public static class DictionaryTrainer
             var rows = shuffled.Order!.narrow(0, offset, c.BatchSize);
             var x = data.Inputs.index_select(0, rows) * inS;
             var y = ReferenceEquals(data.Inputs, data.Targets) ? x : data.Targets.index_select(0, rows) * outS;
-            Tensor pre, acts;
-            if (c.Activation == TrainActivation.Gated) (acts, pre) = dict.GatedActivations(x);   // pre: the gate's
+            Tensor pre; Tensor? acts = null, topKRecon = null;
+            if (c.Activation == TrainActivation.TopK) (topKRecon, pre) = dict.TopKCode(x);                // the written-out step
+            else if (c.Activation == TrainActivation.Gated) (acts, pre) = dict.GatedActivations(x);   // pre: the gate's
             else { pre = dict.PreActivations(x); acts = dict.Activate(pre, training: true); }
             Tensor recon, fvu, loss;
-            if (matryoshka)
+            if (topKRecon is not null)
+            {
+                recon = topKRecon;
+                fvu = (recon - y).Square().sum(-1).mean(new long[] { 0 }) / targetVar;
+                loss = fvu.sum();
+            }
+            else if (matryoshka)
             {
                 // Every nested prefix reconstructs the target; the loss sums their FVUs (the full width's is the reported one).
-                var prefixes = dict.PrefixDecodes(acts, x, widths);
+                var prefixes = dict.PrefixDecodes(acts!, x, widths);
                 recon = prefixes[^1];
                 loss = zeros(1).sum();
                 foreach (var r in prefixes) loss = loss.Add(((r - y).Square().sum(-1).mean(new long[] { 0 }) / targetVar).sum());
@@ -132,7 +139,7 @@ public static class DictionaryTrainer
             }
             else
             {
-                recon = dict.Decode(acts, x);
+                recon = dict.Decode(acts!, x);
                 fvu = (recon - y).Square().sum(-1).mean(new long[] { 0 }) / targetVar;   // [L]
                 loss = fvu.sum();
             }
@@ -142,7 +149,7 @@ public static class DictionaryTrainer
             switch (c.Activation)
             {
                 case TrainActivation.ReLU:
-                    loss = loss.Add((acts * norms!).sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
+                    loss = loss.Add((acts! * norms!).sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
                     break;
                 case TrainActivation.Gated:
                 {
@@ -155,7 +162,7 @@ public static class DictionaryTrainer
                     break;
                 }
                 case TrainActivation.JumpReLU:
-                    loss = loss.Add((acts.Mul(c.TanhScale) * norms!).tanh().sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
+                    loss = loss.Add((acts!.Mul(c.TanhScale) * norms!).tanh().sum(new long[] { 1, 2 }).mean().Mul(c.Sparsity * warm));
                     loss = loss.Add((F.relu(dict.LogThreshold!.exp().unsqueeze(0) - pre) * norms!).sum(new long[] { 1, 2 }).mean().Mul(c.PreActivation));
                     break;
                 default:
@@ -166,10 +173,10 @@ public static class DictionaryTrainer
             {
                 // Activations are never negative: a feature fired when its largest activation over the batch is positive. One read of
                 // the activations each (they are the step's largest tensor).
-                var fired = acts.amax(new long[] { 0 }).Gt(0);                     // [L, f]
+                var (fired, active) = acts is null ? dict.TopKActivity() : (acts.amax(new long[] { 0 }).Gt(0), acts.count_nonzero());   // [L, f], []
                 sinceFired.AddInPlace((long)c.BatchSize).MaskedFillInPlace(fired, 0L);
                 lastFvu = fvu.mean().item<float>();
-                lastL0 = (double)acts.count_nonzero().item<long>() / ((long)c.BatchSize * layers);
+                lastL0 = (double)active.item<long>() / ((long)c.BatchSize * layers);
                 fvus.Add(lastFvu);
             }
             return loss;

@@ -36,6 +36,7 @@ public enum TrainActivation
 public sealed class TrainableDictionary : IDisposable
 {
     readonly List<Tensor> _parameters = new();
+    TopKWorkspace? _topK;
 
     /// <summary>Creates the parameters (seeded) with b_dec at the targets' mean.</summary>
     public TrainableDictionary(DictionaryKind kind, TrainActivation activation, int layers, int dIn, int dOut, int features, int k, Tensor targetMean, long seed)
@@ -95,6 +96,30 @@ public sealed class TrainableDictionary : IDisposable
 
     /// <summary>Pre-activations [B, L, f] of inputs [B, L, d_in].</summary>
     public Tensor PreActivations(Tensor x) => einsum("bld,lfd->blf", x, WEnc).Add(BEnc);
+
+    /// <summary>
+    /// TopK training's encode, top-k and decode as one node with its backward written out (<see cref="TopKCodeFunction"/>): the
+    /// reconstruction [B, L, d_out] (skip included) and the pre-activations [B, L, f] (a view, for the auxiliary loss).
+    /// </summary>
+    public (Tensor Recon, Tensor Pre) TopKCode(Tensor x)
+    {
+        if (Activation != TrainActivation.TopK) throw new InvalidOperationException("TopKCode is TopK training's step");
+        _topK ??= new TopKWorkspace(K);
+        var (recon, pre) = Kind == DictionaryKind.Clt
+            ? TopKCodeFunction.Apply(_topK, x, WEnc, BEnc, BDec, WDecCross!)
+            : TopKCodeFunction.Apply(_topK, x, WEnc, BEnc, BDec, WDec!);
+        if (WSkip is not null) recon = recon.Add(einsum("bli,loi->blo", x, WSkip));
+        return (recon, pre.permute(1, 0, 2));
+    }
+
+    /// <summary>After <see cref="TopKCode"/>: which features fired in the batch [L, f] (bool) and how many activations were positive.</summary>
+    public (Tensor Fired, Tensor Active) TopKActivity()
+    {
+        var idx = _topK?.LastIndices ?? throw new InvalidOperationException("no TopK step has run");
+        var positive = _topK.LastValues!.Gt(0);
+        var counts = zeros(Layers, Features).scatter_add_(1, idx.view(Layers, -1), positive.to(ScalarType.Float32).view(Layers, -1));
+        return (counts.Gt(0), positive.sum());
+    }
 
     /// <summary>A gated dictionary's activations [B, L, f] and its gate's pre-activations (W_enc and b_enc are the gate here).</summary>
     public (Tensor Acts, Tensor GatePre) GatedActivations(Tensor x)
@@ -206,5 +231,6 @@ public sealed class TrainableDictionary : IDisposable
     {
         foreach (var p in _parameters) p.Dispose();
         BatchThreshold?.Dispose();
+        _topK?.Dispose();
     }
 }
