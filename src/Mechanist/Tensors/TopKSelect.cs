@@ -11,6 +11,9 @@ namespace Mechanist.Tensors;
 /// </summary>
 public static class TopKSelect
 {
+    /// <summary>Whether 16-lane compares run in hardware (AVX-512): the scans and ranks take 16 values a step, then 8.</summary>
+    static readonly bool Wide = Vector512.IsHardwareAccelerated;
+
     /// <summary>The largest k the heap scan takes (beyond it libtorch's selection is as fast).</summary>
     public const int MaxHeapK = 256;
 
@@ -75,7 +78,15 @@ public static class TopKSelect
     static unsafe bool RowByRank(float* row, long n, int k, int groups, float* maxima, float* candidates, long* positions, int capacity, long* output)
     {
         long full = n / groups * groups;
-        for (int c = 0; c < groups; c += 8)
+        int c0 = 0;
+        if (Wide && groups % 16 == 0)
+            for (; c0 < groups; c0 += 16)
+            {
+                var best = Vector512.Load(row + c0);
+                for (long r = groups; r < full; r += groups) best = Vector512.Max(best, Vector512.Load(row + r + c0));
+                best.Store(maxima + c0);
+            }
+        for (int c = c0; c < groups; c += 8)
         {
             var best = Vector256.Load(row + c);
             for (long r = groups; r < full; r += groups) best = Vector256.Max(best, Vector256.Load(row + r + c));
@@ -89,8 +100,24 @@ public static class TopKSelect
         if (float.IsNaN(bound)) return false;
         var threshold = Vector256.Create(bound);
         int count = 0;
-        long vectorEnd = n / 8 * 8;
-        for (long j = 0; j < vectorEnd; j += 8)
+        long wideEnd = Wide ? n / 16 * 16 : 0, vectorEnd = n / 8 * 8;
+        if (wideEnd > 0)
+        {
+            var wideThreshold = Vector512.Create(bound);
+            for (long j = 0; j < wideEnd; j += 16)
+            {
+                ulong mask = Vector512.GreaterThanOrEqual(Vector512.Load(row + j), wideThreshold).ExtractMostSignificantBits();
+                if (mask == 0) continue;
+                if (count + 16 > capacity) return false;
+                while (mask != 0)
+                {
+                    int lane = System.Numerics.BitOperations.TrailingZeroCount(mask);
+                    candidates[count] = row[j + lane]; positions[count++] = j + lane;
+                    mask &= mask - 1;
+                }
+            }
+        }
+        for (long j = wideEnd; j < vectorEnd; j += 8)
         {
             uint mask = Vector256.GreaterThanOrEqual(Vector256.Load(row + j), threshold).ExtractMostSignificantBits();
             if (mask == 0) continue;
@@ -116,6 +143,11 @@ public static class TopKSelect
     {
         var mine = Vector256.Create(v);
         int count = 0, j = 0;
+        if (Wide)
+        {
+            var wide = Vector512.Create(v);
+            for (; j + 16 <= m; j += 16) count += System.Numerics.BitOperations.PopCount(Vector512.GreaterThan(Vector512.Load(values + j), wide).ExtractMostSignificantBits());
+        }
         for (; j + 8 <= m; j += 8) count += System.Numerics.BitOperations.PopCount(Vector256.GreaterThan(Vector256.Load(values + j), mine).ExtractMostSignificantBits());
         for (; j < m; j++) if (values[j] > v) count++;
         return count;
@@ -127,6 +159,18 @@ public static class TopKSelect
         float v = values[i];
         var mine = Vector256.Create(v);
         int rank = 0, j = 0;
+        if (Wide)
+        {
+            var wide = Vector512.Create(v);
+            for (; j + 16 <= m; j += 16)
+            {
+                var block = Vector512.Load(values + j);
+                ulong greater = Vector512.GreaterThan(block, wide).ExtractMostSignificantBits();
+                ulong equal = Vector512.Equals(block, wide).ExtractMostSignificantBits();
+                ulong before = i >= j + 16 ? 0xFFFFul : i <= j ? 0ul : (1ul << (i - j)) - 1;
+                rank += System.Numerics.BitOperations.PopCount(greater | (equal & before));
+            }
+        }
         for (; j + 8 <= m; j += 8)
         {
             var block = Vector256.Load(values + j);
