@@ -46,12 +46,6 @@ public sealed class SizerOptions
         return false;
     }
 
-    /// <summary>Refuses --estimate where the sizer does not cover the job's form (it would otherwise run the job).</summary>
-    public void NotCovered(ParseResult parse, string why)
-    {
-        if (parse.GetValue(Estimate)) throw new MechanistException($"--estimate does not cover {why}");
-    }
-
     /// <summary>The share of the job the pilots of --estimate may reach.</summary>
     public const double EstimateFraction = 0.25;
 

@@ -81,6 +81,15 @@ public sealed partial class BenchCommand
         }
 
         {
+            // An SAE on vectors alone (dict train --activations-file): dict synth's defaults at 200,000 samples.
+            using var data = Dictionaries.Evaluation.SyntheticData.Generate(new Dictionaries.Evaluation.SyntheticConfig(Seed: 0), 200_000, sampleSeed: 1);
+            var config = new DictionaryTrainConfig(DictionaryKind.Sae, TrainActivation.TopK, 1024, 8, Steps: 3000, BatchSize: 1024);
+            var ve = Sizers.DictionaryTrainOnVectors(data.Activations, "synthetic", config, hook: null, fraction);
+            yield return Compare("sizer: dict train --activations-file (SAE, 1,024 latents on 200,000 vectors of 64)", ve,
+                JobSizer.Measure(config.Steps, () => DictionaryJob.RunOnVectors(data.Activations, "synthetic", config).Dispose()));
+        }
+
+        {
             var mtexts = new ToyCorpus(4000).Lines(600).ToList();
             var options = new MicroscopeOptions(RemovalLengths: Array.Empty<int>());
             var me = Sizers.Microscope(toy, mtexts, options, fraction);

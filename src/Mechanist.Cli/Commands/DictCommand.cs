@@ -89,10 +89,9 @@ public sealed class DictCommand : ICliCommand
                 Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch), LearningRate: parse.GetValue(lr), Seed: parse.GetValue(seed));
             if (file is not null)
             {
-                sizer.NotCovered(parse, "training on a file of vectors (--activations-file) yet");
                 if (parse.GetValue(model) is not null || parse.GetValue(corpus) is not null || parse.GetValue(activations) is not null)
                     throw new MechanistException("--activations-file trains on the file alone: leave out --model, --corpus and --activations");
-                return TrainOnFile(ctx, file, Config, outDir, parse.GetValue(hook), parse.GetValue(checkpoint), parse.GetValue(overwrite));
+                return TrainOnFile(ctx, parse, sizer, file, Config, outDir, parse.GetValue(hook), parse.GetValue(checkpoint), parse.GetValue(overwrite));
             }
             using var m = ModelInput.Load(parse.GetValue(model), parse, parse.GetValue(offline), ctx);
             var config = Config(m.Config.DModel);
@@ -116,29 +115,19 @@ public sealed class DictCommand : ICliCommand
     }
 
     /// <summary>An SAE trained on the vectors of a file (no model): the last tenth is held out for its card's evaluation.</summary>
-    static int TrainOnFile(CliContext ctx, string file, Func<int, DictionaryTrainConfig> configFor, string outDir, string? hook, string? checkpoint, bool overwrite)
+    static int TrainOnFile(CliContext ctx, ParseResult parse, SizerOptions sizer, string file, Func<int, DictionaryTrainConfig> configFor, string outDir,
+        string? hook, string? checkpoint, bool overwrite)
     {
         using var x = SyntheticData.ReadActivations(file);
-        long n = x.shape[0]; int d = (int)x.shape[1];
-        var config = configFor(d);
-        if (config.Kind != DictionaryKind.Sae) throw new MechanistException("--activations-file trains an SAE (--kind sae): transcoders read one hook point and write another, which a file of vectors does not have");
-        long held = Math.Max(1, n / 10);
-        if (n - held < config.BatchSize) throw new MechanistException($"{file}: {n:N0} vectors leave {n - held:N0} for training after the held-out tenth, fewer than one batch of {config.BatchSize}");
-        var trainRows = x.narrow(0, 0, n - held).unsqueeze(1); var heldRows = x.narrow(0, n - held, held).unsqueeze(1);
-        using var train = new ActivationSet(trainRows, trainRows, 0);
-        using var eval = new ActivationSet(heldRows, heldRows, 0);
-        ctx.Err.WriteLine($"{file}: {n - held:N0} vectors of width {d} to train on, {held:N0} held out; {config.Kind}, {config.Activation}, {config.Features} features");
-        var result = DictionaryTrainer.Train(train, config, checkpoint, new TrainLinePrinter(ctx.Err));
+        long n = x.shape[0], held = Math.Max(1, n / 10);
+        var config = configFor((int)x.shape[1]);
+        ctx.Err.WriteLine($"{file}: {n - held:N0} vectors of width {x.shape[1]} to train on, {held:N0} held out; {config.Kind}, {config.Activation}, {config.Features} features");
+        if (sizer.Handle(parse, ctx, f => Mechanist.Runtime.Sizers.DictionaryTrainOnVectors(x, Path.GetFileName(file), config, hook, f))) return 0;
+        using var trained = DictionaryJob.RunOnVectors(x, Path.GetFileName(file), config, hook, checkpoint, new TrainLinePrinter(ctx.Err));
         ctx.Err.WriteLine();
-        using var bundle = DictionaryBundle.Of(result.Dictionary, Path.GetFileName(file), TranscoderInput.Resid, hook ?? "activations");
-        var evaluation = new DictionaryEvaluationResult(DictionaryEvaluation.Layers(bundle.Dictionary, eval), null);
-        double tps = result.StepsRun * (double)config.BatchSize / Math.Max(1e-9, result.TrainSeconds);
-        var trained = new TrainedDictionary(bundle, new DictionaryJobOptions(config, SaeHook: hook ?? "activations", TrainTokens: n - held, EvalTokens: held), evaluation,
-            result.Losses, n - held, result.TrainSeconds, tps, result.FlopsPerStep * result.StepsRun / Math.Max(1e-9, result.TrainSeconds));
-        string command = TrainCommandLine();
-        DictionaryJob.Save(trained, outDir, command, overwrite);
-        PrintEvaluation(ctx, evaluation);
-        ctx.Out.WriteLine($"wrote {outDir} ({tps:N0} vectors/s, {trained.FlopsPerSecond / 1e9:F1} GFLOP/s)");
+        DictionaryJob.Save(trained, outDir, TrainCommandLine(), overwrite);
+        PrintEvaluation(ctx, trained.Evaluation);
+        ctx.Out.WriteLine($"wrote {outDir} ({trained.TokensPerSecond:N0} vectors/s, {trained.FlopsPerSecond / 1e9:F1} GFLOP/s)");
         return 0;
     }
 

@@ -76,6 +76,32 @@ public static class DictionaryJob
         catch { bundle.Dispose(); throw; }
     }
 
+    /// <summary>
+    /// An SAE trained on vectors alone (<paramref name="vectors"/> [N, d], no model): the last tenth is held out for its evaluation.
+    /// <paramref name="source"/> names where they came from (the card's model line), <paramref name="hook"/> what they are.
+    /// </summary>
+    public static TrainedDictionary RunOnVectors(Tensor vectors, string source, DictionaryTrainConfig c, string? hook = null, string? checkpointDir = null,
+        IProgress<DictionaryTrainProgress>? progress = null, CancellationToken ct = default)
+    {
+        if (vectors.dim() != 2) throw new MechanistException($"vectors must be [N, d]; got [{string.Join(", ", vectors.shape)}]");
+        if (c.Kind != DictionaryKind.Sae) throw new MechanistException("a file of vectors trains an SAE (--kind sae): transcoders read one hook point and write another, which a file of vectors does not have");
+        long n = vectors.shape[0], held = Math.Max(1, n / 10);
+        if (n - held < c.BatchSize) throw new MechanistException($"{source}: {n:N0} vectors leave {n - held:N0} for training after the held-out tenth, fewer than one batch of {c.BatchSize}");
+        var trainRows = vectors.narrow(0, 0, n - held).unsqueeze(1); var heldRows = vectors.narrow(0, n - held, held).unsqueeze(1);
+        using var train = new ActivationSet(trainRows, trainRows, 0);
+        using var eval = new ActivationSet(heldRows, heldRows, 0);
+        var result = DictionaryTrainer.Train(train, c, checkpointDir, progress, ct);
+        var bundle = DictionaryBundle.Of(result.Dictionary, source, TranscoderInput.Resid, hook ?? "activations");
+        try
+        {
+            var evaluation = new DictionaryEvaluationResult(DictionaryEvaluation.Layers(bundle.Dictionary, eval), null);
+            double tps = result.StepsRun * (double)c.BatchSize / Math.Max(1e-9, result.TrainSeconds);
+            return new TrainedDictionary(bundle, new DictionaryJobOptions(c, SaeHook: hook ?? "activations", TrainTokens: n - held, EvalTokens: held), evaluation,
+                result.Losses, n - held, result.TrainSeconds, tps, result.FlopsPerStep * result.StepsRun / Math.Max(1e-9, result.TrainSeconds));
+        }
+        catch { bundle.Dispose(); throw; }
+    }
+
     /// <summary>Writes the dictionary (circuit-tracer or SAELens format) with README.md (card), metrics.json and loss.png, atomically.</summary>
     public static void Save(TrainedDictionary t, string dir, string command, bool overwrite = false)
     {

@@ -1,6 +1,7 @@
 using Mechanist.Attribution;
 using Mechanist.Dictionaries;
 using Mechanist.Dictionaries.Formats;
+using Mechanist.Dictionaries.Training;
 using Mechanist.Features;
 using Mechanist.Microscope;
 using Mechanist.Models;
@@ -226,6 +227,26 @@ public static class Sizers
                 }, harvestDir: harvestDir).Dispose();
             },
             Held, new[] { "--tokens", "--batch", "--features" });
+    }
+
+    /// <summary>
+    /// <c>dict train --activations-file</c>: an SAE on vectors already read (<paramref name="vectors"/>, resident before the pilots and
+    /// the job alike). Pilots train fewer steps on the same vectors (dead features scaled with the steps, as for a model's activations)
+    /// and evaluate on the same held-out tenth; nothing the job holds grows with its steps.
+    /// </summary>
+    public static JobEstimate? DictionaryTrainOnVectors(Tensor vectors, string source, DictionaryTrainConfig c, string? hook, double fraction = PilotFraction)
+    {
+        double small = 8;
+        if (2 * small > fraction * c.Steps) return null;
+        return JobSizer.Estimate("dict train", "steps", c.Steps, small, fraction * c.Steps, steps =>
+            {
+                double share = steps / c.Steps;
+                DictionaryJob.RunOnVectors(vectors, source, c with
+                {
+                    Steps = (int)steps, WarmupSteps = Math.Max(1, (int)(c.WarmupSteps * share)), DeadAfterTokens = Math.Max(c.BatchSize, (long)(c.DeadAfterTokens * share)),
+                }, hook).Dispose();
+            },
+            _ => 0, new[] { "--batch", "--features", "a smaller --activations-file" });
     }
 
     /// <summary>

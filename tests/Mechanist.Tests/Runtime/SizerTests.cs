@@ -164,6 +164,17 @@ public sealed class SizerTests
     }
 
     [Fact]
+    public void DictionaryTrainingOnVectorsPredictionBracketsTheRun()
+    {
+        // dict train --activations-file: an SAE on vectors alone (here synthetic ones, as dict synth writes them).
+        using var data = Mechanist.Dictionaries.Evaluation.SyntheticData.Generate(new Mechanist.Dictionaries.Evaluation.SyntheticConfig(Seed: 0), 60_000, sampleSeed: 1);
+        var config = new DictionaryTrainConfig(DictionaryKind.Sae, TrainActivation.TopK, 512, 8, Steps: 1600, BatchSize: 1024);
+        var estimate = Sizers.DictionaryTrainOnVectors(data.Activations, "synthetic", config, hook: null, Pilot);
+        var measured = JobSizer.Measure(1600, () => DictionaryJob.RunOnVectors(data.Activations, "synthetic", config).Dispose());
+        Brackets(estimate, measured, "dict train --activations-file");
+    }
+
+    [Fact]
     public void PilotSizesStayBelowTheJob()
     {
         Assert.Equal((8.0, 30.0), JobSizer.PilotSizes(1000, 0.03, 8));
@@ -184,10 +195,13 @@ public sealed class SizerTests
         Assert.True(code == 0, err);
         Assert.Contains("no estimate: the job is too small to pilot", stdout);
         Assert.False(Directory.Exists(dir.File("m")));
-        // A form of a job the sizer does not cover says so rather than running the job.
-        (code, _, err) = Cli.CliRunner.Run("dict", "train", "--activations-file", dir.File("x.safetensors"), "--out", dir.File("d"), "--estimate");
-        Assert.Equal(2, code);
-        Assert.Contains("--estimate does not cover training on a file of vectors", err);
+        // An SAE on a file of vectors: estimated from the file alone, nothing written.
+        (code, _, err) = Cli.CliRunner.Run("dict", "synth", "--out", dir.File("s"), "--samples", "20000", "--eval-samples", "1000");
+        Assert.True(code == 0, err);
+        (code, stdout, err) = Cli.CliRunner.Run("dict", "train", "--activations-file", Path.Combine(dir.File("s"), "activations.safetensors"), "--kind", "sae", "--features", "128",
+            "--steps", "400", "--batch", "256", "--out", dir.File("d"), "--estimate");
+        Assert.True(code == 0, err);
+        Assert.Matches(@"dict train: 400 steps; predicted peak memory [0-9.]+ GB .* predicted time [0-9.]+ s", stdout);
         Assert.False(Directory.Exists(dir.File("d")));
         // A machine that allows less than the job needs: refused before it starts, with the options that shrink it.
         Environment.SetEnvironmentVariable(ProcessMemory.LimitVariable, "64");
