@@ -19,23 +19,43 @@ namespace Mechanist.Tests.Runtime;
 [Collection("memory")]
 public sealed class SizerTests
 {
+    /// <summary>Each measured run writes to a folder of its own (a second try must not find the first one's output).</summary>
+    int tries;
+
     static string Toy => Path.Combine(SharedData.RepoRoot, "models", "toy-4l");
     const double Pilot = 0.25;
 
-    /// <summary>The prediction within 25 % of the measured peak and within half of the measured time (2-core CI machines jitter).</summary>
-    static void Brackets(JobEstimate? estimate, SizerPilot measured, string job)
+    /// <summary>
+    /// The prediction within 25 % of the measured peak and within half of the measured time. A shared 2-core machine has slow spells
+    /// (the same GEMM at half its speed for seconds at a time) that can land on the pilots or on the job: a miss is tried once more,
+    /// pilots and job anew, and the second try must bracket (a sizer that is wrong misses both).
+    /// </summary>
+    static JobEstimate Brackets(Func<JobEstimate?> estimate, Func<JobEstimate?, SizerPilot> measure, string job)
     {
-        Assert.NotNull(estimate);
-        double peakError = Math.Abs(estimate!.PeakBytes - measured.PeakBytes) / (double)measured.PeakBytes;
+        string? first = null;
+        for (int attempt = 0; ; attempt++)
+        {
+            var e = estimate();
+            Assert.NotNull(e);
+            var measured = measure(e);
+            string? miss = Miss(e!, measured, job);
+            if (miss is null) return e!;
+            if (attempt == 1) Assert.Fail(miss + (first is null ? "" : $" (first try: {first})"));
+            first = miss;
+        }
+    }
+
+    static string? Miss(JobEstimate estimate, SizerPilot measured, string job)
+    {
+        double peakError = Math.Abs(estimate.PeakBytes - measured.PeakBytes) / (double)measured.PeakBytes;
         // The full run comes after the pilots in the same process: compare the warm figures (the CLI adds the warm-up for a fresh process).
         double timeError = Math.Abs(estimate.Seconds - measured.Seconds) / measured.Seconds;
         string said = $"{job}: predicted {estimate.PeakBytes / 1e6:F0} MB, {estimate.Seconds:F2} s; measured {measured.PeakBytes / 1e6:F0} MB, {measured.Seconds:F2} s; pilots " +
             string.Join(", ", estimate.Pilots.Select(p => $"{p.Units:N0}: {p.Seconds:F2} s {p.PeakBytes / 1e6:F0} MB")) + $"; resident {estimate.ResidentBytes / 1e6:F0} MB";
-        Assert.True(peakError <= 0.25, said);
-        Assert.True(timeError <= 0.5, said);
+        // Pilots count the job's own unit, except where they run a part of it (a batch of prompts piloted on its longest): never a retry.
         Assert.True(estimate.Pilots.Count >= 3, said);
-        // (Pilots count the job's own unit, except where they run a part of it: a batch of prompts piloted on its longest.)
         Assert.True(estimate.PilotUnit is not null || estimate.Pilots.All(p => p.Units < estimate.Units), said);
+        return peakError <= 0.25 && timeError <= 0.5 ? null : said;
     }
 
     [Fact]
@@ -46,9 +66,8 @@ public sealed class SizerTests
         var texts = new ToyCorpus(1000).Lines(3000).ToList();
         var (ins, outs) = DictionaryJob.Hooks(model, DictionaryKind.Clt, TranscoderInput.Resid, null);
         var options = new HarvestOptions(ins.Concat(outs).ToArray(), 40_000, ChunkTokens: 10_000);
-        var estimate = Sizers.Harvest(model, texts, options, Pilot);
-        var measured = JobSizer.Measure(40_000, () => HarvestJob.Run(model, texts, options, dir.File("h")));
-        Brackets(estimate, measured, "harvest");
+        var estimate = Brackets(() => Sizers.Harvest(model, texts, options, Pilot),
+            e => JobSizer.Measure(40_000, () => HarvestJob.Run(model, texts, options, dir.File($"h{++tries}"))), "harvest");
         Assert.Equal(40_000, estimate!.Units);
         Assert.False(Directory.EnumerateDirectories(Path.GetTempPath(), $"mechanist-sizer-{Environment.ProcessId}-*").Any());
     }
@@ -63,9 +82,8 @@ public sealed class SizerTests
         using var tokens = all[.., ..60];
         // A budget, as research graphs have (pilots run smaller budgets), with one row a pass: enough rows to time.
         var options = new AttributionOptions(BatchSize: 2, MaxFeatureNodes: 2000);
-        var estimate = Sizers.Trace(model, bundle, tokens, options, qk: null, Pilot);
-        var measured = JobSizer.Measure(estimate?.Units ?? 0, () => GraphTrace.Write(model, bundle, tokens, dir.File("g.json"), options));
-        Brackets(estimate, measured, "trace");
+        var estimate = Brackets(() => Sizers.Trace(model, bundle, tokens, options, qk: null, Pilot),
+            e => JobSizer.Measure(e?.Units ?? 0, () => GraphTrace.Write(model, bundle, tokens, dir.File("g.json"), options)), "trace");
         Assert.Equal("feature rows", estimate!.Unit);
     }
 
@@ -79,9 +97,8 @@ public sealed class SizerTests
         // few tenths of a second of noise in the fixed work read as per-text cost (one CI run predicted 14.5 s for an 8.1 s build).
         var corpus = new ToyCorpus(2000).Lines(4000).ToList();
         var options = new FeatureBuildOptions(new FeatureSketchSettings(10, 2, 8, 2));
-        var estimate = Sizers.FeatureBuild(model, source, Path.Combine(Toy, "clt"), () => corpus, options, Pilot);
-        var measured = JobSizer.Measure(corpus.Count, () => FeatureBuild.Run(model, source, Path.Combine(Toy, "clt"), () => corpus, options, dir.File("f")));
-        Brackets(estimate, measured, "features build");
+        var estimate = Brackets(() => Sizers.FeatureBuild(model, source, Path.Combine(Toy, "clt"), () => corpus, options, Pilot),
+            e => JobSizer.Measure(corpus.Count, () => FeatureBuild.Run(model, source, Path.Combine(Toy, "clt"), () => corpus, options, dir.File($"f{++tries}"))), "features build");
     }
 
     [Fact]
@@ -92,9 +109,8 @@ public sealed class SizerTests
         var eval = new ToyCorpus(3001).Lines(300).ToList();
         var options = new DictionaryJobOptions(new DictionaryTrainConfig(DictionaryKind.Transcoder, TrainActivation.TopK, 256, Steps: 400, BatchSize: 256),
             TrainTokens: 40_000, EvalTokens: 4_000);
-        var estimate = Sizers.DictionaryTrain(model, train, eval, options, Pilot);
-        var measured = JobSizer.Measure(400, () => DictionaryJob.Run(model, train, eval, options).Dispose());
-        Brackets(estimate, measured, "dict train");
+        var estimate = Brackets(() => Sizers.DictionaryTrain(model, train, eval, options, Pilot),
+            e => JobSizer.Measure(400, () => DictionaryJob.Run(model, train, eval, options).Dispose()), "dict train");
     }
 
     [Fact]
@@ -103,9 +119,8 @@ public sealed class SizerTests
         using var model = HookedTransformer.Load(Toy);
         var texts = new ToyCorpus(4000).Lines(160).ToList();
         var options = new MicroscopeOptions(RemovalLengths: Array.Empty<int>());
-        var estimate = Sizers.Microscope(model, texts, options, Pilot);
-        var measured = JobSizer.Measure(texts.Count, () => MicroscopeRunner.Run(model, texts, options));
-        Brackets(estimate, measured, "microscope");
+        var estimate = Brackets(() => Sizers.Microscope(model, texts, options, Pilot),
+            e => JobSizer.Measure(texts.Count, () => MicroscopeRunner.Run(model, texts, options)), "microscope");
     }
 
     [Fact]
@@ -119,12 +134,11 @@ public sealed class SizerTests
         using var all = model.ToTokens(text);
         var prompts = new[] { 24, 60, 40 }.Select(n => all[.., ..n]).ToList();
         var options = new AttributionOptions(BatchSize: 2, MaxFeatureNodes: 1500);
-        var estimate = Sizers.TraceBatch(model, bundle, prompts, options, qk: null, Pilot);
-        var measured = JobSizer.Measure(prompts.Count, () =>
+        var estimate = Brackets(() => Sizers.TraceBatch(model, bundle, prompts, options, qk: null, Pilot),
+            e => JobSizer.Measure(prompts.Count, () =>
         {
             for (int k = 0; k < prompts.Count; k++) GraphTrace.Write(model, bundle, prompts[k], dir.File($"g{k}.json"), options);
-        });
-        Brackets(estimate, measured, "trace --prompts");
+        }), "trace --prompts");
         Assert.Equal("prompts", estimate!.Unit);
         Assert.Contains("feature rows of the longest prompt (60 tokens)", estimate.Describe());
         foreach (var p in prompts) p.Dispose();
@@ -137,13 +151,13 @@ public sealed class SizerTests
         using var model = HookedTransformer.Load(Toy);
         using var dir = new TempDir();
         var texts = new ToyCorpus(4100).Lines(3000).ToList();
-        var estimate = Sizers.MicroscopeCorpus(model, texts, includeBos: false, merges: true, fraction: Pilot);
-        var measured = JobSizer.Measure(texts.Count, () =>
+        var estimate = Brackets(() => Sizers.MicroscopeCorpus(model, texts, includeBos: false, merges: true, fraction: Pilot),
+            e => JobSizer.Measure(texts.Count, () =>
         {
-            MicroscopeShards.Run(model, () => texts, 0, 1, dir.File("m"));
-            MicroscopeShards.Merge(model, dir.File("m"));
-        });
-        Brackets(estimate, measured, "microscope --out");
+            string folder = dir.File($"m{++tries}");
+            MicroscopeShards.Run(model, () => texts, 0, 1, folder);
+            MicroscopeShards.Merge(model, folder);
+        }), "microscope --out");
     }
 
     [Fact]
@@ -158,9 +172,8 @@ public sealed class SizerTests
         var (ins, outs) = DictionaryJob.Hooks(model, DictionaryKind.Transcoder, options.Input, null);
         HarvestJob.Run(model, train, new HarvestOptions(ins.Concat(outs).Distinct().ToArray(), 40_000, ChunkTokens: 10_000), dir.File("h"));
         HarvestJob.Merge(dir.File("h"));
-        var estimate = Sizers.DictionaryTrain(model, train, eval, options, Pilot, harvestDir: dir.File("h"));
-        var measured = JobSizer.Measure(300, () => DictionaryJob.Run(model, train, eval, options, harvestDir: dir.File("h")).Dispose());
-        Brackets(estimate, measured, "dict train --activations");
+        var estimate = Brackets(() => Sizers.DictionaryTrain(model, train, eval, options, Pilot, harvestDir: dir.File("h")),
+            e => JobSizer.Measure(300, () => DictionaryJob.Run(model, train, eval, options, harvestDir: dir.File("h")).Dispose()), "dict train --activations");
     }
 
     [Fact]
@@ -169,9 +182,8 @@ public sealed class SizerTests
         // dict train --activations-file: an SAE on vectors alone (here synthetic ones, as dict synth writes them).
         using var data = Mechanist.Dictionaries.Evaluation.SyntheticData.Generate(new Mechanist.Dictionaries.Evaluation.SyntheticConfig(Seed: 0), 60_000, sampleSeed: 1);
         var config = new DictionaryTrainConfig(DictionaryKind.Sae, TrainActivation.TopK, 512, 8, Steps: 1600, BatchSize: 1024);
-        var estimate = Sizers.DictionaryTrainOnVectors(data.Activations, "synthetic", config, hook: null, Pilot);
-        var measured = JobSizer.Measure(1600, () => DictionaryJob.RunOnVectors(data.Activations, "synthetic", config).Dispose());
-        Brackets(estimate, measured, "dict train --activations-file");
+        var estimate = Brackets(() => Sizers.DictionaryTrainOnVectors(data.Activations, "synthetic", config, hook: null, Pilot),
+            e => JobSizer.Measure(1600, () => DictionaryJob.RunOnVectors(data.Activations, "synthetic", config).Dispose()), "dict train --activations-file");
     }
 
     [Fact]
