@@ -304,7 +304,7 @@ public static class Sizers
     /// <summary>
     /// <c>microscope --out</c>: the shard's texts streamed into sums whose sizes the model's shapes fix, and a hashed sample of rows
     /// (up to <paramref name="sampleRows"/>) for the intrinsic dimension; pilots run the shard's first texts into a temporary folder.
-    /// With <paramref name="merges"/> (a single shard) the report follows: the sample's TwoNN per depth, timed once at the sample's size.
+    /// With <paramref name="merges"/> (a single shard) the report follows: merged from the largest pilot's folder, time and peak measured.
     /// </summary>
     public static JobEstimate? MicroscopeCorpus(HookedTransformer model, IReadOnlyList<string> shardTexts, bool includeBos, bool merges, int sampleRows = 3000, double fraction = PilotFraction)
     {
@@ -315,17 +315,22 @@ public static class Sizers
         double Sampled(double n) => Math.Min(n * pointsPerText, sampleRows);
         // A sampled row: every depth's state (float32) and its hash; merging a chunk concatenates the sample with the chunk's rows.
         double rowBytes = 4.0 * (c.NLayers + 1) * c.DModel + 8;
-        // The merged report at the end (the job, not its pilots): TwoNN's pairwise distances over the sample (float64: the matrix, its masked copy, cdist's own).
-        double Held(double n) => 2 * Sampled(n) * rowBytes + (merges && n >= shardTexts.Count ? 3 * 8 * Sampled(n) * Sampled(n) : 0);
-        double mergeSeconds = merges ? TimeTwoNN(model, Sampled(shardTexts.Count)) : 0;
-        var estimate = WithTemp(dir =>
+        double Held(double n) => 2 * Sampled(n) * rowBytes;
+        return WithTemp(dir =>
         {
             int run = 0;
-            return JobSizer.Estimate("microscope --out", "texts", shardTexts.Count, small, largest,
+            var estimate = JobSizer.Estimate("microscope --out", "texts", shardTexts.Count, small, largest,
                 s => MicroscopeShards.Run(model, () => shardTexts.Take((int)s), 0, 1, Path.Combine(dir, $"pilot{run++}"), includeBos, sampleRows),
                 Held, new[] { "--shard i/N (fewer texts a job)", "--text-file/--corpus (fewer texts)" });
+            if (!merges) return estimate;
+            // The merged report (the job's last step) reads the shard's sums and its sample, and TwoNN's pairwise distances over the sample's
+            // distinct points at every depth: merged here from the largest pilot's folder, whose sample is the job's size once it is full.
+            // A smaller sample is scaled up (the matrices by its square).
+            var merge = JobSizer.Measure(1, () => MicroscopeShards.Merge(model, Path.Combine(dir, $"pilot{run - 1}")));
+            double ratio = Sampled(shardTexts.Count) / Math.Max(1, Sampled(estimate.Pilots[^1].Units));
+            double mergeBytes = estimate.ResidentBytes + (merge.PeakBytes - estimate.ResidentBytes) * ratio * ratio;
+            return estimate with { Seconds = estimate.Seconds + merge.Seconds * ratio * ratio, PeakBytes = Math.Max(estimate.PeakBytes, (long)mergeBytes) };
         });
-        return estimate with { Seconds = estimate.Seconds + mergeSeconds };
     }
 
     /// <summary>TwoNN at every depth of <paramref name="model"/> over <paramref name="points"/> points, timed once on random points (the cost is the shapes').</summary>
