@@ -108,7 +108,9 @@ public static class JobSizer
             // Enough signal: the doubled pilot took clearly longer than the one before, by half of that one's time at least (its per-unit
             // part dominates the noise of the fixed part: a features build's ~2 s of fixed work varies by a third between runs).
             settled = last.Seconds - previous.Seconds >= Math.Max(MinimumSignalSeconds, 0.5 * previous.Seconds);
-            if (settled || size * 2 > largest) break;
+            // And pilots reach a sixteenth of the job where they may: a features build's first texts cost several times its later ones
+            // (each feature's sketch set up when first seen), so 128 → 256 texts read six times the job's per-text cost.
+            if (settled && size >= units * MinimumPilotFraction || size * 2 > largest) break;
             previous = last;
         }
         // The largest pilot weighs most in the line below: it runs twice and the faster time counts (a shared machine's slow spell of a
@@ -129,6 +131,9 @@ public static class JobSizer
         return new JobEstimate(job, unit, units, seconds, Math.Max(peak, resident), resident, available, pilots, shrink,
             Math.Max(0, warm.Seconds - pilots[1].Seconds), warm.PeakBytes, settled);
     }
+
+    /// <summary>The share of the job the pilots reach before their time is read, where the largest pilot allowed is larger.</summary>
+    public const double MinimumPilotFraction = 1.0 / 16;
 
     /// <summary>The least time between the last two pilots for their difference to be read as per-unit cost.</summary>
     public const double MinimumSignalSeconds = 1.0;
