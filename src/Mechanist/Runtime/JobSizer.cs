@@ -113,20 +113,17 @@ public static class JobSizer
             if (settled && size >= units * MinimumPilotFraction || size * 2 > largest) break;
             previous = last;
         }
-        // The largest pilot weighs most in the line below: it runs twice and the faster time counts (a shared machine's slow spell of a
-        // few seconds doubled one features-build pilot and, through it, the prediction).
-        pilots.Add(Measure(last.Units, () => runPilot(last.Units)));
         var model = modelledSeconds ?? (_ => 0);
         double Linear(SizerPilot p) => p.Seconds - model(p.Units);
         var work = effort ?? (u => u);
         // The per-unit cost: a least-squares line through the largest pilots (up to four; the warm-up left out). A slow spell of a shared
-        // machine during one pilot moves it far less than it moves the difference of the last two (a features build read 41 % high so).
-        var fit = pilots.Skip(1).GroupBy(p => p.Units).Select(g => g.MinBy(p => p.Seconds)!).TakeLast(4).Select(p => (X: work(p.Units), Y: Linear(p))).ToList();
+        // machine during one pilot moves it less than it moves the difference of the last two.
+        var fit = pilots.Skip(1).TakeLast(4).Select(p => (X: work(p.Units), Y: Linear(p))).ToList();
         double meanX = fit.Average(p => p.X), meanY = fit.Average(p => p.Y);
         double spread = fit.Sum(p => (p.X - meanX) * (p.X - meanX));
         double perUnit = spread > 0 ? Math.Max(0, fit.Sum(p => (p.X - meanX) * (p.Y - meanY)) / spread) : 0;
         double seconds = meanY + perUnit * (work(units) - meanX) + model(units);
-        long peak = pilots.Where(p => p.Units >= previous.Units).Max(p => p.PeakBytes) + (long)Math.Max(0, modelledBytes(units) - modelledBytes(last.Units));
+        long peak = Math.Max(last.PeakBytes, previous.PeakBytes) + (long)Math.Max(0, modelledBytes(units) - modelledBytes(last.Units));
         var warm = pilots[0];
         return new JobEstimate(job, unit, units, seconds, Math.Max(peak, resident), resident, available, pilots, shrink,
             Math.Max(0, warm.Seconds - pilots[1].Seconds), warm.PeakBytes, settled);
