@@ -24,9 +24,9 @@ public static class Sizers
     /// columns of the active features there; a budget visits the most influential features first, which sit late and high (on the
     /// built-in model the first 256 cost about twice the average of 2,000). So time is read per unit of a row's work
     /// (<see cref="RowWork"/>): the pilots' visited rows are known; the job's further rows start at the work of the last pilots'
-    /// marginal rows and move linearly towards what makes all the active features' known total. Beyond the pilots' working set (one pass's gradients, the kept decoder rows) the rows grow: their
-    /// edges (as many per row as in the largest pilot, held as the rows, the built graph and pruning's per-edge arrays) and the hook_z
-    /// gradients kept for the attention detail, up to their budget.
+    /// marginal rows and move linearly towards what makes all the active features' known total. Beyond the pilots' working set (one
+    /// pass's gradients, the kept decoder rows) the rows grow: their edges (per row, more the more rows are visited: see
+    /// <see cref="BytesPerEdge"/> for what each holds) and the hook_z gradients kept for the attention detail, up to their budget.
     /// </summary>
     public static JobEstimate? Trace(HookedTransformer model, TranscoderBundle? bundle, Tensor tokens, AttributionOptions options, GraphQkOptions? qk, double fraction = PilotFraction)
     {

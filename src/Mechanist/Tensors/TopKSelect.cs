@@ -105,30 +105,12 @@ public static class TopKSelect
         {
             var wideThreshold = Vector512.Create(bound);
             for (long j = 0; j < wideEnd; j += 16)
-            {
-                ulong mask = Vector512.GreaterThanOrEqual(Vector512.Load(row + j), wideThreshold).ExtractMostSignificantBits();
-                if (mask == 0) continue;
-                if (count + 16 > capacity) return false;
-                while (mask != 0)
-                {
-                    int lane = System.Numerics.BitOperations.TrailingZeroCount(mask);
-                    candidates[count] = row[j + lane]; positions[count++] = j + lane;
-                    mask &= mask - 1;
-                }
-            }
+                if (!Append(Vector512.GreaterThanOrEqual(Vector512.Load(row + j), wideThreshold).ExtractMostSignificantBits(), 16, row, j, candidates, positions, ref count, capacity))
+                    return false;
         }
         for (long j = wideEnd; j < vectorEnd; j += 8)
-        {
-            uint mask = Vector256.GreaterThanOrEqual(Vector256.Load(row + j), threshold).ExtractMostSignificantBits();
-            if (mask == 0) continue;
-            if (count + 8 > capacity) return false;
-            while (mask != 0)
-            {
-                int lane = System.Numerics.BitOperations.TrailingZeroCount(mask);
-                candidates[count] = row[j + lane]; positions[count++] = j + lane;
-                mask &= mask - 1;
-            }
-        }
+            if (!Append(Vector256.GreaterThanOrEqual(Vector256.Load(row + j), threshold).ExtractMostSignificantBits(), 8, row, j, candidates, positions, ref count, capacity))
+                return false;
         for (long j = vectorEnd; j < n; j++)
             if (row[j] >= bound) { if (count == capacity) return false; candidates[count] = row[j]; positions[count++] = j; }
         if (count < k) return false;
@@ -136,6 +118,21 @@ public static class TopKSelect
         for (int i = 0; i < count; i++)
             if (Rank(candidates, count, i) < k) output[written++] = positions[i];
         return written == k;
+    }
+
+    /// <summary>Appends the lanes set in <paramref name="mask"/> (of <paramref name="lanes"/> values from row[j]) to the candidates; false when they might not fit.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    static unsafe bool Append(ulong mask, int lanes, float* row, long j, float* candidates, long* positions, ref int count, int capacity)
+    {
+        if (mask == 0) return true;
+        if (count + lanes > capacity) return false;
+        while (mask != 0)
+        {
+            int lane = System.Numerics.BitOperations.TrailingZeroCount(mask);
+            candidates[count] = row[j + lane]; positions[count++] = j + lane;
+            mask &= mask - 1;
+        }
+        return true;
     }
 
     /// <summary>How many of values[0..m) exceed v.</summary>

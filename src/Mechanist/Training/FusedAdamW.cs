@@ -11,7 +11,7 @@ namespace Mechanist.Training;
 /// </summary>
 static class FusedAdamW
 {
-    /// <summary>Whether the pass applies: every tensor float32, contiguous, on the CPU, of one size, and the parameter not part of a graph.</summary>
+    /// <summary>Whether the pass applies: every tensor float32, contiguous, on the CPU and of one size.</summary>
     public static bool Applies(Tensor p, Tensor g, Tensor m, Tensor v)
     {
         foreach (var t in new[] { p, g, m, v })

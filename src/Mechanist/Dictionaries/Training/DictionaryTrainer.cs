@@ -122,13 +122,7 @@ public static class DictionaryTrainer
             else if (c.Activation == TrainActivation.Gated) (acts, pre) = dict.GatedActivations(x);   // pre: the gate's
             else { pre = dict.PreActivations(x); acts = dict.Activate(pre, training: true); }
             Tensor recon, fvu, loss;
-            if (topKRecon is not null)
-            {
-                recon = topKRecon;
-                fvu = (recon - y).Square().sum(-1).mean(new long[] { 0 }) / targetVar;
-                loss = fvu.sum();
-            }
-            else if (matryoshka)
+            if (matryoshka)
             {
                 // Every nested prefix reconstructs the target; the loss sums their FVUs (the full width's is the reported one).
                 var prefixes = dict.PrefixDecodes(acts!, x, widths);
@@ -139,7 +133,7 @@ public static class DictionaryTrainer
             }
             else
             {
-                recon = dict.Decode(acts!, x);
+                recon = topKRecon ?? dict.Decode(acts!, x);
                 fvu = (recon - y).Square().sum(-1).mean(new long[] { 0 }) / targetVar;   // [L]
                 loss = fvu.sum();
             }
