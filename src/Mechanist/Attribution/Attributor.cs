@@ -272,11 +272,18 @@ public static class Attributor
         }
         // Visit features by their influence on the logits, estimated on the rows computed so far.
         var weights = nodes.Select(x => x.Kind == NodeKind.Logit ? x.Probability ?? 0 : 0).ToArray();
+        // Every edge runs from a row to a lower layer (a feature reads the residual before its layer's MLP), so the rows from the
+        // logits down through the layers are a topological order: the estimate is one pass over the rows so far.
+        var downward = logitNodes.Concat(Enumerable.Range(0, nf).OrderByDescending(i => nodes[i].Layer).ThenBy(i => i)).ToArray();
         var visited = new bool[nf]; int count = 0;
         while (count < budget)
         {
-            var soFar = builder.Build();
-            var influence = Pruning.Influence(soFar, Pruning.Normalize(soFar), weights);
+            var influence = Pruning.Influence(builder, weights, downward);
+            if (influence is null)
+            {
+                var soFar = builder.Build();
+                influence = Pruning.Influence(soFar, Pruning.Normalize(soFar), weights);
+            }
             var next = Enumerable.Range(0, nf).Where(i => !visited[i]).OrderByDescending(i => influence[i]).ThenBy(i => i).Take(Math.Min(Math.Max(B, options.VisitChunk), budget - count)).ToArray();
             foreach (int i in next) visited[i] = true;
             count += next.Length;

@@ -18,8 +18,9 @@ namespace Mechanist.Attribution;
 /// <param name="QkSeconds">Of which the head loadings and QK attributions took.</param>
 /// <param name="QkScores">Attention scores decomposed.</param>
 /// <param name="Edges">Edges of the full graph, before pruning.</param>
+/// <param name="PruneSeconds">Of which pruning and scoring the graph took (they run over every edge).</param>
 public sealed record GraphTraceSummary(string Path, int Nodes, int ActiveFeatures, int LogitTargets, int KeptNodes, long KeptEdges, double Replacement, double Completeness, double Seconds,
-    double QkSeconds = 0, int QkScores = 0, long Edges = 0);
+    double QkSeconds = 0, int QkScores = 0, long Edges = 0, double PruneSeconds = 0);
 
 /// <summary>Traces a prompt into a pruned graph file (circuit-tracer's frontend JSON): what <c>mechanist trace</c> and the workbench's graph view run.</summary>
 public static class GraphTrace
@@ -39,6 +40,7 @@ public static class GraphTrace
         using var rm = bundle is null ? ReplacementModel.AttentionOnly(model, tokens) : ReplacementModel.Build(model, bundle.Dictionary, bundle.Input, tokens);
         using var gradients = qk is null ? null : new ZGradientCache(qk.GradientBudgetMb * (1L << 20));
         var graph = Attributor.Attribute(rm, options with { ZGradients = gradients });
+        double pruneStart = clock.Elapsed.TotalSeconds;
         using var pruned = Pruning.Prune(graph, nodeThreshold, edgeThreshold);
         var scores = Pruning.Scores(graph, pruned);
         double attributed = clock.Elapsed.TotalSeconds;
@@ -48,6 +50,6 @@ public static class GraphTrace
         inspect?.Invoke(graph, pruned);
         return new GraphTraceSummary(path, graph.Nodes.Length, graph.Nodes.Count(n => n.Kind == NodeKind.Feature), graph.Nodes.Count(n => n.Kind == NodeKind.Logit),
             pruned.NodeMask.Count(k => k), pruned.KeptEdges, scores.Replacement, scores.Completeness, clock.Elapsed.TotalSeconds,
-            attention is null ? 0 : clock.Elapsed.TotalSeconds - attributed, attention?.Scores.Count ?? 0, graph.Edges.Count);
+            attention is null ? 0 : clock.Elapsed.TotalSeconds - attributed, attention?.Scores.Count ?? 0, graph.Edges.Count, attributed - pruneStart);
     }
 }

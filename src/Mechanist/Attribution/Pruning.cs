@@ -54,6 +54,37 @@ public static class Pruning
         return normalized;
     }
 
+    /// <summary>
+    /// <see cref="Influence(SparseAdjacency, double[], double[])"/> of the normalised rows collected so far, in one pass over their
+    /// edges instead of one per path length: <paramref name="order"/> lists the rows so that every edge runs to a node later in it (or
+    /// to one without a row), as an attribution's logits then features from the top layer down do; each row's total is then complete
+    /// when it is reached. Null when an edge breaks that order (the caller falls back to the path-length series).
+    /// </summary>
+    public static double[]? Influence(SparseAdjacency.Builder rows, double[] weights, IReadOnlyList<int> order)
+    {
+        var rank = new int[weights.Length];
+        Array.Fill(rank, int.MaxValue);
+        for (int i = 0; i < order.Count; i++) rank[order[i]] = i;
+        var reached = (double[])weights.Clone();                              // w + w·Â + w·Â² + … as rows are passed
+        foreach (int r in order)
+        {
+            if (rows.Row(r) is not { } row) continue;
+            var (cols, vals) = (row.Cols, row.Vals);
+            double sum = row.Dropped;
+            foreach (float v in vals) sum += Math.Abs(v);
+            double scale = reached[r] / Math.Max(sum, 1e-10);
+            int own = rank[r];
+            for (int e = 0; e < cols.Length; e++)
+            {
+                int c = cols[e];
+                if (rank[c] <= own) return null;
+                reached[c] += scale * Math.Abs(vals[e]);
+            }
+        }
+        for (int i = 0; i < reached.Length; i++) reached[i] -= weights[i];
+        return reached;
+    }
+
     /// <summary>w·Â + w·Â² + …, until a term is exactly zero (Â of an attribution graph is nilpotent).</summary>
     public static double[] Influence(SparseAdjacency a, double[] normalized, double[] weights)
     {

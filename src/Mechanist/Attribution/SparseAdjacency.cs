@@ -138,6 +138,9 @@ public sealed class SparseAdjacency
             _rows[r] = (cols, vals, dropped);
         }
 
+        /// <summary>Row <paramref name="r"/> as set (its nonzero columns, their values and the dropped mass), or null if never set.</summary>
+        internal (int[] Cols, float[] Vals, double Dropped)? Row(int r) => _rows[r];
+
         /// <summary>The CSR matrix; rows never set are empty.</summary>
         public SparseAdjacency Build()
         {

@@ -106,6 +106,38 @@ public class AttributionGoldenTests
 
     [Theory]
     [MemberData(nameof(Cases))]
+    public void TheOnePassInfluenceOverCollectedRowsMatchesTheReference(string name)
+    {
+        string dir = SharedData.PathOf("golden", "attribution", name);
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var scope = NewDisposeScope();
+        var nodes = ReferenceNodes(reference);
+        int n = nodes.Length;
+        var dense = reference.Read("adjacency").data<float>().ToArray();
+        var builder = new SparseAdjacency.Builder(n);
+        for (int r = n - 1; r >= 0; r--) builder.SetRow(r, dense.AsSpan(r * n, n));
+        var weights = nodes.Select(x => x.Kind == NodeKind.Logit ? x.Probability ?? 0 : 0).ToArray();
+        // Logits, then features from the top layer down: the order an attribution's rows read each other in.
+        var downward = Enumerable.Range(0, n).Where(i => nodes[i].Kind is NodeKind.Logit or NodeKind.Feature)
+            .OrderByDescending(i => nodes[i].Kind == NodeKind.Logit ? int.MaxValue : nodes[i].Layer).ToArray();
+        var influence = Pruning.Influence(builder, weights, downward)!;
+        var expected = reference.Read("node_influence").to(ScalarType.Float64).data<double>().ToArray();
+        for (int i = 0; i < n; i++) Assert.Equal(expected[i], influence[i], Math.Max(1e-9, Math.Abs(expected[i]) * 1e-5));
+        // Part of the rows (as between an attribution's visit chunks): the path-length series over the same rows.
+        int top = nodes.Where(x => x.Kind == NodeKind.Feature).Max(x => x.Layer);
+        var partial = new SparseAdjacency.Builder(n);
+        foreach (int r in downward.Where(i => nodes[i].Kind == NodeKind.Logit || nodes[i].Layer == top)) partial.SetRow(r, dense.AsSpan(r * n, n));
+        var built = partial.Build();
+        var series = Pruning.Influence(built, Pruning.Normalize(built), weights);
+        var onePass = Pruning.Influence(partial, weights, downward)!;
+        Assert.Contains(series, v => v > 0);
+        for (int i = 0; i < n; i++) Assert.Equal(series[i], onePass[i], Math.Max(1e-12, Math.Abs(series[i]) * 1e-9));
+        // An order in which a row comes after a node it reads is refused, not answered wrongly.
+        Assert.Null(Pruning.Influence(builder, weights, downward.Reverse().ToArray()));
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
     public void GraphFilesMatchCircuitTracersJson(string name)
     {
         string dir = SharedData.PathOf("golden", "attribution", name);
