@@ -69,10 +69,8 @@ public static class Geometry
         using var scope = NewDisposeScope();
         // Repeated tokens give identical points (zero distances): estimate on the distinct points.
         var x = points.to(ScalarType.Float64).unique(true, false, false, 0).Item1;
-        var d = cdist(x, x);
-        d = d.MaskedFill(eye(d.shape[0], dtype: ScalarType.Bool), double.PositiveInfinity);
-        var (near, _) = d.topk(2, dim: 1, largest: false);
-        var r1 = near[.., 0]; var r2 = near[.., 1];
+        if (x.shape[0] < 3) throw new MechanistException("TwoNN needs at least three distinct points");
+        var (r1, r2) = TwoNearest(x);
         var valid = r1.Gt(0);
         var mu = (r2[valid] / r1[valid]).sort().Values.data<double>().ToArray();
         int n = mu.Length;
@@ -85,6 +83,31 @@ public static class Geometry
             sxy += xi * yi; sxx += xi * xi;
         }
         return sxx == 0 ? double.NaN : sxy / sxx;
+    }
+
+    /// <summary>
+    /// Each row's distances to its nearest and second-nearest other row ([n] each), as <c>cdist</c> computes Euclidean distances
+    /// (‖a‖² + ‖b‖² − 2a·b, at least 1e-30, square-rooted), a block of rows at a time: the n × n matrix is never held (at 3,000
+    /// points its float64 copies cost more in page faults than the products do).
+    /// </summary>
+    static (Tensor Nearest, Tensor Second) TwoNearest(Tensor x)
+    {
+        const long Block = 256;
+        long n = x.shape[0];
+        var squares = x.Square().sum(1);
+        var nearest = new Tensor[(n + Block - 1) / Block];
+        for (long start = 0, b = 0; start < n; start += Block, b++)
+        {
+            using var blockScope = NewDisposeScope();
+            long rows = Math.Min(Block, n - start);
+            var d2 = squares.unsqueeze(0).addmm(x.narrow(0, start, rows), x.t(), 1, -2);
+            d2.AddInPlace(squares.narrow(0, start, rows).unsqueeze(1));
+            d2.narrow(1, start, rows).diagonal().FillInPlace(double.PositiveInfinity);
+            nearest[b] = d2.topk(2, dim: 1, largest: false).values.ClampMin(1e-30).sqrt().DetachFromDisposeScope();
+        }
+        using var all = cat(nearest, 0);
+        foreach (var t in nearest) t.Dispose();
+        return (all[.., 0].clone(), all[.., 1].clone());
     }
 
     /// <summary>Largest eigenvalue / trace of the covariance: exactly (symmetric eigendecomposition) and by power iteration.</summary>

@@ -297,19 +297,35 @@ public static class Sizers
         if (JobSizer.PilotSizes(texts.Count, fraction, 2) is not var (small, largest)) return null;
         var tokenizer = model.Tokenizer ?? throw new MechanistException("microscope needs the model's tokenizer");
         double pointsPerText = texts.Average(t => Math.Max(1, tokenizer.Encode(t).Length - (options.IncludeBos ? 0 : 1)));
+        // Memory grows with the points: their states at every depth (float32), and what each statistic holds over all of them (the
+        // linearity fits' float64 copies, the logit lens's logits): read as bytes per point through the largest pilots' peaks, at
+        // least the states'.
         double stateBytes = 4.0 * (model.Config.NLayers + 1) * model.Config.DModel;
+        var pilotPeaks = new SortedDictionary<double, long>();
         double Held(double n)
         {
-            double points = n * pointsPerText, sampled = Math.Min(points, options.MaxPointsForGeometry);
-            return points * stateBytes + 3 * 8 * sampled * sampled;
+            var fit = pilotPeaks.TakeLast(4).Select(kv => (X: kv.Key * pointsPerText, Y: (double)kv.Value)).ToList();
+            double meanX = fit.Count > 0 ? fit.Average(p => p.X) : 0, meanY = fit.Count > 0 ? fit.Average(p => p.Y) : 0;
+            double spread = fit.Sum(p => (p.X - meanX) * (p.X - meanX));
+            double perPoint = spread > 0 ? fit.Sum(p => (p.X - meanX) * (p.Y - meanY)) / spread : 0;
+            return n * pointsPerText * Math.Max(stateBytes, perPoint);
         }
-        // TwoNN's pairwise distances cost the square of the points up to the subsample's cap: timed once at the job's point count
-        // (on random points: the cost is the shapes'), per depth, and scaled by the square for the pilots.
+        // TwoNN's pairwise distances cost the square of the points up to the subsample's cap: timed (on random points: the cost is the
+        // shapes') at each pilot's point count and the job's, per depth.
         double Points(double n) => Math.Min(n * pointsPerText, options.MaxPointsForGeometry);
-        double atJob = Points(texts.Count), geometrySeconds = TimeTwoNN(model, atJob);
-        double TwoNNSeconds(double n) => geometrySeconds * Math.Pow(Points(n) / Math.Max(3, atJob), 2);
+        var twoNN = new Dictionary<double, double>();
+        double TwoNNSeconds(double n)
+        {
+            double points = Math.Round(Points(n));
+            if (!twoNN.TryGetValue(points, out double seconds)) twoNN[points] = seconds = TimeTwoNN(model, points);
+            return seconds;
+        }
         return JobSizer.Estimate("microscope", "texts", texts.Count, small, largest,
-            s => MicroscopeRunner.Run(model, texts.Take((int)s).ToList(), options),
+            s =>
+            {
+                MicroscopeRunner.Run(model, texts.Take((int)s).ToList(), options);
+                pilotPeaks[s] = Math.Max(ProcessMemory.Peak(), ProcessMemory.Resident());
+            },
             Held, new[] { "--text-file/--corpus (fewer texts)", "--contextuality none" }, modelledSeconds: TwoNNSeconds);
     }
 
@@ -337,10 +353,10 @@ public static class Sizers
             if (!merges) return estimate;
             // The merged report (the job's last step) reads the shard's sums and its sample, and TwoNN's pairwise distances over the sample's
             // distinct points at every depth: merged here from the largest pilot's folder, whose sample is the job's size once it is full.
-            // A smaller sample is scaled up (the matrices by its square).
+            // A smaller sample is scaled up (the distances' time by its square; their memory, a block of rows at a time, and the rest linearly).
             var merge = JobSizer.Measure(1, () => MicroscopeShards.Merge(model, Path.Combine(dir, $"pilot{run - 1}")));
             double ratio = Sampled(shardTexts.Count) / Math.Max(1, Sampled(estimate.Pilots[^1].Units));
-            double mergeBytes = estimate.ResidentBytes + (merge.PeakBytes - estimate.ResidentBytes) * ratio * ratio;
+            double mergeBytes = estimate.ResidentBytes + (merge.PeakBytes - estimate.ResidentBytes) * ratio;
             return estimate with { Seconds = estimate.Seconds + merge.Seconds * ratio * ratio, PeakBytes = Math.Max(estimate.PeakBytes, (long)mergeBytes) };
         });
     }

@@ -121,6 +121,31 @@ public class MicroscopeTests
     }
 
     [Fact]
+    public void TwoNNIsFaccosEstimatorOverTheDistinctPoints()
+    {
+        // 700 points (several blocks of rows) with every tenth repeated: the estimator written out from the paper's definition, over
+        // brute-force distances between the distinct points.
+        using var g = new Generator(11);
+        using var raw = randn(new long[] { 630, 6 }, ScalarType.Float64, generator: g);
+        var rows = raw.data<double>().ToArray();
+        var points = Enumerable.Range(0, 630).Select(i => rows.Skip(i * 6).Take(6).ToArray()).ToList();
+        var withRepeats = points.Concat(points.Where((_, i) => i % 9 == 0)).ToList();
+        var mu = new List<double>();
+        foreach (var p in points)
+        {
+            var distances = points.Where(q => !ReferenceEquals(p, q)).Select(q => Math.Sqrt(p.Zip(q, (a, b) => (a - b) * (a - b)).Sum())).Order().ToArray();
+            mu.Add(distances[1] / distances[0]);
+        }
+        mu.Sort();
+        int n = mu.Count, keep = (int)Math.Floor(n * 0.9);
+        double sxy = 0, sxx = 0;
+        for (int i = 0; i < keep; i++) { double lx = Math.Log(mu[i]), ly = -Math.Log(1 - (i + 1.0) / n); sxy += lx * ly; sxx += lx * lx; }
+        using var tensor = TorchSharp.torch.tensor(withRepeats.SelectMany(p => p).ToArray(), new long[] { withRepeats.Count, 6 });
+        Assert.Equal(700, withRepeats.Count);
+        Assert.Equal(sxy / sxx, Geometry.TwoNN(tensor), 9);
+    }
+
+    [Fact]
     public void AnisotropyOfAnIsotropicGaussianIsOneOverD()
     {
         manual_seed(7);
