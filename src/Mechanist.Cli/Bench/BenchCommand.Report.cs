@@ -29,19 +29,14 @@ public sealed partial class BenchCommand
 
     static string SectionStart(string suite) => $"<!-- bench suite {suite} -->";
     static string SectionEnd(string suite) => $"<!-- end of bench suite {suite} -->";
-    static readonly string[] Suites = { "dictionaries", "large", "attribution", "features", "moe", "generation", "graph-explorer" };
-
-    /// <summary>The suite sections of an existing file, kept when the main suite rewrites it.</summary>
+    /// <summary>
+    /// Everything of an existing file from its first suite section on (the sections and the prose written between and after them),
+    /// kept when the main suite rewrites the table above it.
+    /// </summary>
     static string KeptSections(string? old)
     {
-        if (old is null) return "";
-        var sb = new StringBuilder();
-        foreach (var suite in Suites)
-        {
-            int a = old.IndexOf(SectionStart(suite), StringComparison.Ordinal), b = old.IndexOf(SectionEnd(suite), StringComparison.Ordinal);
-            if (a >= 0 && b > a) sb.AppendLine().Append(old, a, b - a + SectionEnd(suite).Length).AppendLine();
-        }
-        return sb.ToString();
+        int first = old?.IndexOf("<!-- bench suite ", StringComparison.Ordinal) ?? -1;
+        return first < 0 ? "" : "\n" + old![first..];
     }
 
     /// <summary>The file with one suite's section replaced (or appended).</summary>
@@ -124,10 +119,12 @@ public sealed partial class BenchCommand
           library and kernel it ran and how it was configured (OpenBLAS's own kernel choice unless that one computes wrong
           results). Mechanist runs libtorch 2.10's kernels. The two GEMM lines are both peaks on the same shapes; `bench`
           refuses to write this file when the peer's GEMM is below half of Mechanist's.
-        - GEMM kernels depend on the CPU: libtorch's statically linked oneMKL runs its AVX2 kernels on AMD processors even
-          where they have AVX-512, while OpenBLAS picks its own kernel per CPU. On an AMD EPYC with AVX-512 the peer's GEMM
-          was about 2x Mechanist's (OpenBLAS Cooperlake kernel, 426 vs 206 GFLOP/s); on this run's CPU (see the "peer BLAS"
-          line: OpenBLAS's Zen kernel, no AVX-512) both run AVX2 kernels and the two peaks are within 10 %.
+        - GEMM kernels depend on the CPU. libtorch's statically linked oneMKL chooses them by vendor: on a CPU that is not
+          Intel's it runs its AVX2 kernels even where the CPU has AVX-512. Where it has, Mechanist makes MKL choose by the CPU's
+          features instead (`Runtime/MklDispatch`, before the first product; the "MKL kernels" line says what this run did, and
+          `MECHANIST_MKL_VENDOR_CHECK=keep` opts out). OpenBLAS picks its own kernel per CPU (the "peer BLAS" line). On this
+          project's AVX-512 EPYC, fp32 GEMM on these shapes: MKL's AVX2 path 155 GFLOP/s, its AVX-512 path 364, OpenBLAS's
+          Cooperlake kernel 345.
         - Rows of about 0.2 s (1x128) vary by ±25% from run to run on a 2-core VM; the hook rows are within that noise.
         - A plain forward uses libtorch's fused attention (nothing reads the scores or the pattern). A full cache keeps it and
           rebuilds scores and patterns from the cached queries and keys when they are read: the "full cache" rows are the

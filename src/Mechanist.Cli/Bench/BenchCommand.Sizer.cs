@@ -25,14 +25,16 @@ public sealed partial class BenchCommand
         const double fraction = 0.25;
         using var toy = HookedTransformer.Load(BuiltInModels.DefaultPath());
         string clt = Path.Combine(BuiltInModels.DefaultPath(), "clt");
+        // A signed whole percentage ("-0.3 %" is "0%", not "-+0%" as a two-section format writes it).
+        static string Percent(double error) => Math.Round(error * 100) is var p && p == 0 ? "0%" : $"{p:+0;-0}%";
         Row Compare(string name, JobEstimate? e, SizerPilot measured)
         {
             if (e is null) return new Row(name, measured.Seconds * 1000, measured.Seconds * 1000, Note: "too small to estimate");
             double timeError = e.Seconds / measured.Seconds - 1, peakError = (double)e.PeakBytes / measured.PeakBytes - 1;
             double pilotSeconds = e.Pilots.Sum(p => p.Seconds);
             return new Row(name, measured.Seconds * 1000, measured.Seconds * 1000,
-                Note: $"{e.Units:N0} {e.Unit}: predicted {e.Seconds:F1} s / measured {measured.Seconds:F1} s (**{timeError:+0%;-0%}**), peak predicted {e.PeakBytes / 1e6:N0} MB / " +
-                      $"measured {measured.PeakBytes / 1e6:N0} MB (**{peakError:+0%;-0%}**); {e.Pilots.Count} pilots up to {e.Pilots.Max(p => p.Units):N0} {e.PilotUnit ?? e.Unit}, {pilotSeconds:F1} s");
+                Note: $"{e.Units:N0} {e.Unit}: predicted {e.Seconds:F1} s / measured {measured.Seconds:F1} s (**{Percent(timeError)}**), peak predicted {e.PeakBytes / 1e6:N0} MB / " +
+                      $"measured {measured.PeakBytes / 1e6:N0} MB (**{Percent(peakError)}**); {e.Pilots.Count} pilots up to {e.Pilots.Max(p => p.Units):N0} {e.PilotUnit ?? e.Unit}, {pilotSeconds:F1} s");
         }
 
         var texts = new ToyCorpus(1000).Lines(60_000).ToList();

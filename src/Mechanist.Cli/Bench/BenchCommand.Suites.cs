@@ -64,6 +64,7 @@ public sealed partial class BenchCommand
                 double peak = GemmPeak(repeats);
                 gemm.Own = peak;
                 summary["GEMM peak (libtorch fp32, 1024x768 @ 768x3072)"] = $"{peak / 1e9:F1} GFLOP/s";
+                summary["MKL kernels"] = Mechanist.Runtime.MklDispatch.Status;
                 summary["forward 1x1024 achieved"] = $"{achieved / 1e9:F1} GFLOP/s = {achieved / peak:P0} of GEMM peak";
             }
         }

@@ -10,6 +10,15 @@ public static class TorchRuntime
 {
     static readonly Lazy<string?> LoadError = new(TryLoad, LazyThreadSafetyMode.ExecutionAndPublication);
 
+    /// <summary>
+    /// Loads libtorch when this assembly is first used, so that <see cref="MklDispatch"/> runs before any caller's first GEMM (MKL keeps
+    /// the kernels it chose then); a failure is kept for <see cref="EnsureLoaded"/> to report.
+    /// </summary>
+#pragma warning disable CA2255 // a library's module initializer: MKL's kernel choice must precede the first product anywhere in the process
+    [System.Runtime.CompilerServices.ModuleInitializer]
+    internal static void LoadEarly() => _ = LoadError.Value;
+#pragma warning restore CA2255
+
     /// <summary>Ensures libtorch is loaded; throws <see cref="MechanistException"/> saying why it cannot be.</summary>
     public static void EnsureLoaded()
     {
@@ -22,6 +31,7 @@ public static class TorchRuntime
         {
             _ = torch.__version__;
             using var probe = torch.zeros(1);
+            MklDispatch.Apply();
             return null;
         }
         catch (Exception e)
