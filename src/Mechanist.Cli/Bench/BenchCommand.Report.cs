@@ -67,9 +67,9 @@ public sealed partial class BenchCommand
         {
             "large" => "Random weights in the exact shapes of Llama-3.2-1B and Gemma-2-2B, written in bf16 as sharded Hugging Face folders (`RandomCheckpoint`), loaded in bf16 and in fp32. " +
                 "RSS deltas are over the process before the load (freed heap returned to the OS first); \"peak\" is the kernel's high-water mark for that step. " +
-                "bf16 runs three ways: `bf16` is what `--dtype bfloat16` does on a CPU without bf16 matrix instructions (this one: see the summary): weights kept bf16, " +
+                "bf16 runs three ways: `bf16` is what `--dtype bfloat16` does on a CPU without bf16 matrix instructions: weights kept bf16, " +
                 "each matrix widened to fp32 where used, fp32 activations, decoding steps of at most 16 positions multiplied in bf16; `bf16 computed in bf16` is the " +
-                "bf16 arithmetic it avoids; `fp32` loads the weights widened. The issue's targets: the bf16-stored forward within 1.3x the fp32 forward, at most 1.1x " +
+                "bf16 arithmetic it avoids there, and what it does on a CPU with them (the summary says which this one is); `fp32` loads the weights widened. The issue's targets: the bf16-stored forward within 1.3x the fp32 forward, at most 1.1x " +
                 "the bf16 weights' memory.",
             "attribution" => "A GPT-2-small-shaped model (context widened to the longest prompt) with a random CLT at a research width: 12 layers x 8,192 features, " +
                 "top-64 per position. Each graph visits the 1,000 most influential features (`--attribution-features`; circuit-tracer's CLI default is 7,500) plus up to " +
