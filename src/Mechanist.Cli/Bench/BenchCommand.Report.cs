@@ -27,7 +27,8 @@ public sealed partial class BenchCommand
         return sb.ToString();
     }
 
-    static string SectionStart(string suite) => $"<!-- bench suite {suite} -->";
+    const string SectionPrefix = "<!-- bench suite ";
+    static string SectionStart(string suite) => $"{SectionPrefix}{suite} -->";
     static string SectionEnd(string suite) => $"<!-- end of bench suite {suite} -->";
     /// <summary>
     /// Everything of an existing file from its first suite section on (the sections and the prose written between and after them),
@@ -35,7 +36,7 @@ public sealed partial class BenchCommand
     /// </summary>
     static string KeptSections(string? old)
     {
-        int first = old?.IndexOf("<!-- bench suite ", StringComparison.Ordinal) ?? -1;
+        int first = old?.IndexOf(SectionPrefix, StringComparison.Ordinal) ?? -1;
         return first < 0 ? "" : "\n" + old![first..];
     }
 

@@ -63,9 +63,21 @@ public static class JobSizer
         var clock = Stopwatch.StartNew();
         run();
         double seconds = clock.Elapsed.TotalSeconds;
-        long peak = Math.Max(ProcessMemory.Peak(), ProcessMemory.Resident());
+        long peak = PeakSinceReset();
         ProcessMemory.Settle();
         return new SizerPilot(units, seconds, peak);
+    }
+
+    /// <summary>The process's peak resident bytes since <see cref="ProcessMemory.ResetPeak"/> (at least what it holds now): a pilot's peak.</summary>
+    public static long PeakSinceReset() => Math.Max(ProcessMemory.Peak(), ProcessMemory.Resident());
+
+    /// <summary>The least-squares line through <paramref name="points"/>: its slope (0 when the x values do not spread) and the means it passes through.</summary>
+    public static (double Slope, double MeanX, double MeanY) Line(IReadOnlyList<(double X, double Y)> points)
+    {
+        if (points.Count == 0) return (0, 0, 0);
+        double meanX = points.Average(p => p.X), meanY = points.Average(p => p.Y);
+        double spread = points.Sum(p => (p.X - meanX) * (p.X - meanX));
+        return (spread > 0 ? points.Sum(p => (p.X - meanX) * (p.Y - meanY)) / spread : 0, meanX, meanY);
     }
 
     /// <summary>
@@ -118,11 +130,8 @@ public static class JobSizer
         var work = effort ?? (u => u);
         // The per-unit cost: a least-squares line through the largest pilots (up to four; the warm-up left out). A slow spell of a shared
         // machine during one pilot moves it less than it moves the difference of the last two.
-        var fit = pilots.Skip(1).TakeLast(4).Select(p => (X: work(p.Units), Y: Linear(p))).ToList();
-        double meanX = fit.Average(p => p.X), meanY = fit.Average(p => p.Y);
-        double spread = fit.Sum(p => (p.X - meanX) * (p.X - meanX));
-        double perUnit = spread > 0 ? Math.Max(0, fit.Sum(p => (p.X - meanX) * (p.Y - meanY)) / spread) : 0;
-        double seconds = meanY + perUnit * (work(units) - meanX) + model(units);
+        var (slope, meanX, meanY) = Line(pilots.Skip(1).TakeLast(4).Select(p => (work(p.Units), Linear(p))).ToList());
+        double seconds = meanY + Math.Max(0, slope) * (work(units) - meanX) + model(units);
         long peak = Math.Max(last.PeakBytes, previous.PeakBytes) + (long)Math.Max(0, modelledBytes(units) - modelledBytes(last.Units));
         var warm = pilots[0];
         return new JobEstimate(job, unit, units, seconds, Math.Max(peak, resident), resident, available, pilots, shrink,

@@ -304,10 +304,7 @@ public static class Sizers
         var pilotPeaks = new SortedDictionary<double, long>();
         double Held(double n)
         {
-            var fit = pilotPeaks.TakeLast(4).Select(kv => (X: kv.Key * pointsPerText, Y: (double)kv.Value)).ToList();
-            double meanX = fit.Count > 0 ? fit.Average(p => p.X) : 0, meanY = fit.Count > 0 ? fit.Average(p => p.Y) : 0;
-            double spread = fit.Sum(p => (p.X - meanX) * (p.X - meanX));
-            double perPoint = spread > 0 ? fit.Sum(p => (p.X - meanX) * (p.Y - meanY)) / spread : 0;
+            double perPoint = JobSizer.Line(pilotPeaks.TakeLast(4).Select(kv => (kv.Key * pointsPerText, (double)kv.Value)).ToList()).Slope;
             return n * pointsPerText * Math.Max(stateBytes, perPoint);
         }
         // TwoNN's pairwise distances cost the square of the points up to the subsample's cap: timed (on random points: the cost is the
@@ -324,7 +321,7 @@ public static class Sizers
             s =>
             {
                 MicroscopeRunner.Run(model, texts.Take((int)s).ToList(), options);
-                pilotPeaks[s] = Math.Max(ProcessMemory.Peak(), ProcessMemory.Resident());
+                pilotPeaks[s] = JobSizer.PeakSinceReset();
             },
             Held, new[] { "--text-file/--corpus (fewer texts)", "--contextuality none" }, modelledSeconds: TwoNNSeconds);
     }
