@@ -65,7 +65,7 @@ public sealed partial class BenchCommand
                 gemm.Own = peak;
                 summary["GEMM peak (libtorch fp32, 1024x768 @ 768x3072)"] = $"{peak / 1e9:F1} GFLOP/s";
                 summary["MKL kernels"] = Mechanist.Runtime.MklDispatch.Status;
-                summary["tensor pages"] = Mechanist.Runtime.HugePages.Status;
+                summary["tensor memory"] = Mechanist.Runtime.NativeHeap.Status;
                 summary["forward 1x1024 achieved"] = $"{achieved / 1e9:F1} GFLOP/s = {achieved / peak:P0} of GEMM peak";
             }
         }
@@ -386,7 +386,7 @@ public sealed partial class BenchCommand
         using var _clt = clt;
         double peak = GemmPeak(5);
         summary["attribution GEMM peak (this run)"] = $"{peak / 1e9:F0} GFLOP/s";
-        summary["tensor pages"] = Mechanist.Runtime.HugePages.Status;
+        summary["tensor memory"] = Mechanist.Runtime.NativeHeap.Status;
         ctx.Err.WriteLine($"GPT-2-small-shaped model ({model.Weights.ParameterCount:N0} parameters, context {cfg.NCtx}), random CLT: {L} layers x {features} features, top-{k}; GEMM peak {peak / 1e9:F0} GFLOP/s");
         // The written-out backward holds no retained copies of the prompt: batches of 32 fit at every length here.
         const int Batch = 32;

@@ -12,7 +12,7 @@ public static class TorchRuntime
 
     /// <summary>
     /// Loads libtorch when this assembly is first used, so that <see cref="MklDispatch"/> runs before any caller's first GEMM (MKL keeps
-    /// the kernels it chose then) and <see cref="HugePages"/> before its first allocation; a failure is kept for <see cref="EnsureLoaded"/> to report.
+    /// the kernels it chose then) and <see cref="NativeHeap"/> before its first allocation; a failure is kept for <see cref="EnsureLoaded"/> to report.
     /// </summary>
 #pragma warning disable CA2255 // a library's module initializer: MKL's kernel choice must precede the first product anywhere in the process
     [System.Runtime.CompilerServices.ModuleInitializer]
@@ -29,7 +29,7 @@ public static class TorchRuntime
     {
         try
         {
-            HugePages.Apply();                                  // before libtorch's first allocation reads it
+            NativeHeap.Apply();                                 // before libtorch's first allocation
             _ = torch.__version__;
             using var probe = torch.zeros(1);
             MklDispatch.Apply();
