@@ -83,9 +83,10 @@ public sealed partial class BenchCommand
                 " How it runs: the frozen map's backward is written out (`FrozenBackward`: per layer below a batch's top, W_O, the frozen pattern's transposed " +
                 "mixing and W_V through the frozen norms, from the clean run's patterns and scales; no retained forward, no autograd), rows sorted by their " +
                 "target's layer and position, each batch cut at its top layer and its last position exactly; a feature's columns for all the layers it writes to " +
-                "are one batched product per source layer, its decoder rows gathered once and kept while they fit (a sixth of the memory, at most 4 GB). What is " +
-                "left above the floor: a batch runs to its rows' highest layer and last position (the floor counts each row's own), the gather of the decoder rows " +
-                "that do not fit, the influence estimates between visit chunks, and the memory-bound passes between the GEMMs.",
+                "are one batched product per source layer over a few positions at a time, its decoder rows gathered into a block that stays in the cache for the " +
+                "product (nothing kept between passes). What is left above the floor: a batch runs to its rows' highest layer and last position (the floor counts " +
+                "each row's own), the decoder products' small shapes (32 rows x 64 features per position: bound by memory, not arithmetic), the influence " +
+                "estimates between visit chunks, and the memory-bound passes between the GEMMs.",
             "moe" => "A Mixtral-shaped model (`RandomModels.MixtralShapedConfig`: Mixtral-8x7B's layout, 8 SwiGLU experts, top-2, at d_model 1,024 and 8 layers, " +
                 "random weights, fp32). Expert FLOPs spent = expert rows computed / (tokens × experts), counted from the chosen experts of every layer; the " +
                 "all-experts row runs the same weights with top-8 routing (every expert on every token), what a dense evaluation of the experts would cost.",

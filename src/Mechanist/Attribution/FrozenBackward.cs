@@ -22,7 +22,7 @@ internal sealed class FrozenBackward
     readonly TranscoderInput _input;
     readonly TransformerConfig _cfg;
     readonly bool _attnOnly;
-    readonly Tensor[] _patterns;                // per layer [heads, T, T]
+    readonly Tensor[] _mixing;                  // per layer the transposed pattern with the norms' frozen scales folded in, [heads, T(key), T(query)]
     readonly Tensor?[] _ln1, _ln2, _post;       // per layer frozen scales [T, 1, 1]
     readonly Tensor _final;                     // [T, 1, 1]
     readonly Tensor?[] _skipWeights;            // W_skip [d_out, d_in] where a layer's skip is a plain linear map
@@ -34,10 +34,20 @@ internal sealed class FrozenBackward
         var reg = _model.HookPoints; var clean = rm.Clean; int L = _cfg.NLayers;
         Tensor Scale(string name) => clean[name][0].to(ScalarType.Float32).unsqueeze(1);     // [1, T, 1] -> [T, 1, 1]
         Tensor ScaleOf(HookKind kind, int l) => Scale(reg.Name(kind, l));   // (For checked that every layer has it)
-        _patterns = Enumerable.Range(0, L).Select(l => clean[reg.Name(HookKind.Pattern, l)][0].to(ScalarType.Float32)).ToArray();
         _ln1 = Enumerable.Range(0, L).Select(l => _cfg.PreNorms ? ScaleOf(HookKind.Ln1Scale, l) : null).ToArray();
         _ln2 = Enumerable.Range(0, L).Select(l => _cfg.PreNorms && !_attnOnly ? ScaleOf(HookKind.Ln2Scale, l) : null).ToArray();
         _post = Enumerable.Range(0, L).Select(l => _cfg.PostNorms ? ScaleOf(HookKind.Ln1PostScale, l) : null).ToArray();
+        // A norm with its scale frozen divides each position by its scale: ln1's at the key (where the mixing's output enters the
+        // residual), the post-attention norm's at the query (where the output is read). Both folded into the mixing once.
+        _mixing = Enumerable.Range(0, L).Select(l =>
+        {
+            using var scope = NewDisposeScope();
+            var m = clean[reg.Name(HookKind.Pattern, l)][0].to(ScalarType.Float32).transpose(1, 2);          // [H, key, query]
+            int T = (int)m.shape[1];
+            if (_ln1[l] is { } s1) m = m.div(s1.view(1, T, 1));
+            if (_post[l] is { } sp) m = m.div(sp.view(1, 1, T));
+            return m.contiguous().MoveToOuterDisposeScope();
+        }).ToArray();
         _final = Scale(HookNames.LnFinalScale);
         _hasSkip = new bool[L]; _skipWeights = new Tensor?[L];
         if (!_attnOnly)
@@ -96,16 +106,26 @@ internal sealed class FrozenBackward
             // The gradient at layer j's transcoder input: the skip term's transpose of the gradient above, plus this layer's readouts.
             Tensor? gx = null;
             if (!_attnOnly && j < top && g is not null && _hasSkip[j]) gx = SkipBackward(j, g);
-            if (injected.TryGetValue(j, out var here)) gx = Sum(gx, Injection(j, here, rows, P));
-            var gMlp = gx is null ? null : InputBackward(j, gx, P);
+            injected.TryGetValue(j, out var here);
             Tensor? gAttn, gPre;
-            if (_cfg.ParallelResidual || _attnOnly) { gAttn = g; gPre = Sum(g, gMlp); }
-            else { gAttn = Sum(g, gMlp); gPre = gAttn; }
+            if (gx is null && here is not null && !_cfg.ParallelResidual && !_attnOnly && InputIsResidual && g is not null)
+            {
+                // Readouts straight off the residual: added into the gradient in place (it was copied out above; nothing else holds it).
+                Inject(g, j, here);
+                gAttn = gPre = g;
+            }
+            else
+            {
+                if (here is not null) gx = Sum(gx, Inject(zeros(new long[] { P, rows, _cfg.DModel }, ScalarType.Float32, device), j, here));
+                var gMlp = gx is null ? null : InputBackward(j, gx, P);
+                if (_cfg.ParallelResidual || _attnOnly) { gAttn = g; gPre = Sum(g, gMlp); }
+                else { gAttn = Sum(g, gMlp); gPre = gAttn; }
+            }
             if (gAttn is not null)
             {
-                var (a, zj) = AttentionBackward(j, gAttn, rows, P);
-                if (z is not null) z[j] = zj.view(P, rows, _cfg.NHeads, _cfg.DHead).permute(1, 0, 2, 3).MoveToOuterDisposeScope();
-                gPre = gPre!.add(a, Scalars.One);
+                var (a, zj) = AttentionBackward(j, gAttn, rows, P, z is not null);
+                if (z is not null) z[j] = zj!.view(P, rows, _cfg.NHeads, _cfg.DHead).permute(1, 0, 2, 3).MoveToOuterDisposeScope();
+                gPre = ReferenceEquals(gPre, g) ? gPre!.add_(a, Scalars.One) : gPre!.add(a, Scalars.One);
             }
             var previous = g;
             g = gPre?.MoveToOuterDisposeScope();
@@ -117,16 +137,18 @@ internal sealed class FrozenBackward
         return new PassGradients(outputs, embed, z);
     }
 
-    /// <summary>The readouts of layer <paramref name="layer"/>'s features: each row's encoder row at its position, [P, rows, d_in].</summary>
-    Tensor Injection(int layer, (int Row, GraphNode Node)[] here, int rows, int P)
+    /// <summary>Whether the transcoders read the residual stream itself (no norm between it and their input).</summary>
+    bool InputIsResidual => !_cfg.PreNorms || _input == TranscoderInput.Resid;
+
+    /// <summary>Adds the readouts of layer <paramref name="layer"/>'s features into <paramref name="x"/> [P, rows, d_in]: each row's encoder row at its position.</summary>
+    Tensor Inject(Tensor x, int layer, (int Row, GraphNode Node)[] here)
     {
         var device = _model.Device;
-        var x = zeros(new long[] { P, rows, _cfg.DModel }, ScalarType.Float32, device);
         var index = tensor(here.Select(h => h.Node.Index).ToArray(), device: device);
         var encoder = _dictionary.EncoderRows(layer, index).to(ScalarType.Float32, device);
         var pos = tensor(here.Select(h => (long)h.Node.Position).ToArray(), device: device);
         var row = tensor(here.Select(h => (long)h.Row).ToArray(), device: device);
-        return x.index_put_(encoder, pos, row);
+        return x.index_put_(encoder, new[] { pos, row }, accumulate: true);
     }
 
     /// <summary>The transpose of layer <paramref name="layer"/>'s skip term (a linear map of the transcoder's input) applied to <paramref name="g"/>.</summary>
@@ -152,20 +174,47 @@ internal sealed class FrozenBackward
     /// The attention block's transpose from its output's gradient [P, rows, d] to its input's (the residual stream before ln1), and the
     /// gradient at hook_z [P, rows, heads · d_head] on the way.
     /// </summary>
-    (Tensor Input, Tensor Z) AttentionBackward(int layer, Tensor ga, int rows, int P)
+    /// <remarks>
+    /// The frozen norms are folded in: their scales into the mixing (<see cref="_mixing"/>), their weights and LayerNorm's centring
+    /// into W_O (the post-attention norm, before it) and W_V (ln1, after it): two GEMMs and the mixing, no pass over the gradients
+    /// between them. The gradient at hook_z, when asked for, is divided by the post-attention norm's scale there (the mixing holds it).
+    /// </remarks>
+    (Tensor Input, Tensor? Z) AttentionBackward(int layer, Tensor ga, int rows, int P, bool withZ)
     {
         var c = _cfg; var w = _model.Weights.Blocks[layer];
         int H = c.NHeads, KV = c.NKvHeads, dh = c.DHead;
-        if (c.PostNorms) ga = NormBackward(ga, w.PostAttnNormW, null, _post[layer]!, P);
-        var z = matmul(ga, _model.Computed(w.Wo));                                                  // [P, rows, H·dh]
+        var z = matmul(ga, OutputMap(layer));                                                     // [P, rows, H·dh]
         var perHead = z.view(P, rows, H, dh).permute(2, 0, 1, 3).reshape(H, P, (long)rows * dh);  // [H, P(query), rows·dh]
-        var pattern = _patterns[layer].narrow(1, 0, P).narrow(2, 0, P);                          // [H, P(query), P(key)]
-        var v = bmm(pattern.transpose(1, 2), perHead);                                            // [H, P(key), rows·dh]
+        var mixing = _mixing[layer].narrow(1, 0, P).narrow(2, 0, P);                              // [H, P(key), P(query)]
+        var v = bmm(mixing, perHead);                                                             // [H, P(key), rows·dh]
         var vRows = v.view(H, P, rows, dh).permute(1, 2, 0, 3);                                   // [P, rows, H, dh]
         if (KV != H) vRows = vRows.reshape(P, rows, KV, H / KV, dh).sum(3);                       // heads sharing a key-value head
-        var input = matmul(vRows.reshape(P, rows, (long)KV * dh), _model.Computed(w.Wv));         // [P, rows, d]
-        return (c.PreNorms ? NormBackward(input, w.Ln1W, w.Ln1B, _ln1[layer]!, P) : input, z);
+        var input = matmul(vRows.reshape(P, rows, (long)KV * dh), ValueMap(layer));               // [P, rows, d]
+        return (input, !withZ ? null : _post[layer] is { } sp ? z.div(sp.narrow(0, 0, P)) : z);
     }
+
+    /// <summary>W_O [d, H·dh] with the post-attention norm's weight (and centring, for LayerNorms) folded in before it.</summary>
+    Tensor OutputMap(int layer)
+    {
+        var w = _model.Weights.Blocks[layer];
+        var wo = _model.Computed(w.Wo).to(ScalarType.Float32);
+        if (!_cfg.PostNorms) return wo;
+        if (Centres) wo = wo.sub(wo.mean(new long[] { 0 }, keepdim: true));                      // C · W_O
+        return EffectiveWeight(w.PostAttnNormW, null) is { } e ? wo.mul(e.unsqueeze(1)) : wo;   // diag(w) · C · W_O
+    }
+
+    /// <summary>W_V [KV·dh, d] with ln1's weight and centring (for LayerNorms) folded in after it.</summary>
+    Tensor ValueMap(int layer)
+    {
+        var w = _model.Weights.Blocks[layer];
+        var wv = _model.Computed(w.Wv).to(ScalarType.Float32);
+        if (!_cfg.PreNorms) return wv;
+        if (EffectiveWeight(w.Ln1W, w.Ln1B) is { } e) wv = wv.mul(e);                           // W_V · diag(w)
+        return Centres ? wv.sub(wv.mean(new long[] { -1 }, keepdim: true)) : wv;                  // W_V · diag(w) · C
+    }
+
+    /// <summary>Whether the model's norms centre (LayerNorms; RMSNorms do not).</summary>
+    bool Centres => _cfg.Norm is NormKind.LayerNorm or NormKind.LayerNormNoAffine;
 
     /// <summary>
     /// The transpose of a norm with its scale frozen: y = w · centre(x) / s (+ b) gives x̄ = centre(w · ȳ / s), the centring for
@@ -173,18 +222,19 @@ internal sealed class FrozenBackward
     /// </summary>
     Tensor NormBackward(Tensor g, Tensor? weight, Tensor? bias, Tensor scale, int P)
     {
-        var kind = _cfg.Norm;
-        Tensor? effective = weight is null && bias is null ? null : kind switch
-        {
-            NormKind.RmsNormPlusOne => _model.Computed(weight!).to(ScalarType.Float32).add(Scalars.One, Scalars.One),
-            NormKind.LayerNormNoAffine => null,
-            _ => weight is null ? null : _model.Computed(weight).to(ScalarType.Float32),
-        };
-        var x = effective is null ? g : g.mul(effective);
+        var x = EffectiveWeight(weight, bias) is { } effective ? g.mul(effective) : g;
         x = x.div(scale.narrow(0, 0, P));
-        if (kind is NormKind.LayerNorm or NormKind.LayerNormNoAffine) x = x.sub(x.mean(new long[] { -1 }, keepdim: true));
+        if (Centres) x = x.sub(x.mean(new long[] { -1 }, keepdim: true));
         return x;
     }
+
+    /// <summary>A norm's multiplier as float32: 1 + weight for Gemma's RMSNorm, the weight otherwise; null where folded, not learned or absent.</summary>
+    Tensor? EffectiveWeight(Tensor? weight, Tensor? bias) => weight is null && bias is null ? null : _cfg.Norm switch
+    {
+        NormKind.RmsNormPlusOne => _model.Computed(weight!).to(ScalarType.Float32).add(Scalars.One, Scalars.One),
+        NormKind.LayerNormNoAffine => null,
+        _ => weight is null ? null : _model.Computed(weight).to(ScalarType.Float32),
+    };
 
     static Tensor? Sum(Tensor? a, Tensor? b) => a is null ? b : b is null ? a : a.add(b, Scalars.One);
 }

@@ -112,13 +112,27 @@ public sealed class SparseAdjacency
         readonly (int[] Cols, float[] Vals, double Dropped)?[] _rows = new (int[], float[], double)?[size];
 
         /// <summary>Sets row <paramref name="r"/> from its dense values (length = size).</summary>
-        public void SetRow(int r, ReadOnlySpan<float> dense)
+        public void SetRow(int r, ReadOnlySpan<float> dense) => SetRow(r, dense, new[] { (0, dense.Length) });
+
+        /// <summary>
+        /// Sets row <paramref name="r"/> from the values of some runs of consecutive columns, side by side in <paramref name="values"/>
+        /// (runs in ascending order, disjoint); every column outside them is zero.
+        /// </summary>
+        public void SetRow(int r, ReadOnlySpan<float> values, IReadOnlyList<(int Start, int Length)> runs)
         {
-            int nonzero = 0;
-            foreach (var v in dense) if (v != 0) nonzero++;
+            int nonzero = 0, total = 0, end = 0;
+            foreach (var (start, length) in runs)
+            {
+                if (start < end || length < 0 || start + length > size) throw new ArgumentException("runs must be ascending, disjoint and within the row", nameof(runs));
+                end = start + length; total += length;
+            }
+            if (values.Length != total) throw new ArgumentException($"{values.Length} values for runs of {total} columns", nameof(values));
+            foreach (var v in values) if (v != 0) nonzero++;
             var cols = new int[nonzero]; var vals = new float[nonzero];
-            for (int c = 0, k = 0; c < dense.Length; c++)
-                if (dense[c] != 0) { cols[k] = c; vals[k] = dense[c]; k++; }
+            int written = 0, at = 0;
+            foreach (var (start, length) in runs)
+                for (int i = 0; i < length; i++, at++)
+                    if (values[at] != 0) { cols[written] = start + i; vals[written] = values[at]; written++; }
             double dropped = 0;
             if (maxPerRow is { } cap && nonzero > cap)
             {

@@ -65,4 +65,34 @@ public class FrozenBackwardTests
         Assert.True(max > 0);
         TensorAssert.Close(expected, actual, 2e-5 * max, $"{modelName} {dictionaryKind}: adjacency");
     }
+
+    [Theory]
+    [InlineData("gemma2")]      // post-attention norms (their scales folded into the mixing) and 1 + w RMSNorm
+    [InlineData("gpt2")]        // LayerNorm: centring folded into W_V
+    [InlineData("mistral")]     // grouped key-value heads
+    public void HookZGradientsMatchAutogradOverTheFrozenForward(string modelName)
+    {
+        using var model = HookedTransformer.Load(SharedData.PathOf("golden", "models", modelName));
+        using var scope = NewDisposeScope();
+        using var g = new Generator(11);
+        var c = model.Config;
+        using var dictionary = Random("clt-resid", c, g);
+        var tokens = randint(1, c.VocabSize, new long[] { 1, 9 }, generator: g);
+        using var rm = ReplacementModel.Build(model, dictionary, TranscoderInput.Resid, tokens);
+        using var written = new ZGradientCache(); using var viaAutograd = new ZGradientCache();
+        var graph = Attributor.Attribute(rm, new AttributionOptions(BatchSize: 4, MaxFeatureNodes: 12, ZGradients: written));
+        using (model.Hooks(new ForwardHookSpec(HookFilter.Named(model.HookPoints.Name(HookKind.ResidPre, 0)), (_, _) => null)))
+            Attributor.Attribute(rm, new AttributionOptions(BatchSize: 4, MaxFeatureNodes: 12, ZGradients: viaAutograd));
+        Assert.True(written.Count > 0 && written.Count == viaAutograd.Count);
+        foreach (var node in graph.Nodes.Where(n => n.Kind is NodeKind.Feature or NodeKind.Logit))
+        {
+            Assert.True(written.TryGet(node, out var mine), node.Id);
+            Assert.True(viaAutograd.TryGet(node, out var theirs), node.Id);
+            for (int l = 0; l < c.NLayers; l++)
+            {
+                double max = theirs[l].abs().max().item<float>();
+                TensorAssert.Close(theirs[l], mine[l], 2e-5 * Math.Max(max, 1e-6), $"{modelName} {node.Id} layer {l}: hook_z gradient");
+            }
+        }
+    }
 }
