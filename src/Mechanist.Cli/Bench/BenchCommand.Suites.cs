@@ -312,15 +312,16 @@ public sealed partial class BenchCommand
             foreach (var (tag, dtype, widen) in new[] { ("bf16", ScalarType.BFloat16, true), ("bf16 computed in bf16", ScalarType.BFloat16, false), ("fp32", ScalarType.Float32, false) })
             {
                 long bytes = spec.Parameters * (dtype == ScalarType.BFloat16 ? 2 : 4);
+                // Tensors left to finalizers (the checkpoint writer's, the previous model's) are freed before the baseline, or
+                // their release during the load would hide the new weights in the RSS deltas; the heap's freed memory goes back to
+                // the system before asking what is available.
+                GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
+                ReleaseFreedHeap();
                 if (dtype == ScalarType.Float32 && MemAvailableBytes() < 2 * bytes)
                 {
                     ctx.Err.WriteLine($"{spec.Name} {tag}: skipped ({bytes / 1e9:F1} GB of weights, {MemAvailableBytes() / 1e9:F1} GB available)");
                     continue;
                 }
-                // Tensors left to finalizers (the checkpoint writer's, the previous model's) are freed before the baseline, or
-                // their release during the load would hide the new weights in the RSS deltas.
-                GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
-                ReleaseFreedHeap();
                 double rssBefore = RssMb();
                 ResetPeakRss();
                 sw.Restart();

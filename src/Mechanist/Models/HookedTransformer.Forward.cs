@@ -73,16 +73,34 @@ public sealed partial class HookedTransformer
     {
         if (Weights.WU.dtype == DType) return F.linear(x, Weights.WU, Weights.BU);
         if (narrowProducts) return F.linear(x.to(Weights.WU.dtype), Weights.WU, Weights.BU).to(DType);
-        long vocab = Weights.WU.shape[0], rows = Math.Max(1, (1L << 24) / Weights.WU.shape[1]);
-        var parts = new List<Tensor>();
+        // A slice of the unembedding at a time, widened into one buffer and written into the logits in place: the same few
+        // allocations for every slice (fresh ones per slice left the heap fragmented: +0.4 GB peak on a 128K vocabulary).
+        // (With gradients on, each product keeps its slice for the backward: fresh slices then.)
+        long vocab = Weights.WU.shape[0], rows = Math.Min(vocab, Math.Max(1, (1L << 22) / Weights.WU.shape[1]));
+        if (is_grad_enabled())
+        {
+            var parts = new List<Tensor>();
+            for (long start = 0; start < vocab; start += rows)
+            {
+                long len = Math.Min(rows, vocab - start);
+                using var slice = Weights.WU.narrow(0, start, len).to(DType);
+                using var bias = Weights.BU?.narrow(0, start, len).to(DType);
+                parts.Add(F.linear(x, slice, bias));
+            }
+            return cat(parts, -1);
+        }
+        var shape = x.shape.ToArray(); shape[^1] = vocab;
+        var logits = empty(shape, DType, Device);
+        using var wide = empty(new long[] { rows, Weights.WU.shape[1] }, DType, Device);
         for (long start = 0; start < vocab; start += rows)
         {
+            using var scope = NewDisposeScope();
             long len = Math.Min(rows, vocab - start);
-            using var slice = Weights.WU.narrow(0, start, len).to(DType);
-            using var bias = Weights.BU?.narrow(0, start, len).to(DType);
-            parts.Add(F.linear(x, slice, bias));
+            var slice = wide.narrow(0, 0, len);
+            slice.copy_(Weights.WU.narrow(0, start, len));
+            logits.narrow(-1, start, len).copy_(F.linear(x, slice, Weights.BU?.narrow(0, start, len).to(DType)));
         }
-        return cat(parts, -1);
+        return logits;
     }
 
     Tensor Execute(Tensor input, RunOptions o, ForwardState s)
