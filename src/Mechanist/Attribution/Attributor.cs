@@ -308,7 +308,7 @@ public static class Attributor
             ComputeRows(next);
         }
         var keep = Enumerable.Range(0, n).Where(i => i >= nf || visited[i]).ToArray();
-        return new AttributionGraph(ids, keep.Select(i => nodes[i]).ToArray(), builder.Build().Select(keep));
+        return new AttributionGraph(ids, keep.Select(i => nodes[i]).ToArray(), builder.Build(keep));
     }
 
     /// <summary>

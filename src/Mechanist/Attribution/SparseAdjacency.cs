@@ -155,6 +155,42 @@ public sealed class SparseAdjacency
         /// <summary>Row <paramref name="r"/> as set (its nonzero columns, their values and the dropped mass), or null if never set.</summary>
         internal (int[] Cols, float[] Vals, double Dropped)? Row(int r) => _rows[r];
 
+        /// <summary>
+        /// The CSR matrix over the nodes <paramref name="keep"/> (ascending) alone: what <see cref="Build()"/> then
+        /// <see cref="SparseAdjacency.Select"/> give, without assembling the whole matrix first (rows in parallel).
+        /// </summary>
+        public SparseAdjacency Build(IReadOnlyList<int> keep)
+        {
+            var map = new int[size];
+            Array.Fill(map, -1);
+            for (int i = 0; i < keep.Count; i++)
+            {
+                if (i > 0 && keep[i] <= keep[i - 1]) throw new ArgumentException("the kept nodes must be ascending", nameof(keep));
+                map[keep[i]] = i;
+            }
+            var counts = new long[keep.Count];
+            Parallel.For(0, keep.Count, i =>
+            {
+                if (_rows[keep[i]] is not { } row) return;
+                long c = 0;
+                foreach (int col in row.Cols) if (map[col] >= 0) c++;
+                counts[i] = c;
+            });
+            var rowStart = new long[keep.Count + 1];
+            for (int i = 0; i < keep.Count; i++) rowStart[i + 1] = rowStart[i] + counts[i];
+            var cols = new int[rowStart[keep.Count]]; var vals = new float[rowStart[keep.Count]]; var dropped = new double[keep.Count];
+            // A row's columns ascend and the map keeps their order: each row is filtered in place, no sort.
+            Parallel.For(0, keep.Count, i =>
+            {
+                if (_rows[keep[i]] is not { } row) return;
+                long at = rowStart[i];
+                for (int e = 0; e < row.Cols.Length; e++)
+                    if (map[row.Cols[e]] is var c && c >= 0) { cols[at] = c; vals[at] = row.Vals[e]; at++; }
+                dropped[i] = row.Dropped;
+            });
+            return new SparseAdjacency(keep.Count, rowStart, cols, vals, dropped);
+        }
+
         /// <summary>The CSR matrix; rows never set are empty.</summary>
         public SparseAdjacency Build()
         {

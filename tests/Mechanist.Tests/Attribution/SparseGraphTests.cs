@@ -33,6 +33,40 @@ public class SparseGraphTests
     }
 
     [Fact]
+    public void RowsSetFromColumnRunsAndBuiltOverKeptNodesAreTheDenseRowsSelected()
+    {
+        // Rows of a 9-node graph written out by hand: a row set from runs of columns equals the same row set densely, and the
+        // graph built over the kept nodes is the whole graph with the other nodes' rows and columns removed.
+        float[][] dense =
+        {
+            new float[] { 0, 1, 0, 2, 0, 0, 3, 0, 0 },
+            new float[] { 4, 0, 0, 0, 5, 0, 0, 0, 6 },
+            new float[] { 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+            new float[] { 0, 0, 7, 0, 0, 8, 0, 9, 0 },
+        };
+        var byRuns = new SparseAdjacency.Builder(9);
+        var runs = new[] { (0, 2), (3, 2), (6, 3) };   // columns 2 and 5 lie outside every run: they must be zero in the row
+        for (int r = 0; r < dense.Length; r++)
+        {
+            if (r == 3) { byRuns.SetRow(r, dense[r]); continue; }
+            var values = runs.SelectMany(x => dense[r].Skip(x.Item1).Take(x.Item2)).ToArray();
+            byRuns.SetRow(r, values, runs);
+        }
+        var whole = byRuns.Build();
+        Assert.Equal(new[] { 1, 3, 6 }, Enumerable.Range(0, 3).Select(e => whole.Column[e]).ToArray());   // row 0: columns 1, 3, 6
+        Assert.Equal(new[] { 1f, 2f, 3f, 4f, 5f, 6f, 7f, 8f, 9f }, whole.Value);
+        var keep = new[] { 0, 3, 5, 6, 8 };
+        var kept = byRuns.Build(keep);
+        // By hand: rows 0 and 3 (new 0 and 1) keep the columns among {0, 3, 5, 6, 8} (new 0..4): row 0 -> (3:2, 6:3), row 3 -> (5:8).
+        Assert.Equal(5, kept.Size);
+        Assert.Equal(new long[] { 0, 2, 3, 3, 3, 3 }, kept.RowStart);
+        Assert.Equal(new[] { 1, 3, 2 }, kept.Column);
+        Assert.Equal(new[] { 2f, 3f, 8f }, kept.Value);
+        Assert.Throws<ArgumentException>(() => byRuns.Build(new[] { 3, 0 }));
+        Assert.Throws<ArgumentException>(() => byRuns.SetRow(0, new float[3], new[] { (4, 2), (3, 1) }));
+    }
+
+    [Fact]
     public void RowCapKeepsTheLargestEdgesAndCountsTheRest()
     {
         var b = new SparseAdjacency.Builder(5, maxPerRow: 2);
