@@ -94,6 +94,8 @@ public sealed class AnalysisRunner(ModelRegistry models, WorkbenchOptions option
         finally
         {
             _slots.Release();
+            // A long-lived server gives an analysis's freed native memory back (Mechanist's heap keeps it for reuse within a job).
+            Mechanist.Runtime.ProcessMemory.ReleaseFreedHeap();
             Options.Observer?.Ended(endpoint, outcome);
         }
     }

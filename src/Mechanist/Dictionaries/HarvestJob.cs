@@ -109,6 +109,8 @@ public static class HarvestJob
                 tokens += set.Rows;
             }
             textIndex = end;
+            // Chunks differ a little in size: their freed blocks go back to the system rather than fragmenting the kept heap.
+            Runtime.ProcessMemory.ReleaseFreedHeap();
             manifest = manifest with { Tokens = tokens, Chunks = chunks.ToArray() };
             AtomicFile.WriteText(manifestPath, JsonFormat.Serialize(manifest));
             progress?.Report((tokens, o.MaxTokens));
