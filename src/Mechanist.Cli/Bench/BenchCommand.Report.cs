@@ -127,6 +127,9 @@ public sealed partial class BenchCommand
           `MECHANIST_MKL_VENDOR_CHECK=keep` opts out). OpenBLAS picks its own kernel per CPU (the "peer BLAS" line). On this
           project's AVX-512 EPYC, fp32 GEMM on these shapes: MKL's AVX2 path 155 GFLOP/s, its AVX-512 path 364, OpenBLAS's
           Cooperlake kernel 345.
+        - Large tensors come from glibc's heap, their freed memory kept for reuse, and on transparent huge pages (`Runtime/NativeHeap`;
+          the "tensor memory" line): by default each large intermediate would pay a page fault per 4 KB, dear on a VM. The peer runs
+          with the same glibc settings (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_: its 1x1024 forward 5.8 s with glibc's defaults, 2.0 s with them).
         - Rows of about 0.2 s (1x128) vary by ±25% from run to run on a 2-core VM; the hook rows are within that noise.
         - A plain forward uses libtorch's fused attention (nothing reads the scores or the pattern). A full cache keeps it and
           rebuilds scores and patterns from the cached queries and keys when they are read: the "full cache" rows are the

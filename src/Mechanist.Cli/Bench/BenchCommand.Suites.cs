@@ -478,6 +478,10 @@ public sealed partial class BenchCommand
             { RedirectStandardOutput = true, RedirectStandardError = true };
             psi.Environment["OMP_NUM_THREADS"] = threads.ToString();
             psi.Environment["OPENBLAS_NUM_THREADS"] = threads.ToString();
+            // The allocator Mechanist runs on (Runtime/NativeHeap): large blocks from glibc's heap, kept for reuse, rather than a
+            // page fault per 4 KB of every fresh mapping (glibc reads these at the peer's start).
+            psi.Environment["MALLOC_MMAP_MAX_"] = "0";
+            psi.Environment["MALLOC_TRIM_THRESHOLD_"] = "2147483647";
             if (unsetOverrides) { psi.Environment.Remove("OPENBLAS_CORETYPE"); psi.Environment.Remove("OPENBLAS_L2_SIZE"); }
             using var p = Process.Start(psi) ?? throw new MechanistException("could not start /usr/bin/python3");
             var stdout = p.StandardOutput.ReadToEndAsync(); string err = p.StandardError.ReadToEnd();
