@@ -53,7 +53,7 @@ public static class NativeHeap
             HugePages = NativeHugePageValue() == "1";
             return $"glibc's and libtorch's defaults ({OptOutVariable}=system)";
         }
-        long keep = Math.Min(int.MaxValue, (ProcBytes("MemTotal") ?? 8L << 30) / 4);
+        long keep = Math.Min(int.MaxValue, (ProcessMemory.MachineTotal() ?? 8L << 30) / 4);
         HeapKept = MallOpt(MmapMax, 0) == 1 & MallOpt(TrimThreshold, (int)keep) == 1;
         string heap = HeapKept ? $"large allocations from glibc's heap, freed memory kept for reuse (up to {keep >> 20:N0} MB at its top)" : "glibc's defaults (mallopt refused)";
         string pages;
@@ -89,16 +89,6 @@ public static class NativeHeap
     {
         try { return (long)MallInfo2().hblkhd; }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return null; }
-    }
-
-    static long? ProcBytes(string field)
-    {
-        try
-        {
-            var line = File.ReadLines("/proc/meminfo").FirstOrDefault(l => l.StartsWith(field + ":"));
-            return line is null ? null : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
-        }
-        catch (IOException) { return null; }
     }
 
     const int TrimThreshold = -1, MmapMax = -4;      // glibc's M_TRIM_THRESHOLD and M_MMAP_MAX

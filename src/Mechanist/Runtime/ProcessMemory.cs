@@ -44,6 +44,9 @@ public static class ProcessMemory
     /// <summary>What the machine can still give without swapping (MemAvailable); <see cref="long.MaxValue"/> where unknown.</summary>
     public static long MachineAvailable() => ProcBytes("/proc/meminfo", "MemAvailable") ?? long.MaxValue;
 
+    /// <summary>The machine's memory (MemTotal); null where unknown.</summary>
+    public static long? MachineTotal() => ProcBytes("/proc/meminfo", "MemTotal");
+
     /// <summary>Resets the kernel's peak mark to the current resident size (writing 5 to /proc/self/clear_refs).</summary>
     public static void ResetPeak()
     {
