@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using Mechanist.Tensors;
 using Mechanist.IO;
 using Mechanist.Analysis;
@@ -133,18 +134,18 @@ public static class FeatureBuild
         if (group.Count > 0) yield return group;
     }
     /// <summary>Runs one batch and adds every firing to the sketches; returns the tokens read (BOS excluded).</summary>
+    /// <summary>x</summary>
     static long Process(HookedTransformer model, FeatureSource source, List<(long Index, long[] Ids)> batch, FeatureSketch[] sketches)
     {
         long? bos = model.Tokenizer!.BosId;
         int n = batch.Count, width = batch.Max(b => b.Ids.Length);
         var ids = new long[n * width]; var attention = new long[n * width]; var keep = new bool[n * width];
-        var firstKept = new int[n]; var rowStart = new int[n];
+        var firstKept = new int[n];
         var rowText = new List<int>(); var rowPos = new List<int>();
         for (int b = 0; b < n; b++)
         {
             var t = batch[b].Ids;
             firstKept[b] = bos is { } id && t[0] == id ? 1 : 0;
-            rowStart[b] = rowText.Count;
             for (int p = 0; p < t.Length; p++)
             {
                 ids[b * width + p] = t[p]; attention[b * width + p] = 1;
@@ -163,56 +164,88 @@ public static class FeatureBuild
             {
                 using var layerScope = NewDisposeScope();
                 var acts = source.Encode(li, cache[source.InputHooks[li]].reshape(n * width, -1)[keepT]).to(ScalarType.Float32);
-                var nz = acts.nonzero();
-                var rowsT = nz[.., 0].contiguous(); var featsT = nz[.., 1].contiguous();
-                var valsT = acts.reshape(-1).index_select(0, rowsT.mul(Tensors.Scalars.Int(source.DDict)).add(featsT, Tensors.Scalars.Int(1))).cpu();
-                var rows = rowsT.cpu().data<long>().ToArray(); var feats = featsT.cpu().data<long>().ToArray(); var vals = valsT.data<float>().ToArray();
-                // nonzero() lists rows in order and features in order within a row: a CSR index for window look-ups.
-                var rowPtr = new int[rowText.Count + 1];
-                foreach (var r in rows) rowPtr[r + 1]++;
-                for (int r = 0; r < rowText.Count; r++) rowPtr[r + 1] += rowPtr[r];
-                var sketch = sketches[li];
-                var lookup = new WindowSource(batch, firstKept, rowStart, rowPtr, feats, vals, sketch.Settings, source.Layers[li]);
-                for (int i = 0; i < rows.Length; i++)
-                {
-                    int row = (int)rows[i], b = rowText[row], pos = rowPos[row];
-                    long text = batch[b].Index;
-                    ulong hash = FeatureSketch.HashOf(lookup.Layer, (int)feats[i], text, pos);
-                    sketch.Add((int)feats[i], vals[i], text, pos, new Window(lookup, b, pos, (int)feats[i], vals[i], hash), hash);
-                }
-                sketch.Tokens += rowText.Count;
+                var host = (acts.device_type == TorchSharp.DeviceType.CPU ? acts : acts.cpu()).contiguous();
+                unsafe { AddFirings(sketches[li], (float*)TensorMemory.DataPointer(host), source.DDict, batch, firstKept, rowText, rowPos, source.Layers[li]); }
+                GC.KeepAlive(host);
+                sketches[li].Tokens += rowText.Count;
             }
         }
         return rowText.Count;
     }
 
-    /// <summary>What a batch's windows are cut from: the texts, the row layout and the nonzero activations in CSR form.</summary>
-    sealed record WindowSource(List<(long Index, long[] Ids)> Batch, int[] FirstKept, int[] RowStart, int[] RowPtr, long[] Feats, float[] Vals,
-        FeatureSketchSettings Settings, int Layer)
+    /// <summary>
+    /// Adds every firing (activation &gt; 0) of a batch's dense activations ([rows, dDict], row-major at <paramref name="activations"/>)
+    /// to the sketch, row by row and feature by feature within a row. The firings are first listed row by row (eight features
+    /// compared at a time), so that a kept example's window reads its activations from that short list rather than across the rows.
+    /// </summary>
+    static unsafe void AddFirings(FeatureSketch sketch, float* activations, int dDict, List<(long Index, long[] Ids)> batch, int[] firstKept, List<int> rowText, List<int> rowPos, int layer)
+    {
+        int rows = rowText.Count, vectorEnd = dDict / 8 * 8, count = 0;
+        // Pooled: a batch's lists are large objects, and allocating them afresh per batch and layer costs collections of the old generation.
+        var rowPtr = System.Buffers.ArrayPool<int>.Shared.Rent(rows + 1);
+        var feats = System.Buffers.ArrayPool<int>.Shared.Rent(rows * 64); var vals = System.Buffers.ArrayPool<float>.Shared.Rent(rows * 64);
+        var zero = Vector256<float>.Zero;
+        rowPtr[0] = 0;
+        for (int row = 0; row < rows; row++)
+        {
+            float* values = activations + (long)row * dDict;
+            for (int f = 0; f < dDict; f += 8)
+            {
+                uint mask = 0;
+                if (f < vectorEnd) mask = Vector256.ExtractMostSignificantBits(Vector256.GreaterThan(Vector256.Load(values + f), zero));
+                else for (int j = 0; f + j < dDict; j++) if (values[f + j] > 0) mask |= 1u << j;
+                if (count + 8 > feats.Length) { Grow(ref feats, count); Grow(ref vals, count); }
+                for (; mask != 0; mask &= mask - 1)
+                {
+                    int feature = f + System.Numerics.BitOperations.TrailingZeroCount(mask);
+                    feats[count] = feature; vals[count++] = values[feature];
+                }
+            }
+            rowPtr[row + 1] = count;
+        }
+        var lookup = new WindowSource(batch, firstKept, rowPtr, feats, vals, sketch.Settings, layer);
+        for (int row = 0; row < rows; row++)
+        {
+            int b = rowText[row], pos = rowPos[row];
+            long text = batch[b].Index;
+            for (int i = rowPtr[row]; i < rowPtr[row + 1]; i++)
+            {
+                int feature = lookup.Feats[i];
+                ulong hash = FeatureSketch.HashOf(layer, feature, text, pos);
+                sketch.Add(feature, lookup.Vals[i], text, pos, new Window(lookup, b, row, pos, feature, lookup.Vals[i], hash), hash);
+            }
+        }
+        System.Buffers.ArrayPool<int>.Shared.Return(rowPtr); System.Buffers.ArrayPool<int>.Shared.Return(feats); System.Buffers.ArrayPool<float>.Shared.Return(vals);
+    }
+
+    static void Grow<T>(ref T[] pooled, int used)
+    {
+        var larger = System.Buffers.ArrayPool<T>.Shared.Rent(pooled.Length * 2);
+        Array.Copy(pooled, larger, used);
+        System.Buffers.ArrayPool<T>.Shared.Return(pooled);
+        pooled = larger;
+    }
+
+    /// <summary>What a batch's windows are cut from: the texts, and the layer's firings listed row by row (features ascending within a row).</summary>
+    sealed record WindowSource(List<(long Index, long[] Ids)> Batch, int[] FirstKept, int[] RowPtr, int[] Feats, float[] Vals, FeatureSketchSettings Settings, int Layer)
     {
         /// <summary>The activation of <paramref name="feature"/> at a row (0 when it did not fire there).</summary>
-        public float Value(int row, long feature)
+        public float Value(int row, int feature)
         {
-            // nonzero() lists rows in order and features in order within a row.
-            int lo = RowPtr[row], hi = RowPtr[row + 1] - 1;
-            while (lo <= hi)
-            {
-                int mid = (lo + hi) >> 1;
-                if (Feats[mid] == feature) return Vals[mid];
-                if (Feats[mid] < feature) lo = mid + 1; else hi = mid - 1;
-            }
-            return 0;
+            int at = Array.BinarySearch(Feats, RowPtr[row], RowPtr[row + 1] - RowPtr[row], feature);
+            return at >= 0 ? Vals[at] : 0;
         }
     }
 
-    readonly struct Window(WindowSource s, int b, int pos, int feature, float activation, ulong hash) : FeatureSketch.IWindow
+    readonly struct Window(WindowSource s, int b, int row, int pos, int feature, float activation, ulong hash) : FeatureSketch.IWindow
     {
         public FeatureExample Build()
         {
             var tokens = s.Batch[b].Ids;
             int start = Math.Max(0, pos - s.Settings.Before), end = Math.Min(tokens.Length, pos + s.Settings.After + 1);
             var acts = new float[end - start];
-            for (int q = Math.Max(start, s.FirstKept[b]); q < end; q++) acts[q - start] = s.Value(s.RowStart[b] + q - s.FirstKept[b], feature);
+            // A text's kept positions are consecutive rows.
+            for (int q = Math.Max(start, s.FirstKept[b]); q < end; q++) acts[q - start] = s.Value(row + q - pos, feature);
             return new FeatureExample(s.Batch[b].Index, pos, activation, hash, start, tokens[start..end], acts);
         }
     }

@@ -98,6 +98,12 @@ public sealed class FeatureSketch
         FeatureExample Build();
     }
 
+    // What a firing must reach to be a candidate at all, so that most firings touch only flat arrays: per feature the activation
+    // of the worst top example (−∞ while there is room), per [feature × interval] the largest sampled hash (the maximum while there is
+    // room). Built from the lists at the first Add (a store read back fills the lists directly) and kept by the inserts after that.
+    float[]? _topFloor;
+    ulong[]? _sampleCeiling;
+
     /// <summary>Adds one firing of <paramref name="feature"/>; <paramref name="window"/> builds its example only when it is kept.</summary>
     public void Add<TWindow>(int feature, float activation, long text, int position, in TWindow window, ulong hash) where TWindow : struct, IWindow
     {
@@ -106,21 +112,28 @@ public sealed class FeatureSketch
         Sum[feature] += activation;
         if (activation > Max[feature]) Max[feature] = activation;
         Histogram[feature * HistogramBins + BinOf(activation)]++;
-        FeatureExample? built = null;
-        var top = Top[feature] ??= new List<FeatureExample>(Settings.TopK);
-        if (Settings.TopK > 0 && (top.Count < Settings.TopK || Beats(activation, text, position, top[^1])))
-            InsertTop(top, built ??= window.Build());
+        var floors = _topFloor ??= Enumerable.Range(0, DDict).Select(TopFloor).ToArray();
+        var ceilings = _sampleCeiling ??= Enumerable.Range(0, Sampled.Length).Select(SampleCeiling).ToArray();
         int slot = feature * Intervals + IntervalOf(activation);
-        var sample = Sampled[slot] ??= new List<FeatureExample>(Settings.PerInterval);
-        if (Settings.PerInterval > 0 && (sample.Count < Settings.PerInterval || hash < sample[^1].Hash))
-            InsertSample(sample, built ?? window.Build());
+        bool top = Settings.TopK > 0 && activation >= floors[feature], sample = Settings.PerInterval > 0 && hash <= ceilings[slot];
+        if (!top && !sample) return;
+        FeatureExample? built = null;
+        if (top && (Top[feature] is not { } list || list.Count < Settings.TopK || Beats(activation, text, position, list[^1])))
+            InsertTop(feature, built = window.Build());
+        if (sample && (Sampled[slot] is not { } kept || kept.Count < Settings.PerInterval || hash < kept[^1].Hash))
+            InsertSample(slot, built ?? window.Build());
     }
+
+    float TopFloor(int feature) => Top[feature] is { } top && top.Count >= Settings.TopK ? top[^1].Activation : float.NegativeInfinity;
+
+    ulong SampleCeiling(int slot) => Sampled[slot] is { } sample && sample.Count >= Settings.PerInterval ? sample[^1].Hash : ulong.MaxValue;
 
     static bool Beats(float a, long text, int position, FeatureExample worst) =>
         a > worst.Activation || (a == worst.Activation && (text < worst.Text || (text == worst.Text && position < worst.Position)));
 
-    void InsertTop(List<FeatureExample> top, FeatureExample e)
+    void InsertTop(int feature, FeatureExample e)
     {
+        var top = Top[feature] ??= new List<FeatureExample>(Settings.TopK);
         // A window repeated token for token (a repeated text) counts once, as its best-ranked occurrence, so the top examples differ.
         // Streaming keeps exactly the top k windows by their best occurrence: an occurrence that beats the current worst also beats
         // every earlier occurrence of its window that was turned away, and merged shards follow the same rule.
@@ -135,10 +148,12 @@ public sealed class FeatureSketch
         while (i > 0 && e.RanksAbove(top[i - 1])) i--;
         top.Insert(i, e);
         if (top.Count > Settings.TopK) top.RemoveAt(top.Count - 1);
+        if (_topFloor is { } floors) floors[feature] = TopFloor(feature);
     }
 
-    void InsertSample(List<FeatureExample> sample, FeatureExample e)
+    void InsertSample(int slot, FeatureExample e)
     {
+        var sample = Sampled[slot] ??= new List<FeatureExample>(Settings.PerInterval);
         // A window repeated token for token counts once, as its occurrence with the smallest hash: the sample is then exactly the
         // distinct windows with the smallest such hashes, whatever the order of occurrences or shards (one eviction argument as for the top).
         for (int j = 0; j < sample.Count; j++)
@@ -152,6 +167,7 @@ public sealed class FeatureSketch
         while (i > 0 && e.Hash < sample[i - 1].Hash) i--;
         sample.Insert(i, e);
         if (sample.Count > Settings.PerInterval) sample.RemoveAt(sample.Count - 1);
+        if (_sampleCeiling is { } ceilings) ceilings[slot] = SampleCeiling(slot);
     }
 
     /// <summary>Adds another shard's sketch of the same layer (disjoint texts): the result is the sketch of both.</summary>
@@ -162,10 +178,10 @@ public sealed class FeatureSketch
         for (int f = 0; f < DDict; f++)
         {
             Count[f] += other.Count[f]; Sum[f] += other.Sum[f]; Max[f] = Math.Max(Max[f], other.Max[f]);
-            if (other.Top[f] is { } ot) { var top = Top[f] ??= new List<FeatureExample>(); foreach (var e in ot) InsertTop(top, e); }
+            if (other.Top[f] is { } ot) foreach (var e in ot) InsertTop(f, e);
         }
         for (int i = 0; i < Histogram.Length; i++) Histogram[i] += other.Histogram[i];
         for (int s = 0; s < Sampled.Length; s++)
-            if (other.Sampled[s] is { } os) { var mine = Sampled[s] ??= new List<FeatureExample>(); foreach (var e in os) InsertSample(mine, e); }
+            if (other.Sampled[s] is { } os) foreach (var e in os) InsertSample(s, e);
     }
 }

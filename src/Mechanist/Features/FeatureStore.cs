@@ -99,8 +99,8 @@ public sealed class FeatureStore : IFeatureStore
                 Insert(c, "INSERT INTO meta VALUES ($a, $b)", ("info", JsonFormat.Serialize(info)));
                 using (var cmd = Prepared(c, "INSERT INTO vocab VALUES ($a, $b)", 2))
                     for (int i = 0; i < vocab.Length; i++) Run(cmd, (long)i, vocab[i]);
-                using var feat = Prepared(c, "INSERT INTO features VALUES ($a, $b, $c, $d, $e, $f, $g, $h, $i, $j, $k)", 11);
-                using var ex = Prepared(c, "INSERT INTO examples VALUES ($a, $b, $c, $d, $e, $f, $g, $h, $i, $j, $k, $l)", 12);
+                using var feat = new SqliteRowWriter(c, "INSERT INTO features VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                using var ex = new SqliteRowWriter(c, "INSERT INTO examples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
                 using var layer = Prepared(c, "INSERT INTO layers VALUES ($a, $b)", 2);
                 using var similar = Prepared(c, "INSERT INTO similar VALUES ($a, $b, $c)", 3);
                 for (int li = 0; li < sketches.Count; li++)
@@ -112,10 +112,10 @@ public sealed class FeatureStore : IFeatureStore
                         var top = s.Top[f] ?? new List<FeatureExample>();
                         string auto = FeatureLabels.Auto(top, eff.TopLogits[f], vocab);
                         string search = FeatureLabels.SearchText(top, auto, vocab);
-                        Run(feat, (long)li, (long)f, s.Count[f], s.Sum[f], (double)s.Max[f],
-                            JsonSerializer.Serialize(s.Histogram.AsSpan(f * FeatureSketch.HistogramBins, FeatureSketch.HistogramBins).ToArray()),
-                            JsonFormat.Serialize(eff.TopLogits[f]), JsonFormat.Serialize(eff.BottomLogits[f]),
-                            eff.DecoderNorms is null ? null : JsonSerializer.Serialize(eff.DecoderNorms[f]), auto, search);
+                        feat.Int(1, li).Int(2, f).Int(3, s.Count[f]).Real(4, s.Sum[f]).Real(5, s.Max[f])
+                            .JsonArray(6, s.Histogram.AsSpan(f * FeatureSketch.HistogramBins, FeatureSketch.HistogramBins))
+                            .Text(7, JsonFormat.Serialize(eff.TopLogits[f])).Text(8, JsonFormat.Serialize(eff.BottomLogits[f]))
+                            .Text(9, eff.DecoderNorms is null ? null : JsonSerializer.Serialize(eff.DecoderNorms[f])).Text(10, auto).Text(11, search).Run();
                         if (eff.Similar?[f] is { Length: > 0 } near) Run(similar, (long)li, (long)f, JsonFormat.Serialize(near));
                         for (int r = 0; r < top.Count; r++) Example(ex, li, f, 0, -1, r, top[r]);
                         for (int i = 0; i < FeatureSketch.Intervals; i++)
@@ -160,9 +160,9 @@ public sealed class FeatureStore : IFeatureStore
         finally { if (File.Exists(tmp)) File.Delete(tmp); }
     }
 
-    static void Example(SqliteCommand cmd, int li, int f, int kind, int interval, int rank, FeatureExample e) =>
-        Run(cmd, (long)li, (long)f, (long)kind, (long)interval, (long)rank, e.Text, (long)e.Position, (double)e.Activation, unchecked((long)e.Hash), (long)e.Start,
-            JsonSerializer.Serialize(e.Ids), JsonSerializer.Serialize(e.Acts));
+    static void Example(SqliteRowWriter row, int li, int f, int kind, int interval, int rank, FeatureExample e) =>
+        row.Int(1, li).Int(2, f).Int(3, kind).Int(4, interval).Int(5, rank).Int(6, e.Text).Int(7, e.Position).Real(8, e.Activation)
+            .Int(9, unchecked((long)e.Hash)).Int(10, e.Start).JsonArray(11, e.Ids).JsonArray(12, e.Acts).Run();
 
     /// <summary>Whether a table exists (tables added after a store was built, as <c>similar</c>, are optional).</summary>
     static bool HasTable(SqliteConnection c, string name)
