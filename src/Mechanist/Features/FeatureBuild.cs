@@ -134,7 +134,6 @@ public static class FeatureBuild
         if (group.Count > 0) yield return group;
     }
     /// <summary>Runs one batch and adds every firing to the sketches; returns the tokens read (BOS excluded).</summary>
-    /// <summary>x</summary>
     static long Process(HookedTransformer model, FeatureSource source, List<(long Index, long[] Ids)> batch, FeatureSketch[] sketches)
     {
         long? bos = model.Tokenizer!.BosId;
