@@ -202,16 +202,16 @@ public static class FeatureBuild
             }
             rowPtr[row + 1] = count;
         }
-        var lookup = new WindowSource(batch, firstKept, rowPtr, feats, vals, sketch.Settings, layer);
+        var lookup = new WindowSource(batch, firstKept, rowPtr, feats, vals, sketch.Settings);
         for (int row = 0; row < rows; row++)
         {
             int b = rowText[row], pos = rowPos[row];
             long text = batch[b].Index;
             for (int i = rowPtr[row]; i < rowPtr[row + 1]; i++)
             {
-                int feature = lookup.Feats[i];
+                int feature = feats[i];
                 ulong hash = FeatureSketch.HashOf(layer, feature, text, pos);
-                sketch.Add(feature, lookup.Vals[i], text, pos, new Window(lookup, b, row, pos, feature, lookup.Vals[i], hash), hash);
+                sketch.Add(feature, vals[i], text, pos, new Window(lookup, b, row, pos, feature, vals[i], hash), hash);
             }
         }
         System.Buffers.ArrayPool<int>.Shared.Return(rowPtr); System.Buffers.ArrayPool<int>.Shared.Return(feats); System.Buffers.ArrayPool<float>.Shared.Return(vals);
@@ -226,7 +226,7 @@ public static class FeatureBuild
     }
 
     /// <summary>What a batch's windows are cut from: the texts, and the layer's firings listed row by row (features ascending within a row).</summary>
-    sealed record WindowSource(List<(long Index, long[] Ids)> Batch, int[] FirstKept, int[] RowPtr, int[] Feats, float[] Vals, FeatureSketchSettings Settings, int Layer)
+    sealed record WindowSource(List<(long Index, long[] Ids)> Batch, int[] FirstKept, int[] RowPtr, int[] Feats, float[] Vals, FeatureSketchSettings Settings)
     {
         /// <summary>The activation of <paramref name="feature"/> at a row (0 when it did not fire there).</summary>
         public float Value(int row, int feature)
