@@ -157,7 +157,7 @@ public static class Attributor
         var zs = options.ZGradients is null ? Array.Empty<string>() : Enumerable.Range(0, L).Select(l => reg.Name(HookKind.Z, l)).ToArray();
         var retain = inputs.Concat(outputs).Concat(zs).Append(embed).Append(unembedIn).ToArray();
         // The backward written out where the model suits it (no retained forward, passes that stop at their last position); else autograd.
-        var frozen = FrozenBackward.For(rm);
+        using var frozen = FrozenBackward.For(rm);
         using var forwards = new PrefixForwards(length => RetainedForward.Run(model, length == T ? rm.Tokens : rm.Tokens[.., ..length], retain, B, rm.FrozenOptions()),
             T, PositionBuckets(model, B, T));
         var wrt = outputs.Append(embed).Concat(zs).ToArray();
@@ -165,6 +165,7 @@ public static class Attributor
 
         // Per source layer, the features' positions, indices and activations (for gathering their columns).
         var grids = Enumerable.Range(0, L).Select(l => FeatureGrid.Of(nodes, nf, l, T, model.Device)).ToArray();
+
         var builder = new SparseAdjacency.Builder(n, options.MaxEdgesPerRow);
         int rowsDone = 0, rowsPlanned = k + Math.Min(options.MaxFeatureNodes ?? nf, nf);
         // Where a row's backward starts: a feature reads the residual at its own layer and position (nothing above or after
@@ -173,111 +174,196 @@ public static class Attributor
         int LastPosition(int node) => node < nf ? nodes[node].Position : T - 1;
         // Rows for target nodes (feature indices below nf, or logit nodes), at most B per backward pass. Sorted by where they
         // start, a pass's rows share their top layer (the backward never runs above it) and nearby positions (the feature
-        // columns are read only up to the last of them).
+        // columns are read only up to the last of them). Up to MaxGroupPasses consecutive passes run side by side a layer at a
+        // time: at each layer the feature columns' products read all of their gradients there at once, so that a decoder row
+        // read from memory serves the group's rows (up to 256), not one pass's 32.
         void ComputeRows(IReadOnlyList<int> unordered)
         {
-          var targetNodes = unordered.OrderBy(x => frozen is null ? forwards.BucketFor(LastPosition(x) + 1) : 0).ThenBy(TopLayer).ThenBy(LastPosition).ThenBy(x => x).ToArray();
-          for (int start = 0; start < targetNodes.Length; start += B)
-          {
+            var targetNodes = unordered.OrderBy(x => frozen is null ? forwards.BucketFor(LastPosition(x) + 1) : 0).ThenBy(TopLayer).ThenBy(LastPosition).ThenBy(x => x).ToArray();
+            var passes = new List<RowPass>();
+            for (int start = 0; start < targetNodes.Length; start += B)
+            {
+                int rows = Math.Min(B, targetNodes.Length - start), top = 0, P = 0;
+                for (int r = 0; r < rows; r++) { top = Math.Max(top, TopLayer(targetNodes[start + r])); P = Math.Max(P, LastPosition(targetNodes[start + r]) + 1); }
+                passes.Add(new RowPass(start, rows, top, P, Math.Min(top, errorLayers)));
+            }
+            // (The autograd path runs its passes one at a time: each reads its own retained forward. Passes that keep their hook_z
+            // gradients, [rows, P, heads, d_head] per layer until they finish, run two at a time, not to hold eight passes' at once.)
+            int perGroup = frozen is null ? 1 : zs.Length > 0 ? 2 : MaxGroupPasses;
+            for (int first = 0; first < passes.Count; first += perGroup)
+                ComputeGroup(targetNodes, passes.GetRange(first, Math.Min(perGroup, passes.Count - first)));
+        }
+
+        void ComputeGroup(int[] targetNodes, List<RowPass> passes)
+        {
+            using var groupScope = NewDisposeScope();
+            int Pg = passes.Max(x => x.P), reachedG = passes.Max(x => x.Reached), Rg = passes.Sum(x => x.Rows);
+            var offsets = new int[passes.Count];
+            for (int i = 1; i < passes.Count; i++) offsets[i] = offsets[i - 1] + passes[i - 1].Rows;
+            // Per source layer, Σ over the layers j its features write to of grad_j[p] · W_dec(l→j)[f] for every row of the group,
+            // [Pg, slots, Rg] (the activations are applied per pass); per pass and layer reached, grad_l[p] · error[l, p], [P, rows].
+            // (Slots before rows: the products' wider side is the rows, which the GEMM prefers as its columns.)
+            var sums = new Tensor?[reachedG];
+            for (int l = 0; l < reachedG; l++) if (grids[l] is { } grid && grid.FilledBefore[Pg] > 0) sums[l] = zeros(Pg, grid.Slots, Rg, device: model.Device);
+            var errorColumns = passes.Select(x => new Tensor[x.Reached]).ToArray();
+            var embeds = new (Tensor Gradient, Tensor Value)[passes.Count];
+            // The group's gradients at one layer's output, [Pg, Rg, d]: each pass writes its rows up to its last position.
+            var atLayer = reachedG == 0 ? null : empty(new long[] { Pg, Rg, model.Config.DModel }, ScalarType.Float32, model.Device);
+            void Read(int i, int j, Tensor g)
+            {
+                var (_, rows, _, P, _) = passes[i];
+                atLayer!.narrow(0, 0, P).narrow(1, offsets[i], rows).copy_(g);
+                errorColumns[i][j] = bmm(g, rm.Errors[j][..P].unsqueeze(2)).squeeze(2);                // [P, rows]
+            }
+            void KeepZ(int i, Tensor[] z)
+            {
+                for (int r = 0; r < passes[i].Rows && options.ZGradients!.Fits(zRowBytes); r++)
+                    options.ZGradients.Add(nodes[targetNodes[passes[i].Start + r]], Enumerable.Range(0, L).Select(m => WholePrompt(z[m][r].to(ScalarType.Float32), T)).ToArray());
+            }
+            var autograd = new List<Tensor>();                                                       // (not in the scope: freed below)
+            try
+            {
+                if (frozen is not null)
+                {
+                    var states = passes.Select(x =>
+                    {
+                        var features = new List<(int, GraphNode)>(); var logits = new List<(int, Tensor)>();
+                        for (int r = 0; r < x.Rows; r++)
+                        {
+                            int t = targetNodes[x.Start + r];
+                            if (t < nf) features.Add((r, nodes[t])); else logits.Add((r, demeaned[t - logitBase]));
+                        }
+                        return frozen.Start(x.Rows, x.Top, x.P, features, logits, zs.Length > 0);
+                    }).ToArray();
+                    for (int j = states.Max(s => s.Layer); j >= 0; j--)
+                    {
+                        for (int i = 0; i < passes.Count; i++)
+                        {
+                            if (states[i].Layer != j) continue;
+                            if (j < passes[i].Reached)
+                                Read(i, j, states[i].Gradient ?? zeros(new long[] { passes[i].P, passes[i].Rows, model.Config.DModel }, ScalarType.Float32, model.Device));
+                            states[i].Step();
+                        }
+                        if (j < reachedG) LayerColumns(j, passes, offsets, atLayer!, sums);
+                    }
+                    for (int i = 0; i < passes.Count; i++)
+                    {
+                        var grads = states[i].Finish();
+                        embeds[i] = (grads.Embed, rm.Clean[embed][0, ..passes[i].P].to(ScalarType.Float32));
+                        if (grads.Z is { } z) { KeepZ(i, z); foreach (var t in z) t.Dispose(); }
+                    }
+                }
+                else
+                {
+                    var (start, rows, _, P, reached) = passes[0];
+                    var forward = forwards.For(forwards.BucketFor(P));                                // a prefix of at least P positions
+                    var readouts = new ReadoutInjection(forward, d, inputs, unembedIn);
+                    for (int r = 0; r < rows; r++)
+                    {
+                        int t = targetNodes[start + r];
+                        if (t < nf) readouts.Feature(r, nodes[t]);
+                        else readouts.Logit(r, T - 1, demeaned[t - logitBase]);
+                    }
+                    var all = forward.Gradients(readouts.Injections(), wrt);                          // L × [B, ≥P, d] (none without MLPs), embed, then hook_z
+                    autograd.AddRange(all);
+                    Tensor PositionsFirst(Tensor t) => t[..rows, ..P].to(ScalarType.Float32).permute(1, 0, 2);
+                    for (int j = reached - 1; j >= 0; j--)
+                    {
+                        Read(0, j, PositionsFirst(all[j]));
+                        LayerColumns(j, passes, offsets, atLayer!, sums);
+                    }
+                    embeds[0] = (PositionsFirst(all[errorLayers]), forward[embed][0].to(ScalarType.Float32));
+                    if (zs.Length > 0) KeepZ(0, all[(errorLayers + 1)..]);
+                }
+                for (int i = 0; i < passes.Count; i++) AddRows(targetNodes, passes[i], offsets[i], sums, errorColumns[i], embeds[i]);
+            }
+            finally { foreach (var t in autograd) t.Dispose(); }
+        }
+
+        // Layer j's share of the feature columns: for each source layer l ≤ j whose features write to j, grad_j[p] · W_dec(l→j)[f]
+        // over the group's rows that reach above j (a range: passes run by top layer) and past p, a few positions at a time (the
+        // decoder rows gathered into a block that stays in the cache for the product that reads it). Rows inside the range whose
+        // pass stops before p get products nobody reads.
+        void LayerColumns(int j, List<RowPass> passes, int[] offsets, Tensor atLayer, Tensor?[] sums)
+        {
+            int Pg = (int)atLayer.shape[0];
+            for (int l = 0; l <= j && l < sums.Length; l++)
+            {
+                if (sums[l] is not { } sum || !d.WritesTo(l, j)) continue;
+                var grid = grids[l]!;
+                int chunk = Math.Max(1, (int)(GatherBlockBytes / (4L * grid.Slots * d.DModel)));
+                for (int p0 = 0; p0 < Pg; p0 += chunk)
+                {
+                    int lo = passes.FindIndex(x => x.Reached > j && x.P > p0), hi = passes.FindLastIndex(x => x.Reached > j && x.P > p0);
+                    if (lo < 0) continue;
+                    using var stepScope = NewDisposeScope();
+                    int c = Math.Min(chunk, Pg - p0), rStart = offsets[lo], rCount = offsets[hi] + passes[hi].Rows - rStart;
+                    var cells = grid.Features.narrow(0, (long)p0 * grid.Slots, (long)c * grid.Slots);
+                    var dec = d.DecoderRows(l, j, cells).to(ScalarType.Float32).view(c, grid.Slots, -1);       // [c, slots, d]
+                    var g = atLayer.narrow(0, p0, c).narrow(1, rStart, rCount);                               // [c, rows, d]
+                    sum.narrow(0, p0, c).narrow(2, rStart, rCount).add_(bmm(dec, g.transpose(1, 2)), One);    // [c, slots, rows]
+                }
+            }
+        }
+
+        // A pass's rows into the builder: per source layer its features' columns (the sums times the activations), per layer
+        // reached its errors', the tokens'.
+        void AddRows(int[] targetNodes, RowPass pass, int offsetInGroup, Tensor?[] sums, Tensor[] errorColumns, (Tensor Gradient, Tensor Value) embeds)
+        {
             using var passScope = NewDisposeScope();
-            int rows = Math.Min(B, targetNodes.Length - start);
-            int top = 0, P = 0;
-            for (int r = 0; r < rows; r++) { top = Math.Max(top, TopLayer(targetNodes[start + r])); P = Math.Max(P, LastPosition(targetNodes[start + r]) + 1); }
-            int reached = Math.Min(top, errorLayers);                                                 // layers whose MLP outputs this pass reads
-            PassGradients grads;
-            Tensor embedValue;                                                                        // [≥P, d]
-            Tensor[] autograd = Array.Empty<Tensor>();                                               // (outside the pass's scope: freed below)
-            if (frozen is not null)
-            {
-                var features = new List<(int, GraphNode)>(); var logits = new List<(int, Tensor)>();
-                for (int r = 0; r < rows; r++)
-                {
-                    int t = targetNodes[start + r];
-                    if (t < nf) features.Add((r, nodes[t])); else logits.Add((r, demeaned[t - logitBase]));
-                }
-                grads = frozen.Gradients(rows, top, P, features, logits, zs.Length > 0);
-                embedValue = rm.Clean[embed][0, ..P].to(ScalarType.Float32);
-            }
-            else
-            {
-                var forward = forwards.For(forwards.BucketFor(P));                                    // a prefix of at least P positions
-                var readouts = new ReadoutInjection(forward, d, inputs, unembedIn);
-                for (int r = 0; r < rows; r++)
-                {
-                    int t = targetNodes[start + r];
-                    if (t < nf) readouts.Feature(r, nodes[t]);
-                    else readouts.Logit(r, T - 1, demeaned[t - logitBase]);
-                }
-                var all = autograd = forward.Gradients(readouts.Injections(), wrt);                  // L × [B, ≥P, d] (none without MLPs), embed, then hook_z
-                Tensor PositionsFirst(Tensor t) => t[..rows, ..P].to(ScalarType.Float32).permute(1, 0, 2);
-                grads = new PassGradients(reached == 0 ? null : stack(Enumerable.Range(0, reached).Select(j => PositionsFirst(all[j])).ToArray(), 2),
-                    PositionsFirst(all[errorLayers]), zs.Length == 0 ? null : all[(errorLayers + 1)..]);
-                embedValue = forward[embed][0].to(ScalarType.Float32);
-            }
-            using var _autograd = new DisposableList(autograd);
+            var (start, rows, _, P, reached) = pass;
             // A row's nonzero columns lie in runs of consecutive nodes: per source layer its features before P, per layer reached its
             // errors before P, the tokens before P (nothing else gets a gradient). The block holds just those runs side by side.
             var runs = new List<(int Start, int Length)>();
-            for (int l = 0; l < reached; l++) if (grids[l] is { } present && present.FilledBefore[P] > 0) runs.Add((present.FirstNode, (int)present.FilledBefore[P]));
-            for (int l = 0; l < reached; l++) runs.Add((errorBase + l * T, P));
-            runs.Add((tokenBase, P));
+            var runLayers = new List<(int Layer, bool Feature)>();                                     // (the tokens' run: layer −1)
+            for (int l = 0; l < reached; l++)
+                if (grids[l] is { } present && present.FilledBefore[P] > 0) { runs.Add((present.FirstNode, (int)present.FilledBefore[P])); runLayers.Add((l, true)); }
+            for (int l = 0; l < reached; l++) { runs.Add((errorBase + l * T, P)); runLayers.Add((l, false)); }
+            runs.Add((tokenBase, P)); runLayers.Add((-1, false));
             int width = runs.Sum(x => x.Length), offset = 0;
             var block = empty(rows, width, ScalarType.Float32, device: model.Device);
-            // Features: Σ over the layers j a source at layer l writes to, grad_j[p] · a·W_dec(l→j)[f]. The features of a layer
-            // sit in a [T, slots] grid (one row per position), and the layers a feature writes to from its own up lie side by side
-            // in both the stacked gradients and its decoder rows: one batched matmul over positions per source layer (K = the
-            // layers × d) rather than a [rows, features, d] gather. No gradient reaches layers from the pass's top up, nor
-            // positions past its last.
-            var stacked = grads.Outputs;                                                              // [P, rows, reached, d]
             for (int l = 0; l < reached; l++)
             {
                 if (grids[l] is not { } grid || grid.FilledBefore[P] == 0) continue;
-                int upward = LayersWrittenUpward(d, l, reached);
-                var sum = zeros(P, rows, grid.Slots, device: model.Device);
-                // The decoder rows are gathered a few positions at a time, into a block small enough to stay in the cache for the
-                // product that reads it: the rows cross memory once, as they would if kept gathered (measured as fast as keeping
-                // them, which took 7.8 GB at 512 tokens here).
-                int chunk = Math.Max(1, (int)(GatherBlockBytes / (4L * grid.Slots * upward * d.DModel)));
-                for (int p0 = 0; p0 < P && upward > 0; p0 += chunk)
-                {
-                    using var stepScope = NewDisposeScope();
-                    int c = Math.Min(chunk, P - p0);
-                    var cells = grid.Features.narrow(0, (long)p0 * grid.Slots, (long)c * grid.Slots);
-                    var dec = d.DecoderRowsUpward(l, upward, cells).to(ScalarType.Float32).view(c, grid.Slots, -1);   // [c, slots, upward·d]
-                    var g = stacked!.narrow(0, p0, c).narrow(2, l, upward).view(c, rows, -1);              // [c, rows, upward·d]
-                    sum.narrow(0, p0, c).copy_(bmm(g, dec.transpose(1, 2)));
-                }
-                for (int j = l + upward + 1; j < reached; j++)
-                {
-                    // (A dictionary whose features skip layers: those past the first gap one at a time.)
-                    if (!d.WritesTo(l, j)) continue;
-                    using var stepScope = NewDisposeScope();
-                    var dec = d.DecoderRows(l, j, grid.Features[..(P * grid.Slots)]).to(ScalarType.Float32).view(P, grid.Slots, -1);
-                    sum.add_(bmm(stacked!.select(2, j), dec.transpose(1, 2)), One);
-                }
-                var weighted = (sum * grid.Activations[..P].unsqueeze(1)).permute(1, 0, 2).reshape(rows, -1);  // [rows, P·slots]
+                var sum = sums[l]!.narrow(0, 0, P).narrow(2, offsetInGroup, rows);                         // [P, slots, rows]
+                var weighted = (sum * grid.Activations[..P].unsqueeze(2)).permute(2, 0, 1).reshape(rows, -1);  // [rows, P·slots]
                 int filled = (int)grid.FilledBefore[P];
                 block.narrow(1, offset, filled).copy_(weighted.index_select(1, grid.Filled[..filled]));
                 offset += filled;
             }
             // Errors: grad_l[p] · error[l, p]; tokens: grad_embed[p] · the embedding added there.
             // (No gradient reaches the layers from the pass's top up, nor positions from P on: those columns stay empty.)
-            for (int l = 0; l < reached; l++, offset += P)
-                block.narrow(1, offset, P).copy_(bmm(stacked!.select(2, l), rm.Errors[l][..P].unsqueeze(2)).squeeze(2).t());
-            block.narrow(1, offset, P).copy_(bmm(grads.Embed, embedValue[..P].unsqueeze(2)).squeeze(2).t());
-            // The rows go into the builder straight from the block's memory, side by side (each row's own slot in the builder).
+            for (int l = 0; l < reached; l++, offset += P) block.narrow(1, offset, P).copy_(errorColumns[l].t());
+            block.narrow(1, offset, P).copy_(bmm(embeds.Gradient, embeds.Value[..P].unsqueeze(2)).squeeze(2).t());
+            // The rows go into the builder straight from the block's memory. Each row keeps only its own reach: the pass's runs cut to
+            // the layers below its own top and the positions up to its own (a prefix of each run: a layer's features run by
+            // position); nothing beyond them gets a gradient from this row.
             var host = block.device_type == TorchSharp.DeviceType.CPU ? block : block.cpu();
             IntPtr data = Tensors.TensorMemory.DataPointer(host);
             Parallel.For(0, rows, r =>
             {
-                unsafe { builder.SetRow(targetNodes[start + r], new ReadOnlySpan<float>((float*)data + (long)r * width, width), runs); }
+                int node = targetNodes[start + r], rowReached = Math.Min(TopLayer(node), errorLayers), rowP = LastPosition(node) + 1;
+                var own = new (int Start, int Length)[runs.Count];
+                int count = 0, total = 0;
+                for (int i = 0; i < runs.Count; i++)
+                {
+                    var (layer, feature) = runLayers[i];
+                    int length = layer >= rowReached ? 0 : feature ? (int)grids[layer]!.FilledBefore[rowP] : rowP;
+                    own[i] = (runs[i].Start, length); total += length;
+                }
+                var values = GC.AllocateUninitializedArray<float>(total);
+                int from = 0, to = 0;
+                for (int i = 0; i < runs.Count; from += runs[i].Length, i++)
+                {
+                    if (own[i].Length == 0) continue;
+                    unsafe { new ReadOnlySpan<float>((float*)data + (long)r * width + from, own[i].Length).CopyTo(values.AsSpan(to)); }
+                    to += own[i].Length; own[count++] = own[i];
+                }
+                builder.AdoptRow(node, values, own[..count]);
             });
             GC.KeepAlive(host);
-            for (int r = 0; r < rows && zs.Length > 0 && options.ZGradients!.Fits(zRowBytes); r++)
-                options.ZGradients.Add(nodes[targetNodes[start + r]], Enumerable.Range(0, L).Select(m => WholePrompt(grads.Z![m][r].to(ScalarType.Float32), T)).ToArray());
             rowsDone += rows;
             options.Progress?.Invoke(rowsDone, rowsPlanned);
-          }
         }
 
         var logitNodes = Enumerable.Range(logitBase, k).ToArray();
@@ -350,21 +436,14 @@ public static class Attributor
         }
     }
 
+    /// <summary>One backward pass: its rows (targetNodes[Start..]), the highest top layer and last position + 1 among them, the MLP layers it reaches.</summary>
+    readonly record struct RowPass(int Start, int Rows, int Top, int P, int Reached);
+
+    /// <summary>At most this many passes run side by side (8 × 32 rows: circuit-tracer's visit batch of 256).</summary>
+    const int MaxGroupPasses = 8;
+
     /// <summary>The most bytes of decoder rows gathered for one product (a block that stays in the cache between the gather and the product).</summary>
     const long GatherBlockBytes = 16L << 20;
-
-    /// <summary>How many consecutive layers from <paramref name="source"/> up (below <paramref name="below"/>) its features write to.</summary>
-    static int LayersWrittenUpward(ICrossLayerDictionary dictionary, int source, int below)
-    {
-        int count = 0;
-        while (source + count < below && dictionary.WritesTo(source, source + count)) count++;
-        return count;
-    }
-
-    sealed class DisposableList(Tensor[] tensors) : IDisposable
-    {
-        public void Dispose() { foreach (var t in tensors) t.Dispose(); }
-    }
 
     /// <summary>A prefix's gradient [span, ...] as the whole prompt's [T, ...] (zeros past the span), owned by the caller.</summary>
     static Tensor WholePrompt(Tensor g, int T)

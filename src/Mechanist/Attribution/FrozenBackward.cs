@@ -15,7 +15,7 @@ namespace Mechanist.Attribution;
 /// exactly and runs little but the floor's GEMMs. Gradients are laid out positions first, [positions, rows, d] (what the feature
 /// columns' batched products over positions read directly); see <see cref="PassGradients"/>.
 /// </summary>
-internal sealed class FrozenBackward
+internal sealed class FrozenBackward : IDisposable
 {
     readonly HookedTransformer _model;
     readonly ICrossLayerDictionary _dictionary;
@@ -49,6 +49,7 @@ internal sealed class FrozenBackward
             return m.contiguous().MoveToOuterDisposeScope();
         }).ToArray();
         _final = Scale(HookNames.LnFinalScale);
+        _outputMaps = new Tensor?[L]; _valueMaps = new Tensor?[L];
         _hasSkip = new bool[L]; _skipWeights = new Tensor?[L];
         if (!_attnOnly)
             for (int l = 0; l < L; l++)
@@ -79,62 +80,105 @@ internal sealed class FrozenBackward
     /// <summary>
     /// One pass of <paramref name="rows"/> rows whose targets sit below layer <paramref name="top"/> (the number of layers for logits)
     /// and before position <paramref name="positions"/>: features read at their layer's transcoder input, logits along a direction at
-    /// the last position (then <paramref name="positions"/> is the prompt's length). Each layer's intermediates are freed as soon as
-    /// it is done; what is returned belongs to the caller's dispose scope.
+    /// the last position (then <paramref name="positions"/> is the prompt's length). The pass runs a layer at a time
+    /// (<see cref="Pass.Step"/>), so that several passes can stop at the same layer and their gradients there be read together.
     /// </summary>
-    public PassGradients Gradients(int rows, int top, int positions, IReadOnlyList<(int Row, GraphNode Node)> features,
-        IReadOnlyList<(int Row, Tensor Direction)> logits, bool withZ)
+    public Pass Start(int rows, int top, int positions, IReadOnlyList<(int Row, GraphNode Node)> features,
+        IReadOnlyList<(int Row, Tensor Direction)> logits, bool withZ) => new(this, rows, top, positions, features, logits, withZ);
+
+    /// <summary>
+    /// A backward pass between layers. <see cref="Gradient"/> is the gradient at the output of layer <see cref="Layer"/> (its resid_post,
+    /// where its MLP's output enters), [P, rows, d], or null while no readout has been reached; <see cref="Step"/> takes it through that
+    /// layer to the one below. Tensors it hands out belong to the dispose scope current when they were made (the caller's).
+    /// </summary>
+    public sealed class Pass
     {
-        int L = _cfg.NLayers, P = positions, d = _cfg.DModel, reached = Math.Min(top, _attnOnly ? 0 : L);
-        var device = _model.Device;
-        // The gradients at the MLP outputs the pass reaches, side by side: what the feature columns' products read.
-        var outputs = reached == 0 ? null : empty(new long[] { P, rows, reached, d }, ScalarType.Float32, device);
-        var z = withZ ? new Tensor[L] : null;
-        Tensor? g = null;                               // the gradient at the current layer's resid_post, [P, rows, d]
-        if (logits.Count > 0)
+        readonly FrozenBackward _b;
+        readonly int _rows, _top, _P;
+        readonly Dictionary<int, (int Row, GraphNode Node)[]> _injected;
+        readonly Tensor[]? _z;
+        // Where the gradient is nonzero before the first step: one position per row (the logits' last position; a feature's own,
+        // injected at the first layer the pass runs through), so that step's first product runs over those rows alone. Null after.
+        (long[] Positions, long[] Rows)? _fresh;
+
+        /// <summary>The layer the next <see cref="Step"/> runs through (−1 once the embeddings are reached).</summary>
+        public int Layer { get; private set; }
+
+        /// <summary>The gradient at layer <see cref="Layer"/>'s output (at the embeddings once done), [P, rows, d]; null while zero.</summary>
+        public Tensor? Gradient { get; private set; }
+
+        internal Pass(FrozenBackward b, int rows, int top, int positions, IReadOnlyList<(int Row, GraphNode Node)> features,
+            IReadOnlyList<(int Row, Tensor Direction)> logits, bool withZ)
         {
-            using var logitScope = NewDisposeScope();
-            var u = zeros(new long[] { P, rows, d }, ScalarType.Float32, device);
-            foreach (var (row, direction) in logits) u[P - 1, row] = direction.to(ScalarType.Float32);
-            g = NormBackward(u, _model.Weights.LnFinalW, _model.Weights.LnFinalB, _final, P).MoveToOuterDisposeScope();
+            _b = b; _rows = rows; _top = top; _P = positions;
+            int L = b._cfg.NLayers, d = b._cfg.DModel;
+            _z = withZ ? new Tensor[L] : null;
+            if (logits.Count > 0)
+            {
+                using var logitScope = NewDisposeScope();
+                var u = zeros(new long[] { _P, rows, d }, ScalarType.Float32, b._model.Device);
+                foreach (var (row, direction) in logits) u[_P - 1, row] = direction.to(ScalarType.Float32);
+                Gradient = b.NormBackward(u, b._model.Weights.LnFinalW, b._model.Weights.LnFinalB, b._final, _P).MoveToOuterDisposeScope();
+            }
+            _injected = features.GroupBy(f => f.Node.Layer).ToDictionary(x => x.Key, x => x.ToArray());
+            Layer = Math.Min(top, L - 1);
+            if (logits.Count > 0 && features.Count == 0)
+                _fresh = (logits.Select(_ => (long)(_P - 1)).ToArray(), logits.Select(x => (long)x.Row).ToArray());
+            else if (logits.Count == 0 && _injected.TryGetValue(Layer, out var first))
+                _fresh = (first.Select(x => (long)x.Node.Position).ToArray(), first.Select(x => (long)x.Row).ToArray());
         }
-        var injected = features.GroupBy(f => f.Node.Layer).ToDictionary(x => x.Key, x => x.ToArray());
-        for (int j = Math.Min(top, L - 1); j >= 0; j--)
+
+        /// <summary>Runs layer <see cref="Layer"/>'s transposed block: its readouts added, its skip terms, its attention's OV path.</summary>
+        public void Step()
         {
-            using var layerScope = NewDisposeScope();
-            if (j < reached && g is not null) outputs!.select(2, j).copy_(g);
-            // The gradient at layer j's transcoder input: the skip term's transpose of the gradient above, plus this layer's readouts.
-            Tensor? gx = null;
-            if (!_attnOnly && j < top && g is not null && _hasSkip[j]) gx = SkipBackward(j, g);
-            injected.TryGetValue(j, out var here);
-            Tensor? gAttn, gPre;
-            if (gx is null && here is not null && !_cfg.ParallelResidual && !_attnOnly && InputIsResidual && g is not null)
+            if (Layer < 0) throw new InvalidOperationException("the pass has reached the embeddings");
+            var b = _b; var c = b._cfg; int j = Layer, P = _P, rows = _rows;
+            var g = Gradient;
+            Tensor? next;
+            using (var layerScope = NewDisposeScope())
             {
-                // Readouts straight off the residual: added into the gradient in place (it was copied out above; nothing else holds it).
-                Inject(g, j, here);
-                gAttn = gPre = g;
+                // The gradient at layer j's transcoder input: the skip term's transpose of the gradient above, plus this layer's readouts.
+                Tensor? gx = null;
+                if (!b._attnOnly && j < _top && g is not null && b._hasSkip[j]) gx = b.SkipBackward(j, g);
+                _injected.TryGetValue(j, out var here);
+                Tensor? gAttn, gPre;
+                if (gx is null && here is not null && !c.ParallelResidual && !b._attnOnly && b.InputIsResidual && g is not null)
+                {
+                    // Readouts straight off the residual: added into the gradient in place (the caller has read it; nothing else holds it).
+                    b.Inject(g, j, here);
+                    gAttn = gPre = g;
+                }
+                else
+                {
+                    if (here is not null) gx = Sum(gx, b.Inject(zeros(new long[] { P, rows, c.DModel }, ScalarType.Float32, b._model.Device), j, here));
+                    var gMlp = gx is null ? null : b.InputBackward(j, gx, P);
+                    if (c.ParallelResidual || b._attnOnly) { gAttn = g; gPre = Sum(g, gMlp); }
+                    else { gAttn = Sum(g, gMlp); gPre = gAttn; }
+                }
+                if (gAttn is not null)
+                {
+                    // The attention block's input gradient is added into gPre by its last product (gPre is this layer's own or g).
+                    var zj = b.AttentionBackward(j, gAttn, gPre!, rows, P, _z is not null, _fresh);
+                    if (_z is not null) _z[j] = zj!.view(P, rows, c.NHeads, c.DHead).permute(1, 0, 2, 3).MoveToOuterDisposeScope();
+                }
+                next = ReferenceEquals(gPre, g) ? gPre : gPre?.MoveToOuterDisposeScope();
             }
-            else
-            {
-                if (here is not null) gx = Sum(gx, Inject(zeros(new long[] { P, rows, _cfg.DModel }, ScalarType.Float32, device), j, here));
-                var gMlp = gx is null ? null : InputBackward(j, gx, P);
-                if (_cfg.ParallelResidual || _attnOnly) { gAttn = g; gPre = Sum(g, gMlp); }
-                else { gAttn = Sum(g, gMlp); gPre = gAttn; }
-            }
-            if (gAttn is not null)
-            {
-                var (a, zj) = AttentionBackward(j, gAttn, rows, P, z is not null);
-                if (z is not null) z[j] = zj!.view(P, rows, _cfg.NHeads, _cfg.DHead).permute(1, 0, 2, 3).MoveToOuterDisposeScope();
-                gPre = ReferenceEquals(gPre, g) ? gPre!.add_(a, Scalars.One) : gPre!.add(a, Scalars.One);
-            }
-            var previous = g;
-            g = gPre?.MoveToOuterDisposeScope();
-            if (previous is not null && !ReferenceEquals(previous, g)) previous.Dispose();
+            if (g is not null && !ReferenceEquals(g, next)) g.Dispose();
+            Gradient = next;
+            Layer--;
+            _fresh = null;
         }
-        var embed = g ?? zeros(new long[] { P, rows, d }, ScalarType.Float32, device);
-        if (z is not null)
-            for (int j = 0; j < L; j++) z[j] ??= zeros(new long[] { rows, P, _cfg.NHeads, _cfg.DHead }, ScalarType.Float32, device);
-        return new PassGradients(outputs, embed, z);
+
+        /// <summary>Runs the remaining layers and returns the gradients at the embeddings and (when asked for) at every hook_z.</summary>
+        public PassGradients Finish()
+        {
+            while (Layer >= 0) Step();
+            var c = _b._cfg;
+            var embed = Gradient ?? zeros(new long[] { _P, _rows, c.DModel }, ScalarType.Float32, _b._model.Device);
+            if (_z is not null)
+                for (int j = 0; j < c.NLayers; j++) _z[j] ??= zeros(new long[] { _rows, _P, c.NHeads, c.DHead }, ScalarType.Float32, _b._model.Device);
+            return new PassGradients(embed, _z);
+        }
     }
 
     /// <summary>Whether the transcoders read the residual stream itself (no norm between it and their input).</summary>
@@ -171,30 +215,71 @@ internal sealed class FrozenBackward
     }
 
     /// <summary>
-    /// The attention block's transpose from its output's gradient [P, rows, d] to its input's (the residual stream before ln1), and the
-    /// gradient at hook_z [P, rows, heads · d_head] on the way.
+    /// The attention block's transpose from its output's gradient [P, rows, d] to its input's (the residual stream before ln1), added
+    /// into <paramref name="into"/> [P, rows, d] by the last product; returns the gradient at hook_z [P, rows, heads · d_head] when
+    /// asked for.
     /// </summary>
     /// <remarks>
     /// The frozen norms are folded in: their scales into the mixing (<see cref="_mixing"/>), their weights and LayerNorm's centring
     /// into W_O (the post-attention norm, before it) and W_V (ln1, after it): two GEMMs and the mixing, no pass over the gradients
-    /// between them. The gradient at hook_z, when asked for, is divided by the post-attention norm's scale there (the mixing holds it).
+    /// between them. Where only <paramref name="nonzero"/>'s cells of <paramref name="ga"/> can be nonzero, the first GEMM runs over
+    /// them alone. <paramref name="into"/> may be <paramref name="ga"/> itself: it is read by the first product, written by the last.
+    /// The gradient at hook_z, when asked for, is divided by the post-attention norm's scale there (the mixing holds it).
     /// </remarks>
-    (Tensor Input, Tensor? Z) AttentionBackward(int layer, Tensor ga, int rows, int P, bool withZ)
+    Tensor? AttentionBackward(int layer, Tensor ga, Tensor into, int rows, int P, bool withZ, (long[] Positions, long[] Rows)? nonzero)
     {
-        var c = _cfg; var w = _model.Weights.Blocks[layer];
+        var c = _cfg;
         int H = c.NHeads, KV = c.NKvHeads, dh = c.DHead;
-        var z = matmul(ga, OutputMap(layer));                                                     // [P, rows, H·dh]
+        Tensor z;
+        if (nonzero is var (positions, rowIndices))
+        {
+            // Only these (position, row) cells are nonzero: the product over them alone, scattered into zeros.
+            var at = new[] { tensor(positions, device: ga.device), tensor(rowIndices, device: ga.device) };
+            z = zeros(new long[] { P, rows, (long)H * dh }, ScalarType.Float32, ga.device).index_put_(matmul(ga.index(at), OutputMap(layer)), at);
+        }
+        else z = matmul(ga, OutputMap(layer));                                                    // [P, rows, H·dh]
         var perHead = z.view(P, rows, H, dh).permute(2, 0, 1, 3).reshape(H, P, (long)rows * dh);  // [H, P(query), rows·dh]
         var mixing = _mixing[layer].narrow(1, 0, P).narrow(2, 0, P);                              // [H, P(key), P(query)]
         var v = bmm(mixing, perHead);                                                             // [H, P(key), rows·dh]
         var vRows = v.view(H, P, rows, dh).permute(1, 2, 0, 3);                                   // [P, rows, H, dh]
         if (KV != H) vRows = vRows.reshape(P, rows, KV, H / KV, dh).sum(3);                       // heads sharing a key-value head
-        var input = matmul(vRows.reshape(P, rows, (long)KV * dh), ValueMap(layer));               // [P, rows, d]
-        return (input, !withZ ? null : _post[layer] is { } sp ? z.div(sp.narrow(0, 0, P)) : z);
+        var flat = vRows.reshape((long)P * rows, (long)KV * dh);
+        if (into.is_contiguous()) into.view((long)P * rows, c.DModel).addmm_(flat, ValueMap(layer), 1, 1);
+        else into.add_(matmul(flat, ValueMap(layer)).view(P, rows, c.DModel), Scalars.One);
+        return !withZ ? null : _post[layer] is { } sp ? z.div(sp.narrow(0, 0, P)) : z;
+    }
+
+    /// <summary>
+    /// A folded map, computed once per backward where the weights are kept in the compute dtype (a few d × d copies); where they are
+    /// stored narrower (bf16 widened per use) it is folded anew each time, so that the backward does not keep a widened copy of them.
+    /// </summary>
+    Tensor Cached(Tensor?[] cache, int layer, Func<int, Tensor> fold)
+    {
+        if (_model.StorageDType != _model.DType) return fold(layer);
+        if (cache[layer] is null)
+        {
+            using var scope = NewDisposeScope();
+            cache[layer] = fold(layer).contiguous().alias().DetachFromDisposeScope();     // (an alias: the fold may be the weight itself)
+        }
+        return cache[layer]!;
+    }
+
+    /// <summary>The folded maps (<see cref="Cached"/>), freed with this backward.</summary>
+    readonly Tensor?[] _outputMaps, _valueMaps;
+
+    /// <summary>Frees the folded maps.</summary>
+    public void Dispose()
+    {
+        foreach (var t in _outputMaps.Concat(_valueMaps)) t?.Dispose();
     }
 
     /// <summary>W_O [d, H·dh] with the post-attention norm's weight (and centring, for LayerNorms) folded in before it.</summary>
-    Tensor OutputMap(int layer)
+    Tensor OutputMap(int layer) => Cached(_outputMaps, layer, FoldOutputMap);
+
+    /// <summary>W_V [KV·dh, d] with ln1's weight and centring (for LayerNorms) folded in after it.</summary>
+    Tensor ValueMap(int layer) => Cached(_valueMaps, layer, FoldValueMap);
+
+    Tensor FoldOutputMap(int layer)
     {
         var w = _model.Weights.Blocks[layer];
         var wo = _model.Computed(w.Wo).to(ScalarType.Float32);
@@ -203,8 +288,7 @@ internal sealed class FrozenBackward
         return EffectiveWeight(w.PostAttnNormW, null) is { } e ? wo.mul(e.unsqueeze(1)) : wo;   // diag(w) · C · W_O
     }
 
-    /// <summary>W_V [KV·dh, d] with ln1's weight and centring (for LayerNorms) folded in after it.</summary>
-    Tensor ValueMap(int layer)
+    Tensor FoldValueMap(int layer)
     {
         var w = _model.Weights.Blocks[layer];
         var wv = _model.Computed(w.Wv).to(ScalarType.Float32);
@@ -239,8 +323,7 @@ internal sealed class FrozenBackward
     static Tensor? Sum(Tensor? a, Tensor? b) => a is null ? b : b is null ? a : a.add(b, Scalars.One);
 }
 
-/// <summary>What one attribution pass's backward reaches.</summary>
-/// <param name="Outputs">The gradients at the MLP outputs of the layers below the pass's top, [P, rows, layers, d] (null where none).</param>
+/// <summary>What one attribution pass's backward reaches at its end.</summary>
 /// <param name="Embed">The gradient at the embeddings, [P, rows, d].</param>
 /// <param name="Z">Per layer the gradient at hook_z, [rows, P, heads, d_head] (when asked for).</param>
-internal sealed record PassGradients(Tensor? Outputs, Tensor Embed, Tensor[]? Z);
+internal sealed record PassGradients(Tensor Embed, Tensor[]? Z);

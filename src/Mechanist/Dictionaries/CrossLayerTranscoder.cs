@@ -90,13 +90,6 @@ public sealed class CrossLayerTranscoder : ICrossLayerDictionary
     }
 
     /// <inheritdoc/>
-    public Tensor DecoderRowsUpward(int source, int count, Tensor features)
-    {
-        if (count < 1 || source + count > NLayers) throw new MechanistException($"layer {source}'s features write only to layers {source}..{NLayers - 1} (asked for {count} from it)");
-        return _wDec[source].narrow(1, 0, count).index_select(0, features.to(ScalarType.Int64, _wDec[source].device));
-    }
-
-    /// <inheritdoc/>
     public void Dispose()
     {
         foreach (var t in _wEnc.Concat(_bEnc).Concat(_wDec).Concat(_bDec)) t.Dispose();

@@ -119,12 +119,4 @@ public interface ICrossLayerDictionary : IDisposable
 
     /// <summary>Decoder rows [k, d_model] of some features of <paramref name="source"/> into <paramref name="target"/>.</summary>
     Tensor DecoderRows(int source, int target, Tensor features);
-
-    /// <summary>
-    /// Decoder rows [k, count, d_model] of some features of <paramref name="source"/> into the <paramref name="count"/> layers from it up
-    /// (each of which it must write to): for products over all of them at once.
-    /// </summary>
-    Tensor DecoderRowsUpward(int source, int count, Tensor features) =>
-        count == 1 ? DecoderRows(source, source, features).unsqueeze(1)
-            : stack(Enumerable.Range(source, count).Select(target => DecoderRows(source, target, features)).ToArray(), 1);
 }
