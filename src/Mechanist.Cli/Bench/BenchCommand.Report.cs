@@ -81,12 +81,14 @@ public sealed partial class BenchCommand
                 "The ratio is the measured attribution time per row over that floor (the issue's target: at most 2). Edges are stored sparse; the dense column is what " +
                 "an n x n float32 adjacency over the graph's nodes would take. The QK row (at 64 tokens) reruns the trace as `trace` does with its attention detail." +
                 " How it runs: the frozen map's backward is written out (`FrozenBackward`: per layer below a batch's top, W_O, the frozen pattern's transposed " +
-                "mixing and W_V through the frozen norms, from the clean run's patterns and scales; no retained forward, no autograd), rows sorted by their " +
-                "target's layer and position, each batch cut at its top layer and its last position exactly; a feature's columns for all the layers it writes to " +
-                "are one batched product per source layer over a few positions at a time, its decoder rows gathered into a block that stays in the cache for the " +
-                "product (nothing kept between passes). What is left above the floor: a batch runs to its rows' highest layer and last position (the floor counts " +
-                "each row's own), the decoder products' small shapes (32 rows x 64 features per position: bound by memory, not arithmetic), the influence " +
-                "estimates between visit chunks, and the memory-bound passes between the GEMMs.",
+                "mixing and W_V through the frozen norms, from the clean run's patterns and scales; no retained forward, no autograd; a batch's first W_O product " +
+                "over its rows' own cells only), rows sorted by their target's layer and position, each batch of 32 cut at its top layer and its last position " +
+                "exactly. Eight batches run side by side a layer at a time, and at each layer one product per source layer below reads all 256 rows' gradients " +
+                "there against the active features' decoder rows into that layer (gathered a few positions at a time into a block that stays in the cache), so a " +
+                "decoder row read from memory serves 256 rows, and no batch keeps its gradients at every layer. Each row keeps only its own columns (4 bytes " +
+                "each). What is left above the floor: a batch runs to its rows' highest layer and last position (the floor counts each row's own), the decoder " +
+                "products (64 features a position: ~55 % of the peak) and their gathers, the influence estimates between visit chunks, and the memory-bound " +
+                "passes between the GEMMs.",
             "moe" => "A Mixtral-shaped model (`RandomModels.MixtralShapedConfig`: Mixtral-8x7B's layout, 8 SwiGLU experts, top-2, at d_model 1,024 and 8 layers, " +
                 "random weights, fp32). Expert FLOPs spent = expert rows computed / (tokens × experts), counted from the chosen experts of every layer; the " +
                 "all-experts row runs the same weights with top-8 routing (every expert on every token), what a dense evaluation of the experts would cost.",
