@@ -97,12 +97,12 @@ public static class Sizers
 
     /// <summary>
     /// <c>trace --prompts</c>: one graph per prompt of the shard. The longest prompt is piloted as <see cref="Trace"/> does (it has the
-    /// most active features and the costliest rows: the peak), and so is the shortest; every other prompt's time and working set are
-    /// read on the line through those two by the work of its rows (their number and mean work, from one forward of each prompt that
-    /// counts its active features). Those are graphs traced each in a fresh process, which touches its whole working set for the first
-    /// time; on a machine where that is dear (a virtual one: measured here at 1.4 s a GB, against 25 ms to write it again) a graph
-    /// after others pays it only for what its working set exceeds the largest before it. The cost of a first touch is measured
-    /// (<see cref="FirstTouchSecondsPerByte"/>), taken out of each prompt's fresh time and put back for the memory it adds.
+    /// most active features and the costliest rows: the peak), and so is the shortest; every other prompt's time is read on the line
+    /// through those two by the work of its rows (their number and mean work, from one forward of each prompt that counts its active
+    /// features). Those are the times of graphs traced each in a fresh process; the prompts after the first run in memory the process
+    /// has already touched, which on a machine with dear page faults is much faster (the built-in model's 45-token graph: 2.5 s fresh,
+    /// 1.45 s after another). That factor is measured too: the shortest prompt's largest pilot, fresh and then again right after the
+    /// longest prompt's.
     /// </summary>
     public static JobEstimate? TraceBatch(HookedTransformer model, TranscoderBundle? bundle, IReadOnlyList<Tensor> prompts, AttributionOptions options, GraphQkOptions? qk, double fraction = PilotFraction)
     {
@@ -117,49 +117,41 @@ public static class Sizers
         }
         // A prompt's time is not its work's share of the longest's: each row also pays a pass's fixed costs (on the built-in model at
         // batches of 2, a 24-token prompt's 1,500 rows took 0.45 s against 0.6 s for 60 tokens, at a quarter of the work). The shortest
-        // prompt is piloted too, and a prompt's time (and working set) read on the line through the two by its work.
+        // prompt is piloted too, and a prompt's time read on the line through the two by its work.
         var shortest = prompts.MinBy(p => p.shape[1])!;
         var low = shortest.shape[1] < longest.shape[1] ? Trace(model, bundle, shortest, options, qk, fraction) : null;
         var works = prompts.ToDictionary(p => p, Work);   // Tensor keeps reference equality
         double wLong = works[longest], wShort = works[shortest];
-        double Between(Tensor p, double atLong, double atShort)
+        double Seconds(Tensor p)
         {
-            if (ReferenceEquals(p, longest)) return atLong;
-            if (low is null || wLong <= wShort) return atLong * works[p] / wLong;
-            if (ReferenceEquals(p, shortest)) return atShort;
-            return Math.Max(0, atShort + (atLong - atShort) * (works[p] - wShort) / (wLong - wShort));
+            if (ReferenceEquals(p, longest)) return one.Seconds;
+            if (low is null || wLong <= wShort) return one.Seconds * works[p] / wLong;
+            if (ReferenceEquals(p, shortest)) return low.Seconds;
+            return Math.Max(0, low.Seconds + (one.Seconds - low.Seconds) * (works[p] - wShort) / (wLong - wShort));
         }
-        double touch = prompts.Count > 1 ? FirstTouchSecondsPerByte() : 0, largest = 0, seconds = 0;
-        foreach (var p in prompts)
-        {
-            double fresh = Between(p, one.Seconds, low?.Seconds ?? 0);
-            double set = Math.Max(0, Between(p, one.PeakBytes - one.ResidentBytes, low is null ? 0 : low.PeakBytes - low.ResidentBytes));
-            // (At least half the fresh time: the first touches are a part of a graph's time, never most of it.)
-            seconds += Math.Max(fresh / 2, fresh - touch * set + touch * Math.Max(0, set - largest));
-            largest = Math.Max(largest, set);
-        }
+        double warm = prompts.Count > 1 ? WarmFactor(model, bundle, shortest, longest, options with { MaxFeatureNodes = (int)one.Pilots.Max(p => p.Units) }, qk) : 1;
+        double seconds = prompts.Select((p, i) => Seconds(p) * (i == 0 ? 1 : warm)).Sum();
         return one with { Job = "trace --prompts", Unit = "prompts", Units = prompts.Count, Seconds = seconds, PilotUnit = $"feature rows of the longest prompt ({longest.shape[1]} tokens)" };
     }
 
     /// <summary>
-    /// Seconds a byte of memory costs the first time it is written, over what writing it again costs: 256 MB of freshly allocated tensor
-    /// memory zeroed twice (the freed memory given back to the system first). Measured once per process.
+    /// How much faster a graph runs after another than in a fresh process: <paramref name="shortest"/>'s graph timed fresh (the freed
+    /// memory given back first), then <paramref name="longest"/>'s traced, then <paramref name="shortest"/>'s timed again; at most 1.
     /// </summary>
-    static double FirstTouchSecondsPerByte() => _firstTouch ??= MeasureFirstTouch();
-    static double? _firstTouch;
-
-    static double MeasureFirstTouch()
+    static double WarmFactor(HookedTransformer model, TranscoderBundle bundle, Tensor shortest, Tensor longest, AttributionOptions options, GraphQkOptions? qk)
     {
-        const long bytes = 256L << 20;
-        ProcessMemory.Settle();
-        using var buffer = empty(new[] { bytes / 4 }, ScalarType.Float32);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        buffer.zero_();
-        double first = clock.Elapsed.TotalSeconds;
-        clock.Restart();
-        buffer.zero_();
-        double again = clock.Elapsed.TotalSeconds;
-        return Math.Max(0, first - again) / bytes;
+        var run = options with { Progress = null };
+        return WithTemp(dir =>
+        {
+            string path = Path.Combine(dir, "warm.json");
+            double fresh = JobSizer.Measure(1, () => GraphTrace.Write(model, bundle, shortest, path, run, qk: qk)).Seconds;
+            GraphTrace.Write(model, bundle, longest, path, run, qk: qk);
+            GC.Collect();
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            GraphTrace.Write(model, bundle, shortest, path, run, qk: qk);
+            double again = clock.Elapsed.TotalSeconds;
+            return fresh > 0 ? Math.Min(1, again / fresh) : 1;
+        });
     }
 
     /// <summary>

@@ -126,7 +126,7 @@ public sealed class SizerTests
     [Fact]
     public void TraceBatchPredictionBracketsTheRun()
     {
-        // trace --prompts: the longest and shortest prompts piloted, the others read between them by their rows' work; each graph after the first pays its first touches only for the memory it adds.
+        // trace --prompts: the longest and shortest prompts piloted, the others read between them by their rows' work, the prompts after the first at the measured factor of a graph traced after another.
         using var model = HookedTransformer.Load(Toy);
         using var bundle = CircuitTracerFormat.Load(Path.Combine(Toy, "clt"));
         using var dir = new TempDir();
