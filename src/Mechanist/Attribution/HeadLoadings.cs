@@ -59,8 +59,10 @@ public static class HeadLoadings
         var targets = edges.Select(e => e.Target).Distinct().ToList();
         var missing = targets.Where(t => gradients is null || !gradients.TryGet(t, out _)).ToList();
         int B = Math.Max(1, Math.Min(batch, missing.Count));
-        // A retained forward only for the targets whose gradients were not kept; the embedding alone needs no gradients.
-        using var forward = missing.Count == 0 ? null : RetainedForward.Run(model, rm.Tokens, inputs.Concat(zs).Append(embed).Append(unembedIn), B, rm.FrozenOptions());
+        // The targets whose gradients were not kept run the written-out backward where the model suits it, else a retained forward
+        // (autograd); the embedding alone needs no gradients.
+        using var frozen = missing.Count == 0 ? null : FrozenBackward.For(rm);
+        using var forward = missing.Count == 0 || frozen is not null ? null : RetainedForward.Run(model, rm.Tokens, inputs.Concat(zs).Append(embed).Append(unembedIn), B, rm.FrozenOptions());
         var embedValue = forward is not null ? forward[embed][0].to(ScalarType.Float64) : Embedding(model, rm.Tokens);
         var patterns = Enumerable.Range(0, L).Select(l => rm.Clean[HookKind.Pattern, l][0].to(ScalarType.Float32)).ToArray();   // [H, T, T]
         var diagonals = patterns.Select(x => x.diagonal(0, 1, 2)).ToArray();                                                      // [H, T]
@@ -80,7 +82,32 @@ public static class HeadLoadings
         foreach (var t in targets)
             if (gradients is not null && gradients.TryGet(t, out var kept)) SplitAll(byTarget[t], kept);
         // ∂v/∂z for a batch of the other targets ([L][T, H, dh] each, one backward pass); their edges are split before the next batch.
-        for (int start = 0; start < missing.Count; start += B)
+        if (frozen is not null)
+        {
+            // Batches of targets by where their backward starts (layer, then position): each stops at its top layer and last position.
+            var ordered = missing.OrderBy(t => t.Kind == NodeKind.Logit ? L : t.Layer).ThenBy(t => t.Position).ToList();
+            for (int start = 0; start < ordered.Count; start += B)
+            {
+                using var batchScope = NewDisposeScope();
+                var batchTargets = ordered.GetRange(start, Math.Min(B, ordered.Count - start));
+                var features = new List<(int, GraphNode)>(); var logits = new List<(int, Tensor)>();
+                int topLayer = 0, positions = 0;
+                for (int r = 0; r < batchTargets.Count; r++)
+                {
+                    var t = batchTargets[r];
+                    if (t.Kind == NodeKind.Feature) { features.Add((r, t)); topLayer = Math.Max(topLayer, t.Layer); positions = Math.Max(positions, t.Position + 1); }
+                    else if (t.Kind == NodeKind.Logit)
+                    {
+                        logits.Add((r, Attributor.Readout(wu, logitTargets?.GetValueOrDefault(t) ?? new LogitTarget(t.Index))));
+                        topLayer = L; positions = T;                                  // (a logit reads the last position)
+                    }
+                    else throw new MechanistException($"an edge's target is a feature or a logit, not {t.Id}");
+                }
+                var z = frozen.Start(batchTargets.Count, topLayer, positions, features, logits, withZ: true).Finish().Z!;   // L × [rows, P, H, dh]
+                for (int r = 0; r < batchTargets.Count; r++) SplitAll(byTarget[batchTargets[r]], z.Select(x => x[r]).ToArray());
+            }
+        }
+        else for (int start = 0; start < missing.Count; start += B)
         {
             using var batchScope = NewDisposeScope();
             int rows = Math.Min(B, missing.Count - start);
