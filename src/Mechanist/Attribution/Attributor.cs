@@ -165,7 +165,6 @@ public static class Attributor
 
         // Per source layer, the features' positions, indices and activations (for gathering their columns).
         var grids = Enumerable.Range(0, L).Select(l => FeatureGrid.Of(nodes, nf, l, T, model.Device)).ToArray();
-
         var builder = new SparseAdjacency.Builder(n, options.MaxEdgesPerRow);
         int rowsDone = 0, rowsPlanned = k + Math.Min(options.MaxFeatureNodes ?? nf, nf);
         // Where a row's backward starts: a feature reads the residual at its own layer and position (nothing above or after

@@ -69,30 +69,15 @@ public static class Pruning
         foreach (int r in order)
         {
             if (rows.Row(r) is not { } row) continue;
-            var vals = row.Vals;
             double sum = row.Dropped;
-            foreach (float v in vals) sum += Math.Abs(v);
+            foreach (float v in row.Vals) sum += Math.Abs(v);
             double scale = reached[r] / Math.Max(sum, 1e-10);
             int own = rank[r];
-            if (row.Cols is { } cols)
+            foreach (var (c, v) in row)
             {
-                for (int e = 0; e < cols.Length; e++)
-                {
-                    int c = cols[e];
-                    if (rank[c] <= own) return null;
-                    reached[c] += scale * Math.Abs(vals[e]);
-                }
-                continue;
+                if (rank[c] <= own) return null;
+                reached[c] += scale * Math.Abs(v);
             }
-            int at = 0;
-            foreach (var (start, length) in row.Runs!)
-                for (int i = 0; i < length; i++, at++)
-                {
-                    if (vals[at] == 0) continue;                                  // (not an edge)
-                    int c = start + i;
-                    if (rank[c] <= own) return null;
-                    reached[c] += scale * Math.Abs(vals[at]);
-                }
         }
         for (int i = 0; i < reached.Length; i++) reached[i] -= weights[i];
         return reached;

@@ -122,13 +122,7 @@ public sealed class SparseAdjacency
         /// </summary>
         public void SetRow(int r, ReadOnlySpan<float> values, IReadOnlyList<(int Start, int Length)> runs)
         {
-            int total = 0, end = 0;
-            foreach (var (start, length) in runs)
-            {
-                if (start < end || length < 0 || start + length > size) throw new ArgumentException("runs must be ascending, disjoint and within the row", nameof(runs));
-                end = start + length; total += length;
-            }
-            if (values.Length != total) throw new ArgumentException($"{values.Length} values for runs of {total} columns", nameof(values));
+            int total = Columns(values.Length, runs);
             if (maxPerRow is not { } cap)
             {
                 // (Every entry is written: no zeroing of what can be large arrays.)
@@ -169,14 +163,21 @@ public sealed class SparseAdjacency
         internal void AdoptRow(int r, float[] values, IReadOnlyList<(int Start, int Length)> runs)
         {
             if (maxPerRow is not null) { SetRow(r, values, runs); return; }
+            Columns(values.Length, runs);
+            _rows[r] = new StoredRow(null, values, runs, 0);
+        }
+
+        /// <summary>The columns <paramref name="runs"/> cover, checked: ascending, disjoint, within the row, as many as the values.</summary>
+        int Columns(int values, IReadOnlyList<(int Start, int Length)> runs)
+        {
             int total = 0, end = 0;
             foreach (var (start, length) in runs)
             {
                 if (start < end || length < 0 || start + length > size) throw new ArgumentException("runs must be ascending, disjoint and within the row", nameof(runs));
                 end = start + length; total += length;
             }
-            if (values.Length != total) throw new ArgumentException($"{values.Length} values for runs of {total} columns", nameof(values));
-            _rows[r] = new StoredRow(null, values, runs, 0);
+            if (values != total) throw new ArgumentException($"{values} values for runs of {total} columns", "values");
+            return total;
         }
 
         /// <summary>How many entries of <paramref name="values"/> are exactly zero (eight at a time).</summary>
@@ -214,14 +215,7 @@ public sealed class SparseAdjacency
             {
                 if (_rows[keep[i]] is not { } row) return;
                 long c = 0;
-                if (row.Cols is { } rc) { foreach (int col in rc) if (map[col] >= 0) c++; }
-                else
-                {
-                    int at = 0;
-                    foreach (var (start, length) in row.Runs!)
-                        for (int j = 0; j < length; j++, at++)
-                            if (row.Vals[at] != 0 && map[start + j] >= 0) c++;
-                }
+                foreach (var (col, _) in row) if (map[col] >= 0) c++;
                 counts[i] = c;
             });
             var rowStart = new long[keep.Count + 1];
@@ -232,18 +226,8 @@ public sealed class SparseAdjacency
             {
                 if (_rows[keep[i]] is not { } row) return;
                 long at = rowStart[i];
-                if (row.Cols is { } rc)
-                {
-                    for (int e = 0; e < rc.Length; e++)
-                        if (map[rc[e]] is var c && c >= 0) { cols[at] = c; vals[at] = row.Vals[e]; at++; }
-                }
-                else
-                {
-                    int e = 0;
-                    foreach (var (start, length) in row.Runs!)
-                        for (int j = 0; j < length; j++, e++)
-                            if (row.Vals[e] != 0 && map[start + j] is var c && c >= 0) { cols[at] = c; vals[at] = row.Vals[e]; at++; }
-                }
+                foreach (var (col, value) in row)
+                    if (map[col] is var c && c >= 0) { cols[at] = c; vals[at] = value; at++; }
                 dropped[i] = row.Dropped;
             });
             return new SparseAdjacency(keep.Count, rowStart, cols, vals, dropped);
@@ -257,7 +241,41 @@ public sealed class SparseAdjacency
     /// A row as the builder keeps it: column–value pairs (<see cref="Cols"/> set; a capped row), or the values of runs of consecutive
     /// columns side by side (<see cref="Runs"/> set), where exact zeros are not edges.
     /// </summary>
-    internal sealed record StoredRow(int[]? Cols, float[] Vals, IReadOnlyList<(int Start, int Length)>? Runs, double Dropped);
+    internal sealed record StoredRow(int[]? Cols, float[] Vals, IReadOnlyList<(int Start, int Length)>? Runs, double Dropped)
+    {
+        /// <summary>The row's edges, (column, weight), columns ascending: its pairs, or its runs' nonzero values.</summary>
+        public EdgeEnumerator GetEnumerator() => new(this);
+    }
+
+    /// <summary>Walks a <see cref="StoredRow"/>'s edges without allocating (exact zeros of a row kept as runs are not edges).</summary>
+    internal struct EdgeEnumerator(StoredRow row)
+    {
+        int _at = -1, _run = -1, _end, _shift;       // _at indexes Vals; the current run ends at _end, its columns are index + _shift
+
+        /// <summary>The current edge.</summary>
+        public (int Column, float Weight) Current { get; private set; }
+
+        /// <summary>Moves to the next edge.</summary>
+        public bool MoveNext()
+        {
+            var vals = row.Vals;
+            if (row.Cols is { } cols)
+            {
+                if (++_at >= cols.Length) return false;
+                Current = (cols[_at], vals[_at]);
+                return true;
+            }
+            while (true)
+            {
+                while (++_at < _end)
+                    if (vals[_at] != 0) { Current = (_at + _shift, vals[_at]); return true; }
+                _at--;
+                if (++_run >= row.Runs!.Count) return false;
+                var (start, length) = row.Runs[_run];
+                _shift = start - (_at + 1); _end = _at + 1 + length;
+            }
+        }
+    }
 }
 
 /// <summary>Selection without a full sort (expected linear time).</summary>
