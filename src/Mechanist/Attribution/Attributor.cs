@@ -217,7 +217,7 @@ public static class Attributor
             void KeepZ(int i, Tensor[] z)
             {
                 for (int r = 0; r < passes[i].Rows && options.ZGradients!.Fits(zRowBytes); r++)
-                    options.ZGradients.Add(nodes[targetNodes[passes[i].Start + r]], Enumerable.Range(0, L).Select(m => WholePrompt(z[m][r].to(ScalarType.Float32), T)).ToArray());
+                    options.ZGradients.Add(nodes[targetNodes[passes[i].Start + r]], ZGradientCache.Whole(z.Select(x => x[r]).ToArray(), T));
             }
             var autograd = new List<Tensor>();                                                       // (not in the scope: freed below)
             try
@@ -443,16 +443,6 @@ public static class Attributor
 
     /// <summary>The most bytes of decoder rows gathered for one product (a block that stays in the cache between the gather and the product).</summary>
     const long GatherBlockBytes = 16L << 20;
-
-    /// <summary>A prefix's gradient [span, ...] as the whole prompt's [T, ...] (zeros past the span), owned by the caller.</summary>
-    static Tensor WholePrompt(Tensor g, int T)
-    {
-        if (g.shape[0] == T) return g.clone().DetachFromDisposeScope();
-        var shape = g.shape.ToArray(); shape[0] = T;
-        var whole = zeros(shape, g.dtype, g.device);
-        whole[..(int)g.shape[0]] = g;
-        return whole.DetachFromDisposeScope();
-    }
 
     /// <summary>
     /// How many prefixes of a <paramref name="T"/>-token prompt get their own frozen forward of <paramref name="copies"/> copies: 4, 2 or 1

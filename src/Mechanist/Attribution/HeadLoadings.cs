@@ -76,12 +76,19 @@ public static class HeadLoadings
             return (nodes.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i),
                 nodes.Length == 0 ? null : StayingValues(rm, nodes, embedValue, patterns, f64, throughDiagonals: across));
         }
+        // Every layer's heads side by side (index layer·H + head), so that a target's split runs over all of them at once.
+        int LH = L * H, dh = cfg.DHead;
+        var diagonalsAll = stack(diagonals, 0).reshape(LH, T);                                                     // [L·H, T]
+        // Every pattern by key, [L·H, key, query] (a copy the size of the patterns): a source's column is then one row.
+        var byKey = stack(patterns, 0).reshape(LH, T, T).transpose(1, 2).contiguous();
+        var valuesAll = values is null ? null : stack(values, 1).to(ScalarType.Float32).reshape(-1, LH, dh);       // [S, L·H, dh]
+        var directAll = direct is null ? null : stack(direct, 1).to(ScalarType.Float32).reshape(-1, LH, dh);
         var wu = model.Weights.WU.to(ScalarType.Float32);
         var byTarget = edges.Select((e, i) => (e, i)).GroupBy(x => x.e.Target).ToDictionary(g => g.Key, g => g.ToList());
         var answers = new EdgeLoadings?[edges.Count];
         foreach (var t in targets)
             if (gradients is not null && gradients.TryGet(t, out var kept)) SplitAll(byTarget[t], kept);
-        // ∂v/∂z for a batch of the other targets ([L][T, H, dh] each, one backward pass); their edges are split before the next batch.
+        // ∂v/∂z for a batch of the other targets (one backward pass); their edges are split before the next batch.
         if (frozen is not null)
         {
             // Batches of targets by where their backward starts (layer, then position): each stops at its top layer and last position.
@@ -104,7 +111,8 @@ public static class HeadLoadings
                     else throw new MechanistException($"an edge's target is a feature or a logit, not {t.Id}");
                 }
                 var z = frozen.Start(batchTargets.Count, topLayer, positions, features, logits, withZ: true).Finish().Z!;   // L × [rows, P, H, dh]
-                for (int r = 0; r < batchTargets.Count; r++) SplitAll(byTarget[batchTargets[r]], z.Select(x => x[r]).ToArray());
+                for (int r = 0; r < batchTargets.Count; r++)
+                    using (var whole = ZGradientCache.Whole(z.Select(x => x[r]).ToArray(), T)) SplitAll(byTarget[batchTargets[r]], whole);
             }
         }
         else for (int start = 0; start < missing.Count; start += B)
@@ -120,64 +128,74 @@ public static class HeadLoadings
                 else throw new MechanistException($"an edge's target is a feature or a logit, not {t.Id}");
             }
             var grads = forward!.Gradients(readouts.Injections(), zs);
-            for (int r = 0; r < rows; r++) SplitAll(byTarget[missing[start + r]], grads.Select(x => x[r].to(ScalarType.Float32)).ToArray());
+            for (int r = 0; r < rows; r++)
+                using (var whole = ZGradientCache.Whole(grads.Select(x => x[r]).ToArray(), T)) SplitAll(byTarget[missing[start + r]], whole);
             foreach (var g in grads) g.Dispose();
         }
         return answers.Select(a => a!).ToList();
 
-        // Every edge into one target at once: per layer, its sources' staying values [S, H, dh] against ∂v/∂z [T, H, dh], weighted
-        // by the pattern's column at each source's position (queries past the target's position get no gradient: they are left out).
-        void SplitAll(List<((GraphNode Target, GraphNode Source, double Weight) Edge, int At)> list, Tensor[] g)
+        // Every edge into one target at once, over every layer's heads together (g: ∂v/∂z [L, H, T, dh]). For a source s at p_s and a
+        // head (layer·H + h), the terms pattern_h[p', p_s] ⟨∂v/∂z_h(p'), v_h(s)⟩ over the queries p' ≠ p_s up to the target's: their sum
+        // is the loading, the largest |term| of a kept loading names its main destination. Within the target's position p a source's
+        // loading is the diagonal's pattern_h[p, p] ⟨∂v/∂z_h(p), v⁰_h(s)⟩ and its destination p itself.
+        void SplitAll(List<((GraphNode Target, GraphNode Source, double Weight) Edge, int At)> list, Tensor g)
         {
             using var targetScope = NewDisposeScope();
             var mine = list.Select(x => x.Edge.Source).ToArray();
-            int Q = list[0].Edge.Target.Position + 1, S = mine.Length;
-            bool[] same = mine.Select(n => n.Position == list[0].Edge.Target.Position).ToArray();
+            int Q = list[0].Edge.Target.Position + 1, S = mine.Length, k = top <= 0 ? LH : Math.Min(top, LH);
+            bool[] same = mine.Select(n => n.Position == Q - 1).ToArray();
+            var gq = g.narrow(2, 0, Q).reshape(LH, Q, dh);                                               // [L·H, Q, dh]
+            var sums = new double[S];
+            var picked = new double[S * k];
+            var where = new long[S * k];
+            var destination = new int[S * k];
+            // A block of sources' loadings [n, L·H] into the arrays above (each source's top k, largest |value| first).
+            void Keep(int[] rows, Tensor blockLoads)
+            {
+                var (_, index) = blockLoads.abs().topk(k, 1);
+                var blockSums = blockLoads.sum(1).to(ScalarType.Float64).cpu().data<double>().ToArray();
+                var blockPicked = blockLoads.gather(1, index).to(ScalarType.Float64).cpu().data<double>().ToArray();
+                var blockWhere = index.cpu().data<long>().ToArray();
+                for (int r = 0; r < rows.Length; r++)
+                {
+                    sums[rows[r]] = blockSums[r];
+                    Array.Copy(blockPicked, (long)r * k, picked, (long)rows[r] * k, k);
+                    Array.Copy(blockWhere, (long)r * k, where, (long)rows[r] * k, k);
+                }
+            }
             var across = Enumerable.Range(0, S).Where(i => !same[i]).ToArray();
-            var within = Enumerable.Range(0, S).Where(i => same[i]).ToArray();
-            var loads = zeros(S, L * H, ScalarType.Float32);                                             // [S, L·H]
             if (across.Length > 0)
             {
-                // Per layer, what each source position p would send off itself through head h, M[h, p] = Σ_{p' ≠ p} pattern_h[p', p] ∂v/∂z_h(p')
-                // (one batched GEMM over the sources' distinct positions), so a source's loading is M[h, p_s] · v_h(s).
                 var keyList = across.Select(i => mine[i].Position).Distinct().ToArray();
                 var slot = keyList.Select((p, i) => (p, i)).ToDictionary(x => x.p, x => (long)x.i);
-                using var keys = tensor(keyList.Select(p => (long)p).ToArray());
-                using var slots = tensor(across.Select(i => slot[mine[i].Position]).ToArray());
-                using var rowsOf = tensor(across.Select(i => (long)sourceIndex[mine[i]]).ToArray());
-                using var acrossRows = tensor(across.Select(i => (long)i).ToArray());
-                var perLayer = new Tensor[L];
-                for (int m = 0; m < L; m++)
+                var keys = tensor(keyList.Select(p => (long)p).ToArray());
+                // pattern_h[p', key] per (layer·H + h, key, p'), zero at p' = key: [L·H, U, Q].
+                var columns = byKey.index_select(1, keys).narrow(2, 0, Q).mul(SafeOps.Arange(Q).view(1, 1, Q).ne(keys.view(1, -1, 1)).to(ScalarType.Float32));
+                // In blocks of sources whose terms [L·H, n, Q] stay within a few MB.
+                int block = (int)Math.Max(1, (16L << 20) / (4L * LH * Q));
+                for (int start = 0; start < across.Length; start += block)
                 {
-                    var gq = g[m][..Q].permute(1, 0, 2);                                                // [H, Q, dh]
-                    var columns = patterns[m][.., ..Q].index_select(2, keys);                           // [H, Q, U]
-                    var sent = columns.transpose(1, 2).bmm(gq);                                         // [H, U, dh]
-                    var self = diagonals[m].index_select(1, keys).unsqueeze(-1).mul(gq.index_select(1, keys));   // the diagonal's share
-                    var off = sent.sub(self).index_select(1, slots).permute(1, 0, 2);                   // [S', H, dh]
-                    perLayer[m] = off.mul(values![m].index_select(0, rowsOf).to(off.dtype)).sum(-1L);     // [S', H]
+                    using var blockScope = NewDisposeScope();
+                    var part = across.AsSpan(start, Math.Min(block, across.Length - start)).ToArray();
+                    int n = part.Length;
+                    var v = valuesAll!.index_select(0, tensor(part.Select(i => (long)sourceIndex[mine[i]]).ToArray())).permute(1, 0, 2).contiguous();   // [L·H, n, dh]
+                    var terms = v.bmm(gq.transpose(1, 2)).mul_(columns.index_select(1, tensor(part.Select(i => slot[mine[i].Position]).ToArray())));     // [L·H, n, Q]
+                    Keep(part, terms.sum(-1L).t());
+                    // Destinations of the kept loadings only: the largest |term| of each (head, source) row.
+                    var rows = new long[n * k];
+                    for (int r = 0; r < n; r++) for (int j = 0; j < k; j++) rows[r * k + j] = where[(long)part[r] * k + j] * n + r;
+                    var best = terms.view(LH * n, Q).index_select(0, tensor(rows)).abs_().argmax(-1L).cpu().data<long>().ToArray();
+                    for (int r = 0; r < n; r++) for (int j = 0; j < k; j++) destination[part[r] * k + j] = (int)best[r * k + j];
                 }
-                loads.index_copy_(0, acrossRows, stack(perLayer, 1).reshape(across.Length, L * H));
             }
+            var within = Enumerable.Range(0, S).Where(i => same[i]).ToArray();
             if (within.Length > 0)
             {
-                // Within the target's position: pattern_h[p, p] ⟨∂v/∂z_h(m, p), v⁰_h(s)⟩ for the first head whose diagonal carries it.
-                using var rowsOf = tensor(within.Select(i => (long)localIndex[mine[i]]).ToArray());
-                using var withinRows = tensor(within.Select(i => (long)i).ToArray());
-                int p = Q - 1;
-                var perLayer = new Tensor[L];
-                for (int m = 0; m < L; m++)
-                {
-                    var gp = g[m][p].mul(diagonals[m][.., p].unsqueeze(-1));                            // [H, dh]
-                    perLayer[m] = direct![m].index_select(0, rowsOf).to(gp.dtype).mul(gp.unsqueeze(0)).sum(-1L);   // [S'', H]
-                }
-                loads.index_copy_(0, withinRows, stack(perLayer, 1).reshape(within.Length, L * H));
+                var gp = gq.select(1, Q - 1).mul(diagonalsAll.select(1, Q - 1).unsqueeze(-1));            // [L·H, dh]
+                var rowsOf = tensor(within.Select(i => (long)localIndex[mine[i]]).ToArray());
+                Keep(within, directAll!.index_select(0, rowsOf).mul(gp.unsqueeze(0)).sum(-1L));
+                foreach (int i in within) Array.Fill(destination, Q - 1, i * k, k);
             }
-            var sums = loads.sum(1).to(ScalarType.Float64).cpu().data<double>().ToArray();
-            int width = L * H, k = top <= 0 ? width : Math.Min(top, width);
-            var (_, topIndex) = loads.abs().topk(k, 1);
-            var picked = loads.gather(1, topIndex).to(ScalarType.Float64).cpu().data<double>().ToArray();
-            var where = topIndex.cpu().data<long>().ToArray();
-            var destination = Destinations(mine, same, picked, where, k, g, Q);
             for (int i = 0; i < list.Count; i++)
             {
                 var (target, source, weight) = list[i].Edge;
@@ -192,29 +210,6 @@ public static class HeadLoadings
                 double listed = heads.Sum(x => x.Value);
                 answers[list[i].At] = new EdgeLoadings(target.Id, source.Id, weight, heads.ToArray(), same[i] ? weight - sums[i] : 0, sums[i] - listed);
             }
-        }
-
-        // The main destination of each kept (source, layer, head): argmax over p' ≠ p_s of |pattern_h[p', p_s] ⟨∂v/∂z_h(p'), v_h⟩|
-        // (one GEMM per layer and head, over the target's queries); within one position it is the position itself.
-        int[] Destinations(GraphNode[] mine, bool[] same, double[] picked, long[] where, int k, Tensor[] g, int Q)
-        {
-            var destination = new int[mine.Length * k];
-            for (int x = 0; x < destination.Length; x++) destination[x] = mine[x / k].Position;
-            foreach (var group in Enumerable.Range(0, mine.Length * k).Where(x => picked[x] != 0 && !same[x / k]).GroupBy(x => (int)where[x]))
-                {
-                    int m = group.Key / H, h = group.Key % H;
-                    var items = group.ToArray();
-                    using var layerScope = NewDisposeScope();
-                    using var at = tensor(items.Select(x => (long)mine[x / k].Position).ToArray());
-                    using var rows = tensor(items.Select(x => (long)sourceIndex[mine[x / k]]).ToArray());
-                    var v = values![m].select(1, h).index_select(0, rows).to(g[m].dtype);                 // [K, dh]
-                    var dots = v.matmul(g[m][..Q, h].t());                                              // [K, Q]
-                    var column = patterns[m][h, ..Q].index_select(1, at).t();                           // pattern_h[p', p_s] [K, Q]
-                    var each = column.mul(dots).abs().masked_fill(SafeOps.Arange(Q).view(1, Q).eq(at.view(-1, 1)), Scalars.Of(-1.0));
-                    var best = each.argmax(1L).cpu().data<long>().ToArray();
-                    for (int x = 0; x < items.Length; x++) destination[items[x]] = (int)best[x];
-                }
-            return destination;
         }
     }
 

@@ -9,7 +9,7 @@ namespace Mechanist.Attribution;
 /// </summary>
 public sealed class ZGradientCache : IDisposable
 {
-    readonly Dictionary<GraphNode, Tensor[]> _rows = new();
+    readonly Dictionary<GraphNode, Tensor> _rows = new();
 
     /// <summary>A cache that holds at most <paramref name="budgetBytes"/> of gradients (float32).</summary>
     public ZGradientCache(long budgetBytes = 1L << 30)
@@ -30,22 +30,36 @@ public sealed class ZGradientCache : IDisposable
     /// <summary>Whether a row of <paramref name="bytes"/> still fits.</summary>
     internal bool Fits(long bytes) => Bytes + bytes <= BudgetBytes;
 
-    /// <summary>Keeps <paramref name="target"/>'s gradients, one [T, heads, d_head] float32 tensor per layer (taken over: detached from any dispose scope).</summary>
-    internal void Add(GraphNode target, Tensor[] perLayer)
+    /// <summary>Keeps <paramref name="target"/>'s gradients, <see cref="Whole"/>'s [layers, heads, T, d_head] (taken over: detached from any dispose scope).</summary>
+    internal void Add(GraphNode target, Tensor whole)
     {
-        foreach (var t in perLayer) t.DetachFromDisposeScope();
-        if (_rows.Remove(target, out var old)) foreach (var t in old) { Bytes -= t.NumberOfElements * 4; t.Dispose(); }
-        _rows[target] = perLayer;
-        Bytes += perLayer.Sum(t => t.NumberOfElements * 4);
+        whole.DetachFromDisposeScope();
+        if (_rows.Remove(target, out var old)) { Bytes -= old.NumberOfElements * 4; old.Dispose(); }
+        _rows[target] = whole;
+        Bytes += whole.NumberOfElements * 4;
     }
 
-    /// <summary><paramref name="target"/>'s gradients per layer, if kept (owned by the cache).</summary>
-    public bool TryGet(GraphNode target, out Tensor[] perLayer) => _rows.TryGetValue(target, out perLayer!);
+    /// <summary><paramref name="target"/>'s gradients [layers, heads, T, d_head] (float32), if kept (owned by the cache).</summary>
+    public bool TryGet(GraphNode target, out Tensor whole) => _rows.TryGetValue(target, out whole!);
+
+    /// <summary>
+    /// One target's gradients as the cache keeps them: per layer a prefix [P, heads, d_head] (any float type; P ≤ <paramref name="T"/>)
+    /// into one float32 [layers, heads, T, d_head], zeros past the prefix (no later position reaches the target), heads first so that a
+    /// head's gradients over the positions are one block.
+    /// </summary>
+    public static Tensor Whole(IReadOnlyList<Tensor> perLayer, int T)
+    {
+        var first = perLayer[0];
+        var whole = zeros(new long[] { perLayer.Count, first.shape[1], T, first.shape[2] }, ScalarType.Float32, first.device);
+        for (int m = 0; m < perLayer.Count; m++)
+            using (var layer = whole[m]) using (var slot = layer.narrow(1, 0, perLayer[m].shape[0])) using (var heads = perLayer[m].permute(1, 0, 2)) slot.copy_(heads);
+        return whole;
+    }
 
     /// <inheritdoc/>
     public void Dispose()
     {
-        foreach (var row in _rows.Values) foreach (var t in row) t.Dispose();
+        foreach (var row in _rows.Values) row.Dispose();
         _rows.Clear(); Bytes = 0;
     }
 }
