@@ -49,8 +49,9 @@ public sealed record JobEstimate(string Job, string Unit, double Units, double S
 /// <summary>
 /// Predicts a job's time and peak memory from pilots: the job itself at growing sizes (doubling from a small one, after an untimed
 /// warm-up at it), each timed and with the process's peak resident memory measured, until two consecutive pilots differ in time by
-/// enough to read a per-unit cost above the noise of the fixed one (or the pilots reach their share of the job). Time is the larger of
-/// those two pilots plus the rest of the job at their per-unit cost; memory is their peak plus what the job holds beyond them by the
+/// enough to read a per-unit cost above the noise of the fixed one (or the pilots reach their share of the job: the last one at that
+/// share where doubling stops short of it still in the noise). Time is the line through the largest pilots, read at the job's size;
+/// memory is their peak plus what the job holds beyond them by the
 /// caller's model of it (buffers, caches and matrices whose size is known from the shapes and options, which pilots are too small to show).
 /// </summary>
 public static class JobSizer
@@ -124,6 +125,15 @@ public static class JobSizer
             // (each feature's sketch set up when first seen), so 128 → 256 texts read six times the job's per-text cost.
             if (settled && size >= units * MinimumPilotFraction || size * 2 > largest) break;
             previous = last;
+        }
+        // Still within the noise, with room left below the largest pilot allowed: one more there, so that the line through the pilots
+        // spans their whole share of the job (a doubling would overshoot it; the last one may be at half of it).
+        if (!settled && largest >= last.Units * 1.25)
+        {
+            previous = last;
+            last = Measure(largest, () => runPilot(largest));
+            pilots.Add(last);
+            settled = last.Seconds - previous.Seconds >= Math.Max(MinimumSignalSeconds, 0.5 * previous.Seconds);
         }
         var model = modelledSeconds ?? (_ => 0);
         double Linear(SizerPilot p) => p.Seconds - model(p.Units);
