@@ -161,7 +161,7 @@ public static class Attributor
         using var forwards = new PrefixForwards(length => RetainedForward.Run(model, length == T ? rm.Tokens : rm.Tokens[.., ..length], retain, B, rm.FrozenOptions()),
             T, PositionBuckets(model, B, T));
         var wrt = outputs.Append(embed).Concat(zs).ToArray();
-        long zRowBytes = 4L * L * T * model.Config.NHeads * model.Config.DHead;
+        long zPositionBytes = 4L * L * model.Config.NHeads * model.Config.DHead;      // a row's hook_z gradients at one position
 
         // Per source layer, the features' positions, indices and activations (for gathering their columns).
         var grids = Enumerable.Range(0, L).Select(l => FeatureGrid.Of(nodes, nf, l, T, model.Device)).ToArray();
@@ -187,13 +187,19 @@ public static class Attributor
                 passes.Add(new RowPass(start, rows, top, P, Math.Min(top, errorLayers)));
             }
             // (The autograd path runs its passes one at a time: each reads its own retained forward. Passes that keep their hook_z
-            // gradients, [rows, P, heads, d_head] per layer until they finish, run two at a time, not to hold eight passes' at once.)
-            int perGroup = frozen is null ? 1 : zs.Length > 0 ? 2 : MaxGroupPasses;
-            for (int first = 0; first < passes.Count; first += perGroup)
-                ComputeGroup(targetNodes, passes.GetRange(first, Math.Min(perGroup, passes.Count - first)));
+            // gradients, [rows, P, heads, d_head] per layer until they finish, run two at a time, not to hold eight passes' at once;
+            // once the cache is full, the rest run without them.)
+            for (int first = 0; first < passes.Count;)
+            {
+                bool keepZ = options.ZGradients is { } cache && cache.Fits(zPositionBytes);
+                int perGroup = frozen is null ? 1 : keepZ ? 2 : MaxGroupPasses;
+                var group = passes.GetRange(first, Math.Min(perGroup, passes.Count - first));
+                ComputeGroup(targetNodes, group, keepZ);
+                first += group.Count;
+            }
         }
 
-        void ComputeGroup(int[] targetNodes, List<RowPass> passes)
+        void ComputeGroup(int[] targetNodes, List<RowPass> passes, bool keepZ)
         {
             using var groupScope = NewDisposeScope();
             int Pg = passes.Max(x => x.P), reachedG = passes.Max(x => x.Reached), Rg = passes.Sum(x => x.Rows);
@@ -216,8 +222,11 @@ public static class Attributor
             }
             void KeepZ(int i, Tensor[] z)
             {
-                for (int r = 0; r < passes[i].Rows && options.ZGradients!.Fits(zRowBytes); r++)
-                    options.ZGradients.Add(nodes[targetNodes[passes[i].Start + r]], ZGradientCache.Whole(z.Select(x => x[r]).ToArray(), T));
+                for (int r = 0; r < passes[i].Rows; r++)
+                {
+                    int node = targetNodes[passes[i].Start + r], positions = LastPosition(node) + 1;
+                    if (options.ZGradients!.Fits(positions * zPositionBytes)) options.ZGradients.Add(nodes[node], ZGradientCache.Whole(z.Select(x => x[r]).ToArray(), positions));
+                }
             }
             var autograd = new List<Tensor>();                                                       // (not in the scope: freed below)
             try
@@ -232,7 +241,7 @@ public static class Attributor
                             int t = targetNodes[x.Start + r];
                             if (t < nf) features.Add((r, nodes[t])); else logits.Add((r, demeaned[t - logitBase]));
                         }
-                        return frozen.Start(x.Rows, x.Top, x.P, features, logits, zs.Length > 0);
+                        return frozen.Start(x.Rows, x.Top, x.P, features, logits, keepZ);
                     }).ToArray();
                     for (int j = states.Max(s => s.Layer); j >= 0; j--)
                     {
@@ -272,7 +281,7 @@ public static class Attributor
                         LayerColumns(j, passes, offsets, atLayer!, sums);
                     }
                     embeds[0] = (PositionsFirst(all[errorLayers]), forward[embed][0].to(ScalarType.Float32));
-                    if (zs.Length > 0) KeepZ(0, all[(errorLayers + 1)..]);
+                    if (keepZ) KeepZ(0, all[(errorLayers + 1)..]);
                 }
                 for (int i = 0; i < passes.Count; i++) AddRows(targetNodes, passes[i], offsets[i], sums, errorColumns[i], embeds[i]);
             }

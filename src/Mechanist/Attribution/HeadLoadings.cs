@@ -112,7 +112,7 @@ public static class HeadLoadings
                 }
                 var z = frozen.Start(batchTargets.Count, topLayer, positions, features, logits, withZ: true).Finish().Z!;   // L × [rows, P, H, dh]
                 for (int r = 0; r < batchTargets.Count; r++)
-                    using (var whole = ZGradientCache.Whole(z.Select(x => x[r]).ToArray(), T)) SplitAll(byTarget[batchTargets[r]], whole);
+                    using (var whole = ZGradientCache.Whole(z.Select(x => x[r]).ToArray(), Reach(batchTargets[r]))) SplitAll(byTarget[batchTargets[r]], whole);
             }
         }
         else for (int start = 0; start < missing.Count; start += B)
@@ -129,10 +129,13 @@ public static class HeadLoadings
             }
             var grads = forward!.Gradients(readouts.Injections(), zs);
             for (int r = 0; r < rows; r++)
-                using (var whole = ZGradientCache.Whole(grads.Select(x => x[r]).ToArray(), T)) SplitAll(byTarget[missing[start + r]], whole);
+                using (var whole = ZGradientCache.Whole(grads.Select(x => x[r]).ToArray(), Reach(missing[start + r]))) SplitAll(byTarget[missing[start + r]], whole);
             foreach (var g in grads) g.Dispose();
         }
         return answers.Select(a => a!).ToList();
+
+        // The positions a target's gradients reach: its own and those before it (a logit reads the last).
+        int Reach(GraphNode t) => t.Kind == NodeKind.Logit ? T : t.Position + 1;
 
         // Every edge into one target at once, over every layer's heads together (g: ∂v/∂z [L, H, T, dh]). For a source s at p_s and a
         // head (layer·H + h), the terms pattern_h[p', p_s] ⟨∂v/∂z_h(p'), v_h(s)⟩ over the queries p' ≠ p_s up to the target's: their sum

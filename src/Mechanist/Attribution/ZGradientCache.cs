@@ -30,7 +30,7 @@ public sealed class ZGradientCache : IDisposable
     /// <summary>Whether a row of <paramref name="bytes"/> still fits.</summary>
     internal bool Fits(long bytes) => Bytes + bytes <= BudgetBytes;
 
-    /// <summary>Keeps <paramref name="target"/>'s gradients, <see cref="Whole"/>'s [layers, heads, T, d_head] (taken over: detached from any dispose scope).</summary>
+    /// <summary>Keeps <paramref name="target"/>'s gradients, <see cref="Whole"/>'s [layers, heads, positions, d_head] (taken over: detached from any dispose scope).</summary>
     internal void Add(GraphNode target, Tensor whole)
     {
         whole.DetachFromDisposeScope();
@@ -39,20 +39,20 @@ public sealed class ZGradientCache : IDisposable
         Bytes += whole.NumberOfElements * 4;
     }
 
-    /// <summary><paramref name="target"/>'s gradients [layers, heads, T, d_head] (float32), if kept (owned by the cache).</summary>
+    /// <summary><paramref name="target"/>'s gradients [layers, heads, positions, d_head] (float32; up to its own position), if kept (owned by the cache).</summary>
     public bool TryGet(GraphNode target, out Tensor whole) => _rows.TryGetValue(target, out whole!);
 
     /// <summary>
-    /// One target's gradients as the cache keeps them: per layer a prefix [P, heads, d_head] (any float type; P ≤ <paramref name="T"/>)
-    /// into one float32 [layers, heads, T, d_head], zeros past the prefix (no later position reaches the target), heads first so that a
-    /// head's gradients over the positions are one block.
+    /// One target's gradients as the cache keeps them: per layer [P, heads, d_head] (any float type) cut to the first
+    /// <paramref name="positions"/> (the target's own and those before it: no later position reaches it) into one float32
+    /// [layers, heads, positions, d_head], heads first so that a head's gradients over the positions are one block.
     /// </summary>
-    public static Tensor Whole(IReadOnlyList<Tensor> perLayer, int T)
+    public static Tensor Whole(IReadOnlyList<Tensor> perLayer, int positions)
     {
         var first = perLayer[0];
-        var whole = zeros(new long[] { perLayer.Count, first.shape[1], T, first.shape[2] }, ScalarType.Float32, first.device);
+        var whole = empty(new long[] { perLayer.Count, first.shape[1], positions, first.shape[2] }, ScalarType.Float32, first.device);
         for (int m = 0; m < perLayer.Count; m++)
-            using (var layer = whole[m]) using (var slot = layer.narrow(1, 0, perLayer[m].shape[0])) using (var heads = perLayer[m].permute(1, 0, 2)) slot.copy_(heads);
+            using (var layer = whole[m]) using (var rows = perLayer[m].narrow(0, 0, positions)) using (var heads = rows.permute(1, 0, 2)) layer.copy_(heads);
         return whole;
     }
 
