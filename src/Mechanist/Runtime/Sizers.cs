@@ -26,7 +26,7 @@ public static class Sizers
     /// (<see cref="RowWork"/>): the pilots' visited rows are known; the job's further rows start at the work of the last pilots'
     /// marginal rows and move linearly towards what makes all the active features' known total. Beyond the pilots' working set (one
     /// pass's gradients, the kept decoder rows) the rows grow: their edges (per row, more the more rows are visited: see
-    /// <see cref="BytesPerEdge"/> for what each holds) and the hook_z gradients kept for the attention detail, up to their budget.
+    /// <see cref="BytesPerEdge"/> for what each holds) and the hook_z gradients kept for the attention detail (each up to its target's position: the pilots' mean), up to their budget.
     /// </summary>
     public static JobEstimate? Trace(HookedTransformer model, TranscoderBundle? bundle, Tensor tokens, AttributionOptions options, GraphQkOptions? qk, double fraction = PilotFraction)
     {
@@ -37,7 +37,19 @@ public static class Sizers
         double rows = Math.Min(options.MaxFeatureNodes ?? active, active);
         int batch = Math.Max(1, options.BatchSize);
         if (JobSizer.PilotSizes(rows, fraction, batch) is not var (small, largest)) return null;
-        double zRow = 4.0 * L * T * c.NHeads * c.DHead;
+        // A row's hook_z gradients are kept up to its target's position (a logit's: every position). The pilots' rows reach further
+        // than the rest (the most influential features sit late: on toy-4l at 60 tokens the first 1,000 rows reach 47.5 positions on
+        // average, all 4,000 32.5): rows beyond the largest pilot reach what the unvisited active features do on average.
+        double zPosition = 4.0 * L * c.NHeads * c.DHead;
+        (double Visited, double Reach) pilotReach = (0, 0);                     // the largest pilot's visited features
+        double logitRows = 0;
+        double Reached(double r)
+        {
+            var (s, sum) = pilotReach;
+            double features = r <= s || s >= active ? (s > 0 ? sum * r / s : r * work.MeanReach)
+                : sum + (r - s) * Math.Max(1, (work.MeanReach * active - sum) / (active - s));
+            return features + logitRows * T;
+        }
         // A row's edges reach the visited features below it as well as the error and token nodes, so edges per row grow with the rows
         // visited (on toy-4l at 60 tokens: 206 a row at 512 rows, 753 at 4,000): e(r) = a + b·r through the two largest pilots.
         var pilotEdges = new SortedDictionary<double, double>();
@@ -51,7 +63,7 @@ public static class Sizers
         }
         // Per pilot size: the work of its rows, and the work of the features it visited (for the rows beyond it).
         var pilotWork = new Dictionary<double, (double Rows, double Features, int Visited)>();
-        double Held(double r) => r * EdgesPerRow(r) * BytesPerEdge + (qk is null ? 0 : Math.Min(r * zRow, qk.GradientBudgetMb * (double)(1L << 20)));
+        double Held(double r) => r * EdgesPerRow(r) * BytesPerEdge + (qk is null ? 0 : Math.Min(Reached(r) * zPosition, qk.GradientBudgetMb * (double)(1L << 20)));
         double Work(double size)
         {
             if (pilotWork.TryGetValue(size, out var w)) return w.Rows;
@@ -72,7 +84,6 @@ public static class Sizers
         // little of it (0.3 s of a 4,000-row toy trace's 4.5). Timed in the pilots per edge, taken out of their times and added back
         // at the job's size.
         var pilotPruning = new SortedDictionary<double, (double Seconds, long Edges)>();
-        double logitRows = 0;
         double PruneSeconds(double size)
         {
             long edges = pilotPruning.Values.Sum(p => p.Edges);
@@ -83,11 +94,12 @@ public static class Sizers
                 var summary = GraphTrace.Write(model, bundle, tokens, Path.Combine(dir, "pilot.json"), options with { MaxFeatureNodes = (int)s, Progress = null }, qk: qk,
                     inspect: (graph, _) =>
                     {
-                        double features = 0, logits = 0; int visited = 0;
+                        double features = 0, logits = 0, reach = 0; int visited = 0;
                         foreach (var n in graph.Nodes)
-                            if (n.Kind == NodeKind.Feature) { features += work.Feature(n.Layer, n.Position); visited++; }
+                            if (n.Kind == NodeKind.Feature) { features += work.Feature(n.Layer, n.Position); visited++; reach += n.Position + 1; }
                             else if (n.Kind == NodeKind.Logit) logits += work.Logit();
                         pilotWork[s] = (features + logits, features, visited);
+                        if (visited > pilotReach.Visited) pilotReach = (visited, reach);
                     });
                 pilotEdges[s] = summary.Edges / (s + summary.LogitTargets);
                 pilotPruning[s] = (summary.PruneSeconds, summary.Edges);
@@ -183,6 +195,9 @@ public static class Sizers
 
         public double Feature(int layer, int position) => Row(position, layer);
 
+        /// <summary>The mean over the active features of the positions a row of theirs reaches (its own and those before it).</summary>
+        public double MeanReach { get; } = activeAt.Sum() is var n && n > 0 ? activeAt.Select((count, i) => count * (i % T + 1.0)).Sum() / n : T;
+
         public double Logit() => Row(T - 1, _layers);
 
         /// <summary>A row at <paramref name="position"/> reading the MLP outputs below layer <paramref name="readsBelow"/> (the number of layers for a logit).</summary>
@@ -210,12 +225,11 @@ public static class Sizers
     }
 
     /// <summary>
-    /// Bytes an attribution edge holds at the trace's peak: its column and value in the row (8), again in the built graph (8), in the
-    /// growing lists of the graph restricted to its nodes (up to 16), pruning's per-edge doubles (normalised weights, normalised within
-    /// the kept nodes, scores: 24) and the graph file's link while it is written (about 24). Measured on toy-4l at 60 tokens: 2.9M edges
-    /// more than a 512-row trace took 238 MB more (82 bytes an edge).
+    /// Bytes an attribution edge holds at the trace's peak: its value in its row's runs of columns (4; 8 with its column where a row is
+    /// capped), again in the built graph and what pruning keeps per edge while those live. Measured on toy-4l at 60 tokens (no attention
+    /// detail): 2.76M edges more than a 1,000-row trace took 83-122 MB more in two runs (30-44 bytes an edge).
     /// </summary>
-    const double BytesPerEdge = 80;
+    const double BytesPerEdge = 40;
 
     /// <summary>Widths of hook points in bytes per token (float32).</summary>
     static double BytesPerToken(HookedTransformer model, IEnumerable<string> hooks) =>
