@@ -151,8 +151,11 @@ public static class JobSizer
     /// <summary>The share of the job the pilots reach before their time is read, where the largest pilot allowed is larger.</summary>
     public const double MinimumPilotFraction = 1.0 / 16;
 
-    /// <summary>The least time between the last two pilots for their difference to be read as per-unit cost.</summary>
-    public const double MinimumSignalSeconds = 1.0;
+    /// <summary>
+    /// The least time between the last two pilots for their difference to be read as per-unit cost. A shared machine's slow spells
+    /// move a pilot by up to a second (at 1 s, a harvest's pilots of 16K and 32K tokens read its cost 32 % high).
+    /// </summary>
+    public const double MinimumSignalSeconds = 2.0;
 
     /// <summary>
     /// Pilot sizes for a job of <paramref name="units"/>: the first at <paramref name="minimum"/>, the largest at <paramref name="fraction"/>

@@ -141,16 +141,22 @@ public static class Sizers
             if (ReferenceEquals(p, shortest)) return low.Seconds;
             return Math.Max(0, low.Seconds + (one.Seconds - low.Seconds) * (works[p] - wShort) / (wLong - wShort));
         }
-        double warm = prompts.Count > 1 ? WarmFactor(model, bundle, shortest, longest, options with { MaxFeatureNodes = (int)one.Pilots.Max(p => p.Units) }, qk) : 1;
+        var largestPilot = one.Pilots.MaxBy(p => p.Units)!;
+        var (warm, heldOver) = prompts.Count > 1 ? WarmFactor(model, bundle, shortest, longest, options with { MaxFeatureNodes = (int)largestPilot.Units }, qk) : (1, 0);
         double seconds = prompts.Select((p, i) => Seconds(p) * (i == 0 ? 1 : warm)).Sum();
-        return one with { Job = "trace --prompts", Unit = "prompts", Units = prompts.Count, Seconds = seconds, PilotUnit = $"feature rows of the longest prompt ({longest.shape[1]} tokens)" };
+        // Graphs one after another in one process peak above the largest alone (the heap keeps what earlier ones freed, in pieces):
+        // the share measured at the pilots' size, applied to what the longest prompt's graph adds over the loaded model.
+        double share = Math.Max(1, (double)(heldOver - one.ResidentBytes) / Math.Max(1, largestPilot.PeakBytes - one.ResidentBytes));
+        long peak = one.ResidentBytes + (long)((one.PeakBytes - one.ResidentBytes) * (prompts.Count > 1 ? share : 1));
+        return one with { Job = "trace --prompts", Unit = "prompts", Units = prompts.Count, Seconds = seconds, PeakBytes = peak, PilotUnit = $"feature rows of the longest prompt ({longest.shape[1]} tokens)" };
     }
 
     /// <summary>
     /// How much faster a graph runs after another than in a fresh process: <paramref name="shortest"/>'s graph timed fresh (the freed
     /// memory given back first), then <paramref name="longest"/>'s traced, then <paramref name="shortest"/>'s timed again; at most 1.
+    /// Also the process's peak over the three (graphs one after another, as <c>trace --prompts</c> runs them).
     /// </summary>
-    static double WarmFactor(HookedTransformer model, TranscoderBundle bundle, Tensor shortest, Tensor longest, AttributionOptions options, GraphQkOptions? qk)
+    static (double Factor, long Peak) WarmFactor(HookedTransformer model, TranscoderBundle bundle, Tensor shortest, Tensor longest, AttributionOptions options, GraphQkOptions? qk)
     {
         var run = options with { Progress = null };
         return WithTemp(dir =>
@@ -162,7 +168,7 @@ public static class Sizers
             var clock = System.Diagnostics.Stopwatch.StartNew();
             GraphTrace.Write(model, bundle, shortest, path, run, qk: qk);
             double again = clock.Elapsed.TotalSeconds;
-            return fresh > 0 ? Math.Min(1, again / fresh) : 1;
+            return (fresh > 0 ? Math.Min(1, again / fresh) : 1, JobSizer.PeakSinceReset());
         });
     }
 
