@@ -144,17 +144,19 @@ public static class Sizers
         var largestPilot = one.Pilots.MaxBy(p => p.Units)!;
         var (warm, heldOver) = prompts.Count > 1 ? WarmFactor(model, bundle, shortest, longest, options with { MaxFeatureNodes = (int)largestPilot.Units }, qk) : (1, 0);
         double seconds = prompts.Select((p, i) => Seconds(p) * (i == 0 ? 1 : warm)).Sum();
-        // Graphs one after another in one process peak above the largest alone (the heap keeps what earlier ones freed, in pieces):
-        // the share measured at the pilots' size, applied to what the longest prompt's graph adds over the loaded model.
+        // Where a shorter prompt runs before the longest, the longest's graph peaks above itself alone (the heap keeps what the
+        // earlier one freed, in pieces): the share measured at the pilots' size, applied to what the longest's graph adds over the model.
         double share = Math.Max(1, (double)(heldOver - one.ResidentBytes) / Math.Max(1, largestPilot.PeakBytes - one.ResidentBytes));
-        long peak = one.ResidentBytes + (long)((one.PeakBytes - one.ResidentBytes) * (prompts.Count > 1 ? share : 1));
+        bool longestFirst = ReferenceEquals(prompts[0], longest) || prompts[0].shape[1] == longest.shape[1];
+        long peak = one.ResidentBytes + (long)((one.PeakBytes - one.ResidentBytes) * (longestFirst ? 1 : share));
         return one with { Job = "trace --prompts", Unit = "prompts", Units = prompts.Count, Seconds = seconds, PeakBytes = peak, PilotUnit = $"feature rows of the longest prompt ({longest.shape[1]} tokens)" };
     }
 
     /// <summary>
     /// How much faster a graph runs after another than in a fresh process: <paramref name="shortest"/>'s graph timed fresh (the freed
     /// memory given back first), then <paramref name="longest"/>'s traced, then <paramref name="shortest"/>'s timed again; at most 1.
-    /// Also the process's peak over the three (graphs one after another, as <c>trace --prompts</c> runs them).
+    /// Also the process's peak over the three, one after another as <c>trace --prompts</c> runs them: the heap keeps what the shorter
+    /// graph freed, in pieces the longer one after it cannot all reuse.
     /// </summary>
     static (double Factor, long Peak) WarmFactor(HookedTransformer model, TranscoderBundle bundle, Tensor shortest, Tensor longest, AttributionOptions options, GraphQkOptions? qk)
     {
@@ -162,10 +164,14 @@ public static class Sizers
         return WithTemp(dir =>
         {
             string path = Path.Combine(dir, "warm.json");
-            double fresh = JobSizer.Measure(1, () => GraphTrace.Write(model, bundle, shortest, path, run, qk: qk)).Seconds;
+            ProcessMemory.Settle();
+            ProcessMemory.ResetPeak();
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            GraphTrace.Write(model, bundle, shortest, path, run, qk: qk);
+            double fresh = clock.Elapsed.TotalSeconds;
             GraphTrace.Write(model, bundle, longest, path, run, qk: qk);
             GC.Collect();
-            var clock = System.Diagnostics.Stopwatch.StartNew();
+            clock.Restart();
             GraphTrace.Write(model, bundle, shortest, path, run, qk: qk);
             double again = clock.Elapsed.TotalSeconds;
             return (fresh > 0 ? Math.Min(1, again / fresh) : 1, JobSizer.PeakSinceReset());
