@@ -137,10 +137,10 @@ public static class HeadLoadings
         // The positions a target's gradients reach: its own and those before it (a logit reads the last).
         int Reach(GraphNode t) => t.Kind == NodeKind.Logit ? T : t.Position + 1;
 
-        // Every edge into one target at once, over every layer's heads together (g: ∂v/∂z [L, H, T, dh]). For a source s at p_s and a
-        // head (layer·H + h), the terms pattern_h[p', p_s] ⟨∂v/∂z_h(p'), v_h(s)⟩ over the queries p' ≠ p_s up to the target's: their sum
-        // is the loading, the largest |term| of a kept loading names its main destination. Within the target's position p a source's
-        // loading is the diagonal's pattern_h[p, p] ⟨∂v/∂z_h(p), v⁰_h(s)⟩ and its destination p itself.
+        // Every edge into one target at once, over every layer's heads together (g: ∂v/∂z [L, H, P, dh], P reaching the target's
+        // position). For a source s at p_s and a head (layer·H + h), the terms pattern_h[p', p_s] ⟨∂v/∂z_h(p'), v_h(s)⟩ over the queries
+        // p' ≠ p_s up to the target's: their sum is the loading, the largest |term| of a kept loading names its main destination.
+        // Within the target's position p a source's loading is the diagonal's pattern_h[p, p] ⟨∂v/∂z_h(p), v⁰_h(s)⟩, its destination p.
         void SplitAll(List<((GraphNode Target, GraphNode Source, double Weight) Edge, int At)> list, Tensor g)
         {
             using var targetScope = NewDisposeScope();
