@@ -21,8 +21,23 @@ public sealed class SizerOptions
         Description = "Run even if the predicted peak memory exceeds what this machine has (checked before large jobs start).",
     };
 
-    /// <summary>Adds both options to <paramref name="cmd"/>.</summary>
-    public void AddTo(Command cmd) { cmd.Options.Add(Estimate); cmd.Options.Add(Force); }
+    /// <summary>
+    /// Adds both options to <paramref name="cmd"/>; <paramref name="output"/>, when given, is required unless --estimate is (an
+    /// estimate writes nothing).
+    /// </summary>
+    public void AddTo(Command cmd, Option<string>? output = null)
+    {
+        cmd.Options.Add(Estimate);
+        cmd.Options.Add(Force);
+        if (output is null) return;
+        output.Required = false;
+        output.Description += " Required, except with --estimate.";
+        cmd.Validators.Add(result =>
+        {
+            if (result.GetResult(output) is null && !result.GetValue(Estimate))
+                result.AddError($"Option '{output.Name}' is required (only --estimate runs without it).");
+        });
+    }
 
     /// <summary>
     /// Before a job: with --estimate, prints the estimate and answers true (the command exits); otherwise, for a job large enough to

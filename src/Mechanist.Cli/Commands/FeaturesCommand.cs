@@ -49,11 +49,11 @@ public sealed class FeaturesCommand : ICliCommand
         var checkpoint = new Option<long>("--checkpoint-tokens") { Description = "Tokens between saves of the shard's state (a killed build resumes from the last).", DefaultValueFactory = _ => 200_000 };
         var seed = new Option<int>("--seed") { Description = "Seed of the toy corpus.", DefaultValueFactory = _ => 0 };
         var batchTexts = new Option<int>("--batch-texts") { Description = "Texts per forward (1 makes every text's numbers independent of which shard reads it).", DefaultValueFactory = _ => 64 };
-        var output = new Option<string>("--out") { Description = "Build folder (shards of one build share it); the merged store is DIR/features.db.", Required = true };
+        var output = new Option<string>("--out") { Description = "Build folder (shards of one build share it); the merged store is DIR/features.db." };
         var cmd = new Command("build", "Stream a corpus through the model with a dictionary and keep, per feature, top and sampled examples, a histogram and counts, in a SQLite feature store.")
         { model, offline, dict, corpus, texts, maxTexts, shard, topK, perInterval, context, checkpoint, seed, batchTexts, output };
         var sizer = new SizerOptions();
-        sizer.AddTo(cmd);
+        sizer.AddTo(cmd, output);
         cmd.SetAction(parse =>
         {
             var (index, count) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));

@@ -20,11 +20,11 @@ public sealed class HarvestCommand : ICliCommand
         var chunk = new Option<long>("--chunk-tokens") { Description = "Tokens per chunk file (the resume and shuffle unit).", DefaultValueFactory = _ => 50_000 };
         var bf16 = new Option<bool>("--bf16") { Description = "Store bfloat16 instead of float32." };
         var seed = new Option<int>("--seed") { Description = "Seed of the in-chunk shuffle and of the toy corpus.", DefaultValueFactory = _ => 0 };
-        var output = new Option<string>("--out") { Description = "Harvest folder (shards of one harvest share it).", Required = true };
+        var output = new Option<string>("--out") { Description = "Harvest folder (shards of one harvest share it)." };
         var sizer = new SizerOptions();
         var cmd = new Command("harvest", "Stream a corpus through the model and write activations at hook points in resumable, sharded chunks.")
         { model, offline, hooks, corpus, texts, tokens, shard, chunk, bf16, seed, output };
-        sizer.AddTo(cmd);
+        sizer.AddTo(cmd, output);
         cmd.SetAction(parse =>
         {
             var (index, count) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));

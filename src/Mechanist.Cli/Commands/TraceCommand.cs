@@ -25,7 +25,7 @@ public sealed class TraceCommand : ICliCommand
         var batch = new Option<int>("--batch") { Description = "Target rows per backward pass.", DefaultValueFactory = _ => 32 };
         var maxFeatures = new Option<int?>("--max-feature-nodes") { Description = "Keep at most this many features, visited in order of estimated influence (default: all active features)." };
         var maxEdges = new Option<int?>("--max-edges-per-row") { Description = "Keep at most this many edges into each node (the largest |A|; the rest still count in the row's normalisation). Default: every nonzero edge." };
-        var output = new Option<string>("--out") { Description = "Graph JSON file (circuit-tracer's frontend schema); with --prompts, a folder of them.", Required = true };
+        var output = new Option<string>("--out") { Description = "Graph JSON file (circuit-tracer's frontend schema); with --prompts, a folder of them." };
         var prompts = new Option<string>("--prompts") { Description = "A file of prompts, one per line: one graph each (prompt-00000.json, ...) in the --out folder." };
         var scanOption = new Option<string>("--scan") { Description = "metadata.scan of the graph: where circuit-tracer's frontend finds features (default: the transcoder folder's absolute path, as circuit-tracer writes for local transcoders; serve a 'features export' folder as its features_dir)." };
         var shard = new Option<string>("--shard") { Description = "With --prompts: i/N, trace prompts i, i+N, ... (merge the shards with 'mechanist trace merge DIR')." };
@@ -36,14 +36,14 @@ public sealed class TraceCommand : ICliCommand
         var sizer = new SizerOptions();
         var cmd = new Command("trace", "Attribution graph of a prompt: features, errors and tokens to the top logits, pruned, as circuit-tracer graph JSON.");
         input.AddTo(cmd, tokensFile: false);
-        sizer.AddTo(cmd);
+        sizer.AddTo(cmd, output);
         foreach (var o in new Option[] { transcoders, maxLogits, logitProb, nodeThreshold, edgeThreshold, noPrune, batch, output, target, targetDiff, maxFeatures, maxEdges, prompts, shard, scanOption, noQk, qkTop }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
             AttributionVocabulary.Share("logit probability", parse.GetValue(logitProb));
             AttributionVocabulary.Thresholds(parse.GetValue(nodeThreshold), parse.GetValue(edgeThreshold));
             string? promptFile = parse.GetValue(prompts);
-            if (promptFile is null) GraphFile.CheckIndex(parse.GetValue(output)!);
+            if (promptFile is null) { if (parse.GetValue(output) is { } single) GraphFile.CheckIndex(single); }
             else if (parse.GetValue(input.Prompt) is not null || parse.GetValue(input.Tokens) is not null) throw new MechanistException("give --prompts FILE or one prompt, not both");
             var promptList = promptFile is null ? null : ReadPrompts(promptFile);
             var (shardIndex, shardCount) = Mechanist.Cluster.ShardPlan.Parse(parse.GetValue(shard));

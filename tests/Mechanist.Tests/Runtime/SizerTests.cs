@@ -194,6 +194,24 @@ public sealed class SizerTests
     }
 
     [Fact]
+    public void AnEstimateNeedsNoOutputButARunDoes()
+    {
+        // trace, harvest and features build write to --out; --estimate writes nothing, so it runs without one.
+        var (code, stdout, err) = Cli.CliRunner.Run("trace", "--prompt", "The cat sat on the mat because the cat was tired and the dog", "--estimate");
+        Assert.True(code == 0, err);
+        Assert.Matches(@"trace: [0-9,]+ feature rows; predicted peak memory", stdout);
+        (code, stdout, err) = Cli.CliRunner.Run("features", "build", "--texts", "3000", "--estimate");
+        Assert.True(code == 0, err);
+        Assert.Matches(@"features build: 3,000 texts; predicted peak memory", stdout);
+        foreach (var run in new[] { new[] { "trace", "--prompt", "The cat sat" }, new[] { "harvest", "--texts", "200" }, new[] { "features", "build", "--texts", "200" } })
+        {
+            (code, _, err) = Cli.CliRunner.Run(run);
+            Assert.Equal(2, code);
+            Assert.Contains("Option '--out' is required (only --estimate runs without it)", err);
+        }
+    }
+
+    [Fact]
     public void TheCliEstimatesWithoutWritingAndRefusesWhatDoesNotFit()
     {
         using var dir = new TempDir();
