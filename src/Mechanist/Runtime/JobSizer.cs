@@ -51,8 +51,8 @@ public sealed record JobEstimate(string Job, string Unit, double Units, double S
 /// warm-up at it), each timed and with the process's peak resident memory measured, until two consecutive pilots differ in time by
 /// enough to read a per-unit cost above the noise of the fixed one (or the pilots reach their share of the job: the last one at that
 /// share where doubling stops short of it still in the noise). Time is the line through the largest pilots, read at the job's size;
-/// memory is their peak plus what the job holds beyond them by the
-/// caller's model of it (buffers, caches and matrices whose size is known from the shapes and options, which pilots are too small to show).
+/// memory is their peak plus what the job holds beyond them by the caller's model of it (buffers, caches and matrices whose size is
+/// known from the shapes and options, which pilots are too small to show).
 /// </summary>
 public static class JobSizer
 {
@@ -120,7 +120,7 @@ public static class JobSizer
             pilots.Add(last);
             // Enough signal: the doubled pilot took clearly longer than the one before, by half of that one's time at least (its per-unit
             // part dominates the noise of the fixed part: a features build's ~2 s of fixed work varies by a third between runs).
-            settled = last.Seconds - previous.Seconds >= Math.Max(MinimumSignalSeconds, 0.5 * previous.Seconds);
+            settled = Settled(previous, last);
             // And pilots reach a sixteenth of the job where they may: a features build's first texts cost several times its later ones
             // (each feature's sketch set up when first seen), so 128 → 256 texts read six times the job's per-text cost.
             if (settled && size >= units * MinimumPilotFraction || size * 2 > largest) break;
@@ -133,7 +133,7 @@ public static class JobSizer
             previous = last;
             last = Measure(largest, () => runPilot(largest));
             pilots.Add(last);
-            settled = last.Seconds - previous.Seconds >= Math.Max(MinimumSignalSeconds, 0.5 * previous.Seconds);
+            settled = Settled(previous, last);
         }
         var model = modelledSeconds ?? (_ => 0);
         double Linear(SizerPilot p) => p.Seconds - model(p.Units);
@@ -147,6 +147,9 @@ public static class JobSizer
         return new JobEstimate(job, unit, units, seconds, Math.Max(peak, resident), resident, available, pilots, shrink,
             Math.Max(0, warm.Seconds - pilots[1].Seconds), warm.PeakBytes, settled);
     }
+
+    /// <summary>Whether <paramref name="last"/> took enough longer than <paramref name="previous"/> to read a per-unit cost from the two.</summary>
+    static bool Settled(SizerPilot previous, SizerPilot last) => last.Seconds - previous.Seconds >= Math.Max(MinimumSignalSeconds, 0.5 * previous.Seconds);
 
     /// <summary>The share of the job the pilots reach before their time is read, where the largest pilot allowed is larger.</summary>
     public const double MinimumPilotFraction = 1.0 / 16;

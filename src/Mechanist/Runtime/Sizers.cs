@@ -26,7 +26,8 @@ public static class Sizers
     /// (<see cref="RowWork"/>): the pilots' visited rows are known; the job's further rows start at the work of the last pilots'
     /// marginal rows and move linearly towards what makes all the active features' known total. Beyond the pilots' working set (one
     /// pass's gradients, the kept decoder rows) the rows grow: their edges (per row, more the more rows are visited: see
-    /// <see cref="BytesPerEdge"/> for what each holds) and the hook_z gradients kept for the attention detail (each up to its target's position: the pilots' mean), up to their budget.
+    /// <see cref="BytesPerEdge"/> for what each holds) and the hook_z gradients kept for the attention detail (each up to its target's
+    /// position: as far as the pilots' rows reach, then as the unvisited features do on average), up to their budget.
     /// </summary>
     public static JobEstimate? Trace(HookedTransformer model, TranscoderBundle? bundle, Tensor tokens, AttributionOptions options, GraphQkOptions? qk, double fraction = PilotFraction)
     {
@@ -147,7 +148,7 @@ public static class Sizers
         // Where a shorter prompt runs before the longest, the longest's graph peaks above itself alone (the heap keeps what the
         // earlier one freed, in pieces): the share measured at the pilots' size, applied to what the longest's graph adds over the model.
         double share = Math.Max(1, (double)(heldOver - one.ResidentBytes) / Math.Max(1, largestPilot.PeakBytes - one.ResidentBytes));
-        bool longestFirst = ReferenceEquals(prompts[0], longest) || prompts[0].shape[1] == longest.shape[1];
+        bool longestFirst = prompts[0].shape[1] == longest.shape[1];
         long peak = one.ResidentBytes + (long)((one.PeakBytes - one.ResidentBytes) * (longestFirst ? 1 : share));
         return one with { Job = "trace --prompts", Unit = "prompts", Units = prompts.Count, Seconds = seconds, PeakBytes = peak, PilotUnit = $"feature rows of the longest prompt ({longest.shape[1]} tokens)" };
     }
