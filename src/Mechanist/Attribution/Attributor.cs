@@ -225,7 +225,7 @@ public static class Attributor
                 for (int r = 0; r < passes[i].Rows; r++)
                 {
                     int node = targetNodes[passes[i].Start + r], positions = LastPosition(node) + 1;
-                    if (options.ZGradients!.Fits(positions * zPositionBytes)) options.ZGradients.Add(nodes[node], ZGradientCache.Whole(z.Select(x => x[r]).ToArray(), positions));
+                    if (options.ZGradients!.Fits(positions * zPositionBytes)) options.ZGradients.Keep(nodes[node], z.Select(x => x[r]).ToArray(), positions);
                 }
             }
             var autograd = new List<Tensor>();                                                       // (not in the scope: freed below)

@@ -41,17 +41,33 @@ public static class Pruning
     public static double[] Normalize(SparseAdjacency a, bool[]? keepNode = null)
     {
         var normalized = new double[a.Count];
+        NormalizeInto(a, keepNode, normalized);
+        return normalized;
+    }
+
+    /// <summary><see cref="Normalize"/> written into <paramref name="normalized"/> (every entry: zero where an edge or its row is not kept).</summary>
+    static void NormalizeInto(SparseAdjacency a, bool[]? keepNode, double[] normalized)
+    {
         for (int r = 0; r < a.Size; r++)
         {
-            if (keepNode is not null && !keepNode[r]) continue;
-            double sum = keepNode is null ? a.DroppedAbs[r] : 0;
-            for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++)
-                if (keepNode is null || keepNode[a.Column[e]]) sum += Math.Abs(a.Value[e]);
-            sum = Math.Max(sum, 1e-10);
-            for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++)
-                if (keepNode is null || keepNode[a.Column[e]]) normalized[e] = Math.Abs(a.Value[e]) / sum;
+            long start = a.RowStart[r], end = a.RowStart[r + 1];
+            if (keepNode is not null && !keepNode[r]) { Array.Clear(normalized, (int)start, (int)(end - start)); continue; }
+            double sum = RowSum(a, r, keepNode);
+            for (long e = start; e < end; e++)
+                normalized[e] = keepNode is null || keepNode[a.Column[e]] ? Math.Abs(a.Value[e]) / sum : 0;
         }
-        return normalized;
+    }
+
+    /// <summary>
+    /// The denominator of row <paramref name="r"/>'s normalised edges: its Σ|A| over the kept columns (with the mass dropped when the
+    /// graph was built where nothing is masked), at least 1e-10.
+    /// </summary>
+    static double RowSum(SparseAdjacency a, int r, bool[]? keepNode)
+    {
+        double sum = keepNode is null ? a.DroppedAbs[r] : 0;
+        for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++)
+            if (keepNode is null || keepNode[a.Column[e]]) sum += Math.Abs(a.Value[e]);
+        return Math.Max(sum, 1e-10);
     }
 
     /// <summary>
@@ -115,20 +131,26 @@ public static class Pruning
         var a = graph.Edges;
         int n = a.Size;
         var weights = LogitWeights(graph);
-        var influence = Influence(a, Normalize(a), weights);
+        // Two edge-sized buffers in all (the normalised rows, then the pruned ones in their place; the edge scores): a graph's edges
+        // run to millions, and fresh memory is paid a page fault per 4 KB.
+        var normalized = Normalize(a);
+        var influence = Influence(a, normalized, weights);
         double nodeCut = Threshold(influence, nodeThreshold);
         var nodeMask = new bool[n];
         for (int i = 0; i < n; i++) nodeMask[i] = influence[i] >= nodeCut || graph.Nodes[i].Kind is NodeKind.Token or NodeKind.Logit;
 
-        var normalizedPruned = Normalize(a, nodeMask);
-        var prunedInfluence = Influence(a, normalizedPruned, weights);
+        NormalizeInto(a, nodeMask, normalized);
+        var prunedInfluence = Influence(a, normalized, weights);
+        double EdgeScore(int r, long e) => normalized[e] * (prunedInfluence[r] + weights[r]);
         var edgeScores = new double[a.Count];
         for (int r = 0; r < n; r++)
-            for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++) edgeScores[e] = normalizedPruned[e] * (prunedInfluence[r] + weights[r]);
-        // The dense threshold runs over all n² scores; the ones not stored are zeros, which move no cumulative share.
-        double edgeCut = Threshold(edgeScores, edgeThreshold);
+            for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++) edgeScores[e] = EdgeScore(r, e);
+        // The dense threshold runs over all n² scores; the ones not stored are zeros, which move no cumulative share. (The selection
+        // reorders the scores; each edge's is computed again below.)
+        double edgeCut = Selection.CumulativeThreshold(edgeScores, edgeThreshold);
         var edgeKept = new bool[a.Count];
-        for (long e = 0; e < a.Count; e++) edgeKept[e] = edgeScores[e] >= edgeCut && (edgeCut > 0 || a.Value[e] != 0);
+        for (int r = 0; r < n; r++)
+            for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++) edgeKept[e] = EdgeScore(r, e) >= edgeCut && (edgeCut > 0 || a.Value[e] != 0);
 
         // Clean-up: features and errors need a kept outgoing edge, features a kept incoming one; repeat to a fixed point.
         while (true)
@@ -166,17 +188,17 @@ public static class Pruning
     {
         var a = graph.Edges;
         var weights = LogitWeights(graph);
-        var normalized = Normalize(a);
-        var influence = pruned?.Influence ?? Influence(a, normalized, weights);
+        var influence = pruned?.Influence ?? Influence(a, Normalize(a), weights);
         double tokens = 0, errors = 0, weighted = 0, scoredTotal = 0;
         for (int r = 0; r < a.Size; r++)
         {
             var kind = graph.Nodes[r].Kind;
             if (kind == NodeKind.Token) tokens += influence[r];
             if (kind == NodeKind.Error) errors += influence[r];
-            double fromErrors = 0;
+            // Each edge's normalised weight as Normalize gives it, computed here rather than held for every edge.
+            double fromErrors = 0, sum = RowSum(a, r, null);
             for (long e = a.RowStart[r]; e < a.RowStart[r + 1]; e++)
-                if (graph.Nodes[a.Column[e]].Kind == NodeKind.Error) fromErrors += normalized[e];
+                if (graph.Nodes[a.Column[e]].Kind == NodeKind.Error) fromErrors += Math.Abs(a.Value[e]) / sum;
             double scored = influence[r] + weights[r];
             weighted += (1 - fromErrors) * scored;
             scoredTotal += scored;

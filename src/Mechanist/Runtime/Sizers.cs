@@ -238,11 +238,11 @@ public static class Sizers
     }
 
     /// <summary>
-    /// Bytes an attribution edge holds at the trace's peak: its value in its row's runs of columns (4; 8 with its column where a row is
-    /// capped), again in the built graph and what pruning keeps per edge while those live. Measured on toy-4l at 60 tokens (no attention
-    /// detail): 2.76M edges more than a 1,000-row trace took 83-122 MB more in two runs (30-44 bytes an edge).
+    /// Bytes an attribution edge holds at the trace's peak: its value and column in the built graph (8) while pruning holds its
+    /// normalised weight and its score (8 each) and whether it is kept (1), plus what the managed heap keeps beyond those. Measured on
+    /// toy-4l at 60 tokens (no attention detail): 2.76M edges more than a 1,000-row trace took 57-83 MB more (20-30 bytes an edge).
     /// </summary>
-    const double BytesPerEdge = 40;
+    const double BytesPerEdge = 25;
 
     /// <summary>Widths of hook points in bytes per token (float32).</summary>
     static double BytesPerToken(HookedTransformer model, IEnumerable<string> hooks) =>
