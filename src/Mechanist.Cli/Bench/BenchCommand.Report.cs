@@ -79,7 +79,7 @@ public sealed partial class BenchCommand
                 "the dot products of the row's gradients with the active features' decoder rows at those positions (a CLT feature once per layer it writes to below " +
                 "the target); no MLP, nothing above the target's layer or after its position. " +
                 "The ratio is the measured attribution time per row over that floor (the issue's target: at most 2). Edges are stored sparse; the dense column is what " +
-                "an n x n float32 adjacency over the graph's nodes would take. The QK row (at 64 tokens) reruns the trace as `trace` does with its attention detail." +
+                "an n x n float32 adjacency over the graph's nodes would take. Up to 128 tokens each row is the median of three runs, each from a returned heap as a fresh `trace` would run (the note gives the first run too); at 512 tokens one run. The QK row (at 64 tokens) reruns the trace as `trace` does with its attention detail." +
                 " How it runs: the frozen map's backward is written out (`FrozenBackward`: per layer below a batch's top, W_O, the frozen pattern's transposed " +
                 "mixing and W_V through the frozen norms, from the clean run's patterns and scales; no retained forward, no autograd; a batch's first W_O product " +
                 "over its rows' own cells only), rows sorted by their target's layer and position, each batch of 32 cut at its top layer and its last position " +
