@@ -103,7 +103,8 @@ public sealed partial class BenchCommand
                 "against rerunning the decoder over the whole prefix each step. Both produce the same tokens (checked in the run; the golden T5 generation test pins the logits).",
             "sizer" => "Each job `--estimate` covers, first estimated (pilots: the job itself at doubling sizes up to a quarter of it, as `--estimate` " +
                 "uses where 3 % is too small to time), then run in full in the same process and measured the same way (wall time; the process's peak resident " +
-                "memory, the loaded model included). The errors in bold are predicted / measured − 1 (the issue's target: within ±25 %). The warm figures are " +
+                "memory, the loaded model included; a job under 15 s runs three times, the medians of its time and peak measured, as one of this VM's slow " +
+                "spells moves a short run most). The errors in bold are predicted / measured − 1 (the issue's target: within ±25 %). The warm figures are " +
                 "compared, as both runs follow the pilots; a fresh process adds the first pilot's warm-up, which `--estimate` prints.",
             _ => "",
         });
