@@ -18,6 +18,15 @@ public sealed class ZGradientCache : IDisposable
         BudgetBytes = budgetBytes;
     }
 
+    /// <summary>A cache whose slabs hold <paramref name="slabBytes"/> (tests: rows across many slabs).</summary>
+    internal ZGradientCache(long budgetBytes, long slabBytes) : this(budgetBytes)
+    {
+        if (slabBytes <= 0) throw new MechanistException("a slab holds some bytes");
+        _slabBytes = slabBytes;
+    }
+
+    readonly long _slabBytes = SlabBytes;
+
     /// <summary>The most bytes kept.</summary>
     public long BudgetBytes { get; }
 
@@ -43,7 +52,7 @@ public sealed class ZGradientCache : IDisposable
         long count = shape[0] * shape[1] * shape[2] * shape[3];
         if (_slab is null || _slabUsed + count > _slab.shape[0] || _slab.device_type != first.device_type || _slab.device_index != first.device_index)
         {
-            long floats = Math.Max(count, Math.Min(SlabBytes, Math.Max(0, BudgetBytes - Bytes)) / 4);
+            long floats = Math.Max(count, Math.Min(_slabBytes, Math.Max(0, BudgetBytes - Bytes)) / 4);
             _slab = empty(new[] { floats }, ScalarType.Float32, first.device);
             _slab.DetachFromDisposeScope();                       // the cache owns its slabs and rows, whatever scope adds them
             _slabs.Add(_slab);

@@ -37,7 +37,8 @@ public class HeadLoadingsTests
         var cfg = c.Model.Config;
         long rowBytes = 4L * cfg.NLayers * c.Rm.Tokens.shape[1] * cfg.NHeads * cfg.DHead;
         int rowCount = (int)c.Rm.Activations.count_nonzero().item<long>();
-        using var kept = new ZGradientCache(rowBytes * (rowCount / 2));
+        // Slabs of three full rows: the kept rows lie across many of them, as a research graph's do across 32-MB slabs.
+        using var kept = new ZGradientCache(rowBytes * (rowCount / 2), slabBytes: 3 * rowBytes);
         var graph = Attributor.Attribute(c.Rm, new AttributionOptions(BatchSize: 16, ZGradients: kept));
         var edges = CrossPositionEdges(graph);
         Assert.True(edges.Count > 100, $"{name}: {edges.Count} cross-position edges");
@@ -54,6 +55,40 @@ public class HeadLoadingsTests
         // Top 2 per edge: the rest keeps the sum.
         var top = HeadLoadings.Compute(c.Rm, edges.Take(20).ToList(), top: 2);
         Assert.All(top, e => { Assert.True(e.Heads.Length <= 2); Assert.Equal(e.Edge, e.Heads.Sum(h => h.Value) + e.Rest, 4); });
+    }
+
+    /// <summary>
+    /// Rows kept in slabs read back as <see cref="ZGradientCache.Whole"/> builds them on their own: rows of different lengths in slabs
+    /// of about half a full row (short rows share one, a row that does not fit starts the next, one larger than a slab gets its own),
+    /// and a row replaced.
+    /// </summary>
+    [Fact]
+    public void KeptRowsReadBackAsTheyWereWritten()
+    {
+        const int layers = 3, positions = 7, heads = 2, dHead = 5;
+        long fullRow = 4L * layers * positions * heads * dHead;
+        using var cache = new ZGradientCache(1L << 20, slabBytes: fullRow / 2 + 12);
+        var nodes = Enumerable.Range(0, 9).Select(i => new GraphNode(NodeKind.Feature, 0, i % positions, i)).ToArray();
+        var expected = new Dictionary<GraphNode, Tensor>();
+        manual_seed(3);
+        for (int i = 0; i < nodes.Length + 1; i++)
+        {
+            var node = nodes[i % nodes.Length];                              // the last one replaces the first
+            int reach = i == 4 ? positions : 1 + (i * 3) % positions;
+            var perLayer = Enumerable.Range(0, layers).Select(_ => randn(positions, heads, dHead)).ToArray();
+            cache.Keep(node, perLayer, reach);
+            if (expected.Remove(node, out var old)) old.Dispose();
+            expected[node] = ZGradientCache.Whole(perLayer, reach);
+            foreach (var t in perLayer) t.Dispose();
+        }
+        Assert.Equal(nodes.Length, cache.Count);
+        foreach (var (node, whole) in expected)
+        {
+            Assert.True(cache.TryGet(node, out var kept));
+            Assert.Equal(whole.shape, kept.shape);
+            using (var eq = kept.equal(whole)) using (var same = eq.all()) Assert.True(same.item<bool>(), $"{node}: the kept row differs from the one written");
+            whole.Dispose();
+        }
     }
 
     [Fact]
