@@ -65,10 +65,11 @@ public sealed partial class BenchCommand
             // trace --prompts: prompts of three lengths, one graph each.
             var prompts = new[] { 30, 60, 45 }.Select(n => all[.., ..n]).ToList();
             var be = Sizers.TraceBatch(toy, bundle, prompts, options, new GraphQkOptions(), fraction);
-            yield return Compare("sizer: trace --prompts (toy-4l, 30 / 60 / 45 tokens)", be, Job(prompts.Count, _ =>
-            {
-                for (int k = 0; k < prompts.Count; k++) GraphTrace.Write(toy, bundle, prompts[k], Path.Combine(dir, $"g{k}.json"), options, qk: new GraphQkOptions());
-            }));
+            // As the CLI runs it: TraceBatch.Run (a manifest, one graph file per prompt, the managed heap collected between graphs).
+            var names = new[] { "30", "60", "45" };
+            yield return Compare("sizer: trace --prompts (toy-4l, 30 / 60 / 45 tokens)", be, Job(prompts.Count, run =>
+                TraceBatch.Run(names, Path.Combine(dir, $"batch{run}"), 0, 1, toy.Name, "clt",
+                    (k, path) => GraphTrace.Write(toy, bundle, prompts[k], path, options, qk: new GraphQkOptions()))));
             foreach (var p in prompts) p.Dispose();
         }
 

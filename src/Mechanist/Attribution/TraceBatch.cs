@@ -75,6 +75,10 @@ public static class TraceBatch
         foreach (int k in mine.Where(k => !done.Contains(k)))
         {
             traceOne(k, Path.Combine(dir, GraphName(k)));
+            // A graph's managed arrays (its rows, edges and pruning's buffers: ~100 MB at 3M edges) are garbage once it is written;
+            // collected here, the next graph reuses their memory. Left to the (non-concurrent) collector, two or three graphs' worth
+            // piled up: on the built-in model three prompts peaked at 760-920 MB against 635-650 MB collected, in no more time.
+            GC.Collect();
             done.Add(k);
             Save(complete: false);
             ShardedJobs.PauseIfAsked(dir, plan);

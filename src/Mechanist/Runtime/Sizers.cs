@@ -170,6 +170,7 @@ public static class Sizers
             var clock = System.Diagnostics.Stopwatch.StartNew();
             GraphTrace.Write(model, bundle, shortest, path, run, qk: qk);
             double fresh = clock.Elapsed.TotalSeconds;
+            GC.Collect();                                                     // between graphs, as TraceBatch.Run collects
             GraphTrace.Write(model, bundle, longest, path, run, qk: qk);
             GC.Collect();
             clock.Restart();

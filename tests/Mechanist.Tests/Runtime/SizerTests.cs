@@ -135,10 +135,10 @@ public sealed class SizerTests
         var prompts = new[] { 24, 60, 40 }.Select(n => all[.., ..n]).ToList();
         var options = new AttributionOptions(BatchSize: 2, MaxFeatureNodes: 1500);
         var estimate = Brackets(() => Sizers.TraceBatch(model, bundle, prompts, options, qk: null, Pilot),
-            e => JobSizer.Measure(prompts.Count, () =>
-        {
-            for (int k = 0; k < prompts.Count; k++) GraphTrace.Write(model, bundle, prompts[k], dir.File($"g{k}.json"), options);
-        }), "trace --prompts");
+            // As the CLI runs it (TraceBatch.Run: a manifest, a graph file per prompt, the managed heap collected between graphs),
+            // in a folder of its own each try (a second one would find the first's graphs done).
+            e => JobSizer.Measure(prompts.Count, () => TraceBatch.Run(new[] { "24", "60", "40" }, dir.File($"batch{tries++}"), 0, 1, model.Name, "clt",
+                (k, path) => GraphTrace.Write(model, bundle, prompts[k], path, options))), "trace --prompts");
         Assert.Equal("prompts", estimate!.Unit);
         Assert.Contains("feature rows of the longest prompt (60 tokens)", estimate.Describe());
         foreach (var p in prompts) p.Dispose();
