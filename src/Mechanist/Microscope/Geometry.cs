@@ -107,7 +107,9 @@ public static class Geometry
         }
         using var all = cat(nearest, 0);
         foreach (var t in nearest) t.Dispose();
-        return (all[.., 0].clone(), all[.., 1].clone());
+        using var first = all[.., 0];                 // held while cloned (a temporary could be finalized mid-call)
+        using var second = all[.., 1];
+        return (first.clone(), second.clone());
     }
 
     /// <summary>Largest eigenvalue / trace of the covariance: exactly (symmetric eigendecomposition) and by power iteration.</summary>
