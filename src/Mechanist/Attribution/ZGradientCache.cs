@@ -10,6 +10,10 @@ namespace Mechanist.Attribution;
 public sealed class ZGradientCache : IDisposable
 {
     readonly Dictionary<GraphNode, Tensor> _rows = new();
+    readonly long _slabBytes = SlabBytes;
+    readonly List<Tensor> _slabs = new();
+    Tensor? _slab;                                 // the slab rows are being written into, and how many of its floats are used
+    long _slabUsed;
 
     /// <summary>A cache that holds at most <paramref name="budgetBytes"/> of gradients (float32).</summary>
     public ZGradientCache(long budgetBytes = 1L << 30)
@@ -24,8 +28,6 @@ public sealed class ZGradientCache : IDisposable
         if (slabBytes <= 0) throw new MechanistException("a slab holds some bytes");
         _slabBytes = slabBytes;
     }
-
-    readonly long _slabBytes = SlabBytes;
 
     /// <summary>The most bytes kept.</summary>
     public long BudgetBytes { get; }
@@ -48,8 +50,8 @@ public sealed class ZGradientCache : IDisposable
     internal void Keep(GraphNode target, IReadOnlyList<Tensor> perLayer, int positions)
     {
         var first = perLayer[0];
-        long[] shape = { perLayer.Count, first.shape[1], positions, first.shape[2] };
-        long count = shape[0] * shape[1] * shape[2] * shape[3];
+        long[] shape = Shape(perLayer, positions);
+        long count = shape.Aggregate(1L, (a, b) => a * b);
         if (_slab is null || _slabUsed + count > _slab.shape[0] || _slab.device_type != first.device_type || _slab.device_index != first.device_index)
         {
             long floats = Math.Max(count, Math.Min(_slabBytes, Math.Max(0, BudgetBytes - Bytes)) / 4);
@@ -71,10 +73,6 @@ public sealed class ZGradientCache : IDisposable
     /// <summary>The size of the blocks rows are written into (the last one may be smaller: what is left of the budget).</summary>
     public const long SlabBytes = 32L << 20;
 
-    readonly List<Tensor> _slabs = new();
-    Tensor? _slab;
-    long _slabUsed;
-
     /// <summary><paramref name="target"/>'s gradients [layers, heads, positions, d_head] (float32; up to its own position), if kept (owned by the cache).</summary>
     public bool TryGet(GraphNode target, out Tensor whole) => _rows.TryGetValue(target, out whole!);
 
@@ -85,11 +83,13 @@ public sealed class ZGradientCache : IDisposable
     /// </summary>
     public static Tensor Whole(IReadOnlyList<Tensor> perLayer, int positions)
     {
-        var first = perLayer[0];
-        var whole = empty(new long[] { perLayer.Count, first.shape[1], positions, first.shape[2] }, ScalarType.Float32, first.device);
+        var whole = empty(Shape(perLayer, positions), ScalarType.Float32, perLayer[0].device);
         Write(perLayer, positions, whole);
         return whole;
     }
+
+    /// <summary>[layers, heads, positions, d_head] of per-layer gradients [P, heads, d_head] cut to <paramref name="positions"/>.</summary>
+    static long[] Shape(IReadOnlyList<Tensor> perLayer, int positions) => new[] { perLayer.Count, perLayer[0].shape[1], positions, perLayer[0].shape[2] };
 
     static void Write(IReadOnlyList<Tensor> perLayer, int positions, Tensor whole)
     {
