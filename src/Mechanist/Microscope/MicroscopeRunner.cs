@@ -43,10 +43,12 @@ public static class MicroscopeRunner
         var fits = new Geometry.LinearFit[depths - 1];
         for (int l = 0; l + 1 < depths; l++)
         {
-            fits[l] = Geometry.FitLinear(states.Layers[l], states.Layers[l + 1]);
+            // One pass over the rows gives both fits: the update's moments follow from the same ones.
+            using var moments = Geometry.CentredMoments.Of(states.Layers[l], states.Layers[l + 1]);
+            fits[l] = Geometry.FitLinear(moments);
             linearity[l] = fits[l].Score;
-            using var update = states.Layers[l + 1] - states.Layers[l];
-            using var centredFit = Geometry.FitLinear(states.Layers[l], update);
+            using var ofUpdate = moments.OfUpdate();
+            using var centredFit = Geometry.FitLinear(ofUpdate);
             centred[l] = centredFit.Score;
             progress?.Report(new Progress("linearity", l + 1, depths - 1));
         }

@@ -341,17 +341,16 @@ public static class Sizers
 
     /// <summary>
     /// <c>microscope</c> on texts held in memory: pilots run its first texts (at least two, for contextuality). Every layer's hidden
-    /// states of every token are held, and TwoNN's pairwise distances over the subsampled points (float64: the matrix, its masked copy,
-    /// cdist's own) grow with the square of the points up to the subsample's cap.
+    /// states of every token are held; TwoNN's time grows with the square of the subsampled points up to the subsample's cap.
     /// </summary>
     public static JobEstimate? Microscope(HookedTransformer model, IReadOnlyList<string> texts, MicroscopeOptions options, double fraction = PilotFraction)
     {
         if (JobSizer.PilotSizes(texts.Count, fraction, 2) is not var (small, largest)) return null;
         var tokenizer = model.Tokenizer ?? throw new MechanistException("microscope needs the model's tokenizer");
         double pointsPerText = texts.Average(t => Math.Max(1, tokenizer.Encode(t).Length - (options.IncludeBos ? 0 : 1)));
-        // Memory grows with the points: their states at every depth (float32), and what each statistic holds over all of them (the
-        // linearity fits' float64 copies, the logit lens's logits): read as bytes per point through the largest pilots' peaks, at
-        // least the states'.
+        // Memory grows with the points: their states at every depth (float32), and what the statistics hold beyond them (TwoNN's
+        // blocks of distances, up to the subsample's cap): read as bytes per point through the largest pilots' peaks, at least the
+        // states'.
         double stateBytes = 4.0 * (model.Config.NLayers + 1) * model.Config.DModel;
         var pilotPeaks = new SortedDictionary<double, long>();
         double Held(double n)

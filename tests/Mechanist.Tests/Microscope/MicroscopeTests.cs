@@ -96,6 +96,26 @@ public class MicroscopeTests
     }
 
     [Fact]
+    public void MomentsInBlocksAndTheUpdatesFitMatchAnIndependentSolver()
+    {
+        // The runner's path: moments summed over blocks of rows (13 here, so the last block is short), and the centred fit (Y − X)
+        // read from the same moments, never materialising the update.
+        using var model = HookedTransformer.Load(SharedData.PathOf("models", "stories260K", "stories260K.bin"));
+        using var states = CorpusStates.Collect(model, Sentences);
+        Assert.True(states.RowCount % 13 != 0 && states.RowCount > 13 * 4, $"{states.RowCount} rows: several blocks, the last one short");
+        for (int l = 0; l + 1 < states.Layers.Length; l++)
+        {
+            using var moments = Geometry.CentredMoments.Of(states.Layers[l], states.Layers[l + 1], blockRows: 13);
+            using var fit = Geometry.FitLinear(moments);
+            Assert.Equal(IndependentLinearity(ToArray(states.Layers[l]), ToArray(states.Layers[l + 1])), fit.Score, 4);
+            using var ofUpdate = moments.OfUpdate();
+            using var centred = Geometry.FitLinear(ofUpdate);
+            using var update = states.Layers[l + 1] - states.Layers[l];
+            Assert.Equal(IndependentLinearity(ToArray(states.Layers[l]), ToArray(update)), centred.Score, 4);
+        }
+    }
+
+    [Fact]
     public void ExactlyLinearMapsScoreOneAndNonlinearOnesFarLess()
     {
         manual_seed(1);
