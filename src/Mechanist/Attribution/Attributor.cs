@@ -186,13 +186,12 @@ public static class Attributor
                 for (int r = 0; r < rows; r++) { top = Math.Max(top, TopLayer(targetNodes[start + r])); P = Math.Max(P, LastPosition(targetNodes[start + r]) + 1); }
                 passes.Add(new RowPass(start, rows, top, P, Math.Min(top, errorLayers)));
             }
-            // (The autograd path runs its passes one at a time: each reads its own retained forward. Passes that keep their hook_z
-            // gradients, [rows, P, heads, d_head] per layer until they finish, run two at a time, not to hold eight passes' at once;
-            // once the cache is full, the rest run without them.)
+            // (The autograd path runs its passes one at a time: each reads its own retained forward. Passes keep their rows' hook_z
+            // gradients until the cache is full; the rest run without them.)
             for (int first = 0; first < passes.Count;)
             {
                 bool keepZ = options.ZGradients is { } cache && cache.Fits(zPositionBytes);
-                int perGroup = frozen is null ? 1 : keepZ ? 2 : MaxGroupPasses;
+                int perGroup = frozen is null ? 1 : MaxGroupPasses;
                 var group = passes.GetRange(first, Math.Min(perGroup, passes.Count - first));
                 ComputeGroup(targetNodes, group, keepZ);
                 first += group.Count;
@@ -220,6 +219,18 @@ public static class Attributor
                 atLayer!.narrow(0, 0, P).narrow(1, offsets[i], rows).copy_(g);
                 errorColumns[i][j] = bmm(g, rm.Errors[j][..P].unsqueeze(2)).squeeze(2);                // [P, rows]
             }
+            List<(int Row, Tensor Slot)> ReserveZ(int[] targets, RowPass pass)
+            {
+                var kept = new List<(int, Tensor)>();
+                var c = model.Config;
+                for (int r = 0; r < pass.Rows; r++)
+                {
+                    int node = targets[pass.Start + r], positions = LastPosition(node) + 1;
+                    if (options.ZGradients!.Fits(positions * zPositionBytes))
+                        kept.Add((r, options.ZGradients.Reserve(nodes[node], new long[] { L, c.NHeads, positions, c.DHead }, model.Device)));
+                }
+                return kept;
+            }
             void KeepZ(int i, Tensor[] z)
             {
                 for (int r = 0; r < passes[i].Rows; r++)
@@ -233,7 +244,11 @@ public static class Attributor
             {
                 if (frozen is not null)
                 {
-                    var states = passes.Select(x =>
+                    // The rows that keep their hook_z gradients have their place in the cache from the start, and each layer's are
+                    // written there as the pass runs it (the group's passes never hold theirs: [rows, P, heads, d_head] a layer).
+                    var slots = passes.Select(x => keepZ ? ReserveZ(targetNodes, x) : new List<(int Row, Tensor Slot)>()).ToArray();
+                    var written = passes.Select(_ => new bool[L]).ToArray();
+                    var states = passes.Select((x, i) =>
                     {
                         var features = new List<(int, GraphNode)>(); var logits = new List<(int, Tensor)>();
                         for (int r = 0; r < x.Rows; r++)
@@ -241,7 +256,11 @@ public static class Attributor
                             int t = targetNodes[x.Start + r];
                             if (t < nf) features.Add((r, nodes[t])); else logits.Add((r, demeaned[t - logitBase]));
                         }
-                        return frozen.Start(x.Rows, x.Top, x.P, features, logits, keepZ);
+                        return frozen.Start(x.Rows, x.Top, x.P, features, logits, slots[i].Count > 0, (layer, z) =>
+                        {
+                            foreach (var (r, slot) in slots[i]) using (var row = z[r]) ZGradientCache.WriteLayer(slot, layer, row);
+                            written[i][layer] = true;
+                        });
                     }).ToArray();
                     for (int j = states.Max(s => s.Layer); j >= 0; j--)
                     {
@@ -258,7 +277,9 @@ public static class Attributor
                     {
                         var grads = states[i].Finish();
                         embeds[i] = (grads.Embed, rm.Clean[embed][0, ..passes[i].P].to(ScalarType.Float32));
-                        if (grads.Z is { } z) { KeepZ(i, z); foreach (var t in z) t.Dispose(); }
+                        // Layers the pass never ran (above its top) carry no gradient.
+                        for (int m = 0; m < L; m++)
+                            if (!written[i][m]) foreach (var (_, slot) in slots[i]) using (var layer = slot[m]) layer.zero_();
                     }
                 }
                 else

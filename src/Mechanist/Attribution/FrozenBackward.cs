@@ -83,8 +83,14 @@ internal sealed class FrozenBackward : IDisposable
     /// the last position (then <paramref name="positions"/> is the prompt's length). The pass runs a layer at a time
     /// (<see cref="Pass.Step"/>), so that several passes can stop at the same layer and their gradients there be read together.
     /// </summary>
+    /// <remarks>
+    /// With <paramref name="withZ"/> the pass also computes the gradient at every layer's hook_z, [rows, P, heads, d_head]: held until
+    /// <see cref="Pass.Finish"/> returns them, or, with <paramref name="zSink"/>, handed to it as each layer is run (a view valid during
+    /// the call; layers the pass never runs are not handed over: their gradients are zero), so that nothing holds them all.
+    /// </remarks>
     public Pass Start(int rows, int top, int positions, IReadOnlyList<(int Row, GraphNode Node)> features,
-        IReadOnlyList<(int Row, Tensor Direction)> logits, bool withZ) => new(this, rows, top, positions, features, logits, withZ);
+        IReadOnlyList<(int Row, Tensor Direction)> logits, bool withZ, Action<int, Tensor>? zSink = null) =>
+        new(this, rows, top, positions, features, logits, withZ, zSink);
 
     /// <summary>
     /// A backward pass between layers. <see cref="Gradient"/> is the gradient at the output of layer <see cref="Layer"/> (its resid_post,
@@ -97,6 +103,7 @@ internal sealed class FrozenBackward : IDisposable
         readonly int _rows, _top, _P;
         readonly Dictionary<int, (int Row, GraphNode Node)[]> _injected;
         readonly Tensor[]? _z;
+        readonly Action<int, Tensor>? _zSink;
         // Where the gradient is nonzero before the first step: one position per row (the logits' last position; a feature's own,
         // injected at the first layer the pass runs through), so that step's first product runs over those rows alone. Null after.
         (long[] Positions, long[] Rows)? _fresh;
@@ -108,11 +115,12 @@ internal sealed class FrozenBackward : IDisposable
         public Tensor? Gradient { get; private set; }
 
         internal Pass(FrozenBackward b, int rows, int top, int positions, IReadOnlyList<(int Row, GraphNode Node)> features,
-            IReadOnlyList<(int Row, Tensor Direction)> logits, bool withZ)
+            IReadOnlyList<(int Row, Tensor Direction)> logits, bool withZ, Action<int, Tensor>? zSink)
         {
             _b = b; _rows = rows; _top = top; _P = positions;
             int L = b._cfg.NLayers, d = b._cfg.DModel;
-            _z = withZ ? new Tensor[L] : null;
+            _z = withZ && zSink is null ? new Tensor[L] : null;
+            _zSink = withZ ? zSink : null;
             if (logits.Count > 0)
             {
                 using var logitScope = NewDisposeScope();
@@ -158,8 +166,13 @@ internal sealed class FrozenBackward : IDisposable
                 if (gAttn is not null)
                 {
                     // The attention block's input gradient is added into gPre by its last product (gPre is this layer's own or g).
-                    var zj = b.AttentionBackward(j, gAttn, gPre!, rows, P, _z is not null, _fresh);
-                    if (_z is not null) _z[j] = zj!.view(P, rows, c.NHeads, c.DHead).permute(1, 0, 2, 3).MoveToOuterDisposeScope();
+                    bool withZ = _z is not null || _zSink is not null;
+                    var zj = b.AttentionBackward(j, gAttn, gPre!, rows, P, withZ, _fresh);
+                    if (withZ)
+                    {
+                        var z = zj!.view(P, rows, c.NHeads, c.DHead).permute(1, 0, 2, 3);
+                        if (_z is not null) _z[j] = z.MoveToOuterDisposeScope(); else _zSink!(j, z);
+                    }
                 }
                 next = ReferenceEquals(gPre, g) ? gPre : gPre?.MoveToOuterDisposeScope();
             }

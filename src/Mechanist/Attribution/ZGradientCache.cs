@@ -47,15 +47,20 @@ public sealed class ZGradientCache : IDisposable
     /// thousands: each in fresh memory of its own costs a page fault per 4 KB (about 65,000 for the built-in model's 4,000-row graph,
     /// 0.4 s on this project's VM), where slabs of <see cref="SlabBytes"/> take the huge pages libtorch gives tensors of 2 MB and more.
     /// </summary>
-    internal void Keep(GraphNode target, IReadOnlyList<Tensor> perLayer, int positions)
+    internal void Keep(GraphNode target, IReadOnlyList<Tensor> perLayer, int positions) =>
+        Write(perLayer, positions, Reserve(target, Shape(perLayer, positions), perLayer[0].device));
+
+    /// <summary>
+    /// Makes room for <paramref name="target"/>'s row, [layers, heads, positions, d_head] (float32), in the slabs and keeps it, unwritten:
+    /// the caller writes every layer of it (<see cref="WriteLayer"/>) before the row is read.
+    /// </summary>
+    internal Tensor Reserve(GraphNode target, long[] shape, Device device)
     {
-        var first = perLayer[0];
-        long[] shape = Shape(perLayer, positions);
         long count = shape.Aggregate(1L, (a, b) => a * b);
-        if (_slab is null || _slabUsed + count > _slab.shape[0] || _slab.device_type != first.device_type || _slab.device_index != first.device_index)
+        if (_slab is null || _slabUsed + count > _slab.shape[0] || _slab.device_type != device.type || _slab.device_index != device.index)
         {
             long floats = Math.Max(count, Math.Min(_slabBytes, Math.Max(0, BudgetBytes - Bytes)) / 4);
-            _slab = empty(new[] { floats }, ScalarType.Float32, first.device);
+            _slab = empty(new[] { floats }, ScalarType.Float32, device);
             _slab.DetachFromDisposeScope();                       // the cache owns its slabs and rows, whatever scope adds them
             _slabs.Add(_slab);
             _slabUsed = 0;
@@ -64,10 +69,19 @@ public sealed class ZGradientCache : IDisposable
         using (var span = _slab.narrow(0, _slabUsed, count)) row = span.view(shape);
         row.DetachFromDisposeScope();
         _slabUsed += count;
-        Write(perLayer, positions, row);
         if (_rows.Remove(target, out var old)) { Bytes -= old.NumberOfElements * 4; old.Dispose(); }
         _rows[target] = row;
         Bytes += count * 4;
+        return row;
+    }
+
+    /// <summary>Writes layer <paramref name="layer"/> of a reserved <paramref name="row"/> from one target's gradients there, [P, heads, d_head] (P at least the row's positions).</summary>
+    internal static void WriteLayer(Tensor row, int layer, Tensor gradients)
+    {
+        using var into = row[layer];
+        using var rows = gradients.narrow(0, 0, row.shape[2]);
+        using var heads = rows.permute(1, 0, 2);
+        into.copy_(heads);
     }
 
     /// <summary>The size of the blocks rows are written into (the last one may be smaller: what is left of the budget).</summary>
@@ -93,8 +107,7 @@ public sealed class ZGradientCache : IDisposable
 
     static void Write(IReadOnlyList<Tensor> perLayer, int positions, Tensor whole)
     {
-        for (int m = 0; m < perLayer.Count; m++)
-            using (var layer = whole[m]) using (var rows = perLayer[m].narrow(0, 0, positions)) using (var heads = rows.permute(1, 0, 2)) layer.copy_(heads);
+        for (int m = 0; m < perLayer.Count; m++) WriteLayer(whole, m, perLayer[m]);
     }
 
     /// <inheritdoc/>
