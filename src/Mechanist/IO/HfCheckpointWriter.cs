@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Mechanist.Models;
@@ -33,7 +34,7 @@ public static class HfCheckpointWriter
             t[p + "mlp.c_proj.weight"] = b.WOut.t().contiguous(); t[p + "mlp.c_proj.bias"] = b.BOut!;
         }
         if (!ReferenceEquals(w.WU, w.WE)) t["lm_head.weight"] = w.WU;
-        return t.ToDictionary(kv => kv.Key, kv => kv.Value.detach().to(ScalarType.Float32).cpu());
+        return t.ToDictionary(kv => kv.Key, kv => kv.Value.DetachedCpu(ScalarType.Float32));
     }
 
     /// <summary>config.json for a GPT-2-architecture model.</summary>
@@ -71,7 +72,7 @@ public static class HfCheckpointWriter
             t[p + "mlp.dense_4h_to_h.weight"] = b.WOut; t[p + "mlp.dense_4h_to_h.bias"] = b.BOut!;
         }
         if (!ReferenceEquals(w.WU, w.WE)) t["embed_out.weight"] = w.WU;
-        return t.ToDictionary(kv => kv.Key, kv => kv.Value.detach().to(ScalarType.Float32).cpu().contiguous());
+        return t.ToDictionary(kv => kv.Key, kv => kv.Value.DetachedCpu(ScalarType.Float32));
     }
 
     /// <summary>config.json for a GPT-NeoX-architecture model.</summary>
@@ -100,7 +101,7 @@ public static class HfCheckpointWriter
             t[p + "mlp.gate_proj.weight"] = b.WIn; t[p + "mlp.up_proj.weight"] = b.WUp!; t[p + "mlp.down_proj.weight"] = b.WOut;
         }
         if (!ReferenceEquals(w.WU, w.WE)) t["lm_head.weight"] = w.WU;
-        return t.ToDictionary(kv => kv.Key, kv => kv.Value.detach().to(ScalarType.Float32).cpu().contiguous());
+        return t.ToDictionary(kv => kv.Key, kv => kv.Value.DetachedCpu(ScalarType.Float32));
     }
 
     /// <summary>config.json for a Llama-architecture model.</summary>

@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using System.Text;
 using System.Text.Json;
 using TorchSharp;
@@ -55,7 +56,7 @@ public static class SafetensorsWriter
                 using var made = t.Make();
                 if (TensorDTypes.FromTorch(made.dtype) != t.DType || !made.shape.SequenceEqual(t.Shape))
                     throw new MechanistException($"{path}: tensor '{t.Name}' was declared {t.DType} [{string.Join(", ", t.Shape)}] but is {made.dtype} [{string.Join(", ", made.shape)}]");
-                using var cpu = made.detach().cpu().contiguous();
+                using var cpu = made.DetachedCpu();
                 WriteTensorBytes(stream, cpu);
             }
         });

@@ -22,6 +22,22 @@ public static class SafeOps
     /// <summary>An alpha of 1 that integer tensors accept (libtorch refuses a floating-point alpha for them).</summary>
     static Scalar OneFor(Tensor a) => is_floating_point(a) || is_complex(a) ? One : Scalars.Int(1);
 
+    // ---- copies for writing ----
+
+    /// <summary>
+    /// <paramref name="t"/>'s values detached from autograd as a contiguous CPU tensor (in <paramref name="dtype"/> where given), each
+    /// intermediate held until the next call has returned: a chain such as <c>t.detach().cpu()</c> outside a dispose scope leaves
+    /// the detached view unreachable during <c>cpu</c>, and a collection can finalize it mid-call.
+    /// </summary>
+    public static Tensor DetachedCpu(this Tensor t, ScalarType? dtype = null)
+    {
+        using var detached = t.detach();
+        using var cpu = detached.cpu();
+        if (dtype is not { } type) return cpu.contiguous();
+        using var typed = cpu.to(type);
+        return typed.contiguous();
+    }
+
     // ---- tensor ⊕ tensor (TorchSharp's add without alpha makes a temporary alpha of 1; sub and mul are safe as they are) ----
 
     /// <summary><paramref name="a"/> + <paramref name="b"/>.</summary>

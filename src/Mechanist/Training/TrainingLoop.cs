@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using System.Diagnostics;
 using System.Text.Json;
 using Mechanist.IO;
@@ -74,10 +75,10 @@ public static class TrainingLoop
         var state = new Dictionary<string, Tensor>();
         for (int i = 0; i < optimizer.Parameters.Count; i++)
         {
-            state[$"param.{i}"] = optimizer.Parameters[i].detach().cpu();
+            state[$"param.{i}"] = optimizer.Parameters[i].DetachedCpu();
             state[$"m.{i}"] = optimizer.FirstMoments[i].cpu(); state[$"v.{i}"] = optimizer.SecondMoments[i].cpu();
         }
-        for (int i = 0; i < (extraState?.Count ?? 0); i++) state[$"state.{i}"] = extraState![i].detach().cpu();
+        for (int i = 0; i < (extraState?.Count ?? 0); i++) state[$"state.{i}"] = extraState![i].DetachedCpu();
         SafetensorsWriter.Write(Path.Combine(dir, TensorFile), state);
         AtomicFile.WriteText(Path.Combine(dir, StateFile), JsonSerializer.Serialize(new { step, losses }));
     }

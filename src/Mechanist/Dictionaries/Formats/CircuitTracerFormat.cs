@@ -1,3 +1,4 @@
+using Mechanist.Tensors;
 using Mechanist.IO;
 using YamlDotNet.RepresentationModel;
 using static TorchSharp.torch;
@@ -182,6 +183,6 @@ public static class CircuitTracerFormat
     static void Write(string path, Dictionary<string, Tensor> tensors)
     {
         using var scope = NewDisposeScope();
-        SafetensorsWriter.Write(path, tensors.ToDictionary(kv => kv.Key, kv => kv.Value.detach().to(ScalarType.Float32).cpu().contiguous()), new Dictionary<string, string> { ["format"] = "pt" });
+        SafetensorsWriter.Write(path, tensors.ToDictionary(kv => kv.Key, kv => kv.Value.DetachedCpu(ScalarType.Float32)), new Dictionary<string, string> { ["format"] = "pt" });
     }
 }
