@@ -21,7 +21,10 @@ public sealed class CorpusStates : IDisposable
     /// <summary>The texts.</summary>
     public IReadOnlyList<CorpusText> Texts { get; }
 
-    /// <summary>Per depth, [all tokens of all texts, d_model] (float64, CPU), BOS rows excluded.</summary>
+    /// <summary>
+    /// Per depth, [all tokens of all texts, d_model] (CPU), BOS rows excluded: float32, as the forward computes them (float64 for a
+    /// float64 model); each statistic widens what it reads to float64 itself, a block or a sample at a time.
+    /// </summary>
     public Tensor[] Layers { get; }
 
     /// <summary>"emb", "1", ..., "L" (after block L).</summary>
@@ -43,6 +46,7 @@ public sealed class CorpusStates : IDisposable
         int n = model.Config.NLayers;
         var names = Enumerable.Range(0, n).Select(l => model.HookPoints.Name(HookKind.ResidPre, l)).Append(model.HookPoints.Name(HookKind.ResidPost, n - 1)).ToArray();
         var perLayer = names.Select(_ => new List<Tensor>()).ToArray();
+        var stored = model.DType == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
         var corpus = new List<CorpusText>();
         var rows = new List<(int, int, int)>();
         int row = 0;
@@ -58,7 +62,7 @@ public sealed class CorpusStates : IDisposable
             var (_, cache) = model.RunWithCache(tensor(ids, new long[] { 1, ids.Length }, device: model.Device), names.Contains);
             using (cache)
                 for (int l = 0; l < names.Length; l++)
-                    perLayer[l].Add(cache[names[l]][0, offset..].to(ScalarType.Float64).cpu().DetachFromDisposeScope());
+                    perLayer[l].Add(cache[names[l]][0, offset..].to(stored).cpu().DetachFromDisposeScope());
             rows.Add((row, ids.Length - offset, offset));
             row += ids.Length - offset;
             progress?.Report((i + 1, list.Count));

@@ -167,11 +167,20 @@ public static class MicroscopeShards
                 using var scope = NewDisposeScope();
                 using var states = CorpusStates.Collect(model, chunk.Select(c => c.Text), includeBos: includeBos);
                 var lens = MicroscopeRunner.LensTotals(model, states);
+                // The sums in float64 (the states are held in float32), widened two depths at a time.
+                var sum = new Tensor[depths]; var gram = new Tensor[depths]; var cross = new Tensor[depths - 1];
+                Tensor? below = null;
+                for (int l = 0; l < depths; l++)
+                {
+                    var x = states.Layers[l].to(ScalarType.Float64);
+                    sum[l] = x.sum(new long[] { 0 }); gram[l] = matmul(x.t(), x);
+                    if (below is not null) { cross[l - 1] = matmul(below.t(), x); below.Dispose(); }
+                    below = x;
+                }
+                below?.Dispose();
                 var part = new Moments
                 {
-                    Sum = states.Layers.Select(x => x.sum(new long[] { 0 })).ToArray(),
-                    Gram = states.Layers.Select(x => matmul(x.t(), x)).ToArray(),
-                    Cross = Enumerable.Range(0, depths - 1).Select(l => matmul(states.Layers[l].t(), states.Layers[l + 1])).ToArray(),
+                    Sum = sum, Gram = gram, Cross = cross,
                     LensSum = lens.LossSum, TopSum = lens.TopSum, LensCount = lens.LossCount, TopCount = lens.TopCount,
                 };
                 // Each row's sampling hash is a function of (text index, position), so the sample does not depend on the shard plan.
@@ -181,7 +190,8 @@ public static class MicroscopeShards
                     var (start, count, offset) = states.Rows[t];
                     for (int j = 0; j < count; j++) hashes[start + j] = unchecked((long)Features.FeatureSketch.HashOf(-1, 0, chunk[t].Index, offset + j));
                 }
-                part.Sample = stack(states.Layers, 1); part.SampleHash = tensor(hashes);
+                using (var sample = stack(states.Layers, 1)) part.Sample = sample.to(ScalarType.Float64);
+                part.SampleHash = tensor(hashes);
                 state.Add(part, sampleRows);
                 // The running sums were added in place; the new sample was made in this scope and must outlive it.
                 state.Sample.MoveToOuterDisposeScope(); state.SampleHash.MoveToOuterDisposeScope();
