@@ -63,7 +63,7 @@ public static class Geometry
         CentredMoments(long rows, Tensor meanX, Tensor meanY, Tensor xtx, Tensor xty, double yty)
         { Rows = rows; MeanX = meanX; MeanY = meanY; XtX = xtx; XtY = xty; YtY = yty; }
 
-        /// <summary>Rows of float64 a block holds at most (per side): 8M values, 64 MB.</summary>
+        /// <summary>The most float64 values a block of rows holds per side: 8M (64 MB).</summary>
         const long BlockValues = 1L << 23;
 
         /// <summary>The moments of <paramref name="x"/> and <paramref name="y"/> (any float dtype; the same rows).</summary>
@@ -98,8 +98,10 @@ public static class Geometry
         public CentredMoments OfUpdate()
         {
             if (XtX.shape[1] != XtY.shape[1]) throw new ArgumentException("the update Y − X needs X and Y of the same width");
+            using var scope = NewDisposeScope();
             double uu = YtY - 2 * XtY.trace().item<double>() + XtX.trace().item<double>();
-            return new CentredMoments(Rows, MeanX.clone(), MeanY.Sub(MeanX), XtX.clone(), XtY.Sub(XtX), uu);
+            return new CentredMoments(Rows, MeanX.clone().DetachFromDisposeScope(), MeanY.Sub(MeanX).DetachFromDisposeScope(),
+                XtX.clone().DetachFromDisposeScope(), XtY.Sub(XtX).DetachFromDisposeScope(), uu);
         }
 
         /// <inheritdoc/>
@@ -125,8 +127,9 @@ public static class Geometry
     {
         using var scope = NewDisposeScope();
         double nx2 = m.XtX.trace().item<double>(), ny2 = m.YtY;
-        // XᵀX and XᵀY are products linear in the rows and the solve a fixed d × d one. LAPACK's QR of the tall X cost 3-8x as much
-        // on toy-4l's states and jumped with the rows (2,560 rows of 128 took 17 ms, 3,800 rows 11 ms), so no pilot run could predict it.
+        // The normal equations: their products are linear in the rows and the solve a fixed d × d one. LAPACK's QR of the tall X cost
+        // 3-8x as much on toy-4l's states and jumped with the rows (2,560 rows of 128 took 17 ms, 3,800 rows 11 ms): no pilot run
+        // could predict it.
         var (a, score) = Solve(m.XtX, m.XtY, nx2, ny2);
         return new LinearFit(m.MeanX.clone().DetachFromDisposeScope(), m.MeanY.clone().DetachFromDisposeScope(), Math.Sqrt(nx2), Math.Sqrt(ny2),
             a.DetachFromDisposeScope(), score);
@@ -218,8 +221,8 @@ public static class Geometry
 
     /// <summary>
     /// The linearity score from sufficient statistics of N rows: Σx, Σy, XᵀX, XᵀY and Σ‖y‖² (what shards of a corpus add up to).
-    /// The same fit as <see cref="FitLinear(CentredMoments)"/> (the same solve), from raw moments: centred here, each side divided by its Frobenius norm, least squares through the normal
-    /// equations in float64; score = 1 − ‖XA − Y‖²_F.
+    /// The same fit as <see cref="FitLinear(CentredMoments)"/> (the same solve) from raw moments, centred here: each side divided by
+    /// its Frobenius norm, least squares through the normal equations in float64; score = 1 − ‖XA − Y‖²_F.
     /// </summary>
     public static double LinearityFromMoments(long n, Tensor sumX, Tensor sumY, Tensor xtx, Tensor xty, double sumYSquared)
     {

@@ -348,9 +348,9 @@ public static class Sizers
         if (JobSizer.PilotSizes(texts.Count, fraction, 2) is not var (small, largest)) return null;
         var tokenizer = model.Tokenizer ?? throw new MechanistException("microscope needs the model's tokenizer");
         double pointsPerText = texts.Average(t => Math.Max(1, tokenizer.Encode(t).Length - (options.IncludeBos ? 0 : 1)));
-        // Memory grows with the points: their states at every depth (float32, as CorpusStates holds them), and what the statistics hold beyond them (TwoNN's
-        // blocks of distances, up to the subsample's cap): read as bytes per point through the largest pilots' peaks, at least the
-        // states'.
+        // Memory grows with the points: their states at every depth (float32, as CorpusStates holds them), and what the statistics
+        // hold beyond them (TwoNN's blocks of distances, up to the subsample's cap): read as bytes per point through the largest
+        // pilots' peaks, at least the states'.
         double stateBytes = 4.0 * (model.Config.NLayers + 1) * model.Config.DModel;
         var pilotPeaks = new SortedDictionary<double, long>();
         double Held(double n)
