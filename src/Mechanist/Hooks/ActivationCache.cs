@@ -108,7 +108,7 @@ public sealed class ActivationCache : IDisposable
     internal void CollectGradients(Dictionary<string, Tensor> sources)
     {
         foreach (var (name, t) in sources)
-            if (t.grad is { } g) { using var detached = g.detach(); Store(name + "_grad", detached.clone()); }
+            if (t.grad is { } g) Store(name + "_grad", g.DetachedClone());
         // One tensor can sit at two hook points (resid_post of a block is resid_pre of the next).
         foreach (var t in new HashSet<Tensor>(sources.Values, ReferenceEqualityComparer.Instance)) t.Dispose();
         sources.Clear();

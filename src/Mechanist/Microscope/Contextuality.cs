@@ -160,14 +160,7 @@ public static class Contextuality
     static HookedTransformer CopyOf(HookedTransformer model)
     {
         var w = model.Weights;
-        // (The detached view is held while it is cloned: outside a dispose scope, an unreferenced temporary can be finalized by another
-        // thread's collection mid-call, and clone then reads freed memory; GcStressTests caught it here.)
-        static Tensor? C(Tensor? t)
-        {
-            if (t is null) return null;
-            using var detached = t.detach();
-            return detached.clone().DetachFromDisposeScope();
-        }
+        static Tensor? C(Tensor? t) => t?.DetachedClone().DetachFromDisposeScope();
         var copy = new TransformerWeights
         {
             WE = C(w.WE)!, WPos = C(w.WPos), LnFinalW = C(w.LnFinalW), LnFinalB = C(w.LnFinalB), BU = C(w.BU),

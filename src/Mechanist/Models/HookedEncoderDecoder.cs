@@ -146,7 +146,7 @@ public sealed class HookedEncoderDecoder : IDisposable
         public Tensor Hook(string name, int? layer, Tensor x)
         {
             x = HookDispatch.Forward(hooks, name, layer, x);
-            if (cache is not null && cached?.Invoke(name) != false) { using var detached = x.detach(); cache.Store(name, detached.clone()); }
+            if (cache is not null && cached?.Invoke(name) != false) cache.Store(name, x.DetachedClone());
             return x;
         }
     }

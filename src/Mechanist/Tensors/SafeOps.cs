@@ -22,12 +22,22 @@ public static class SafeOps
     /// <summary>An alpha of 1 that integer tensors accept (libtorch refuses a floating-point alpha for them).</summary>
     static Scalar OneFor(Tensor a) => is_floating_point(a) || is_complex(a) ? One : Scalars.Int(1);
 
-    // ---- copies for writing ----
+    // ---- detached copies (each intermediate held until the call that reads it has returned) ----
+
+    /// <summary>
+    /// A copy of <paramref name="t"/> detached from autograd, its detached view held until <c>clone</c> has returned: a chain such as
+    /// <c>t.detach().clone()</c> outside a dispose scope leaves the view unreachable during <c>clone</c>, and another thread's collection
+    /// can finalize it mid-call (clone then reads freed memory; GcStressTests caught it in the microscope).
+    /// </summary>
+    public static Tensor DetachedClone(this Tensor t)
+    {
+        using var detached = t.detach();
+        return detached.clone();
+    }
 
     /// <summary>
     /// <paramref name="t"/>'s values detached from autograd as a contiguous CPU tensor (in <paramref name="dtype"/> where given), each
-    /// intermediate held until the next call has returned: a chain such as <c>t.detach().cpu()</c> outside a dispose scope leaves
-    /// the detached view unreachable during <c>cpu</c>, and a collection can finalize it mid-call.
+    /// intermediate held until the next call has returned, as <see cref="DetachedClone"/> holds its view.
     /// </summary>
     public static Tensor DetachedCpu(this Tensor t, ScalarType? dtype = null)
     {
