@@ -101,7 +101,7 @@ public sealed partial class BenchCommand
             "generation" => "A random t5-small-shaped checkpoint (d_model 512, 6 + 6 layers, 8 heads, d_ff 2,048, vocabulary 32,128, fp32), greedy decoding from a " +
                 "32-token input: with the decoder's self-attention keys and values kept between steps and the encoder's cross-attention keys and values computed once, " +
                 "against rerunning the decoder over the whole prefix each step. Both produce the same tokens (checked in the run; the golden T5 generation test pins the logits).",
-            "sizer" => "Each job `--estimate` covers, first estimated (pilots: the job itself at doubling sizes up to a quarter of it, as `--estimate` " +
+            "sizer" => "Each job `--estimate` covers, first estimated (pilots: the job itself at doubling sizes up to a quarter of it, the largest twice, as `--estimate` " +
                 "uses where 3 % is too small to time), then run in full in the same process and measured the same way (wall time; the process's peak resident " +
                 "memory, the loaded model included; a job under 15 s runs three times, the medians of its time and peak measured, as one of this VM's slow " +
                 "spells moves a short run most). The errors in bold are predicted / measured − 1 (the issue's target: within ±25 %). The warm figures are " +
