@@ -82,7 +82,8 @@ public static class Interventions
     /// <summary>The features active at (layer, position) of a traced prompt, with their activations.</summary>
     public static IEnumerable<(long Feature, double Value)> Active(ReplacementModel rm, int layer, int position)
     {
-        using var row = rm.Activations[layer, position].cpu();
+        using var view = rm.Activations[layer, position];
+        using var row = view.cpu();
         var values = row.data<float>().ToArray();
         for (long f = 0; f < values.Length; f++) if (values[f] != 0) yield return (f, values[f]);
     }

@@ -126,6 +126,9 @@ public static class TwoHopCircuit
             }
             foreach (var (c, s) in cities)
             {
+                // Each city's temporaries (views, indices, the swaps' tensors) stay reachable until it is done: a collection during a
+                // native call on an unreachable temporary would free it mid-call.
+                using var cityScope = NewDisposeScope();
                 if (traced % 20 == 19) progress?.Invoke($"  {traced + 1}/{cities.Count} cities");
                 using var t = model.ToTokens(Prompt(c));
                 using var r = ReplacementModel.Build(model, clt, input, t);
@@ -166,7 +169,8 @@ public static class TwoHopCircuit
 
     static string TopToken(HookedTransformer model, Tensor logits)
     {
-        using var last = logits[-1].argmax();
+        using var row = logits[-1];
+        using var last = row.argmax();
         return TokenText.Of(model, last.item<long>());
     }
 
