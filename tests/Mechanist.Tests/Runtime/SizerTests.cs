@@ -209,6 +209,26 @@ public sealed class SizerTests
         Assert.InRange(e.Seconds, 1.05 * 0.95, 1.05 * 1.1);       // sleeps overshoot by a little, never undershoot
     }
 
+    /// <summary>
+    /// The same where the pilots settle (a job of 20 ms plus 4 ms a unit: the 1,024-unit pilot takes 2 s more than the 512-unit one),
+    /// which the sizer once ran a single time: with that run slowed by 1.5 s the line read the 5,000-unit job at 28.2 s, 41 % high.
+    /// Its second run counts: the prediction stays at the job's 20.02 s.
+    /// </summary>
+    [Fact]
+    public void ASettledLargestPilotRunsTwiceToo()
+    {
+        var runs = new Dictionary<double, int>();
+        var e = JobSizer.Estimate("job", "units", 5_000, 8, 1_250, units =>
+        {
+            runs[units] = runs.GetValueOrDefault(units) + 1;
+            Thread.Sleep(TimeSpan.FromSeconds(0.02 + 4e-3 * units + (units == 1024 && runs[units] == 1 ? 1.5 : 0)));
+        }, _ => 0, new[] { "--smaller" });
+        Assert.True(e.TimeSettled);
+        Assert.Equal(2, runs[1024]);
+        Assert.Equal(1024, e.Pilots.Max(p => p.Units));
+        Assert.InRange(e.Seconds, 20.02 * 0.97, 20.02 * 1.05);
+    }
+
     [Fact]
     public void PilotSizesStayBelowTheJob()
     {
