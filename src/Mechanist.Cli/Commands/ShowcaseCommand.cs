@@ -27,7 +27,8 @@ public sealed class ShowcaseCommand : ICliCommand
         var mode = new Option<string>("--mode") { Description = "Intervention mode of the swaps: free, constrained or replacement.", DefaultValueFactory = _ => "free" };
         mode.AcceptOnlyFromAmong(AttributionVocabulary.Modes.Names);
         var lines = new Option<int>("--corpus-lines") { Description = "Toy-corpus lines scanned for the features' top tokens.", DefaultValueFactory = _ => 3000 };
-        var cmd = new Command("showcase", "Circuit tracing on the built-in model: the two-hop graph, its path and features, and the state-swap table, as a docs page.") { output, city, mode, lines };
+        var cities = new Option<int?>("--cities") { Description = "Trace and swap only the first N two-hop prompts, for a quick look (default: every city of the toy world, 100)." };
+        var cmd = new Command("showcase", "Circuit tracing on the built-in model: the two-hop graph, its path and features, and the state-swap table, as a docs page.") { output, city, mode, lines, cities };
         cmd.SetAction(parse =>
         {
             string dir = parse.GetValue(output)!;
@@ -51,7 +52,7 @@ public sealed class ShowcaseCommand : ICliCommand
                     $"{TwoHopCircuit.Prompt(c)} -> {TokenText.Of(model, graph.Nodes.First(n => n.Kind == NodeKind.Logit).Index)}",
                     n => onPath.Contains(n) ? $"L{n.Layer}/{n.Index}" : null);
             }
-            var report = TwoHopCircuit.Run(model, bundle.Dictionary, bundle.Input, c, m, parse.GetValue(lines), msg => ctx.Err.WriteLine(msg), WriteGraph);
+            var report = TwoHopCircuit.Run(model, bundle.Dictionary, bundle.Input, c, m, parse.GetValue(lines), msg => ctx.Err.WriteLine(msg), WriteGraph, parse.GetValue(cities));
             AtomicFile.WriteText(Path.Combine(dir, "report.json"), JsonSerializer.Serialize(report, JsonFormat.Options));
             AtomicFile.WriteText(Path.Combine(dir, "README.md"), Page(report, slug, clock.Elapsed.TotalSeconds));
             ctx.Out.WriteLine($"path {report.PathSource} -> {string.Join(" -> ", report.Path.Select(f => $"L{f.Layer}/{f.Feature}@{f.Token}"))} -> answer; " +

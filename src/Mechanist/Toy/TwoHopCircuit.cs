@@ -73,10 +73,15 @@ public static class TwoHopCircuit
     /// <summary>The two-hop prompt of a city.</summary>
     public static string Prompt(string city) => $"The capital of the state containing {city} is";
 
-    /// <summary>Runs the showcase; <paramref name="onGraph"/> gets the city prompt's graph, its pruning and the strongest path's nodes while they are alive (to write them out).</summary>
+    /// <summary>
+    /// Runs the showcase; <paramref name="onGraph"/> gets the city prompt's graph, its pruning and the strongest path's nodes while they
+    /// are alive (to write them out); <paramref name="maxCities"/> limits the traced and swapped two-hop prompts to the first ones.
+    /// </summary>
     public static TwoHopReport Run(HookedTransformer model, ICrossLayerDictionary clt, TranscoderInput input, string city = "Dallas",
-        InterventionMode mode = InterventionMode.Free, int corpusLines = 3000, Action<string>? progress = null, Action<AttributionGraph, PrunedGraph, IReadOnlyList<int>>? onGraph = null)
+        InterventionMode mode = InterventionMode.Free, int corpusLines = 3000, Action<string>? progress = null, Action<AttributionGraph, PrunedGraph, IReadOnlyList<int>>? onGraph = null,
+        int? maxCities = null)
     {
+        if (maxCities is < 1) throw new MechanistException($"the showcase needs at least one city to trace and swap, not {maxCities}");
         var tok = model.Tokenizer ?? throw new MechanistException("the showcase needs the model's tokenizer");
         int Single(string word) => tok.Encode(word, false) is { Length: 1 } ids ? ids[0] : -1;
         var states = ToyWorld.States.Where(s => Single(s.Name.Split(' ')[^1]) >= 0).ToArray();
@@ -104,7 +109,7 @@ public static class TwoHopCircuit
         // Every two-hop prompt, traced once: where its strongest token-to-answer path starts, and the swaps (features at the
         // city's position ← the state name's, or at the last position ← the one-hop prompt's last position).
         int traced = 0, fromCity = 0, throughCity = 0, cleanCorrect = 0;
-        var cities = states.SelectMany(s => s.Cities.Select(c => (City: c, State: s))).Where(x => Single(x.City) >= 0).ToList();
+        var cities = states.SelectMany(s => s.Cities.Select(c => (City: c, State: s))).Where(x => Single(x.City) >= 0).Take(maxCities ?? int.MaxValue).ToList();
         int L = model.Config.NLayers;
         var sites = new[]
         {

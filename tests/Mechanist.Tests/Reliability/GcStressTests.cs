@@ -58,8 +58,11 @@ public class GcStressTests
         { "dict train", new[] { "dict", "train", "--kind", "transcoder", "--steps", "200", "--batch", "64", "--features", "128", "--tokens", "4000", "--eval-tokens", "500", "--out", "{dir}/dict" } },
         { "features build", new[] { "features", "build", "--texts", "100", "--out", "{dir}/features" } },
         { "microscope", new[] { "microscope", "--generate", "8", "--ctx-steps", "40", "--removal-lengths", "8,16" } },
-        // Shorter paths that a sweep of every command under this stress also ran clean (the showcase's swap loop did not: fixed, but
-        // too long under stress for the suite): the encoder-decoder's cached generation, patching both ways, QK, the lens and DLA.
+        // The showcase's swap loop (thousands of swaps, each reading feature rows and a top token) crashed with SIGSEGV under this
+        // stress until its temporaries were held; ten cities, a quick corpus scan.
+        { "showcase", new[] { "showcase", "--out", "{dir}/showcase", "--cities", "10", "--corpus-lines", "200" } },
+        // Shorter paths that a sweep of every command under this stress also ran clean: the encoder-decoder's cached generation,
+        // patching both ways, QK, the lens and DLA.
         { "generate (T5)", new[] { "generate", "--model", SharedData.PathOf("golden", "models", "t5"), "--tokens", "1,5,9,13,17", "-n", "6" } },
         { "patch", new[] { "patch", "--clean", "The capital of the state containing Dallas is", "--corrupt", "The capital of the state containing Boston is", "--answer", " Austin", "--what", "heads", "--method", "both" } },
         { "qk", new[] { "qk", "--prompt", "The capital of the state containing Dallas is", "--layer", "2", "--head", "1", "--key", "5" } },
