@@ -96,7 +96,9 @@ public sealed class ShowcaseCommand : ICliCommand
         sb.AppendLine();
         sb.AppendLine("## Every two-hop prompt");
         sb.AppendLine();
-        sb.AppendLine($"Of the {r.PromptsTraced} two-hop prompts traced (every single-token city of a single-token state), the strongest token-to-answer path starts at the city token in " +
+        string which = r.PromptsTraced < r.PromptsAvailable ? $"the first {r.PromptsTraced} of the {r.PromptsAvailable} single-token cities of single-token states , as `--cities` asked"
+            : "every single-token city of a single-token state";
+        sb.AppendLine($"Of the {r.PromptsTraced} two-hop prompts traced ({which}), the strongest token-to-answer path starts at the city token in " +
             $"{r.PathsFromCity} ({(double)r.PathsFromCity / Math.Max(1, r.PromptsTraced):P0}), and in {r.PathsThroughCityFeature} of those its first feature is a layer-0 feature at the last position: the city's token is moved to \"is\" by attention and looked up there by the first MLP, not at the city's own position. The swaps below agree.");
         sb.AppendLine();
         sb.AppendLine("## Swapping the state");

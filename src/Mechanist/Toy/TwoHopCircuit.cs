@@ -60,8 +60,10 @@ public sealed record SwapOutcome(string City, string State, string Donor, string
 /// <param name="Swaps">Per swap site, every (city, other state) swap.</param>
 /// <param name="Mode">Intervention mode of the swaps.</param>
 /// <param name="CleanCorrect">Two-hop prompts the model answers with the right capital.</param>
+/// <param name="PromptsAvailable">The toy world's two-hop prompts (single-token cities of single-token states): more than were traced where limited.</param>
 public sealed record TwoHopReport(string Prompt, int Nodes, int KeptNodes, long KeptEdges, GraphScores Scores, CircuitFeature[] Path, string PathSource,
-    CircuitFeature[] TopFeatures, int PromptsTraced, int PathsFromCity, int PathsThroughCityFeature, SwapExperiment[] Swaps, InterventionMode Mode, int CleanCorrect);
+    CircuitFeature[] TopFeatures, int PromptsTraced, int PathsFromCity, int PathsThroughCityFeature, SwapExperiment[] Swaps, InterventionMode Mode, int CleanCorrect,
+    int PromptsAvailable);
 
 /// <summary>
 /// The toy world's two-hop facts traced through a CLT: "The capital of the state containing Dallas is" → Austin. Finds the
@@ -109,7 +111,8 @@ public static class TwoHopCircuit
         // Every two-hop prompt, traced once: where its strongest token-to-answer path starts, and the swaps (features at the
         // city's position ← the state name's, or at the last position ← the one-hop prompt's last position).
         int traced = 0, fromCity = 0, throughCity = 0, cleanCorrect = 0;
-        var cities = states.SelectMany(s => s.Cities.Select(c => (City: c, State: s))).Where(x => Single(x.City) >= 0).Take(maxCities ?? int.MaxValue).ToList();
+        var allCities = states.SelectMany(s => s.Cities.Select(c => (City: c, State: s))).Where(x => Single(x.City) >= 0).ToList();
+        var cities = allCities.Take(maxCities ?? int.MaxValue).ToList();
         int L = model.Config.NLayers;
         var sites = new[]
         {
@@ -169,7 +172,7 @@ public static class TwoHopCircuit
 
         return new TwoHopReport(Prompt(city), graph.Nodes.Length, pruned.NodeMask.Count(k => k), pruned.KeptEdges, scores,
             pathNodes.Select(Describe).ToArray(), labels[source], topNodes.Select(Describe).ToArray(), traced, fromCity, throughCity,
-            sites.Select((site, k) => new SwapExperiment(site, swaps[k].ToArray())).ToArray(), mode, cleanCorrect);
+            sites.Select((site, k) => new SwapExperiment(site, swaps[k].ToArray())).ToArray(), mode, cleanCorrect, allCities.Count);
     }
 
     static string TopToken(HookedTransformer model, Tensor logits)
