@@ -101,7 +101,12 @@ public static class MicroscopeRunner
         var (start, count, offset) = states.Rows[t];
         var nonlinearity = fits.Select((fit, l) =>
         {
-            var errors = fit.RowErrors(states.Layers[l][start..(start + count)], states.Layers[l + 1][start..(start + count)], states.RowCount);
+            // The slices are held until the errors are read: a temporary passed straight in is unreachable during the native calls
+            // on it, and a collection there frees it mid-call (this crashed under forced collections once the states were float32,
+            // where the widening is a copy).
+            using var x = states.Layers[l][start..(start + count)];
+            using var y = states.Layers[l + 1][start..(start + count)];
+            var errors = fit.RowErrors(x, y, states.RowCount);
             return Enumerable.Repeat(0.0, offset).Concat(errors).ToArray();
         }).ToArray();
         return new TextView(t, text.Tokens, text.Classes, nonlinearity, lens, ctx?.PerText.GetValueOrDefault(t));
